@@ -1,0 +1,402 @@
+//! The wire contract between the jit broker and its clients.
+//!
+//! Every JSON body the broker's `/api/v1` sends or accepts is a type here, so
+//! the server and the `jit` CLI cannot drift apart. No IO lives in this crate.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub mod duration;
+
+pub use duration::{DurationError, format_duration, parse_duration};
+
+/// The state of an access request (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for approvals.
+    Pending,
+    /// Approved; the grant is being made.
+    Approved,
+    /// The grant exists in the cloud.
+    Active,
+    /// The grant ran out its window and was removed.
+    Expired,
+    /// An approver said no.
+    Denied,
+    /// The requester withdrew it.
+    Cancelled,
+    /// Nobody decided in time.
+    TimedOut,
+    /// Ended early by the requester or an admin.
+    Revoked,
+    /// The grant could not be made; `failure_reason` says why.
+    Failed,
+}
+
+impl RequestState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [Self; 9] = [
+        Self::Pending,
+        Self::Approved,
+        Self::Active,
+        Self::Expired,
+        Self::Denied,
+        Self::Cancelled,
+        Self::TimedOut,
+        Self::Revoked,
+        Self::Failed,
+    ];
+
+    /// The wire name (`timed_out`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Denied => "denied",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+            Self::Revoked => "revoked",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// True once nothing can happen to the request any more.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Pending | Self::Approved | Self::Active)
+    }
+}
+
+impl fmt::Display for RequestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RequestState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown state `{s}`"))
+    }
+}
+
+/// One approver's decision on a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Who decided (the user's display key, usually the email).
+    pub approver: String,
+    /// `approve` or `deny`.
+    pub decision: Decision,
+    /// Optional free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// An approver's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Counts towards `approvals_required`.
+    Approve,
+    /// Ends the request at once.
+    Deny,
+}
+
+/// An access request as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Request id.
+    pub id: Uuid,
+    /// Entitlement id from the catalog.
+    pub entitlement: String,
+    /// Who asked (email or user name).
+    pub requester: String,
+    /// Lifecycle state.
+    pub state: RequestState,
+    /// Asked duration, e.g. `1h30m`.
+    pub duration: String,
+    /// Asked duration in seconds.
+    pub duration_seconds: u64,
+    /// Why the access is needed.
+    pub justification: String,
+    /// Ticket reference, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// When the request was filed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When a pending request times out.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub pending_until: Option<OffsetDateTime>,
+    /// When the grant became active.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub activated_at: Option<OffsetDateTime>,
+    /// When the grant ends (set once active).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Approvals and denials so far.
+    pub approvals: Vec<Approval>,
+    /// How many distinct approvals the request needs.
+    pub approvals_required: u32,
+    /// Granted at once under break-glass.
+    #[serde(default)]
+    pub break_glass: bool,
+    /// The request this one extends, for extensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<Uuid>,
+    /// Recorded but not made in a real cloud (development mode).
+    #[serde(default)]
+    pub simulated: bool,
+    /// Why the grant failed, for `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// Entitlement kind (`aws_role`, …).
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// Body of `POST /api/v1/requests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    /// Entitlement id.
+    pub entitlement: String,
+    /// `1h`, `90m`, or a number of seconds.
+    pub duration: DurationInput,
+    /// Why the access is needed (required, at most 4 KiB).
+    pub justification: String,
+    /// Ticket reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Ask for break-glass: granted at once, reviewed afterwards.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+}
+
+/// A duration as the API accepts it: a string like `1h30m` or seconds as a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DurationInput {
+    /// Seconds.
+    Seconds(u64),
+    /// Human form: `1h`, `30m`, `1h30m`, `45s`, `2d`.
+    Text(String),
+}
+
+impl DurationInput {
+    /// The duration in seconds.
+    pub fn seconds(&self) -> Result<u64, DurationError> {
+        match self {
+            Self::Seconds(s) => Ok(*s),
+            Self::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// Body of `POST /requests/{id}/approve|deny`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionBody {
+    /// Optional comment shown to the requester.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Body of `POST /requests/{id}/extend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtendBody {
+    /// How much longer, e.g. `30m`.
+    pub by: DurationInput,
+    /// Why; defaults to the original justification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+}
+
+/// An entitlement the caller may request (`GET /api/v1/entitlements`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entitlement {
+    /// Catalog id.
+    pub id: String,
+    /// Human title.
+    pub title: String,
+    /// `aws_role`, `aws_identity_center`, `entra_role` or `entra_group`.
+    pub kind: String,
+    /// Longest grant, e.g. `4h`.
+    pub max_duration: String,
+    /// Distinct approvals needed; 0 = auto-approve.
+    pub approvals_required: u32,
+    /// The sign-in must carry MFA.
+    pub require_mfa: bool,
+    /// Whether a ticket reference is required.
+    #[serde(default)]
+    pub require_ticket: bool,
+    /// Whether the caller may use break-glass on it.
+    #[serde(default)]
+    pub break_glass: bool,
+}
+
+/// Temporary AWS credentials (`POST /requests/{id}/credentials`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Credentials {
+    /// `ASIA…` key id.
+    pub access_key_id: String,
+    /// Secret key.
+    pub secret_access_key: String,
+    /// Session token.
+    pub session_token: String,
+    /// RFC 3339 expiry.
+    pub expiration: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &"<redacted>")
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
+/// Answer of `POST /requests/{id}/console-url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleUrl {
+    /// The AWS federation sign-in URL.
+    pub url: String,
+}
+
+/// The caller as the broker sees them (`GET /api/v1/me`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    /// Stable user key (`tid/oid` for Entra).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Email or user name.
+    pub email: String,
+    /// Groups from the token.
+    pub groups: Vec<String>,
+    /// App roles from the token.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// May administer the broker.
+    #[serde(default)]
+    pub admin: bool,
+    /// May read the audit log.
+    #[serde(default)]
+    pub auditor: bool,
+}
+
+/// What the CLI needs to sign in (`GET /api/v1/cli-config`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliConfig {
+    /// OpenID issuer.
+    pub issuer: String,
+    /// Public client id for the device flow.
+    pub client_id: String,
+    /// Scopes to ask for.
+    pub scopes: Vec<String>,
+    /// RFC 8628 device authorization endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
+    /// Token endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    /// Development mode: sign in with a demo user name, no IdP.
+    #[serde(default)]
+    pub dev: bool,
+}
+
+/// One audit event (`GET /api/v1/audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who acted (`system` for the broker itself).
+    pub actor: String,
+    /// What happened, e.g. `request.approved`.
+    pub action: String,
+    /// The request it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Uuid>,
+    /// The entitlement it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlement: Option<String>,
+    /// Event details.
+    pub data: serde_json::Value,
+    /// Hash of the previous event.
+    pub prev_hash: String,
+    /// Hash of this event.
+    pub hash: String,
+}
+
+/// A page of audit events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Events, newest first.
+    pub events: Vec<AuditEvent>,
+    /// Pass as `before` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+/// Outcome of an audit chain verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// True when every row checked out.
+    pub ok: bool,
+    /// Rows checked.
+    pub checked: u64,
+    /// Last sequence number seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<i64>,
+    /// The first sequence number that does not verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_bad_seq: Option<i64>,
+    /// What is wrong with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The error body of every failed API call: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an API error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `not_found`, `forbidden`, `invalid_request`.
+    pub code: String,
+    /// One human sentence.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// Builds an error body.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}

@@ -1,0 +1,657 @@
+//! Server configuration: one TOML file, every key overridable by `JIT_SECTION__KEY`.
+//!
+//! Secrets may be literals or `env:NAME` / `file:PATH` references; they are
+//! resolved once at load time into [`Secret`]s that never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize};
+use thiserror::Error;
+use url::Url;
+
+/// A configuration problem, always naming the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type.
+    #[error("config: {0}")]
+    Parse(String),
+    /// A key holds a value that is not allowed.
+    #[error("config: `{key}`: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `server.bind`.
+        key: &'static str,
+        /// What is wrong, lowercase, no trailing period.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A secret value resolved from a literal, `env:NAME` or `file:PATH`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    /// Wraps a value that is already resolved.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(SecretString::from(value.into()))
+    }
+
+    /// The secret text; keep it out of logs.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// Resolves `env:NAME`, `file:PATH` or a literal.
+    pub fn resolve(raw: &str) -> Result<Self, String> {
+        if let Some(name) = raw.strip_prefix("env:") {
+            let value = std::env::var(name)
+                .map_err(|_| format!("environment variable `{name}` is not set"))?;
+            if value.is_empty() {
+                return Err(format!("environment variable `{name}` is empty"));
+            }
+            Ok(Self::new(value))
+        } else if let Some(path) = raw.strip_prefix("file:") {
+            let value = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read secret file `{path}`: {e}"))?;
+            let value = value.trim_end_matches(['\n', '\r']);
+            if value.is_empty() {
+                return Err(format!("secret file `{path}` is empty"));
+            }
+            Ok(Self::new(value))
+        } else if raw.is_empty() {
+            Err("secret is empty".to_owned())
+        } else {
+            Ok(Self::new(raw))
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::resolve(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[database]`.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// `[oidc]`; absent only in development mode.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// `[aws]`.
+    #[serde(default)]
+    pub aws: Option<AwsConfig>,
+    /// `[entra]`.
+    #[serde(default)]
+    pub entra: Option<EntraConfig>,
+    /// `[notify]`.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    /// `[policy]`.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// `[scheduler]`.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// Base URL users reach the broker at (links, OIDC redirect).
+    #[serde(default = "default_public_url")]
+    pub public_url: String,
+    /// Key material for session and CSRF MACs: 64+ random bytes, base64.
+    #[serde(default)]
+    pub session_key: Option<Secret>,
+    /// Idle session timeout.
+    #[serde(default = "default_idle")]
+    pub session_idle_timeout: String,
+    /// Absolute session lifetime.
+    #[serde(default = "default_absolute")]
+    pub session_absolute_timeout: String,
+    /// Log format: `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            public_url: default_public_url(),
+            session_key: None,
+            session_idle_timeout: default_idle(),
+            session_absolute_timeout: default_absolute(),
+            log_format: default_log_format(),
+        }
+    }
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_public_url() -> String {
+    "http://127.0.0.1:8080".to_owned()
+}
+fn default_idle() -> String {
+    "1h".to_owned()
+}
+fn default_absolute() -> String {
+    "12h".to_owned()
+}
+fn default_log_format() -> String {
+    "json".to_owned()
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://jit.db` or `postgres://…`.
+    #[serde(default = "default_db_url")]
+    pub url: String,
+    /// Pool size (PostgreSQL; SQLite writes through one connection).
+    #[serde(default = "default_pool")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: default_db_url(),
+            max_connections: default_pool(),
+        }
+    }
+}
+
+fn default_db_url() -> String {
+    "sqlite://jit.db".to_owned()
+}
+fn default_pool() -> u32 {
+    10
+}
+
+/// `[oidc]`: the identity provider (Entra ID in production).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Issuer URL; discovery is read from it.
+    pub issuer: String,
+    /// Confidential web client id.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: Secret,
+    /// Scopes of the browser sign-in.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// `aud` of bearer tokens the CLI sends.
+    pub api_audience: String,
+    /// Public client used by `jit login`.
+    #[serde(default)]
+    pub cli_client_id: Option<String>,
+    /// Scopes `jit login` asks for.
+    #[serde(default)]
+    pub cli_scopes: Vec<String>,
+    /// Scope that must be granted in `scp` / `scope`.
+    #[serde(default)]
+    pub required_scope: Option<String>,
+    /// Tenant to pin (`tid`); derived from an Entra v2.0 issuer when absent.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Claim names.
+    #[serde(default)]
+    pub claims: ClaimMapping,
+    /// Longest accepted age of a sign-in for `require_mfa` entitlements.
+    #[serde(default = "default_mfa_max_age")]
+    pub mfa_max_age: String,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(str::to_owned)
+        .to_vec()
+}
+fn default_mfa_max_age() -> String {
+    "1h".to_owned()
+}
+
+/// Which token claims carry what; Entra defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimMapping {
+    /// Stable user id claim.
+    pub user_id: String,
+    /// Tenant claim, part of the user key.
+    pub tenant: String,
+    /// Display name.
+    pub name: String,
+    /// Email claims, first present wins.
+    pub email: Vec<String>,
+    /// Group ids.
+    pub groups: String,
+    /// App roles.
+    pub roles: String,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            user_id: "oid".to_owned(),
+            tenant: "tid".to_owned(),
+            name: "name".to_owned(),
+            email: vec!["email".to_owned(), "preferred_username".to_owned()],
+            groups: "groups".to_owned(),
+            roles: "roles".to_owned(),
+        }
+    }
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Region for STS and Identity Center.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint override (tests only).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// `arn:aws:sso:::instance/ssoins-…`.
+    #[serde(default)]
+    pub identity_center_instance_arn: Option<String>,
+    /// `d-…`.
+    #[serde(default)]
+    pub identity_store_id: Option<String>,
+    /// Federation endpoint for console sign-in.
+    #[serde(default = "default_federation_url")]
+    pub federation_url: String,
+    /// Console destination after sign-in.
+    #[serde(default = "default_console_url")]
+    pub console_url: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+fn default_federation_url() -> String {
+    "https://signin.aws.amazon.com/federation".to_owned()
+}
+fn default_console_url() -> String {
+    "https://console.aws.amazon.com/".to_owned()
+}
+
+/// `[entra]`: the broker's own app for Microsoft Graph.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntraConfig {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// App (client) id.
+    pub client_id: String,
+    /// Client secret.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// PEM private key for `private_key_jwt`.
+    #[serde(default)]
+    pub certificate_key: Option<Secret>,
+    /// PEM certificate matching `certificate_key`.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// Graph base URL (tests only).
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// Login base URL (tests only).
+    #[serde(default = "default_login_url")]
+    pub login_url: String,
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com/v1.0".to_owned()
+}
+fn default_login_url() -> String {
+    "https://login.microsoftonline.com".to_owned()
+}
+
+/// `[notify]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// `[notify.email]`.
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+    /// `[notify.teams]`.
+    #[serde(default)]
+    pub teams: Option<TeamsConfig>,
+    /// Warn the requester this long before a grant ends.
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: String,
+    /// Addresses told of every break-glass use.
+    #[serde(default)]
+    pub security_emails: Vec<String>,
+}
+
+fn default_expiry_warning() -> String {
+    "10m".to_owned()
+}
+
+/// `[notify.email]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://host:port`, `smtps://…` or `smtp://…?tls=required`; may carry user:password.
+    pub smtp_url: Secret,
+    /// From header.
+    pub from: String,
+}
+
+/// `[notify.teams]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsConfig {
+    /// Workflows webhook URL (it is a credential).
+    pub webhook_url: Secret,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Directory with `entitlements.toml`, `schema.cedarschema` and `*.cedar`.
+    #[serde(default = "default_policy_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_policy_dir(),
+        }
+    }
+}
+
+fn default_policy_dir() -> PathBuf {
+    PathBuf::from("policies")
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How often due jobs are looked for.
+    #[serde(default = "default_tick")]
+    pub tick: String,
+    /// How often drift reconciliation runs.
+    #[serde(default = "default_reconcile")]
+    pub reconcile_every: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            tick: default_tick(),
+            reconcile_every: default_reconcile(),
+        }
+    }
+}
+
+fn default_tick() -> String {
+    "1s".to_owned()
+}
+fn default_reconcile() -> String {
+    "5m".to_owned()
+}
+
+impl Config {
+    /// Loads `path` (if given) and `JIT_SECTION__KEY` overrides, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(serde_json::json!({})));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Parse(format!(
+                    "config file `{}` does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Self::env());
+        let config: Self = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let msg = e.to_string();
+            if key.is_empty() || msg.contains(&key) {
+                ConfigError::Parse(msg)
+            } else {
+                ConfigError::Parse(format!("`{key}`: {msg}"))
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn env() -> Env {
+        Env::prefixed("JIT_")
+            .split("__")
+            .ignore(&["config", "log"])
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bind_addr()?;
+        let public = Url::parse(&self.server.public_url)
+            .map_err(|e| ConfigError::invalid("server.public_url", format!("not a URL: {e}")))?;
+        if !matches!(public.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid(
+                "server.public_url",
+                "must be an http or https URL",
+            ));
+        }
+        if let Some(key) = &self.server.session_key {
+            crate::http::session_key_bytes(key.expose())
+                .map_err(|e| ConfigError::invalid("server.session_key", e))?;
+        }
+        for (key, value) in [
+            ("server.session_idle_timeout", &self.server.session_idle_timeout),
+            (
+                "server.session_absolute_timeout",
+                &self.server.session_absolute_timeout,
+            ),
+            ("scheduler.tick", &self.scheduler.tick),
+            ("scheduler.reconcile_every", &self.scheduler.reconcile_every),
+            ("notify.expiry_warning", &self.notify.expiry_warning),
+        ] {
+            jit_api::parse_duration(value).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid(
+                "database.url",
+                "must start with `sqlite:` or `postgres://`",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if let Some(oidc) = &self.oidc {
+            let issuer = Url::parse(&oidc.issuer)
+                .map_err(|e| ConfigError::invalid("oidc.issuer", format!("not a URL: {e}")))?;
+            if issuer.scheme() != "https" && !is_loopback_url(&issuer) {
+                return Err(ConfigError::invalid(
+                    "oidc.issuer",
+                    "must be https (plain http only on loopback)",
+                ));
+            }
+            if oidc.api_audience.is_empty() {
+                return Err(ConfigError::invalid("oidc.api_audience", "must not be empty"));
+            }
+            jit_api::parse_duration(&oidc.mfa_max_age)
+                .map_err(|e| ConfigError::invalid("oidc.mfa_max_age", e.to_string()))?;
+        }
+        if let Some(aws) = &self.aws {
+            if let Some(endpoint) = &aws.endpoint_url {
+                Url::parse(endpoint).map_err(|e| {
+                    ConfigError::invalid("aws.endpoint_url", format!("not a URL: {e}"))
+                })?;
+            }
+            Url::parse(&aws.federation_url).map_err(|e| {
+                ConfigError::invalid("aws.federation_url", format!("not a URL: {e}"))
+            })?;
+        }
+        if let Some(entra) = &self.entra {
+            if entra.client_secret.is_none() && entra.certificate_key.is_none() {
+                return Err(ConfigError::invalid(
+                    "entra.client_secret",
+                    "set `client_secret` or `certificate_key`",
+                ));
+            }
+            for (key, value) in [
+                ("entra.graph_url", &entra.graph_url),
+                ("entra.login_url", &entra.login_url),
+            ] {
+                Url::parse(value)
+                    .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
+            }
+        }
+        if let Some(email) = &self.notify.email {
+            let url = Url::parse(email.smtp_url.expose()).map_err(|_| {
+                ConfigError::invalid("notify.email.smtp_url", "not a URL")
+            })?;
+            if !matches!(url.scheme(), "smtp" | "smtps") {
+                return Err(ConfigError::invalid(
+                    "notify.email.smtp_url",
+                    "must start with `smtp://` or `smtps://`",
+                ));
+            }
+            if email.from.trim().is_empty() {
+                return Err(ConfigError::invalid("notify.email.from", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed `server.bind`.
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.bind.parse().map_err(|_| {
+            ConfigError::invalid(
+                "server.bind",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.server.bind),
+            )
+        })
+    }
+
+    /// A duration key that [`Config::validate`] already checked.
+    pub fn seconds(value: &str) -> u64 {
+        jit_api::parse_duration(value).unwrap_or(1)
+    }
+}
+
+fn is_loopback_url(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("jit-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jit.toml");
+        std::fs::write(&path, toml).unwrap();
+        let result = Config::load(Some(&path));
+        std::fs::remove_dir_all(&dir).ok();
+        result
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load_str("").unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+        assert_eq!(c.database.url, "sqlite://jit.db");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load_str("[server]\nbind = \"nope\"\n").unwrap_err().to_string();
+        assert!(e.contains("server.bind"), "{e}");
+        let e = load_str("[database]\nurl = \"mysql://x\"\n").unwrap_err().to_string();
+        assert!(e.contains("database.url"), "{e}");
+        let e = load_str("[server]\nbindd = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("bindd"), "{e}");
+        let e = load_str("[database]\nmax_connections = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn secret_references_resolve_and_redact() {
+        let dir = std::env::temp_dir().join(format!("jit-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let s = Secret::resolve(&format!("file:{}", file.display())).unwrap();
+        assert_eq!(s.expose(), "from-file");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert!(Secret::resolve("env:JIT_TEST_SURELY_UNSET_VAR").is_err());
+        assert!(Secret::resolve("file:/nonexistent/jit").is_err());
+        assert_eq!(Secret::resolve("literal").unwrap().expose(), "literal");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn missing_secret_reference_names_the_key() {
+        let e = load_str(
+            "[notify.teams]\nwebhook_url = \"env:JIT_TEST_NO_SUCH_WEBHOOK\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("webhook_url"), "{e}");
+        assert!(e.contains("JIT_TEST_NO_SUCH_WEBHOOK"), "{e}");
+    }
+}

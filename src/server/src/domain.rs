@@ -1,0 +1,341 @@
+//! Pure rules: the request lifecycle, who may decide, input limits. No IO here.
+
+use jit_api::RequestState;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Something that moves a request from one state to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The last required approval arrived (or auto-approval, or break-glass).
+    Approve,
+    /// An approver said no.
+    Deny,
+    /// The requester withdrew.
+    Cancel,
+    /// The pending TTL ran out.
+    TimeOut,
+    /// The provider confirmed the grant.
+    Activate,
+    /// The provider could not make the grant.
+    Fail,
+    /// The window ended.
+    Expire,
+    /// Ended early by the requester or an admin.
+    Revoke,
+}
+
+/// A transition the lifecycle does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("cannot {event:?} a request that is {from}")]
+pub struct IllegalTransition {
+    /// Where the request was.
+    pub from: RequestState,
+    /// What was tried.
+    pub event: Event,
+}
+
+/// The lifecycle of SPEC §4:
+/// `pending → approved → active → expired`, with `denied`, `cancelled`,
+/// `timed_out`, `revoked` and `failed` as the other ends.
+pub fn transition(from: RequestState, event: Event) -> Result<RequestState, IllegalTransition> {
+    use Event as E;
+    use RequestState as S;
+    let to = match (from, event) {
+        (S::Pending, E::Approve) => S::Approved,
+        (S::Pending, E::Deny) => S::Denied,
+        (S::Pending | S::Approved, E::Cancel) => S::Cancelled,
+        (S::Pending, E::TimeOut) => S::TimedOut,
+        (S::Approved, E::Activate) => S::Active,
+        (S::Approved, E::Fail) => S::Failed,
+        (S::Active, E::Expire) => S::Expired,
+        (S::Approved | S::Active, E::Revoke) => S::Revoked,
+        _ => return Err(IllegalTransition { from, event }),
+    };
+    Ok(to)
+}
+
+/// A signed-in user as the broker knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable key: `tid/oid` for Entra, `dev/<name>` in development mode.
+    pub key: String,
+    /// Directory object id (Entra `oid`), used as PIM `principalId`.
+    pub oid: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Email or user principal name; shown as "requester".
+    pub email: String,
+    /// Group ids or names.
+    pub groups: Vec<String>,
+    /// App roles.
+    pub roles: Vec<String>,
+    /// The sign-in carried MFA (`amr` contains `mfa`).
+    pub mfa: bool,
+    /// Unix seconds of the sign-in (`auth_time`).
+    pub auth_time: Option<i64>,
+}
+
+/// A refused action, with a reason the caller may read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RuleError {
+    /// Requesters never approve their own requests, whatever the policy says.
+    #[error("you cannot decide on your own request")]
+    SelfApproval,
+    /// The approver already decided.
+    #[error("you have already decided on this request")]
+    AlreadyDecided,
+    /// Justification missing.
+    #[error("justification is required")]
+    JustificationMissing,
+    /// Justification too long.
+    #[error("justification is longer than {MAX_JUSTIFICATION} bytes")]
+    JustificationTooLong,
+    /// Comment too long.
+    #[error("comment is longer than {MAX_COMMENT} bytes")]
+    CommentTooLong,
+    /// Duration above the entitlement's maximum.
+    #[error("duration {asked} is above the maximum of {max} for `{entitlement}`")]
+    DurationTooLong {
+        /// Asked, formatted.
+        asked: String,
+        /// Maximum, formatted.
+        max: String,
+        /// Entitlement id.
+        entitlement: String,
+    },
+    /// The entitlement needs a ticket and none or a malformed one was given.
+    #[error("ticket {0}")]
+    Ticket(String),
+    /// Control characters in free text.
+    #[error("{0} contains control characters")]
+    ControlCharacters(&'static str),
+}
+
+/// Longest justification, in bytes.
+pub const MAX_JUSTIFICATION: usize = 4096;
+/// Longest approver comment, in bytes.
+pub const MAX_COMMENT: usize = 2048;
+/// Longest ticket reference.
+pub const MAX_TICKET: usize = 64;
+
+/// Checks a justification: present, bounded, printable (newlines allowed).
+pub fn check_justification(text: &str) -> Result<String, RuleError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(RuleError::JustificationMissing);
+    }
+    if trimmed.len() > MAX_JUSTIFICATION {
+        return Err(RuleError::JustificationTooLong);
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
+        return Err(RuleError::ControlCharacters("justification"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Checks an optional approver comment.
+pub fn check_comment(text: Option<&str>) -> Result<Option<String>, RuleError> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if text.len() > MAX_COMMENT {
+        return Err(RuleError::CommentTooLong);
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
+        return Err(RuleError::ControlCharacters("comment"));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// Checks a ticket reference against the entitlement's rule.
+///
+/// `pattern` is a simple shape: letters for `A`, digits for `9`, with a `*`
+/// suffix allowing more of the last class; e.g. `INC-9*` accepts `INC-1234`.
+pub fn check_ticket(
+    ticket: Option<&str>,
+    required: bool,
+    pattern: Option<&str>,
+) -> Result<Option<String>, RuleError> {
+    let ticket = ticket.map(str::trim).filter(|t| !t.is_empty());
+    let Some(ticket) = ticket else {
+        return if required {
+            Err(RuleError::Ticket("is required for this entitlement".to_owned()))
+        } else {
+            Ok(None)
+        };
+    };
+    if ticket.len() > MAX_TICKET {
+        return Err(RuleError::Ticket(format!("is longer than {MAX_TICKET} characters")));
+    }
+    if !ticket
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '#' | '.' | '/'))
+    {
+        return Err(RuleError::Ticket(format!(
+            "`{}` may contain only letters, digits and - _ # . /",
+            ticket.escape_default()
+        )));
+    }
+    if let Some(pattern) = pattern {
+        if !ticket_matches(ticket, pattern) {
+            return Err(RuleError::Ticket(format!(
+                "`{ticket}` does not match the format `{pattern}`"
+            )));
+        }
+    }
+    Ok(Some(ticket.to_owned()))
+}
+
+fn ticket_matches(ticket: &str, pattern: &str) -> bool {
+    fn class(p: char, c: char) -> bool {
+        match p {
+            '9' => c.is_ascii_digit(),
+            'A' => c.is_ascii_alphabetic(),
+            _ => p == c,
+        }
+    }
+    let t: Vec<char> = ticket.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    let (mut i, mut j) = (0, 0);
+    while j < p.len() {
+        if p.get(j + 1) == Some(&'*') {
+            let mut n = 0;
+            while i < t.len() && class(p[j], t[i]) {
+                i += 1;
+                n += 1;
+            }
+            if n == 0 {
+                return false;
+            }
+            j += 2;
+        } else {
+            if i >= t.len() || !class(p[j], t[i]) {
+                return false;
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    i == t.len()
+}
+
+/// Makes the decision rules that hold whatever the policies say.
+pub fn check_decider(requester_key: &str, approver: &User) -> Result<(), RuleError> {
+    if requester_key == approver.key {
+        Err(RuleError::SelfApproval)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Event as E;
+    use RequestState as S;
+
+    const EVENTS: [Event; 8] = [
+        E::Approve,
+        E::Deny,
+        E::Cancel,
+        E::TimeOut,
+        E::Activate,
+        E::Fail,
+        E::Expire,
+        E::Revoke,
+    ];
+
+    #[test]
+    fn every_legal_transition() {
+        let legal = [
+            (S::Pending, E::Approve, S::Approved),
+            (S::Pending, E::Deny, S::Denied),
+            (S::Pending, E::Cancel, S::Cancelled),
+            (S::Pending, E::TimeOut, S::TimedOut),
+            (S::Approved, E::Cancel, S::Cancelled),
+            (S::Approved, E::Activate, S::Active),
+            (S::Approved, E::Fail, S::Failed),
+            (S::Approved, E::Revoke, S::Revoked),
+            (S::Active, E::Expire, S::Expired),
+            (S::Active, E::Revoke, S::Revoked),
+        ];
+        for (from, ev, to) in legal {
+            assert_eq!(transition(from, ev), Ok(to), "{from} {ev:?}");
+        }
+        // Everything else is refused with a typed error.
+        for from in RequestState::ALL {
+            for ev in EVENTS {
+                if legal.iter().any(|(f, e, _)| *f == from && *e == ev) {
+                    continue;
+                }
+                assert_eq!(
+                    transition(from, ev),
+                    Err(IllegalTransition { from, event: ev }),
+                    "{from} {ev:?} should be illegal"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_accept_nothing() {
+        for from in RequestState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for ev in EVENTS {
+                assert!(transition(from, ev).is_err());
+            }
+        }
+    }
+
+    fn user(key: &str) -> User {
+        User {
+            key: key.to_owned(),
+            oid: None,
+            name: key.to_owned(),
+            email: format!("{key}@example.com"),
+            groups: vec![],
+            roles: vec![],
+            mfa: false,
+            auth_time: None,
+        }
+    }
+
+    #[test]
+    fn self_approval_is_refused() {
+        assert_eq!(check_decider("a", &user("a")), Err(RuleError::SelfApproval));
+        assert_eq!(check_decider("a", &user("b")), Ok(()));
+    }
+
+    #[test]
+    fn justification_rules() {
+        assert_eq!(check_justification("  "), Err(RuleError::JustificationMissing));
+        assert_eq!(
+            check_justification(&"x".repeat(MAX_JUSTIFICATION + 1)),
+            Err(RuleError::JustificationTooLong)
+        );
+        assert!(check_justification(&"x".repeat(MAX_JUSTIFICATION)).is_ok());
+        assert!(check_justification("fix\0it").is_err());
+        assert_eq!(check_justification(" fix prod\nnow ").unwrap(), "fix prod\nnow");
+    }
+
+    #[test]
+    fn ticket_rules() {
+        assert!(check_ticket(None, true, None).is_err());
+        assert_eq!(check_ticket(None, false, None), Ok(None));
+        assert_eq!(
+            check_ticket(Some("INC-1234"), true, Some("INC-9*")),
+            Ok(Some("INC-1234".to_owned()))
+        );
+        assert!(check_ticket(Some("INC-"), true, Some("INC-9*")).is_err());
+        assert!(check_ticket(Some("CHG-12"), true, Some("INC-9*")).is_err());
+        assert!(check_ticket(Some("INC-12x"), true, Some("INC-9*")).is_err());
+        assert!(check_ticket(Some("a b"), false, None).is_err());
+        assert!(check_ticket(Some("INC-1\r\nBcc: x"), false, None).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! The jit broker: just-in-time privileged access for AWS and Entra ID.
+//!
+//! Layers, outside in: [`http`] (thin handlers) → [`service`] (use-cases) →
+//! [`domain`] (pure rules) and [`policy`] (Cedar), with [`store`] holding all
+//! SQL and [`providers`] every cloud call. [`scheduler`] runs durable jobs.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod policy;
+pub mod providers;
+pub mod store;

@@ -1,0 +1,516 @@
+//! The entitlement catalog (`policies/entitlements.toml`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Kind of access an entitlement grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// STS `AssumeRole`, minted on demand.
+    AwsRole,
+    /// IAM Identity Center account assignment.
+    AwsIdentityCenter,
+    /// Entra PIM directory role.
+    EntraRole,
+    /// Entra PIM for Groups.
+    EntraGroup,
+}
+
+impl Kind {
+    /// The catalog name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwsRole => "aws_role",
+            Self::AwsIdentityCenter => "aws_identity_center",
+            Self::EntraRole => "entra_role",
+            Self::EntraGroup => "entra_group",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "aws_role" => Self::AwsRole,
+            "aws_identity_center" => Self::AwsIdentityCenter,
+            "entra_role" => Self::EntraRole,
+            "entra_group" => Self::EntraGroup,
+            _ => return None,
+        })
+    }
+}
+
+/// What exactly is granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `aws_role`.
+    AwsRole {
+        /// `arn:aws:iam::…:role/…`.
+        role_arn: String,
+        /// Optional session policy JSON (≤ 2,048 characters).
+        session_policy: Option<String>,
+        /// Longest STS session, seconds (≤ 3,600 because of role chaining by default).
+        session_seconds: u64,
+    },
+    /// `aws_identity_center`.
+    AwsIdentityCenter {
+        /// 12-digit account id.
+        account_id: String,
+        /// `arn:aws:sso:::permissionSet/…`.
+        permission_set_arn: String,
+    },
+    /// `entra_role`.
+    EntraRole {
+        /// Role definition (template) id.
+        role_definition_id: String,
+        /// `/` for the whole directory.
+        directory_scope_id: String,
+    },
+    /// `entra_group`.
+    EntraGroup {
+        /// Group object id.
+        group_id: String,
+        /// `member` or `owner`.
+        access_id: String,
+    },
+}
+
+/// Where notifications about an entitlement go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyRoute {
+    /// Approver addresses.
+    #[serde(default)]
+    pub email: Vec<String>,
+    /// Post to the Teams webhook.
+    #[serde(default)]
+    pub teams: bool,
+}
+
+/// One catalog entry, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entitlement {
+    /// Stable id.
+    pub id: String,
+    /// Human title.
+    pub title: String,
+    /// Kind.
+    pub kind: Kind,
+    /// What is granted.
+    pub target: Target,
+    /// Longest grant, seconds.
+    pub max_duration: u64,
+    /// Distinct approvals needed; 0 = auto-approve when policy allows.
+    pub approvals_required: u32,
+    /// How long a request may stay pending, seconds.
+    pub pending_ttl: u64,
+    /// The sign-in must carry MFA and be recent.
+    pub require_mfa: bool,
+    /// A ticket reference is required.
+    pub require_ticket: bool,
+    /// Ticket shape, e.g. `INC-9*`.
+    pub ticket_pattern: Option<String>,
+    /// How many extensions a grant may get.
+    pub max_extensions: u32,
+    /// Break-glass may be used (policy decides who).
+    pub break_glass: bool,
+    /// Notification routes.
+    pub notify: NotifyRoute,
+    /// Line in the catalog file, for messages.
+    pub line: usize,
+}
+
+impl Entitlement {
+    /// The key of the cloud object a grant of this entitlement creates for `user_key`.
+    ///
+    /// Two grants with the same key share one upstream object; it is removed
+    /// only when no live grant needs it.
+    pub fn target_key(&self, user_key: &str) -> String {
+        match &self.target {
+            Target::AwsRole { role_arn, .. } => format!("aws_role|{role_arn}|{user_key}"),
+            Target::AwsIdentityCenter {
+                account_id,
+                permission_set_arn,
+            } => format!("aws_ic|{account_id}|{permission_set_arn}|{user_key}"),
+            Target::EntraRole {
+                role_definition_id,
+                directory_scope_id,
+            } => format!("entra_role|{role_definition_id}|{directory_scope_id}|{user_key}"),
+            Target::EntraGroup {
+                group_id,
+                access_id,
+            } => format!("entra_group|{group_id}|{access_id}|{user_key}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CatalogFile {
+    #[serde(default)]
+    entitlement: Vec<Spanned<RawEntitlement>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntitlement {
+    id: String,
+    title: String,
+    kind: String,
+    max_duration: String,
+    #[serde(default)]
+    approvals_required: u32,
+    #[serde(default)]
+    pending_ttl: Option<String>,
+    #[serde(default)]
+    require_mfa: bool,
+    #[serde(default)]
+    require_ticket: bool,
+    #[serde(default)]
+    ticket_pattern: Option<String>,
+    #[serde(default)]
+    max_extensions: Option<u32>,
+    #[serde(default)]
+    break_glass: bool,
+    #[serde(default)]
+    notify: NotifyRoute,
+    // aws_role
+    #[serde(default)]
+    role_arn: Option<String>,
+    #[serde(default)]
+    session_policy: Option<String>,
+    #[serde(default)]
+    session_duration: Option<String>,
+    // aws_identity_center
+    #[serde(default)]
+    account_id: Option<String>,
+    #[serde(default)]
+    permission_set_arn: Option<String>,
+    // entra_role
+    #[serde(default)]
+    role_definition_id: Option<String>,
+    #[serde(default)]
+    directory_scope_id: Option<String>,
+    // entra_group
+    #[serde(default)]
+    group_id: Option<String>,
+    #[serde(default)]
+    access_id: Option<String>,
+}
+
+/// Default pending TTL: one hour.
+pub const DEFAULT_PENDING_TTL: u64 = 3600;
+/// Default STS session cap: one hour (role chaining).
+pub const DEFAULT_SESSION_SECONDS: u64 = 3600;
+/// STS minimum session length.
+pub const MIN_STS_SECONDS: u64 = 900;
+/// STS maximum session length.
+pub const MAX_STS_SECONDS: u64 = 43_200;
+/// Longest session policy.
+pub const MAX_SESSION_POLICY: usize = 2048;
+
+/// The validated catalog, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: BTreeMap<String, Entitlement>,
+}
+
+impl Catalog {
+    /// Parses and validates a catalog; errors are `file:line: message`.
+    pub fn parse(text: &str, file: &str) -> Result<Self, Vec<String>> {
+        let parsed: CatalogFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            vec![format!("{file}:{line}: {}", e.message())]
+        })?;
+        let mut errors = Vec::new();
+        let mut entries = BTreeMap::new();
+        for spanned in parsed.entitlement {
+            let line = line_of(text, spanned.span().start);
+            let raw = spanned.into_inner();
+            match validate(raw, line) {
+                Ok(e) => {
+                    if entries.contains_key(&e.id) {
+                        errors.push(format!("{file}:{line}: duplicate entitlement id `{}`", e.id));
+                    } else {
+                        entries.insert(e.id.clone(), e);
+                    }
+                }
+                Err(msg) => errors.push(format!("{file}:{line}: {msg}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { entries })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// One entry.
+    pub fn get(&self, id: &str) -> Option<&Entitlement> {
+        self.entries.get(id)
+    }
+
+    /// All entries, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Entitlement> {
+        self.entries.values()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// 1-based line of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map_or(1, |t| t.bytes().filter(|b| *b == b'\n').count() + 1)
+}
+
+fn duration(field: &str, value: &str) -> Result<u64, String> {
+    jit_api::parse_duration(value).map_err(|e| format!("`{field}`: {e}"))
+}
+
+fn need(field: &str, value: Option<String>, kind: &str) -> Result<String, String> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(format!("`{field}` is required for kind `{kind}`")),
+    }
+}
+
+fn validate(raw: RawEntitlement, _line: usize) -> Result<Entitlement, String> {
+    let id = raw.id;
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "entitlement id `{id}` must be 1-64 characters of a-z, 0-9, - and _"
+        ));
+    }
+    let ctx = |m: String| format!("entitlement `{id}`: {m}");
+    let kind = Kind::parse(&raw.kind).ok_or_else(|| {
+        ctx(format!(
+            "unknown kind `{}` (expected aws_role, aws_identity_center, entra_role or entra_group)",
+            raw.kind
+        ))
+    })?;
+    let max_duration = duration("max_duration", &raw.max_duration).map_err(ctx)?;
+    let pending_ttl = raw
+        .pending_ttl
+        .as_deref()
+        .map(|v| duration("pending_ttl", v))
+        .transpose()
+        .map_err(ctx)?
+        .unwrap_or(DEFAULT_PENDING_TTL);
+    if raw.approvals_required > 10 {
+        return Err(ctx("`approvals_required` must be at most 10".to_owned()));
+    }
+    let k = kind.as_str();
+    let present = |name: &str, v: &Option<String>| v.is_some().then(|| name.to_owned());
+    let foreign: Vec<String> = match kind {
+        Kind::AwsRole => [
+            present("account_id", &raw.account_id),
+            present("permission_set_arn", &raw.permission_set_arn),
+            present("role_definition_id", &raw.role_definition_id),
+            present("directory_scope_id", &raw.directory_scope_id),
+            present("group_id", &raw.group_id),
+            present("access_id", &raw.access_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        Kind::AwsIdentityCenter => [
+            present("role_arn", &raw.role_arn),
+            present("session_policy", &raw.session_policy),
+            present("session_duration", &raw.session_duration),
+            present("role_definition_id", &raw.role_definition_id),
+            present("group_id", &raw.group_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        Kind::EntraRole => [
+            present("role_arn", &raw.role_arn),
+            present("account_id", &raw.account_id),
+            present("permission_set_arn", &raw.permission_set_arn),
+            present("group_id", &raw.group_id),
+            present("access_id", &raw.access_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        Kind::EntraGroup => [
+            present("role_arn", &raw.role_arn),
+            present("account_id", &raw.account_id),
+            present("permission_set_arn", &raw.permission_set_arn),
+            present("role_definition_id", &raw.role_definition_id),
+            present("directory_scope_id", &raw.directory_scope_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+    if let Some(f) = foreign.first() {
+        return Err(ctx(format!("`{f}` does not apply to kind `{k}`")));
+    }
+    let target = match kind {
+        Kind::AwsRole => {
+            let role_arn = need("role_arn", raw.role_arn, k).map_err(ctx)?;
+            if !is_role_arn(&role_arn) {
+                return Err(ctx(format!(
+                    "`role_arn` `{role_arn}` is not an IAM role ARN (arn:aws:iam::123456789012:role/Name)"
+                )));
+            }
+            if let Some(policy) = &raw.session_policy {
+                if policy.len() > MAX_SESSION_POLICY {
+                    return Err(ctx(format!(
+                        "`session_policy` is longer than {MAX_SESSION_POLICY} characters"
+                    )));
+                }
+                serde_json::from_str::<serde_json::Value>(policy)
+                    .map_err(|e| ctx(format!("`session_policy` is not valid JSON: {e}")))?;
+            }
+            let session_seconds = raw
+                .session_duration
+                .as_deref()
+                .map(|v| duration("session_duration", v))
+                .transpose()
+                .map_err(ctx)?
+                .unwrap_or(DEFAULT_SESSION_SECONDS);
+            if !(MIN_STS_SECONDS..=MAX_STS_SECONDS).contains(&session_seconds) {
+                return Err(ctx("`session_duration` must be between 15m and 12h".to_owned()));
+            }
+            Target::AwsRole {
+                role_arn,
+                session_policy: raw.session_policy,
+                session_seconds,
+            }
+        }
+        Kind::AwsIdentityCenter => {
+            let account_id = need("account_id", raw.account_id, k).map_err(ctx)?;
+            if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ctx(format!("`account_id` `{account_id}` must be 12 digits")));
+            }
+            let permission_set_arn =
+                need("permission_set_arn", raw.permission_set_arn, k).map_err(ctx)?;
+            if !permission_set_arn.starts_with("arn:aws:sso:::permissionSet/") {
+                return Err(ctx(format!(
+                    "`permission_set_arn` `{permission_set_arn}` is not a permission set ARN"
+                )));
+            }
+            Target::AwsIdentityCenter {
+                account_id,
+                permission_set_arn,
+            }
+        }
+        Kind::EntraRole => Target::EntraRole {
+            role_definition_id: need("role_definition_id", raw.role_definition_id, k)
+                .map_err(ctx)?,
+            directory_scope_id: raw.directory_scope_id.unwrap_or_else(|| "/".to_owned()),
+        },
+        Kind::EntraGroup => {
+            let access_id = raw.access_id.unwrap_or_else(|| "member".to_owned());
+            if access_id != "member" && access_id != "owner" {
+                return Err(ctx(format!(
+                    "`access_id` must be `member` or `owner`, not `{access_id}`"
+                )));
+            }
+            Target::EntraGroup {
+                group_id: need("group_id", raw.group_id, k).map_err(ctx)?,
+                access_id,
+            }
+        }
+    };
+    for address in &raw.notify.email {
+        if !address.contains('@') || address.contains(['\r', '\n', ',', '<', '>']) {
+            return Err(ctx(format!("`notify.email` address `{address}` is not valid")));
+        }
+    }
+    Ok(Entitlement {
+        id,
+        title: raw.title,
+        kind,
+        target,
+        max_duration,
+        approvals_required: raw.approvals_required,
+        pending_ttl,
+        require_mfa: raw.require_mfa,
+        require_ticket: raw.require_ticket,
+        ticket_pattern: raw.ticket_pattern,
+        max_extensions: raw.max_extensions.unwrap_or(2),
+        break_glass: raw.break_glass,
+        notify: raw.notify,
+        line: _line,
+    })
+}
+
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[entitlement]]
+id = "aws-prod-admin"
+title = "AWS production"
+kind = "aws_role"
+role_arn = "arn:aws:iam::111111111111:role/JitAdmin"
+max_duration = "4h"
+approvals_required = 1
+pending_ttl = "1h"
+require_mfa = true
+notify = { email = ["sre@example.com"], teams = true }
+
+[[entitlement]]
+id = "ic"
+title = "IC"
+kind = "aws_identity_center"
+account_id = "111111111111"
+permission_set_arn = "arn:aws:sso:::permissionSet/ssoins-1/ps-1"
+max_duration = "8h"
+"#;
+
+    #[test]
+    fn parses_a_good_catalog() {
+        let c = Catalog::parse(GOOD, "e.toml").unwrap();
+        assert_eq!(c.len(), 2);
+        let e = c.get("aws-prod-admin").unwrap();
+        assert_eq!(e.max_duration, 4 * 3600);
+        assert_eq!(e.line, 2);
+        assert!(e.notify.teams);
+    }
+
+    #[test]
+    fn errors_point_at_file_and_line() {
+        let bad = GOOD.replace("kind = \"aws_identity_center\"", "kind = \"aws_rol\"");
+        let errs = Catalog::parse(&bad, "e.toml").unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("e.toml:13: "), "{errs:?}");
+        assert!(errs[0].contains("unknown kind `aws_rol`"), "{errs:?}");
+
+        let bad = GOOD.replace("\"4h\"", "\"4 hours\"");
+        let errs = Catalog::parse(&bad, "e.toml").unwrap_err();
+        assert!(errs[0].starts_with("e.toml:2: ") && errs[0].contains("max_duration"), "{errs:?}");
+
+        let errs = Catalog::parse("[[entitlement]]\nid = 3\n", "e.toml").unwrap_err();
+        assert!(errs[0].starts_with("e.toml:2:"), "{errs:?}");
+
+        let bad = GOOD.replace("role/JitAdmin", "user/JitAdmin");
+        assert!(Catalog::parse(&bad, "e.toml").unwrap_err()[0].contains("role_arn"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Policy: the entitlement catalog and Cedar policies.
+
+pub mod catalog;

@@ -1,0 +1,152 @@
+//! Grant providers: every cloud the broker grants access in sits behind
+//! [`GrantProvider`]. The scheduler calls them; handlers never do directly.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use thiserror::Error;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::policy::catalog::{Entitlement, Kind};
+
+pub mod simulated;
+
+/// Who receives a grant, as providers need to know them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grantee {
+    /// Broker user key.
+    pub key: String,
+    /// Email or user principal name (Identity Store user lookup, session names).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Entra object id (PIM `principalId`).
+    pub oid: Option<String>,
+}
+
+/// One grant to make or remove.
+#[derive(Debug, Clone)]
+pub struct GrantSpec<'a> {
+    /// The request the grant belongs to (its own key).
+    pub request_id: Uuid,
+    /// The grantee.
+    pub grantee: &'a Grantee,
+    /// What is granted.
+    pub entitlement: &'a Entitlement,
+    /// Window start.
+    pub starts_at: OffsetDateTime,
+    /// Window end.
+    pub ends_at: OffsetDateTime,
+    /// Requester's reason (PIM `justification`).
+    pub justification: &'a str,
+    /// Ticket reference (PIM `ticketInfo`).
+    pub ticket: Option<&'a str>,
+    /// Another live grant already holds the same upstream object
+    /// (extend it rather than create it).
+    pub overlapping: bool,
+}
+
+/// Why a provider call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProviderError {
+    /// Worth trying again later (throttling, 5xx, timeouts, PIM's 5-minute rule).
+    #[error("{0}")]
+    Transient(String),
+    /// Final: the grant fails with this reason, shown to the requester.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What the provider made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// Provider's reference (assignment request id, PIM request id…), for the audit log.
+    pub reference: Option<String>,
+    /// Extra facts for the audit event (never secrets).
+    pub details: serde_json::Value,
+}
+
+/// Temporary AWS credentials from STS; never stored by the broker.
+pub type AwsCredentials = jit_api::Credentials;
+
+/// A cloud backend that makes and removes grants.
+#[async_trait]
+pub trait GrantProvider: Send + Sync {
+    /// Makes the access exist; returns only when the cloud says it does.
+    async fn grant(&self, spec: &GrantSpec<'_>) -> Result<GrantRecord, ProviderError>;
+
+    /// Removes the access. Called only when no other live grant needs the same object.
+    async fn revoke(&self, spec: &GrantSpec<'_>) -> Result<(), ProviderError>;
+
+    /// Mints short-lived credentials (AWS STS entitlements only).
+    async fn mint_credentials(
+        &self,
+        _spec: &GrantSpec<'_>,
+        _session_seconds: u64,
+    ) -> Result<AwsCredentials, ProviderError> {
+        Err(ProviderError::Permanent(
+            "this entitlement does not issue credentials".to_owned(),
+        ))
+    }
+
+    /// A console sign-in URL for a fresh session (AWS STS entitlements only).
+    async fn console_url(
+        &self,
+        _spec: &GrantSpec<'_>,
+        _session_seconds: u64,
+    ) -> Result<String, ProviderError> {
+        Err(ProviderError::Permanent(
+            "this entitlement has no console sign-in".to_owned(),
+        ))
+    }
+
+    /// True when grants are only recorded, not made.
+    fn simulated(&self) -> bool {
+        false
+    }
+}
+
+/// The provider for each kind.
+#[derive(Clone)]
+pub struct Providers {
+    aws_role: Arc<dyn GrantProvider>,
+    aws_identity_center: Arc<dyn GrantProvider>,
+    entra_role: Arc<dyn GrantProvider>,
+    entra_group: Arc<dyn GrantProvider>,
+}
+
+impl Providers {
+    /// Every kind simulated (development mode without backends).
+    pub fn simulated() -> Self {
+        let sim: Arc<dyn GrantProvider> = Arc::new(simulated::Simulated);
+        Self {
+            aws_role: sim.clone(),
+            aws_identity_center: sim.clone(),
+            entra_role: sim.clone(),
+            entra_group: sim,
+        }
+    }
+
+    /// Replaces the provider of one kind.
+    #[must_use]
+    pub fn with(mut self, kind: Kind, provider: Arc<dyn GrantProvider>) -> Self {
+        match kind {
+            Kind::AwsRole => self.aws_role = provider,
+            Kind::AwsIdentityCenter => self.aws_identity_center = provider,
+            Kind::EntraRole => self.entra_role = provider,
+            Kind::EntraGroup => self.entra_group = provider,
+        }
+        self
+    }
+
+    /// The provider of a kind.
+    pub fn get(&self, kind: Kind) -> &dyn GrantProvider {
+        match kind {
+            Kind::AwsRole => self.aws_role.as_ref(),
+            Kind::AwsIdentityCenter => self.aws_identity_center.as_ref(),
+            Kind::EntraRole => self.entra_role.as_ref(),
+            Kind::EntraGroup => self.entra_group.as_ref(),
+        }
+    }
+}

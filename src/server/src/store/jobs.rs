@@ -1,0 +1,147 @@
+//! Durable jobs: expiry, activation, revocation, notifications, reconciliation.
+//!
+//! Jobs are rows; a broker claims due ones by setting a lease
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several brokers share the
+//! work), runs them, and marks them done in the transaction that records
+//! their effect. A broker killed mid-job leaves the lease to run out and
+//! another (or the restarted one) picks the job up again.
+
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{Backend, Store, StoreError, Tx, uuid_col};
+
+/// A claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Id.
+    pub id: Uuid,
+    /// Kind (`activate`, `expire`, `timeout`, `deprovision`, `notify`, `reconcile`…).
+    pub kind: String,
+    /// The request it concerns.
+    pub request_id: Option<Uuid>,
+    /// Kind-specific JSON.
+    pub payload: String,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+    /// Unix ms it was due.
+    pub due_at: i64,
+}
+
+/// Enqueues a job; a second job with the same `dedupe_key` is ignored.
+pub async fn enqueue(
+    tx: &mut Tx,
+    kind: &str,
+    request_id: Option<Uuid>,
+    payload: &str,
+    due_at: i64,
+    dedupe_key: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, request_id, payload, dedupe_key, due_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(kind)
+    .bind(request_id.map(|u| u.to_string()))
+    .bind(payload)
+    .bind(dedupe_key)
+    .bind(due_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due jobs for `lease_ms`.
+pub async fn claim(store: &Store, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Job>, StoreError> {
+    let mut tx = store.begin().await?;
+    let skip = match store.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "SELECT id, kind, request_id, payload, attempts, due_at FROM jobs
+         WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
+         ORDER BY due_at LIMIT $2{skip}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: String = r.try_get("id")?;
+        sqlx::query("UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id = $2")
+            .bind(now + lease_ms)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        let request_id: Option<String> = r.try_get("request_id")?;
+        jobs.push(Job {
+            id: uuid_col(&id)?,
+            kind: r.try_get("kind")?,
+            request_id: request_id.as_deref().map(uuid_col).transpose()?,
+            payload: r.try_get("payload")?,
+            attempts: r.try_get::<i64, _>("attempts")? + 1,
+            due_at: r.try_get("due_at")?,
+        });
+    }
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// Marks a job done, inside the transaction that records its effect.
+pub async fn complete(tx: &mut Tx, id: Uuid, now: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2")
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Puts a job back for a later attempt.
+pub async fn retry_later(store: &Store, id: Uuid, due_at: i64, error: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET due_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3")
+        .bind(due_at)
+        .bind(truncate(error, 1000))
+        .bind(id.to_string())
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// Moves a pending job of `kind` for `request` to a new time (extensions).
+pub async fn reschedule(tx: &mut Tx, dedupe_key: &str, due_at: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET due_at = $1 WHERE dedupe_key = $2 AND done_at IS NULL")
+        .bind(due_at)
+        .bind(dedupe_key)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Due jobs not yet done: (count, oldest due unix ms) for scheduler-lag metrics.
+pub async fn backlog(store: &Store, now: i64) -> Result<(i64, Option<i64>), StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, MIN(due_at) AS oldest FROM jobs WHERE done_at IS NULL AND due_at <= $1",
+    )
+    .bind(now)
+    .fetch_one(store.pool())
+    .await?;
+    Ok((row.try_get("n")?, row.try_get("oldest")?))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,61 @@
+//! A small migration runner over the embedded `migrations/{sqlite,postgres}`.
+
+use super::{Backend, Store, StoreError};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sqlite: include_str!("../../../../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../../../../migrations/postgres/0001_init.sql"),
+}];
+
+/// Applies what is missing, each migration in its own transaction; returns their names.
+pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version BIGINT PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at BIGINT NOT NULL)",
+    )
+    .execute(store.pool())
+    .await?;
+    let mut applied = Vec::new();
+    for m in MIGRATIONS {
+        let mut tx = store.begin().await?;
+        if store.backend() == Backend::Postgres {
+            // Brokers starting together must not race each other.
+            sqlx::query("SELECT pg_advisory_xact_lock(7_301_001)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(m.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if done.is_some() {
+            tx.rollback().await?;
+            continue;
+        }
+        let sql = match store.backend() {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::clock::to_ms(time::OffsetDateTime::now_utc()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        applied.push(format!("{:04}_{}", m.version, m.name));
+    }
+    Ok(applied)
+}

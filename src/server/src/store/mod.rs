@@ -1,0 +1,154 @@
+//! All SQL lives here. One code path serves SQLite and PostgreSQL through
+//! sqlx's `Any` driver: ids are TEXT, times are BIGINT unix milliseconds,
+//! flags are BIGINT 0/1, JSON is TEXT, and placeholders are `$n`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Transaction};
+use thiserror::Error;
+
+pub mod audit;
+pub mod jobs;
+mod migrate;
+pub mod requests;
+pub mod sessions;
+pub mod users;
+
+/// An open database transaction.
+pub type Tx = Transaction<'static, Any>;
+
+/// Which engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A store failure.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A uniqueness rule held: the thing exists already.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Nothing by that id.
+    #[error("not found")]
+    NotFound,
+    /// A row held something this version cannot read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database said no.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Maps unique-constraint violations to [`StoreError::Conflict`].
+    pub fn from_insert(e: sqlx::Error, what: &str) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return Self::Conflict(what.to_owned());
+            }
+        }
+        Self::Db(e)
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `sqlite:…` or `postgres://…`; creates the SQLite file if missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let (backend, url) = if url.starts_with("sqlite:") {
+            let url = if url.contains("mode=") {
+                url.to_owned()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else {
+            (Backend::Postgres, url.to_owned())
+        };
+        let options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(30))
+            .max_connections(match backend {
+                Backend::Sqlite => max_connections.clamp(1, 8),
+                Backend::Postgres => max_connections,
+            })
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .execute(conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        migrate::run(self).await
+    }
+
+    /// The pool, for reads.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so read-then-write sequences never race.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write
+    /// transactions are already exclusive.
+    pub fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Cheap liveness check for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Reads a TEXT uuid column.
+pub(crate) fn uuid_col(s: &str) -> Result<uuid::Uuid, StoreError> {
+    uuid::Uuid::from_str(s).map_err(|_| StoreError::Corrupt(format!("bad uuid `{s}`")))
+}

@@ -1,0 +1,451 @@
+//! Requests and their approvals.
+
+use jit_api::{Decision, RequestState};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use super::{Store, StoreError, Tx, uuid_col};
+use crate::clock::from_ms;
+
+/// A request row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRow {
+    /// Id.
+    pub id: Uuid,
+    /// Entitlement id.
+    pub entitlement: String,
+    /// Entitlement kind name.
+    pub kind: String,
+    /// Requester's user key.
+    pub requester_key: String,
+    /// Requester's email (display).
+    pub requester_email: String,
+    /// State.
+    pub state: RequestState,
+    /// Asked duration.
+    pub duration_secs: i64,
+    /// Justification.
+    pub justification: String,
+    /// Ticket.
+    pub ticket: Option<String>,
+    /// Approvals needed.
+    pub approvals_required: i64,
+    /// Break-glass.
+    pub break_glass: bool,
+    /// Extended request.
+    pub extends_id: Option<Uuid>,
+    /// First request of the extension chain.
+    pub root_id: Uuid,
+    /// Upstream object key.
+    pub target_key: String,
+    /// Simulated grant.
+    pub simulated: bool,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub pending_until: Option<i64>,
+    /// Unix ms.
+    pub decided_at: Option<i64>,
+    /// Unix ms.
+    pub activated_at: Option<i64>,
+    /// Unix ms.
+    pub expires_at: Option<i64>,
+    /// Unix ms.
+    pub ended_at: Option<i64>,
+    /// Why it failed.
+    pub failure_reason: Option<String>,
+    /// Provider's reference.
+    pub provider_ref: Option<String>,
+    /// Upstream removal confirmed (unix ms).
+    pub deprovisioned_at: Option<i64>,
+    /// Break-glass reviewer.
+    pub reviewed_by: Option<String>,
+    /// Unix ms.
+    pub reviewed_at: Option<i64>,
+}
+
+fn opt_uuid(v: Option<String>) -> Result<Option<Uuid>, StoreError> {
+    v.as_deref().map(uuid_col).transpose()
+}
+
+impl RequestRow {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let state: String = row.try_get("state")?;
+        Ok(Self {
+            id: uuid_col(&row.try_get::<String, _>("id")?)?,
+            entitlement: row.try_get("entitlement")?,
+            kind: row.try_get("kind")?,
+            requester_key: row.try_get("requester_key")?,
+            requester_email: row.try_get("requester_email")?,
+            state: state.parse().map_err(StoreError::Corrupt)?,
+            duration_secs: row.try_get("duration_secs")?,
+            justification: row.try_get("justification")?,
+            ticket: row.try_get("ticket")?,
+            approvals_required: row.try_get("approvals_required")?,
+            break_glass: row.try_get::<i64, _>("break_glass")? != 0,
+            extends_id: opt_uuid(row.try_get("extends_id")?)?,
+            root_id: uuid_col(&row.try_get::<String, _>("root_id")?)?,
+            target_key: row.try_get("target_key")?,
+            simulated: row.try_get::<i64, _>("simulated")? != 0,
+            created_at: row.try_get("created_at")?,
+            pending_until: row.try_get("pending_until")?,
+            decided_at: row.try_get("decided_at")?,
+            activated_at: row.try_get("activated_at")?,
+            expires_at: row.try_get("expires_at")?,
+            ended_at: row.try_get("ended_at")?,
+            failure_reason: row.try_get("failure_reason")?,
+            provider_ref: row.try_get("provider_ref")?,
+            deprovisioned_at: row.try_get("deprovisioned_at")?,
+            reviewed_by: row.try_get("reviewed_by")?,
+            reviewed_at: row.try_get("reviewed_at")?,
+        })
+    }
+
+    /// The wire form, with its approvals.
+    pub fn to_api(&self, approvals: &[ApprovalRow]) -> jit_api::Request {
+        let secs = u64::try_from(self.duration_secs).unwrap_or(0);
+        jit_api::Request {
+            id: self.id,
+            entitlement: self.entitlement.clone(),
+            requester: self.requester_email.clone(),
+            state: self.state,
+            duration: jit_api::format_duration(secs),
+            duration_seconds: secs,
+            justification: self.justification.clone(),
+            ticket: self.ticket.clone(),
+            created_at: from_ms(self.created_at),
+            pending_until: self.pending_until.map(from_ms),
+            activated_at: self.activated_at.map(from_ms),
+            expires_at: self.expires_at.map(from_ms),
+            approvals: approvals
+                .iter()
+                .map(|a| jit_api::Approval {
+                    approver: a.approver_email.clone(),
+                    decision: a.decision,
+                    comment: a.comment.clone(),
+                    at: from_ms(a.at),
+                })
+                .collect(),
+            approvals_required: u32::try_from(self.approvals_required).unwrap_or(0),
+            break_glass: self.break_glass,
+            extends: self.extends_id,
+            simulated: self.simulated,
+            failure_reason: self.failure_reason.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+}
+
+/// An approval row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRow {
+    /// Approver key.
+    pub approver_key: String,
+    /// Approver email.
+    pub approver_email: String,
+    /// Decision.
+    pub decision: Decision,
+    /// Comment.
+    pub comment: Option<String>,
+    /// Unix ms.
+    pub at: i64,
+}
+
+/// Inserts a new request (the caller has validated it).
+pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO requests (id, entitlement, kind, requester_key, requester_email, state,
+            duration_secs, justification, ticket, approvals_required, break_glass, extends_id,
+            root_id, target_key, simulated, created_at, pending_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(r.id.to_string())
+    .bind(&r.entitlement)
+    .bind(&r.kind)
+    .bind(&r.requester_key)
+    .bind(&r.requester_email)
+    .bind(r.state.as_str())
+    .bind(r.duration_secs)
+    .bind(&r.justification)
+    .bind(&r.ticket)
+    .bind(r.approvals_required)
+    .bind(i64::from(r.break_glass))
+    .bind(r.extends_id.map(|u| u.to_string()))
+    .bind(r.root_id.to_string())
+    .bind(&r.target_key)
+    .bind(i64::from(r.simulated))
+    .bind(r.created_at)
+    .bind(r.pending_until)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        StoreError::from_insert(
+            e,
+            &format!(
+                "you already have an open request for `{}`; extend it or wait until it ends",
+                r.entitlement
+            ),
+        )
+    })?;
+    Ok(())
+}
+
+/// Reads a request.
+pub async fn get(store: &Store, id: Uuid) -> Result<Option<RequestRow>, StoreError> {
+    let row = sqlx::query("SELECT * FROM requests WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(store.pool())
+        .await?;
+    row.as_ref().map(RequestRow::from_row).transpose()
+}
+
+/// Reads a request inside a write transaction, locking its row on PostgreSQL.
+pub async fn lock(store: &Store, tx: &mut Tx, id: Uuid) -> Result<RequestRow, StoreError> {
+    let sql = format!("SELECT * FROM requests WHERE id = $1{}", store.for_update());
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    RequestRow::from_row(&row)
+}
+
+/// Fields a state change may set.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Unix ms.
+    pub decided_at: Option<i64>,
+    /// Unix ms.
+    pub activated_at: Option<i64>,
+    /// Unix ms.
+    pub expires_at: Option<i64>,
+    /// Unix ms.
+    pub ended_at: Option<i64>,
+    /// Failure reason.
+    pub failure_reason: Option<String>,
+    /// Provider reference.
+    pub provider_ref: Option<String>,
+    /// Simulated grant.
+    pub simulated: Option<bool>,
+}
+
+/// Moves a locked request from `from` to `to`; fails if it was not in `from`.
+pub async fn set_state(
+    tx: &mut Tx,
+    id: Uuid,
+    from: RequestState,
+    to: RequestState,
+    c: &Changes,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE requests SET state = $1,
+            decided_at = COALESCE($2, decided_at),
+            activated_at = COALESCE($3, activated_at),
+            expires_at = COALESCE($4, expires_at),
+            ended_at = COALESCE($5, ended_at),
+            failure_reason = COALESCE($6, failure_reason),
+            provider_ref = COALESCE($7, provider_ref),
+            simulated = COALESCE($8, simulated)
+         WHERE id = $9 AND state = $10",
+    )
+    .bind(to.as_str())
+    .bind(c.decided_at)
+    .bind(c.activated_at)
+    .bind(c.expires_at)
+    .bind(c.ended_at)
+    .bind(&c.failure_reason)
+    .bind(&c.provider_ref)
+    .bind(c.simulated.map(i64::from))
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| StoreError::from_insert(e, "another open request holds this entitlement"))?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!("request is no longer {from}")))
+    }
+}
+
+/// Marks the upstream object removed (or not needing removal).
+pub async fn set_deprovisioned(tx: &mut Tx, id: Uuid, at: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE requests SET deprovisioned_at = $1 WHERE id = $2 AND deprovisioned_at IS NULL")
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Records a break-glass review.
+pub async fn set_reviewed(tx: &mut Tx, id: Uuid, by: &str, at: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE requests SET reviewed_by = $1, reviewed_at = $2
+         WHERE id = $3 AND break_glass = 1 AND reviewed_at IS NULL",
+    )
+    .bind(by)
+    .bind(at)
+    .bind(id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Other requests that hold the same upstream object and still need it.
+pub async fn live_holders(
+    tx: &mut Tx,
+    target_key: &str,
+    except: Uuid,
+) -> Result<Vec<Uuid>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id FROM requests WHERE target_key = $1 AND id <> $2 AND state = 'active'",
+    )
+    .bind(target_key)
+    .bind(except.to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| uuid_col(&r.try_get::<String, _>("id")?))
+        .collect()
+}
+
+/// Number of extensions in a chain.
+pub async fn extension_count(tx: &mut Tx, root: Uuid) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM requests WHERE root_id = $1 AND extends_id IS NOT NULL
+         AND state NOT IN ('denied', 'cancelled', 'timed_out', 'failed')",
+    )
+    .bind(root.to_string())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("n")?)
+}
+
+/// Inserts a decision; an approver counts once (primary key).
+pub async fn insert_approval(tx: &mut Tx, request: Uuid, a: &ApprovalRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO approvals (request_id, approver_key, approver_email, decision, comment, at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(request.to_string())
+    .bind(&a.approver_key)
+    .bind(&a.approver_email)
+    .bind(match a.decision {
+        Decision::Approve => "approve",
+        Decision::Deny => "deny",
+    })
+    .bind(&a.comment)
+    .bind(a.at)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| StoreError::from_insert(e, "you have already decided on this request"))?;
+    Ok(())
+}
+
+fn approval_from_row(r: &AnyRow) -> Result<ApprovalRow, StoreError> {
+    let d: String = r.try_get("decision")?;
+    Ok(ApprovalRow {
+        approver_key: r.try_get("approver_key")?,
+        approver_email: r.try_get("approver_email")?,
+        decision: if d == "deny" {
+            Decision::Deny
+        } else {
+            Decision::Approve
+        },
+        comment: r.try_get("comment")?,
+        at: r.try_get("at")?,
+    })
+}
+
+/// Decisions on a request, oldest first.
+pub async fn approvals(store: &Store, request: Uuid) -> Result<Vec<ApprovalRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
+        .bind(request.to_string())
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter().map(approval_from_row).collect()
+}
+
+/// Decisions on a request inside a transaction.
+pub async fn approvals_tx(tx: &mut Tx, request: Uuid) -> Result<Vec<ApprovalRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
+        .bind(request.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(approval_from_row).collect()
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this requester.
+    pub requester_key: Option<String>,
+    /// Only these states.
+    pub states: Vec<RequestState>,
+    /// Only this entitlement.
+    pub entitlement: Option<String>,
+    /// Only unreviewed break-glass requests.
+    pub unreviewed_break_glass: bool,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// Lists requests, newest first.
+pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, StoreError> {
+    let mut sql = String::from("SELECT * FROM requests WHERE 1 = 1");
+    let mut binds: Vec<String> = Vec::new();
+    if let Some(k) = &f.requester_key {
+        binds.push(k.clone());
+        sql.push_str(&format!(" AND requester_key = ${}", binds.len()));
+    }
+    if let Some(e) = &f.entitlement {
+        binds.push(e.clone());
+        sql.push_str(&format!(" AND entitlement = ${}", binds.len()));
+    }
+    if !f.states.is_empty() {
+        let mut marks = Vec::new();
+        for s in &f.states {
+            binds.push(s.as_str().to_owned());
+            marks.push(format!("${}", binds.len()));
+        }
+        sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+    }
+    if f.unreviewed_break_glass {
+        sql.push_str(" AND break_glass = 1 AND reviewed_at IS NULL");
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id LIMIT {}",
+        f.limit.clamp(1, 1000)
+    ));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(store.pool()).await?;
+    rows.iter().map(RequestRow::from_row).collect()
+}
+
+/// Requests an approver has decided on, newest first.
+pub async fn decided_by(store: &Store, approver_key: &str, limit: i64) -> Result<Vec<RequestRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT r.* FROM requests r JOIN approvals a ON a.request_id = r.id
+         WHERE a.approver_key = $1 ORDER BY a.at DESC LIMIT $2",
+    )
+    .bind(approver_key)
+    .bind(limit.clamp(1, 1000))
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter().map(RequestRow::from_row).collect()
+}
+
+/// Counts requests by state (metrics).
+pub async fn count_by_state(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM requests GROUP BY state")
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+        .collect()
+}

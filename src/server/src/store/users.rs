@@ -1,0 +1,43 @@
+//! Users the broker has seen sign in (for notifications and grant providers).
+
+use sqlx::Row;
+
+use super::{Store, StoreError, Tx};
+use crate::domain::User;
+use crate::providers::Grantee;
+
+/// Records or refreshes a user's profile.
+pub async fn upsert(tx: &mut Tx, user: &User, now: i64) -> Result<(), StoreError> {
+    let groups = serde_json::to_string(&user.groups).unwrap_or_else(|_| "[]".to_owned());
+    sqlx::query(
+        "INSERT INTO users (key, email, name, oid, groups_json, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (key) DO UPDATE SET email = excluded.email, name = excluded.name,
+            oid = excluded.oid, groups_json = excluded.groups_json, updated_at = excluded.updated_at",
+    )
+    .bind(&user.key)
+    .bind(&user.email)
+    .bind(&user.name)
+    .bind(&user.oid)
+    .bind(groups)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A user's grantee facts.
+pub async fn grantee(store: &Store, key: &str) -> Result<Option<Grantee>, StoreError> {
+    let row = sqlx::query("SELECT key, email, name, oid FROM users WHERE key = $1")
+        .bind(key)
+        .fetch_optional(store.pool())
+        .await?;
+    row.map(|r| {
+        Ok(Grantee {
+            key: r.try_get("key")?,
+            email: r.try_get("email")?,
+            name: r.try_get("name")?,
+            oid: r.try_get("oid")?,
+        })
+    })
+    .transpose()
+}

@@ -1,0 +1,3 @@
+//! Integration tests: real server, real peers (started by `scripts/test`).
+
+mod support;
