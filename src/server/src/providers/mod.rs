@@ -101,10 +101,45 @@ pub trait GrantProvider: Send + Sync {
         ))
     }
 
+    /// Compares what exists upstream for the `managed` entitlements of this
+    /// provider's kind with the `live` grants the broker holds, removes the
+    /// upstream objects that no live grant explains, and reports.
+    async fn reconcile(
+        &self,
+        _managed: &[Entitlement],
+        _live: &[LiveGrant],
+    ) -> Result<ReconcileReport, ProviderError> {
+        Ok(ReconcileReport::default())
+    }
+
     /// True when grants are only recorded, not made.
     fn simulated(&self) -> bool {
         false
     }
+}
+
+/// A grant the broker holds as active, for reconciliation.
+#[derive(Debug, Clone)]
+pub struct LiveGrant {
+    /// Request id.
+    pub request_id: Uuid,
+    /// Entitlement id.
+    pub entitlement: String,
+    /// Who holds it.
+    pub grantee: Grantee,
+    /// Window end.
+    pub ends_at: OffsetDateTime,
+}
+
+/// What a reconciliation pass found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Upstream objects removed because no live grant explains them (human descriptions).
+    pub removed: Vec<String>,
+    /// Upstream objects found that could not be explained nor removed (granted out of band, …).
+    pub unexplained: Vec<String>,
+    /// Live grants whose upstream object is missing.
+    pub missing: Vec<String>,
 }
 
 /// The provider for each kind.
