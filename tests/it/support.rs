@@ -10,3 +10,5 @@ pub fn peer_env(name: &str) -> String {
         panic!("{name} is not set: run the tests with `scripts/test`, which starts the peers")
     })
 }
+
+pub mod server;

@@ -351,7 +351,7 @@ fn default_login_url() -> String {
 }
 
 /// `[notify]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     /// `[notify.email]`.
@@ -366,6 +366,17 @@ pub struct NotifyConfig {
     /// Addresses told of every break-glass use.
     #[serde(default)]
     pub security_emails: Vec<String>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            email: None,
+            teams: None,
+            expiry_warning: default_expiry_warning(),
+            security_emails: Vec::new(),
+        }
+    }
 }
 
 fn default_expiry_warning() -> String {

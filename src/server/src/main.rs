@@ -1,1 +1,177 @@
-fn main() {}
+//! `jit-server`: serve | migrate | audit verify | audit export | policy check.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jit_server::config::Config;
+use jit_server::policy::PolicySet;
+use jit_server::server;
+use jit_server::store::Store;
+use jit_server::store::audit;
+use jit_server::store::export::{ExportFormat, export};
+
+/// The jit broker: just-in-time privileged access for AWS and Entra ID.
+#[derive(Parser)]
+#[command(
+    name = "jit-server",
+    version,
+    about,
+    after_help = "Examples:\n  jit-server serve --dev                 try jit locally: SQLite, demo users, simulated grants\n  jit-server serve --config jit.toml     run the broker\n  jit-server audit verify                recompute the audit hash chain from the database\n  jit-server policy check policies       validate entitlements and Cedar policies"
+)]
+struct Cli {
+    /// Configuration file (TOML). Every key can be overridden by `JIT_SECTION__KEY`.
+    #[arg(long, global = true, env = "JIT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker: web UI, JSON API and scheduler.
+    Serve {
+        /// Development mode: no setup, embedded SQLite, demo sign-in, simulated grants; loopback only.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Apply database migrations (serve also does it at start).
+    Migrate,
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Policy commands.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain straight from the database; names the first bad sequence number.
+    Verify {
+        /// Start at this sequence number (trusting the row before it).
+        #[arg(long)]
+        from: Option<i64>,
+    },
+    /// Export audit events to stdout.
+    Export {
+        /// jsonl, csv or ocsf.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Start at this sequence number.
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate entitlements.toml and the Cedar policies against the schema.
+    Check {
+        /// Policy directory (default: `policy.dir` from the configuration).
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { dev } => {
+            server::serve(cli.config.as_deref(), dev).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = Config::load(cli.config.as_deref())?;
+            let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+            let applied = store.migrate().await?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            } else {
+                for m in applied {
+                    println!("applied {m}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+            match command {
+                AuditCommand::Verify { from } => {
+                    let report = audit::verify(&store, from).await?;
+                    if report.ok {
+                        println!(
+                            "audit chain ok: {} events verified{}",
+                            report.checked,
+                            report.last_seq.map(|s| format!(", last seq {s}")).unwrap_or_default()
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        eprintln!(
+                            "audit chain broken: first bad seq {}: {}",
+                            report.first_bad_seq.unwrap_or(0),
+                            report.problem.unwrap_or_default()
+                        );
+                        Ok(ExitCode::from(2))
+                    }
+                }
+                AuditCommand::Export { format, from } => {
+                    let format: ExportFormat = format.parse().map_err(anyhow::Error::msg)?;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let n = export(&store, format, from, &mut out).await?;
+                    std::io::Write::flush(&mut out)?;
+                    eprintln!("exported {n} events");
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { dir },
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => Config::load(cli.config.as_deref())?.policy.dir,
+            };
+            match PolicySet::load(&dir) {
+                Ok(p) => {
+                    println!(
+                        "{}: {} entitlements, policies valid (hash {})",
+                        dir.display(),
+                        p.catalog.len(),
+                        &p.hash[..16]
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("{} error(s)", errors.len());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}

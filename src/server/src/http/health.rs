@@ -1,0 +1,61 @@
+//! `/healthz` (alive), `/readyz` (database and policies), `/metrics` (Prometheus).
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::Web;
+use crate::store::{jobs, requests};
+
+pub(super) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn readyz(State(web): State<Web>) -> impl IntoResponse {
+    let db = web.app.store.ping().await.is_ok();
+    let policies = !web.app.policy.catalog.is_empty();
+    let status = if db && policies {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if status == StatusCode::OK { "ready" } else { "not ready" },
+            "database": db,
+            "policies": policies,
+            "policy_hash": web.app.policy.hash,
+        })),
+    )
+}
+
+async fn metrics(State(web): State<Web>) -> impl IntoResponse {
+    let now = web.app.now_ms();
+    let states = requests::count_by_state(&web.app.store).await.unwrap_or_default();
+    let (backlog, oldest) = jobs::backlog(&web.app.store, now).await.unwrap_or((0, None));
+    #[expect(clippy::cast_precision_loss, reason = "gauges are floats")]
+    let body = crate::metrics::render(&[
+        (
+            "jit_requests",
+            "Requests by state.",
+            states
+                .into_iter()
+                .map(|(s, n)| (format!("state=\"{}\"", crate::metrics::label(&s)), n as f64))
+                .collect(),
+        ),
+        ("jit_jobs_due", "Jobs due and not yet done.", vec![(String::new(), backlog as f64)]),
+        (
+            "jit_scheduler_lag_seconds",
+            "Age of the oldest due job.",
+            vec![(String::new(), oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0))],
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

@@ -1,0 +1,638 @@
+//! The server-rendered web UI (askama). Works without JavaScript; every
+//! state-changing form carries the session's CSRF token.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use jit_api::{CreateRequest, Decision, DurationInput, RequestState};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::auth::SignedIn;
+use super::{ApiError, Web};
+use crate::domain::User;
+use crate::service::ServiceError;
+use crate::service::requests::{RequestView, fmt_ms};
+use crate::store::audit;
+
+pub(super) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/", get(home))
+        .route("/requests/new", get(new_request))
+        .route("/requests", post(create_request))
+        .route("/requests/{id}", get(show_request))
+        .route("/requests/{id}/{action}", post(request_action))
+        .route("/approvals", get(approvals))
+        .route("/audit", get(audit_page))
+        .route("/audit/export", get(audit_export))
+        .route("/admin", get(admin))
+}
+
+/// Facts every page needs.
+pub struct Chrome {
+    /// Development-mode banner.
+    pub dev: bool,
+    /// Signed-in user.
+    pub me: Option<User>,
+    /// CSRF token for forms.
+    pub csrf_token: String,
+    /// Show the audit link.
+    pub auditor: bool,
+    /// Show the admin link.
+    pub admin: bool,
+}
+
+impl Chrome {
+    fn new(web: &Web, s: &SignedIn) -> Self {
+        Self {
+            dev: web.app.dev,
+            me: Some(s.user.clone()),
+            csrf_token: s.session.csrf_token.clone(),
+            auditor: web.app.is_auditor(&s.user),
+            admin: web.app.is_admin(&s.user),
+        }
+    }
+}
+
+/// A request as pages show it.
+pub struct Card {
+    id: String,
+    entitlement: String,
+    title: String,
+    kind: String,
+    state: String,
+    requester: String,
+    duration: String,
+    justification: String,
+    ticket: String,
+    created: String,
+    expires: String,
+    left_secs: i64,
+    left: String,
+    approvals: String,
+    simulated: bool,
+    break_glass: bool,
+    failure: String,
+    extension: bool,
+    reviewed: String,
+}
+
+fn card(web: &Web, v: &RequestView) -> Card {
+    let r = &v.row;
+    let left = web.app.seconds_left(r);
+    let approved = v
+        .approvals
+        .iter()
+        .filter(|a| a.decision == Decision::Approve)
+        .count();
+    Card {
+        id: r.id.to_string(),
+        entitlement: r.entitlement.clone(),
+        title: web
+            .app
+            .policy
+            .catalog
+            .get(&r.entitlement)
+            .map_or_else(|| r.entitlement.clone(), |e| e.title.clone()),
+        kind: r.kind.clone(),
+        state: r.state.to_string(),
+        requester: r.requester_email.clone(),
+        duration: jit_api::format_duration(u64::try_from(r.duration_secs).unwrap_or(0)),
+        justification: r.justification.clone(),
+        ticket: r.ticket.clone().unwrap_or_default(),
+        created: fmt_ms(r.created_at),
+        expires: r.expires_at.map(fmt_ms).unwrap_or_default(),
+        left_secs: left,
+        left: if r.state == RequestState::Active {
+            jit_api::format_duration(u64::try_from(left).unwrap_or(0))
+        } else {
+            String::new()
+        },
+        approvals: format!("{approved} of {}", r.approvals_required),
+        simulated: r.simulated,
+        break_glass: r.break_glass,
+        failure: r.failure_reason.clone().unwrap_or_default(),
+        extension: r.extends_id.is_some(),
+        reviewed: r.reviewed_by.clone().unwrap_or_default(),
+    }
+}
+
+/// An error page that leaks nothing internal.
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    chrome: Chrome,
+    title: String,
+    message: String,
+}
+
+/// A page-level error.
+pub struct UiError(StatusCode, String, Option<Chrome>);
+
+impl From<ServiceError> for UiError {
+    fn from(e: ServiceError) -> Self {
+        let ApiError(status, _, message) = ApiError::from(e);
+        Self(status, message, None)
+    }
+}
+
+impl From<ApiError> for UiError {
+    fn from(e: ApiError) -> Self {
+        Self(e.0, e.2, None)
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let title = self.0.canonical_reason().unwrap_or("Error").to_owned();
+        let page = ErrorPage {
+            chrome: self.2.unwrap_or(Chrome {
+                dev: false,
+                me: None,
+                csrf_token: String::new(),
+                auditor: false,
+                admin: false,
+            }),
+            title,
+            message: self.1,
+        };
+        (self.0, page).into_response()
+    }
+}
+
+pub(super) async fn not_found(State(web): State<Web>) -> Response {
+    UiError(
+        StatusCode::NOT_FOUND,
+        "there is no page here".to_owned(),
+        Some(Chrome {
+            dev: web.app.dev,
+            me: None,
+            csrf_token: String::new(),
+            auditor: false,
+            admin: false,
+        }),
+    )
+    .into_response()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "home.html")]
+struct HomePage {
+    chrome: Chrome,
+    active: Vec<Card>,
+    recent: Vec<Card>,
+    pending_approvals: usize,
+}
+
+async fn home(State(web): State<Web>, s: SignedIn) -> Result<HomePage, UiError> {
+    let mine = web.app.list_visible(&s.user, vec![], true, 50).await?;
+    let (active, recent): (Vec<_>, Vec<_>) = mine
+        .iter()
+        .map(|v| card(&web, v))
+        .partition(|c| c.state == "active");
+    let pending_approvals = web.app.pending_for(&s.user).await?.len();
+    Ok(HomePage {
+        chrome: Chrome::new(&web, &s),
+        active,
+        recent,
+        pending_approvals,
+    })
+}
+
+struct EntOption {
+    id: String,
+    title: String,
+    kind: String,
+    max: String,
+    approvals: u32,
+    mfa: bool,
+    ticket: bool,
+    break_glass: bool,
+    selected: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "new_request.html")]
+struct NewRequestPage {
+    chrome: Chrome,
+    options: Vec<EntOption>,
+    error: String,
+    duration: String,
+    justification: String,
+    ticket: String,
+}
+
+#[derive(Deserialize, Default)]
+struct NewQuery {
+    #[serde(default)]
+    entitlement: Option<String>,
+}
+
+fn new_request_page(web: &Web, s: &SignedIn, selected: Option<&str>, error: String, f: Option<&RequestForm>) -> NewRequestPage {
+    NewRequestPage {
+        chrome: Chrome::new(web, s),
+        options: web
+            .app
+            .requestable(&s.user)
+            .into_iter()
+            .map(|e| EntOption {
+                id: e.id.clone(),
+                title: e.title.clone(),
+                kind: e.kind.as_str().to_owned(),
+                max: jit_api::format_duration(e.max_duration),
+                approvals: e.approvals_required,
+                mfa: e.require_mfa,
+                ticket: e.require_ticket,
+                break_glass: web.app.may_break_glass(&s.user, e),
+                selected: selected == Some(e.id.as_str()),
+            })
+            .collect(),
+        error,
+        duration: f.map_or_else(|| "1h".to_owned(), |f| f.duration.clone()),
+        justification: f.map(|f| f.justification.clone()).unwrap_or_default(),
+        ticket: f.and_then(|f| f.ticket.clone()).unwrap_or_default(),
+    }
+}
+
+async fn new_request(State(web): State<Web>, s: SignedIn, Query(q): Query<NewQuery>) -> NewRequestPage {
+    new_request_page(&web, &s, q.entitlement.as_deref(), String::new(), None)
+}
+
+#[derive(Deserialize)]
+struct RequestForm {
+    csrf: String,
+    entitlement: String,
+    duration: String,
+    justification: String,
+    #[serde(default)]
+    ticket: Option<String>,
+    #[serde(default)]
+    break_glass: Option<String>,
+}
+
+async fn create_request(State(web): State<Web>, s: SignedIn, headers: HeaderMap, Form(f): Form<RequestForm>) -> Result<Response, UiError> {
+    web.auth.check_form(&headers, &s.session, &f.csrf)?;
+    let input = CreateRequest {
+        entitlement: f.entitlement.clone(),
+        duration: DurationInput::Text(f.duration.clone()),
+        justification: f.justification.clone(),
+        ticket: f.ticket.clone().filter(|t| !t.trim().is_empty()),
+        break_glass: f.break_glass.is_some(),
+    };
+    match web.app.create_request(&s.user, &input).await {
+        Ok(v) => Ok(Redirect::to(&format!("/requests/{}", v.row.id)).into_response()),
+        Err(ServiceError::StepUpRequired(_)) => Ok(step_up_redirect(&web, "/requests/new")),
+        Err(e @ (ServiceError::Invalid(_) | ServiceError::Forbidden(_) | ServiceError::Conflict(_) | ServiceError::NotFound(_))) => {
+            let page = new_request_page(&web, &s, Some(&f.entitlement), e.to_string(), Some(&f));
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn step_up_redirect(web: &Web, next: &str) -> Response {
+    let max_age = web
+        .app
+        .config
+        .oidc
+        .as_ref()
+        .map_or(3600, |o| crate::config::Config::seconds(&o.mfa_max_age));
+    Redirect::to(&format!("/login?next={}&step_up={max_age}", super::auth::urlencode(next))).into_response()
+}
+
+struct TimelineItem {
+    at: String,
+    actor: String,
+    action: String,
+    detail: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "request.html")]
+struct RequestPage {
+    chrome: Chrome,
+    r: Card,
+    approvals: Vec<(String, String, String, String)>,
+    timeline: Vec<TimelineItem>,
+    can_decide: bool,
+    can_review: bool,
+    owner: bool,
+    can_revoke: bool,
+    creds: Option<jit_api::Credentials>,
+    region: String,
+    notice: String,
+}
+
+async fn request_page(web: &Web, s: &SignedIn, id: Uuid, creds: Option<jit_api::Credentials>, notice: String) -> Result<RequestPage, UiError> {
+    let v = web.app.get_visible(&s.user, id).await?;
+    let events = audit::for_request(&web.app.store, id).await.map_err(ServiceError::from)?;
+    let owner = v.row.requester_key == s.user.key;
+    let decided = v.approvals.iter().any(|a| a.approver_key == s.user.key);
+    let may_decide = web.app.may_decide(&s.user, &v.row);
+    Ok(RequestPage {
+        chrome: Chrome::new(web, s),
+        approvals: v
+            .approvals
+            .iter()
+            .map(|a| {
+                (
+                    a.approver_email.clone(),
+                    match a.decision {
+                        Decision::Approve => "approved".to_owned(),
+                        Decision::Deny => "denied".to_owned(),
+                    },
+                    a.comment.clone().unwrap_or_default(),
+                    fmt_ms(a.at),
+                )
+            })
+            .collect(),
+        timeline: events
+            .iter()
+            .map(|e| TimelineItem {
+                at: fmt_ms(e.at),
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                detail: timeline_detail(&e.data),
+            })
+            .collect(),
+        can_decide: may_decide && !decided && v.row.state == RequestState::Pending,
+        can_review: may_decide && v.row.break_glass && v.row.reviewed_at.is_none(),
+        owner,
+        can_revoke: (owner || web.app.is_admin(&s.user))
+            && matches!(v.row.state, RequestState::Active | RequestState::Approved),
+        r: card(web, &v),
+        creds,
+        region: web
+            .app
+            .config
+            .aws
+            .as_ref()
+            .map_or_else(|| "us-east-1".to_owned(), |a| a.region.clone()),
+        notice,
+    })
+}
+
+fn timeline_detail(data: &str) -> String {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(data) else {
+        return String::new();
+    };
+    map.iter()
+        .filter(|(k, v)| !v.is_null() && !matches!(k.as_str(), "policy_hash" | "details" | "justification"))
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}: {s}"),
+            other => format!("{k}: {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+async fn show_request(State(web): State<Web>, s: SignedIn, Path(id): Path<String>) -> Result<RequestPage, UiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
+    request_page(&web, &s, id, None, String::new()).await
+}
+
+#[derive(Deserialize)]
+struct ActionForm {
+    csrf: String,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn request_action(
+    State(web): State<Web>,
+    s: SignedIn,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(f): Form<ActionForm>,
+) -> Result<Response, UiError> {
+    web.auth.check_form(&headers, &s.session, &f.csrf)?;
+    let id = Uuid::parse_str(&id).map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
+    let comment = f.comment.as_deref().filter(|c| !c.trim().is_empty());
+    let back = Redirect::to(&format!("/requests/{id}")).into_response();
+    let result = match action.as_str() {
+        "approve" => web.app.decide(&s.user, id, Decision::Approve, comment).await.map(|_| back),
+        "deny" => web.app.decide(&s.user, id, Decision::Deny, comment).await.map(|_| back),
+        "cancel" => web.app.cancel(&s.user, id).await.map(|_| back),
+        "revoke" => web.app.revoke(&s.user, id, comment).await.map(|_| back),
+        "review" => web.app.review(&s.user, id, comment).await.map(|_| back),
+        "extend" => {
+            let by = jit_api::parse_duration(f.by.as_deref().unwrap_or(""))
+                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            web.app
+                .extend(&s.user, id, by, comment)
+                .await
+                .map(|v| Redirect::to(&format!("/requests/{}", v.row.id)).into_response())
+        }
+        "credentials" => {
+            let creds = web.app.mint_credentials(&s.user, id).await?;
+            let page = request_page(&web, &s, id, Some(creds), String::new()).await?;
+            Ok(([(header::CACHE_CONTROL, "no-store")], page).into_response())
+        }
+        "console" => {
+            let url = web.app.console_url(&s.user, id).await?;
+            Ok(Redirect::to(&url).into_response())
+        }
+        _ => return Err(UiError(StatusCode::NOT_FOUND, "no such action".to_owned(), None)),
+    };
+    match result {
+        Ok(r) => Ok(r),
+        Err(ServiceError::StepUpRequired(_)) => Ok(step_up_redirect(&web, &format!("/requests/{id}"))),
+        Err(e @ (ServiceError::Invalid(_) | ServiceError::Forbidden(_) | ServiceError::Conflict(_))) => {
+            let page = request_page(&web, &s, id, None, e.to_string()).await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "approvals.html")]
+struct ApprovalsPage {
+    chrome: Chrome,
+    pending: Vec<Card>,
+    reviews: Vec<Card>,
+    decided: Vec<Card>,
+}
+
+async fn approvals(State(web): State<Web>, s: SignedIn) -> Result<ApprovalsPage, UiError> {
+    let pending = web.app.pending_for(&s.user).await?;
+    let reviews = web.app.reviews_for(&s.user).await?;
+    let decided = web.app.decided_by(&s.user).await?;
+    Ok(ApprovalsPage {
+        chrome: Chrome::new(&web, &s),
+        pending: pending.iter().map(|v| card(&web, v)).collect(),
+        reviews: reviews.iter().map(|v| card(&web, v)).collect(),
+        decided: decided.iter().map(|v| card(&web, v)).collect(),
+    })
+}
+
+#[derive(Deserialize, Default)]
+struct AuditQuery {
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    entitlement: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+struct AuditRow {
+    seq: i64,
+    at: String,
+    actor: String,
+    action: String,
+    entitlement: String,
+    request_id: String,
+    hash: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    rows: Vec<AuditRow>,
+    actor: String,
+    entitlement: String,
+    action: String,
+    since: String,
+    until: String,
+    next: String,
+    verified: bool,
+    verify_text: String,
+    query: String,
+}
+
+fn parse_day(s: Option<&str>) -> Result<Option<i64>, UiError> {
+    let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(s, &fmt)
+        .map_err(|_| UiError(StatusCode::BAD_REQUEST, format!("`{s}` is not a date like 2026-11-29"), None))?;
+    Ok(Some(crate::clock::to_ms(date.midnight().assume_utc())))
+}
+
+fn nonempty(s: Option<&String>) -> Option<String> {
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+async fn audit_page(State(web): State<Web>, s: SignedIn, Query(q): Query<AuditQuery>) -> Result<AuditPage, UiError> {
+    if !web.app.is_auditor(&s.user) {
+        return Err(UiError(StatusCode::FORBIDDEN, "only auditors read the audit log".to_owned(), Some(Chrome::new(&web, &s))));
+    }
+    let filter = audit::Filter {
+        actor: nonempty(q.actor.as_ref()),
+        entitlement: nonempty(q.entitlement.as_ref()),
+        action: nonempty(q.action.as_ref()),
+        request_id: None,
+        since: parse_day(q.since.as_deref())?,
+        until: parse_day(q.until.as_deref())?.map(|u| u + 86_400_000),
+        before_seq: q.before,
+        limit: 50,
+    };
+    let events = audit::list(&web.app.store, &filter).await.map_err(ServiceError::from)?;
+    let report = audit::verify(&web.app.store, None).await.map_err(ServiceError::from)?;
+    let mut query = String::new();
+    for (k, v) in [("actor", &q.actor), ("entitlement", &q.entitlement), ("action", &q.action), ("since", &q.since), ("until", &q.until)] {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            query.push_str(&format!("&{k}={}", super::auth::urlencode(v)));
+        }
+    }
+    Ok(AuditPage {
+        chrome: Chrome::new(&web, &s),
+        next: if events.len() == 50 {
+            events.last().map(|e| e.seq.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        rows: events
+            .iter()
+            .map(|e| AuditRow {
+                seq: e.seq,
+                at: fmt_ms(e.at),
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                entitlement: e.entitlement.clone().unwrap_or_default(),
+                request_id: e.request_id.clone().unwrap_or_default(),
+                hash: e.hash.chars().take(12).collect(),
+            })
+            .collect(),
+        actor: q.actor.unwrap_or_default(),
+        entitlement: q.entitlement.unwrap_or_default(),
+        action: q.action.unwrap_or_default(),
+        since: q.since.unwrap_or_default(),
+        until: q.until.unwrap_or_default(),
+        verified: report.ok,
+        verify_text: if report.ok {
+            format!("chain verified: {} events", report.checked)
+        } else {
+            format!(
+                "chain broken at sequence {}: {}",
+                report.first_bad_seq.unwrap_or(0),
+                report.problem.unwrap_or_default()
+            )
+        },
+        query,
+    })
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: String,
+}
+
+async fn audit_export(State(web): State<Web>, s: SignedIn, Query(q): Query<ExportQuery>) -> Result<Response, UiError> {
+    if !web.app.is_auditor(&s.user) {
+        return Err(UiError(StatusCode::FORBIDDEN, "only auditors export the audit log".to_owned(), None));
+    }
+    let (ctype, ext) = match q.format.as_str() {
+        "csv" => ("text/csv; charset=utf-8", "csv"),
+        "jsonl" => ("application/x-ndjson", "jsonl"),
+        _ => return Err(UiError(StatusCode::BAD_REQUEST, "format must be `csv` or `jsonl`".to_owned(), None)),
+    };
+    let mut out = Vec::new();
+    crate::store::export::export(&web.app.store, ext.parse().map_err(|e: String| UiError(StatusCode::BAD_REQUEST, e, None))?, 1, &mut out)
+        .await
+        .map_err(ServiceError::from)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"jit-audit.{ext}\"")),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    chrome: Chrome,
+    active: Vec<Card>,
+}
+
+async fn admin(State(web): State<Web>, s: SignedIn) -> Result<AdminPage, UiError> {
+    if !web.app.is_admin(&s.user) {
+        return Err(UiError(StatusCode::FORBIDDEN, "only admins administer the broker".to_owned(), Some(Chrome::new(&web, &s))));
+    }
+    let active = web
+        .app
+        .list_visible(&s.user, vec![RequestState::Active, RequestState::Approved], false, 500)
+        .await?;
+    Ok(AdminPage {
+        chrome: Chrome::new(&web, &s),
+        active: active.iter().map(|v| card(&web, v)).collect(),
+    })
+}

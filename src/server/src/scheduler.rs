@@ -1,0 +1,75 @@
+//! The durable scheduler: claims due jobs from the database and runs them.
+//!
+//! Jobs survive restarts: a broker killed at any point leaves its claimed
+//! jobs to a lease that runs out, after which this or another broker runs
+//! them again. Every job handler is idempotent.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::service::App;
+use crate::service::grants::{JobOutcome, internal_retry_ms};
+use crate::store::jobs;
+
+/// How long a claimed job stays ours before others may take it.
+const LEASE_MS: i64 = 120_000;
+/// Jobs claimed per round.
+const BATCH: i64 = 32;
+
+/// Runs until `shutdown` turns true.
+pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) {
+    info!(tick_ms = tick.as_millis(), "scheduler started");
+    loop {
+        match run_due(&app).await {
+            Ok(n) if n as i64 >= BATCH => continue,
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "scheduler round failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = app.wake.notified() => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    info!("scheduler stopped");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Claims and runs the jobs due now; returns how many ran.
+pub async fn run_due(app: &App) -> Result<usize, crate::store::StoreError> {
+    let now = app.now_ms();
+    let due = jobs::claim(&app.store, now, LEASE_MS, BATCH).await?;
+    let n = due.len();
+    let mut set = tokio::task::JoinSet::new();
+    for job in due {
+        let app = app.clone();
+        set.spawn(async move {
+            let started = std::time::Instant::now();
+            let result = app.run_job(&job).await;
+            crate::metrics::job_ran(&job.kind, started.elapsed(), now - job.due_at);
+            match result {
+                Ok(JobOutcome::Done) => {}
+                Ok(JobOutcome::RetryAt(at, why)) => {
+                    warn!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, reason = %why, "job will be retried");
+                    if let Err(e) = jobs::retry_later(&app.store, job.id, at, &why).await {
+                        error!(error = %e, "could not reschedule job");
+                    }
+                }
+                Err(e) => {
+                    error!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, error = ?e, "job failed");
+                    let at = app.now_ms() + internal_retry_ms(job.attempts);
+                    if let Err(e) = jobs::retry_later(&app.store, job.id, at, "internal error").await {
+                        error!(error = %e, "could not reschedule job");
+                    }
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Ok(n)
+}

@@ -1,0 +1,190 @@
+//! Wiring: configuration → store, policies, providers, auth → HTTP + scheduler.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::http::{self, AuthMode, Web};
+use crate::policy::PolicySet;
+use crate::providers::Providers;
+use crate::service::App;
+use crate::store::Store;
+
+/// A broker ready to serve.
+pub struct Broker {
+    /// Use-cases (for tests and the scheduler).
+    pub app: App,
+    /// HTTP state.
+    pub web: Web,
+}
+
+/// Loads the policy set the configuration names (the bundled one in development
+/// mode when the directory does not exist).
+pub fn load_policies(config: &Config, dev: bool) -> anyhow::Result<PolicySet> {
+    let dir = &config.policy.dir;
+    let result = if dev && !dir.exists() {
+        PolicySet::bundled()
+    } else {
+        PolicySet::load(dir)
+    };
+    result.map_err(|errors| anyhow::anyhow!("invalid policies:\n  {}", errors.join("\n  ")))
+}
+
+/// Builds a broker from configuration, with the given auth mode and providers.
+pub async fn build(
+    config: Config,
+    dev: bool,
+    auth: AuthMode,
+    providers: Providers,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Broker> {
+    let policy = Arc::new(load_policies(&config, dev)?);
+    if !dev {
+        // Outside development mode nothing may be simulated.
+        if let Some(e) = policy.catalog.iter().find(|e| providers.get(e.kind).simulated()) {
+            let section = match e.kind {
+                crate::policy::Kind::AwsRole | crate::policy::Kind::AwsIdentityCenter => "aws",
+                crate::policy::Kind::EntraRole | crate::policy::Kind::EntraGroup => "entra",
+            };
+            bail!(
+                "config: `{section}`: entitlement `{}` of kind `{}` needs the `[{section}]` section",
+                e.id,
+                e.kind.as_str()
+            );
+        }
+    }
+    let store = Store::connect(&config.database.url, config.database.max_connections)
+        .await
+        .with_context(|| "cannot open the database (`database.url`)")?;
+    store.migrate().await.context("database migration failed")?;
+    let key = match &config.server.session_key {
+        Some(k) => http::session_key_bytes(k.expose()).map_err(|e| anyhow::anyhow!("config: `server.session_key`: {e}"))?,
+        None if dev => {
+            let mut k = vec![0u8; 64];
+            rand::rng().fill_bytes(&mut k);
+            k
+        }
+        None => bail!("config: `server.session_key`: required outside development mode (64+ random bytes, base64)"),
+    };
+    let auth = http::auth::Auth::new(
+        auth,
+        key,
+        &config.server.public_url,
+        Config::seconds(&config.server.session_idle_timeout),
+        Config::seconds(&config.server.session_absolute_timeout),
+    );
+    let app = App {
+        store,
+        policy,
+        providers,
+        clock,
+        config: Arc::new(config),
+        dev,
+        wake: Arc::new(Notify::new()),
+        target_locks: Arc::default(),
+    };
+    app.record_policy_hash().await.context("cannot record the policy hash")?;
+    let web = Web {
+        app: app.clone(),
+        auth: Arc::new(auth),
+    };
+    Ok(Broker { app, web })
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "text" {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).with_current_span(true).try_init()
+    };
+}
+
+/// `jit-server serve`.
+pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> {
+    let mut config = Config::load(config_path)?;
+    init_logging(&config.server.log_format);
+    let addr: SocketAddr = config.bind_addr()?;
+    if dev {
+        if !addr.ip().is_loopback() {
+            bail!(
+                "development mode only listens on loopback: `server.bind` is `{addr}`; use 127.0.0.1 (dev mode must never be reachable from other machines)"
+            );
+        }
+        if config.database.url == "sqlite://jit.db" {
+            config.database.url = "sqlite://jit-dev.db".to_owned();
+        }
+    } else if config.oidc.is_none() {
+        bail!("config: `oidc`: required outside development mode (try `jit-server serve --dev` to explore jit locally)");
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on `{addr}` (`server.bind`)"))?;
+    let local = listener.local_addr()?;
+    if dev {
+        let public = url::Url::parse(&config.server.public_url).ok();
+        let loopback = public.as_ref().and_then(url::Url::host_str).is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]");
+        if !loopback {
+            bail!("development mode: `server.public_url` must be a loopback URL");
+        }
+        config.server.public_url = format!("http://{local}");
+    }
+    let (auth, providers) = if dev {
+        (AuthMode::Dev, crate::providers::from_config(&config, true).await?)
+    } else {
+        (
+            oidc_auth_mode(&config)?,
+            crate::providers::from_config(&config, false).await?,
+        )
+    };
+    let tick = Duration::from_secs(Config::seconds(&config.scheduler.tick));
+    let broker = build(config, dev, auth, providers, Arc::new(SystemClock)).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let scheduler = tokio::spawn(crate::scheduler::run(broker.app.clone(), tick, stop_rx));
+    let router = http::router(broker.web.clone());
+    tracing::info!(address = %local, dev, "jit-server listening");
+    eprintln!("jit-server listening on http://{local}{}", if dev { " (development mode)" } else { "" });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            shutdown_signal().await;
+        })
+        .await
+        .context("server failed")?;
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
+    broker.app.store.close().await;
+    Ok(())
+}
+
+fn oidc_auth_mode(_config: &Config) -> anyhow::Result<AuthMode> {
+    bail!("config: `oidc`: OpenID Connect sign-in is not part of this build yet; use `serve --dev`")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,551 @@
+//! Grants: activation, expiry, time-outs and removal (run by the scheduler),
+//! and on-demand credentials and console sign-in for AWS roles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use jit_api::RequestState;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::requests::{job, secs_ms};
+use super::{App, ServiceError};
+use crate::clock::from_ms;
+use crate::domain::{self, Event, User};
+use crate::policy::{Entitlement, Kind};
+use crate::providers::{GrantSpec, Grantee, ProviderError};
+use crate::store::audit::NewEvent;
+use crate::store::jobs::{self, Job};
+use crate::store::requests::{self as store, Changes, RequestRow};
+use crate::store::{Backend, Tx, users};
+
+/// Attempts before a grant that keeps failing transiently is marked failed.
+const MAX_ACTIVATE_ATTEMPTS: i64 = 8;
+
+/// One lock per upstream object, so that a removal and a new grant of the
+/// same object never interleave inside this broker. (Across brokers the
+/// PostgreSQL advisory lock in [`App::lock_target`] does the same.)
+#[derive(Debug, Default)]
+pub struct TargetLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl TargetLocks {
+    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() > 10_000 {
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        map.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+/// Held while an upstream object is changed.
+pub struct TargetGuard {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    _db: Option<Tx>,
+}
+
+/// What a job run asks of the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Done; the job row was completed in the effect's transaction.
+    Done,
+    /// Try again at this unix-ms time.
+    RetryAt(i64, String),
+}
+
+fn backoff_ms(attempts: i64) -> i64 {
+    let exp = u32::try_from(attempts.clamp(1, 10)).unwrap_or(10);
+    (1000_i64 << exp).min(300_000)
+}
+
+impl App {
+    /// Locks one upstream object for the duration of a provider call.
+    pub async fn lock_target(&self, key: &str) -> Result<TargetGuard, ServiceError> {
+        let local = self.target_locks.get(key).lock_owned().await;
+        let db = if self.store.backend() == Backend::Postgres {
+            let mut tx = self.store.pool().begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            Some(tx)
+        } else {
+            None
+        };
+        Ok(TargetGuard {
+            _local: local,
+            _db: db,
+        })
+    }
+
+    async fn grantee(&self, key: &str) -> Result<Grantee, ServiceError> {
+        users::grantee(&self.store, key)
+            .await?
+            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("user `{key}` is not recorded")))
+    }
+
+    fn catalog_entry(&self, id: &str) -> Result<&Entitlement, ServiceError> {
+        self.policy.catalog.get(id).ok_or_else(|| {
+            ServiceError::Internal(anyhow::anyhow!(
+                "entitlement `{id}` is no longer in the catalog"
+            ))
+        })
+    }
+
+    /// Runs one claimed job.
+    pub async fn run_job(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
+        let Some(id) = job.request_id else {
+            return Err(ServiceError::Internal(anyhow::anyhow!("job `{}` without request", job.kind)));
+        };
+        match job.kind.as_str() {
+            job::ACTIVATE => self.activate(job, id).await,
+            job::EXPIRE => self.expire(job, id).await,
+            job::TIMEOUT => self.time_out(job, id).await,
+            job::DEPROVISION => self.deprovision(job, id).await,
+            other => Err(ServiceError::Internal(anyhow::anyhow!("unknown job kind `{other}`"))),
+        }
+    }
+
+    async fn complete_only(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
+        let mut tx = self.store.begin().await?;
+        jobs::complete(&mut tx, job.id, self.now_ms()).await?;
+        tx.commit().await?;
+        Ok(JobOutcome::Done)
+    }
+
+    /// Makes the grant of an approved request; active only once the cloud says so.
+    async fn activate(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+        let Some(row) = store::get(&self.store, id).await? else {
+            return self.complete_only(job).await;
+        };
+        if row.state != RequestState::Approved {
+            return self.complete_only(job).await;
+        }
+        let ent = self.catalog_entry(&row.entitlement)?.clone();
+        let grantee = self.grantee(&row.requester_key).await?;
+        let now_ms = self.now_ms();
+        let starts = now_ms;
+        // An extension's window continues the grant it extends.
+        let base = match row.extends_id {
+            Some(parent) => store::get(&self.store, parent)
+                .await?
+                .and_then(|p| p.expires_at)
+                .map_or(now_ms, |e| e.max(now_ms)),
+            None => now_ms,
+        };
+        let ends = base + row.duration_secs * 1000;
+        let guard = self.lock_target(&row.target_key).await?;
+        let overlapping = {
+            let mut tx = self.store.begin().await?;
+            let holders = store::live_holders(&mut tx, &row.target_key, id).await?;
+            tx.rollback().await?;
+            !holders.is_empty()
+        };
+        let spec = GrantSpec {
+            request_id: id,
+            grantee: &grantee,
+            entitlement: &ent,
+            starts_at: from_ms(starts),
+            ends_at: from_ms(ends),
+            justification: &row.justification,
+            ticket: row.ticket.as_deref(),
+            overlapping,
+        };
+        let provider = self.providers.get(ent.kind);
+        let result = provider.grant(&spec).await;
+        let mut tx = self.store.begin().await?;
+        let current = store::lock(&self.store, &mut tx, id).await?;
+        let outcome = match result {
+            Ok(record) => {
+                if current.state == RequestState::Approved {
+                    store::set_state(
+                        &mut tx,
+                        id,
+                        RequestState::Approved,
+                        domain::transition(RequestState::Approved, Event::Activate)
+                            .map_err(|e| ServiceError::Conflict(e.to_string()))?,
+                        &Changes {
+                            activated_at: Some(starts),
+                            expires_at: Some(ends),
+                            provider_ref: record.reference.clone(),
+                            simulated: Some(provider.simulated()),
+                            ..Changes::default()
+                        },
+                    )
+                    .await?;
+                    self.audit(
+                        &mut tx,
+                        NewEvent {
+                            actor: "system",
+                            action: "grant.activated",
+                            request_id: Some(id),
+                            entitlement: Some(&ent.id),
+                            data: json!({
+                                "expires_at": super::requests::fmt_ms(ends),
+                                "reference": record.reference,
+                                "simulated": provider.simulated(),
+                                "overlapping": overlapping,
+                                "details": record.details,
+                                "extends": row.extends_id,
+                            }),
+                        },
+                    )
+                    .await?;
+                    jobs::enqueue(&mut tx, job::EXPIRE, Some(id), "{}", ends, Some(&format!("expire:{id}")), now_ms)
+                        .await?;
+                } else {
+                    // Cancelled or revoked while the cloud call ran: take it back.
+                    self.audit(
+                        &mut tx,
+                        NewEvent {
+                            actor: "system",
+                            action: "grant.orphaned",
+                            request_id: Some(id),
+                            entitlement: Some(&ent.id),
+                            data: json!({ "state": current.state }),
+                        },
+                    )
+                    .await?;
+                    self.queue_deprovision(&mut tx, id, now_ms).await?;
+                }
+                jobs::complete(&mut tx, job.id, now_ms).await?;
+                JobOutcome::Done
+            }
+            Err(e) => {
+                let permanent = matches!(e, ProviderError::Permanent(_))
+                    || job.attempts >= MAX_ACTIVATE_ATTEMPTS;
+                if permanent && current.state == RequestState::Approved {
+                    let reason = e.to_string();
+                    store::set_state(
+                        &mut tx,
+                        id,
+                        RequestState::Approved,
+                        RequestState::Failed,
+                        &Changes {
+                            ended_at: Some(now_ms),
+                            failure_reason: Some(reason.clone()),
+                            ..Changes::default()
+                        },
+                    )
+                    .await?;
+                    self.audit(
+                        &mut tx,
+                        NewEvent {
+                            actor: "system",
+                            action: "grant.failed",
+                            request_id: Some(id),
+                            entitlement: Some(&ent.id),
+                            data: json!({ "reason": reason, "attempts": job.attempts }),
+                        },
+                    )
+                    .await?;
+                    store::set_deprovisioned(&mut tx, id, now_ms).await?;
+                    jobs::complete(&mut tx, job.id, now_ms).await?;
+                    JobOutcome::Done
+                } else if current.state == RequestState::Approved {
+                    tx.rollback().await?;
+                    drop(guard);
+                    return Ok(JobOutcome::RetryAt(now_ms + backoff_ms(job.attempts), e.to_string()));
+                } else {
+                    jobs::complete(&mut tx, job.id, now_ms).await?;
+                    JobOutcome::Done
+                }
+            }
+        };
+        tx.commit().await?;
+        drop(guard);
+        Ok(outcome)
+    }
+
+    /// Ends a grant whose window is over and queues the upstream removal.
+    async fn expire(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+        let now_ms = self.now_ms();
+        let mut tx = self.store.begin().await?;
+        let row = store::lock(&self.store, &mut tx, id).await?;
+        if row.state != RequestState::Active {
+            jobs::complete(&mut tx, job.id, now_ms).await?;
+            tx.commit().await?;
+            return Ok(JobOutcome::Done);
+        }
+        if let Some(end) = row.expires_at {
+            if end > now_ms {
+                tx.rollback().await?;
+                return Ok(JobOutcome::RetryAt(end, "not yet due".to_owned()));
+            }
+        }
+        store::set_state(
+            &mut tx,
+            id,
+            RequestState::Active,
+            RequestState::Expired,
+            &Changes {
+                ended_at: Some(now_ms),
+                ..Changes::default()
+            },
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: "system",
+                action: "grant.expired",
+                request_id: Some(id),
+                entitlement: Some(&row.entitlement),
+                data: json!({ "expires_at": row.expires_at.map(super::requests::fmt_ms) }),
+            },
+        )
+        .await?;
+        self.queue_deprovision(&mut tx, id, now_ms).await?;
+        jobs::complete(&mut tx, job.id, now_ms).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(JobOutcome::Done)
+    }
+
+    /// Times out a request nobody decided on.
+    async fn time_out(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+        let now_ms = self.now_ms();
+        let mut tx = self.store.begin().await?;
+        let row = store::lock(&self.store, &mut tx, id).await?;
+        if row.state == RequestState::Pending {
+            if let Some(until) = row.pending_until {
+                if until > now_ms {
+                    tx.rollback().await?;
+                    return Ok(JobOutcome::RetryAt(until, "not yet due".to_owned()));
+                }
+            }
+            store::set_state(
+                &mut tx,
+                id,
+                RequestState::Pending,
+                RequestState::TimedOut,
+                &Changes {
+                    ended_at: Some(now_ms),
+                    ..Changes::default()
+                },
+            )
+            .await?;
+            self.audit(
+                &mut tx,
+                NewEvent {
+                    actor: "system",
+                    action: "request.timed_out",
+                    request_id: Some(id),
+                    entitlement: Some(&row.entitlement),
+                    data: json!({}),
+                },
+            )
+            .await?;
+        }
+        jobs::complete(&mut tx, job.id, now_ms).await?;
+        tx.commit().await?;
+        Ok(JobOutcome::Done)
+    }
+
+    /// Removes the upstream object of an ended grant, unless another live grant needs it.
+    async fn deprovision(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+        let Some(row) = store::get(&self.store, id).await? else {
+            return self.complete_only(job).await;
+        };
+        if row.deprovisioned_at.is_some() || !row.state.is_terminal() {
+            return self.complete_only(job).await;
+        }
+        let ent = self.catalog_entry(&row.entitlement)?.clone();
+        let grantee = self.grantee(&row.requester_key).await?;
+        let guard = self.lock_target(&row.target_key).await?;
+        let now_ms = self.now_ms();
+        let holders = {
+            let mut tx = self.store.begin().await?;
+            let h = store::live_holders(&mut tx, &row.target_key, id).await?;
+            tx.rollback().await?;
+            h
+        };
+        let result = if holders.is_empty() {
+            let spec = GrantSpec {
+                request_id: id,
+                grantee: &grantee,
+                entitlement: &ent,
+                starts_at: from_ms(row.activated_at.unwrap_or(now_ms)),
+                ends_at: from_ms(row.expires_at.unwrap_or(now_ms)),
+                justification: &row.justification,
+                ticket: row.ticket.as_deref(),
+                overlapping: false,
+            };
+            Some(self.providers.get(ent.kind).revoke(&spec).await)
+        } else {
+            None
+        };
+        let mut tx = self.store.begin().await?;
+        let outcome = match result {
+            None => {
+                self.audit(
+                    &mut tx,
+                    NewEvent {
+                        actor: "system",
+                        action: "grant.removal_skipped",
+                        request_id: Some(id),
+                        entitlement: Some(&ent.id),
+                        data: json!({ "still_needed_by": holders }),
+                    },
+                )
+                .await?;
+                store::set_deprovisioned(&mut tx, id, now_ms).await?;
+                jobs::complete(&mut tx, job.id, now_ms).await?;
+                JobOutcome::Done
+            }
+            Some(Ok(())) => {
+                self.audit(
+                    &mut tx,
+                    NewEvent {
+                        actor: "system",
+                        action: "grant.removed",
+                        request_id: Some(id),
+                        entitlement: Some(&ent.id),
+                        data: json!({ "simulated": self.providers.get(ent.kind).simulated() }),
+                    },
+                )
+                .await?;
+                store::set_deprovisioned(&mut tx, id, now_ms).await?;
+                jobs::complete(&mut tx, job.id, now_ms).await?;
+                JobOutcome::Done
+            }
+            Some(Err(e)) => {
+                // Removal must happen: keep trying, and say so in the log once in a while.
+                if job.attempts == 1 || job.attempts % 10 == 0 {
+                    self.audit(
+                        &mut tx,
+                        NewEvent {
+                            actor: "system",
+                            action: "grant.removal_retry",
+                            request_id: Some(id),
+                            entitlement: Some(&ent.id),
+                            data: json!({ "error": e.to_string(), "attempts": job.attempts }),
+                        },
+                    )
+                    .await?;
+                }
+                JobOutcome::RetryAt(now_ms + backoff_ms(job.attempts), e.to_string())
+            }
+        };
+        tx.commit().await?;
+        drop(guard);
+        Ok(outcome)
+    }
+
+    /// An active AWS-role grant the caller owns, with its entitlement.
+    async fn own_active_role(&self, user: &User, id: Uuid) -> Result<(RequestRow, Entitlement), ServiceError> {
+        let row = store::get(&self.store, id)
+            .await?
+            .filter(|r| self.may_see(user, r))
+            .ok_or_else(|| ServiceError::NotFound(format!("no request `{id}`")))?;
+        if row.requester_key != user.key {
+            return Err(ServiceError::Forbidden("only the grant's owner can get its credentials".to_owned()));
+        }
+        let ent = self.catalog_entry(&row.entitlement)?.clone();
+        if ent.kind != Kind::AwsRole {
+            return Err(ServiceError::Invalid(format!(
+                "`{}` is not an AWS role entitlement: it issues no credentials",
+                ent.id
+            )));
+        }
+        let now_ms = self.now_ms();
+        if row.state != RequestState::Active || row.expires_at.is_none_or(|e| e <= now_ms) {
+            return Err(ServiceError::Conflict(format!("request is {}, not active", row.state)));
+        }
+        Ok((row, ent))
+    }
+
+    /// STS session length for a grant: what is left of its window, capped by
+    /// the entitlement's session cap, never below STS's 900-second minimum.
+    pub fn session_seconds(&self, row: &RequestRow, ent: &Entitlement) -> u64 {
+        let left = u64::try_from(self.seconds_left(row)).unwrap_or(0);
+        let cap = match &ent.target {
+            crate::policy::catalog::Target::AwsRole { session_seconds, .. } => *session_seconds,
+            _ => crate::policy::catalog::DEFAULT_SESSION_SECONDS,
+        };
+        left.min(cap).max(crate::policy::catalog::MIN_STS_SECONDS)
+    }
+
+    /// Mints STS credentials for the owner of an active `aws_role` grant.
+    pub async fn mint_credentials(&self, user: &User, id: Uuid) -> Result<jit_api::Credentials, ServiceError> {
+        let (row, ent) = self.own_active_role(user, id).await?;
+        let grantee = self.grantee(&row.requester_key).await?;
+        let seconds = self.session_seconds(&row, &ent);
+        let spec = self.spec_for(&row, &ent, &grantee);
+        let creds = self
+            .providers
+            .get(ent.kind)
+            .mint_credentials(&spec, seconds)
+            .await
+            .map_err(|e| ServiceError::Upstream(format!("could not mint credentials: {e}")))?;
+        let mut tx = self.store.begin().await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: &user.email,
+                action: "credentials.minted",
+                request_id: Some(id),
+                entitlement: Some(&ent.id),
+                data: json!({
+                    "access_key_id": creds.access_key_id,
+                    "expiration": creds.expiration,
+                    "session_seconds": seconds,
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(creds)
+    }
+
+    /// A console sign-in URL for the owner of an active `aws_role` grant.
+    pub async fn console_url(&self, user: &User, id: Uuid) -> Result<String, ServiceError> {
+        let (row, ent) = self.own_active_role(user, id).await?;
+        let grantee = self.grantee(&row.requester_key).await?;
+        let seconds = self.session_seconds(&row, &ent);
+        let spec = self.spec_for(&row, &ent, &grantee);
+        let url = self
+            .providers
+            .get(ent.kind)
+            .console_url(&spec, seconds)
+            .await
+            .map_err(|e| ServiceError::Upstream(format!("could not open the console: {e}")))?;
+        let mut tx = self.store.begin().await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: &user.email,
+                action: "console.signin",
+                request_id: Some(id),
+                entitlement: Some(&ent.id),
+                data: json!({ "session_seconds": seconds }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(url)
+    }
+
+    fn spec_for<'a>(&self, row: &'a RequestRow, ent: &'a Entitlement, grantee: &'a Grantee) -> GrantSpec<'a> {
+        GrantSpec {
+            request_id: row.id,
+            grantee,
+            entitlement: ent,
+            starts_at: from_ms(row.activated_at.unwrap_or(row.created_at)),
+            ends_at: from_ms(row.expires_at.unwrap_or(row.created_at)),
+            justification: &row.justification,
+            ticket: row.ticket.as_deref(),
+            overlapping: false,
+        }
+    }
+}
+
+/// Delay before retrying a job that failed with an internal error.
+pub fn internal_retry_ms(attempts: i64) -> i64 {
+    backoff_ms(attempts) + secs_ms(1)
+}

@@ -1,0 +1,186 @@
+//! Use-cases shared by the JSON API, the web UI and the scheduler.
+//!
+//! Every state change runs in one database transaction together with its
+//! audit event (and any notifications it causes): if the audit write fails,
+//! nothing changes.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::domain::{RuleError, User};
+use crate::policy::PolicySet;
+use crate::providers::Providers;
+use crate::store::audit::{self, NewEvent};
+use crate::store::{Store, StoreError, Tx};
+
+pub mod grants;
+pub mod requests;
+
+/// Everything the use-cases need; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    /// The database.
+    pub store: Store,
+    /// Catalog and Cedar policies.
+    pub policy: Arc<PolicySet>,
+    /// Grant providers by kind.
+    pub providers: Providers,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Development mode (`serve --dev`).
+    pub dev: bool,
+    /// Wakes the scheduler when a job is due now.
+    pub wake: Arc<Notify>,
+    /// Serialises upstream changes to one object within this broker.
+    pub target_locks: Arc<grants::TargetLocks>,
+}
+
+/// A refused or failed use-case.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// Input is malformed or breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing by that id (or not visible to the caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// The state does not allow it any more.
+    #[error("{0}")]
+    Conflict(String),
+    /// The sign-in is too weak or too old for this entitlement.
+    #[error("{0}")]
+    StepUpRequired(String),
+    /// A cloud said no or did not answer.
+    #[error("{0}")]
+    Upstream(String),
+    /// Something broke inside; details are logged, not shown.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::NotFound => Self::NotFound("not found".to_owned()),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<RuleError> for ServiceError {
+    fn from(e: RuleError) -> Self {
+        match e {
+            RuleError::SelfApproval | RuleError::AlreadyDecided => Self::Forbidden(e.to_string()),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ServiceError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl App {
+    /// Now.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Now in unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        crate::clock::to_ms(self.now())
+    }
+
+    /// Appends an audit event inside `tx`.
+    pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<i64, ServiceError> {
+        Ok(audit::append(tx, self.store.backend(), self.now(), event).await?)
+    }
+
+    /// Records a sign-in, sign-out or refused sign-in.
+    pub async fn audit_auth(
+        &self,
+        actor: &str,
+        action: &str,
+        data: serde_json::Value,
+        user: Option<&User>,
+    ) -> Result<(), ServiceError> {
+        let mut tx = self.store.begin().await?;
+        if let Some(user) = user {
+            crate::store::users::upsert(&mut tx, user, self.now_ms()).await?;
+        }
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor,
+                action,
+                request_id: None,
+                entitlement: None,
+                data,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the loaded policy set's hash when it differs from the last one recorded.
+    pub async fn record_policy_hash(&self) -> Result<bool, ServiceError> {
+        let last = audit::last_of(&self.store, "policy.loaded").await?;
+        let same = last.as_ref().is_some_and(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.data)
+                .ok()
+                .and_then(|v| v.get("hash").and_then(|h| h.as_str()).map(str::to_owned))
+                .is_some_and(|h| h == self.policy.hash)
+        });
+        if same {
+            return Ok(false);
+        }
+        let mut tx = self.store.begin().await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: "system",
+                action: "policy.loaded",
+                request_id: None,
+                entitlement: None,
+                data: serde_json::json!({
+                    "hash": self.policy.hash,
+                    "source": self.policy.source,
+                    "entitlements": self.policy.catalog.len(),
+                    "previous_hash": last.and_then(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+                        .and_then(|v| v.get("hash").cloned()),
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Is the user an admin by policy.
+    pub fn is_admin(&self, user: &User) -> bool {
+        self.policy
+            .authorize_broker(user, crate::policy::Action::Admin)
+            .is_ok()
+    }
+
+    /// Is the user an auditor (or admin) by policy.
+    pub fn is_auditor(&self, user: &User) -> bool {
+        self.policy
+            .authorize_broker(user, crate::policy::Action::Audit)
+            .is_ok()
+    }
+}

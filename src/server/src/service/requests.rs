@@ -1,0 +1,814 @@
+//! Requests: create, decide, cancel, revoke, extend, review, read.
+
+use jit_api::{CreateRequest, Decision, RequestState};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{App, ServiceError};
+use crate::clock::from_ms;
+use crate::domain::{self, Event, User};
+use crate::policy::{Action, Entitlement, RequestFacts, RequestResource};
+use crate::store::audit::NewEvent;
+use crate::store::requests::{self as store, ApprovalRow, Changes, ListFilter, RequestRow};
+use crate::store::{Tx, jobs, users};
+
+/// A request with its approvals, as pages and the API show it.
+#[derive(Debug, Clone)]
+pub struct RequestView {
+    /// The row.
+    pub row: RequestRow,
+    /// Decisions.
+    pub approvals: Vec<ApprovalRow>,
+}
+
+impl RequestView {
+    /// Wire form.
+    pub fn to_api(&self) -> jit_api::Request {
+        self.row.to_api(&self.approvals)
+    }
+}
+
+/// Job kinds.
+pub mod job {
+    /// Make the grant.
+    pub const ACTIVATE: &str = "activate";
+    /// End the grant at its window's end.
+    pub const EXPIRE: &str = "expire";
+    /// Time out a pending request.
+    pub const TIMEOUT: &str = "timeout";
+    /// Remove the upstream object of an ended grant.
+    pub const DEPROVISION: &str = "deprovision";
+}
+
+impl App {
+    fn entitlement(&self, id: &str) -> Result<&Entitlement, ServiceError> {
+        self.policy
+            .catalog
+            .get(id)
+            .ok_or_else(|| ServiceError::NotFound(format!("unknown entitlement `{id}`")))
+    }
+
+    /// Checks the step-up rule of `require_mfa` entitlements.
+    pub fn check_step_up(&self, user: &User, ent: &Entitlement) -> Result<(), ServiceError> {
+        if !ent.require_mfa || self.dev {
+            return Ok(());
+        }
+        let max_age = self
+            .config
+            .oidc
+            .as_ref()
+            .map_or(3600, |o| crate::config::Config::seconds(&o.mfa_max_age));
+        let now = self.now().unix_timestamp();
+        let fresh = user
+            .auth_time
+            .is_some_and(|t| now - t <= i64::try_from(max_age).unwrap_or(i64::MAX));
+        if !user.mfa {
+            return Err(ServiceError::StepUpRequired(format!(
+                "`{}` requires a sign-in with multi-factor authentication: sign in again",
+                ent.id
+            )));
+        }
+        if !fresh {
+            return Err(ServiceError::StepUpRequired(format!(
+                "`{}` requires a recent sign-in: sign in again",
+                ent.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Files a request. Auto-approves or breaks glass when the policies allow.
+    pub async fn create_request(&self, user: &User, input: &CreateRequest) -> Result<RequestView, ServiceError> {
+        let ent = self.entitlement(&input.entitlement)?;
+        let duration = input
+            .duration
+            .seconds()
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        check_duration(ent, duration)?;
+        let justification = domain::check_justification(&input.justification)?;
+        let ticket = domain::check_ticket(
+            input.ticket.as_deref(),
+            ent.require_ticket,
+            ent.ticket_pattern.as_deref(),
+        )?;
+        self.check_step_up(user, ent)?;
+        let now = self.now();
+        let facts = RequestFacts {
+            duration_seconds: duration,
+            justification: &justification,
+            ticket: ticket.as_deref(),
+            extension: false,
+            break_glass: input.break_glass,
+            now: now.unix_timestamp(),
+        };
+        self.policy
+            .authorize_entitlement(user, Action::Request, ent, &facts)
+            .map_err(|_| ServiceError::Forbidden(format!("policy does not allow you to request `{}`", ent.id)))?;
+        let break_glass = if input.break_glass {
+            if !ent.break_glass {
+                return Err(ServiceError::Invalid(format!("`{}` does not allow break-glass", ent.id)));
+            }
+            self.policy
+                .authorize_entitlement(user, Action::BreakGlass, ent, &facts)
+                .map_err(|_| ServiceError::Forbidden(format!("policy does not allow you to break glass on `{}`", ent.id)))?;
+            true
+        } else {
+            false
+        };
+        let auto = !break_glass
+            && ent.approvals_required == 0
+            && self
+                .policy
+                .authorize_entitlement(user, Action::AutoApprove, ent, &facts)
+                .is_ok();
+        let id = Uuid::now_v7();
+        let now_ms = crate::clock::to_ms(now);
+        let row = RequestRow {
+            id,
+            entitlement: ent.id.clone(),
+            kind: ent.kind.as_str().to_owned(),
+            requester_key: user.key.clone(),
+            requester_email: user.email.clone(),
+            state: RequestState::Pending,
+            duration_secs: i64::try_from(duration).unwrap_or(i64::MAX),
+            justification,
+            ticket,
+            approvals_required: i64::from(ent.approvals_required.max(1)),
+            break_glass,
+            extends_id: None,
+            root_id: id,
+            target_key: ent.target_key(&user.key),
+            simulated: self.providers.get(ent.kind).simulated(),
+            created_at: now_ms,
+            pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
+            decided_at: None,
+            activated_at: None,
+            expires_at: None,
+            ended_at: None,
+            failure_reason: None,
+            provider_ref: None,
+            deprovisioned_at: None,
+            reviewed_by: None,
+            reviewed_at: None,
+        };
+        let mut tx = self.store.begin().await?;
+        users::upsert(&mut tx, user, now_ms).await?;
+        store::insert(&mut tx, &row).await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: &user.email,
+                action: "request.created",
+                request_id: Some(id),
+                entitlement: Some(&ent.id),
+                data: json!({
+                    "duration_seconds": duration,
+                    "justification": row.justification,
+                    "ticket": row.ticket,
+                    "break_glass": break_glass,
+                    "approvals_required": row.approvals_required,
+                    "policy_hash": self.policy.hash,
+                }),
+            },
+        )
+        .await?;
+        if auto || break_glass {
+            let action = if break_glass { "request.break_glass" } else { "request.auto_approved" };
+            self.approve_in_tx(&mut tx, &row, "system", action, json!({})).await?;
+        } else {
+            jobs::enqueue(
+                &mut tx,
+                job::TIMEOUT,
+                Some(id),
+                "{}",
+                row.pending_until.unwrap_or(now_ms),
+                Some(&format!("timeout:{id}")),
+                now_ms,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        self.view(id).await
+    }
+
+    /// Moves a locked pending request to approved and queues its activation.
+    async fn approve_in_tx(
+        &self,
+        tx: &mut Tx,
+        row: &RequestRow,
+        actor: &str,
+        action: &str,
+        data: serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        let to = domain::transition(row.state, Event::Approve)
+            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+        let now_ms = self.now_ms();
+        store::set_state(
+            tx,
+            row.id,
+            row.state,
+            to,
+            &Changes {
+                decided_at: Some(now_ms),
+                ..Changes::default()
+            },
+        )
+        .await?;
+        self.audit(
+            tx,
+            NewEvent {
+                actor,
+                action,
+                request_id: Some(row.id),
+                entitlement: Some(&row.entitlement),
+                data,
+            },
+        )
+        .await?;
+        jobs::enqueue(
+            tx,
+            job::ACTIVATE,
+            Some(row.id),
+            "{}",
+            now_ms,
+            Some(&format!("activate:{}", row.id)),
+            now_ms,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Approves or denies. N-of-M distinct approvers; one denial ends it.
+    pub async fn decide(
+        &self,
+        user: &User,
+        id: Uuid,
+        decision: Decision,
+        comment: Option<&str>,
+    ) -> Result<RequestView, ServiceError> {
+        let comment = domain::check_comment(comment)?;
+        let mut tx = self.store.begin().await?;
+        let row = self.lock_visible(&mut tx, user, id).await?;
+        // The rule that holds whatever the policies say.
+        domain::check_decider(&row.requester_key, user)?;
+        let ent = self.entitlement(&row.entitlement)?;
+        self.policy
+            .authorize_request(
+                user,
+                &RequestResource {
+                    id: &row.id.to_string(),
+                    requester_key: &row.requester_key,
+                    requester_email: &row.requester_email,
+                    entitlement: ent,
+                    duration_seconds: u64::try_from(row.duration_secs).unwrap_or(0),
+                    break_glass: row.break_glass,
+                },
+                self.now().unix_timestamp(),
+            )
+            .map_err(|_| ServiceError::Forbidden("you may not decide on this request".to_owned()))?;
+        if row.state != RequestState::Pending {
+            return Err(ServiceError::Conflict(format!("request is already {}", row.state)));
+        }
+        let now_ms = self.now_ms();
+        users::upsert(&mut tx, user, now_ms).await?;
+        store::insert_approval(
+            &mut tx,
+            id,
+            &ApprovalRow {
+                approver_key: user.key.clone(),
+                approver_email: user.email.clone(),
+                decision,
+                comment: comment.clone(),
+                at: now_ms,
+            },
+        )
+        .await?;
+        match decision {
+            Decision::Deny => {
+                let to = domain::transition(row.state, Event::Deny)
+                    .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+                store::set_state(
+                    &mut tx,
+                    id,
+                    row.state,
+                    to,
+                    &Changes {
+                        decided_at: Some(now_ms),
+                        ..Changes::default()
+                    },
+                )
+                .await?;
+                self.audit(
+                    &mut tx,
+                    NewEvent {
+                        actor: &user.email,
+                        action: "request.denied",
+                        request_id: Some(id),
+                        entitlement: Some(&row.entitlement),
+                        data: json!({ "comment": comment }),
+                    },
+                )
+                .await?;
+            }
+            Decision::Approve => {
+                let approvals = store::approvals_tx(&mut tx, id).await?;
+                let count = approvals
+                    .iter()
+                    .filter(|a| a.decision == Decision::Approve)
+                    .count();
+                let count = i64::try_from(count).unwrap_or(i64::MAX);
+                self.audit(
+                    &mut tx,
+                    NewEvent {
+                        actor: &user.email,
+                        action: "request.approval",
+                        request_id: Some(id),
+                        entitlement: Some(&row.entitlement),
+                        data: json!({
+                            "comment": comment,
+                            "approvals": count,
+                            "approvals_required": row.approvals_required,
+                        }),
+                    },
+                )
+                .await?;
+                if count >= row.approvals_required {
+                    self.approve_in_tx(
+                        &mut tx,
+                        &row,
+                        "system",
+                        "request.approved",
+                        json!({ "approvers": approvals.iter()
+                            .filter(|a| a.decision == Decision::Approve)
+                            .map(|a| a.approver_email.as_str()).collect::<Vec<_>>() }),
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        self.view(id).await
+    }
+
+    /// Withdraws a pending or approved request (the requester only).
+    pub async fn cancel(&self, user: &User, id: Uuid) -> Result<RequestView, ServiceError> {
+        let mut tx = self.store.begin().await?;
+        let row = self.lock_visible(&mut tx, user, id).await?;
+        if row.requester_key != user.key {
+            return Err(ServiceError::Forbidden("only the requester can cancel a request".to_owned()));
+        }
+        let to = domain::transition(row.state, Event::Cancel)
+            .map_err(|_| ServiceError::Conflict(format!("request is already {}", row.state)))?;
+        let now_ms = self.now_ms();
+        store::set_state(
+            &mut tx,
+            id,
+            row.state,
+            to,
+            &Changes {
+                ended_at: Some(now_ms),
+                ..Changes::default()
+            },
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: &user.email,
+                action: "request.cancelled",
+                request_id: Some(id),
+                entitlement: Some(&row.entitlement),
+                data: json!({ "was": row.state }),
+            },
+        )
+        .await?;
+        if row.state == RequestState::Approved {
+            // An activation may be under way: make sure nothing stays behind.
+            self.queue_deprovision(&mut tx, id, now_ms).await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        self.view(id).await
+    }
+
+    /// Ends an approved or active grant early (the requester or an admin).
+    pub async fn revoke(&self, user: &User, id: Uuid, reason: Option<&str>) -> Result<RequestView, ServiceError> {
+        let reason = domain::check_comment(reason)?;
+        let mut tx = self.store.begin().await?;
+        let row = self.lock_visible(&mut tx, user, id).await?;
+        let admin = self.is_admin(user);
+        if row.requester_key != user.key && !admin {
+            return Err(ServiceError::Forbidden("only the requester or an admin can revoke".to_owned()));
+        }
+        let to = domain::transition(row.state, Event::Revoke)
+            .map_err(|_| ServiceError::Conflict(format!("request is {}, not active", row.state)))?;
+        let now_ms = self.now_ms();
+        store::set_state(
+            &mut tx,
+            id,
+            row.state,
+            to,
+            &Changes {
+                ended_at: Some(now_ms),
+                ..Changes::default()
+            },
+        )
+        .await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: &user.email,
+                action: "grant.revoked",
+                request_id: Some(id),
+                entitlement: Some(&row.entitlement),
+                data: json!({ "reason": reason, "by_admin": row.requester_key != user.key }),
+            },
+        )
+        .await?;
+        self.queue_deprovision(&mut tx, id, now_ms).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        self.view(id).await
+    }
+
+    pub(crate) async fn queue_deprovision(&self, tx: &mut Tx, id: Uuid, now_ms: i64) -> Result<(), ServiceError> {
+        jobs::enqueue(
+            tx,
+            job::DEPROVISION,
+            Some(id),
+            "{}",
+            now_ms,
+            Some(&format!("deprovision:{id}")),
+            now_ms,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Asks for more time on an active grant: a new request that needs a new
+    /// approval unless policy auto-approves it. Capped per entitlement.
+    pub async fn extend(
+        &self,
+        user: &User,
+        id: Uuid,
+        by: u64,
+        justification: Option<&str>,
+    ) -> Result<RequestView, ServiceError> {
+        let parent = self.view(id).await?.row;
+        if parent.requester_key != user.key {
+            return Err(ServiceError::Forbidden("only the requester can extend a grant".to_owned()));
+        }
+        if parent.state != RequestState::Active {
+            return Err(ServiceError::Conflict(format!("request is {}, not active", parent.state)));
+        }
+        let ent = self.entitlement(&parent.entitlement)?;
+        check_duration(ent, by)?;
+        let justification = domain::check_justification(justification.unwrap_or(&parent.justification))?;
+        self.check_step_up(user, ent)?;
+        let now = self.now();
+        let facts = RequestFacts {
+            duration_seconds: by,
+            justification: &justification,
+            ticket: parent.ticket.as_deref(),
+            extension: true,
+            break_glass: false,
+            now: now.unix_timestamp(),
+        };
+        self.policy
+            .authorize_entitlement(user, Action::Request, ent, &facts)
+            .map_err(|_| ServiceError::Forbidden(format!("policy does not allow you to request `{}`", ent.id)))?;
+        let auto = self
+            .policy
+            .authorize_entitlement(user, Action::AutoApprove, ent, &facts)
+            .is_ok();
+        let now_ms = crate::clock::to_ms(now);
+        let new_id = Uuid::now_v7();
+        let mut tx = self.store.begin().await?;
+        let parent = store::lock(&self.store, &mut tx, id).await?;
+        if parent.state != RequestState::Active {
+            return Err(ServiceError::Conflict(format!("request is {}, not active", parent.state)));
+        }
+        let used = store::extension_count(&mut tx, parent.root_id).await?;
+        if used >= i64::from(ent.max_extensions) {
+            return Err(ServiceError::Conflict(format!(
+                "`{}` allows at most {} extensions",
+                ent.id, ent.max_extensions
+            )));
+        }
+        let row = RequestRow {
+            id: new_id,
+            extends_id: Some(parent.id),
+            root_id: parent.root_id,
+            duration_secs: i64::try_from(by).unwrap_or(i64::MAX),
+            justification,
+            state: RequestState::Pending,
+            approvals_required: i64::from(ent.approvals_required.max(1)),
+            break_glass: false,
+            created_at: now_ms,
+            pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
+            decided_at: None,
+            activated_at: None,
+            expires_at: None,
+            ended_at: None,
+            failure_reason: None,
+            provider_ref: None,
+            deprovisioned_at: None,
+            reviewed_by: None,
+            reviewed_at: None,
+            ..parent.clone()
+        };
+        store::insert(&mut tx, &row).await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: &user.email,
+                action: "request.extension_requested",
+                request_id: Some(new_id),
+                entitlement: Some(&ent.id),
+                data: json!({ "extends": parent.id, "by_seconds": by, "justification": row.justification }),
+            },
+        )
+        .await?;
+        if auto {
+            self.approve_in_tx(&mut tx, &row, "system", "request.auto_approved", json!({ "extension": true }))
+                .await?;
+        } else {
+            jobs::enqueue(
+                &mut tx,
+                job::TIMEOUT,
+                Some(new_id),
+                "{}",
+                row.pending_until.unwrap_or(now_ms),
+                Some(&format!("timeout:{new_id}")),
+                now_ms,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_one();
+        self.view(new_id).await
+    }
+
+    /// Marks a break-glass grant reviewed (an approver of it, not the requester).
+    pub async fn review(&self, user: &User, id: Uuid, comment: Option<&str>) -> Result<RequestView, ServiceError> {
+        let comment = domain::check_comment(comment)?;
+        let mut tx = self.store.begin().await?;
+        let row = self.lock_visible(&mut tx, user, id).await?;
+        domain::check_decider(&row.requester_key, user)?;
+        if !row.break_glass {
+            return Err(ServiceError::Invalid("only break-glass grants are reviewed".to_owned()));
+        }
+        if !self.may_decide(user, &row) {
+            return Err(ServiceError::Forbidden("you may not review this request".to_owned()));
+        }
+        let now_ms = self.now_ms();
+        if !store::set_reviewed(&mut tx, id, &user.email, now_ms).await? {
+            return Err(ServiceError::Conflict("this break-glass grant is already reviewed".to_owned()));
+        }
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: &user.email,
+                action: "break_glass.reviewed",
+                request_id: Some(id),
+                entitlement: Some(&row.entitlement),
+                data: json!({ "comment": comment }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.view(id).await
+    }
+
+    /// Whether policy lets `user` decide on `row` (never their own).
+    pub fn may_decide(&self, user: &User, row: &RequestRow) -> bool {
+        if row.requester_key == user.key {
+            return false;
+        }
+        let Some(ent) = self.policy.catalog.get(&row.entitlement) else {
+            return false;
+        };
+        self.policy
+            .authorize_request(
+                user,
+                &RequestResource {
+                    id: &row.id.to_string(),
+                    requester_key: &row.requester_key,
+                    requester_email: &row.requester_email,
+                    entitlement: ent,
+                    duration_seconds: u64::try_from(row.duration_secs).unwrap_or(0),
+                    break_glass: row.break_glass,
+                },
+                self.now().unix_timestamp(),
+            )
+            .is_ok()
+    }
+
+    /// Whether `user` may see `row`: their own, ones they may decide, or everything for auditors.
+    pub fn may_see(&self, user: &User, row: &RequestRow) -> bool {
+        row.requester_key == user.key || self.may_decide(user, row) || self.is_auditor(user)
+    }
+
+    async fn lock_visible(&self, tx: &mut Tx, user: &User, id: Uuid) -> Result<RequestRow, ServiceError> {
+        let row = store::lock(&self.store, tx, id)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound => ServiceError::NotFound(format!("no request `{id}`")),
+                other => other.into(),
+            })?;
+        if !self.may_see(user, &row) {
+            return Err(ServiceError::NotFound(format!("no request `{id}`")));
+        }
+        Ok(row)
+    }
+
+    /// Reads a request (no visibility check).
+    pub async fn view(&self, id: Uuid) -> Result<RequestView, ServiceError> {
+        let row = store::get(&self.store, id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no request `{id}`")))?;
+        let approvals = store::approvals(&self.store, id).await?;
+        Ok(RequestView { row, approvals })
+    }
+
+    /// Reads a request the user may see.
+    pub async fn get_visible(&self, user: &User, id: Uuid) -> Result<RequestView, ServiceError> {
+        let view = self.view(id).await?;
+        if self.may_see(user, &view.row) {
+            Ok(view)
+        } else {
+            Err(ServiceError::NotFound(format!("no request `{id}`")))
+        }
+    }
+
+    /// Lists what the caller may see: own requests, ones they may decide, all for auditors.
+    pub async fn list_visible(
+        &self,
+        user: &User,
+        states: Vec<RequestState>,
+        mine: bool,
+        limit: i64,
+    ) -> Result<Vec<RequestView>, ServiceError> {
+        let rows = if mine {
+            store::list(
+                &self.store,
+                &ListFilter {
+                    requester_key: Some(user.key.clone()),
+                    states,
+                    limit,
+                    ..ListFilter::default()
+                },
+            )
+            .await?
+        } else {
+            let all = store::list(
+                &self.store,
+                &ListFilter {
+                    states,
+                    limit: if self.is_auditor(user) { limit } else { 1000 },
+                    ..ListFilter::default()
+                },
+            )
+            .await?;
+            all.into_iter()
+                .filter(|r| self.may_see(user, r))
+                .take(usize::try_from(limit).unwrap_or(100))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let approvals = store::approvals(&self.store, row.id).await?;
+            out.push(RequestView { row, approvals });
+        }
+        Ok(out)
+    }
+
+    /// Pending requests the user may decide on.
+    pub async fn pending_for(&self, user: &User) -> Result<Vec<RequestView>, ServiceError> {
+        let rows = store::list(
+            &self.store,
+            &ListFilter {
+                states: vec![RequestState::Pending],
+                limit: 1000,
+                ..ListFilter::default()
+            },
+        )
+        .await?;
+        let mut out = Vec::new();
+        for row in rows.into_iter().filter(|r| self.may_decide(user, r)) {
+            let approvals = store::approvals(&self.store, row.id).await?;
+            if approvals.iter().any(|a| a.approver_key == user.key) {
+                continue;
+            }
+            out.push(RequestView { row, approvals });
+        }
+        Ok(out)
+    }
+
+    /// Break-glass grants awaiting the user's review.
+    pub async fn reviews_for(&self, user: &User) -> Result<Vec<RequestView>, ServiceError> {
+        let rows = store::list(
+            &self.store,
+            &ListFilter {
+                unreviewed_break_glass: true,
+                limit: 1000,
+                ..ListFilter::default()
+            },
+        )
+        .await?;
+        let mut out = Vec::new();
+        for row in rows.into_iter().filter(|r| self.may_decide(user, r)) {
+            let approvals = store::approvals(&self.store, row.id).await?;
+            out.push(RequestView { row, approvals });
+        }
+        Ok(out)
+    }
+
+    /// Requests the user has decided on.
+    pub async fn decided_by(&self, user: &User) -> Result<Vec<RequestView>, ServiceError> {
+        let rows = store::decided_by(&self.store, &user.key, 100).await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let approvals = store::approvals(&self.store, row.id).await?;
+            out.push(RequestView { row, approvals });
+        }
+        Ok(out)
+    }
+
+    /// Entitlements the user may request (policy allows a one-hour request).
+    pub fn requestable(&self, user: &User) -> Vec<&Entitlement> {
+        let now = self.now().unix_timestamp();
+        self.policy
+            .catalog
+            .iter()
+            .filter(|e| {
+                let facts = RequestFacts {
+                    duration_seconds: e.max_duration.min(3600),
+                    justification: "listing",
+                    ticket: Some("INC-0"),
+                    extension: false,
+                    break_glass: false,
+                    now,
+                };
+                self.policy
+                    .authorize_entitlement(user, Action::Request, e, &facts)
+                    .is_ok()
+            })
+            .collect()
+    }
+
+    /// Whether the user may break glass on `ent`.
+    pub fn may_break_glass(&self, user: &User, ent: &Entitlement) -> bool {
+        ent.break_glass
+            && self
+                .policy
+                .authorize_entitlement(
+                    user,
+                    Action::BreakGlass,
+                    ent,
+                    &RequestFacts {
+                        duration_seconds: 3600,
+                        justification: "listing",
+                        ticket: None,
+                        extension: false,
+                        break_glass: true,
+                        now: self.now().unix_timestamp(),
+                    },
+                )
+                .is_ok()
+    }
+
+    /// Time left on an active grant, in seconds.
+    pub fn seconds_left(&self, row: &RequestRow) -> i64 {
+        row.expires_at
+            .map_or(0, |e| ((e - self.now_ms()) / 1000).max(0))
+    }
+}
+
+/// Human form of a unix-ms time.
+pub fn fmt_ms(ms: i64) -> String {
+    from_ms(ms)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn check_duration(ent: &Entitlement, secs: u64) -> Result<(), ServiceError> {
+    if secs > ent.max_duration {
+        return Err(ServiceError::Invalid(
+            domain::RuleError::DurationTooLong {
+                asked: jit_api::format_duration(secs),
+                max: jit_api::format_duration(ent.max_duration),
+                entitlement: ent.id.clone(),
+            }
+            .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds to milliseconds.
+pub fn secs_ms(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+}

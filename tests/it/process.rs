@@ -1,0 +1,233 @@
+//! The real `jit-server` binary: development mode, configuration errors,
+//! audit verification from the command line, durability across `kill -9`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::server::{ENGINES, Engine, ServerProcess, fresh_db, server_bin};
+
+async fn token(http: &reqwest::Client, url: &str, user: &str) -> String {
+    let v: Value = http
+        .post(format!("{url}/api/v1/dev/token"))
+        .json(&json!({ "user": user }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn state(http: &reqwest::Client, url: &str, token: &str, id: &str) -> String {
+    let v: Value = http
+        .get(format!("{url}/api/v1/requests/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["state"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn dev_mode_serves_the_banner_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(Engine::Sqlite).await;
+    let server = ServerProcess::start_dev(dir.path(), &db.url);
+    let http = reqwest::Client::new();
+    let res = http.get(format!("{}/login", server.url)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Development mode"), "banner missing");
+    for user in ["alice", "bob", "carol"] {
+        assert!(page.contains(&format!("value=\"{user}\"")), "{user} missing");
+    }
+    let ready: Value = http.get(format!("{}/readyz", server.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    let cfg: Value = http.get(format!("{}/api/v1/cli-config", server.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cfg["dev"], true);
+}
+
+#[test]
+fn dev_mode_refuses_a_public_address() {
+    let out = Command::new(server_bin())
+        .args(["serve", "--dev"])
+        .env("JIT_SERVER__BIND", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback") && err.contains("server.bind"), "{err}");
+}
+
+#[test]
+fn production_mode_needs_an_identity_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(server_bin())
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env("JIT_SERVER__BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`oidc`"), "{err}");
+}
+
+#[test]
+fn invalid_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("jit.toml");
+    for (toml, env, key) in [
+        ("[server]\nbind = \"localhost-ish\"\n", None, "server.bind"),
+        ("[database]\nurl = \"mysql://db\"\n", None, "database.url"),
+        ("[server]\nsession_key = \"env:JIT_TEST_UNSET_KEY\"\n", None, "JIT_TEST_UNSET_KEY"),
+        ("[notify.email]\nsmtp_url = \"http://x\"\nfrom = \"a@b\"\n", None, "notify.email.smtp_url"),
+        ("", Some(("JIT_SCHEDULER__TICK", "often")), "scheduler.tick"),
+        ("[server]\ntypo = 1\n", None, "typo"),
+    ] {
+        std::fs::write(&cfg, toml).unwrap();
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["--config", cfg.to_str().unwrap(), "migrate"]);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{toml:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one message: {err}");
+    }
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("jit.toml");
+    std::fs::write(&cfg, "[database]\nurl = \"mysql://wrong\"\n").unwrap();
+    let db = format!("sqlite://{}", dir.path().join("env.db").display());
+    let out = Command::new(server_bin())
+        .args(["--config", cfg.to_str().unwrap(), "migrate"])
+        .env("JIT_DATABASE__URL", &db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("env.db").exists());
+}
+
+#[test]
+fn policy_check_reports_file_and_line() {
+    let ok = Command::new(server_bin())
+        .args(["policy", "check", concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies")])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
+    for f in ["entitlements.toml", "schema.cedarschema", "access.cedar", "approvals.cedar", "admin.cedar"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    // An unknown entitlement and a bad schema reference.
+    std::fs::write(
+        dir.path().join("broken.cedar"),
+        "// broken on purpose\n@id(\"ghost\")\npermit (principal, action == Action::\"request\", resource == Entitlement::\"no-such-thing\");\n",
+    )
+    .unwrap();
+    let out = Command::new(server_bin()).args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.cedar:2") && err.contains("unknown entitlement `no-such-thing`"), "{err}");
+    std::fs::write(
+        dir.path().join("broken.cedar"),
+        "@id(\"typo\")\npermit (principal, action == Action::\"request\", resource)\nwhen { resource.kindd == \"aws_role\" };\n",
+    )
+    .unwrap();
+    let out = Command::new(server_bin()).args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.cedar:3") && err.contains("kindd"), "{err}");
+    std::fs::remove_file(dir.path().join("broken.cedar")).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("entitlements.toml")).unwrap();
+    std::fs::write(dir.path().join("entitlements.toml"), text.replacen("kind = \"aws_role\"", "kind = \"gcp_role\"", 1)).unwrap();
+    let out = Command::new(server_bin()).args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("entitlements.toml:") && err.contains("unknown kind `gcp_role`"), "{err}");
+    // serve refuses to start on the same errors.
+    let out = Command::new(server_bin())
+        .args(["serve", "--dev"])
+        .env("JIT_SERVER__BIND", "127.0.0.1:0")
+        .env("JIT_POLICY__DIR", dir.path())
+        .env("JIT_DATABASE__URL", format!("sqlite://{}", dir.path().join("x.db").display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind `gcp_role`"));
+}
+
+/// A broker killed with a due expiry performs it after restart; the chain still verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_broker_expires_after_restart() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fresh_db(engine).await;
+        let http = reqwest::Client::new();
+        let mut server = ServerProcess::start_dev(dir.path(), &db.url);
+        let alice = token(&http, &server.url, "alice").await;
+        let res: Value = http
+            .post(format!("{}/api/v1/requests", server.url))
+            .bearer_auth(&alice)
+            .json(&json!({"entitlement": "aws-sandbox", "duration": "3s", "justification": "kill test"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = res["id"].as_str().unwrap().to_owned();
+        let start = Instant::now();
+        while state(&http, &server.url, &alice, &id).await != "active" {
+            assert!(start.elapsed() < Duration::from_secs(20), "never became active");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server.kill();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let server = ServerProcess::start_dev(dir.path(), &db.url);
+        let alice = token(&http, &server.url, "alice").await;
+        let start = Instant::now();
+        while state(&http, &server.url, &alice, &id).await != "expired" {
+            assert!(start.elapsed() < Duration::from_secs(20), "expiry not performed after restart");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        drop(server);
+        let out = Command::new(server_bin())
+            .args(["audit", "verify"])
+            .env("JIT_DATABASE__URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
+    }
+}
+
+#[test]
+fn example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(server_bin())
+        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../../jit.example.toml"), "migrate"])
+        .env("JIT_SESSION_KEY", "c2Vzc2lvbi1rZXktZm9yLXRlc3RzLW9ubHktbm90LWEtc2VjcmV0LWF0LWFsbC0xMjM0NTY3ODkwMTIzNDU2Nzg5MA==")
+        .env("JIT_OIDC_CLIENT_SECRET", "test-client-secret")
+        .env("JIT_ENTRA_CLIENT_SECRET", "test-entra-secret")
+        .env("JIT_TEAMS_WEBHOOK", "http://127.0.0.1:9/webhook")
+        .env("JIT_DATABASE__URL", format!("sqlite://{}", dir.path().join("e.db").display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,302 @@
+//! In-process brokers on 127.0.0.1:0 for API tests, on SQLite or PostgreSQL,
+//! with a manual clock; and the real `jit-server` binary for process tests.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jit_api::Request;
+use jit_server::clock::ManualClock;
+use jit_server::config::Config;
+use jit_server::http::{self, AuthMode};
+use jit_server::providers::Providers;
+use jit_server::server::{Broker, build};
+use jit_server::service::App;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Which database engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh PostgreSQL database in the harness cluster.
+    Postgres,
+}
+
+/// Both engines.
+pub const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
+
+/// A fresh database URL for `engine`; the guard removes it.
+pub struct FreshDb {
+    /// Connection URL.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Creates a fresh, empty database.
+pub async fn fresh_db(engine: Engine) -> FreshDb {
+    match engine {
+        Engine::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            FreshDb {
+                url: format!("sqlite://{}", dir.path().join("jit.db").display()),
+                _dir: Some(dir),
+            }
+        }
+        Engine::Postgres => {
+            let admin = super::peer_env("JIT_TEST_PG_URL");
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let store = jit_server::store::Store::connect(&admin, 1).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(store.pool())
+                .await
+                .unwrap();
+            store.close().await;
+            let base = admin.rsplit_once('/').unwrap().0;
+            FreshDb {
+                url: format!("{base}/{name}"),
+                _dir: None,
+            }
+        }
+    }
+}
+
+/// A running in-process broker and a client for it.
+pub struct TestBroker {
+    /// Base URL.
+    pub url: String,
+    /// Use-cases, for driving the scheduler by hand.
+    pub app: App,
+    /// The clock tests move.
+    pub clock: ManualClock,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    _db: FreshDb,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a development-mode broker (demo users, simulated grants) on `engine`.
+pub async fn start(engine: Engine) -> TestBroker {
+    start_with(engine, Providers::simulated(), |_| {}).await
+}
+
+/// Starts a broker with custom providers and configuration tweaks.
+pub async fn start_with(engine: Engine, providers: Providers, tweak: impl FnOnce(&mut Config)) -> TestBroker {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let db = fresh_db(engine).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = Config::default();
+    config.database.url = db.url.clone();
+    config.database.max_connections = 20;
+    config.server.public_url = format!("http://{addr}");
+    config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
+    tweak(&mut config);
+    let clock = ManualClock::new();
+    let Broker { app, web } = build(config, true, AuthMode::Dev, providers, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let router = http::router(web);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    TestBroker {
+        url: format!("http://{addr}"),
+        app,
+        clock,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        _db: db,
+        _server: server,
+    }
+}
+
+/// An API caller signed in as a demo user.
+#[derive(Clone)]
+pub struct Caller {
+    /// Bearer token.
+    pub token: String,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl TestBroker {
+    /// Signs in a demo user through `/api/v1/dev/token`.
+    pub async fn login(&self, user: &str) -> Caller {
+        let res: Value = self
+            .http
+            .post(format!("{}/api/v1/dev/token", self.url))
+            .json(&json!({ "user": user }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Caller {
+            token: res["access_token"].as_str().unwrap().to_owned(),
+            base: self.url.clone(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// Runs due scheduler jobs until none are left.
+    pub async fn run_jobs(&self) {
+        for _ in 0..20 {
+            if jit_server::scheduler::run_due(&self.app).await.unwrap() == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Moves time and runs what became due.
+    pub async fn advance(&self, by: Duration) {
+        self.clock.advance(time::Duration::try_from(by).unwrap());
+        self.run_jobs().await;
+    }
+
+    /// Verifies the audit chain and returns the actions in order.
+    pub async fn audit_actions(&self, request: Option<uuid::Uuid>) -> Vec<String> {
+        let report = jit_server::store::audit::verify(&self.app.store, None).await.unwrap();
+        assert!(report.ok, "audit chain broken: {report:?}");
+        let events = match request {
+            Some(id) => jit_server::store::audit::for_request(&self.app.store, id).await.unwrap(),
+            None => {
+                let mut e = jit_server::store::audit::list(
+                    &self.app.store,
+                    &jit_server::store::audit::Filter {
+                        limit: 10_000,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+                e.reverse();
+                e
+            }
+        };
+        events.into_iter().map(|e| e.action).collect()
+    }
+}
+
+impl Caller {
+    /// GET returning status and JSON.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST JSON returning status and JSON.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Files a request; panics unless 201.
+    pub async fn request(&self, entitlement: &str, duration: &str) -> Request {
+        let (status, body) = self
+            .post(
+                "/requests",
+                json!({ "entitlement": entitlement, "duration": duration, "justification": "integration test" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Reads a request.
+    pub async fn show(&self, id: uuid::Uuid) -> Request {
+        let (status, body) = self.get(&format!("/requests/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Approves; returns status and body.
+    pub async fn approve(&self, id: uuid::Uuid) -> (StatusCode, Value) {
+        self.post(&format!("/requests/{id}/approve"), json!({ "comment": "ok" })).await
+    }
+}
+
+/// The built `jit-server` binary.
+pub fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_jit-server"))
+}
+
+/// A `jit-server` child process.
+pub struct ServerProcess {
+    /// The child.
+    pub child: Child,
+    /// Base URL.
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts `jit-server serve --dev` on a free port with the given environment.
+    pub fn start_dev(dir: &std::path::Path, db_url: &str) -> Self {
+        let port = free_port();
+        let mut child = Command::new(server_bin())
+            .args(["serve", "--dev"])
+            .current_dir(dir)
+            .env("JIT_SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("JIT_DATABASE__URL", db_url)
+            .env("JIT_POLICY__DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"))
+            .env("JIT_SCHEDULER__TICK", "1s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, url };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).ok();
+                panic!("jit-server exited with {status}: {err}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("jit-server did not start");
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
