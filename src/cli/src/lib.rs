@@ -26,9 +26,10 @@ pub use error::{CliError, EXIT_ERROR, EXIT_NOT_GRANTED};
 
 /// Runs `jit` with the process arguments; prints errors as one line on stderr.
 pub fn run() -> ExitCode {
-    let cli = match args::Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match args::Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
-        Err(err) => return usage_exit(&err),
+        Err(err) => return usage_exit(&err, &command_path(&argv)),
     };
     match commands::dispatch(cli) {
         Ok(code) => code,
@@ -40,7 +41,7 @@ pub fn run() -> ExitCode {
 }
 
 /// Help and version go to stdout with exit 0; usage errors become one line.
-fn usage_exit(err: &clap::Error) -> ExitCode {
+fn usage_exit(err: &clap::Error, command: &str) -> ExitCode {
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = err.print();
@@ -51,15 +52,33 @@ fn usage_exit(err: &clap::Error) -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
         _ => {
-            eprintln!("{}", usage_error(&err.render().to_string()).line());
+            eprintln!("{}", usage_error(&err.render().to_string(), command).line());
             ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
+/// The subcommand path the arguments name, e.g. `jit audit verify`.
+pub fn command_path(argv: &[std::ffi::OsString]) -> String {
+    let mut cmd = <args::Cli as clap::CommandFactory>::command();
+    let mut path = vec!["jit".to_owned()];
+    for arg in argv.iter().skip(1) {
+        let Some(arg) = arg.to_str() else { break };
+        if arg == "--" {
+            break;
+        }
+        let Some(sub) = cmd.find_subcommand(arg).cloned() else {
+            continue;
+        };
+        path.push(sub.get_name().to_owned());
+        cmd = sub;
+    }
+    path.join(" ")
+}
+
 /// Folds clap's multi-line usage error into one line:
 /// ``error: … (tip: …): see `jit X --help` ``.
-pub fn usage_error(rendered: &str) -> CliError {
+pub fn usage_error(rendered: &str, command: &str) -> CliError {
     let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
     let mut message = first
@@ -67,21 +86,12 @@ pub fn usage_error(rendered: &str) -> CliError {
         .unwrap_or(first)
         .trim()
         .to_owned();
-    let mut command = "jit".to_owned();
     let mut details = Vec::new();
     let mut tips = Vec::new();
     for line in lines {
         if let Some(tip) = line.strip_prefix("tip:") {
             tips.push(tip.trim().to_owned());
-        } else if let Some(usage) = line.strip_prefix("Usage:") {
-            command = usage
-                .split_whitespace()
-                .take_while(|w| {
-                    !w.starts_with('-') && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
-                })
-                .collect::<Vec<_>>()
-                .join(" ");
-        } else if !line.starts_with("For more information") {
+        } else if !line.starts_with("Usage:") && !line.starts_with("For more information") {
             details.push(line.to_owned());
         }
     }
@@ -120,9 +130,10 @@ mod tests {
 
     use super::*;
 
-    fn clap_line(args: &[&str]) -> String {
-        let err = args::Cli::try_parse_from(args).unwrap_err();
-        usage_error(&err.render().to_string()).line()
+    fn clap_line(words: &[&str]) -> String {
+        let err = args::Cli::try_parse_from(words).unwrap_err();
+        let argv: Vec<std::ffi::OsString> = words.iter().map(Into::into).collect();
+        usage_error(&err.render().to_string(), &command_path(&argv)).line()
     }
 
     #[test]
@@ -141,6 +152,10 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with("see `jit --help`"), "{line}");
+
+        let line = clap_line(&["jit", "-o", "json", "request", "x", "-d", "soon", "-r", "y"]);
+        assert!(line.contains("invalid duration `soon`"), "{line}");
+        assert!(line.ends_with("see `jit request --help`"), "{line}");
 
         let line = clap_line(&["jit", "audit", "verify", "--bogus"]);
         assert!(line.ends_with("see `jit audit verify --help`"), "{line}");
