@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use jit_api::{CliConfig, Me};
 use serde_json::json;
 
-use super::{Ctx, emit, emit_json, prompt};
+use super::{Ctx, emit, emit_json, emit_value, prompt};
 use crate::api::{self, now_unix};
 use crate::args::LoginArgs;
 use crate::credcache;
@@ -158,7 +158,7 @@ pub(super) fn logout(ctx: &Ctx) -> Result<ExitCode> {
     let had_tokens = Session::remove(&ctx.dirs)?;
     let cleared = credcache::clear_all(&ctx.dirs.cache)?;
     if ctx.json() {
-        emit_json(
+        emit_value(
             &json!({ "signed_out": had_tokens, "server": previous, "cached_credentials_removed": cleared }),
         );
     } else if let Some(server) = previous.filter(|_| had_tokens) {

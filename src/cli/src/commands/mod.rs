@@ -69,8 +69,15 @@ pub fn emit(text: &str) {
     let _ = out.flush();
 }
 
-/// Pretty JSON on stdout.
-pub fn emit_json(value: &Value) {
+/// The broker's JSON answer on stdout, exactly as it was sent.
+pub fn emit_json(raw: &str) {
+    let mut text = raw.trim_end().to_owned();
+    text.push('\n');
+    emit(&text);
+}
+
+/// JSON the CLI made itself (for commands without an API object), pretty.
+pub fn emit_value(value: &Value) {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
     text.push('\n');
     emit(&text);

@@ -247,9 +247,9 @@ pub(super) fn status(ctx: &Ctx, args: &StatusArgs) -> Result<ExitCode> {
 /// `GET /requests` with filters; accepts a bare array or `{"requests": […]}`.
 pub fn list_requests(api: &mut Api, query: &[(&str, &str)]) -> Result<Fetched<Vec<Request>>> {
     let fetched = api.get::<Value>("/requests", query)?;
-    let items = match &fetched.raw {
-        Value::Object(map) => map.get("requests").cloned().unwrap_or(Value::Null),
-        other => other.clone(),
+    let items = match fetched.value {
+        Value::Object(mut map) => map.remove("requests").unwrap_or(Value::Null),
+        other => other,
     };
     let value = serde_json::from_value(items).map_err(|e| {
         CliError::new(format!("unexpected request list from the broker: {e}"))
@@ -327,8 +327,8 @@ pub(super) fn end(ctx: &Ctx, id_text: &str, how: End) -> Result<ExitCode> {
 }
 
 /// Prints the request an action returned (fetching it when the answer was empty).
-fn after_action(ctx: &Ctx, api: &mut Api, id: Uuid, raw: Value, verb: &str) -> Result<ExitCode> {
-    let req = match serde_json::from_value::<Request>(raw.clone()) {
+fn after_action(ctx: &Ctx, api: &mut Api, id: Uuid, raw: String, verb: &str) -> Result<ExitCode> {
+    let req = match serde_json::from_str::<Request>(&raw) {
         Ok(value) => Fetched { value, raw },
         Err(_) => api.get::<Request>(&format!("/requests/{id}"), &[])?,
     };
@@ -337,7 +337,7 @@ fn after_action(ctx: &Ctx, api: &mut Api, id: Uuid, raw: Value, verb: &str) -> R
     } else {
         let r = &req.value;
         emit(&format!(
-            "{verb} request {} for `{}` by {}: now {}.\n",
+            "{verb} request {} (`{}` for {}): now {}.\n",
             short_id(&r.id),
             r.entitlement,
             r.requester,
