@@ -1,0 +1,265 @@
+//! The broker's JSON API (`/api/v1`) with the signed-in user's bearer token.
+
+use reqwest::Method;
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::dirs::Dirs;
+use crate::error::{CliError, Result};
+use crate::http::{Http, Retry, check_secure_url};
+use crate::oauth;
+use crate::session::{Session, TokenState};
+
+/// An API answer: its typed form and the JSON text exactly as sent (for `--output json`).
+#[derive(Debug, Clone)]
+pub struct Fetched<T> {
+    /// Typed.
+    pub value: T,
+    /// Verbatim body.
+    pub raw: String,
+}
+
+/// A signed-in client of one broker.
+#[derive(Debug)]
+pub struct Api {
+    http: Http,
+    server: String,
+    session: Session,
+    dirs: Dirs,
+}
+
+/// Fetches `GET /api/v1/cli-config` (no sign-in needed).
+pub fn cli_config(http: &Http, server: &str) -> Result<jit_api::CliConfig> {
+    let url = format!("{server}/api/v1/cli-config");
+    let resp = http.send(Retry::Idempotent, |c| c.get(&url))?;
+    let status = resp.status();
+    let body = resp.bytes().map_err(|e| crate::http::transport_error(&e))?;
+    if !status.is_success() {
+        return Err(
+            api_error(status, &body).or_hint(format!("check that `{server}` is a jit broker"))
+        );
+    }
+    serde_json::from_slice(&body).map_err(|_| {
+        CliError::new(format!("`{server}` did not answer like a jit broker"))
+            .hint("check the server URL (`--server`, `JIT_SERVER`)")
+    })
+}
+
+impl Api {
+    /// A client for `server` with the saved sign-in (refreshed when due).
+    pub fn connect(dirs: &Dirs, server: &str, allow_insecure: bool) -> Result<Self> {
+        check_secure_url(server, allow_insecure)?;
+        let session = Session::load_for(dirs, server)?;
+        Ok(Self {
+            http: Http::new()?,
+            server: server.to_owned(),
+            session,
+            dirs: dirs.clone(),
+        })
+    }
+
+    /// The broker URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// `GET /api/v1{path}` with query parameters.
+    pub fn get<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Fetched<T>> {
+        let raw = self.call(&Method::GET, path, query, None, Retry::Idempotent)?;
+        typed(raw)
+    }
+
+    /// `GET` that yields `None` on any non-success status (optional extras).
+    pub fn get_optional<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Option<T> {
+        let raw = self
+            .call(&Method::GET, path, query, None, Retry::Idempotent)
+            .ok()?;
+        serde_json::from_str(&raw).ok()
+    }
+
+    /// `POST /api/v1{path}` with a JSON body.
+    pub fn post<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: &impl Serialize,
+        retry: Retry,
+    ) -> Result<Fetched<T>> {
+        let body = serde_json::to_value(body)
+            .map_err(|e| CliError::new(format!("cannot encode the request: {e}")))?;
+        let raw = self.call(&Method::POST, path, &[], Some(&body), retry)?;
+        typed(raw)
+    }
+
+    /// `POST` whose answer may be empty (`204`); the body text, maybe empty.
+    pub fn post_maybe_empty(&mut self, path: &str, body: &impl Serialize) -> Result<String> {
+        let body = serde_json::to_value(body)
+            .map_err(|e| CliError::new(format!("cannot encode the request: {e}")))?;
+        self.call(&Method::POST, path, &[], Some(&body), Retry::Once)
+    }
+
+    fn call(
+        &mut self,
+        method: &Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        retry: Retry,
+    ) -> Result<String> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let mut refreshed = self.ensure_fresh_token()?;
+        loop {
+            let token = self.session.access_token.clone();
+            let resp = self.http.send(retry, |c| {
+                let mut req = c.request(method.clone(), &url).bearer_auth(&token);
+                if !query.is_empty() {
+                    req = req.query(query);
+                }
+                if let Some(body) = body {
+                    req = req.json(body);
+                }
+                req
+            })?;
+            let status = resp.status();
+            let bytes = resp.bytes().map_err(|e| crate::http::transport_error(&e))?;
+            if status == StatusCode::UNAUTHORIZED && !refreshed && self.session.can_refresh() {
+                // The token may have been revoked or the clocks disagree: renew once.
+                self.refresh()?;
+                refreshed = true;
+                continue;
+            }
+            if !status.is_success() {
+                let mut err = api_error(status, &bytes);
+                if status == StatusCode::UNAUTHORIZED {
+                    err = err.hint(format!("run `{}`", self.session.login_hint()));
+                } else if status == StatusCode::NOT_FOUND && path.starts_with("/requests/") {
+                    err = err.or_hint("check the id with `jit status`");
+                }
+                return Err(err);
+            }
+            return String::from_utf8(bytes.to_vec()).map_err(|_| {
+                CliError::new(format!(
+                    "the broker sent an unreadable answer to `{} {path}`",
+                    method.as_str()
+                ))
+                .hint("check that jit and the broker are compatible versions")
+            });
+        }
+    }
+
+    /// Refreshes the access token when it is about to expire; true when it did.
+    fn ensure_fresh_token(&mut self) -> Result<bool> {
+        match self.session.token_state(now_unix()) {
+            TokenState::Fresh => Ok(false),
+            TokenState::Refresh => self.refresh().map(|()| true),
+            TokenState::SignInAgain => Err(CliError::new("your sign-in has expired")
+                .hint(format!("run `{}`", self.session.login_hint()))),
+        }
+    }
+
+    fn refresh(&mut self) -> Result<()> {
+        let (Some(endpoint), Some(client_id), Some(refresh_token)) = (
+            self.session.token_endpoint.clone(),
+            self.session.client_id.clone(),
+            self.session.refresh_token.clone(),
+        ) else {
+            return Err(CliError::new("your sign-in has expired")
+                .hint(format!("run `{}`", self.session.login_hint())));
+        };
+        let tokens = oauth::refresh(&self.http, &endpoint, &client_id, &refresh_token)
+            .map_err(|e| e.hint(format!("run `{}`", self.session.login_hint())))?;
+        self.session.access_token = tokens.access_token;
+        self.session.expires_at = tokens
+            .expires_in
+            .map(|s| now_unix().saturating_add_unsigned(s));
+        if let Some(rt) = tokens.refresh_token {
+            self.session.refresh_token = Some(rt);
+        }
+        self.session.save(&self.dirs)
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn typed<T: DeserializeOwned>(raw: String) -> Result<Fetched<T>> {
+    let value = serde_json::from_str(&raw).map_err(|e| {
+        CliError::new(format!("unexpected answer from the broker: {e}"))
+            .hint("check that jit and the broker are compatible versions")
+    })?;
+    Ok(Fetched { value, raw })
+}
+
+/// An API error body (`{"error": {"code", "message"}}`) as one line with a next step.
+pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
+    let detail = serde_json::from_slice::<jit_api::ErrorBody>(body)
+        .ok()
+        .map(|b| b.error);
+    let message = detail.as_ref().map_or_else(
+        || {
+            format!(
+                "the broker answered HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_owned()
+        },
+        |d| d.message.clone(),
+    );
+    let err = CliError::new(message);
+    match status {
+        StatusCode::UNAUTHORIZED => err.hint("run `jit login`"),
+        StatusCode::TOO_MANY_REQUESTS => err.hint("wait a moment and try again"),
+        s if s.is_server_error() => {
+            err.hint("try again later; if it persists, tell the broker's operators")
+        }
+        _ => err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_message_is_printed() {
+        let body =
+            br#"{"error":{"code":"forbidden","message":"you may not approve your own request"}}"#;
+        let err = api_error(StatusCode::FORBIDDEN, body);
+        assert_eq!(err.line(), "error: you may not approve your own request");
+    }
+
+    #[test]
+    fn unauthorized_says_to_log_in() {
+        let body = br#"{"error":{"code":"unauthorized","message":"token expired"}}"#;
+        assert_eq!(
+            api_error(StatusCode::UNAUTHORIZED, body).line(),
+            "error: token expired: run `jit login`"
+        );
+    }
+
+    #[test]
+    fn non_json_errors_name_the_status() {
+        let err = api_error(StatusCode::BAD_GATEWAY, b"<html>oops</html>");
+        assert!(
+            err.line()
+                .starts_with("error: the broker answered HTTP 502 Bad Gateway: try again later"),
+            "{}",
+            err.line()
+        );
+        let err = api_error(StatusCode::NOT_FOUND, b"");
+        assert_eq!(err.line(), "error: the broker answered HTTP 404 Not Found");
+    }
+}

@@ -1,0 +1,621 @@
+//! Human output: aligned tables, key/value blocks, relative times.
+
+use std::fmt::Write as _;
+
+use jit_api::{Approval, Decision, Entitlement, Me, Request, RequestState, VerifyReport};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// `--output`: how results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned, human-readable text.
+    #[default]
+    Table,
+    /// The API's JSON, verbatim.
+    Json,
+}
+
+/// Renders rows under a header, columns padded to the widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cols = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(cols) {
+            widths[i] = widths[i].max(width(cell));
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(cell);
+            if i + 1 < cols {
+                text.push_str(&" ".repeat(widths[i].saturating_sub(width(cell))));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// `key: value` lines with the values aligned.
+pub fn key_values(pairs: &[(&str, String)]) -> String {
+    let w = pairs.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in pairs {
+        let _ = writeln!(out, "{k}:{}  {v}", " ".repeat(w - width(k)));
+    }
+    out
+}
+
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// The first 8 characters of a request id (accepted back as a prefix).
+pub fn short_id(id: &uuid::Uuid) -> String {
+    id.to_string()[..8].to_owned()
+}
+
+/// `1h5m`-style span between two instants (never negative).
+pub fn span(secs: i64) -> String {
+    let secs = secs.max(0).unsigned_abs();
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    // Drop seconds once above a minute: "42m", "1h5m", "2d3h".
+    let minutes = secs / 60;
+    if minutes < 60 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 24 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    let days = hours / 24;
+    let h = hours % 24;
+    if h == 0 {
+        format!("{days}d")
+    } else {
+        format!("{days}d{h}h")
+    }
+}
+
+/// "in 42m" / "3h ago" relative to `now`.
+pub fn relative(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    let secs = (at - now).whole_seconds();
+    if secs >= 0 {
+        format!("in {}", span(secs))
+    } else {
+        format!("{} ago", span(-secs))
+    }
+}
+
+/// `2026-11-29 08:17:03 UTC`.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    let fmt = format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// Time left on an active grant, `-` otherwise.
+pub fn time_left(req: &Request, now: OffsetDateTime) -> String {
+    match (req.state, req.expires_at) {
+        (RequestState::Active, Some(exp)) if exp > now => {
+            format!("{} left", span((exp - now).whole_seconds()))
+        }
+        (RequestState::Active, Some(_)) => "expiring".to_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// "1/2 approvals" style progress of a request.
+pub fn approvals_progress(req: &Request) -> String {
+    let got = req
+        .approvals
+        .iter()
+        .filter(|a| a.decision == Decision::Approve)
+        .count();
+    if req.approvals_required == 0 {
+        "auto-approved".to_owned()
+    } else {
+        format!("{got}/{} approvals", req.approvals_required)
+    }
+}
+
+/// One line describing where a request stands, for progress output.
+pub fn state_line(req: &Request, now: OffsetDateTime) -> String {
+    let id = short_id(&req.id);
+    let ent = &req.entitlement;
+    match req.state {
+        RequestState::Pending => format!("{id} `{ent}`: pending, {}", approvals_progress(req)),
+        RequestState::Approved => format!("{id} `{ent}`: approved, granting access"),
+        RequestState::Active => match req.expires_at {
+            Some(exp) => format!(
+                "{id} `{ent}`: active until {} ({})",
+                timestamp(exp),
+                time_left(req, now)
+            ),
+            None => format!("{id} `{ent}`: active"),
+        },
+        other => format!("{id} `{ent}`: {other}"),
+    }
+}
+
+/// `jit status`: active grants first, then the requests.
+pub fn status(requests: &[Request], now: OffsetDateTime, limit: Option<usize>) -> String {
+    let mut out = String::new();
+    let mut active: Vec<&Request> = requests
+        .iter()
+        .filter(|r| r.state == RequestState::Active)
+        .collect();
+    active.sort_by_key(|r| r.expires_at);
+    if active.is_empty() {
+        out.push_str("No active grants.\n");
+    } else {
+        out.push_str("Active grants\n");
+        let rows: Vec<Vec<String>> = active
+            .iter()
+            .map(|r| {
+                vec![
+                    r.entitlement.clone(),
+                    short_id(&r.id),
+                    r.expires_at.map_or_else(|| "-".to_owned(), timestamp),
+                    time_left(r, now),
+                ]
+            })
+            .collect();
+        out.push_str(&indent(&table(
+            &["ENTITLEMENT", "ID", "EXPIRES", "LEFT"],
+            &rows,
+        )));
+    }
+    let mut all: Vec<&Request> = requests.iter().collect();
+    all.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    let total = all.len();
+    if let Some(limit) = limit {
+        all.truncate(limit);
+    }
+    out.push('\n');
+    if all.is_empty() {
+        out.push_str("No requests yet: see `jit entitlements`, then `jit request ENTITLEMENT --duration 1h --reason TEXT`.\n");
+        return out;
+    }
+    out.push_str("My requests\n");
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|r| {
+            vec![
+                short_id(&r.id),
+                r.entitlement.clone(),
+                r.state.to_string(),
+                r.duration.clone(),
+                relative(r.created_at, now),
+                detail(r, now),
+            ]
+        })
+        .collect();
+    out.push_str(&indent(&table(
+        &[
+            "ID",
+            "ENTITLEMENT",
+            "STATE",
+            "DURATION",
+            "CREATED",
+            "DETAIL",
+        ],
+        &rows,
+    )));
+    if total > all.len() {
+        let _ = writeln!(
+            out,
+            "  … {} older requests not shown (`jit status --all`)",
+            total - all.len()
+        );
+    }
+    out
+}
+
+fn detail(r: &Request, now: OffsetDateTime) -> String {
+    match r.state {
+        RequestState::Pending => approvals_progress(r),
+        RequestState::Active => time_left(r, now),
+        RequestState::Failed => r.failure_reason.clone().unwrap_or_default(),
+        RequestState::Denied => r
+            .approvals
+            .iter()
+            .find(|a| a.decision == Decision::Deny)
+            .map(|a| format!("by {}", a.approver))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+    .chars()
+    .take(60)
+    .collect()
+}
+
+fn indent(text: &str) -> String {
+    let mut out = String::new();
+    for l in text.lines() {
+        let _ = writeln!(out, "  {l}");
+    }
+    out
+}
+
+/// `jit show`: the request and its timeline.
+pub fn request_detail(
+    req: &Request,
+    events: &[jit_api::AuditEvent],
+    now: OffsetDateTime,
+) -> String {
+    let mut pairs = vec![
+        ("Request", req.id.to_string()),
+        ("Entitlement", req.entitlement.clone()),
+        ("Requester", req.requester.clone()),
+        ("State", req.state.to_string()),
+        ("Duration", req.duration.clone()),
+        ("Reason", req.justification.clone()),
+    ];
+    if let Some(t) = &req.ticket {
+        pairs.push(("Ticket", t.clone()));
+    }
+    pairs.push(("Approvals", approvals_progress(req)));
+    if req.state == RequestState::Active {
+        pairs.push(("Time left", time_left(req, now)));
+    }
+    if req.break_glass {
+        pairs.push(("Break-glass", "yes (reviewed afterwards)".to_owned()));
+    }
+    if req.simulated {
+        pairs.push((
+            "Simulated",
+            "yes (development mode: nothing granted in the cloud)".to_owned(),
+        ));
+    }
+    if let Some(ext) = &req.extends {
+        pairs.push(("Extends", ext.to_string()));
+    }
+    if let Some(reason) = &req.failure_reason {
+        pairs.push(("Failure", reason.clone()));
+    }
+    let mut out = key_values(&pairs);
+    out.push_str("\nTimeline\n");
+    let rows: Vec<Vec<String>> = if events.is_empty() {
+        timeline(req)
+            .into_iter()
+            .map(|(at, what)| vec![timestamp(at), what])
+            .collect()
+    } else {
+        let mut events: Vec<&jit_api::AuditEvent> = events.iter().collect();
+        events.sort_by_key(|e| e.seq);
+        events
+            .iter()
+            .map(|e| vec![timestamp(e.at), format!("{} by {}", e.action, e.actor)])
+            .collect()
+    };
+    for row in rows {
+        let _ = writeln!(out, "  {}  {}", row[0], row[1]);
+    }
+    out
+}
+
+/// The timeline built from the request itself: filed, decisions, active, end.
+pub fn timeline(req: &Request) -> Vec<(OffsetDateTime, String)> {
+    let mut items = vec![(req.created_at, format!("requested by {}", req.requester))];
+    for a in &req.approvals {
+        items.push((a.at, decision_text(a)));
+    }
+    if let Some(at) = req.activated_at {
+        items.push((at, "access granted".to_owned()));
+    }
+    if let Some(exp) = req.expires_at {
+        let label = match req.state {
+            RequestState::Active => "access ends",
+            RequestState::Expired => "access ended",
+            _ => "was due to end",
+        };
+        items.push((exp, label.to_owned()));
+    }
+    items.sort_by_key(|(at, _)| *at);
+    if req.state.is_terminal() && req.state != RequestState::Expired {
+        let last = items.last().map_or(req.created_at, |(at, _)| *at);
+        items.push((last, format!("now {}", req.state)));
+    }
+    items
+}
+
+fn decision_text(a: &Approval) -> String {
+    let verb = match a.decision {
+        Decision::Approve => "approved",
+        Decision::Deny => "denied",
+    };
+    match &a.comment {
+        Some(c) if !c.trim().is_empty() => format!("{verb} by {}: \"{}\"", a.approver, c.trim()),
+        _ => format!("{verb} by {}", a.approver),
+    }
+}
+
+/// `jit entitlements`.
+pub fn entitlements(list: &[Entitlement]) -> String {
+    if list.is_empty() {
+        return "No entitlements you may request.\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                e.title.clone(),
+                e.kind.clone(),
+                e.max_duration.clone(),
+                if e.approvals_required == 0 {
+                    "auto".to_owned()
+                } else {
+                    e.approvals_required.to_string()
+                },
+                if e.require_mfa { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "TITLE", "KIND", "MAX DURATION", "APPROVALS", "MFA"],
+        &rows,
+    )
+}
+
+/// `jit whoami`.
+pub fn me(me: &Me, server: &str) -> String {
+    let mut pairs = vec![
+        ("Name", me.name.clone()),
+        ("Email", me.email.clone()),
+        ("Id", me.id.clone()),
+        (
+            "Groups",
+            if me.groups.is_empty() {
+                "-".to_owned()
+            } else {
+                me.groups.join(", ")
+            },
+        ),
+    ];
+    if !me.roles.is_empty() {
+        pairs.push(("Roles", me.roles.join(", ")));
+    }
+    let mut flags = Vec::new();
+    if me.admin {
+        flags.push("admin");
+    }
+    if me.auditor {
+        flags.push("auditor");
+    }
+    if !flags.is_empty() {
+        pairs.push(("Privileges", flags.join(", ")));
+    }
+    pairs.push(("Server", server.to_owned()));
+    key_values(&pairs)
+}
+
+/// `jit audit verify`, table form.
+pub fn verify_report(r: &VerifyReport) -> String {
+    if r.ok {
+        let last = r
+            .last_seq
+            .map_or_else(String::new, |s| format!(" (last seq {s})"));
+        format!("audit chain ok: {} events checked{last}\n", r.checked)
+    } else {
+        let mut out = format!("audit chain BROKEN after {} events checked\n", r.checked);
+        if let Some(seq) = r.first_bad_seq {
+            let _ = writeln!(out, "  first bad seq: {seq}");
+        }
+        if let Some(p) = &r.problem {
+            let _ = writeln!(out, "  problem:       {p}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+    use time::format_description::well_known::Rfc3339;
+
+    use super::*;
+
+    fn at(s: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(s, &Rfc3339).unwrap()
+    }
+
+    fn request(state: RequestState) -> Request {
+        Request {
+            id: "0b7c6f2e-1111-4222-8333-444455556666".parse().unwrap(),
+            entitlement: "aws-prod-admin".into(),
+            requester: "alice@example.com".into(),
+            state,
+            duration: "1h".into(),
+            duration_seconds: 3600,
+            justification: "INC-1 fix the database".into(),
+            ticket: Some("INC-1".into()),
+            created_at: at("2026-11-29T08:00:00Z"),
+            pending_until: None,
+            activated_at: None,
+            expires_at: None,
+            approvals: vec![],
+            approvals_required: 1,
+            break_glass: false,
+            extends: None,
+            simulated: false,
+            failure_reason: None,
+            kind: "aws_role".into(),
+        }
+    }
+
+    #[test]
+    fn tables_are_aligned() {
+        let out = table(
+            &["ID", "TITLE", "N"],
+            &[
+                vec!["a".into(), "long title here".into(), "1".into()],
+                vec!["bbbbbb".into(), "t".into(), "22".into()],
+            ],
+        );
+        assert_eq!(
+            out,
+            "ID      TITLE            N\n\
+             a       long title here  1\n\
+             bbbbbb  t                22\n"
+        );
+    }
+
+    #[test]
+    fn tables_count_characters_not_bytes() {
+        let out = table(
+            &["T", "X"],
+            &[
+                vec!["prod — admin".into(), "1".into()],
+                vec!["x".into(), "2".into()],
+            ],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1].chars().position(|c| c == '1'),
+            lines[2].chars().position(|c| c == '2')
+        );
+    }
+
+    #[test]
+    fn spans_read_naturally() {
+        assert_eq!(span(0), "0s");
+        assert_eq!(span(59), "59s");
+        assert_eq!(span(60), "1m");
+        assert_eq!(span(3599), "59m");
+        assert_eq!(span(3600), "1h");
+        assert_eq!(span(3900), "1h5m");
+        assert_eq!(span(90_000), "1d1h");
+        assert_eq!(span(-5), "0s");
+        let now = at("2026-11-29T08:00:00Z");
+        assert_eq!(relative(now + Duration::minutes(42), now), "in 42m");
+        assert_eq!(relative(now - Duration::hours(3), now), "3h ago");
+    }
+
+    #[test]
+    fn entitlement_table() {
+        let out = entitlements(&[
+            Entitlement {
+                id: "aws-prod-admin".into(),
+                title: "AWS production — administrator".into(),
+                kind: "aws_role".into(),
+                max_duration: "4h".into(),
+                approvals_required: 1,
+                require_mfa: true,
+                require_ticket: false,
+                break_glass: false,
+            },
+            Entitlement {
+                id: "dev".into(),
+                title: "Dev".into(),
+                kind: "aws_identity_center".into(),
+                max_duration: "8h".into(),
+                approvals_required: 0,
+                require_mfa: false,
+                require_ticket: false,
+                break_glass: false,
+            },
+        ]);
+        assert_eq!(
+            out,
+            "ID              TITLE                           KIND                 MAX DURATION  APPROVALS  MFA\n\
+             aws-prod-admin  AWS production — administrator  aws_role             4h            1          yes\n\
+             dev             Dev                             aws_identity_center  8h            auto       no\n"
+        );
+    }
+
+    #[test]
+    fn status_lists_active_grants_with_time_left() {
+        let now = at("2026-11-29T09:00:00Z");
+        let mut active = request(RequestState::Active);
+        active.activated_at = Some(at("2026-11-29T08:30:00Z"));
+        active.expires_at = Some(at("2026-11-29T09:30:00Z"));
+        let mut pending = request(RequestState::Pending);
+        pending.id = "1b7c6f2e-1111-4222-8333-444455556666".parse().unwrap();
+        pending.created_at = at("2026-11-29T08:55:00Z");
+        let out = status(&[active, pending], now, Some(20));
+        assert!(out.starts_with("Active grants\n"), "{out}");
+        assert!(
+            out.contains("aws-prod-admin  0b7c6f2e  2026-11-29 09:30:00 UTC  30m left"),
+            "{out}"
+        );
+        assert!(
+            out.contains("1b7c6f2e  aws-prod-admin  pending  1h        5m ago   0/1 approvals"),
+            "{out}"
+        );
+        let empty = status(&[], now, None);
+        assert!(empty.contains("No active grants."), "{empty}");
+        assert!(empty.contains("jit request"), "{empty}");
+    }
+
+    #[test]
+    fn timeline_orders_decisions() {
+        let mut req = request(RequestState::Denied);
+        req.approvals.push(Approval {
+            approver: "bob@example.com".into(),
+            decision: Decision::Deny,
+            comment: Some("not during the freeze".into()),
+            at: at("2026-11-29T08:05:00Z"),
+        });
+        let items = timeline(&req);
+        let texts: Vec<&str> = items.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "requested by alice@example.com",
+                "denied by bob@example.com: \"not during the freeze\"",
+                "now denied"
+            ]
+        );
+        let out = request_detail(&req, &[], at("2026-11-29T09:00:00Z"));
+        assert!(out.contains("State:        denied"), "{out}");
+        assert!(
+            out.contains("2026-11-29 08:05:00 UTC  denied by bob@example.com"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn verify_report_names_the_bad_seq() {
+        let bad = VerifyReport {
+            ok: false,
+            checked: 10,
+            last_seq: Some(10),
+            first_bad_seq: Some(7),
+            problem: Some("hash mismatch".into()),
+        };
+        let out = verify_report(&bad);
+        assert!(out.contains("first bad seq: 7"), "{out}");
+        let good = VerifyReport {
+            ok: true,
+            checked: 3,
+            last_seq: Some(3),
+            first_bad_seq: None,
+            problem: None,
+        };
+        assert_eq!(
+            verify_report(&good),
+            "audit chain ok: 3 events checked (last seq 3)\n"
+        );
+    }
+}
