@@ -1,6 +1,8 @@
 //! Integration tests: real server, real peers (started by `scripts/test`).
 
-mod support;
-mod workflow;
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod policy;
 mod process;
+mod support;
+mod workflow;

@@ -59,13 +59,18 @@ fn user(p: &Principal) -> User {
 
 fn decide(policy: &PolicySet, case: &Case) -> (bool, Vec<String>) {
     let u = user(&case.principal);
-    let action = Action::parse(&case.action).unwrap_or_else(|| panic!("unknown action `{}`", case.action));
+    let action =
+        Action::parse(&case.action).unwrap_or_else(|| panic!("unknown action `{}`", case.action));
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let result = match action {
         Action::Request | Action::AutoApprove | Action::BreakGlass => {
-            let ent = policy.catalog.get(case.entitlement.as_deref().unwrap()).expect("entitlement");
+            let ent = policy
+                .catalog
+                .get(case.entitlement.as_deref().unwrap())
+                .expect("entitlement");
             let facts = RequestFacts {
-                duration_seconds: jit_api::parse_duration(case.duration.as_deref().unwrap_or("1h")).unwrap(),
+                duration_seconds: jit_api::parse_duration(case.duration.as_deref().unwrap_or("1h"))
+                    .unwrap(),
                 justification: "policy corpus",
                 ticket: case.ticket.as_deref(),
                 extension: case.extension,
@@ -121,14 +126,23 @@ fn corpus() {
             let mut expected = case.expect_policies.clone();
             expected.sort();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            println!("{dir}/{name}: {} by {policies:?}", if allowed { "allow" } else { "deny" });
+            println!(
+                "{dir}/{name}: {} by {policies:?}",
+                if allowed { "allow" } else { "deny" }
+            );
             if allowed != want || policies != expected {
-                failures.push(format!("{dir}/{name}: got {allowed} by {policies:?}, want {want} by {expected:?}"));
+                failures.push(format!(
+                    "{dir}/{name}: got {allowed} by {policies:?}, want {want} by {expected:?}"
+                ));
             }
             count += 1;
         }
     }
-    assert!(failures.is_empty(), "policy corpus failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "policy corpus failures:\n{}",
+        failures.join("\n")
+    );
     assert!(count >= 20, "the corpus has only {count} cases");
 }
 
@@ -137,5 +151,8 @@ fn bundled_policies_equal_the_policies_directory() {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
     let dir = PolicySet::load(root).unwrap();
     let bundled = PolicySet::bundled().unwrap();
-    assert_eq!(dir.hash, bundled.hash, "serve --dev must run the example policies as shipped");
+    assert_eq!(
+        dir.hash, bundled.hash,
+        "serve --dev must run the example policies as shipped"
+    );
 }

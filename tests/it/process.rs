@@ -41,18 +41,45 @@ async fn dev_mode_serves_the_banner_on_loopback() {
     let db = fresh_db(Engine::Sqlite).await;
     let server = ServerProcess::start_dev(dir.path(), &db.url);
     let http = reqwest::Client::new();
-    let res = http.get(format!("{}/login", server.url)).send().await.unwrap();
+    let res = http
+        .get(format!("{}/login", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     let page = res.text().await.unwrap();
     assert!(page.contains("Development mode"), "banner missing");
     for user in ["alice", "bob", "carol"] {
-        assert!(page.contains(&format!("value=\"{user}\"")), "{user} missing");
+        assert!(
+            page.contains(&format!("value=\"{user}\"")),
+            "{user} missing"
+        );
     }
-    let ready: Value = http.get(format!("{}/readyz", server.url)).send().await.unwrap().json().await.unwrap();
+    let ready: Value = http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ready");
-    let cfg: Value = http.get(format!("{}/api/v1/cli-config", server.url)).send().await.unwrap().json().await.unwrap();
+    let cfg: Value = http
+        .get(format!("{}/api/v1/cli-config", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(cfg["dev"], true);
 }
 
@@ -65,7 +92,10 @@ fn dev_mode_refuses_a_public_address() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("loopback") && err.contains("server.bind"), "{err}");
+    assert!(
+        err.contains("loopback") && err.contains("server.bind"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -89,8 +119,16 @@ fn invalid_config_names_the_key() {
     for (toml, env, key) in [
         ("[server]\nbind = \"localhost-ish\"\n", None, "server.bind"),
         ("[database]\nurl = \"mysql://db\"\n", None, "database.url"),
-        ("[server]\nsession_key = \"env:JIT_TEST_UNSET_KEY\"\n", None, "JIT_TEST_UNSET_KEY"),
-        ("[notify.email]\nsmtp_url = \"http://x\"\nfrom = \"a@b\"\n", None, "notify.email.smtp_url"),
+        (
+            "[server]\nsession_key = \"env:JIT_TEST_UNSET_KEY\"\n",
+            None,
+            "JIT_TEST_UNSET_KEY",
+        ),
+        (
+            "[notify.email]\nsmtp_url = \"http://x\"\nfrom = \"a@b\"\n",
+            None,
+            "notify.email.smtp_url",
+        ),
         ("", Some(("JIT_SCHEDULER__TICK", "often")), "scheduler.tick"),
         ("[server]\ntypo = 1\n", None, "typo"),
     ] {
@@ -119,20 +157,38 @@ fn env_overrides_the_file() {
         .env("JIT_DATABASE__URL", &db)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.path().join("env.db").exists());
 }
 
 #[test]
 fn policy_check_reports_file_and_line() {
     let ok = Command::new(server_bin())
-        .args(["policy", "check", concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies")])
+        .args([
+            "policy",
+            "check",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"),
+        ])
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
-    for f in ["entitlements.toml", "schema.cedarschema", "access.cedar", "approvals.cedar", "admin.cedar"] {
+    for f in [
+        "entitlements.toml",
+        "schema.cedarschema",
+        "access.cedar",
+        "approvals.cedar",
+        "admin.cedar",
+    ] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
     // An unknown entitlement and a bad schema reference.
@@ -141,31 +197,59 @@ fn policy_check_reports_file_and_line() {
         "// broken on purpose\n@id(\"ghost\")\npermit (principal, action == Action::\"request\", resource == Entitlement::\"no-such-thing\");\n",
     )
     .unwrap();
-    let out = Command::new(server_bin()).args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(server_bin())
+        .args(["policy", "check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("broken.cedar:2") && err.contains("unknown entitlement `no-such-thing`"), "{err}");
+    assert!(
+        err.contains("broken.cedar:2") && err.contains("unknown entitlement `no-such-thing`"),
+        "{err}"
+    );
     std::fs::write(
         dir.path().join("broken.cedar"),
         "@id(\"typo\")\npermit (principal, action == Action::\"request\", resource)\nwhen { resource.kindd == \"aws_role\" };\n",
     )
     .unwrap();
-    let out = Command::new(server_bin()).args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(server_bin())
+        .args(["policy", "check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("broken.cedar:3") && err.contains("kindd"), "{err}");
+    assert!(
+        err.contains("broken.cedar:3") && err.contains("kindd"),
+        "{err}"
+    );
     std::fs::remove_file(dir.path().join("broken.cedar")).unwrap();
     let text = std::fs::read_to_string(dir.path().join("entitlements.toml")).unwrap();
-    std::fs::write(dir.path().join("entitlements.toml"), text.replacen("kind = \"aws_role\"", "kind = \"gcp_role\"", 1)).unwrap();
-    let out = Command::new(server_bin()).args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    std::fs::write(
+        dir.path().join("entitlements.toml"),
+        text.replacen("kind = \"aws_role\"", "kind = \"gcp_role\"", 1),
+    )
+    .unwrap();
+    let out = Command::new(server_bin())
+        .args(["policy", "check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("entitlements.toml:") && err.contains("unknown kind `gcp_role`"), "{err}");
+    assert!(
+        err.contains("entitlements.toml:") && err.contains("unknown kind `gcp_role`"),
+        "{err}"
+    );
     // serve refuses to start on the same errors.
     let out = Command::new(server_bin())
         .args(["serve", "--dev"])
         .env("JIT_SERVER__BIND", "127.0.0.1:0")
         .env("JIT_POLICY__DIR", dir.path())
-        .env("JIT_DATABASE__URL", format!("sqlite://{}", dir.path().join("x.db").display()))
+        .env(
+            "JIT_DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("x.db").display()),
+        )
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -194,7 +278,10 @@ async fn killed_broker_expires_after_restart() {
         let id = res["id"].as_str().unwrap().to_owned();
         let start = Instant::now();
         while state(&http, &server.url, &alice, &id).await != "active" {
-            assert!(start.elapsed() < Duration::from_secs(20), "never became active");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "never became active"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         server.kill();
@@ -203,7 +290,10 @@ async fn killed_broker_expires_after_restart() {
         let alice = token(&http, &server.url, "alice").await;
         let start = Instant::now();
         while state(&http, &server.url, &alice, &id).await != "expired" {
-            assert!(start.elapsed() < Duration::from_secs(20), "expiry not performed after restart");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "expiry not performed after restart"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         drop(server);
@@ -212,7 +302,11 @@ async fn killed_broker_expires_after_restart() {
             .env("JIT_DATABASE__URL", &db.url)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
     }
 }
@@ -229,5 +323,9 @@ fn example_config_is_valid() {
         .env("JIT_DATABASE__URL", format!("sqlite://{}", dir.path().join("e.db").display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

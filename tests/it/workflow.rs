@@ -22,7 +22,11 @@ macro_rules! each_engine {
     };
 }
 
-async fn active(b: &TestBroker, alice: &crate::support::server::Caller, id: uuid::Uuid) -> jit_api::Request {
+async fn active(
+    b: &TestBroker,
+    alice: &crate::support::server::Caller,
+    id: uuid::Uuid,
+) -> jit_api::Request {
     b.run_jobs().await;
     let r = alice.show(id).await;
     assert_eq!(r.state, RequestState::Active, "{r:?}");
@@ -44,10 +48,10 @@ each_engine!(request_approve_activate_expire, |engine| async move {
     let expires = r.expires_at.unwrap();
     assert!((expires - r.activated_at.unwrap()).whole_seconds() == 3600);
     // Not before the window ends…
-    b.advance(Duration::from_secs(3500)).await;
+    b.advance(Duration::from_mins(58)).await;
     assert_eq!(alice.show(r.id).await.state, RequestState::Active);
     // …and right after it.
-    b.advance(Duration::from_secs(120)).await;
+    b.advance(Duration::from_mins(2)).await;
     assert_eq!(alice.show(r.id).await.state, RequestState::Expired);
     assert_eq!(
         b.audit_actions(Some(r.id)).await,
@@ -67,7 +71,12 @@ each_engine!(deny_ends_the_request, |engine| async move {
     let alice = b.login("alice").await;
     let bob = b.login("bob").await;
     let r = alice.request("aws-prod-readonly", "1h").await;
-    let (status, body) = bob.post(&format!("/requests/{}/deny", r.id), json!({"comment": "not now"})).await;
+    let (status, body) = bob
+        .post(
+            &format!("/requests/{}/deny", r.id),
+            json!({"comment": "not now"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["state"], "denied");
     assert_eq!(body["approvals"][0]["comment"], "not now");
@@ -99,14 +108,22 @@ each_engine!(requester_never_approves_own_request, |engine| async move {
     // carol is an admin: the policies let admins approve anything, but not their own requests.
     let carol = b.login("carol").await;
     let (status, body) = carol
-        .post("/requests", json!({"entitlement": "aws-sandbox", "duration": "3h", "justification": "x"}))
+        .post(
+            "/requests",
+            json!({"entitlement": "aws-sandbox", "duration": "3h", "justification": "x"}),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let alice = b.login("alice").await;
     let r = alice.request("aws-prod-admin", "1h").await;
     let (status, body) = alice.approve(r.id).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("own request"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("own request")
+    );
     // mallory is no approver at all and does not even see the request.
     let mallory = b.login("mallory").await;
     let (status, _) = mallory.approve(r.id).await;
@@ -119,14 +136,20 @@ each_engine!(cancel_by_requester_only, |engine| async move {
     let alice = b.login("alice").await;
     let bob = b.login("bob").await;
     let r = alice.request("aws-prod-admin", "1h").await;
-    let (status, _) = bob.post(&format!("/requests/{}/cancel", r.id), json!({})).await;
+    let (status, _) = bob
+        .post(&format!("/requests/{}/cancel", r.id), json!({}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, body) = alice.post(&format!("/requests/{}/cancel", r.id), json!({})).await;
+    let (status, body) = alice
+        .post(&format!("/requests/{}/cancel", r.id), json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["state"], "cancelled");
     let (status, _) = bob.approve(r.id).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = alice.post(&format!("/requests/{}/cancel", r.id), json!({})).await;
+    let (status, _) = alice
+        .post(&format!("/requests/{}/cancel", r.id), json!({}))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
 });
 
@@ -134,9 +157,9 @@ each_engine!(pending_requests_time_out, |engine| async move {
     let b = start(engine).await;
     let alice = b.login("alice").await;
     let r = alice.request("aws-prod-admin", "1h").await;
-    b.advance(Duration::from_secs(1800)).await;
+    b.advance(Duration::from_mins(30)).await;
     assert_eq!(alice.show(r.id).await.state, RequestState::Pending);
-    b.advance(Duration::from_secs(1900)).await;
+    b.advance(Duration::from_mins(32)).await;
     assert_eq!(alice.show(r.id).await.state, RequestState::TimedOut);
     let bob = b.login("bob").await;
     assert_eq!(bob.approve(r.id).await.0, StatusCode::CONFLICT);
@@ -151,48 +174,86 @@ each_engine!(auto_approval_and_its_limits, |engine| async move {
     active(&b, &alice, r.id).await;
     assert_eq!(
         b.audit_actions(Some(r.id)).await[..3],
-        ["request.created", "request.auto_approved", "grant.activated"]
+        [
+            "request.created",
+            "request.auto_approved",
+            "grant.activated"
+        ]
     );
 });
 
-each_engine!(duration_justification_and_ticket_rules, |engine| async move {
-    let b = start(engine).await;
-    let alice = b.login("alice").await;
-    let cases = [
-        (json!({"entitlement": "aws-prod-admin", "duration": "5h", "justification": "x"}), "maximum"),
-        (json!({"entitlement": "aws-prod-admin", "duration": "1h", "justification": "  "}), "justification is required"),
-        (json!({"entitlement": "aws-prod-admin", "duration": "1h", "justification": "x".repeat(4097)}), "longer than 4096"),
-        (json!({"entitlement": "aws-prod-admin", "duration": "soon", "justification": "x"}), "invalid duration"),
-        (json!({"entitlement": "aws-prod-admin", "duration": 0, "justification": "x"}), "longer than zero"),
-        (json!({"entitlement": "entra-user-admin", "duration": "1h", "justification": "x"}), "ticket is required"),
-        (json!({"entitlement": "entra-user-admin", "duration": "1h", "justification": "x", "ticket": "CHG-1"}), "does not match"),
-    ];
-    for (body, needle) in cases {
-        let (status, res) = alice.post("/requests", body.clone()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {res}");
-        let msg = res["error"]["message"].as_str().unwrap();
-        assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
-    }
-    let (status, res) = alice.post("/requests", json!({"entitlement": "nope", "duration": "1h", "justification": "x"})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{res}");
-    // Seconds as a number and a well-formed ticket are accepted.
-    let (status, res) = alice
+each_engine!(
+    duration_justification_and_ticket_rules,
+    |engine| async move {
+        let b = start(engine).await;
+        let alice = b.login("alice").await;
+        let cases = [
+            (
+                json!({"entitlement": "aws-prod-admin", "duration": "5h", "justification": "x"}),
+                "maximum",
+            ),
+            (
+                json!({"entitlement": "aws-prod-admin", "duration": "1h", "justification": "  "}),
+                "justification is required",
+            ),
+            (
+                json!({"entitlement": "aws-prod-admin", "duration": "1h", "justification": "x".repeat(4097)}),
+                "longer than 4096",
+            ),
+            (
+                json!({"entitlement": "aws-prod-admin", "duration": "soon", "justification": "x"}),
+                "invalid duration",
+            ),
+            (
+                json!({"entitlement": "aws-prod-admin", "duration": 0, "justification": "x"}),
+                "longer than zero",
+            ),
+            (
+                json!({"entitlement": "entra-user-admin", "duration": "1h", "justification": "x"}),
+                "ticket is required",
+            ),
+            (
+                json!({"entitlement": "entra-user-admin", "duration": "1h", "justification": "x", "ticket": "CHG-1"}),
+                "does not match",
+            ),
+        ];
+        for (body, needle) in cases {
+            let (status, res) = alice.post("/requests", body.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {res}");
+            let msg = res["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+        }
+        let (status, res) = alice
+            .post(
+                "/requests",
+                json!({"entitlement": "nope", "duration": "1h", "justification": "x"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{res}");
+        // Seconds as a number and a well-formed ticket are accepted.
+        let (status, res) = alice
         .post("/requests", json!({"entitlement": "entra-user-admin", "duration": 3600, "justification": "x", "ticket": "INC-42"}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{res}");
-    assert_eq!(res["ticket"], "INC-42");
-    // Exactly 4 KiB is fine.
-    let (status, res) = alice
+        assert_eq!(status, StatusCode::CREATED, "{res}");
+        assert_eq!(res["ticket"], "INC-42");
+        // Exactly 4 KiB is fine.
+        let (status, res) = alice
         .post("/requests", json!({"entitlement": "aws-prod-readonly", "duration": "1h", "justification": "y".repeat(4096)}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{res}");
-    // Policy: mallory may request nothing.
-    let mallory = b.login("mallory").await;
-    let (status, _) = mallory.post("/requests", json!({"entitlement": "aws-sandbox", "duration": "1h", "justification": "x"})).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let (_, list) = mallory.get("/entitlements").await;
-    assert_eq!(list, json!([]));
-});
+        assert_eq!(status, StatusCode::CREATED, "{res}");
+        // Policy: mallory may request nothing.
+        let mallory = b.login("mallory").await;
+        let (status, _) = mallory
+            .post(
+                "/requests",
+                json!({"entitlement": "aws-sandbox", "duration": "1h", "justification": "x"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (_, list) = mallory.get("/entitlements").await;
+        assert_eq!(list, json!([]));
+    }
+);
 
 each_engine!(revoke_by_requester_or_admin, |engine| async move {
     let b = start(engine).await;
@@ -201,49 +262,78 @@ each_engine!(revoke_by_requester_or_admin, |engine| async move {
     let carol = b.login("carol").await;
     let r = alice.request("aws-sandbox", "1h").await;
     active(&b, &alice, r.id).await;
-    let (status, _) = bob.post(&format!("/requests/{}/revoke", r.id), json!({})).await;
-    assert!(status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND, "{status}");
-    let (status, body) = carol.post(&format!("/requests/{}/revoke", r.id), json!({"comment": "incident over"})).await;
+    let (status, _) = bob
+        .post(&format!("/requests/{}/revoke", r.id), json!({}))
+        .await;
+    assert!(
+        status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+        "{status}"
+    );
+    let (status, body) = carol
+        .post(
+            &format!("/requests/{}/revoke", r.id),
+            json!({"comment": "incident over"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "revoked");
     b.run_jobs().await;
     let actions = b.audit_actions(Some(r.id)).await;
-    assert_eq!(actions[actions.len() - 2..], ["grant.revoked", "grant.removed"]);
+    assert_eq!(
+        actions[actions.len() - 2..],
+        ["grant.revoked", "grant.removed"]
+    );
     // Revoked is final.
-    let (status, _) = alice.post(&format!("/requests/{}/revoke", r.id), json!({})).await;
+    let (status, _) = alice
+        .post(&format!("/requests/{}/revoke", r.id), json!({}))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
 });
 
-each_engine!(extension_keeps_access_until_the_last_grant_ends, |engine| async move {
-    let b = start(engine).await;
-    let alice = b.login("alice").await;
-    let bob = b.login("bob").await;
-    let r = alice.request("aws-prod-admin", "1h").await;
-    bob.approve(r.id).await;
-    let r = active(&b, &alice, r.id).await;
-    // An overlapping request for the same entitlement is refused: extend instead.
-    let (status, body) = alice
+each_engine!(
+    extension_keeps_access_until_the_last_grant_ends,
+    |engine| async move {
+        let b = start(engine).await;
+        let alice = b.login("alice").await;
+        let bob = b.login("bob").await;
+        let r = alice.request("aws-prod-admin", "1h").await;
+        bob.approve(r.id).await;
+        let r = active(&b, &alice, r.id).await;
+        // An overlapping request for the same entitlement is refused: extend instead.
+        let (status, body) = alice
         .post("/requests", json!({"entitlement": "aws-prod-admin", "duration": "1h", "justification": "again"}))
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, ext) = alice.post(&format!("/requests/{}/extend", r.id), json!({"by": "30m"})).await;
-    assert_eq!(status, StatusCode::CREATED, "{ext}");
-    assert_eq!(ext["state"], "pending", "extensions of prod-admin need a new approval");
-    let ext_id: uuid::Uuid = ext["id"].as_str().unwrap().parse().unwrap();
-    assert_eq!(ext["extends"], r.id.to_string());
-    bob.approve(ext_id).await;
-    let ext = active(&b, &alice, ext_id).await;
-    assert_eq!(ext.expires_at.unwrap(), r.expires_at.unwrap() + time::Duration::minutes(30));
-    // The first grant ends; its upstream object stays because the extension needs it.
-    b.advance(Duration::from_secs(3660)).await;
-    assert_eq!(alice.show(r.id).await.state, RequestState::Expired);
-    assert_eq!(alice.show(ext_id).await.state, RequestState::Active);
-    let first = b.audit_actions(Some(r.id)).await;
-    assert_eq!(first.last().unwrap(), "grant.removal_skipped");
-    b.advance(Duration::from_secs(1800)).await;
-    assert_eq!(alice.show(ext_id).await.state, RequestState::Expired);
-    assert_eq!(b.audit_actions(Some(ext_id)).await.last().unwrap(), "grant.removed");
-});
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, ext) = alice
+            .post(&format!("/requests/{}/extend", r.id), json!({"by": "30m"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{ext}");
+        assert_eq!(
+            ext["state"], "pending",
+            "extensions of prod-admin need a new approval"
+        );
+        let ext_id: uuid::Uuid = ext["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(ext["extends"], r.id.to_string());
+        bob.approve(ext_id).await;
+        let ext = active(&b, &alice, ext_id).await;
+        assert_eq!(
+            ext.expires_at.unwrap(),
+            r.expires_at.unwrap() + time::Duration::minutes(30)
+        );
+        // The first grant ends; its upstream object stays because the extension needs it.
+        b.advance(Duration::from_mins(61)).await;
+        assert_eq!(alice.show(r.id).await.state, RequestState::Expired);
+        assert_eq!(alice.show(ext_id).await.state, RequestState::Active);
+        let first = b.audit_actions(Some(r.id)).await;
+        assert_eq!(first.last().unwrap(), "grant.removal_skipped");
+        b.advance(Duration::from_mins(30)).await;
+        assert_eq!(alice.show(ext_id).await.state, RequestState::Expired);
+        assert_eq!(
+            b.audit_actions(Some(ext_id)).await.last().unwrap(),
+            "grant.removed"
+        );
+    }
+);
 
 each_engine!(extensions_are_capped, |engine| async move {
     let b = start(engine).await;
@@ -253,77 +343,163 @@ each_engine!(extensions_are_capped, |engine| async move {
     // aws-sandbox: auto-approved short extensions, at most 3.
     let mut current = r.id;
     for _ in 0..3 {
-        let (status, ext) = alice.post(&format!("/requests/{current}/extend"), json!({"by": "30m"})).await;
+        let (status, ext) = alice
+            .post(&format!("/requests/{current}/extend"), json!({"by": "30m"}))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{ext}");
         assert_eq!(ext["state"], "approved");
         current = ext["id"].as_str().unwrap().parse().unwrap();
         active(&b, &alice, current).await;
     }
-    let (status, body) = alice.post(&format!("/requests/{current}/extend"), json!({"by": "30m"})).await;
+    let (status, body) = alice
+        .post(&format!("/requests/{current}/extend"), json!({"by": "30m"}))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("at most 3 extensions"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 extensions")
+    );
     // An extension longer than the maximum is refused.
-    let (status, _) = alice.post(&format!("/requests/{current}/extend"), json!({"by": "3h"})).await;
+    let (status, _) = alice
+        .post(&format!("/requests/{current}/extend"), json!({"by": "3h"}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 });
 
-each_engine!(break_glass_grants_at_once_and_waits_for_review, |engine| async move {
-    let b = start(engine).await;
-    let oscar = b.login("oscar").await;
-    let alice = b.login("alice").await;
-    let bob = b.login("bob").await;
-    let bg = |e: &str| json!({"entitlement": e, "duration": "1h", "justification": "outage", "break_glass": true});
-    // alice is not on call: policy refuses her break-glass.
-    assert_eq!(alice.post("/requests", bg("aws-billing-sso")).await.0, StatusCode::FORBIDDEN);
-    // aws-prod-readonly does not allow break-glass at all.
-    assert_eq!(oscar.post("/requests", bg("aws-prod-readonly")).await.0, StatusCode::BAD_REQUEST);
-    let (status, r) = oscar.post("/requests", bg("aws-billing-sso")).await;
-    assert_eq!(status, StatusCode::CREATED, "{r}");
-    assert_eq!(r["state"], "approved", "break-glass needs no approval");
-    let id: uuid::Uuid = r["id"].as_str().unwrap().parse().unwrap();
-    active(&b, &oscar, id).await;
-    // The review item stays until an approver reviews it; the requester cannot.
-    assert_eq!(oscar.post(&format!("/requests/{id}/review"), json!({})).await.0, StatusCode::FORBIDDEN);
-    let pending_review = b.app.reviews_for(&jit_server::http::auth::demo_user("bob").unwrap()).await.unwrap();
-    assert_eq!(pending_review.len(), 1);
-    let (status, body) = bob.post(&format!("/requests/{id}/review"), json!({"comment": "justified"})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(bob.post(&format!("/requests/{id}/review"), json!({})).await.0, StatusCode::CONFLICT);
-    assert!(b.app.reviews_for(&jit_server::http::auth::demo_user("bob").unwrap()).await.unwrap().is_empty());
-    let actions = b.audit_actions(Some(id)).await;
-    assert_eq!(actions[..3], ["request.created", "request.break_glass", "grant.activated"]);
-    assert!(actions.contains(&"break_glass.reviewed".to_owned()));
-});
-
-each_engine!(credentials_only_for_the_owner_of_an_active_role_grant, |engine| async move {
-    let b = start(engine).await;
-    let alice = b.login("alice").await;
-    let bob = b.login("bob").await;
-    let r = alice.request("aws-sandbox", "1h").await;
-    let (status, _) = alice.post(&format!("/requests/{}/credentials", r.id), json!({})).await;
-    assert_eq!(status, StatusCode::CONFLICT, "not active yet");
-    active(&b, &alice, r.id).await;
-    let (status, creds) = alice.post(&format!("/requests/{}/credentials", r.id), json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{creds}");
-    for k in ["AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"] {
-        assert!(creds[k].is_string(), "{k} missing in {creds}");
+each_engine!(
+    break_glass_grants_at_once_and_waits_for_review,
+    |engine| async move {
+        let b = start(engine).await;
+        let oscar = b.login("oscar").await;
+        let alice = b.login("alice").await;
+        let bob = b.login("bob").await;
+        let bg = |e: &str| json!({"entitlement": e, "duration": "1h", "justification": "outage", "break_glass": true});
+        // alice is not on call: policy refuses her break-glass.
+        assert_eq!(
+            alice.post("/requests", bg("aws-billing-sso")).await.0,
+            StatusCode::FORBIDDEN
+        );
+        // aws-prod-readonly does not allow break-glass at all.
+        assert_eq!(
+            oscar.post("/requests", bg("aws-prod-readonly")).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        let (status, r) = oscar.post("/requests", bg("aws-billing-sso")).await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+        assert_eq!(r["state"], "approved", "break-glass needs no approval");
+        let id: uuid::Uuid = r["id"].as_str().unwrap().parse().unwrap();
+        active(&b, &oscar, id).await;
+        // The review item stays until an approver reviews it; the requester cannot.
+        assert_eq!(
+            oscar
+                .post(&format!("/requests/{id}/review"), json!({}))
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+        let pending_review = b
+            .app
+            .reviews_for(&jit_server::http::auth::demo_user("bob").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(pending_review.len(), 1);
+        let (status, body) = bob
+            .post(
+                &format!("/requests/{id}/review"),
+                json!({"comment": "justified"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            bob.post(&format!("/requests/{id}/review"), json!({}))
+                .await
+                .0,
+            StatusCode::CONFLICT
+        );
+        assert!(
+            b.app
+                .reviews_for(&jit_server::http::auth::demo_user("bob").unwrap())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let actions = b.audit_actions(Some(id)).await;
+        assert_eq!(
+            actions[..3],
+            ["request.created", "request.break_glass", "grant.activated"]
+        );
+        assert!(actions.contains(&"break_glass.reviewed".to_owned()));
     }
-    let (status, _) = bob.post(&format!("/requests/{}/credentials", r.id), json!({})).await;
-    assert!(status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND, "{status}");
-    let carol = b.login("carol").await;
-    let (status, _) = carol.post(&format!("/requests/{}/credentials", r.id), json!({})).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    // The mint is audited with the key id and never the secret.
-    let events = jit_server::store::audit::for_request(&b.app.store, r.id).await.unwrap();
-    let minted = events.iter().find(|e| e.action == "credentials.minted").unwrap();
-    assert!(minted.data.contains(creds["AccessKeyId"].as_str().unwrap()));
-    assert!(!minted.data.contains(creds["SecretAccessKey"].as_str().unwrap()));
-    assert!(!minted.data.contains(creds["SessionToken"].as_str().unwrap()));
-});
+);
+
+each_engine!(
+    credentials_only_for_the_owner_of_an_active_role_grant,
+    |engine| async move {
+        let b = start(engine).await;
+        let alice = b.login("alice").await;
+        let bob = b.login("bob").await;
+        let r = alice.request("aws-sandbox", "1h").await;
+        let (status, _) = alice
+            .post(&format!("/requests/{}/credentials", r.id), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "not active yet");
+        active(&b, &alice, r.id).await;
+        let (status, creds) = alice
+            .post(&format!("/requests/{}/credentials", r.id), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{creds}");
+        for k in [
+            "AccessKeyId",
+            "SecretAccessKey",
+            "SessionToken",
+            "Expiration",
+        ] {
+            assert!(creds[k].is_string(), "{k} missing in {creds}");
+        }
+        let (status, _) = bob
+            .post(&format!("/requests/{}/credentials", r.id), json!({}))
+            .await;
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+            "{status}"
+        );
+        let carol = b.login("carol").await;
+        let (status, _) = carol
+            .post(&format!("/requests/{}/credentials", r.id), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // The mint is audited with the key id and never the secret.
+        let events = jit_server::store::audit::for_request(&b.app.store, r.id)
+            .await
+            .unwrap();
+        let minted = events
+            .iter()
+            .find(|e| e.action == "credentials.minted")
+            .unwrap();
+        assert!(minted.data.contains(creds["AccessKeyId"].as_str().unwrap()));
+        assert!(
+            !minted
+                .data
+                .contains(creds["SecretAccessKey"].as_str().unwrap())
+        );
+        assert!(
+            !minted
+                .data
+                .contains(creds["SessionToken"].as_str().unwrap())
+        );
+    }
+);
 
 each_engine!(api_errors_have_the_documented_shape, |engine| async move {
     let b = start(engine).await;
-    let res = b.http.get(format!("{}/api/v1/me", b.url)).send().await.unwrap();
+    let res = b
+        .http
+        .get(format!("{}/api/v1/me", b.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
@@ -378,82 +554,127 @@ each_engine!(concurrent_approvals_give_one_grant, |engine| async move {
     let done = alice.show(r.id).await;
     assert_eq!(done.state, RequestState::Active);
     let actions = b.audit_actions(Some(r.id)).await;
-    assert_eq!(actions.iter().filter(|a| *a == "request.approved").count(), 1);
-    assert_eq!(actions.iter().filter(|a| *a == "grant.activated").count(), 1);
+    assert_eq!(
+        actions.iter().filter(|a| *a == "request.approved").count(),
+        1
+    );
+    assert_eq!(
+        actions.iter().filter(|a| *a == "grant.activated").count(),
+        1
+    );
 });
 
-each_engine!(concurrent_identical_requests_give_one_open_request, |engine| async move {
-    let b = start(engine).await;
-    let alice = b.login("alice").await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let a = alice.clone();
-        tasks.spawn(async move {
+each_engine!(
+    concurrent_identical_requests_give_one_open_request,
+    |engine| async move {
+        let b = start(engine).await;
+        let alice = b.login("alice").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let a = alice.clone();
+            tasks.spawn(async move {
             a.post("/requests", json!({"entitlement": "aws-sandbox", "duration": "1h", "justification": "race"}))
                 .await
                 .0
         });
+        }
+        let mut created = 0;
+        while let Some(s) = tasks.join_next().await {
+            match s.unwrap() {
+                StatusCode::CREATED => created += 1,
+                StatusCode::CONFLICT => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(created, 1);
+        b.run_jobs().await;
+        let (_, list) = alice.get("/requests?mine=true&state=active").await;
+        assert_eq!(list.as_array().unwrap().len(), 1);
     }
-    let mut created = 0;
-    while let Some(s) = tasks.join_next().await {
-        match s.unwrap() {
-            StatusCode::CREATED => created += 1,
-            StatusCode::CONFLICT => {}
-            other => panic!("unexpected {other}"),
+);
+
+each_engine!(
+    concurrent_approve_and_cancel_end_consistently,
+    |engine| async move {
+        for _ in 0..10 {
+            let b = start(engine).await;
+            let alice = b.login("alice").await;
+            let bob = b.login("bob").await;
+            let r = alice.request("aws-prod-admin", "1h").await;
+            let cancel_path = format!("/requests/{}/cancel", r.id);
+            let (a, c) = tokio::join!(bob.approve(r.id), alice.post(&cancel_path, json!({})));
+            b.run_jobs().await;
+            let end = alice.show(r.id).await;
+            let actions = b.audit_actions(Some(r.id)).await;
+            match (a.0, c.0) {
+                (StatusCode::OK, StatusCode::OK) => {
+                    // Approved first, then cancelled before or after activation: nothing stays granted.
+                    assert_eq!(end.state, RequestState::Cancelled);
+                    assert!(
+                        !actions.contains(&"grant.activated".to_owned())
+                            || actions.last().unwrap() == "grant.removed"
+                    );
+                }
+                (StatusCode::OK, StatusCode::CONFLICT) => {
+                    assert_eq!(end.state, RequestState::Active);
+                }
+                (StatusCode::CONFLICT, StatusCode::OK) => {
+                    assert_eq!(end.state, RequestState::Cancelled);
+                }
+                other => panic!("inconsistent outcome {other:?}"),
+            }
         }
     }
-    assert_eq!(created, 1);
-    b.run_jobs().await;
-    let (_, list) = alice.get("/requests?mine=true&state=active").await;
-    assert_eq!(list.as_array().unwrap().len(), 1);
-});
+);
 
-each_engine!(concurrent_approve_and_cancel_end_consistently, |engine| async move {
-    for _ in 0..10 {
+each_engine!(
+    audit_write_failure_rolls_back_the_change,
+    |engine| async move {
         let b = start(engine).await;
         let alice = b.login("alice").await;
         let bob = b.login("bob").await;
         let r = alice.request("aws-prod-admin", "1h").await;
-        let (a, c) = tokio::join!(bob.approve(r.id), alice.post(&format!("/requests/{}/cancel", r.id), json!({})));
-        b.run_jobs().await;
-        let end = alice.show(r.id).await;
-        let actions = b.audit_actions(Some(r.id)).await;
-        match (a.0, c.0) {
-            (StatusCode::OK, StatusCode::OK) => {
-                // Approved first, then cancelled before or after activation: nothing stays granted.
-                assert_eq!(end.state, RequestState::Cancelled);
-                assert!(!actions.contains(&"grant.activated".to_owned()) || actions.last().unwrap() == "grant.removed");
-            }
-            (StatusCode::OK, StatusCode::CONFLICT) => assert_eq!(end.state, RequestState::Active),
-            (StatusCode::CONFLICT, StatusCode::OK) => assert_eq!(end.state, RequestState::Cancelled),
-            other => panic!("inconsistent outcome {other:?}"),
-        }
-    }
-});
-
-each_engine!(audit_write_failure_rolls_back_the_change, |engine| async move {
-    let b = start(engine).await;
-    let alice = b.login("alice").await;
-    let bob = b.login("bob").await;
-    let r = alice.request("aws-prod-admin", "1h").await;
-    // A privileged user makes every audit insert fail.
-    let sql = match engine {
+        // A privileged user makes every audit insert fail.
+        let sql = match engine {
         Engine::Sqlite => "CREATE TRIGGER audit_break BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit store broken'); END".to_owned(),
         Engine::Postgres => "CREATE FUNCTION audit_break() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit store broken'; END $$; \
              CREATE TRIGGER audit_break BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_break();"
             .to_owned(),
     };
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(b.app.store.pool()).await.unwrap();
-    let (status, body) = bob.approve(r.id).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    assert!(!body.to_string().contains("audit store broken"), "5xx bodies say nothing internal");
-    let after = alice.show(r.id).await;
-    assert_eq!(after.state, RequestState::Pending);
-    assert!(after.approvals.is_empty(), "the approval row was rolled back too");
-    b.run_jobs().await;
-    assert_eq!(alice.show(r.id).await.state, RequestState::Pending, "nothing was granted");
-    let (status, _) = alice.post("/requests", json!({"entitlement": "aws-sandbox", "duration": "1h", "justification": "x"})).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    let (_, mine) = alice.get("/requests?mine=true").await;
-    assert_eq!(mine.as_array().unwrap().len(), 1, "no request was stored without its audit event");
-});
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(b.app.store.pool())
+            .await
+            .unwrap();
+        let (status, body) = bob.approve(r.id).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert!(
+            !body.to_string().contains("audit store broken"),
+            "5xx bodies say nothing internal"
+        );
+        let after = alice.show(r.id).await;
+        assert_eq!(after.state, RequestState::Pending);
+        assert!(
+            after.approvals.is_empty(),
+            "the approval row was rolled back too"
+        );
+        b.run_jobs().await;
+        assert_eq!(
+            alice.show(r.id).await.state,
+            RequestState::Pending,
+            "nothing was granted"
+        );
+        let (status, _) = alice
+            .post(
+                "/requests",
+                json!({"entitlement": "aws-sandbox", "duration": "1h", "justification": "x"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let (_, mine) = alice.get("/requests?mine=true").await;
+        assert_eq!(
+            mine.as_array().unwrap().len(),
+            1,
+            "no request was stored without its audit event"
+        );
+    }
+);

@@ -198,7 +198,7 @@ impl DurationInput {
     /// The duration in seconds.
     pub fn seconds(&self) -> Result<u64, DurationError> {
         match self {
-            Self::Seconds(s) => Ok(*s),
+            Self::Seconds(s) => parse_duration(&s.to_string()),
             Self::Text(t) => parse_duration(t),
         }
     }

@@ -80,7 +80,10 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -104,7 +107,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let config = Config::load(cli.config.as_deref())?;
-            let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+            let store =
+                Store::connect(&config.database.url, config.database.max_connections).await?;
             let applied = store.migrate().await?;
             if applied.is_empty() {
                 println!("database is up to date");
@@ -117,7 +121,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command } => {
             let config = Config::load(cli.config.as_deref())?;
-            let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+            let store =
+                Store::connect(&config.database.url, config.database.max_connections).await?;
             match command {
                 AuditCommand::Verify { from } => {
                     let report = audit::verify(&store, from).await?;
@@ -125,7 +130,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!(
                             "audit chain ok: {} events verified{}",
                             report.checked,
-                            report.last_seq.map(|s| format!(", last seq {s}")).unwrap_or_default()
+                            report
+                                .last_seq
+                                .map(|s| format!(", last seq {s}"))
+                                .unwrap_or_default()
                         );
                         Ok(ExitCode::SUCCESS)
                     } else {

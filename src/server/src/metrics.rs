@@ -60,7 +60,9 @@ pub fn observe(name: &'static str, labels: String, d: Duration) {
 
 /// A label value, escaped for the exposition format.
 pub fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A job ran: duration and lateness.
@@ -84,8 +86,11 @@ pub fn upstream(provider: &str, op: &str, took: Duration, ok: bool) {
     }
 }
 
+/// A gauge computed at scrape time: name, help, (labels, value) pairs.
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+
 /// Renders everything recorded, plus `extra` gauges computed at scrape time.
-pub fn render(extra: &[(&str, &str, Vec<(String, f64)>)]) -> String {
+pub fn render(extra: &[Gauge<'_>]) -> String {
     let mut out = String::new();
     with(|r| {
         let mut last = "";
@@ -104,7 +109,11 @@ pub fn render(extra: &[(&str, &str, Vec<(String, f64)>)]) -> String {
             }
             let sep = if labels.is_empty() { "" } else { "," };
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);

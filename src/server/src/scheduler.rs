@@ -23,7 +23,7 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
     info!(tick_ms = tick.as_millis(), "scheduler started");
     loop {
         match run_due(&app).await {
-            Ok(n) if n as i64 >= BATCH => continue,
+            Ok(n) if i64::try_from(n).unwrap_or(i64::MAX) >= BATCH => continue,
             Ok(_) => {}
             Err(e) => error!(error = %e, "scheduler round failed"),
         }

@@ -49,7 +49,11 @@ pub async fn build(
     let policy = Arc::new(load_policies(&config, dev)?);
     if !dev {
         // Outside development mode nothing may be simulated.
-        if let Some(e) = policy.catalog.iter().find(|e| providers.get(e.kind).simulated()) {
+        if let Some(e) = policy
+            .catalog
+            .iter()
+            .find(|e| providers.get(e.kind).simulated())
+        {
             let section = match e.kind {
                 crate::policy::Kind::AwsRole | crate::policy::Kind::AwsIdentityCenter => "aws",
                 crate::policy::Kind::EntraRole | crate::policy::Kind::EntraGroup => "entra",
@@ -66,13 +70,16 @@ pub async fn build(
         .with_context(|| "cannot open the database (`database.url`)")?;
     store.migrate().await.context("database migration failed")?;
     let key = match &config.server.session_key {
-        Some(k) => http::session_key_bytes(k.expose()).map_err(|e| anyhow::anyhow!("config: `server.session_key`: {e}"))?,
+        Some(k) => http::session_key_bytes(k.expose())
+            .map_err(|e| anyhow::anyhow!("config: `server.session_key`: {e}"))?,
         None if dev => {
             let mut k = vec![0u8; 64];
             rand::rng().fill_bytes(&mut k);
             k
         }
-        None => bail!("config: `server.session_key`: required outside development mode (64+ random bytes, base64)"),
+        None => bail!(
+            "config: `server.session_key`: required outside development mode (64+ random bytes, base64)"
+        ),
     };
     let auth = http::auth::Auth::new(
         auth,
@@ -91,7 +98,9 @@ pub async fn build(
         wake: Arc::new(Notify::new()),
         target_locks: Arc::default(),
     };
-    app.record_policy_hash().await.context("cannot record the policy hash")?;
+    app.record_policy_hash()
+        .await
+        .context("cannot record the policy hash")?;
     let web = Web {
         app: app.clone(),
         auth: Arc::new(auth),
@@ -102,11 +111,17 @@ pub async fn build(
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if format == "text" {
         builder.try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
     };
 }
 
@@ -122,10 +137,12 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
             );
         }
         if config.database.url == "sqlite://jit.db" {
-            config.database.url = "sqlite://jit-dev.db".to_owned();
+            "sqlite://jit-dev.db".clone_into(&mut config.database.url);
         }
     } else if config.oidc.is_none() {
-        bail!("config: `oidc`: required outside development mode (try `jit-server serve --dev` to explore jit locally)");
+        bail!(
+            "config: `oidc`: required outside development mode (try `jit-server serve --dev` to explore jit locally)"
+        );
     }
     let listener = TcpListener::bind(addr)
         .await
@@ -133,14 +150,20 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
     let local = listener.local_addr()?;
     if dev {
         let public = url::Url::parse(&config.server.public_url).ok();
-        let loopback = public.as_ref().and_then(url::Url::host_str).is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]");
+        let loopback = public
+            .as_ref()
+            .and_then(url::Url::host_str)
+            .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]");
         if !loopback {
             bail!("development mode: `server.public_url` must be a loopback URL");
         }
         config.server.public_url = format!("http://{local}");
     }
     let (auth, providers) = if dev {
-        (AuthMode::Dev, crate::providers::from_config(&config, true).await?)
+        (
+            AuthMode::Dev,
+            crate::providers::from_config(&config, true).await?,
+        )
     } else {
         (
             oidc_auth_mode(&config)?,
@@ -153,7 +176,10 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
     let scheduler = tokio::spawn(crate::scheduler::run(broker.app.clone(), tick, stop_rx));
     let router = http::router(broker.web.clone());
     tracing::info!(address = %local, dev, "jit-server listening");
-    eprintln!("jit-server listening on http://{local}{}", if dev { " (development mode)" } else { "" });
+    eprintln!(
+        "jit-server listening on http://{local}{}",
+        if dev { " (development mode)" } else { "" }
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             shutdown_signal().await;
@@ -176,7 +202,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

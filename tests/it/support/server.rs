@@ -83,7 +83,11 @@ pub async fn start(engine: Engine) -> TestBroker {
 }
 
 /// Starts a broker with custom providers and configuration tweaks.
-pub async fn start_with(engine: Engine, providers: Providers, tweak: impl FnOnce(&mut Config)) -> TestBroker {
+pub async fn start_with(
+    engine: Engine,
+    providers: Providers,
+    tweak: impl FnOnce(&mut Config),
+) -> TestBroker {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let db = fresh_db(engine).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,9 +99,15 @@ pub async fn start_with(engine: Engine, providers: Providers, tweak: impl FnOnce
     config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
     tweak(&mut config);
     let clock = ManualClock::new();
-    let Broker { app, web } = build(config, true, AuthMode::Dev, providers, Arc::new(clock.clone()))
-        .await
-        .unwrap();
+    let Broker { app, web } = build(
+        config,
+        true,
+        AuthMode::Dev,
+        providers,
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
     let router = http::router(web);
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
@@ -161,23 +171,24 @@ impl TestBroker {
 
     /// Verifies the audit chain and returns the actions in order.
     pub async fn audit_actions(&self, request: Option<uuid::Uuid>) -> Vec<String> {
-        let report = jit_server::store::audit::verify(&self.app.store, None).await.unwrap();
+        let report = jit_server::store::audit::verify(&self.app.store, None)
+            .await
+            .unwrap();
         assert!(report.ok, "audit chain broken: {report:?}");
-        let events = match request {
-            Some(id) => jit_server::store::audit::for_request(&self.app.store, id).await.unwrap(),
-            None => {
-                let mut e = jit_server::store::audit::list(
-                    &self.app.store,
-                    &jit_server::store::audit::Filter {
-                        limit: 10_000,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
-                e.reverse();
-                e
-            }
+        let events = if let Some(id) = request { jit_server::store::audit::for_request(&self.app.store, id)
+        .await
+        .unwrap() } else {
+            let mut e = jit_server::store::audit::list(
+                &self.app.store,
+                &jit_server::store::audit::Filter {
+                    limit: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            e.reverse();
+            e
         };
         events.into_iter().map(|e| e.action).collect()
     }
@@ -232,7 +243,11 @@ impl Caller {
 
     /// Approves; returns status and body.
     pub async fn approve(&self, id: uuid::Uuid) -> (StatusCode, Value) {
-        self.post(&format!("/requests/{id}/approve"), json!({ "comment": "ok" })).await
+        self.post(
+            &format!("/requests/{id}/approve"),
+            json!({ "comment": "ok" }),
+        )
+        .await
     }
 }
 
@@ -258,7 +273,10 @@ impl ServerProcess {
             .current_dir(dir)
             .env("JIT_SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("JIT_DATABASE__URL", db_url)
-            .env("JIT_POLICY__DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"))
+            .env(
+                "JIT_POLICY__DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"),
+            )
             .env("JIT_SCHEDULER__TICK", "1s")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,11 +1,11 @@
 //! The JSON API under `/api/v1` (SPEC §6).
 
+use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use jit_api::{CreateRequest, Decision, DecisionBody, ExtendBody, RequestState};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -27,7 +27,10 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(e) => Err(ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid JSON body: {}",
+                e.body_text()
+            ))),
         }
     }
 }
@@ -61,7 +64,10 @@ pub struct Id(pub Uuid);
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::bad_request("missing request id"))?;
@@ -119,7 +125,10 @@ async fn cli_config(State(web): State<Web>) -> Json<jit_api::CliConfig> {
     })
 }
 
-async fn entitlements(State(web): State<Web>, Bearer(user): Bearer) -> Json<Vec<jit_api::Entitlement>> {
+async fn entitlements(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+) -> Json<Vec<jit_api::Entitlement>> {
     Json(
         web.app
             .requestable(&user)
@@ -167,58 +176,137 @@ async fn list(
         None | Some("") => vec![],
         Some(s) => s
             .split(',')
-            .map(|p| p.trim().parse::<RequestState>().map_err(ApiError::bad_request))
+            .map(|p| {
+                p.trim()
+                    .parse::<RequestState>()
+                    .map_err(ApiError::bad_request)
+            })
             .collect::<Result<_, _>>()?,
     };
     let views = web
         .app
-        .list_visible(&user, states, q.mine.unwrap_or(false), q.limit.unwrap_or(100).clamp(1, 500))
+        .list_visible(
+            &user,
+            states,
+            q.mine.unwrap_or(false),
+            q.limit.unwrap_or(100).clamp(1, 500),
+        )
         .await?;
-    Ok(Json(views.iter().map(|v| v.to_api()).collect()))
+    Ok(Json(
+        views
+            .iter()
+            .map(super::super::service::requests::RequestView::to_api)
+            .collect(),
+    ))
 }
 
-async fn show(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id) -> Result<Json<jit_api::Request>, ApiError> {
+async fn show(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+) -> Result<Json<jit_api::Request>, ApiError> {
     Ok(Json(web.app.get_visible(&user, id).await?.to_api()))
 }
 
-async fn decide(web: &Web, user: &crate::domain::User, id: Uuid, d: Decision, body: DecisionBody) -> Result<Json<jit_api::Request>, ApiError> {
+async fn decide(
+    web: &Web,
+    user: &crate::domain::User,
+    id: Uuid,
+    d: Decision,
+    body: DecisionBody,
+) -> Result<Json<jit_api::Request>, ApiError> {
     let comment = body.comment;
-    Ok(Json(web.app.decide(user, id, d, comment.as_deref()).await?.to_api()))
+    Ok(Json(
+        web.app
+            .decide(user, id, d, comment.as_deref())
+            .await?
+            .to_api(),
+    ))
 }
 
-async fn approve(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id, OptBody(body): OptBody<DecisionBody>) -> Result<Json<jit_api::Request>, ApiError> {
+async fn approve(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+    OptBody(body): OptBody<DecisionBody>,
+) -> Result<Json<jit_api::Request>, ApiError> {
     decide(&web, &user, id, Decision::Approve, body).await
 }
 
-async fn deny(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id, OptBody(body): OptBody<DecisionBody>) -> Result<Json<jit_api::Request>, ApiError> {
+async fn deny(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+    OptBody(body): OptBody<DecisionBody>,
+) -> Result<Json<jit_api::Request>, ApiError> {
     decide(&web, &user, id, Decision::Deny, body).await
 }
 
-async fn cancel(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id) -> Result<Json<jit_api::Request>, ApiError> {
+async fn cancel(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+) -> Result<Json<jit_api::Request>, ApiError> {
     Ok(Json(web.app.cancel(&user, id).await?.to_api()))
 }
 
-async fn revoke(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id, OptBody(body): OptBody<DecisionBody>) -> Result<Json<jit_api::Request>, ApiError> {
+async fn revoke(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+    OptBody(body): OptBody<DecisionBody>,
+) -> Result<Json<jit_api::Request>, ApiError> {
     let reason = body.comment;
-    Ok(Json(web.app.revoke(&user, id, reason.as_deref()).await?.to_api()))
+    Ok(Json(
+        web.app.revoke(&user, id, reason.as_deref()).await?.to_api(),
+    ))
 }
 
-async fn extend(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id, Body(body): Body<ExtendBody>) -> Result<Response, ApiError> {
-    let by = body.by.seconds().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let view = web.app.extend(&user, id, by, body.justification.as_deref()).await?;
+async fn extend(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+    Body(body): Body<ExtendBody>,
+) -> Result<Response, ApiError> {
+    let by = body
+        .by
+        .seconds()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let view = web
+        .app
+        .extend(&user, id, by, body.justification.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(view.to_api())).into_response())
 }
 
-async fn review(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id, OptBody(body): OptBody<DecisionBody>) -> Result<Json<jit_api::Request>, ApiError> {
+async fn review(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+    OptBody(body): OptBody<DecisionBody>,
+) -> Result<Json<jit_api::Request>, ApiError> {
     let comment = body.comment;
-    Ok(Json(web.app.review(&user, id, comment.as_deref()).await?.to_api()))
+    Ok(Json(
+        web.app
+            .review(&user, id, comment.as_deref())
+            .await?
+            .to_api(),
+    ))
 }
 
-async fn credentials(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id) -> Result<Json<jit_api::Credentials>, ApiError> {
+async fn credentials(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+) -> Result<Json<jit_api::Credentials>, ApiError> {
     Ok(Json(web.app.mint_credentials(&user, id).await?))
 }
 
-async fn console_url(State(web): State<Web>, Bearer(user): Bearer, Id(id): Id) -> Result<Json<jit_api::ConsoleUrl>, ApiError> {
+async fn console_url(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Id(id): Id,
+) -> Result<Json<jit_api::ConsoleUrl>, ApiError> {
     Ok(Json(jit_api::ConsoleUrl {
         url: web.app.console_url(&user, id).await?,
     }))
@@ -283,7 +371,10 @@ async fn audit_list(
     }))
 }
 
-async fn audit_verify(State(web): State<Web>, Bearer(user): Bearer) -> Result<Json<jit_api::VerifyReport>, ApiError> {
+async fn audit_verify(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+) -> Result<Json<jit_api::VerifyReport>, ApiError> {
     if !web.app.is_auditor(&user) {
         return Err(ApiError::forbidden("only auditors verify the audit log"));
     }

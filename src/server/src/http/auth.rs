@@ -53,7 +53,12 @@ pub trait OidcLogin: Send + Sync {
     /// Starts a sign-in: the IdP URL and the state to keep server-side (JSON).
     fn begin(&self, return_to: &str, force_login: Option<u64>) -> Result<(String, String), String>;
     /// Finishes it: checks state, nonce and PKCE, verifies the ID token.
-    async fn complete(&self, state_json: &str, code: &str, returned_state: &str) -> Result<(User, Option<String>), String>;
+    async fn complete(
+        &self,
+        state_json: &str,
+        code: &str,
+        returned_state: &str,
+    ) -> Result<(User, Option<String>), String>;
     /// Where to send the browser to end the IdP session, if the IdP offers it.
     fn logout_url(&self, id_token_hint: Option<&str>, post_logout: &str) -> Option<String>;
 }
@@ -78,26 +83,41 @@ pub struct Auth {
 
 /// Demo users of development mode: (name, display name, groups).
 pub const DEMO_USERS: &[(&str, &str, &[&str])] = &[
-    ("alice", "Alice Engineer", &["grp-jit-requesters", "grp-prod-admins"]),
+    (
+        "alice",
+        "Alice Engineer",
+        &["grp-jit-requesters", "grp-prod-admins"],
+    ),
     ("bob", "Bob Approver", &["grp-jit-approvers"]),
-    ("carol", "Carol Admin", &["grp-jit-admins", "grp-jit-auditors"]),
+    (
+        "carol",
+        "Carol Admin",
+        &["grp-jit-admins", "grp-jit-auditors"],
+    ),
     ("dave", "Dave Approver", &["grp-jit-approvers"]),
-    ("oscar", "Oscar On-call", &["grp-jit-requesters", "grp-oncall"]),
+    (
+        "oscar",
+        "Oscar On-call",
+        &["grp-jit-requesters", "grp-oncall"],
+    ),
     ("mallory", "Mallory Nobody", &[]),
 ];
 
 /// The demo user called `name`.
 pub fn demo_user(name: &str) -> Option<User> {
-    DEMO_USERS.iter().find(|(n, _, _)| *n == name).map(|(n, display, groups)| User {
-        key: format!("dev/{n}"),
-        oid: None,
-        name: (*display).to_owned(),
-        email: format!("{n}@example.com"),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        roles: vec![],
-        mfa: true,
-        auth_time: None,
-    })
+    DEMO_USERS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(n, display, groups)| User {
+            key: format!("dev/{n}"),
+            oid: None,
+            name: (*display).to_owned(),
+            email: format!("{n}@example.com"),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            roles: vec![],
+            mfa: true,
+            auth_time: None,
+        })
 }
 
 const SESSION_COOKIE: &str = "jit_session";
@@ -105,7 +125,13 @@ const SECURE_SESSION_COOKIE: &str = "__Host-jit_session";
 
 impl Auth {
     /// Builds the auth settings.
-    pub fn new(mode: AuthMode, key: Vec<u8>, public_url: &str, idle_secs: u64, absolute_secs: u64) -> Self {
+    pub fn new(
+        mode: AuthMode,
+        key: Vec<u8>,
+        public_url: &str,
+        idle_secs: u64,
+        absolute_secs: u64,
+    ) -> Self {
         let url = url::Url::parse(public_url).ok();
         let secure = url.as_ref().is_some_and(|u| u.scheme() == "https");
         let origin = url.map_or_else(String::new, |u| u.origin().ascii_serialization());
@@ -121,7 +147,11 @@ impl Auth {
     }
 
     fn cookie_name(&self) -> &'static str {
-        if self.secure { SECURE_SESSION_COOKIE } else { SESSION_COOKIE }
+        if self.secure {
+            SECURE_SESSION_COOKIE
+        } else {
+            SESSION_COOKIE
+        }
     }
 
     fn hash_id(&self, id: &str) -> String {
@@ -149,7 +179,11 @@ impl Auth {
     ) -> Result<(HeaderValue, SessionRow), ApiError> {
         let id = random_token();
         let now = web.app.now_ms();
-        let lifetime = if user.is_some() { self.absolute_ms } else { 600_000 };
+        let lifetime = if user.is_some() {
+            self.absolute_ms
+        } else {
+            600_000
+        };
         let row = SessionRow {
             id_hash: self.hash_id(&id),
             user_key: user.map(|u| u.key.clone()),
@@ -159,7 +193,9 @@ impl Auth {
             last_seen_at: now,
             expires_at: now + lifetime,
         };
-        sessions::insert(&web.app.store, &row).await.map_err(internal)?;
+        sessions::insert(&web.app.store, &row)
+            .await
+            .map_err(internal)?;
         Ok((self.cookie(&id, lifetime / 1000), row))
     }
 
@@ -169,7 +205,9 @@ impl Auth {
         let hash = self.hash_id(&id);
         let row = sessions::get(&web.app.store, &hash).await.ok()??;
         let now = web.app.now_ms();
-        if row.expires_at <= now || (row.user_key.is_some() && row.last_seen_at + self.idle_ms <= now) {
+        if row.expires_at <= now
+            || (row.user_key.is_some() && row.last_seen_at + self.idle_ms <= now)
+        {
             let _ = sessions::delete(&web.app.store, &hash).await;
             return None;
         }
@@ -185,7 +223,12 @@ impl Auth {
     }
 
     /// Checks a state-changing form post: same origin and the session's CSRF token.
-    pub fn check_form(&self, headers: &HeaderMap, session: &SessionRow, token: &str) -> Result<(), ApiError> {
+    pub fn check_form(
+        &self,
+        headers: &HeaderMap,
+        session: &SessionRow,
+        token: &str,
+    ) -> Result<(), ApiError> {
         let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
             Some(origin) => origin == self.origin,
             None => headers
@@ -197,7 +240,9 @@ impl Auth {
             return Err(ApiError::forbidden("cross-site form post refused"));
         }
         if !constant_time_eq(token.as_bytes(), session.csrf_token.as_bytes()) {
-            return Err(ApiError::forbidden("the form expired or was not sent by jit: reload the page and try again"));
+            return Err(ApiError::forbidden(
+                "the form expired or was not sent by jit: reload the page and try again",
+            ));
         }
         Ok(())
     }
@@ -286,7 +331,8 @@ impl FromRequestParts<Web> for SignedIn {
         if session.user_key.is_none() {
             return Err(LoginRedirect(next));
         }
-        let data: SessionData = serde_json::from_str(&session.data).map_err(|_| LoginRedirect(next))?;
+        let data: SessionData =
+            serde_json::from_str(&session.data).map_err(|_| LoginRedirect(next))?;
         Ok(Self {
             user: data.user,
             session,
@@ -305,7 +351,10 @@ impl FromRequestParts<Web> for Bearer {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("missing bearer token: run `jit login`"))?;
@@ -368,7 +417,10 @@ struct DevLoginPage {
     dev: bool,
 }
 
-async fn login_page(State(web): State<Web>, Query(q): Query<LoginQuery>) -> Result<Response, ApiError> {
+async fn login_page(
+    State(web): State<Web>,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, ApiError> {
     let next = safe_next(q.next.as_deref());
     match &web.auth.mode {
         AuthMode::Dev => {
@@ -387,7 +439,11 @@ async fn login_page(State(web): State<Web>, Query(q): Query<LoginQuery>) -> Resu
         AuthMode::Oidc { login, .. } => {
             let (url, state) = login.begin(&next, q.step_up).map_err(|e| {
                 tracing::error!(error = %e, "cannot start sign-in");
-                ApiError(axum::http::StatusCode::BAD_GATEWAY, "upstream_error", "the identity provider is not reachable".to_owned())
+                ApiError(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "the identity provider is not reachable".to_owned(),
+                )
             })?;
             let (cookie, _) = web.auth.start_session(&web, None, &state).await?;
             Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response())
@@ -403,7 +459,11 @@ struct DevLoginForm {
     next: Option<String>,
 }
 
-async fn dev_login(State(web): State<Web>, headers: HeaderMap, Form(f): Form<DevLoginForm>) -> Result<Response, ApiError> {
+async fn dev_login(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Form(f): Form<DevLoginForm>,
+) -> Result<Response, ApiError> {
     if !matches!(web.auth.mode, AuthMode::Dev) {
         return Err(ApiError::not_found("not found"));
     }
@@ -413,15 +473,29 @@ async fn dev_login(State(web): State<Web>, headers: HeaderMap, Form(f): Form<Dev
         .await
         .ok_or_else(|| ApiError::forbidden("the sign-in form expired: reload the page"))?;
     web.auth.check_form(&headers, &pre, &f.csrf)?;
-    let user = demo_user(&f.user).ok_or_else(|| ApiError::bad_request(format!("no demo user `{}`", f.user)))?;
+    let user = demo_user(&f.user)
+        .ok_or_else(|| ApiError::bad_request(format!("no demo user `{}`", f.user)))?;
     // Rotate: the pre-login session ends, a new id carries the user.
     let _ = sessions::delete(&web.app.store, &pre.id_hash).await;
-    let data = serde_json::to_string(&SessionData { user: user.clone(), id_token: None }).map_err(internal)?;
+    let data = serde_json::to_string(&SessionData {
+        user: user.clone(),
+        id_token: None,
+    })
+    .map_err(internal)?;
     let (cookie, _) = web.auth.start_session(&web, Some(&user), &data).await?;
     web.app
-        .audit_auth(&user.email, "auth.signed_in", json!({ "method": "dev" }), Some(&user))
+        .audit_auth(
+            &user.email,
+            "auth.signed_in",
+            json!({ "method": "dev" }),
+            Some(&user),
+        )
         .await?;
-    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&safe_next(f.next.as_deref()))).into_response())
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to(&safe_next(f.next.as_deref())),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -434,7 +508,11 @@ struct CallbackQuery {
     error: Option<String>,
 }
 
-async fn callback(State(web): State<Web>, headers: HeaderMap, Query(q): Query<CallbackQuery>) -> Result<Response, ApiError> {
+async fn callback(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, ApiError> {
     let AuthMode::Oidc { login, .. } = &web.auth.mode else {
         return Err(ApiError::not_found("not found"));
     };
@@ -449,11 +527,19 @@ async fn callback(State(web): State<Web>, headers: HeaderMap, Query(q): Query<Ca
             ApiError::unauthorized("sign-in failed: start again from the sign-in page")
         }
     };
-    let Some(pre) = web.auth.session(&web, &headers).await.filter(|s| s.user_key.is_none()) else {
+    let Some(pre) = web
+        .auth
+        .session(&web, &headers)
+        .await
+        .filter(|s| s.user_key.is_none())
+    else {
         return Err(refuse("no pre-login session".to_owned()).await);
     };
     // The pre-login state is single use, whatever happens next.
-    if !sessions::delete(&web.app.store, &pre.id_hash).await.unwrap_or(false) {
+    if !sessions::delete(&web.app.store, &pre.id_hash)
+        .await
+        .unwrap_or(false)
+    {
         return Err(refuse("pre-login session already used".to_owned()).await);
     }
     if let Some(e) = q.error {
@@ -468,13 +554,30 @@ async fn callback(State(web): State<Web>, headers: HeaderMap, Query(q): Query<Ca
     };
     let next = serde_json::from_str::<serde_json::Value>(&pre.data)
         .ok()
-        .and_then(|v| v.get("return_to").and_then(|r| r.as_str()).map(str::to_owned));
-    let data = serde_json::to_string(&SessionData { user: user.clone(), id_token }).map_err(internal)?;
+        .and_then(|v| {
+            v.get("return_to")
+                .and_then(|r| r.as_str())
+                .map(str::to_owned)
+        });
+    let data = serde_json::to_string(&SessionData {
+        user: user.clone(),
+        id_token,
+    })
+    .map_err(internal)?;
     let (cookie, _) = web.auth.start_session(&web, Some(&user), &data).await?;
     web.app
-        .audit_auth(&user.email, "auth.signed_in", json!({ "method": "oidc", "mfa": user.mfa }), Some(&user))
+        .audit_auth(
+            &user.email,
+            "auth.signed_in",
+            json!({ "method": "oidc", "mfa": user.mfa }),
+            Some(&user),
+        )
         .await?;
-    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&safe_next(next.as_deref()))).into_response())
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to(&safe_next(next.as_deref())),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -482,7 +585,11 @@ struct LogoutForm {
     csrf: String,
 }
 
-async fn logout(State(web): State<Web>, headers: HeaderMap, Form(f): Form<LogoutForm>) -> Result<Response, ApiError> {
+async fn logout(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Form(f): Form<LogoutForm>,
+) -> Result<Response, ApiError> {
     let Some(session) = web.auth.session(&web, &headers).await else {
         return Ok(Redirect::to("/login").into_response());
     };
@@ -496,11 +603,18 @@ async fn logout(State(web): State<Web>, headers: HeaderMap, Form(f): Form<Logout
     }
     let target = match (&web.auth.mode, &data) {
         (AuthMode::Oidc { login, .. }, Some(d)) => login
-            .logout_url(d.id_token.as_deref(), &format!("{}/login", web.auth.public_url))
+            .logout_url(
+                d.id_token.as_deref(),
+                &format!("{}/login", web.auth.public_url),
+            )
             .unwrap_or_else(|| "/login".to_owned()),
         _ => "/login".to_owned(),
     };
-    Ok(([(header::SET_COOKIE, web.auth.clear_cookie())], Redirect::to(&target)).into_response())
+    Ok((
+        [(header::SET_COOKIE, web.auth.clear_cookie())],
+        Redirect::to(&target),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -508,7 +622,10 @@ struct DevTokenBody {
     user: String,
 }
 
-async fn dev_token(State(web): State<Web>, Json(body): Json<DevTokenBody>) -> Result<Response, ApiError> {
+async fn dev_token(
+    State(web): State<Web>,
+    Json(body): Json<DevTokenBody>,
+) -> Result<Response, ApiError> {
     if !matches!(web.auth.mode, AuthMode::Dev) {
         return Err(ApiError::not_found("not found"));
     }
@@ -516,13 +633,21 @@ async fn dev_token(State(web): State<Web>, Json(body): Json<DevTokenBody>) -> Re
         ApiError::bad_request(format!(
             "no demo user `{}`; pick one of {}",
             body.user,
-            DEMO_USERS.iter().map(|u| u.0).collect::<Vec<_>>().join(", ")
+            DEMO_USERS
+                .iter()
+                .map(|u| u.0)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })?;
     let token = random_token();
     let now = web.app.now_ms();
     let lifetime_ms = web.auth.absolute_ms;
-    let data = serde_json::to_string(&SessionData { user: user.clone(), id_token: None }).map_err(internal)?;
+    let data = serde_json::to_string(&SessionData {
+        user: user.clone(),
+        id_token: None,
+    })
+    .map_err(internal)?;
     sessions::insert(
         &web.app.store,
         &SessionRow {
@@ -538,7 +663,12 @@ async fn dev_token(State(web): State<Web>, Json(body): Json<DevTokenBody>) -> Re
     .await
     .map_err(internal)?;
     web.app
-        .audit_auth(&user.email, "auth.signed_in", json!({ "method": "dev-token" }), Some(&user))
+        .audit_auth(
+            &user.email,
+            "auth.signed_in",
+            json!({ "method": "dev-token" }),
+            Some(&user),
+        )
         .await?;
     Ok(Json(json!({
         "access_token": token,

@@ -12,7 +12,10 @@ use crate::store::{jobs, requests};
 
 pub(super) fn routes() -> Router<Web> {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
@@ -38,8 +41,12 @@ async fn readyz(State(web): State<Web>) -> impl IntoResponse {
 
 async fn metrics(State(web): State<Web>) -> impl IntoResponse {
     let now = web.app.now_ms();
-    let states = requests::count_by_state(&web.app.store).await.unwrap_or_default();
-    let (backlog, oldest) = jobs::backlog(&web.app.store, now).await.unwrap_or((0, None));
+    let states = requests::count_by_state(&web.app.store)
+        .await
+        .unwrap_or_default();
+    let (backlog, oldest) = jobs::backlog(&web.app.store, now)
+        .await
+        .unwrap_or((0, None));
     #[expect(clippy::cast_precision_loss, reason = "gauges are floats")]
     let body = crate::metrics::render(&[
         (
@@ -50,11 +57,18 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
                 .map(|(s, n)| (format!("state=\"{}\"", crate::metrics::label(&s)), n as f64))
                 .collect(),
         ),
-        ("jit_jobs_due", "Jobs due and not yet done.", vec![(String::new(), backlog as f64)]),
+        (
+            "jit_jobs_due",
+            "Jobs due and not yet done.",
+            vec![(String::new(), backlog as f64)],
+        ),
         (
             "jit_scheduler_lag_seconds",
             "Age of the oldest due job.",
-            vec![(String::new(), oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0))],
+            vec![(
+                String::new(),
+                oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0),
+            )],
         ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

@@ -74,7 +74,7 @@ pub fn router(web: Web) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(60),
+            Duration::from_mins(1),
         ))
 }
 
@@ -93,10 +93,22 @@ async fn security_headers(req: Request, next: Next, secure: bool) -> Response {
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::REFERRER_POLICY, "no-referrer");
     set(h, header::X_FRAME_OPTIONS, "DENY");
-    set(h, HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
-    set(h, HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()");
+    set(
+        h,
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    set(
+        h,
+        HeaderName::from_static("permissions-policy"),
+        "camera=(), microphone=(), geolocation=()",
+    );
     if secure {
-        set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains");
+        set(
+            h,
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        );
     }
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -134,7 +146,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(m) => Self::forbidden(m),
             ServiceError::NotFound(m) => Self::not_found(m),
             ServiceError::Conflict(m) => Self(StatusCode::CONFLICT, "conflict", m),
-            ServiceError::StepUpRequired(m) => Self(StatusCode::UNAUTHORIZED, "step_up_required", m),
+            ServiceError::StepUpRequired(m) => {
+                Self(StatusCode::UNAUTHORIZED, "step_up_required", m)
+            }
             ServiceError::Upstream(m) => {
                 tracing::warn!(error = %m, "upstream failure");
                 Self(StatusCode::BAD_GATEWAY, "upstream_error", m)

@@ -1,6 +1,8 @@
 //! The server-rendered web UI (askama). Works without JavaScript; every
 //! state-changing form carries the session's CSRF token.
 
+use std::fmt::Write as _;
+
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
@@ -131,7 +133,7 @@ struct ErrorPage {
 }
 
 /// A page-level error.
-pub struct UiError(StatusCode, String, Option<Chrome>);
+pub struct UiError(StatusCode, String, Option<Box<Chrome>>);
 
 impl From<ServiceError> for UiError {
     fn from(e: ServiceError) -> Self {
@@ -150,13 +152,16 @@ impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let title = self.0.canonical_reason().unwrap_or("Error").to_owned();
         let page = ErrorPage {
-            chrome: self.2.unwrap_or(Chrome {
-                dev: false,
-                me: None,
-                csrf_token: String::new(),
-                auditor: false,
-                admin: false,
-            }),
+            chrome: self.2.map_or_else(
+                || Chrome {
+                    dev: false,
+                    me: None,
+                    csrf_token: String::new(),
+                    auditor: false,
+                    admin: false,
+                },
+                |c| *c,
+            ),
             title,
             message: self.1,
         };
@@ -168,13 +173,13 @@ pub(super) async fn not_found(State(web): State<Web>) -> Response {
     UiError(
         StatusCode::NOT_FOUND,
         "there is no page here".to_owned(),
-        Some(Chrome {
+        Some(Box::new(Chrome {
             dev: web.app.dev,
             me: None,
             csrf_token: String::new(),
             auditor: false,
             admin: false,
-        }),
+        })),
     )
     .into_response()
 }
@@ -203,6 +208,7 @@ async fn home(State(web): State<Web>, s: SignedIn) -> Result<HomePage, UiError> 
     })
 }
 
+#[expect(clippy::struct_excessive_bools, reason = "template view model")]
 struct EntOption {
     id: String,
     title: String,
@@ -232,7 +238,13 @@ struct NewQuery {
     entitlement: Option<String>,
 }
 
-fn new_request_page(web: &Web, s: &SignedIn, selected: Option<&str>, error: String, f: Option<&RequestForm>) -> NewRequestPage {
+fn new_request_page(
+    web: &Web,
+    s: &SignedIn,
+    selected: Option<&str>,
+    error: String,
+    f: Option<&RequestForm>,
+) -> NewRequestPage {
     NewRequestPage {
         chrome: Chrome::new(web, s),
         options: web
@@ -258,7 +270,11 @@ fn new_request_page(web: &Web, s: &SignedIn, selected: Option<&str>, error: Stri
     }
 }
 
-async fn new_request(State(web): State<Web>, s: SignedIn, Query(q): Query<NewQuery>) -> NewRequestPage {
+async fn new_request(
+    State(web): State<Web>,
+    s: SignedIn,
+    Query(q): Query<NewQuery>,
+) -> NewRequestPage {
     new_request_page(&web, &s, q.entitlement.as_deref(), String::new(), None)
 }
 
@@ -274,7 +290,12 @@ struct RequestForm {
     break_glass: Option<String>,
 }
 
-async fn create_request(State(web): State<Web>, s: SignedIn, headers: HeaderMap, Form(f): Form<RequestForm>) -> Result<Response, UiError> {
+async fn create_request(
+    State(web): State<Web>,
+    s: SignedIn,
+    headers: HeaderMap,
+    Form(f): Form<RequestForm>,
+) -> Result<Response, UiError> {
     web.auth.check_form(&headers, &s.session, &f.csrf)?;
     let input = CreateRequest {
         entitlement: f.entitlement.clone(),
@@ -286,7 +307,12 @@ async fn create_request(State(web): State<Web>, s: SignedIn, headers: HeaderMap,
     match web.app.create_request(&s.user, &input).await {
         Ok(v) => Ok(Redirect::to(&format!("/requests/{}", v.row.id)).into_response()),
         Err(ServiceError::StepUpRequired(_)) => Ok(step_up_redirect(&web, "/requests/new")),
-        Err(e @ (ServiceError::Invalid(_) | ServiceError::Forbidden(_) | ServiceError::Conflict(_) | ServiceError::NotFound(_))) => {
+        Err(
+            e @ (ServiceError::Invalid(_)
+            | ServiceError::Forbidden(_)
+            | ServiceError::Conflict(_)
+            | ServiceError::NotFound(_)),
+        ) => {
             let page = new_request_page(&web, &s, Some(&f.entitlement), e.to_string(), Some(&f));
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
@@ -301,7 +327,11 @@ fn step_up_redirect(web: &Web, next: &str) -> Response {
         .oidc
         .as_ref()
         .map_or(3600, |o| crate::config::Config::seconds(&o.mfa_max_age));
-    Redirect::to(&format!("/login?next={}&step_up={max_age}", super::auth::urlencode(next))).into_response()
+    Redirect::to(&format!(
+        "/login?next={}&step_up={max_age}",
+        super::auth::urlencode(next)
+    ))
+    .into_response()
 }
 
 struct TimelineItem {
@@ -313,6 +343,7 @@ struct TimelineItem {
 
 #[derive(Template, WebTemplate)]
 #[template(path = "request.html")]
+#[expect(clippy::struct_excessive_bools, reason = "template view model")]
 struct RequestPage {
     chrome: Chrome,
     r: Card,
@@ -327,9 +358,17 @@ struct RequestPage {
     notice: String,
 }
 
-async fn request_page(web: &Web, s: &SignedIn, id: Uuid, creds: Option<jit_api::Credentials>, notice: String) -> Result<RequestPage, UiError> {
+async fn request_page(
+    web: &Web,
+    s: &SignedIn,
+    id: Uuid,
+    creds: Option<jit_api::Credentials>,
+    notice: String,
+) -> Result<RequestPage, UiError> {
     let v = web.app.get_visible(&s.user, id).await?;
-    let events = audit::for_request(&web.app.store, id).await.map_err(ServiceError::from)?;
+    let events = audit::for_request(&web.app.store, id)
+        .await
+        .map_err(ServiceError::from)?;
     let owner = v.row.requester_key == s.user.key;
     let decided = v.approvals.iter().any(|a| a.approver_key == s.user.key);
     let may_decide = web.app.may_decide(&s.user, &v.row);
@@ -381,7 +420,9 @@ fn timeline_detail(data: &str) -> String {
         return String::new();
     };
     map.iter()
-        .filter(|(k, v)| !v.is_null() && !matches!(k.as_str(), "policy_hash" | "details" | "justification"))
+        .filter(|(k, v)| {
+            !v.is_null() && !matches!(k.as_str(), "policy_hash" | "details" | "justification")
+        })
         .map(|(k, v)| match v {
             serde_json::Value::String(s) => format!("{k}: {s}"),
             other => format!("{k}: {other}"),
@@ -390,8 +431,13 @@ fn timeline_detail(data: &str) -> String {
         .join(" · ")
 }
 
-async fn show_request(State(web): State<Web>, s: SignedIn, Path(id): Path<String>) -> Result<RequestPage, UiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
+async fn show_request(
+    State(web): State<Web>,
+    s: SignedIn,
+    Path(id): Path<String>,
+) -> Result<RequestPage, UiError> {
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
     request_page(&web, &s, id, None, String::new()).await
 }
 
@@ -412,12 +458,21 @@ async fn request_action(
     Form(f): Form<ActionForm>,
 ) -> Result<Response, UiError> {
     web.auth.check_form(&headers, &s.session, &f.csrf)?;
-    let id = Uuid::parse_str(&id).map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
     let comment = f.comment.as_deref().filter(|c| !c.trim().is_empty());
     let back = Redirect::to(&format!("/requests/{id}")).into_response();
     let result = match action.as_str() {
-        "approve" => web.app.decide(&s.user, id, Decision::Approve, comment).await.map(|_| back),
-        "deny" => web.app.decide(&s.user, id, Decision::Deny, comment).await.map(|_| back),
+        "approve" => web
+            .app
+            .decide(&s.user, id, Decision::Approve, comment)
+            .await
+            .map(|_| back),
+        "deny" => web
+            .app
+            .decide(&s.user, id, Decision::Deny, comment)
+            .await
+            .map(|_| back),
         "cancel" => web.app.cancel(&s.user, id).await.map(|_| back),
         "revoke" => web.app.revoke(&s.user, id, comment).await.map(|_| back),
         "review" => web.app.review(&s.user, id, comment).await.map(|_| back),
@@ -438,12 +493,22 @@ async fn request_action(
             let url = web.app.console_url(&s.user, id).await?;
             Ok(Redirect::to(&url).into_response())
         }
-        _ => return Err(UiError(StatusCode::NOT_FOUND, "no such action".to_owned(), None)),
+        _ => {
+            return Err(UiError(
+                StatusCode::NOT_FOUND,
+                "no such action".to_owned(),
+                None,
+            ));
+        }
     };
     match result {
         Ok(r) => Ok(r),
-        Err(ServiceError::StepUpRequired(_)) => Ok(step_up_redirect(&web, &format!("/requests/{id}"))),
-        Err(e @ (ServiceError::Invalid(_) | ServiceError::Forbidden(_) | ServiceError::Conflict(_))) => {
+        Err(ServiceError::StepUpRequired(_)) => {
+            Ok(step_up_redirect(&web, &format!("/requests/{id}")))
+        }
+        Err(
+            e @ (ServiceError::Invalid(_) | ServiceError::Forbidden(_) | ServiceError::Conflict(_)),
+        ) => {
             let page = request_page(&web, &s, id, None, e.to_string()).await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
@@ -519,8 +584,13 @@ fn parse_day(s: Option<&str>) -> Result<Option<i64>, UiError> {
         return Ok(None);
     };
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(s, &fmt)
-        .map_err(|_| UiError(StatusCode::BAD_REQUEST, format!("`{s}` is not a date like 2026-11-29"), None))?;
+    let date = time::Date::parse(s, &fmt).map_err(|_| {
+        UiError(
+            StatusCode::BAD_REQUEST,
+            format!("`{s}` is not a date like 2026-11-29"),
+            None,
+        )
+    })?;
     Ok(Some(crate::clock::to_ms(date.midnight().assume_utc())))
 }
 
@@ -528,9 +598,17 @@ fn nonempty(s: Option<&String>) -> Option<String> {
     s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-async fn audit_page(State(web): State<Web>, s: SignedIn, Query(q): Query<AuditQuery>) -> Result<AuditPage, UiError> {
+async fn audit_page(
+    State(web): State<Web>,
+    s: SignedIn,
+    Query(q): Query<AuditQuery>,
+) -> Result<AuditPage, UiError> {
     if !web.app.is_auditor(&s.user) {
-        return Err(UiError(StatusCode::FORBIDDEN, "only auditors read the audit log".to_owned(), Some(Chrome::new(&web, &s))));
+        return Err(UiError(
+            StatusCode::FORBIDDEN,
+            "only auditors read the audit log".to_owned(),
+            Some(Box::new(Chrome::new(&web, &s))),
+        ));
     }
     let filter = audit::Filter {
         actor: nonempty(q.actor.as_ref()),
@@ -542,12 +620,22 @@ async fn audit_page(State(web): State<Web>, s: SignedIn, Query(q): Query<AuditQu
         before_seq: q.before,
         limit: 50,
     };
-    let events = audit::list(&web.app.store, &filter).await.map_err(ServiceError::from)?;
-    let report = audit::verify(&web.app.store, None).await.map_err(ServiceError::from)?;
+    let events = audit::list(&web.app.store, &filter)
+        .await
+        .map_err(ServiceError::from)?;
+    let report = audit::verify(&web.app.store, None)
+        .await
+        .map_err(ServiceError::from)?;
     let mut query = String::new();
-    for (k, v) in [("actor", &q.actor), ("entitlement", &q.entitlement), ("action", &q.action), ("since", &q.since), ("until", &q.until)] {
+    for (k, v) in [
+        ("actor", &q.actor),
+        ("entitlement", &q.entitlement),
+        ("action", &q.action),
+        ("since", &q.since),
+        ("until", &q.until),
+    ] {
         if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
-            query.push_str(&format!("&{k}={}", super::auth::urlencode(v)));
+            let _ = write!(query, "&{k}={}", super::auth::urlencode(v));
         }
     }
     Ok(AuditPage {
@@ -593,23 +681,46 @@ struct ExportQuery {
     format: String,
 }
 
-async fn audit_export(State(web): State<Web>, s: SignedIn, Query(q): Query<ExportQuery>) -> Result<Response, UiError> {
+async fn audit_export(
+    State(web): State<Web>,
+    s: SignedIn,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, UiError> {
     if !web.app.is_auditor(&s.user) {
-        return Err(UiError(StatusCode::FORBIDDEN, "only auditors export the audit log".to_owned(), None));
+        return Err(UiError(
+            StatusCode::FORBIDDEN,
+            "only auditors export the audit log".to_owned(),
+            None,
+        ));
     }
     let (ctype, ext) = match q.format.as_str() {
         "csv" => ("text/csv; charset=utf-8", "csv"),
         "jsonl" => ("application/x-ndjson", "jsonl"),
-        _ => return Err(UiError(StatusCode::BAD_REQUEST, "format must be `csv` or `jsonl`".to_owned(), None)),
+        _ => {
+            return Err(UiError(
+                StatusCode::BAD_REQUEST,
+                "format must be `csv` or `jsonl`".to_owned(),
+                None,
+            ));
+        }
     };
     let mut out = Vec::new();
-    crate::store::export::export(&web.app.store, ext.parse().map_err(|e: String| UiError(StatusCode::BAD_REQUEST, e, None))?, 1, &mut out)
-        .await
-        .map_err(ServiceError::from)?;
+    crate::store::export::export(
+        &web.app.store,
+        ext.parse()
+            .map_err(|e: String| UiError(StatusCode::BAD_REQUEST, e, None))?,
+        1,
+        &mut out,
+    )
+    .await
+    .map_err(ServiceError::from)?;
     Ok((
         [
             (header::CONTENT_TYPE, ctype.to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"jit-audit.{ext}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"jit-audit.{ext}\""),
+            ),
         ],
         out,
     )
@@ -625,11 +736,20 @@ struct AdminPage {
 
 async fn admin(State(web): State<Web>, s: SignedIn) -> Result<AdminPage, UiError> {
     if !web.app.is_admin(&s.user) {
-        return Err(UiError(StatusCode::FORBIDDEN, "only admins administer the broker".to_owned(), Some(Chrome::new(&web, &s))));
+        return Err(UiError(
+            StatusCode::FORBIDDEN,
+            "only admins administer the broker".to_owned(),
+            Some(Box::new(Chrome::new(&web, &s))),
+        ));
     }
     let active = web
         .app
-        .list_visible(&s.user, vec![RequestState::Active, RequestState::Approved], false, 500)
+        .list_visible(
+            &s.user,
+            vec![RequestState::Active, RequestState::Approved],
+            false,
+            500,
+        )
         .await?;
     Ok(AdminPage {
         chrome: Chrome::new(&web, &s),

@@ -26,11 +26,26 @@ pub use catalog::{Catalog, Entitlement, Kind};
 
 /// Files of the bundled example policy set (`policies/`), for `serve --dev`.
 pub const BUNDLED: &[(&str, &str)] = &[
-    ("entitlements.toml", include_str!("../../../../policies/entitlements.toml")),
-    ("schema.cedarschema", include_str!("../../../../policies/schema.cedarschema")),
-    ("access.cedar", include_str!("../../../../policies/access.cedar")),
-    ("approvals.cedar", include_str!("../../../../policies/approvals.cedar")),
-    ("admin.cedar", include_str!("../../../../policies/admin.cedar")),
+    (
+        "entitlements.toml",
+        include_str!("../../../../policies/entitlements.toml"),
+    ),
+    (
+        "schema.cedarschema",
+        include_str!("../../../../policies/schema.cedarschema"),
+    ),
+    (
+        "access.cedar",
+        include_str!("../../../../policies/access.cedar"),
+    ),
+    (
+        "approvals.cedar",
+        include_str!("../../../../policies/approvals.cedar"),
+    ),
+    (
+        "admin.cedar",
+        include_str!("../../../../policies/admin.cedar"),
+    ),
 ];
 
 /// An action the policies decide on.
@@ -165,13 +180,19 @@ impl PolicySet {
     /// Loads `dir` (entitlements.toml, schema.cedarschema, *.cedar); errors are `file:line: message`.
     pub fn load(dir: &Path) -> Result<Self, Vec<String>> {
         let mut files = Vec::new();
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| vec![format!("{}: cannot read policy directory: {e}", dir.display())])?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            vec![format!(
+                "{}: cannot read policy directory: {e}",
+                dir.display()
+            )]
+        })?;
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| {
-                Path::new(n).extension().is_some_and(|e| e == "cedar")
+                Path::new(n)
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("cedar"))
                     || n == "entitlements.toml"
                     || n == "schema.cedarschema"
             })
@@ -196,37 +217,43 @@ impl PolicySet {
     }
 
     /// Builds from `(file name, text)` pairs.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear sequence of checks; splitting it hides the order"
+    )]
     pub fn from_files(files: &[(String, String)], source: &str) -> Result<Self, Vec<String>> {
         let find = |suffix: &str| files.iter().find(|(n, _)| n.ends_with(suffix));
         let mut errors = Vec::new();
-        let catalog = match find("entitlements.toml") {
-            Some((name, text)) => Catalog::parse(text, name).unwrap_or_else(|e| {
+        let catalog = if let Some((name, text)) = find("entitlements.toml") {
+            Catalog::parse(text, name).unwrap_or_else(|e| {
                 errors.extend(e);
                 Catalog::default()
-            }),
-            None => {
-                errors.push(format!("{source}: entitlements.toml is missing"));
-                Catalog::default()
-            }
+            })
+        } else {
+            errors.push(format!("{source}: entitlements.toml is missing"));
+            Catalog::default()
         };
-        let schema = match find("schema.cedarschema") {
-            Some((name, text)) => match Schema::from_cedarschema_str(text) {
+        let schema = if let Some((name, text)) = find("schema.cedarschema") {
+            match Schema::from_cedarschema_str(text) {
                 Ok((schema, _warnings)) => Some(schema),
                 Err(e) => {
                     errors.push(diagnostic(name, text, 0, &e));
                     None
                 }
-            },
-            None => {
-                errors.push(format!("{source}: schema.cedarschema is missing"));
-                None
             }
+        } else {
+            errors.push(format!("{source}: schema.cedarschema is missing"));
+            None
         };
         // All .cedar files are parsed as one text so policy ids stay unique;
         // offsets map back to files for messages.
         let mut all = String::new();
         let mut spans: Vec<(usize, &str, &str)> = Vec::new();
-        for (name, text) in files.iter().filter(|(n, _)| n.ends_with(".cedar")) {
+        for (name, text) in files.iter().filter(|(n, _)| {
+            Path::new(n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("cedar"))
+        }) {
             spans.push((all.len(), name, text));
             all.push_str(text);
             all.push('\n');
@@ -264,7 +291,9 @@ impl PolicySet {
                 match p.annotation("id") {
                     Some(id) => {
                         if let Some(prev) = seen.insert(id.to_owned(), at.clone()) {
-                            errors.push(format!("{at}: duplicate policy @id(\"{id}\") (also at {prev})"));
+                            errors.push(format!(
+                                "{at}: duplicate policy @id(\"{id}\") (also at {prev})"
+                            ));
                         }
                         ids.insert(p.id().to_string(), id.to_owned());
                     }
@@ -377,7 +406,13 @@ impl PolicySet {
     pub fn authorize_broker(&self, user: &User, action: Action) -> Result<Authorized, Denied> {
         let mut entities = user_entities(user);
         entities.push(json!({"uid": {"type": "Broker", "id": "jit"}, "attrs": {}, "parents": []}));
-        self.decide(user, action, entity_uid("Broker", "jit"), entities, json!({}))
+        self.decide(
+            user,
+            action,
+            entity_uid("Broker", "jit"),
+            entities,
+            json!({}),
+        )
     }
 
     fn decide(
@@ -394,8 +429,8 @@ impl PolicySet {
         };
         let action_uid = EntityUid::from_json(json!({"type": "Action", "id": action.as_str()}))
             .map_err(|e| fail(e.to_string()))?;
-        let principal = EntityUid::from_json(entity_uid("User", &user.key))
-            .map_err(|e| fail(e.to_string()))?;
+        let principal =
+            EntityUid::from_json(entity_uid("User", &user.key)).map_err(|e| fail(e.to_string()))?;
         let resource = EntityUid::from_json(resource).map_err(|e| fail(e.to_string()))?;
         let entities = Entities::from_json_value(Value::Array(entities), Some(&self.schema))
             .map_err(|e| fail(flatten(&e)))?;
@@ -409,7 +444,12 @@ impl PolicySet {
         let policies: Vec<String> = response
             .diagnostics()
             .reason()
-            .map(|id| self.ids.get(&id.to_string()).cloned().unwrap_or_else(|| id.to_string()))
+            .map(|id| {
+                self.ids
+                    .get(&id.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| id.to_string())
+            })
             .collect();
         match response.decision() {
             Decision::Allow => Ok(Authorized { action, policies }),
@@ -478,10 +518,10 @@ fn entity_literals(text: &str) -> Vec<String> {
 }
 
 fn first_offset(e: &dyn Diagnostic) -> Option<usize> {
-    if let Some(mut labels) = e.labels() {
-        if let Some(l) = labels.next() {
-            return Some(l.offset());
-        }
+    if let Some(mut labels) = e.labels()
+        && let Some(l) = labels.next()
+    {
+        return Some(l.offset());
     }
     if let Some(related) = e.related() {
         for r in related {

@@ -144,6 +144,10 @@ pub struct ReconcileReport {
 
 /// Providers for what the configuration sets up; simulated for the rest
 /// (which only development mode accepts).
+#[expect(
+    clippy::unused_async,
+    reason = "real providers are built asynchronously from the configuration"
+)]
 pub async fn from_config(_config: &crate::config::Config, _dev: bool) -> anyhow::Result<Providers> {
     Ok(Providers::simulated())
 }

@@ -78,7 +78,15 @@ impl App {
     }
 
     /// Files a request. Auto-approves or breaks glass when the policies allow.
-    pub async fn create_request(&self, user: &User, input: &CreateRequest) -> Result<RequestView, ServiceError> {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear sequence of checks; splitting it hides the order"
+    )]
+    pub async fn create_request(
+        &self,
+        user: &User,
+        input: &CreateRequest,
+    ) -> Result<RequestView, ServiceError> {
         let ent = self.entitlement(&input.entitlement)?;
         let duration = input
             .duration
@@ -103,14 +111,27 @@ impl App {
         };
         self.policy
             .authorize_entitlement(user, Action::Request, ent, &facts)
-            .map_err(|_| ServiceError::Forbidden(format!("policy does not allow you to request `{}`", ent.id)))?;
+            .map_err(|_| {
+                ServiceError::Forbidden(format!(
+                    "policy does not allow you to request `{}`",
+                    ent.id
+                ))
+            })?;
         let break_glass = if input.break_glass {
             if !ent.break_glass {
-                return Err(ServiceError::Invalid(format!("`{}` does not allow break-glass", ent.id)));
+                return Err(ServiceError::Invalid(format!(
+                    "`{}` does not allow break-glass",
+                    ent.id
+                )));
             }
             self.policy
                 .authorize_entitlement(user, Action::BreakGlass, ent, &facts)
-                .map_err(|_| ServiceError::Forbidden(format!("policy does not allow you to break glass on `{}`", ent.id)))?;
+                .map_err(|_| {
+                    ServiceError::Forbidden(format!(
+                        "policy does not allow you to break glass on `{}`",
+                        ent.id
+                    ))
+                })?;
             true
         } else {
             false
@@ -173,8 +194,13 @@ impl App {
         )
         .await?;
         if auto || break_glass {
-            let action = if break_glass { "request.break_glass" } else { "request.auto_approved" };
-            self.approve_in_tx(&mut tx, &row, "system", action, json!({})).await?;
+            let action = if break_glass {
+                "request.break_glass"
+            } else {
+                "request.auto_approved"
+            };
+            self.approve_in_tx(&mut tx, &row, "system", action, json!({}))
+                .await?;
         } else {
             jobs::enqueue(
                 &mut tx,
@@ -240,6 +266,10 @@ impl App {
     }
 
     /// Approves or denies. N-of-M distinct approvers; one denial ends it.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear sequence of checks; splitting it hides the order"
+    )]
     pub async fn decide(
         &self,
         user: &User,
@@ -266,9 +296,14 @@ impl App {
                 },
                 self.now().unix_timestamp(),
             )
-            .map_err(|_| ServiceError::Forbidden("you may not decide on this request".to_owned()))?;
+            .map_err(|_| {
+                ServiceError::Forbidden("you may not decide on this request".to_owned())
+            })?;
         if row.state != RequestState::Pending {
-            return Err(ServiceError::Conflict(format!("request is already {}", row.state)));
+            return Err(ServiceError::Conflict(format!(
+                "request is already {}",
+                row.state
+            )));
         }
         let now_ms = self.now_ms();
         users::upsert(&mut tx, user, now_ms).await?;
@@ -357,7 +392,9 @@ impl App {
         let mut tx = self.store.begin().await?;
         let row = self.lock_visible(&mut tx, user, id).await?;
         if row.requester_key != user.key {
-            return Err(ServiceError::Forbidden("only the requester can cancel a request".to_owned()));
+            return Err(ServiceError::Forbidden(
+                "only the requester can cancel a request".to_owned(),
+            ));
         }
         let to = domain::transition(row.state, Event::Cancel)
             .map_err(|_| ServiceError::Conflict(format!("request is already {}", row.state)))?;
@@ -394,13 +431,20 @@ impl App {
     }
 
     /// Ends an approved or active grant early (the requester or an admin).
-    pub async fn revoke(&self, user: &User, id: Uuid, reason: Option<&str>) -> Result<RequestView, ServiceError> {
+    pub async fn revoke(
+        &self,
+        user: &User,
+        id: Uuid,
+        reason: Option<&str>,
+    ) -> Result<RequestView, ServiceError> {
         let reason = domain::check_comment(reason)?;
         let mut tx = self.store.begin().await?;
         let row = self.lock_visible(&mut tx, user, id).await?;
         let admin = self.is_admin(user);
         if row.requester_key != user.key && !admin {
-            return Err(ServiceError::Forbidden("only the requester or an admin can revoke".to_owned()));
+            return Err(ServiceError::Forbidden(
+                "only the requester or an admin can revoke".to_owned(),
+            ));
         }
         let to = domain::transition(row.state, Event::Revoke)
             .map_err(|_| ServiceError::Conflict(format!("request is {}, not active", row.state)))?;
@@ -433,7 +477,12 @@ impl App {
         self.view(id).await
     }
 
-    pub(crate) async fn queue_deprovision(&self, tx: &mut Tx, id: Uuid, now_ms: i64) -> Result<(), ServiceError> {
+    pub(crate) async fn queue_deprovision(
+        &self,
+        tx: &mut Tx,
+        id: Uuid,
+        now_ms: i64,
+    ) -> Result<(), ServiceError> {
         jobs::enqueue(
             tx,
             job::DEPROVISION,
@@ -449,6 +498,10 @@ impl App {
 
     /// Asks for more time on an active grant: a new request that needs a new
     /// approval unless policy auto-approves it. Capped per entitlement.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear sequence of checks; splitting it hides the order"
+    )]
     pub async fn extend(
         &self,
         user: &User,
@@ -458,14 +511,20 @@ impl App {
     ) -> Result<RequestView, ServiceError> {
         let parent = self.view(id).await?.row;
         if parent.requester_key != user.key {
-            return Err(ServiceError::Forbidden("only the requester can extend a grant".to_owned()));
+            return Err(ServiceError::Forbidden(
+                "only the requester can extend a grant".to_owned(),
+            ));
         }
         if parent.state != RequestState::Active {
-            return Err(ServiceError::Conflict(format!("request is {}, not active", parent.state)));
+            return Err(ServiceError::Conflict(format!(
+                "request is {}, not active",
+                parent.state
+            )));
         }
         let ent = self.entitlement(&parent.entitlement)?;
         check_duration(ent, by)?;
-        let justification = domain::check_justification(justification.unwrap_or(&parent.justification))?;
+        let justification =
+            domain::check_justification(justification.unwrap_or(&parent.justification))?;
         self.check_step_up(user, ent)?;
         let now = self.now();
         let facts = RequestFacts {
@@ -478,7 +537,12 @@ impl App {
         };
         self.policy
             .authorize_entitlement(user, Action::Request, ent, &facts)
-            .map_err(|_| ServiceError::Forbidden(format!("policy does not allow you to request `{}`", ent.id)))?;
+            .map_err(|_| {
+                ServiceError::Forbidden(format!(
+                    "policy does not allow you to request `{}`",
+                    ent.id
+                ))
+            })?;
         let auto = self
             .policy
             .authorize_entitlement(user, Action::AutoApprove, ent, &facts)
@@ -488,10 +552,13 @@ impl App {
         let mut tx = self.store.begin().await?;
         let parent = store::lock(&self.store, &mut tx, id).await?;
         if parent.state != RequestState::Active {
-            return Err(ServiceError::Conflict(format!("request is {}, not active", parent.state)));
+            return Err(ServiceError::Conflict(format!(
+                "request is {}, not active",
+                parent.state
+            )));
         }
-        let used = store::extension_count(&mut tx, parent.root_id).await?;
-        if used >= i64::from(ent.max_extensions) {
+        let extensions = store::extension_count(&mut tx, parent.root_id).await?;
+        if extensions >= i64::from(ent.max_extensions) {
             return Err(ServiceError::Conflict(format!(
                 "`{}` allows at most {} extensions",
                 ent.id, ent.max_extensions
@@ -532,8 +599,14 @@ impl App {
         )
         .await?;
         if auto {
-            self.approve_in_tx(&mut tx, &row, "system", "request.auto_approved", json!({ "extension": true }))
-                .await?;
+            self.approve_in_tx(
+                &mut tx,
+                &row,
+                "system",
+                "request.auto_approved",
+                json!({ "extension": true }),
+            )
+            .await?;
         } else {
             jobs::enqueue(
                 &mut tx,
@@ -552,20 +625,31 @@ impl App {
     }
 
     /// Marks a break-glass grant reviewed (an approver of it, not the requester).
-    pub async fn review(&self, user: &User, id: Uuid, comment: Option<&str>) -> Result<RequestView, ServiceError> {
+    pub async fn review(
+        &self,
+        user: &User,
+        id: Uuid,
+        comment: Option<&str>,
+    ) -> Result<RequestView, ServiceError> {
         let comment = domain::check_comment(comment)?;
         let mut tx = self.store.begin().await?;
         let row = self.lock_visible(&mut tx, user, id).await?;
         domain::check_decider(&row.requester_key, user)?;
         if !row.break_glass {
-            return Err(ServiceError::Invalid("only break-glass grants are reviewed".to_owned()));
+            return Err(ServiceError::Invalid(
+                "only break-glass grants are reviewed".to_owned(),
+            ));
         }
         if !self.may_decide(user, &row) {
-            return Err(ServiceError::Forbidden("you may not review this request".to_owned()));
+            return Err(ServiceError::Forbidden(
+                "you may not review this request".to_owned(),
+            ));
         }
         let now_ms = self.now_ms();
         if !store::set_reviewed(&mut tx, id, &user.email, now_ms).await? {
-            return Err(ServiceError::Conflict("this break-glass grant is already reviewed".to_owned()));
+            return Err(ServiceError::Conflict(
+                "this break-glass grant is already reviewed".to_owned(),
+            ));
         }
         self.audit(
             &mut tx,
@@ -611,11 +695,18 @@ impl App {
         row.requester_key == user.key || self.may_decide(user, row) || self.is_auditor(user)
     }
 
-    async fn lock_visible(&self, tx: &mut Tx, user: &User, id: Uuid) -> Result<RequestRow, ServiceError> {
+    async fn lock_visible(
+        &self,
+        tx: &mut Tx,
+        user: &User,
+        id: Uuid,
+    ) -> Result<RequestRow, ServiceError> {
         let row = store::lock(&self.store, tx, id)
             .await
             .map_err(|e| match e {
-                crate::store::StoreError::NotFound => ServiceError::NotFound(format!("no request `{id}`")),
+                crate::store::StoreError::NotFound => {
+                    ServiceError::NotFound(format!("no request `{id}`"))
+                }
                 other => other.into(),
             })?;
         if !self.may_see(user, &row) {
@@ -810,5 +901,7 @@ fn check_duration(ent: &Entitlement, secs: u64) -> Result<(), ServiceError> {
 
 /// Seconds to milliseconds.
 pub fn secs_ms(secs: u64) -> i64 {
-    i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
 }

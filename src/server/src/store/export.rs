@@ -28,15 +28,27 @@ impl FromStr for ExportFormat {
 }
 
 fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_owned() };
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Writes every event from `from` on; returns how many.
-pub async fn export(store: &Store, format: ExportFormat, from: i64, out: &mut impl Write) -> Result<u64, StoreError> {
+pub async fn export(
+    store: &Store,
+    format: ExportFormat,
+    from: i64,
+    out: &mut impl Write,
+) -> Result<u64, StoreError> {
     if format == ExportFormat::Csv {
-        writeln!(out, "seq,at,actor,action,request_id,entitlement,data,prev_hash,hash")
-            .map_err(|e| StoreError::Corrupt(format!("export: {e}")))?;
+        writeln!(
+            out,
+            "seq,at,actor,action,request_id,entitlement,data,prev_hash,hash"
+        )
+        .map_err(|e| StoreError::Corrupt(format!("export: {e}")))?;
     }
     audit::for_each(store, from, |e: Event| match format {
         ExportFormat::Jsonl => {

@@ -31,7 +31,7 @@ pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
         let mut tx = store.begin().await?;
         if store.backend() == Backend::Postgres {
             // Brokers starting together must not race each other.
-            sqlx::query("SELECT pg_advisory_xact_lock(7_301_001)")
+            sqlx::query("SELECT pg_advisory_xact_lock(7301001)")
                 .execute(&mut *tx)
                 .await?;
         }
@@ -48,12 +48,14 @@ pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
             Backend::Postgres => m.postgres,
         };
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(crate::clock::to_ms(time::OffsetDateTime::now_utc()))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(crate::clock::to_ms(time::OffsetDateTime::now_utc()))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         applied.push(format!("{:04}_{}", m.version, m.name));
     }
