@@ -4,6 +4,11 @@
 //! role name, identity-store users and permission set), so they run in
 //! parallel without `/moto-api/reset`.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -208,7 +213,10 @@ async fn create_role(moto: &str) -> (String, String) {
         &[
             ("Action", "CreateRole"),
             ("RoleName", &name),
-            ("AssumeRolePolicyDocument", r#"{"Version":"2012-10-17","Statement":[]}"#),
+            (
+                "AssumeRolePolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":[]}"#,
+            ),
         ],
     )
     .await;
@@ -255,9 +263,11 @@ async fn minted_credentials_are_an_assumed_role_session_with_tags_and_source_ide
     let creds = env.aws.role.mint_credentials(&spec, 900).await.unwrap();
     assert!(creds.access_key_id.starts_with("ASIA"), "{creds:?}");
     assert!(!creds.secret_access_key.is_empty() && !creds.session_token.is_empty());
-    let expires =
-        OffsetDateTime::parse(&creds.expiration, &time::format_description::well_known::Rfc3339)
-            .unwrap();
+    let expires = OffsetDateTime::parse(
+        &creds.expiration,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     let lifetime = (expires - before).whole_seconds();
     assert!((880..=905).contains(&lifetime), "lifetime {lifetime}s");
 
@@ -271,8 +281,14 @@ async fn minted_credentials_are_an_assumed_role_session_with_tags_and_source_ide
     assert_eq!(sent.len(), 1);
     let sent = &sent[0];
     assert_eq!(sent.field("RoleArn").as_deref(), Some(role_arn.as_str()));
-    assert_eq!(sent.field("RoleSessionName").as_deref(), Some(email.as_str()));
-    assert_eq!(sent.field("SourceIdentity").as_deref(), Some(email.as_str()));
+    assert_eq!(
+        sent.field("RoleSessionName").as_deref(),
+        Some(email.as_str())
+    );
+    assert_eq!(
+        sent.field("SourceIdentity").as_deref(),
+        Some(email.as_str())
+    );
     assert_eq!(sent.field("DurationSeconds").as_deref(), Some("900"));
     assert_eq!(sent.field("Policy").as_deref(), Some(policy));
     let tags: HashMap<String, String> = (1..=2)
@@ -339,12 +355,24 @@ async fn the_broker_refuses_what_sts_would_refuse_before_calling_it() {
 
     let bad_arn = role_entitlement("arn:aws:iam::123456789012:user/not-a-role", None);
     let err = env.aws.role.grant(&spec(&who, &bad_arn)).await.unwrap_err();
-    assert!(matches!(&err, ProviderError::Permanent(m) if m.contains("not a role ARN")), "{err:?}");
-    assert!(env.aws.role.mint_credentials(&spec(&who, &bad_arn), 900).await.is_err());
+    assert!(
+        matches!(&err, ProviderError::Permanent(m) if m.contains("not a role ARN")),
+        "{err:?}"
+    );
+    assert!(
+        env.aws
+            .role
+            .mint_credentials(&spec(&who, &bad_arn), 900)
+            .await
+            .is_err()
+    );
 
     let euro = role_entitlement(&role_arn, Some(r#"{"Sid":"€"}"#));
     let err = env.aws.role.grant(&spec(&who, &euro)).await.unwrap_err();
-    assert!(matches!(&err, ProviderError::Permanent(m) if m.contains("U+20AC")), "{err:?}");
+    assert!(
+        matches!(&err, ProviderError::Permanent(m) if m.contains("U+20AC")),
+        "{err:?}"
+    );
     let long = format!(r#"{{"Sid":"{}"}}"#, "a".repeat(2100));
     let err = env
         .aws
@@ -352,16 +380,26 @@ async fn the_broker_refuses_what_sts_would_refuse_before_calling_it() {
         .mint_credentials(&spec(&who, &role_entitlement(&role_arn, Some(&long))), 900)
         .await
         .unwrap_err();
-    assert!(matches!(&err, ProviderError::Permanent(m) if m.contains("2048")), "{err:?}");
+    assert!(
+        matches!(&err, ProviderError::Permanent(m) if m.contains("2048")),
+        "{err:?}"
+    );
 
     let ic = entitlement(
         "ic",
         Target::AwsIdentityCenter {
             account_id: ACCOUNT.to_owned(),
-            permission_set_arn: "arn:aws:sso:::permissionSet/ssoins-1111111111111111/ps-2222222222222222".to_owned(),
+            permission_set_arn:
+                "arn:aws:sso:::permissionSet/ssoins-1111111111111111/ps-2222222222222222".to_owned(),
         },
     );
-    assert!(env.aws.role.mint_credentials(&spec(&who, &ic), 900).await.is_err());
+    assert!(
+        env.aws
+            .role
+            .mint_credentials(&spec(&who, &ic), 900)
+            .await
+            .is_err()
+    );
 
     // moto would have accepted all of it; none of it reached STS.
     assert_eq!(env.proxy.count("AssumeRole"), 0);
@@ -374,13 +412,34 @@ async fn throttling_and_server_errors_from_sts_are_retried_then_given_up() {
     let ent = role_entitlement(&role_arn, None);
     let who = grantee(&unique_email("carol"));
 
-    env.proxy.script("AssumeRole", 2, Fault::query_error(400, "Throttling", "Rate exceeded"));
-    env.proxy.script("AssumeRole", 1, Fault::query_error(500, "InternalFailure", "oops"));
-    env.aws.role.mint_credentials(&spec(&who, &ent), 900).await.unwrap();
+    env.proxy.script(
+        "AssumeRole",
+        2,
+        Fault::query_error(400, "Throttling", "Rate exceeded"),
+    );
+    env.proxy.script(
+        "AssumeRole",
+        1,
+        Fault::query_error(500, "InternalFailure", "oops"),
+    );
+    env.aws
+        .role
+        .mint_credentials(&spec(&who, &ent), 900)
+        .await
+        .unwrap();
     assert_eq!(env.proxy.count("AssumeRole"), 4);
 
-    env.proxy.script("AssumeRole", 4, Fault::query_error(503, "ServiceUnavailable", "down"));
-    let err = env.aws.role.mint_credentials(&spec(&who, &ent), 900).await.unwrap_err();
+    env.proxy.script(
+        "AssumeRole",
+        4,
+        Fault::query_error(503, "ServiceUnavailable", "down"),
+    );
+    let err = env
+        .aws
+        .role
+        .mint_credentials(&spec(&who, &ent), 900)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Transient(m) if m.contains("ServiceUnavailable") && m.contains("gave up after 4 attempts")),
         "{err:?}"
@@ -388,8 +447,17 @@ async fn throttling_and_server_errors_from_sts_are_retried_then_given_up() {
     assert_eq!(env.proxy.count("AssumeRole"), 8);
 
     // Access denied is final at once.
-    env.proxy.script("AssumeRole", 1, Fault::query_error(403, "AccessDenied", "not authorized"));
-    let err = env.aws.role.mint_credentials(&spec(&who, &ent), 900).await.unwrap_err();
+    env.proxy.script(
+        "AssumeRole",
+        1,
+        Fault::query_error(403, "AccessDenied", "not authorized"),
+    );
+    let err = env
+        .aws
+        .role
+        .mint_credentials(&spec(&who, &ent), 900)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Permanent(m) if m.contains("AccessDenied") && m.contains("sts:SetSourceIdentity")),
         "{err:?}"
@@ -405,8 +473,16 @@ async fn role_chained_brokers_cap_sessions_at_one_hour() {
     let (role_arn, _) = create_role(&env.moto).await;
     let ent = role_entitlement(&role_arn, None);
     let who = grantee(&unique_email("dave"));
-    env.aws.role.mint_credentials(&spec(&who, &ent), 7200).await.unwrap();
-    env.aws.role.mint_credentials(&spec(&who, &ent), 1200).await.unwrap();
+    env.aws
+        .role
+        .mint_credentials(&spec(&who, &ent), 7200)
+        .await
+        .unwrap();
+    env.aws
+        .role
+        .mint_credentials(&spec(&who, &ent), 1200)
+        .await
+        .unwrap();
     let sent: Vec<String> = env
         .proxy
         .requests("AssumeRole")
@@ -464,7 +540,12 @@ async fn console_url_goes_through_the_federation_endpoint() {
     let email = unique_email("erin");
     let who = grantee(&email);
 
-    let url = env.aws.role.console_url(&spec(&who, &ent), 1800).await.unwrap();
+    let url = env
+        .aws
+        .role
+        .console_url(&spec(&who, &ent), 1800)
+        .await
+        .unwrap();
     let url = url::Url::parse(&url).unwrap();
     assert_eq!(url.as_str().split('?').next(), Some(fed.url.as_str()));
     let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
@@ -489,11 +570,21 @@ async fn console_url_goes_through_the_federation_endpoint() {
         caller_arn(&env.moto, &minted).await,
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/{email}")
     );
-    assert_eq!(env.proxy.requests("AssumeRole")[0].field("DurationSeconds").as_deref(), Some("1800"));
+    assert_eq!(
+        env.proxy.requests("AssumeRole")[0]
+            .field("DurationSeconds")
+            .as_deref(),
+        Some("1800")
+    );
 
     // A refusal is final and its message carries neither the URL nor secrets.
     *fed.status.lock().unwrap() = 400;
-    let err = env.aws.role.console_url(&spec(&who, &ent), 1800).await.unwrap_err();
+    let err = env
+        .aws
+        .role
+        .console_url(&spec(&who, &ent), 1800)
+        .await
+        .unwrap_err();
     let ProviderError::Permanent(message) = &err else {
         panic!("{err:?}")
     };
@@ -501,13 +592,21 @@ async fn console_url_goes_through_the_federation_endpoint() {
     let asked = fed.queries.lock().unwrap().clone();
     let session: serde_json::Value = serde_json::from_str(&asked[1]["Session"]).unwrap();
     for secret in ["sessionKey", "sessionToken"] {
-        assert!(!message.contains(session[secret].as_str().unwrap()), "{message}");
+        assert!(
+            !message.contains(session[secret].as_str().unwrap()),
+            "{message}"
+        );
     }
     assert!(!message.contains("Session="), "{message}");
 
     // Server errors are retried.
     *fed.status.lock().unwrap() = 503;
-    let err = env.aws.role.console_url(&spec(&who, &ent), 1800).await.unwrap_err();
+    let err = env
+        .aws
+        .role
+        .console_url(&spec(&who, &ent), 1800)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
     assert_eq!(fed.queries.lock().unwrap().len(), 2 + 4);
 }
@@ -524,9 +623,17 @@ async fn chained_brokers_omit_the_console_session_duration() {
     let (role_arn, _) = create_role(&env.moto).await;
     let ent = role_entitlement(&role_arn, None);
     let who = grantee(&unique_email("frank"));
-    env.aws.role.console_url(&spec(&who, &ent), 1800).await.unwrap();
+    env.aws
+        .role
+        .console_url(&spec(&who, &ent), 1800)
+        .await
+        .unwrap();
     let asked = fed.queries.lock().unwrap().clone();
-    assert!(!asked[0].contains_key("SessionDuration"), "{:?}", asked[0].keys());
+    assert!(
+        !asked[0].contains_key("SessionDuration"),
+        "{:?}",
+        asked[0].keys()
+    );
 }
 
 #[tokio::test]
@@ -536,7 +643,11 @@ async fn revoke_all_sessions_puts_the_token_issue_time_deny_on_the_role() {
     assert_eq!(env.aws.role.revoked_before(&role_arn).await.unwrap(), None);
 
     let at = time::macros::datetime!(2026-05-07 23:46:59.250 UTC);
-    env.aws.role.revoke_all_sessions(&role_arn, at).await.unwrap();
+    env.aws
+        .role
+        .revoke_all_sessions(&role_arn, at)
+        .await
+        .unwrap();
 
     // What moto stored, read without the broker's code.
     let (status, xml) = iam(
@@ -571,7 +682,10 @@ async fn revoke_all_sessions_puts_the_token_issue_time_deny_on_the_role() {
     assert_eq!(put.field("PolicyName").as_deref(), Some(REVOKE_POLICY_NAME));
 
     let revoked = time::macros::datetime!(2026-05-07 23:47:00 UTC);
-    assert_eq!(env.aws.role.revoked_before(&role_arn).await.unwrap(), Some(revoked));
+    assert_eq!(
+        env.aws.role.revoked_before(&role_arn).await.unwrap(),
+        Some(revoked)
+    );
 
     // An earlier time never moves the cutoff back; a later one moves it on.
     env.aws
@@ -579,10 +693,20 @@ async fn revoke_all_sessions_puts_the_token_issue_time_deny_on_the_role() {
         .revoke_all_sessions(&role_arn, revoked - time::Duration::hours(1))
         .await
         .unwrap();
-    assert_eq!(env.aws.role.revoked_before(&role_arn).await.unwrap(), Some(revoked));
+    assert_eq!(
+        env.aws.role.revoked_before(&role_arn).await.unwrap(),
+        Some(revoked)
+    );
     let later = revoked + time::Duration::hours(2);
-    env.aws.role.revoke_all_sessions(&role_arn, later).await.unwrap();
-    assert_eq!(env.aws.role.revoked_before(&role_arn).await.unwrap(), Some(later));
+    env.aws
+        .role
+        .revoke_all_sessions(&role_arn, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.aws.role.revoked_before(&role_arn).await.unwrap(),
+        Some(later)
+    );
 
     // The requests were signed for IAM with the broker's key.
     let key = env.credentials.access_key_id().to_owned();
@@ -596,11 +720,17 @@ async fn revoke_all_sessions_puts_the_token_issue_time_deny_on_the_role() {
         .revoke_all_sessions(&missing, OffsetDateTime::now_utc())
         .await
         .unwrap_err();
-    assert!(matches!(&err, ProviderError::Permanent(m) if m.contains("NoSuchEntity")), "{err:?}");
+    assert!(
+        matches!(&err, ProviderError::Permanent(m) if m.contains("NoSuchEntity")),
+        "{err:?}"
+    );
     let err = env
         .aws
         .role
-        .revoke_all_sessions("arn:aws:iam::123456789012:user/x", OffsetDateTime::now_utc())
+        .revoke_all_sessions(
+            "arn:aws:iam::123456789012:user/x",
+            OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, ProviderError::Permanent(_)));
@@ -642,10 +772,24 @@ async fn no_secret_reaches_logs_debug_output_or_errors() {
     let who = grantee(&unique_email("grace"));
 
     let (results, logs) = capture_logs(async {
-        let creds = env.aws.role.mint_credentials(&spec(&who, &ent), 900).await.unwrap();
-        env.aws.role.console_url(&spec(&who, &ent), 900).await.unwrap();
+        let creds = env
+            .aws
+            .role
+            .mint_credentials(&spec(&who, &ent), 900)
+            .await
+            .unwrap();
+        env.aws
+            .role
+            .console_url(&spec(&who, &ent), 900)
+            .await
+            .unwrap();
         *fed.status.lock().unwrap() = 500;
-        let err = env.aws.role.console_url(&spec(&who, &ent), 900).await.unwrap_err();
+        let err = env
+            .aws
+            .role
+            .console_url(&spec(&who, &ent), 900)
+            .await
+            .unwrap_err();
         env.aws
             .role
             .revoke_all_sessions(&role_arn, OffsetDateTime::now_utc())
@@ -670,13 +814,22 @@ async fn no_secret_reaches_logs_debug_output_or_errors() {
     assert!(logs.contains(&creds.access_key_id), "{logs}");
     assert!(logs.contains("issued console sign-in url"), "{logs}");
     assert!(logs.contains("revoked all sessions of role"), "{logs}");
-    let debug = format!("{creds:?} {:?} {:?} {err:?} {err}", env.aws.role, env.aws.identity_center);
+    let debug = format!(
+        "{creds:?} {:?} {:?} {err:?} {err}",
+        env.aws.role, env.aws.identity_center
+    );
     for secret in &secrets {
         assert!(secret.len() >= 16);
         assert!(!logs.contains(secret.as_str()), "a secret reached the logs");
-        assert!(!debug.contains(secret.as_str()), "a secret reached debug output: {debug}");
+        assert!(
+            !debug.contains(secret.as_str()),
+            "a secret reached debug output: {debug}"
+        );
     }
-    assert!(!logs.contains("signin-token-123"), "the sign-in token reached the logs");
+    assert!(
+        !logs.contains("signin-token-123"),
+        "the sign-in token reached the logs"
+    );
 }
 
 // ---------------------------------------------------- aws_identity_center
@@ -685,7 +838,10 @@ async fn no_secret_reaches_logs_debug_output_or_errors() {
 /// not check that permission sets exist).
 fn permission_set(env: &Env) -> String {
     let instance_id = env.instance.rsplit('/').next().unwrap();
-    format!("arn:aws:sso:::permissionSet/{instance_id}/ps-{}", random_hex(16))
+    format!(
+        "arn:aws:sso:::permissionSet/{instance_id}/ps-{}",
+        random_hex(16)
+    )
 }
 
 fn ic_entitlement(id: &str, permission_set: &str) -> Entitlement {
@@ -704,7 +860,12 @@ async fn create_user(env: &Env, user_name: &str, email: &str) -> String {
         .identity_store_id(&env.store)
         .user_name(user_name)
         .display_name(user_name)
-        .name(Name::builder().given_name("Test").family_name("User").build())
+        .name(
+            Name::builder()
+                .given_name("Test")
+                .family_name("User")
+                .build(),
+        )
         .emails(Email::builder().value(email).primary(true).build())
         .send()
         .await
@@ -778,11 +939,19 @@ async fn identity_center_grant_and_revoke_make_and_remove_the_assignment() {
     assert_eq!(body["InstanceArn"], env.instance.as_str());
 
     // Deletion is followed until it is done, too.
-    env.proxy.script("DeleteAccountAssignment", 1, Fault::in_progress());
-    env.proxy.script("DescribeAccountAssignmentDeletionStatus", 2, Fault::in_progress());
+    env.proxy
+        .script("DeleteAccountAssignment", 1, Fault::in_progress());
+    env.proxy.script(
+        "DescribeAccountAssignmentDeletionStatus",
+        2,
+        Fault::in_progress(),
+    );
     env.aws.identity_center.revoke(&spec).await.unwrap();
     assert_eq!(assignments(&env, &ps).await, []);
-    assert_eq!(env.proxy.count("DescribeAccountAssignmentDeletionStatus"), 3);
+    assert_eq!(
+        env.proxy.count("DescribeAccountAssignmentDeletionStatus"),
+        3
+    );
 
     // Revoking what is already gone is fine.
     env.aws.identity_center.revoke(&spec).await.unwrap();
@@ -796,7 +965,11 @@ async fn identity_center_finds_users_by_email_when_the_user_name_differs() {
     let email = unique_email("ivan");
     let user_id = create_user(&env, &format!("ivan-{}", random_hex(6)), &email).await;
     let who = grantee(&email);
-    env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap();
+    env.aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap();
     assert_eq!(assignments(&env, &ps).await, [user(&user_id)]);
     let lookups: Vec<String> = env
         .proxy
@@ -813,7 +986,12 @@ async fn identity_center_finds_users_by_email_when_the_user_name_differs() {
     assert_eq!(lookups, ["userName", "emails.value"]);
 
     let nobody = grantee(&unique_email("nobody"));
-    let err = env.aws.identity_center.grant(&spec(&nobody, &ent)).await.unwrap_err();
+    let err = env
+        .aws
+        .identity_center
+        .grant(&spec(&nobody, &ent))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Permanent(m) if m.contains("no Identity Center user") && m.contains(&nobody.email)),
         "{err:?}"
@@ -828,7 +1006,11 @@ async fn an_overlapping_grant_does_not_create_a_second_assignment() {
     let email = unique_email("judy");
     let user_id = create_user(&env, &email, &email).await;
     let who = grantee(&email);
-    env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap();
+    env.aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap();
 
     let mut second = spec(&who, &ent);
     second.overlapping = true;
@@ -852,10 +1034,22 @@ async fn identity_center_polls_until_the_creation_succeeds() {
     create_user(&env, &email, &email).await;
     let who = grantee(&email);
 
-    env.proxy.script("CreateAccountAssignment", 1, Fault::in_progress());
-    env.proxy.script("DescribeAccountAssignmentCreationStatus", 3, Fault::in_progress());
-    let record = env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap();
-    let polls = env.proxy.requests("DescribeAccountAssignmentCreationStatus");
+    env.proxy
+        .script("CreateAccountAssignment", 1, Fault::in_progress());
+    env.proxy.script(
+        "DescribeAccountAssignmentCreationStatus",
+        3,
+        Fault::in_progress(),
+    );
+    let record = env
+        .aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap();
+    let polls = env
+        .proxy
+        .requests("DescribeAccountAssignmentCreationStatus");
     assert_eq!(polls.len(), 4);
     let body: serde_json::Value = serde_json::from_str(&polls[0].body).unwrap();
     assert_eq!(
@@ -874,16 +1068,41 @@ async fn identity_center_retries_conflicts_throttling_and_server_errors() {
     let who = grantee(&email);
 
     let op = "CreateAccountAssignment";
-    env.proxy.script(op, 1, Fault::json_error(400, "ConflictException", "concurrent write"));
-    env.proxy.script(op, 1, Fault::json_error(400, "ThrottlingException", "slow down"));
-    env.proxy.script(op, 1, Fault::json_error(500, "InternalServerException", "oops"));
-    env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap();
+    env.proxy.script(
+        op,
+        1,
+        Fault::json_error(400, "ConflictException", "concurrent write"),
+    );
+    env.proxy.script(
+        op,
+        1,
+        Fault::json_error(400, "ThrottlingException", "slow down"),
+    );
+    env.proxy.script(
+        op,
+        1,
+        Fault::json_error(500, "InternalServerException", "oops"),
+    );
+    env.aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap();
     assert_eq!(env.proxy.count(op), 4);
     assert_eq!(assignments(&env, &ps).await, [user(&user_id)]);
 
     // Bounded: after max_attempts the grant fails for now (transient).
-    env.proxy.script(op, 4, Fault::json_error(400, "ThrottlingException", "slow down"));
-    let err = env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap_err();
+    env.proxy.script(
+        op,
+        4,
+        Fault::json_error(400, "ThrottlingException", "slow down"),
+    );
+    let err = env
+        .aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Transient(m) if m.contains("ThrottlingException") && m.contains("4 attempts")),
         "{err:?}"
@@ -891,13 +1110,30 @@ async fn identity_center_retries_conflicts_throttling_and_server_errors() {
     assert_eq!(env.proxy.count(op), 8);
 
     // Throttled lookups are retried as well.
-    env.proxy.script("GetUserId", 2, Fault::json_error(400, "ThrottlingException", "slow down"));
-    env.aws.identity_center.revoke(&spec(&who, &ent)).await.unwrap();
+    env.proxy.script(
+        "GetUserId",
+        2,
+        Fault::json_error(400, "ThrottlingException", "slow down"),
+    );
+    env.aws
+        .identity_center
+        .revoke(&spec(&who, &ent))
+        .await
+        .unwrap();
     assert_eq!(assignments(&env, &ps).await, []);
 
     // A validation error is final at once.
-    env.proxy.script(op, 1, Fault::json_error(400, "ValidationException", "bad principal"));
-    let err = env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap_err();
+    env.proxy.script(
+        op,
+        1,
+        Fault::json_error(400, "ValidationException", "bad principal"),
+    );
+    let err = env
+        .aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Permanent(m) if m.contains("ValidationException: bad principal")),
         "{err:?}"
@@ -925,13 +1161,26 @@ async fn identity_center_retries_timeouts() {
 
     let op = "CreateAccountAssignment";
     env.proxy.script(op, 1, Fault::Hang(Duration::from_secs(5)));
-    env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap();
+    env.aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap();
     assert_eq!(env.proxy.count(op), 2);
     assert_eq!(assignments(&env, &ps).await, [user(&user_id)]);
 
-    env.proxy.script("DescribeAccountAssignmentCreationStatus", 3, Fault::Hang(Duration::from_secs(5)));
+    env.proxy.script(
+        "DescribeAccountAssignmentCreationStatus",
+        3,
+        Fault::Hang(Duration::from_secs(5)),
+    );
     env.proxy.script(op, 1, Fault::in_progress());
-    let err = env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap_err();
+    let err = env
+        .aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Transient(m) if m.contains("timed out") && m.contains("3 attempts")),
         "{err:?}"
@@ -947,20 +1196,36 @@ async fn a_failed_assignment_fails_the_grant_with_the_reason_from_aws() {
     create_user(&env, &email, &email).await;
     let who = grantee(&email);
 
-    env.proxy.script("CreateAccountAssignment", 1, Fault::in_progress());
-    env.proxy.script("DescribeAccountAssignmentCreationStatus", 1, Fault::in_progress());
+    env.proxy
+        .script("CreateAccountAssignment", 1, Fault::in_progress());
+    env.proxy.script(
+        "DescribeAccountAssignmentCreationStatus",
+        1,
+        Fault::in_progress(),
+    );
     env.proxy.script(
         "DescribeAccountAssignmentCreationStatus",
         1,
         Fault::failed("Received a 404 status error: Not supported account 123456789012"),
     );
-    let err = env.aws.identity_center.grant(&spec(&who, &ent)).await.unwrap_err();
+    let err = env
+        .aws
+        .identity_center
+        .grant(&spec(&who, &ent))
+        .await
+        .unwrap_err();
     let ProviderError::Permanent(message) = &err else {
         panic!("{err:?}")
     };
-    assert!(message.starts_with("Identity Center could not create the assignment of permission set"), "{message}");
+    assert!(
+        message.starts_with("Identity Center could not create the assignment of permission set"),
+        "{message}"
+    );
     assert!(message.contains(&email), "{message}");
-    assert!(message.ends_with("Received a 404 status error: Not supported account 123456789012"), "{message}");
+    assert!(
+        message.ends_with("Received a 404 status error: Not supported account 123456789012"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -983,14 +1248,18 @@ async fn identity_center_limits_operations_in_flight() {
         people.push(grantee(&email));
     }
     // Each creation stays in progress for a while, so they overlap.
-    env.proxy.script("CreateAccountAssignment", 6, Fault::in_progress());
-    env.proxy.script("DescribeAccountAssignmentCreationStatus", 12, Fault::in_progress());
+    env.proxy
+        .script("CreateAccountAssignment", 6, Fault::in_progress());
+    env.proxy.script(
+        "DescribeAccountAssignmentCreationStatus",
+        12,
+        Fault::in_progress(),
+    );
     let specs: Vec<GrantSpec<'_>> = people.iter().map(|p| spec(p, &ent)).collect();
     let started = std::time::Instant::now();
-    let results = futures_util::future::join_all(
-        specs.iter().map(|s| env.aws.identity_center.grant(s)),
-    )
-    .await;
+    let results =
+        futures_util::future::join_all(specs.iter().map(|s| env.aws.identity_center.grant(s)))
+            .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(assignments(&env, &ps).await.len(), 6);
     // Proof of the limit: the creations went out at most 2 at a time, i.e.
@@ -1008,7 +1277,12 @@ async fn identity_center_limits_operations_in_flight() {
             _ => {}
         }
     }
-    assert_eq!(peak, 2, "{:?}", log.iter().map(|r| &r.operation).collect::<Vec<_>>());
+    assert_eq!(
+        peak,
+        2,
+        "{:?}",
+        log.iter().map(|r| &r.operation).collect::<Vec<_>>()
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -1089,6 +1363,9 @@ async fn reconcile_removes_unexplained_assignments_and_reports() {
         .reconcile(&[ent, other], &live[..1])
         .await
         .unwrap();
-    assert!(report.removed.is_empty() && report.missing.is_empty(), "{report:?}");
+    assert!(
+        report.removed.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
     assert_eq!(report.unexplained.len(), 1, "{report:?}");
 }

@@ -7,6 +7,11 @@
 //! Operations are named by the `X-Amz-Target` suffix (JSON protocols) or the
 //! `Action` form field (Query protocols: STS, IAM).
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,7 +109,10 @@ impl Recorded {
 
     /// One form field.
     pub fn field(&self, name: &str) -> Option<String> {
-        self.form().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.form()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -202,7 +210,9 @@ fn operation(headers: &HeaderMap, body: &[u8]) -> String {
 
 async fn handle(State(inner): State<Arc<Inner>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
     let op = operation(&parts.headers, &body);
     let fault = {
         let mut rules = inner.rules.lock().unwrap();

@@ -111,12 +111,12 @@ impl Shared {
     /// Whether the broker's own credentials are temporary (role credentials):
     /// then `AssumeRole` is role chaining, capped at one hour, and the
     /// federation endpoint refuses `SessionDuration`.
-    async fn base_is_temporary(&self) -> bool {
+    async fn base_is_temporary(&self) -> Option<bool> {
         match self.credentials.provide_credentials().await {
-            Ok(c) => c.session_token().is_some(),
+            Ok(c) => Some(c.session_token().is_some()),
             Err(e) => {
                 tracing::warn!(error = %DisplayErrorContext(&e), "cannot load aws credentials");
-                false
+                None
             }
         }
     }

@@ -108,12 +108,14 @@ impl AwsRole {
         }
     }
 
-    /// True when the broker runs on temporary credentials (cached).
+    /// True when the broker runs on temporary credentials (cached once the
+    /// credentials could be loaded).
     async fn chained(&self) -> bool {
-        *self
-            .temporary_base
-            .get_or_init(|| self.shared.base_is_temporary())
+        self.temporary_base
+            .get_or_try_init(|| async { self.shared.base_is_temporary().await.ok_or(()) })
             .await
+            .copied()
+            .unwrap_or(false)
     }
 
     /// `AssumeRole` for the grantee; returns the credentials and the session
