@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod aws;
+mod fault_proxy;
 mod policy;
 mod process;
 mod support;
