@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::policy::catalog::{Entitlement, Kind};
 
+pub mod graph;
 pub mod simulated;
 
 /// Who receives a grant, as providers need to know them.
