@@ -46,11 +46,8 @@ pub(super) fn create(s: &mut FakeState, kind: &'static str, body: &Value) -> Res
         }
     }
     if !rules.is_empty() {
-        let code = if kind == "role" {
-            "RoleAssignmentRequestPolicyValidationFailed"
-        } else {
-            "PolicyValidationFailed"
-        };
+        // PIM for Groups answers with the same code (observed in client issues).
+        let code = "RoleAssignmentRequestPolicyValidationFailed";
         return graph_error(
             400,
             code,

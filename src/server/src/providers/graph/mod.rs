@@ -1,6 +1,15 @@
 //! Microsoft Graph: the Entra PIM grant providers ([`EntraRole`], [`EntraGroup`])
 //! and the client they share ([`GraphClient`]), which also resolves a user's
 //! groups when a token overflows its `groups` claim.
+//!
+//! Application permissions the broker's app needs (admin consent):
+//! `RoleAssignmentSchedule.ReadWrite.Directory` (`entra_role`: assign, extend,
+//! remove, list instances), `PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup`
+//! (`entra_group`), and `User.Read.All` or `GroupMember.Read.All` (group overage).
+//! PIM role settings decide the rest: the longest active assignment
+//! (`ExpirationRule`), whether a justification or ticket is required, and PIM's
+//! own approval, which must be off for roles the broker grants (the broker
+//! approves; a request PIM holds for approval is cancelled and the grant fails).
 
 use std::sync::Arc;
 

@@ -357,7 +357,11 @@ impl Pim {
         target: &PimTarget,
         principal: &str,
     ) -> Result<GrantRecord, ProviderError> {
-        let instances = self.instances(target, Some(principal)).await?;
+        let listed = self.instances(target, Some(principal)).await?;
+        let instances: Vec<&Instance> = listed
+            .iter()
+            .filter(|i| i.direct() && i.assigned())
+            .collect();
         let covered_until = match held(&instances)? {
             Held::Not => {
                 // Gone (expired, removed early) or never made: assign afresh.
@@ -498,7 +502,7 @@ enum Assign {
     Failed(ProviderError),
 }
 
-/// How long the direct instances of a principal last.
+/// How long a principal's assignment lasts.
 enum Held {
     /// No instance.
     Not,
@@ -508,9 +512,11 @@ enum Held {
     Until(OffsetDateTime),
 }
 
-fn held(instances: &[Instance]) -> Result<Held, ProviderError> {
+/// Only direct, administrator-made instances count: a principal's own
+/// activation of a PIM eligibility can end whenever they deactivate it.
+fn held(instances: &[&Instance]) -> Result<Held, ProviderError> {
     let mut held = Held::Not;
-    for instance in instances.iter().filter(|i| i.direct()) {
+    for instance in instances {
         held = match (held, instance.end()?) {
             (Held::Forever, _) | (_, None) => Held::Forever,
             (Held::Until(a), Some(b)) => Held::Until(a.max(b)),
