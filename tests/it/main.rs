@@ -4,6 +4,8 @@
 
 mod aws;
 mod fault_proxy;
+mod graph;
+mod graph_fake;
 mod policy;
 mod process;
 mod support;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::policy::catalog::{Entitlement, Kind};
 
 pub mod aws;
+pub mod graph;
 pub mod simulated;
 
 /// Who receives a grant, as providers need to know them.
