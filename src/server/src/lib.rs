@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod notify;
 pub mod policy;
 pub mod providers;
 pub mod store;
