@@ -1,3 +1,5 @@
 //! Integration tests: real server, real peers (started by `scripts/test`).
 
 mod support;
+
+mod notify;
