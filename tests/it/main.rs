@@ -6,6 +6,7 @@ mod aws;
 mod fault_proxy;
 mod graph;
 mod graph_fake;
+mod notify;
 mod policy;
 mod process;
 mod support;
