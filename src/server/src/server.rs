@@ -88,6 +88,7 @@ pub async fn build(
         Config::seconds(&config.server.session_idle_timeout),
         Config::seconds(&config.server.session_absolute_timeout),
     );
+    let config_notify = config.notify.clone();
     let app = App {
         store,
         policy,
@@ -97,6 +98,10 @@ pub async fn build(
         dev,
         wake: Arc::new(Notify::new()),
         target_locks: Arc::default(),
+        notifier: Arc::new(
+            crate::notify::Notifier::from_config(&config_notify)
+                .map_err(|e| anyhow::anyhow!("config: `notify`: {e}"))?,
+        ),
     };
     app.record_policy_hash()
         .await

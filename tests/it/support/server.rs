@@ -175,9 +175,11 @@ impl TestBroker {
             .await
             .unwrap();
         assert!(report.ok, "audit chain broken: {report:?}");
-        let events = if let Some(id) = request { jit_server::store::audit::for_request(&self.app.store, id)
-        .await
-        .unwrap() } else {
+        let events = if let Some(id) = request {
+            jit_server::store::audit::for_request(&self.app.store, id)
+                .await
+                .unwrap()
+        } else {
             let mut e = jit_server::store::audit::list(
                 &self.app.store,
                 &jit_server::store::audit::Filter {

@@ -8,10 +8,12 @@ use jit_api::RequestState;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::outbox::Told;
 use super::requests::{job, secs_ms};
 use super::{App, ServiceError};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
+use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
 use crate::providers::{GrantSpec, Grantee, ProviderError};
 use crate::store::audit::NewEvent;
@@ -110,6 +112,8 @@ impl App {
             job::EXPIRE => self.expire(job, id).await,
             job::TIMEOUT => self.time_out(job, id).await,
             job::DEPROVISION => self.deprovision(job, id).await,
+            super::outbox::NOTIFY => self.deliver(job).await,
+            super::outbox::EXPIRY_WARNING => self.expiry_warning(job, id).await,
             other => Err(ServiceError::Internal(anyhow::anyhow!(
                 "unknown job kind `{other}`"
             ))),
@@ -187,24 +191,42 @@ impl App {
                         },
                     )
                     .await?;
-                    self.audit(
+                    let event_seq = self
+                        .audit(
+                            &mut tx,
+                            NewEvent {
+                                actor: "system",
+                                action: "grant.activated",
+                                request_id: Some(id),
+                                entitlement: Some(&ent.id),
+                                data: json!({
+                                    "expires_at": super::requests::fmt_ms(ends),
+                                    "reference": record.reference,
+                                    "simulated": provider.simulated(),
+                                    "overlapping": overlapping,
+                                    "details": record.details,
+                                    "extends": row.extends_id,
+                                }),
+                            },
+                        )
+                        .await?;
+                    let kind = if row.extends_id.is_some() {
+                        NotificationKind::Extended
+                    } else {
+                        NotificationKind::GrantActive
+                    };
+                    self.notify(
                         &mut tx,
-                        NewEvent {
-                            actor: "system",
-                            action: "grant.activated",
-                            request_id: Some(id),
-                            entitlement: Some(&ent.id),
-                            data: json!({
-                                "expires_at": super::requests::fmt_ms(ends),
-                                "reference": record.reference,
-                                "simulated": provider.simulated(),
-                                "overlapping": overlapping,
-                                "details": record.details,
-                                "extends": row.extends_id,
-                            }),
+                        id,
+                        Told {
+                            kind,
+                            event_seq,
+                            actor: None,
+                            comment: None,
                         },
                     )
                     .await?;
+                    self.queue_expiry_warning(&mut tx, id, starts, ends).await?;
                     jobs::enqueue(
                         &mut tx,
                         job::EXPIRE,
@@ -250,14 +272,26 @@ impl App {
                         },
                     )
                     .await?;
-                    self.audit(
+                    let event_seq = self
+                        .audit(
+                            &mut tx,
+                            NewEvent {
+                                actor: "system",
+                                action: "grant.failed",
+                                request_id: Some(id),
+                                entitlement: Some(&ent.id),
+                                data: json!({ "reason": reason, "attempts": job.attempts }),
+                            },
+                        )
+                        .await?;
+                    self.notify(
                         &mut tx,
-                        NewEvent {
-                            actor: "system",
-                            action: "grant.failed",
-                            request_id: Some(id),
-                            entitlement: Some(&ent.id),
-                            data: json!({ "reason": reason, "attempts": job.attempts }),
+                        id,
+                        Told {
+                            kind: NotificationKind::GrantFailed,
+                            event_seq,
+                            actor: None,
+                            comment: None,
                         },
                     )
                     .await?;
@@ -309,14 +343,26 @@ impl App {
             },
         )
         .await?;
-        self.audit(
+        let event_seq = self
+            .audit(
+                &mut tx,
+                NewEvent {
+                    actor: "system",
+                    action: "grant.expired",
+                    request_id: Some(id),
+                    entitlement: Some(&row.entitlement),
+                    data: json!({ "expires_at": row.expires_at.map(super::requests::fmt_ms) }),
+                },
+            )
+            .await?;
+        self.notify(
             &mut tx,
-            NewEvent {
-                actor: "system",
-                action: "grant.expired",
-                request_id: Some(id),
-                entitlement: Some(&row.entitlement),
-                data: json!({ "expires_at": row.expires_at.map(super::requests::fmt_ms) }),
+            id,
+            Told {
+                kind: NotificationKind::Expired,
+                event_seq,
+                actor: None,
+                comment: None,
             },
         )
         .await?;
@@ -350,14 +396,26 @@ impl App {
                 },
             )
             .await?;
-            self.audit(
+            let event_seq = self
+                .audit(
+                    &mut tx,
+                    NewEvent {
+                        actor: "system",
+                        action: "request.timed_out",
+                        request_id: Some(id),
+                        entitlement: Some(&row.entitlement),
+                        data: json!({}),
+                    },
+                )
+                .await?;
+            self.notify(
                 &mut tx,
-                NewEvent {
-                    actor: "system",
-                    action: "request.timed_out",
-                    request_id: Some(id),
-                    entitlement: Some(&row.entitlement),
-                    data: json!({}),
+                id,
+                Told {
+                    kind: NotificationKind::TimedOut,
+                    event_seq,
+                    actor: None,
+                    comment: None,
                 },
             )
             .await?;

@@ -19,6 +19,7 @@ use crate::store::audit::{self, NewEvent};
 use crate::store::{Store, StoreError, Tx};
 
 pub mod grants;
+pub mod outbox;
 pub mod requests;
 
 /// Everything the use-cases need; cheap to clone.
@@ -40,6 +41,8 @@ pub struct App {
     pub wake: Arc<Notify>,
     /// Serialises upstream changes to one object within this broker.
     pub target_locks: Arc<grants::TargetLocks>,
+    /// Email and Teams delivery for the outbox.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// A refused or failed use-case.

@@ -4,9 +4,11 @@ use jit_api::{CreateRequest, Decision, RequestState};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::outbox::Told;
 use super::{App, ServiceError};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
+use crate::notify::NotificationKind;
 use crate::policy::{Action, Entitlement, RequestFacts, RequestResource};
 use crate::store::audit::NewEvent;
 use crate::store::requests::{self as store, ApprovalRow, Changes, ListFilter, RequestRow};
@@ -175,33 +177,59 @@ impl App {
         let mut tx = self.store.begin().await?;
         users::upsert(&mut tx, user, now_ms).await?;
         store::insert(&mut tx, &row).await?;
-        self.audit(
-            &mut tx,
-            NewEvent {
-                actor: &user.email,
-                action: "request.created",
-                request_id: Some(id),
-                entitlement: Some(&ent.id),
-                data: json!({
-                    "duration_seconds": duration,
-                    "justification": row.justification,
-                    "ticket": row.ticket,
-                    "break_glass": break_glass,
-                    "approvals_required": row.approvals_required,
-                    "policy_hash": self.policy.hash,
-                }),
-            },
-        )
-        .await?;
+        let created_seq = self
+            .audit(
+                &mut tx,
+                NewEvent {
+                    actor: &user.email,
+                    action: "request.created",
+                    request_id: Some(id),
+                    entitlement: Some(&ent.id),
+                    data: json!({
+                        "duration_seconds": duration,
+                        "justification": row.justification,
+                        "ticket": row.ticket,
+                        "break_glass": break_glass,
+                        "approvals_required": row.approvals_required,
+                        "policy_hash": self.policy.hash,
+                    }),
+                },
+            )
+            .await?;
         if auto || break_glass {
             let action = if break_glass {
                 "request.break_glass"
             } else {
                 "request.auto_approved"
             };
-            self.approve_in_tx(&mut tx, &row, "system", action, json!({}))
+            let seq = self
+                .approve_in_tx(&mut tx, &row, "system", action, json!({}))
                 .await?;
+            if break_glass {
+                self.notify(
+                    &mut tx,
+                    id,
+                    Told {
+                        kind: NotificationKind::BreakGlass,
+                        event_seq: seq,
+                        actor: Some(&user.email),
+                        comment: None,
+                    },
+                )
+                .await?;
+            }
         } else {
+            self.notify(
+                &mut tx,
+                id,
+                Told {
+                    kind: NotificationKind::NewRequest,
+                    event_seq: created_seq,
+                    actor: Some(&user.email),
+                    comment: None,
+                },
+            )
+            .await?;
             jobs::enqueue(
                 &mut tx,
                 job::TIMEOUT,
@@ -226,7 +254,7 @@ impl App {
         actor: &str,
         action: &str,
         data: serde_json::Value,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<i64, ServiceError> {
         let to = domain::transition(row.state, Event::Approve)
             .map_err(|e| ServiceError::Conflict(e.to_string()))?;
         let now_ms = self.now_ms();
@@ -241,17 +269,18 @@ impl App {
             },
         )
         .await?;
-        self.audit(
-            tx,
-            NewEvent {
-                actor,
-                action,
-                request_id: Some(row.id),
-                entitlement: Some(&row.entitlement),
-                data,
-            },
-        )
-        .await?;
+        let seq = self
+            .audit(
+                tx,
+                NewEvent {
+                    actor,
+                    action,
+                    request_id: Some(row.id),
+                    entitlement: Some(&row.entitlement),
+                    data,
+                },
+            )
+            .await?;
         jobs::enqueue(
             tx,
             job::ACTIVATE,
@@ -262,7 +291,7 @@ impl App {
             now_ms,
         )
         .await?;
-        Ok(())
+        Ok(seq)
     }
 
     /// Approves or denies. N-of-M distinct approvers; one denial ends it.
@@ -334,14 +363,26 @@ impl App {
                     },
                 )
                 .await?;
-                self.audit(
+                let seq = self
+                    .audit(
+                        &mut tx,
+                        NewEvent {
+                            actor: &user.email,
+                            action: "request.denied",
+                            request_id: Some(id),
+                            entitlement: Some(&row.entitlement),
+                            data: json!({ "comment": comment }),
+                        },
+                    )
+                    .await?;
+                self.notify(
                     &mut tx,
-                    NewEvent {
-                        actor: &user.email,
-                        action: "request.denied",
-                        request_id: Some(id),
-                        entitlement: Some(&row.entitlement),
-                        data: json!({ "comment": comment }),
+                    id,
+                    Told {
+                        kind: NotificationKind::Denied,
+                        event_seq: seq,
+                        actor: Some(&user.email),
+                        comment: comment.as_deref(),
                     },
                 )
                 .await?;
@@ -353,30 +394,55 @@ impl App {
                     .filter(|a| a.decision == Decision::Approve)
                     .count();
                 let count = i64::try_from(count).unwrap_or(i64::MAX);
-                self.audit(
-                    &mut tx,
-                    NewEvent {
-                        actor: &user.email,
-                        action: "request.approval",
-                        request_id: Some(id),
-                        entitlement: Some(&row.entitlement),
-                        data: json!({
-                            "comment": comment,
-                            "approvals": count,
-                            "approvals_required": row.approvals_required,
-                        }),
-                    },
-                )
-                .await?;
-                if count >= row.approvals_required {
-                    self.approve_in_tx(
+                let approval_seq = self
+                    .audit(
                         &mut tx,
-                        &row,
-                        "system",
-                        "request.approved",
-                        json!({ "approvers": approvals.iter()
+                        NewEvent {
+                            actor: &user.email,
+                            action: "request.approval",
+                            request_id: Some(id),
+                            entitlement: Some(&row.entitlement),
+                            data: json!({
+                                "comment": comment,
+                                "approvals": count,
+                                "approvals_required": row.approvals_required,
+                            }),
+                        },
+                    )
+                    .await?;
+                if count >= row.approvals_required {
+                    let seq = self
+                        .approve_in_tx(
+                            &mut tx,
+                            &row,
+                            "system",
+                            "request.approved",
+                            json!({ "approvers": approvals.iter()
                             .filter(|a| a.decision == Decision::Approve)
                             .map(|a| a.approver_email.as_str()).collect::<Vec<_>>() }),
+                        )
+                        .await?;
+                    self.notify(
+                        &mut tx,
+                        id,
+                        Told {
+                            kind: NotificationKind::Approved,
+                            event_seq: seq,
+                            actor: Some(&user.email),
+                            comment: comment.as_deref(),
+                        },
+                    )
+                    .await?;
+                } else {
+                    self.notify(
+                        &mut tx,
+                        id,
+                        Told {
+                            kind: NotificationKind::ApprovalRecorded,
+                            event_seq: approval_seq,
+                            actor: Some(&user.email),
+                            comment: comment.as_deref(),
+                        },
                     )
                     .await?;
                 }
@@ -410,14 +476,26 @@ impl App {
             },
         )
         .await?;
-        self.audit(
+        let seq = self
+            .audit(
+                &mut tx,
+                NewEvent {
+                    actor: &user.email,
+                    action: "request.cancelled",
+                    request_id: Some(id),
+                    entitlement: Some(&row.entitlement),
+                    data: json!({ "was": row.state }),
+                },
+            )
+            .await?;
+        self.notify(
             &mut tx,
-            NewEvent {
-                actor: &user.email,
-                action: "request.cancelled",
-                request_id: Some(id),
-                entitlement: Some(&row.entitlement),
-                data: json!({ "was": row.state }),
+            id,
+            Told {
+                kind: NotificationKind::Cancelled,
+                event_seq: seq,
+                actor: Some(&user.email),
+                comment: None,
             },
         )
         .await?;
@@ -460,14 +538,26 @@ impl App {
             },
         )
         .await?;
-        self.audit(
+        let seq = self
+            .audit(
+                &mut tx,
+                NewEvent {
+                    actor: &user.email,
+                    action: "grant.revoked",
+                    request_id: Some(id),
+                    entitlement: Some(&row.entitlement),
+                    data: json!({ "reason": reason, "by_admin": row.requester_key != user.key }),
+                },
+            )
+            .await?;
+        self.notify(
             &mut tx,
-            NewEvent {
-                actor: &user.email,
-                action: "grant.revoked",
-                request_id: Some(id),
-                entitlement: Some(&row.entitlement),
-                data: json!({ "reason": reason, "by_admin": row.requester_key != user.key }),
+            id,
+            Told {
+                kind: NotificationKind::Revoked,
+                event_seq: seq,
+                actor: Some(&user.email),
+                comment: reason.as_deref(),
             },
         )
         .await?;
@@ -587,7 +677,8 @@ impl App {
             ..parent.clone()
         };
         store::insert(&mut tx, &row).await?;
-        self.audit(
+        let requested_seq = self
+            .audit(
             &mut tx,
             NewEvent {
                 actor: &user.email,
@@ -608,6 +699,17 @@ impl App {
             )
             .await?;
         } else {
+            self.notify(
+                &mut tx,
+                new_id,
+                Told {
+                    kind: NotificationKind::NewRequest,
+                    event_seq: requested_seq,
+                    actor: Some(&user.email),
+                    comment: None,
+                },
+            )
+            .await?;
             jobs::enqueue(
                 &mut tx,
                 job::TIMEOUT,

@@ -1,0 +1,197 @@
+//! The transactional outbox: notifications are written as jobs in the same
+//! transaction as the event that causes them, one job per channel, keyed by
+//! the event's audit sequence number so an event is never queued twice; the
+//! scheduler delivers them with retries, so a mail server or webhook that is
+//! down only delays them.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::requests::RequestView;
+use super::{App, ServiceError};
+use crate::notify::{Audience, Delivery, Notification, NotificationKind};
+use crate::store::Tx;
+use crate::store::audit::NewEvent;
+use crate::store::jobs::{self, Job};
+use crate::store::requests as store;
+
+/// Job kind of a notification delivery.
+pub const NOTIFY: &str = "notify";
+/// Job kind of the "your grant ends soon" reminder.
+pub const EXPIRY_WARNING: &str = "expiry_warning";
+
+/// What the event was and who acted.
+pub struct Told<'a> {
+    /// Kind.
+    pub kind: NotificationKind,
+    /// Audit sequence number of the event (unique per event).
+    pub event_seq: i64,
+    /// Who acted.
+    pub actor: Option<&'a str>,
+    /// Their comment.
+    pub comment: Option<&'a str>,
+}
+
+impl App {
+    /// Queues the notifications of an event on request `id`, inside the event's transaction.
+    pub async fn notify(&self, tx: &mut Tx, id: Uuid, told: Told<'_>) -> Result<(), ServiceError> {
+        let row = store::lock(&self.store, tx, id).await?;
+        let approvals = store::approvals_tx(tx, id).await?;
+        let Some(ent) = self.policy.catalog.get(&row.entitlement) else {
+            return Ok(());
+        };
+        let view = RequestView { row, approvals };
+        let recipients = told.kind.recipients(
+            &Audience {
+                requester: &view.row.requester_email,
+                approvers: &ent.notify.email,
+                security: &self.config.notify.security_emails,
+            },
+            told.actor,
+        );
+        let notification = Notification {
+            kind: told.kind,
+            request: view.to_api(),
+            entitlement_title: ent.title.clone(),
+            actor: told.actor.map(str::to_owned),
+            comment: told.comment.map(str::to_owned),
+            link: Notification::link_for(&self.config.server.public_url, id),
+            recipients,
+            teams: ent.notify.teams,
+        };
+        let now = self.now_ms();
+        for channel in self.notifier.channels(&notification) {
+            let delivery = Delivery {
+                channel,
+                notification: notification.clone(),
+            };
+            let payload =
+                serde_json::to_string(&delivery).map_err(|e| ServiceError::Internal(e.into()))?;
+            let key = delivery.dedupe_key(&told.event_seq.to_string());
+            jobs::enqueue(tx, NOTIFY, Some(id), &payload, now, Some(&key), now).await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers one queued notification.
+    pub(crate) async fn deliver(
+        &self,
+        job: &Job,
+    ) -> Result<super::grants::JobOutcome, ServiceError> {
+        let delivery: Delivery = serde_json::from_str(&job.payload)
+            .map_err(|e| ServiceError::Internal(anyhow::anyhow!("bad outbox payload: {e}")))?;
+        let now = self.now_ms();
+        match self
+            .notifier
+            .deliver(&delivery.channel, &delivery.notification)
+            .await
+        {
+            Ok(()) => {
+                let mut tx = self.store.begin().await?;
+                jobs::complete(&mut tx, job.id, now).await?;
+                tx.commit().await?;
+                Ok(super::grants::JobOutcome::Done)
+            }
+            Err(e) if e.is_transient() && job.attempts < 30 => {
+                let wait = e.retry_after().map_or_else(
+                    || super::grants::internal_retry_ms(job.attempts),
+                    |d| i64::try_from(d.as_millis()).unwrap_or(3_600_000),
+                );
+                Ok(super::grants::JobOutcome::RetryAt(
+                    now + wait,
+                    format!("{} delivery failed: {e}", delivery.channel.name()),
+                ))
+            }
+            Err(e) => {
+                // Given up: say so in the audit log, once, and stop.
+                let mut tx = self.store.begin().await?;
+                self.audit(
+                    &mut tx,
+                    NewEvent {
+                        actor: "system",
+                        action: "notification.failed",
+                        request_id: job.request_id,
+                        entitlement: Some(&delivery.notification.request.entitlement),
+                        data: json!({
+                            "channel": delivery.channel.name(),
+                            "kind": delivery.notification.kind,
+                            "error": e.to_string(),
+                            "attempts": job.attempts,
+                        }),
+                    },
+                )
+                .await?;
+                jobs::complete(&mut tx, job.id, now).await?;
+                tx.commit().await?;
+                Ok(super::grants::JobOutcome::Done)
+            }
+        }
+    }
+
+    /// Queues the "ends soon" reminder of a grant that just became active.
+    pub(crate) async fn queue_expiry_warning(
+        &self,
+        tx: &mut Tx,
+        id: Uuid,
+        activated: i64,
+        ends: i64,
+    ) -> Result<(), ServiceError> {
+        let lead = super::requests::secs_ms(crate::config::Config::seconds(
+            &self.config.notify.expiry_warning,
+        ));
+        // Only when the grant is longer than twice the lead: a reminder right after the grant is noise.
+        if ends - activated > 2 * lead {
+            jobs::enqueue(
+                tx,
+                EXPIRY_WARNING,
+                Some(id),
+                "{}",
+                ends - lead,
+                Some(&format!("expiry_warning:{id}")),
+                activated,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs an "ends soon" reminder: queues the notification if the grant still runs.
+    pub(crate) async fn expiry_warning(
+        &self,
+        job: &Job,
+        id: Uuid,
+    ) -> Result<super::grants::JobOutcome, ServiceError> {
+        let mut tx = self.store.begin().await?;
+        let row = store::lock(&self.store, &mut tx, id).await?;
+        let now = self.now_ms();
+        if row.state == jit_api::RequestState::Active && row.expires_at.is_some_and(|e| e > now) {
+            let event_seq = self
+                .audit(
+                    &mut tx,
+                    NewEvent {
+                        actor: "system",
+                        action: "grant.expiring_soon",
+                        request_id: Some(id),
+                        entitlement: Some(&row.entitlement),
+                        data: json!({ "expires_at": row.expires_at.map(super::requests::fmt_ms) }),
+                    },
+                )
+                .await?;
+            self.notify(
+                &mut tx,
+                id,
+                Told {
+                    kind: NotificationKind::ExpiringSoon,
+                    event_seq,
+                    actor: None,
+                    comment: None,
+                },
+            )
+            .await?;
+        }
+        jobs::complete(&mut tx, job.id, now).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(super::grants::JobOutcome::Done)
+    }
+}
