@@ -3,7 +3,7 @@
 //!
 //! A `kid` the cache does not know triggers at most one fetch of `jwks_uri` per
 //! [`MIN_REFRESH_INTERVAL`], whoever asks; keys older than [`MAX_KEY_AGE`] are refetched on use,
-//! and kept when that fetch fails. Only signature keys usable with the allowed algorithms are
+//! and kept when that fetch fails or yields no usable key. Only signature keys usable with the allowed algorithms are
 //! kept: never symmetric (`oct`) keys.
 
 use std::collections::HashMap;
@@ -151,6 +151,12 @@ impl KeyStore {
         match self.http.get_json(&self.jwks_uri).await {
             Ok(document) => {
                 let keys = parse_jwks(&document, self.clock.now());
+                if keys.by_kid.is_empty() {
+                    tracing::warn!(
+                        "the identity provider's JWKS has no usable signing key; keeping the cached ones"
+                    );
+                    return Refresh::Failed("the JWKS has no usable signing key".to_owned());
+                }
                 tracing::info!(
                     keys = keys.by_kid.len(),
                     "identity provider signing keys refreshed"
