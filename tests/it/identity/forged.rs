@@ -798,3 +798,43 @@ async fn unknown_kids_refetch_keys_at_most_once_per_window() {
         .unwrap();
     assert_eq!(stub.jwks_hits(), 6);
 }
+
+#[tokio::test]
+async fn one_app_registration_can_be_web_client_and_api() {
+    init();
+    let k = keys();
+    let clock = ManualClock::new();
+    let stub = Stub::start(vec![&k.stub]).await;
+    // Entra v2.0: access tokens for the app's own API carry its client id as `aud`
+    let mut same_app = config(&stub.url);
+    same_app.api_audience = same_app.client_id.clone();
+    let identity = Identity::discover(&same_app, &redirect_uri(), Arc::new(clock.clone()), None)
+        .await
+        .unwrap();
+    let access = stub_claims(&stub, &clock, &json!({"aud": "jit-web"}));
+    identity
+        .bearer
+        .validate(&sign(&k.stub, &access, |_| {}))
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.reason()));
+    // ID tokens of the same app carry no scope (and a nonce from the browser flow)
+    for (patch, expect) in [
+        (json!({"aud": "jit-web", "scp": null}), "scope `access`"),
+        (
+            json!({"aud": "jit-web", "scp": null, "nonce": "n"}),
+            "`nonce`",
+        ),
+    ] {
+        let token = sign(&k.stub, &stub_claims(&stub, &clock, &patch), |_| {});
+        let e = identity.bearer.validate(&token).await.unwrap_err();
+        assert!(e.reason().contains(expect), "{patch}: {}", e.reason());
+    }
+    // without a required scope the two kinds of token cannot be told apart: refused at setup
+    same_app.required_scope = None;
+    let e = Identity::discover(&same_app, &redirect_uri(), Arc::new(clock.clone()), None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("oidc.required_scope"), "{e}");
+}

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::claims::shown;
 use super::keys::{ALLOWED_ALGORITHMS, KeyLookup};
-use super::{AuthError, Shared};
+use super::{AuthError, SetupError, Shared};
 use crate::config::OidcConfig;
 use crate::domain::User;
 
@@ -42,21 +42,33 @@ const ID_TOKEN_CLAIMS: [&str; 3] = ["nonce", "at_hash", "c_hash"];
 pub struct BearerValidator {
     shared: Arc<Shared>,
     audience: String,
-    web_client_id: String,
+    /// The web client's id, when it is not also the API's: a token for it is an ID token.
+    web_client_id: Option<String>,
     required_scope: Option<String>,
 }
 
 impl BearerValidator {
-    pub(crate) fn new(shared: Arc<Shared>, config: &OidcConfig) -> Self {
-        Self {
+    /// One app registration may be both the web client and the API (Entra v2.0 access tokens
+    /// then carry the client id as `aud`, like ID tokens): the required scope, which ID tokens
+    /// never carry, must then be set.
+    pub(crate) fn new(shared: Arc<Shared>, config: &OidcConfig) -> Result<Self, SetupError> {
+        let required_scope = config
+            .required_scope
+            .clone()
+            .filter(|s| !s.trim().is_empty());
+        let same_app = config.api_audience == config.client_id;
+        if same_app && required_scope.is_none() {
+            return Err(SetupError::invalid(
+                "oidc.required_scope",
+                "must be set when `api_audience` is the web `client_id` (it tells access tokens from ID tokens)",
+            ));
+        }
+        Ok(Self {
             shared,
             audience: config.api_audience.clone(),
-            web_client_id: config.client_id.clone(),
-            required_scope: config
-                .required_scope
-                .clone()
-                .filter(|s| !s.trim().is_empty()),
-        }
+            web_client_id: (!same_app).then(|| config.client_id.clone()),
+            required_scope,
+        })
     }
 
     /// The user behind `token` (the value after `Bearer `), or why it is refused.
@@ -108,7 +120,9 @@ impl BearerValidator {
         }
         let audiences = audiences(claims.get("aud"))
             .ok_or_else(|| AuthError::invalid("token has no usable `aud`"))?;
-        if audiences.iter().any(|a| *a == self.web_client_id) {
+        if let Some(web) = &self.web_client_id
+            && audiences.iter().any(|a| a == web)
+        {
             return Err(AuthError::invalid(
                 "`aud` is the web client: an ID token presented as an access token",
             ));

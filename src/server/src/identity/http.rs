@@ -118,8 +118,8 @@ impl IdpHttp {
                 .header(ACCEPT, HeaderValue::from_static("application/json"))
                 .build()
                 .map_err(|e| HttpError::Request(e.to_string()))?;
-            let result = self.send(request).await;
-            let wait = match &result {
+            // (the error to give up with, how long to wait before trying again)
+            let (error, wait) = match self.send(request).await {
                 Ok(response) if response.status() == StatusCode::OK => {
                     return serde_json::from_slice(response.body()).map_err(|e| {
                         HttpError::Transport {
@@ -128,26 +128,21 @@ impl IdpHttp {
                         }
                     });
                 }
-                Ok(response) if is_retryable(response.status()) => {
-                    retry_after(response).unwrap_or(backoff)
-                }
                 Ok(response) => {
-                    return Err(HttpError::Status {
-                        url: shown,
+                    let error = HttpError::Status {
+                        url: shown.clone(),
                         status: response.status().as_u16(),
-                    });
+                    };
+                    if !is_retryable(response.status()) {
+                        return Err(error);
+                    }
+                    (error, retry_after(&response).unwrap_or(backoff))
                 }
-                Err(HttpError::Transport { .. }) => backoff,
-                Err(_) => return result.map(|_| serde_json::Value::Null),
+                Err(error @ HttpError::Transport { .. }) => (error, backoff),
+                Err(error) => return Err(error),
             };
             if attempt >= GET_ATTEMPTS || wait > MAX_RETRY_AFTER {
-                return match result {
-                    Ok(response) => Err(HttpError::Status {
-                        url: shown,
-                        status: response.status().as_u16(),
-                    }),
-                    Err(e) => Err(e),
-                };
+                return Err(error);
             }
             tracing::warn!(url = %shown, attempt, wait_ms = wait.as_millis(), "identity provider call failed, retrying");
             tokio::time::sleep(wait).await;
@@ -208,6 +203,66 @@ impl<'c> AsyncHttpClient<'c> for IdpHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A server answering `statuses` in turn (then 200 `{}`), counting requests.
+    async fn server(statuses: Vec<(u16, Option<&'static str>)>) -> (Url, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let app = axum::Router::new().route(
+            "/doc",
+            axum::routing::get(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let (status, retry_after) = statuses.get(n).copied().unwrap_or((200, None));
+                async move {
+                    let mut response = axum::response::Response::new(axum::body::Body::from("{}"));
+                    *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+                    if let Some(value) = retry_after {
+                        response
+                            .headers_mut()
+                            .insert("retry-after", value.parse().unwrap());
+                    }
+                    response
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (Url::parse(&format!("http://{addr}/doc")).unwrap(), hits)
+    }
+
+    #[tokio::test]
+    async fn gets_retry_429_and_5xx_honouring_retry_after() {
+        let http = IdpHttp::new().unwrap();
+        let (url, hits) = server(vec![(503, Some("0")), (429, Some("0"))]).await;
+        assert_eq!(http.get_json(&url).await.unwrap(), serde_json::json!({}));
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+        // bounded: three attempts, then the last status
+        let (url, hits) = server(vec![(500, None), (502, None), (503, None)]).await;
+        let e = http.get_json(&url).await.unwrap_err();
+        assert!(matches!(e, HttpError::Status { status: 503, .. }), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+        // not retried: client errors, and a Retry-After longer than we wait
+        let (url, hits) = server(vec![(404, None)]).await;
+        assert!(http.get_json(&url).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let (url, hits) = server(vec![(429, Some("3600"))]).await;
+        assert!(http.get_json(&url).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        // redirects are not followed
+        let (url, hits) = server(vec![(302, None)]).await;
+        assert!(matches!(
+            http.get_json(&url).await.unwrap_err(),
+            HttpError::Status { status: 302, .. }
+        ));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn shown_urls_drop_queries_and_credentials() {

@@ -223,7 +223,7 @@ impl Identity {
         });
         Ok(Self {
             oidc: oidc::OidcClient::new(Arc::clone(&shared), config, redirect_uri)?,
-            bearer: bearer::BearerValidator::new(Arc::clone(&shared), config),
+            bearer: bearer::BearerValidator::new(Arc::clone(&shared), config)?,
             shared,
             config: config.clone(),
         })
