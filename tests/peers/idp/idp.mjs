@@ -1,8 +1,10 @@
 // Test OpenID Provider for the jit broker: panva/oidc-provider (npm `oidc-provider`, v9, ESM).
 // An Entra ID stand-in for tests; never use it for anything else (any login, any password).
 //
-//   npm install --no-audit --no-fund     (in this folder, once)
+//   npm ci --no-audit --no-fund          (in this folder, once; package-lock.json pins oidc-provider 9.13.3)
 //   node idp.mjs                         prints "IDP READY <issuer>" when listening
+//   ./login_code_flow.sh alice           look at the tokens by hand (curl; IDP=, REDIRECT=, SCOPE=)
+//   ./device_flow.sh bob                 the CLI's device flow by hand (curl; IDP=, SCOPE=, RESOURCE=)
 //
 // What it does, Entra-like:
 // - RS256 signing key generated at start (kid `test-rs256-1`), or kept in IDP_KEY_FILE;
