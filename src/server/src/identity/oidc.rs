@@ -232,8 +232,9 @@ impl OidcClient {
                 RequestTokenError::Request(e) => {
                     AuthError::unavailable(format!("token endpoint: {e}"))
                 }
+                // the path only: serde's message may quote values, and the values are tokens
                 RequestTokenError::Parse(e, _) => {
-                    AuthError::sign_in(format!("token response does not parse: {e}"))
+                    AuthError::sign_in(format!("token response does not parse at `{}`", e.path()))
                 }
                 RequestTokenError::Other(e) => {
                     AuthError::sign_in(format!("token endpoint: {}", shown(&e)))
