@@ -10,4 +10,5 @@ mod notify;
 mod policy;
 mod process;
 mod support;
+mod identity;
 mod workflow;

@@ -1,0 +1,314 @@
+//! Token claims → [`User`], with the configurable [`ClaimMapping`], tenant pinning and group
+//! overage (Entra omits `groups` past 200 groups and points at Microsoft Graph instead).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+use time::{Duration, OffsetDateTime};
+
+use super::AuthError;
+use crate::clock::Clock;
+use crate::config::ClaimMapping;
+use crate::domain::User;
+
+/// How long a user's resolved groups are reused.
+const GROUP_CACHE_TTL: Duration = Duration::minutes(5);
+/// Most users whose groups are cached.
+const GROUP_CACHE_MAX: usize = 10_000;
+/// Most groups or roles taken from one token or lookup.
+const MAX_GROUPS: usize = 5_000;
+
+/// A failed group lookup (the message is logged, never shown to the user).
+#[derive(Debug, Error)]
+#[error("group lookup: {0}")]
+pub struct GroupLookupError(pub String);
+
+/// Resolves a user's groups when the token only says "too many groups to list"
+/// (Entra group overage). Implemented with Microsoft Graph
+/// (`GET /users/{oid}/transitiveMemberOf/microsoft.graph.group`, or `getMemberObjects`).
+#[async_trait::async_trait]
+pub trait GroupResolver: Send + Sync {
+    /// The group ids (as the `groups` claim would list them) of the user with object id `oid`.
+    async fn user_groups(&self, oid: &str) -> Result<Vec<String>, GroupLookupError>;
+}
+
+/// Resolved groups per `oid`, kept for [`GROUP_CACHE_TTL`].
+pub(crate) struct GroupCache {
+    resolver: Arc<dyn GroupResolver>,
+    clock: Arc<dyn Clock>,
+    entries: Mutex<HashMap<String, (Vec<String>, OffsetDateTime)>>,
+}
+
+impl GroupCache {
+    pub(crate) fn new(resolver: Arc<dyn GroupResolver>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            resolver,
+            clock,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) async fn groups(&self, oid: &str) -> Result<Vec<String>, GroupLookupError> {
+        let now = self.clock.now();
+        if let Some((groups, at)) = self.lock().get(oid)
+            && now - *at < GROUP_CACHE_TTL
+        {
+            return Ok(groups.clone());
+        }
+        let mut groups = self.resolver.user_groups(oid).await?;
+        groups.truncate(MAX_GROUPS);
+        let mut entries = self.lock();
+        if entries.len() >= GROUP_CACHE_MAX {
+            entries.retain(|_, (_, at)| now - *at < GROUP_CACHE_TTL);
+            if entries.len() >= GROUP_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(oid.to_owned(), (groups.clone(), now));
+        Ok(groups)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<String>, OffsetDateTime)>> {
+        match self.entries.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// A user read from verified claims, before group overage is resolved.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    pub user: User,
+    /// The token carried an overage marker instead of `groups`.
+    pub overage: bool,
+}
+
+/// Maps verified token claims to a [`User`]; `tenant` is the pinned tenant, if any.
+pub(crate) fn map_user(
+    claims: &Map<String, Value>,
+    mapping: &ClaimMapping,
+    tenant: Option<&str>,
+) -> Result<Mapped, AuthError> {
+    let oid = string_claim(claims, &mapping.user_id)
+        .ok_or_else(|| AuthError::invalid(format!("token has no `{}` claim", mapping.user_id)))?;
+    let key = if mapping.tenant.is_empty() {
+        oid.to_owned()
+    } else {
+        let tid = string_claim(claims, &mapping.tenant).ok_or_else(|| {
+            AuthError::invalid(format!("token has no `{}` claim", mapping.tenant))
+        })?;
+        if let Some(pinned) = tenant
+            && !tid.eq_ignore_ascii_case(pinned)
+        {
+            return Err(AuthError::invalid(format!(
+                "token is from tenant {}, not the pinned tenant",
+                shown(tid)
+            )));
+        }
+        format!("{tid}/{oid}")
+    };
+    let email = mapping
+        .email
+        .iter()
+        .find_map(|name| string_claim(claims, name))
+        .unwrap_or_default()
+        .to_owned();
+    let name = string_claim(claims, &mapping.name).map_or_else(
+        || {
+            if email.is_empty() {
+                oid.to_owned()
+            } else {
+                email.clone()
+            }
+        },
+        str::to_owned,
+    );
+    let overage = has_overage(claims, &mapping.groups);
+    let groups = if overage {
+        Vec::new()
+    } else {
+        string_list(claims, &mapping.groups)
+    };
+    let mfa = string_list(claims, "amr").iter().any(|m| m == "mfa");
+    let auth_time = claims.get("auth_time").and_then(Value::as_i64);
+    Ok(Mapped {
+        user: User {
+            key,
+            oid: Some(oid.to_owned()),
+            name,
+            email,
+            groups,
+            roles: string_list(claims, &mapping.roles),
+            mfa,
+            auth_time,
+        },
+        overage,
+    })
+}
+
+/// Resolves overage groups through the cache; without a resolver the sign-in fails closed.
+pub(crate) async fn resolve_overage(
+    mapped: Mapped,
+    groups: Option<&GroupCache>,
+) -> Result<User, AuthError> {
+    let Mapped { mut user, overage } = mapped;
+    if !overage {
+        return Ok(user);
+    }
+    let Some(cache) = groups else {
+        return Err(AuthError::unavailable(
+            "token has a group overage marker and no group resolver is configured ([entra])",
+        ));
+    };
+    let oid = user.oid.clone().unwrap_or_default();
+    user.groups = cache
+        .groups(&oid)
+        .await
+        .map_err(|e| AuthError::unavailable(format!("group overage: {e}")))?;
+    Ok(user)
+}
+
+/// `_claim_names` names the groups claim, or `hasgroups` is true (implicit-flow overage).
+fn has_overage(claims: &Map<String, Value>, groups_claim: &str) -> bool {
+    let distributed = claims
+        .get("_claim_names")
+        .and_then(Value::as_object)
+        .is_some_and(|names| names.contains_key(groups_claim));
+    let has_groups = claims
+        .get("hasgroups")
+        .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true"));
+    (distributed || has_groups) && !claims.contains_key(groups_claim)
+}
+
+fn string_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// An array of strings, or one space-free string, as a list.
+fn string_list(claims: &Map<String, Value>, name: &str) -> Vec<String> {
+    match claims.get(name) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .take(MAX_GROUPS)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// An attacker-controlled value for a log line: escaped and cut short.
+pub(crate) fn shown(value: &str) -> String {
+    let cut: String = value.chars().take(64).collect();
+    if cut.len() < value.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    const TID: &str = "11111111-2222-3333-4444-555555555555";
+
+    #[test]
+    fn entra_claims_map_to_a_user() {
+        let c = claims(json!({
+            "oid": "o-1", "tid": TID, "name": "Alice", "preferred_username": "alice@example.com",
+            "groups": ["g1", "g2"], "roles": ["jit.admin"], "amr": ["pwd", "mfa"], "auth_time": 1_700_000_000
+        }));
+        let m = map_user(&c, &ClaimMapping::default(), Some(TID)).unwrap();
+        assert!(!m.overage);
+        assert_eq!(m.user.key, format!("{TID}/o-1"));
+        assert_eq!(m.user.oid.as_deref(), Some("o-1"));
+        assert_eq!(m.user.email, "alice@example.com");
+        assert_eq!(m.user.name, "Alice");
+        assert_eq!(m.user.groups, ["g1", "g2"]);
+        assert_eq!(m.user.roles, ["jit.admin"]);
+        assert!(m.user.mfa);
+        assert_eq!(m.user.auth_time, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn email_comes_first_then_preferred_username_and_name_falls_back() {
+        let c =
+            claims(json!({"oid": "o", "tid": TID, "email": "e@x", "preferred_username": "p@x"}));
+        let m = map_user(&c, &ClaimMapping::default(), None).unwrap();
+        assert_eq!(m.user.email, "e@x");
+        assert_eq!(m.user.name, "e@x");
+        assert!(!m.user.mfa);
+        assert!(m.user.groups.is_empty());
+    }
+
+    #[test]
+    fn missing_subject_and_other_tenants_are_refused() {
+        let map = ClaimMapping::default();
+        assert!(map_user(&claims(json!({"tid": TID})), &map, None).is_err());
+        assert!(map_user(&claims(json!({"oid": "o"})), &map, None).is_err());
+        assert!(map_user(&claims(json!({"oid": "", "tid": TID})), &map, None).is_err());
+        let e = map_user(
+            &claims(json!({"oid": "o", "tid": "other"})),
+            &map,
+            Some(TID),
+        )
+        .unwrap_err();
+        assert!(e.reason().contains("tenant"), "{}", e.reason());
+        // no tenant claim in the mapping: the key is the user id alone
+        let no_tenant = ClaimMapping {
+            tenant: String::new(),
+            user_id: "sub".to_owned(),
+            ..ClaimMapping::default()
+        };
+        let m = map_user(&claims(json!({"sub": "alice"})), &no_tenant, None).unwrap();
+        assert_eq!(m.user.key, "alice");
+    }
+
+    #[test]
+    fn overage_markers_are_detected() {
+        let map = ClaimMapping::default();
+        let c = claims(
+            json!({"oid": "o", "tid": TID, "_claim_names": {"groups": "src1"},
+            "_claim_sources": {"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/o/getMemberObjects"}}}),
+        );
+        assert!(map_user(&c, &map, None).unwrap().overage);
+        let c = claims(json!({"oid": "o", "tid": TID, "hasgroups": true}));
+        assert!(map_user(&c, &map, None).unwrap().overage);
+        let c = claims(json!({"oid": "o", "tid": TID, "hasgroups": false}));
+        assert!(!map_user(&c, &map, None).unwrap().overage);
+        let c = claims(json!({"oid": "o", "tid": TID, "_claim_names": {"other": "src1"}}));
+        assert!(!map_user(&c, &map, None).unwrap().overage);
+    }
+
+    #[tokio::test]
+    async fn overage_without_resolver_fails_closed() {
+        let c = claims(json!({"oid": "o", "tid": TID, "hasgroups": true}));
+        let m = map_user(&c, &ClaimMapping::default(), None).unwrap();
+        let e = resolve_overage(m, None).await.unwrap_err();
+        assert_eq!(e.kind(), super::super::AuthErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn shown_values_are_escaped_and_short() {
+        assert_eq!(shown("a\"b"), "\"a\\\"b\"");
+        assert!(shown(&"x".repeat(500)).len() < 80);
+    }
+}
