@@ -111,8 +111,8 @@ async fn me(State(web): State<Web>, Bearer(user): Bearer) -> Json<jit_api::Me> {
     })
 }
 
-async fn cli_config(State(web): State<Web>) -> Json<jit_api::CliConfig> {
-    Json(match &web.auth.mode {
+async fn cli_config(State(web): State<Web>) -> Result<Json<jit_api::CliConfig>, ApiError> {
+    Ok(Json(match &web.auth.mode {
         AuthMode::Dev => jit_api::CliConfig {
             issuer: web.auth.public_url.clone(),
             client_id: "jit-dev".to_owned(),
@@ -121,8 +121,10 @@ async fn cli_config(State(web): State<Web>) -> Json<jit_api::CliConfig> {
             token_endpoint: Some(format!("{}/api/v1/dev/token", web.auth.public_url)),
             dev: true,
         },
-        AuthMode::Oidc { cli_config, .. } => cli_config.clone(),
-    })
+        AuthMode::Oidc(identity) => identity.cli_config().ok_or_else(|| {
+            ApiError::not_found("this broker has no CLI client configured (`oidc.cli_client_id`)")
+        })?,
+    }))
 }
 
 async fn entitlements(

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use async_trait::async_trait;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -23,44 +22,16 @@ use sha2::Sha256;
 
 use super::{ApiError, Web};
 use crate::domain::User;
+use crate::identity::Identity;
+use crate::identity::oidc::LoginState;
 use crate::store::sessions::{self, SessionRow};
-
-/// Checks API bearer tokens.
-#[async_trait]
-pub trait BearerVerifier: Send + Sync {
-    /// The user the token stands for; the error is logged, never shown.
-    async fn verify(&self, token: &str) -> Result<User, String>;
-}
 
 /// How people sign in.
 pub enum AuthMode {
     /// `serve --dev`: pick a demo user; API tokens from `/api/v1/dev/token`.
     Dev,
-    /// OpenID Connect against the configured IdP.
-    Oidc {
-        /// Browser sign-in.
-        login: Arc<dyn OidcLogin>,
-        /// API tokens.
-        bearer: Arc<dyn BearerVerifier>,
-        /// `GET /api/v1/cli-config`.
-        cli_config: jit_api::CliConfig,
-    },
-}
-
-/// Browser sign-in through an OpenID provider.
-#[async_trait]
-pub trait OidcLogin: Send + Sync {
-    /// Starts a sign-in: the IdP URL and the state to keep server-side (JSON).
-    fn begin(&self, return_to: &str, force_login: Option<u64>) -> Result<(String, String), String>;
-    /// Finishes it: checks state, nonce and PKCE, verifies the ID token.
-    async fn complete(
-        &self,
-        state_json: &str,
-        code: &str,
-        returned_state: &str,
-    ) -> Result<(User, Option<String>), String>;
-    /// Where to send the browser to end the IdP session, if the IdP offers it.
-    fn logout_url(&self, id_token_hint: Option<&str>, post_logout: &str) -> Option<String>;
+    /// OpenID Connect against the configured IdP: browser sign-in and API bearer tokens.
+    Oidc(Arc<Identity>),
 }
 
 /// Sign-in machinery and cookie settings.
@@ -358,14 +329,34 @@ impl FromRequestParts<Web> for Bearer {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("missing bearer token: run `jit login`"))?;
-        let user = match &web.auth.mode {
-            AuthMode::Dev => dev_token_user(web, token).await,
-            AuthMode::Oidc { bearer, .. } => bearer.verify(token).await,
-        };
-        user.map(Bearer).map_err(|why| {
-            tracing::info!(reason = %why, "bearer token refused");
-            ApiError::unauthorized("invalid or expired token: run `jit login`")
-        })
+        match &web.auth.mode {
+            AuthMode::Dev => dev_token_user(web, token).await.map(Bearer).map_err(|why| {
+                tracing::info!(reason = %why, "bearer token refused");
+                ApiError::unauthorized("invalid or expired token: run `jit login`")
+            }),
+            AuthMode::Oidc(identity) => {
+                identity
+                    .bearer
+                    .validate(token)
+                    .await
+                    .map(Bearer)
+                    .map_err(|e| {
+                        tracing::info!(reason = %e.reason(), "bearer token refused");
+                        if e.status() == 503 {
+                            ApiError(
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "unavailable",
+                                e.public_message().to_owned(),
+                            )
+                        } else {
+                            ApiError::unauthorized(format!(
+                                "{}: run `jit login`",
+                                e.public_message()
+                            ))
+                        }
+                    })
+            }
+        }
     }
 }
 
@@ -436,17 +427,13 @@ async fn login_page(
             };
             Ok(([(header::SET_COOKIE, cookie)], page).into_response())
         }
-        AuthMode::Oidc { login, .. } => {
-            let (url, state) = login.begin(&next, q.step_up).map_err(|e| {
-                tracing::error!(error = %e, "cannot start sign-in");
-                ApiError(
-                    axum::http::StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "the identity provider is not reachable".to_owned(),
-                )
-            })?;
+        AuthMode::Oidc(identity) => {
+            let (url, state) = identity
+                .oidc
+                .begin(&next, q.step_up.map(std::time::Duration::from_secs));
+            let state = serde_json::to_string(&state).map_err(internal)?;
             let (cookie, _) = web.auth.start_session(&web, None, &state).await?;
-            Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response())
+            Ok(([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response())
         }
     }
 }
@@ -506,6 +493,8 @@ struct CallbackQuery {
     state: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
 }
 
 async fn callback(
@@ -513,7 +502,7 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, ApiError> {
-    let AuthMode::Oidc { login, .. } = &web.auth.mode else {
+    let AuthMode::Oidc(identity) = &web.auth.mode else {
         return Err(ApiError::not_found("not found"));
     };
     let app = web.app.clone();
@@ -543,25 +532,24 @@ async fn callback(
         return Err(refuse("pre-login session already used".to_owned()).await);
     }
     if let Some(e) = q.error {
-        return Err(refuse(format!("identity provider error `{e}`")).await);
+        let err = crate::identity::AuthError::from_callback(&e, q.error_description.as_deref());
+        return Err(refuse(err.reason().to_owned()).await);
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
         return Err(refuse("callback without code or state".to_owned()).await);
     };
-    let (user, id_token) = match login.complete(&pre.data, &code, &state).await {
-        Ok(v) => v,
-        Err(why) => return Err(refuse(why).await),
+    let Ok(login_state) = serde_json::from_str::<LoginState>(&pre.data) else {
+        return Err(refuse("pre-login session holds no sign-in state".to_owned()).await);
     };
-    let next = serde_json::from_str::<serde_json::Value>(&pre.data)
-        .ok()
-        .and_then(|v| {
-            v.get("return_to")
-                .and_then(|r| r.as_str())
-                .map(str::to_owned)
-        });
+    let signin = match identity.oidc.complete(&login_state, &code, &state).await {
+        Ok(v) => v,
+        Err(e) => return Err(refuse(e.reason().to_owned()).await),
+    };
+    let user = signin.user;
+    let next = Some(signin.return_to);
     let data = serde_json::to_string(&SessionData {
         user: user.clone(),
-        id_token,
+        id_token: Some(signin.id_token.expose().to_owned()),
     })
     .map_err(internal)?;
     let (cookie, _) = web.auth.start_session(&web, Some(&user), &data).await?;
@@ -602,12 +590,13 @@ async fn logout(
             .await?;
     }
     let target = match (&web.auth.mode, &data) {
-        (AuthMode::Oidc { login, .. }, Some(d)) => login
-            .logout_url(
+        (AuthMode::Oidc(identity), Some(d)) => identity
+            .oidc
+            .end_session_url(
                 d.id_token.as_deref(),
-                &format!("{}/login", web.auth.public_url),
+                Some(&format!("{}/login", web.auth.public_url)),
             )
-            .unwrap_or_else(|| "/login".to_owned()),
+            .map_or_else(|| "/login".to_owned(), |u| u.to_string()),
         _ => "/login".to_owned(),
     };
     Ok((

@@ -25,7 +25,7 @@ pub mod auth;
 mod health;
 mod ui;
 
-pub use auth::{AuthMode, BearerVerifier};
+pub use auth::AuthMode;
 
 /// Decodes `server.session_key` (base64, at least 64 bytes).
 pub fn session_key_bytes(text: &str) -> Result<Vec<u8>, String> {
