@@ -121,7 +121,9 @@ mod tests {
 
     #[test]
     fn refuses_nonsense() {
-        for bad in ["", "h", "1x", "1h1h", "30m1h", "1.5h", "-1h", "1h30", "abc", "1hm"] {
+        for bad in [
+            "", "h", "1x", "1h1h", "30m1h", "1.5h", "-1h", "1h30", "abc", "1hm",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
         assert_eq!(parse_duration("0s"), Err(DurationError::Zero));

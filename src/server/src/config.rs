@@ -351,7 +351,7 @@ fn default_login_url() -> String {
 }
 
 /// `[notify]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     /// `[notify.email]`.
@@ -370,6 +370,18 @@ pub struct NotifyConfig {
 
 fn default_expiry_warning() -> String {
     "10m".to_owned()
+}
+
+// By hand: a derived `Default` would leave `expiry_warning` empty when `[notify]` is absent.
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            email: None,
+            teams: None,
+            expiry_warning: default_expiry_warning(),
+            security_emails: Vec::new(),
+        }
+    }
 }
 
 /// `[notify.email]`.
@@ -467,12 +479,15 @@ impl Config {
     }
 
     fn env() -> Env {
+        // Only `JIT_SECTION__KEY` variables are configuration; other `JIT_*` variables
+        // (`JIT_CONFIG`, `JIT_LOG`, the test harness's `JIT_TEST_*`) are not.
         Env::prefixed("JIT_")
+            .filter(|key| key.as_str().contains("__"))
             .split("__")
-            .ignore(&["config", "log"])
     }
 
     /// Checks values that parse but make no sense.
+    #[expect(clippy::too_many_lines, reason = "one flat list of checks")]
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
         let public = Url::parse(&self.server.public_url)
@@ -488,7 +503,10 @@ impl Config {
                 .map_err(|e| ConfigError::invalid("server.session_key", e))?;
         }
         for (key, value) in [
-            ("server.session_idle_timeout", &self.server.session_idle_timeout),
+            (
+                "server.session_idle_timeout",
+                &self.server.session_idle_timeout,
+            ),
             (
                 "server.session_absolute_timeout",
                 &self.server.session_absolute_timeout,
@@ -500,7 +518,10 @@ impl Config {
             jit_api::parse_duration(value).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
         }
         let db = &self.database.url;
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
             return Err(ConfigError::invalid(
                 "database.url",
                 "must start with `sqlite:` or `postgres://`",
@@ -522,7 +543,10 @@ impl Config {
                 ));
             }
             if oidc.api_audience.is_empty() {
-                return Err(ConfigError::invalid("oidc.api_audience", "must not be empty"));
+                return Err(ConfigError::invalid(
+                    "oidc.api_audience",
+                    "must not be empty",
+                ));
             }
             jit_api::parse_duration(&oidc.mfa_max_age)
                 .map_err(|e| ConfigError::invalid("oidc.mfa_max_age", e.to_string()))?;
@@ -553,9 +577,8 @@ impl Config {
             }
         }
         if let Some(email) = &self.notify.email {
-            let url = Url::parse(email.smtp_url.expose()).map_err(|_| {
-                ConfigError::invalid("notify.email.smtp_url", "not a URL")
-            })?;
+            let url = Url::parse(email.smtp_url.expose())
+                .map_err(|_| ConfigError::invalid("notify.email.smtp_url", "not a URL"))?;
             if !matches!(url.scheme(), "smtp" | "smtps") {
                 return Err(ConfigError::invalid(
                     "notify.email.smtp_url",
@@ -563,7 +586,10 @@ impl Config {
                 ));
             }
             if email.from.trim().is_empty() {
-                return Err(ConfigError::invalid("notify.email.from", "must not be empty"));
+                return Err(ConfigError::invalid(
+                    "notify.email.from",
+                    "must not be empty",
+                ));
             }
         }
         Ok(())
@@ -574,7 +600,10 @@ impl Config {
         self.server.bind.parse().map_err(|_| {
             ConfigError::invalid(
                 "server.bind",
-                format!("`{}` is not an address like 127.0.0.1:8080", self.server.bind),
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.server.bind
+                ),
             )
         })
     }
@@ -617,11 +646,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = load_str("[server]\nbind = \"nope\"\n").unwrap_err().to_string();
+        let e = load_str("[server]\nbind = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server.bind"), "{e}");
-        let e = load_str("[database]\nurl = \"mysql://x\"\n").unwrap_err().to_string();
+        let e = load_str("[database]\nurl = \"mysql://x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("database.url"), "{e}");
-        let e = load_str("[server]\nbindd = \"x\"\n").unwrap_err().to_string();
+        let e = load_str("[server]\nbindd = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bindd"), "{e}");
         let e = load_str("[database]\nmax_connections = \"many\"\n")
             .unwrap_err()
@@ -646,11 +681,9 @@ mod tests {
 
     #[test]
     fn missing_secret_reference_names_the_key() {
-        let e = load_str(
-            "[notify.teams]\nwebhook_url = \"env:JIT_TEST_NO_SUCH_WEBHOOK\"\n",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = load_str("[notify.teams]\nwebhook_url = \"env:JIT_TEST_NO_SUCH_WEBHOOK\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("webhook_url"), "{e}");
         assert!(e.contains("JIT_TEST_NO_SUCH_WEBHOOK"), "{e}");
     }

@@ -166,13 +166,17 @@ pub fn check_ticket(
     let ticket = ticket.map(str::trim).filter(|t| !t.is_empty());
     let Some(ticket) = ticket else {
         return if required {
-            Err(RuleError::Ticket("is required for this entitlement".to_owned()))
+            Err(RuleError::Ticket(
+                "is required for this entitlement".to_owned(),
+            ))
         } else {
             Ok(None)
         };
     };
     if ticket.len() > MAX_TICKET {
-        return Err(RuleError::Ticket(format!("is longer than {MAX_TICKET} characters")));
+        return Err(RuleError::Ticket(format!(
+            "is longer than {MAX_TICKET} characters"
+        )));
     }
     if !ticket
         .chars()
@@ -183,16 +187,20 @@ pub fn check_ticket(
             ticket.escape_default()
         )));
     }
-    if let Some(pattern) = pattern {
-        if !ticket_matches(ticket, pattern) {
-            return Err(RuleError::Ticket(format!(
-                "`{ticket}` does not match the format `{pattern}`"
-            )));
-        }
+    if let Some(pattern) = pattern
+        && !ticket_matches(ticket, pattern)
+    {
+        return Err(RuleError::Ticket(format!(
+            "`{ticket}` does not match the format `{pattern}`"
+        )));
     }
     Ok(Some(ticket.to_owned()))
 }
 
+#[expect(
+    clippy::many_single_char_names,
+    reason = "a tiny matcher: text, pattern, two cursors"
+)]
 fn ticket_matches(ticket: &str, pattern: &str) -> bool {
     fn class(p: char, c: char) -> bool {
         match p {
@@ -314,14 +322,20 @@ mod tests {
 
     #[test]
     fn justification_rules() {
-        assert_eq!(check_justification("  "), Err(RuleError::JustificationMissing));
+        assert_eq!(
+            check_justification("  "),
+            Err(RuleError::JustificationMissing)
+        );
         assert_eq!(
             check_justification(&"x".repeat(MAX_JUSTIFICATION + 1)),
             Err(RuleError::JustificationTooLong)
         );
         assert!(check_justification(&"x".repeat(MAX_JUSTIFICATION)).is_ok());
         assert!(check_justification("fix\0it").is_err());
-        assert_eq!(check_justification(" fix prod\nnow ").unwrap(), "fix prod\nnow");
+        assert_eq!(
+            check_justification(" fix prod\nnow ").unwrap(),
+            "fix prod\nnow"
+        );
     }
 
     #[test]

@@ -229,7 +229,10 @@ impl Catalog {
             match validate(raw, line) {
                 Ok(e) => {
                     if entries.contains_key(&e.id) {
-                        errors.push(format!("{file}:{line}: duplicate entitlement id `{}`", e.id));
+                        errors.push(format!(
+                            "{file}:{line}: duplicate entitlement id `{}`",
+                            e.id
+                        ));
                     } else {
                         entries.insert(e.id.clone(), e);
                     }
@@ -282,7 +285,8 @@ fn need(field: &str, value: Option<String>, kind: &str) -> Result<String, String
     }
 }
 
-fn validate(raw: RawEntitlement, _line: usize) -> Result<Entitlement, String> {
+#[expect(clippy::too_many_lines, reason = "one flat list of field checks")]
+fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
     let id = raw.id;
     if id.is_empty()
         || id.len() > 64
@@ -385,7 +389,9 @@ fn validate(raw: RawEntitlement, _line: usize) -> Result<Entitlement, String> {
                 .map_err(ctx)?
                 .unwrap_or(DEFAULT_SESSION_SECONDS);
             if !(MIN_STS_SECONDS..=MAX_STS_SECONDS).contains(&session_seconds) {
-                return Err(ctx("`session_duration` must be between 15m and 12h".to_owned()));
+                return Err(ctx(
+                    "`session_duration` must be between 15m and 12h".to_owned()
+                ));
             }
             Target::AwsRole {
                 role_arn,
@@ -396,7 +402,9 @@ fn validate(raw: RawEntitlement, _line: usize) -> Result<Entitlement, String> {
         Kind::AwsIdentityCenter => {
             let account_id = need("account_id", raw.account_id, k).map_err(ctx)?;
             if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ctx(format!("`account_id` `{account_id}` must be 12 digits")));
+                return Err(ctx(format!(
+                    "`account_id` `{account_id}` must be 12 digits"
+                )));
             }
             let permission_set_arn =
                 need("permission_set_arn", raw.permission_set_arn, k).map_err(ctx)?;
@@ -430,7 +438,9 @@ fn validate(raw: RawEntitlement, _line: usize) -> Result<Entitlement, String> {
     };
     for address in &raw.notify.email {
         if !address.contains('@') || address.contains(['\r', '\n', ',', '<', '>']) {
-            return Err(ctx(format!("`notify.email` address `{address}` is not valid")));
+            return Err(ctx(format!(
+                "`notify.email` address `{address}` is not valid"
+            )));
         }
     }
     Ok(Entitlement {
@@ -447,7 +457,7 @@ fn validate(raw: RawEntitlement, _line: usize) -> Result<Entitlement, String> {
         max_extensions: raw.max_extensions.unwrap_or(2),
         break_glass: raw.break_glass,
         notify: raw.notify,
-        line: _line,
+        line,
     })
 }
 
@@ -505,7 +515,10 @@ max_duration = "8h"
 
         let bad = GOOD.replace("\"4h\"", "\"4 hours\"");
         let errs = Catalog::parse(&bad, "e.toml").unwrap_err();
-        assert!(errs[0].starts_with("e.toml:2: ") && errs[0].contains("max_duration"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("e.toml:2: ") && errs[0].contains("max_duration"),
+            "{errs:?}"
+        );
 
         let errs = Catalog::parse("[[entitlement]]\nid = 3\n", "e.toml").unwrap_err();
         assert!(errs[0].starts_with("e.toml:2:"), "{errs:?}");
