@@ -176,7 +176,10 @@ pub async fn append(
         .fetch_optional(&mut **tx)
         .await?;
     let (last_seq, prev_hash) = match last {
-        Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get::<String, _>("hash")?),
+        Some(row) => (
+            row.try_get::<i64, _>("seq")?,
+            row.try_get::<String, _>("hash")?,
+        ),
         None => (0, GENESIS.to_owned()),
     };
     let seq = last_seq + 1;
@@ -249,7 +252,11 @@ pub async fn list(store: &Store, f: &Filter) -> Result<Vec<Event>, StoreError> {
     }
     if let Some(a) = &f.action {
         if let Some(prefix) = a.strip_suffix('.') {
-            push(&mut sql, " AND action LIKE ?", Arg::Text(format!("{prefix}.%")));
+            push(
+                &mut sql,
+                " AND action LIKE ?",
+                Arg::Text(format!("{prefix}.%")),
+            );
         } else {
             push(&mut sql, " AND action = ?", Arg::Text(a.clone()));
         }
@@ -266,7 +273,11 @@ pub async fn list(store: &Store, f: &Filter) -> Result<Vec<Event>, StoreError> {
     if let Some(b) = f.before_seq {
         push(&mut sql, " AND seq < ?", Arg::Int(b));
     }
-    push(&mut sql, " ORDER BY seq DESC LIMIT ?", Arg::Int(f.limit.clamp(1, 10_000)));
+    push(
+        &mut sql,
+        " ORDER BY seq DESC LIMIT ?",
+        Arg::Int(f.limit.clamp(1, 10_000)),
+    );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for a in args {
         q = match a {
@@ -322,7 +333,12 @@ pub async fn verify(store: &Store, from: Option<i64>) -> Result<jit_api::VerifyR
         match row {
             Some(r) => r.try_get("hash")?,
             None => {
-                return Ok(bad(0, None, from - 1, "row is missing (the chain cannot start there)"));
+                return Ok(bad(
+                    0,
+                    None,
+                    from - 1,
+                    "row is missing (the chain cannot start there)",
+                ));
             }
         }
     };
@@ -416,3 +432,4 @@ pub async fn for_each(
     }
     Ok(n)
 }
+

@@ -55,7 +55,12 @@ pub async fn enqueue(
 }
 
 /// Claims up to `limit` due jobs for `lease_ms`.
-pub async fn claim(store: &Store, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Job>, StoreError> {
+pub async fn claim(
+    store: &Store,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<Job>, StoreError> {
     let mut tx = store.begin().await?;
     let skip = match store.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -95,16 +100,23 @@ pub async fn claim(store: &Store, now: i64, lease_ms: i64, limit: i64) -> Result
 
 /// Marks a job done, inside the transaction that records its effect.
 pub async fn complete(tx: &mut Tx, id: Uuid, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2")
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// Puts a job back for a later attempt.
-pub async fn retry_later(store: &Store, id: Uuid, due_at: i64, error: &str) -> Result<(), StoreError> {
+pub async fn retry_later(
+    store: &Store,
+    id: Uuid,
+    due_at: i64,
+    error: &str,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE jobs SET due_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3")
         .bind(due_at)
         .bind(truncate(error, 1000))

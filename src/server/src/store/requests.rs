@@ -1,5 +1,7 @@
 //! Requests and their approvals.
 
+use std::fmt::Write as _;
+
 use jit_api::{Decision, RequestState};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -65,8 +67,8 @@ pub struct RequestRow {
     pub reviewed_at: Option<i64>,
 }
 
-fn opt_uuid(v: Option<String>) -> Result<Option<Uuid>, StoreError> {
-    v.as_deref().map(uuid_col).transpose()
+fn opt_uuid(v: Option<&str>) -> Result<Option<Uuid>, StoreError> {
+    v.map(uuid_col).transpose()
 }
 
 impl RequestRow {
@@ -84,7 +86,7 @@ impl RequestRow {
             ticket: row.try_get("ticket")?,
             approvals_required: row.try_get("approvals_required")?,
             break_glass: row.try_get::<i64, _>("break_glass")? != 0,
-            extends_id: opt_uuid(row.try_get("extends_id")?)?,
+            extends_id: opt_uuid(row.try_get::<Option<String>, _>("extends_id")?.as_deref())?,
             root_id: uuid_col(&row.try_get::<String, _>("root_id")?)?,
             target_key: row.try_get("target_key")?,
             simulated: row.try_get::<i64, _>("simulated")? != 0,
@@ -271,11 +273,13 @@ pub async fn set_state(
 
 /// Marks the upstream object removed (or not needing removal).
 pub async fn set_deprovisioned(tx: &mut Tx, id: Uuid, at: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE requests SET deprovisioned_at = $1 WHERE id = $2 AND deprovisioned_at IS NULL")
-        .bind(at)
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE requests SET deprovisioned_at = $1 WHERE id = $2 AND deprovisioned_at IS NULL",
+    )
+    .bind(at)
+    .bind(id.to_string())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -324,7 +328,11 @@ pub async fn extension_count(tx: &mut Tx, root: Uuid) -> Result<i64, StoreError>
 }
 
 /// Inserts a decision; an approver counts once (primary key).
-pub async fn insert_approval(tx: &mut Tx, request: Uuid, a: &ApprovalRow) -> Result<(), StoreError> {
+pub async fn insert_approval(
+    tx: &mut Tx,
+    request: Uuid,
+    a: &ApprovalRow,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO approvals (request_id, approver_key, approver_email, decision, comment, at)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -361,19 +369,21 @@ fn approval_from_row(r: &AnyRow) -> Result<ApprovalRow, StoreError> {
 
 /// Decisions on a request, oldest first.
 pub async fn approvals(store: &Store, request: Uuid) -> Result<Vec<ApprovalRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
-        .bind(request.to_string())
-        .fetch_all(store.pool())
-        .await?;
+    let rows =
+        sqlx::query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
+            .bind(request.to_string())
+            .fetch_all(store.pool())
+            .await?;
     rows.iter().map(approval_from_row).collect()
 }
 
 /// Decisions on a request inside a transaction.
 pub async fn approvals_tx(tx: &mut Tx, request: Uuid) -> Result<Vec<ApprovalRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
-        .bind(request.to_string())
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows =
+        sqlx::query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
+            .bind(request.to_string())
+            .fetch_all(&mut **tx)
+            .await?;
     rows.iter().map(approval_from_row).collect()
 }
 
@@ -398,11 +408,11 @@ pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, Stor
     let mut binds: Vec<String> = Vec::new();
     if let Some(k) = &f.requester_key {
         binds.push(k.clone());
-        sql.push_str(&format!(" AND requester_key = ${}", binds.len()));
+        let _ = write!(sql, " AND requester_key = ${}", binds.len());
     }
     if let Some(e) = &f.entitlement {
         binds.push(e.clone());
-        sql.push_str(&format!(" AND entitlement = ${}", binds.len()));
+        let _ = write!(sql, " AND entitlement = ${}", binds.len());
     }
     if !f.states.is_empty() {
         let mut marks = Vec::new();
@@ -410,15 +420,16 @@ pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, Stor
             binds.push(s.as_str().to_owned());
             marks.push(format!("${}", binds.len()));
         }
-        sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+        let _ = write!(sql, " AND state IN ({})", marks.join(", "));
     }
     if f.unreviewed_break_glass {
         sql.push_str(" AND break_glass = 1 AND reviewed_at IS NULL");
     }
-    sql.push_str(&format!(
+    let _ = write!(
+        sql,
         " ORDER BY created_at DESC, id LIMIT {}",
         f.limit.clamp(1, 1000)
-    ));
+    );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for b in binds {
         q = q.bind(b);
@@ -428,7 +439,11 @@ pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, Stor
 }
 
 /// Requests an approver has decided on, newest first.
-pub async fn decided_by(store: &Store, approver_key: &str, limit: i64) -> Result<Vec<RequestRow>, StoreError> {
+pub async fn decided_by(
+    store: &Store,
+    approver_key: &str,
+    limit: i64,
+) -> Result<Vec<RequestRow>, StoreError> {
     let rows = sqlx::query(
         "SELECT r.* FROM requests r JOIN approvals a ON a.request_id = r.id
          WHERE a.approver_key = $1 ORDER BY a.at DESC LIMIT $2",
