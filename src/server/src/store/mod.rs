@@ -10,6 +10,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use thiserror::Error;
 
 pub mod audit;
+pub mod export;
 pub mod jobs;
 mod migrate;
 pub mod requests;
