@@ -432,3 +432,96 @@ pub async fn for_each(
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worked example of docs/audit.md: the first two events of a log.
+    fn example() -> [Canonical<'static>; 2] {
+        [
+            Canonical {
+                seq: 1,
+                at: 1_767_225_600_000,
+                actor: "alice@example.com",
+                action: "request.created",
+                request_id: Some("0194f1a2-7b3c-7d4e-8f50-6a7b8c9d0e1f"),
+                entitlement: Some("aws-prod-admin"),
+                data: r#"{"duration":"1h","reason":"INC-42"}"#,
+                prev_hash: GENESIS,
+            },
+            Canonical {
+                seq: 2,
+                at: 1_767_225_660_000,
+                actor: "system",
+                action: "policy.loaded",
+                request_id: None,
+                entitlement: None,
+                data: r#"{"policy_hash":"ab12"}"#,
+                prev_hash: "9cbfa24172acfb0410ff15ac9ae52db40ca4b6425ab905e4ac0921803d6e1b5d",
+            },
+        ]
+    }
+
+    #[test]
+    fn the_documented_example_encodes_and_hashes_as_published() {
+        let [first, second] = example();
+        let mut buf = Vec::new();
+        canonical_bytes(&first, &mut buf);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "jit-audit-v1\n1:1\n64:0000000000000000000000000000000000000000000000000000000000000000\n\
+             13:1767225600000\n17:alice@example.com\n15:request.created\n\
+             36:0194f1a2-7b3c-7d4e-8f50-6a7b8c9d0e1f\n14:aws-prod-admin\n\
+             35:{\"duration\":\"1h\",\"reason\":\"INC-42\"}\n"
+        );
+        assert_eq!(
+            chain_hash(&first),
+            "9cbfa24172acfb0410ff15ac9ae52db40ca4b6425ab905e4ac0921803d6e1b5d"
+        );
+        assert_eq!(chain_hash(&first), second.prev_hash);
+
+        let mut buf = Vec::new();
+        canonical_bytes(&second, &mut buf);
+        assert!(
+            String::from_utf8(buf)
+                .unwrap()
+                .contains("\n13:policy.loaded\n-\n-\n22:")
+        );
+        assert_eq!(
+            chain_hash(&second),
+            "c7edebbe6d0b138eefa53ef28f4d586e213b89c4e9d1aa021aa002fbe34aedc7"
+        );
+    }
+
+    #[test]
+    fn absent_and_empty_fields_hash_differently() {
+        let [first, _] = example();
+        let absent = Canonical {
+            entitlement: None,
+            ..first
+        };
+        let empty = Canonical {
+            entitlement: Some(""),
+            ..first
+        };
+        assert_ne!(chain_hash(&absent), chain_hash(&empty));
+    }
+
+    #[test]
+    fn length_prefixes_keep_field_boundaries() {
+        // moving a character across a field boundary changes the hash
+        let [first, _] = example();
+        let a = Canonical {
+            actor: "alice@example.com.",
+            action: "request",
+            ..first
+        };
+        let b = Canonical {
+            actor: "alice@example.com",
+            action: ".request",
+            ..first
+        };
+        assert_ne!(chain_hash(&a), chain_hash(&b));
+    }
+}

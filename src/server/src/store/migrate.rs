@@ -16,25 +16,30 @@ const MIGRATIONS: &[Migration] = &[Migration {
     postgres: include_str!("../../../../migrations/postgres/0001_init.sql"),
 }];
 
+/// Advisory lock id that serialises migration runs on PostgreSQL.
+const MIGRATION_LOCK: i64 = 7_301_001;
+
 /// Applies what is missing, each migration in its own transaction; returns their names.
 pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-             version BIGINT PRIMARY KEY,
-             name TEXT NOT NULL,
-             applied_at BIGINT NOT NULL)",
-    )
-    .execute(store.pool())
-    .await?;
     let mut applied = Vec::new();
     for m in MIGRATIONS {
         let mut tx = store.begin().await?;
         if store.backend() == Backend::Postgres {
-            // Brokers starting together must not race each other.
-            sqlx::query("SELECT pg_advisory_xact_lock(7301001)")
+            // Brokers starting together must not race each other, not even on creating the
+            // bookkeeping table (concurrent `CREATE TABLE IF NOT EXISTS` fails on PostgreSQL).
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version BIGINT PRIMARY KEY,
+                 name TEXT NOT NULL,
+                 applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
             .bind(m.version)
             .fetch_optional(&mut *tx)

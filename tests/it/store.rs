@@ -1,0 +1,1010 @@
+//! The store on both engines: migrations, the audit chain and its tamper evidence, the
+//! append-only triggers, concurrent appends, durable jobs, the one-open-request rule and the
+//! audit exports. Every test runs once on SQLite and once on PostgreSQL.
+
+use std::collections::HashSet;
+
+use jit_api::RequestState;
+use jit_server::domain::User;
+use jit_server::store::audit::{self, Canonical, NewEvent};
+use jit_server::store::export::{self, CSV_HEADER, ExportFormat, OCSF_VERSION};
+use jit_server::store::requests::{self, RequestRow};
+use jit_server::store::{Backend, Store, StoreError, jobs, users};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::support::{TestDb, both_backends};
+
+const T0: i64 = 1_790_000_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Appends one event in its own transaction; returns its sequence number.
+async fn append(store: &Store, at_ms: i64, ev: NewEvent<'_>) -> Result<i64, StoreError> {
+    let mut tx = store.begin().await?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let seq = audit::append(&mut tx, store.backend(), at, ev).await?;
+    tx.commit().await?;
+    Ok(seq)
+}
+
+/// Appends `n` varied events (optional fields present and absent, unicode, nested data).
+async fn seed(store: &Store, n: i64) -> Result<(), StoreError> {
+    for i in 1..=n {
+        let request = (i % 2 == 0).then(Uuid::now_v7);
+        let entitlement = (i % 3 != 0).then_some("aws-prod-admin");
+        append(
+            store,
+            T0 + i * 1_000,
+            NewEvent {
+                actor: if i % 2 == 0 { "alice@example.com" } else { "system" },
+                action: "request.created",
+                request_id: request,
+                entitlement,
+                data: json!({ "i": i, "reason": "déploiement \"urgent\"\n", "tags": ["a", { "b": null }] }),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn verify(db: &TestDb, from: Option<i64>) -> jit_api::VerifyReport {
+    audit::verify(&db.store, from).await.unwrap()
+}
+
+async fn seqs(db: &TestDb) -> Vec<i64> {
+    sqlx::query_scalar::<_, i64>("SELECT seq FROM audit_events ORDER BY seq")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap()
+}
+
+/// Asserts that `sql` is refused by the database with a message containing `why`.
+async fn refused(db: &TestDb, sql: &str, why: &str) {
+    let err = db
+        .exec(sql)
+        .await
+        .expect_err(&format!("{}: `{sql}` went through", db.name()));
+    assert!(
+        err.to_string().contains(why),
+        "{}: `{sql}` failed with {err}",
+        db.name()
+    );
+}
+
+fn user(key: &str) -> User {
+    User {
+        key: key.into(),
+        oid: None,
+        name: key.into(),
+        email: format!("{key}@example.com"),
+        groups: vec!["grp-jit-requesters".into()],
+        roles: vec![],
+        mfa: false,
+        auth_time: None,
+    }
+}
+
+fn request(requester: &User, entitlement: &str) -> RequestRow {
+    let id = Uuid::now_v7();
+    RequestRow {
+        id,
+        entitlement: entitlement.into(),
+        kind: "aws_role".into(),
+        requester_key: requester.key.clone(),
+        requester_email: requester.email.clone(),
+        state: RequestState::Pending,
+        duration_secs: 3600,
+        justification: "incident 42".into(),
+        ticket: None,
+        approvals_required: 1,
+        break_glass: false,
+        extends_id: None,
+        root_id: id,
+        target_key: format!("aws:{entitlement}"),
+        simulated: false,
+        created_at: T0,
+        pending_until: Some(T0 + 3_600_000),
+        decided_at: None,
+        activated_at: None,
+        expires_at: None,
+        ended_at: None,
+        failure_reason: None,
+        provider_ref: None,
+        deprovisioned_at: None,
+        reviewed_by: None,
+        reviewed_at: None,
+    }
+}
+
+async fn add_user(store: &Store, u: &User) {
+    let mut tx = store.begin().await.unwrap();
+    users::upsert(&mut tx, u, T0).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn insert_request(store: &Store, r: &RequestRow) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    requests::insert(&mut tx, r).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn enqueue(store: &Store, kind: &str, due_at: i64, dedupe: Option<&str>) {
+    let mut tx = store.begin().await.unwrap();
+    jobs::enqueue(&mut tx, kind, None, "{}", due_at, dedupe, T0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn job_count(store: &Store) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// migrations
+// ---------------------------------------------------------------------------------------------
+
+both_backends!(migrations_are_idempotent, |db| {
+    assert!(
+        db.store.migrate().await.unwrap().is_empty(),
+        "{}: second run applied something",
+        db.name()
+    );
+    assert!(db.store.migrate().await.unwrap().is_empty());
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+});
+
+mod concurrent_migrations_apply_once {
+    use super::*;
+
+    async fn run(backend: Backend) {
+        let db = TestDb::unmigrated(backend).await;
+        // Brokers starting together: each has its own pool on the same, empty database.
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let url = db.url.clone();
+            tasks.push(tokio::spawn(async move {
+                let store = Store::connect(&url, 2).await?;
+                let applied = store.migrate().await;
+                store.close().await;
+                applied
+            }));
+        }
+        let mut applied = Vec::new();
+        for t in tasks {
+            applied.extend(
+                t.await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{}: {e}", db.name())),
+            );
+        }
+        assert_eq!(applied, ["0001_init"], "{}", db.name());
+        assert!(db.store.migrate().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        run(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        run(Backend::Postgres).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit chain
+// ---------------------------------------------------------------------------------------------
+
+both_backends!(audit_chain_verifies_when_intact, |db| {
+    let empty = verify(&db, None).await;
+    assert!(
+        empty.ok && empty.checked == 0 && empty.last_seq.is_none(),
+        "{empty:?}"
+    );
+
+    seed(&db.store, 5).await.unwrap();
+    let report = verify(&db, None).await;
+    assert!(report.ok, "{}: {report:?}", db.name());
+    assert_eq!(
+        (report.checked, report.last_seq, report.first_bad_seq),
+        (5, Some(5), None)
+    );
+
+    let tail = verify(&db, Some(3)).await;
+    assert!(
+        tail.ok && tail.checked == 3 && tail.last_seq == Some(5),
+        "{tail:?}"
+    );
+    let at_end = verify(&db, Some(6)).await;
+    assert!(at_end.ok && at_end.checked == 0, "{at_end:?}");
+    // starting further on claims rows that are not there (a truncated tail, say)
+    let past_end = verify(&db, Some(9)).await;
+    assert_eq!(past_end.first_bad_seq, Some(8), "{past_end:?}");
+
+    // stored hashes are the documented encoding, linked from the genesis hash
+    let events = audit::list(
+        &db.store,
+        &audit::Filter {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [5, 4, 3, 2, 1]
+    );
+    assert_eq!(events[4].prev_hash, audit::GENESIS);
+    for pair in events.windows(2) {
+        assert_eq!(pair[0].prev_hash, pair[1].hash);
+    }
+    for e in &events {
+        assert_eq!(e.hash, e.computed_hash());
+    }
+    assert!(
+        events.iter().any(|e| e.request_id.is_none())
+            && events.iter().any(|e| e.entitlement.is_none())
+    );
+});
+
+both_backends!(an_append_rolls_back_with_its_transaction, |db| {
+    let mut tx = db.store.begin().await.unwrap();
+    let seq = audit::append(
+        &mut tx,
+        db.backend(),
+        OffsetDateTime::now_utc(),
+        NewEvent {
+            actor: "system",
+            action: "grant.activated",
+            request_id: None,
+            entitlement: None,
+            data: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(seq, 1);
+    tx.rollback().await.unwrap();
+    assert!(
+        seqs(&db).await.is_empty(),
+        "{}: a rolled back event stayed",
+        db.name()
+    );
+    seed(&db.store, 1).await.unwrap();
+    assert_eq!(seqs(&db).await, [1]);
+    assert!(verify(&db, None).await.ok);
+});
+
+both_backends!(edited_payload_is_named, |db| {
+    seed(&db.store, 5).await.unwrap();
+    db.disable_audit_triggers().await;
+    db.exec(r#"UPDATE audit_events SET data = '{"i":3,"reason":"routine"}' WHERE seq = 3"#)
+        .await
+        .unwrap();
+    let report = verify(&db, None).await;
+    assert!(!report.ok, "{}: {report:?}", db.name());
+    assert_eq!(report.first_bad_seq, Some(3), "{}: {report:?}", db.name());
+    assert_eq!((report.checked, report.last_seq), (2, Some(2)));
+    assert_eq!(
+        report.problem.as_deref(),
+        Some("content does not match its hash")
+    );
+    // from past the edit, the rest still verifies
+    assert!(verify(&db, Some(4)).await.ok);
+});
+
+both_backends!(edited_actor_time_and_optional_fields_are_named, |db| {
+    for (seq, sql) in [
+        (
+            2,
+            "UPDATE audit_events SET actor = 'mallory@example.com' WHERE seq = 2",
+        ),
+        (1, "UPDATE audit_events SET at = at + 1 WHERE seq = 1"),
+        // seq 3 has no entitlement: an empty one is not the same as none
+        (3, "UPDATE audit_events SET entitlement = '' WHERE seq = 3"),
+        (4, "UPDATE audit_events SET request_id = NULL WHERE seq = 4"),
+        (
+            5,
+            "UPDATE audit_events SET action = 'request.denied' WHERE seq = 5",
+        ),
+    ] {
+        let db = TestDb::new(db.backend()).await;
+        seed(&db.store, 5).await.unwrap();
+        db.disable_audit_triggers().await;
+        db.exec(sql).await.unwrap();
+        let report = verify(&db, None).await;
+        assert_eq!(
+            report.first_bad_seq,
+            Some(seq),
+            "{}: `{sql}`: {report:?}",
+            db.name()
+        );
+    }
+});
+
+both_backends!(deleted_middle_row_is_named, |db| {
+    seed(&db.store, 5).await.unwrap();
+    db.disable_audit_triggers().await;
+    db.exec("DELETE FROM audit_events WHERE seq = 3")
+        .await
+        .unwrap();
+    let report = verify(&db, None).await;
+    assert!(!report.ok);
+    assert_eq!(report.first_bad_seq, Some(3), "{}: {report:?}", db.name());
+    assert_eq!(
+        report.problem.as_deref(),
+        Some("row is missing (next row found is 4)")
+    );
+    // starting right after the hole: the anchor row is gone
+    assert_eq!(verify(&db, Some(4)).await.first_bad_seq, Some(3));
+});
+
+both_backends!(swapped_rows_are_named, |db| {
+    seed(&db.store, 5).await.unwrap();
+    db.disable_audit_triggers().await;
+    db.exec("UPDATE audit_events SET seq = 1000 WHERE seq = 2")
+        .await
+        .unwrap();
+    db.exec("UPDATE audit_events SET seq = 2 WHERE seq = 3")
+        .await
+        .unwrap();
+    db.exec("UPDATE audit_events SET seq = 3 WHERE seq = 1000")
+        .await
+        .unwrap();
+    let report = verify(&db, None).await;
+    assert_eq!(report.first_bad_seq, Some(2), "{}: {report:?}", db.name());
+    assert_eq!(
+        report.problem.as_deref(),
+        Some("prev_hash does not match the previous row's hash")
+    );
+});
+
+both_backends!(renumbered_rows_are_named, |db| {
+    // The deletion hidden by renumbering the rows after it.
+    seed(&db.store, 5).await.unwrap();
+    db.disable_audit_triggers().await;
+    db.exec("DELETE FROM audit_events WHERE seq = 3")
+        .await
+        .unwrap();
+    db.exec("UPDATE audit_events SET seq = 3 WHERE seq = 4")
+        .await
+        .unwrap();
+    db.exec("UPDATE audit_events SET seq = 4 WHERE seq = 5")
+        .await
+        .unwrap();
+    assert_eq!(seqs(&db).await, [1, 2, 3, 4]);
+    let report = verify(&db, None).await;
+    assert_eq!(report.first_bad_seq, Some(3), "{}: {report:?}", db.name());
+});
+
+both_backends!(renumbered_seq_alone_is_named, |db| {
+    // seq is hashed: moving the last row up by one breaks it even though nothing else changed
+    seed(&db.store, 5).await.unwrap();
+    db.disable_audit_triggers().await;
+    db.exec("UPDATE audit_events SET seq = 6 WHERE seq = 5")
+        .await
+        .unwrap();
+    let report = verify(&db, None).await;
+    assert_eq!(report.first_bad_seq, Some(5), "{}: {report:?}", db.name());
+});
+
+both_backends!(a_rehashed_edit_is_caught_at_the_next_row, |db| {
+    // An attacker who also recomputes the edited row's hash moves the break one row down.
+    seed(&db.store, 5).await.unwrap();
+    db.disable_audit_triggers().await;
+    let mut row = audit::list(
+        &db.store,
+        &audit::Filter {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .find(|e| e.seq == 3)
+    .unwrap();
+    row.data = r#"{"i":3}"#.into();
+    let forged = row.computed_hash();
+    sqlx::query("UPDATE audit_events SET data = $1, hash = $2 WHERE seq = 3")
+        .bind(&row.data)
+        .bind(&forged)
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let report = verify(&db, None).await;
+    assert_eq!(report.first_bad_seq, Some(4), "{}: {report:?}", db.name());
+});
+
+both_backends!(a_truncated_tail_needs_an_offsite_checkpoint, |db| {
+    // The documented limit (docs/audit.md): dropping the newest rows leaves a valid, shorter
+    // chain. Only a checkpoint kept elsewhere (last seq + hash) shows it.
+    seed(&db.store, 5).await.unwrap();
+    let checkpoint = audit::last_of(&db.store, "request.created")
+        .await
+        .unwrap()
+        .unwrap();
+    db.disable_audit_triggers().await;
+    db.exec("DELETE FROM audit_events WHERE seq >= 4")
+        .await
+        .unwrap();
+    let report = verify(&db, None).await;
+    assert!(report.ok, "{report:?}");
+    assert!(
+        report.last_seq < Some(checkpoint.seq),
+        "the checkpoint shows the truncation"
+    );
+});
+
+both_backends!(the_database_refuses_to_change_the_log, |db| {
+    seed(&db.store, 3).await.unwrap();
+    refused(
+        &db,
+        "UPDATE audit_events SET actor = 'x' WHERE seq = 2",
+        "append-only",
+    )
+    .await;
+    refused(&db, "UPDATE audit_events SET seq = seq + 10", "append-only").await;
+    refused(&db, "DELETE FROM audit_events WHERE seq = 3", "append-only").await;
+    refused(&db, "DELETE FROM audit_events", "append-only").await;
+    if db.backend() == Backend::Postgres {
+        refused(&db, "TRUNCATE audit_events", "append-only").await;
+        refused(&db, "TRUNCATE audit_events CASCADE", "append-only").await;
+    }
+    // inserts must extend the chain: no gap, no fork, no foreign prev_hash
+    let last = audit::last_of(&db.store, "request.created")
+        .await
+        .unwrap()
+        .unwrap();
+    let insert = |seq: i64, prev: &str| {
+        format!(
+            "INSERT INTO audit_events (seq, at, actor, action, data, prev_hash, hash) \
+             VALUES ({seq}, 0, 'x', 'x', '{{}}', '{prev}', '{}')",
+            "f".repeat(64)
+        )
+    };
+    refused(&db, &insert(5, &last.hash), "out of chain").await;
+    refused(&db, &insert(4, audit::GENESIS), "out of chain").await;
+    let dup = db.exec(&insert(3, &last.prev_hash)).await;
+    assert!(
+        dup.is_err(),
+        "{}: a second row 3 (a fork) went in",
+        db.name()
+    );
+
+    assert_eq!(seqs(&db).await, [1, 2, 3]);
+    assert!(verify(&db, None).await.ok);
+});
+
+both_backends!(concurrent_appends_form_one_chain, |db| {
+    const TASKS: i64 = 20;
+    const EACH: i64 = 10;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = db.store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..EACH {
+                let actor = format!("user{t}@example.com");
+                let ev = NewEvent {
+                    actor: &actor,
+                    action: "request.created",
+                    request_id: Some(Uuid::now_v7()),
+                    entitlement: Some("aws-prod-admin"),
+                    data: json!({ "task": t, "i": i }),
+                };
+                got.push(append(&store, T0 + i, ev).await?);
+            }
+            Ok::<_, StoreError>(got)
+        }));
+    }
+    let mut returned = Vec::new();
+    for h in handles {
+        returned.extend(
+            h.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e}", db.name())),
+        );
+    }
+    returned.sort_unstable();
+    let expected: Vec<i64> = (1..=TASKS * EACH).collect();
+    assert_eq!(
+        returned,
+        expected,
+        "{}: append returned duplicate or missing seqs",
+        db.name()
+    );
+    assert_eq!(
+        seqs(&db).await,
+        expected,
+        "{}: gaps in the table",
+        db.name()
+    );
+    let report = verify(&db, None).await;
+    assert!(report.ok, "{}: {report:?}", db.name());
+    assert_eq!(report.checked, u64::try_from(TASKS * EACH).unwrap());
+    let forks: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT prev_hash FROM audit_events GROUP BY prev_hash HAVING COUNT(*) > 1) f",
+    )
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(forks, 0);
+});
+
+// ---------------------------------------------------------------------------------------------
+// jobs
+// ---------------------------------------------------------------------------------------------
+
+both_backends!(concurrent_claimers_never_share_a_job, |db| {
+    const JOBS: usize = 60;
+    for _ in 0..JOBS {
+        enqueue(&db.store, "expire", T0, None).await;
+    }
+    let mut claimers = Vec::new();
+    for _ in 0..4 {
+        let store = db.store.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = jobs::claim(&store, T0 + 10, 60_000, 3).await?;
+                if batch.is_empty() {
+                    return Ok::<_, StoreError>(mine);
+                }
+                mine.extend(batch.into_iter().map(|j| j.id));
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(
+            c.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e}", db.name())),
+        );
+    }
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "{}: a job was claimed twice",
+        db.name()
+    );
+    assert_eq!(all.len(), JOBS, "{}: not every job was claimed", db.name());
+});
+
+both_backends!(an_expired_lease_makes_a_job_claimable_again, |db| {
+    enqueue(&db.store, "activate", T0, None).await;
+    assert!(
+        jobs::claim(&db.store, T0 - 1, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+
+    let first = jobs::claim(&db.store, T0, 1_000, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].kind.as_str(), first[0].attempts, first[0].due_at),
+        ("activate", 1, T0)
+    );
+    assert!(
+        jobs::claim(&db.store, T0 + 999, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "lease still held"
+    );
+
+    let again = jobs::claim(&db.store, T0 + 1_000, 1_000, 10).await.unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "{}: lease ran out but the job was not reclaimed",
+        db.name()
+    );
+    assert_eq!((again[0].id, again[0].attempts), (first[0].id, 2));
+
+    // retry_later frees the lease and moves the due time
+    jobs::retry_later(&db.store, again[0].id, T0 + 5_000, "throttled")
+        .await
+        .unwrap();
+    assert!(
+        jobs::claim(&db.store, T0 + 4_999, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let third = jobs::claim(&db.store, T0 + 5_000, 1_000, 10).await.unwrap();
+    assert_eq!(third[0].attempts, 3);
+
+    let mut tx = db.store.begin().await.unwrap();
+    jobs::complete(&mut tx, third[0].id, T0 + 5_001)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        jobs::claim(&db.store, T0 + 999_999, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "done jobs stay done"
+    );
+    assert_eq!(
+        jobs::backlog(&db.store, T0 + 999_999).await.unwrap(),
+        (0, None)
+    );
+});
+
+both_backends!(a_dedupe_key_keeps_one_job, |db| {
+    enqueue(&db.store, "expire", T0, Some("expire:r1")).await;
+    enqueue(&db.store, "expire", T0 + 5, Some("expire:r1")).await;
+    enqueue(&db.store, "notify", T0, None).await;
+    enqueue(&db.store, "notify", T0, None).await;
+    assert_eq!(job_count(&db.store).await, 3, "{}", db.name());
+
+    // the key moves the one pending job (extensions)
+    let mut tx = db.store.begin().await.unwrap();
+    jobs::reschedule(&mut tx, "expire:r1", T0 + 60_000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let due = jobs::claim(&db.store, T0 + 1, 1_000, 10).await.unwrap();
+    assert_eq!(due.iter().filter(|j| j.kind == "expire").count(), 0);
+    assert_eq!(due.len(), 2);
+    assert_eq!(
+        jobs::backlog(&db.store, T0 + 60_000).await.unwrap(),
+        (3, Some(T0))
+    );
+});
+
+// ---------------------------------------------------------------------------------------------
+// requests
+// ---------------------------------------------------------------------------------------------
+
+both_backends!(one_open_request_per_requester_and_entitlement, |db| {
+    let alice = user("alice");
+    add_user(&db.store, &alice).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = db.store.clone();
+        let r = request(&alice, "aws-prod-admin");
+        tasks.push(tokio::spawn(
+            async move { insert_request(&store, &r).await },
+        ));
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(msg)) => {
+                assert!(msg.contains("`aws-prod-admin`"), "{msg}");
+                conflicts += 1;
+            }
+            Err(e) => panic!("{}: unexpected error {e}", db.name()),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 49), "{}", db.name());
+
+    // other entitlements and other people are not affected
+    insert_request(&db.store, &request(&alice, "aws-dev-admin"))
+        .await
+        .unwrap();
+    let bob = user("bob");
+    add_user(&db.store, &bob).await;
+    insert_request(&db.store, &request(&bob, "aws-prod-admin"))
+        .await
+        .unwrap();
+
+    // once the open one ends, a new one may be filed
+    let open = requests::list(
+        &db.store,
+        &requests::ListFilter {
+            requester_key: Some(alice.key.clone()),
+            entitlement: Some("aws-prod-admin".into()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(open.len(), 1);
+    let mut tx = db.store.begin().await.unwrap();
+    requests::set_state(
+        &mut tx,
+        open[0].id,
+        RequestState::Pending,
+        RequestState::Cancelled,
+        &requests::Changes::default(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    insert_request(&db.store, &request(&alice, "aws-prod-admin"))
+        .await
+        .unwrap();
+});
+
+// ---------------------------------------------------------------------------------------------
+// exports
+// ---------------------------------------------------------------------------------------------
+
+/// Events whose text would break naive CSV or run in a spreadsheet.
+async fn seed_hostile(store: &Store) {
+    let rows: [(&str, &str, Option<&str>, Value); 4] = [
+        (
+            "=cmd|' /C calc'!A0",
+            "request.created",
+            Some("aws,prod \"admin\""),
+            json!({ "note": "line 1\r\nline 2" }),
+        ),
+        (
+            "system",
+            "grant.activated",
+            Some("-2+3"),
+            json!({ "requester": "@alice", "n": 1.5 }),
+        ),
+        ("bob@example.com", "auth.signed_in", None, json!({})),
+        (
+            "system",
+            "policy.loaded",
+            None,
+            json!({ "hash": "+abc", "ünïcødé": "✓" }),
+        ),
+    ];
+    for (i, (actor, action, entitlement, data)) in rows.into_iter().enumerate() {
+        let request_id = (i % 2 == 0).then(Uuid::now_v7);
+        let at = T0 + i64::try_from(i).unwrap() * 1_001;
+        append(
+            store,
+            at,
+            NewEvent {
+                actor,
+                action,
+                request_id,
+                entitlement,
+                data,
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn export_text(db: &TestDb, format: ExportFormat, from: i64) -> (u64, String) {
+    let mut out = Vec::new();
+    let n = export::export(&db.store, format, from, &mut out)
+        .await
+        .unwrap();
+    (n, String::from_utf8(out).unwrap())
+}
+
+both_backends!(jsonl_export_is_one_verifiable_event_per_line, |db| {
+    seed_hostile(&db.store).await;
+    let (n, text) = export_text(&db, ExportFormat::Jsonl, 1).await;
+    assert_eq!(n, 4);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let mut prev = audit::GENESIS.to_owned();
+    for (i, line) in lines.iter().enumerate() {
+        let ev: jit_api::AuditEvent = serde_json::from_str(line).unwrap();
+        assert_eq!(ev.seq, i64::try_from(i).unwrap() + 1);
+        assert_eq!(ev.prev_hash, prev);
+        // everything needed to recompute the hash off-host is in the line
+        let at = i64::try_from(ev.at.unix_timestamp_nanos() / 1_000_000).unwrap();
+        let rid = ev.request_id.map(|u| u.to_string());
+        let data = serde_json::to_string(&ev.data).unwrap();
+        let hash = audit::chain_hash(&Canonical {
+            seq: ev.seq,
+            at,
+            actor: &ev.actor,
+            action: &ev.action,
+            request_id: rid.as_deref(),
+            entitlement: ev.entitlement.as_deref(),
+            data: &data,
+            prev_hash: &ev.prev_hash,
+        });
+        assert_eq!(
+            hash,
+            ev.hash,
+            "{}: line {} does not re-verify",
+            db.name(),
+            i + 1
+        );
+        prev = ev.hash;
+    }
+    let (n, text) = export_text(&db, ExportFormat::Jsonl, 3).await;
+    assert_eq!(n, 2);
+    assert!(text.starts_with(r#"{"seq":3,"#), "{text}");
+});
+
+/// A strict RFC 4180 reader for the test: rows of cells.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut cell) = (Vec::new(), Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        if quoted {
+            if c != '"' {
+                cell.push(c);
+            } else if chars.peek() == Some(&'"') {
+                chars.next();
+                cell.push('"');
+            } else {
+                assert!(
+                    matches!(chars.peek(), None | Some(',' | '\r')),
+                    "text after a closing quote"
+                );
+                quoted = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                assert!(cell.is_empty(), "quote inside an unquoted cell");
+                quoted = true;
+            }
+            ',' => row.push(std::mem::take(&mut cell)),
+            '\r' => {
+                assert_eq!(chars.next(), Some('\n'), "bare CR");
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            '\n' => panic!("bare LF ends a record"),
+            c => cell.push(c),
+        }
+    }
+    assert!(
+        !quoted && cell.is_empty() && row.is_empty(),
+        "the file must end with CRLF"
+    );
+    rows
+}
+
+both_backends!(csv_export_quotes_and_defuses_formulas, |db| {
+    seed_hostile(&db.store).await;
+    let (n, text) = export_text(&db, ExportFormat::Csv, 1).await;
+    assert_eq!(n, 4);
+    let rows = parse_csv(&text);
+    assert_eq!(rows[0].join(","), CSV_HEADER);
+    assert_eq!(rows.len(), 5, "{text}");
+    for row in &rows {
+        assert_eq!(row.len(), 9, "{row:?}");
+        for cell in row {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{}: formula cell {cell:?}",
+                db.name()
+            );
+        }
+    }
+    let stored = audit::list(
+        &db.store,
+        &audit::Filter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for (row, ev) in rows[1..].iter().zip(stored.iter().rev()) {
+        let plain = |cell: &str| cell.strip_prefix('\'').unwrap_or(cell).to_owned();
+        assert_eq!(row[0], ev.seq.to_string());
+        let at = OffsetDateTime::parse(&row[1], &Rfc3339).unwrap();
+        assert_eq!(
+            i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap(),
+            ev.at
+        );
+        assert_eq!(plain(&row[2]), ev.actor);
+        assert_eq!(row[3], ev.action);
+        assert_eq!(row[4], ev.request_id.clone().unwrap_or_default());
+        assert_eq!(plain(&row[5]), ev.entitlement.clone().unwrap_or_default());
+        assert_eq!(row[6], ev.data);
+        assert_eq!(
+            (row[7].as_str(), row[8].as_str()),
+            (ev.prev_hash.as_str(), ev.hash.as_str())
+        );
+    }
+    assert!(text.contains("\"'=cmd|' /C calc'!A0\""), "{text}");
+    assert!(text.contains("\"aws,prod \"\"admin\"\"\""), "{text}");
+
+    let (n, text) = export_text(&db, ExportFormat::Csv, 99).await;
+    assert_eq!((n, text), (0, format!("{CSV_HEADER}\r\n")));
+});
+
+both_backends!(ocsf_export_is_ocsf_shaped_and_keeps_the_chain, |db| {
+    seed_hostile(&db.store).await;
+    let (n, text) = export_text(&db, ExportFormat::Ocsf, 1).await;
+    assert_eq!(n, 4);
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4);
+    for o in &events {
+        for field in [
+            "class_uid",
+            "category_uid",
+            "activity_id",
+            "type_uid",
+            "time",
+            "severity_id",
+            "metadata",
+        ] {
+            assert!(
+                !o[field].is_null(),
+                "{}: `{field}` missing in {o}",
+                db.name()
+            );
+        }
+        let class = o["class_uid"].as_u64().unwrap();
+        assert_eq!(
+            o["type_uid"].as_u64().unwrap(),
+            class * 100 + o["activity_id"].as_u64().unwrap()
+        );
+        assert_eq!(o["category_uid"].as_u64().unwrap(), class / 1000);
+        assert_eq!(o["metadata"]["version"], OCSF_VERSION);
+        assert_eq!(o["metadata"]["product"]["name"], "jit");
+        assert_eq!(o["time"], o["unmapped"]["at"]);
+        if class == 3002 || class == 3005 {
+            assert!(
+                o["user"]["name"].is_string(),
+                "`user` is required by {class}: {o}"
+            );
+        }
+        let u = &o["unmapped"];
+        let data = serde_json::to_string(&u["data"]).unwrap();
+        let hash = audit::chain_hash(&Canonical {
+            seq: u["seq"].as_i64().unwrap(),
+            at: u["at"].as_i64().unwrap(),
+            actor: u["actor"].as_str().unwrap(),
+            action: u["action"].as_str().unwrap(),
+            request_id: u["request_id"].as_str(),
+            entitlement: u["entitlement"].as_str(),
+            data: &data,
+            prev_hash: u["prev_hash"].as_str().unwrap(),
+        });
+        assert_eq!(
+            u["hash"].as_str(),
+            Some(hash.as_str()),
+            "{}: {o}",
+            db.name()
+        );
+    }
+    let classes: Vec<(u64, u64)> = events
+        .iter()
+        .map(|o| {
+            (
+                o["class_uid"].as_u64().unwrap(),
+                o["activity_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(classes, [(3005, 99), (3005, 1), (3002, 1), (0, 99)]);
+    assert_eq!(events[1]["user"]["name"], "@alice");
+    assert_eq!(events[1]["privileges"], json!(["-2+3"]));
+    assert_eq!(
+        events[0]["metadata"]["correlation_uid"],
+        events[0]["unmapped"]["request_id"]
+    );
+});
