@@ -4,11 +4,6 @@
 //! role name, identity-store users and permission set), so they run in
 //! parallel without `/moto-api/reset`.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test code: a failed unwrap is a failed test"
-)]
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -7,11 +7,6 @@
 //! Operations are named by the `X-Amz-Target` suffix (JSON protocols) or the
 //! `Action` form field (Query protocols: STS, IAM).
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test code: a failed unwrap is a failed test"
-)]
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

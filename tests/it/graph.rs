@@ -2,8 +2,6 @@
 //! (`graph_fake.rs`; Microsoft ships no emulator).
 
 #![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
     clippy::too_many_lines,
     reason = "test helpers panic loudly; scenario tests read top to bottom"
 )]

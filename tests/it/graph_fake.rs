@@ -15,7 +15,6 @@
 //! (PIM's five-minute removal floor, schedule expiry).
 
 #![expect(
-    clippy::unwrap_used,
     clippy::too_many_lines,
     reason = "a test harness: failures panic loudly; request checks read top to bottom"
 )]

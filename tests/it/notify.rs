@@ -1,11 +1,6 @@
 //! Notifications against real peers: an aiosmtpd sink (`tests/peers/smtp_sink.py`)
 //! for email, and a local webhook receiver for Teams (which has no emulator).
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test harness: a failed setup step should stop the test at once"
-)]
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

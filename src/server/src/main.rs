@@ -146,7 +146,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
                 AuditCommand::Export { format, from } => {
-                    let format: ExportFormat = format.parse().map_err(anyhow::Error::msg)?;
+                    let format: ExportFormat =
+                        format
+                            .parse()
+                            .map_err(|e: jit_server::store::export::UnknownFormat| {
+                                anyhow::anyhow!("{e}")
+                            })?;
                     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                     let n = export(&store, format, from, &mut out).await?;
                     std::io::Write::flush(&mut out)?;

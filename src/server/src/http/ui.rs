@@ -708,7 +708,9 @@ async fn audit_export(
     crate::store::export::export(
         &web.app.store,
         ext.parse()
-            .map_err(|e: String| UiError(StatusCode::BAD_REQUEST, e, None))?,
+            .map_err(|e: crate::store::export::UnknownFormat| {
+                UiError(StatusCode::BAD_REQUEST, e.to_string(), None)
+            })?,
         1,
         &mut out,
     )
