@@ -21,7 +21,18 @@ const BATCH: i64 = 32;
 /// Runs until `shutdown` turns true.
 pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     info!(tick_ms = tick.as_millis(), "scheduler started");
+    let reconcile_every = Duration::from_secs(crate::config::Config::seconds(
+        &app.config.scheduler.reconcile_every,
+    ));
+    let mut next_reconcile = std::time::Instant::now();
     loop {
+        if std::time::Instant::now() >= next_reconcile {
+            next_reconcile += reconcile_every;
+            let every_ms = i64::try_from(reconcile_every.as_millis()).unwrap_or(i64::MAX);
+            if let Err(e) = app.queue_reconcile(every_ms).await {
+                error!(error = %e, "could not queue reconciliation");
+            }
+        }
         match run_due(&app).await {
             Ok(n) if i64::try_from(n).unwrap_or(i64::MAX) >= BATCH => continue,
             Ok(_) => {}

@@ -164,19 +164,26 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
         }
         config.server.public_url = format!("http://{local}");
     }
-    let (auth, providers) = if dev {
-        (
-            AuthMode::Dev,
-            crate::providers::from_config(&config, true).await?,
-        )
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (providers, graph) = crate::providers::from_config(&config, clock.clone()).await?;
+    let auth = if dev {
+        AuthMode::Dev
     } else {
-        (
-            oidc_auth_mode(&config)?,
-            crate::providers::from_config(&config, false).await?,
-        )
+        let oidc = config
+            .oidc
+            .as_ref()
+            .context("config: `oidc`: required outside development mode")?;
+        let redirect = format!(
+            "{}/auth/callback",
+            config.server.public_url.trim_end_matches('/')
+        );
+        let groups = graph.map(|g| g as Arc<dyn crate::identity::GroupResolver>);
+        AuthMode::Oidc(Arc::new(
+            crate::identity::Identity::discover(oidc, &redirect, clock.clone(), groups).await?,
+        ))
     };
     let tick = Duration::from_secs(Config::seconds(&config.scheduler.tick));
-    let broker = build(config, dev, auth, providers, Arc::new(SystemClock)).await?;
+    let broker = build(config, dev, auth, providers, clock).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let scheduler = tokio::spawn(crate::scheduler::run(broker.app.clone(), tick, stop_rx));
     let router = http::router(broker.web.clone());
@@ -195,10 +202,6 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
     let _ = scheduler.await;
     broker.app.store.close().await;
     Ok(())
-}
-
-fn oidc_auth_mode(_config: &Config) -> anyhow::Result<AuthMode> {
-    bail!("config: `oidc`: OpenID Connect sign-in is not part of this build yet; use `serve --dev`")
 }
 
 async fn shutdown_signal() {

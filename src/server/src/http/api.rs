@@ -96,6 +96,7 @@ pub(super) fn routes() -> Router<Web> {
         .route("/requests/{id}/console-url", post(console_url))
         .route("/audit", get(audit_list))
         .route("/audit/verify", get(audit_verify))
+        .route("/admin/revoke-sessions", post(revoke_sessions))
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
 }
 
@@ -384,4 +385,23 @@ async fn audit_verify(
         .await
         .map_err(crate::service::ServiceError::from)?;
     Ok(Json(report))
+}
+
+#[derive(Deserialize)]
+struct RevokeSessionsBody {
+    entitlement: String,
+}
+
+async fn revoke_sessions(
+    State(web): State<Web>,
+    Bearer(user): Bearer,
+    Body(body): Body<RevokeSessionsBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (role_arn, before) = web
+        .app
+        .revoke_all_sessions(&user, &body.entitlement)
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "role_arn": role_arn, "issued_before": before }),
+    ))
 }

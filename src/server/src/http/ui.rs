@@ -32,6 +32,7 @@ pub(super) fn routes() -> Router<Web> {
         .route("/audit", get(audit_page))
         .route("/audit/export", get(audit_export))
         .route("/admin", get(admin))
+        .route("/admin/revoke-sessions", post(admin_revoke_sessions))
 }
 
 /// Facts every page needs.
@@ -734,14 +735,43 @@ async fn audit_export(
 struct AdminPage {
     chrome: Chrome,
     active: Vec<Card>,
+    roles: Vec<(String, String)>,
+    notice: String,
+}
+
+#[derive(Deserialize)]
+struct RevokeSessionsForm {
+    csrf: String,
+    entitlement: String,
+}
+
+async fn admin_revoke_sessions(
+    State(web): State<Web>,
+    s: SignedIn,
+    headers: HeaderMap,
+    Form(f): Form<RevokeSessionsForm>,
+) -> Result<Response, UiError> {
+    web.auth.check_form(&headers, &s.session, &f.csrf)?;
+    let notice = match web.app.revoke_all_sessions(&s.user, &f.entitlement).await {
+        Ok((arn, before)) => format!("every session of {arn} issued before {before} is now denied"),
+        Err(
+            e @ (ServiceError::Invalid(_) | ServiceError::Upstream(_) | ServiceError::NotFound(_)),
+        ) => e.to_string(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(admin_page(&web, &s, notice).await?.into_response())
 }
 
 async fn admin(State(web): State<Web>, s: SignedIn) -> Result<AdminPage, UiError> {
+    admin_page(&web, &s, String::new()).await
+}
+
+async fn admin_page(web: &Web, s: &SignedIn, notice: String) -> Result<AdminPage, UiError> {
     if !web.app.is_admin(&s.user) {
         return Err(UiError(
             StatusCode::FORBIDDEN,
             "only admins administer the broker".to_owned(),
-            Some(Box::new(Chrome::new(&web, &s))),
+            Some(Box::new(Chrome::new(web, s))),
         ));
     }
     let active = web
@@ -754,7 +784,16 @@ async fn admin(State(web): State<Web>, s: SignedIn) -> Result<AdminPage, UiError
         )
         .await?;
     Ok(AdminPage {
-        chrome: Chrome::new(&web, &s),
-        active: active.iter().map(|v| card(&web, v)).collect(),
+        chrome: Chrome::new(web, s),
+        active: active.iter().map(|v| card(web, v)).collect(),
+        roles: web
+            .app
+            .policy
+            .catalog
+            .iter()
+            .filter(|e| e.kind == crate::policy::Kind::AwsRole)
+            .map(|e| (e.id.clone(), e.title.clone()))
+            .collect(),
+        notice,
     })
 }

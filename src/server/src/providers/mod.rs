@@ -144,14 +144,60 @@ pub struct ReconcileReport {
     pub missing: Vec<String>,
 }
 
-/// Providers for what the configuration sets up; simulated for the rest
-/// (which only development mode accepts).
-#[expect(
-    clippy::unused_async,
-    reason = "real providers are built asynchronously from the configuration"
-)]
-pub async fn from_config(_config: &crate::config::Config, _dev: bool) -> anyhow::Result<Providers> {
-    Ok(Providers::simulated())
+/// Ends every session of an AWS role issued before a time (the documented
+/// `aws:TokenIssueTime` deny), for "revoke all sessions".
+#[async_trait]
+pub trait SessionRevoker: Send + Sync {
+    /// Denies sessions of `role_arn` issued before `before`.
+    async fn revoke_all_sessions(
+        &self,
+        role_arn: &str,
+        before: OffsetDateTime,
+    ) -> Result<(), ProviderError>;
+}
+
+#[async_trait]
+impl SessionRevoker for aws::AwsRole {
+    async fn revoke_all_sessions(
+        &self,
+        role_arn: &str,
+        before: OffsetDateTime,
+    ) -> Result<(), ProviderError> {
+        aws::AwsRole::revoke_all_sessions(self, role_arn, before).await
+    }
+}
+
+/// Real providers for what the configuration sets up (`[aws]`, `[entra]`);
+/// simulated for the rest, which only development mode accepts. Also returns
+/// the Graph client, which serves group-overage lookups at sign-in.
+pub async fn from_config(
+    config: &crate::config::Config,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> anyhow::Result<(Providers, Option<Arc<graph::GraphClient>>)> {
+    let mut providers = Providers::simulated();
+    if let Some(aws_cfg) = &config.aws {
+        let aws = aws::AwsProviders::from_config(aws_cfg, &config.server.public_url).await;
+        providers = aws.install(providers);
+        providers.session_revoker = Some(aws.role.clone());
+    }
+    let mut graph_client = None;
+    if let Some(entra) = &config.entra {
+        let client = Arc::new(
+            graph::GraphClient::with_options(entra, graph::Tuning::default(), clock)
+                .map_err(|e| anyhow::anyhow!("config: `entra`: {e}"))?,
+        );
+        providers = providers
+            .with(
+                Kind::EntraRole,
+                Arc::new(graph::EntraRole::new(client.clone())),
+            )
+            .with(
+                Kind::EntraGroup,
+                Arc::new(graph::EntraGroup::new(client.clone())),
+            );
+        graph_client = Some(client);
+    }
+    Ok((providers, graph_client))
 }
 
 /// The provider for each kind.
@@ -161,6 +207,8 @@ pub struct Providers {
     aws_identity_center: Arc<dyn GrantProvider>,
     entra_role: Arc<dyn GrantProvider>,
     entra_group: Arc<dyn GrantProvider>,
+    /// "Revoke all sessions" of AWS roles, when `[aws]` is configured.
+    pub session_revoker: Option<Arc<dyn SessionRevoker>>,
 }
 
 impl Providers {
@@ -172,6 +220,7 @@ impl Providers {
             aws_identity_center: sim.clone(),
             entra_role: sim.clone(),
             entra_group: sim,
+            session_revoker: None,
         }
     }
 

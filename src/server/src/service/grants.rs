@@ -101,6 +101,9 @@ impl App {
 
     /// Runs one claimed job.
     pub async fn run_job(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
+        if job.kind == super::admin::RECONCILE {
+            return self.reconcile(job).await;
+        }
         let Some(id) = job.request_id else {
             return Err(ServiceError::Internal(anyhow::anyhow!(
                 "job `{}` without request",

@@ -18,6 +18,7 @@ use crate::providers::Providers;
 use crate::store::audit::{self, NewEvent};
 use crate::store::{Store, StoreError, Tx};
 
+pub mod admin;
 pub mod grants;
 pub mod outbox;
 pub mod requests;

@@ -110,3 +110,15 @@ impl GrantProvider for EntraGroup {
         self.pim.reconcile(managed, live).await
     }
 }
+
+#[async_trait::async_trait]
+impl crate::identity::GroupResolver for GraphClient {
+    async fn user_groups(
+        &self,
+        oid: &str,
+    ) -> Result<Vec<String>, crate::identity::GroupLookupError> {
+        GraphClient::user_groups(self, oid)
+            .await
+            .map_err(|e| crate::identity::GroupLookupError(e.to_string()))
+    }
+}

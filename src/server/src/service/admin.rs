@@ -1,0 +1,179 @@
+//! Admin actions and drift reconciliation.
+
+use serde_json::json;
+
+use super::grants::JobOutcome;
+use super::{App, ServiceError};
+use crate::domain::User;
+use crate::policy::catalog::Target;
+use crate::policy::{Action, Kind};
+use crate::providers::{LiveGrant, ProviderError};
+use crate::store::audit::NewEvent;
+use crate::store::jobs::{self, Job};
+use crate::store::requests::{self as store, ListFilter};
+use crate::store::users;
+
+/// Job kind of a reconciliation pass.
+pub const RECONCILE: &str = "reconcile";
+
+impl App {
+    /// "Revoke all sessions" of an `aws_role` entitlement's role: every STS
+    /// session issued before now stops working (admins only).
+    pub async fn revoke_all_sessions(
+        &self,
+        user: &User,
+        entitlement: &str,
+    ) -> Result<(String, String), ServiceError> {
+        self.policy
+            .authorize_broker(user, Action::Admin)
+            .map_err(|_| ServiceError::Forbidden("only admins revoke all sessions".to_owned()))?;
+        let ent = self.policy.catalog.get(entitlement).ok_or_else(|| {
+            ServiceError::NotFound(format!("unknown entitlement `{entitlement}`"))
+        })?;
+        let Target::AwsRole { role_arn, .. } = &ent.target else {
+            return Err(ServiceError::Invalid(format!(
+                "`{entitlement}` is not an AWS role entitlement"
+            )));
+        };
+        let revoker = self.providers.session_revoker.as_ref().ok_or_else(|| {
+            ServiceError::Invalid("revoking sessions needs the `[aws]` section".to_owned())
+        })?;
+        let before = self.now();
+        revoker
+            .revoke_all_sessions(role_arn, before)
+            .await
+            .map_err(|e| ServiceError::Upstream(format!("could not revoke sessions: {e}")))?;
+        let before_text = super::requests::fmt_ms(crate::clock::to_ms(before));
+        let mut tx = self.store.begin().await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: &user.email,
+                action: "admin.sessions_revoked",
+                request_id: None,
+                entitlement: Some(&ent.id),
+                data: json!({ "role_arn": role_arn, "issued_before": before_text }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((role_arn.clone(), before_text))
+    }
+
+    /// Queues one reconciliation pass per interval (one broker wins the dedupe key).
+    pub async fn queue_reconcile(&self, every_ms: i64) -> Result<(), ServiceError> {
+        let now = self.now_ms();
+        let bucket = now / every_ms.max(1);
+        let mut tx = self.store.begin().await?;
+        jobs::enqueue(
+            &mut tx,
+            RECONCILE,
+            None,
+            "{}",
+            now,
+            Some(&format!("reconcile:{bucket}")),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Compares each real provider's upstream objects with the live grants;
+    /// removals and findings are audited.
+    pub(crate) async fn reconcile(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
+        let active = store::list(
+            &self.store,
+            &ListFilter {
+                states: vec![
+                    jit_api::RequestState::Active,
+                    jit_api::RequestState::Approved,
+                ],
+                limit: 1000,
+                ..ListFilter::default()
+            },
+        )
+        .await?;
+        let mut live = Vec::with_capacity(active.len());
+        for row in &active {
+            if let Some(grantee) = users::grantee(&self.store, &row.requester_key).await? {
+                live.push(LiveGrant {
+                    request_id: row.id,
+                    entitlement: row.entitlement.clone(),
+                    grantee,
+                    ends_at: crate::clock::from_ms(row.expires_at.unwrap_or(row.created_at)),
+                });
+            }
+        }
+        let managed: Vec<_> = self.policy.catalog.iter().cloned().collect();
+        let mut problems = Vec::new();
+        for kind in [
+            Kind::AwsIdentityCenter,
+            Kind::EntraRole,
+            Kind::EntraGroup,
+            Kind::AwsRole,
+        ] {
+            let provider = self.providers.get(kind);
+            if provider.simulated() {
+                continue;
+            }
+            let of_kind: Vec<_> = managed.iter().filter(|e| e.kind == kind).cloned().collect();
+            if of_kind.is_empty() {
+                continue;
+            }
+            let live_of_kind: Vec<_> = live
+                .iter()
+                .filter(|g| of_kind.iter().any(|e| e.id == g.entitlement))
+                .cloned()
+                .collect();
+            match provider.reconcile(&of_kind, &live_of_kind).await {
+                Ok(report) => {
+                    if report.removed.is_empty()
+                        && report.unexplained.is_empty()
+                        && report.missing.is_empty()
+                    {
+                        continue;
+                    }
+                    let mut tx = self.store.begin().await?;
+                    self.audit(
+                        &mut tx,
+                        NewEvent {
+                            actor: "system",
+                            action: "reconcile.drift",
+                            request_id: None,
+                            entitlement: None,
+                            data: json!({
+                                "kind": kind.as_str(),
+                                "removed": report.removed,
+                                "unexplained": report.unexplained,
+                                "missing": report.missing,
+                            }),
+                        },
+                    )
+                    .await?;
+                    tx.commit().await?;
+                }
+                Err(e @ (ProviderError::Transient(_) | ProviderError::Permanent(_))) => {
+                    problems.push(format!("{}: {e}", kind.as_str()));
+                }
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        if !problems.is_empty() {
+            self.audit(
+                &mut tx,
+                NewEvent {
+                    actor: "system",
+                    action: "reconcile.failed",
+                    request_id: None,
+                    entitlement: None,
+                    data: json!({ "errors": problems }),
+                },
+            )
+            .await?;
+        }
+        jobs::complete(&mut tx, job.id, self.now_ms()).await?;
+        tx.commit().await?;
+        Ok(JobOutcome::Done)
+    }
+}
