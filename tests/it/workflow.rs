@@ -678,3 +678,61 @@ each_engine!(
         );
     }
 );
+
+each_engine!(
+    fifty_distinct_approvers_at_once_give_one_grant,
+    |engine| async move {
+        let b = start(engine).await;
+        let alice = b.login("alice").await;
+        let r = alice.request("aws-prod-readonly", "1h").await;
+        assert_eq!(r.approvals_required, 2);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let app = b.app.clone();
+            tasks.spawn(async move {
+                let approver = jit_server::domain::User {
+                    key: format!("test/approver-{i}"),
+                    oid: None,
+                    name: format!("Approver {i}"),
+                    email: format!("approver-{i}@example.com"),
+                    groups: vec!["grp-jit-approvers".to_owned()],
+                    roles: vec![],
+                    mfa: true,
+                    auth_time: None,
+                };
+                app.decide(&approver, r.id, jit_api::Decision::Approve, None)
+                    .await
+            });
+        }
+        let (mut ok, mut conflicts) = (0, 0);
+        while let Some(result) = tasks.join_next().await {
+            match result.unwrap() {
+                Ok(_) => ok += 1,
+                Err(jit_server::service::ServiceError::Conflict(_)) => conflicts += 1,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            (ok, conflicts),
+            (2, 48),
+            "exactly the two approvals that were needed count"
+        );
+        b.run_jobs().await;
+        let done = alice.show(r.id).await;
+        assert_eq!(done.state, RequestState::Active);
+        assert_eq!(done.approvals.len(), 2);
+        let actions = b.audit_actions(Some(r.id)).await;
+        assert_eq!(
+            actions.iter().filter(|a| *a == "request.approval").count(),
+            2
+        );
+        assert_eq!(
+            actions.iter().filter(|a| *a == "request.approved").count(),
+            1
+        );
+        assert_eq!(
+            actions.iter().filter(|a| *a == "grant.activated").count(),
+            1
+        );
+    }
+);

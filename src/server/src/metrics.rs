@@ -65,6 +65,14 @@ pub fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+fn braces(labels: &str) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    }
+}
+
 /// A job ran: duration and lateness.
 pub fn job_ran(kind: &str, took: Duration, late_ms: i64) {
     let l = format!("kind=\"{}\"", label(kind));
@@ -99,7 +107,7 @@ pub fn render(extra: &[Gauge<'_>]) -> String {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 last = name;
             }
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            let _ = writeln!(out, "{name}{} {v}", braces(labels));
         }
         last = "";
         for ((name, labels), h) in &r.histograms {
@@ -116,8 +124,8 @@ pub fn render(extra: &[Gauge<'_>]) -> String {
                 );
             }
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{} {}", braces(labels), h.sum);
+            let _ = writeln!(out, "{name}_count{} {}", braces(labels), h.count);
         }
     });
     for (name, help, values) in extra {
@@ -132,4 +140,31 @@ pub fn render(extra: &[Gauge<'_>]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_exposition_format() {
+        inc("jit_test_total", "kind=\"a\"".to_owned());
+        observe("jit_test_seconds", String::new(), Duration::from_millis(3));
+        let text = render(&[("jit_test_gauge", "A gauge.", vec![(String::new(), 2.0)])]);
+        assert!(text.contains("jit_test_total{kind=\"a\"} 1"), "{text}");
+        assert!(
+            text.contains("jit_test_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jit_test_seconds_bucket{le=\"0.001\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("jit_test_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("# TYPE jit_test_gauge gauge\njit_test_gauge 2"),
+            "{text}"
+        );
+        assert_eq!(label("a\"b\nc"), "a\\\"b\\nc");
+    }
 }

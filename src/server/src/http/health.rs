@@ -23,6 +23,12 @@ pub(super) fn routes() -> Router<Web> {
 async fn readyz(State(web): State<Web>) -> impl IntoResponse {
     let db = web.app.store.ping().await.is_ok();
     let policies = !web.app.policy.catalog.is_empty();
+    // The IdP's metadata is discovered at start-up (the broker does not start without it);
+    // its signing keys are what bearer checks need, so readiness asks for them.
+    let idp = match &web.auth.mode {
+        super::AuthMode::Dev => json!("development sign-in"),
+        super::AuthMode::Oidc(identity) => json!(identity.discovery().issuer().to_string()),
+    };
     let status = if db && policies {
         StatusCode::OK
     } else {
@@ -35,6 +41,7 @@ async fn readyz(State(web): State<Web>) -> impl IntoResponse {
             "database": db,
             "policies": policies,
             "policy_hash": web.app.policy.hash,
+            "identity_provider": idp,
         })),
     )
 }

@@ -173,7 +173,14 @@ impl App {
             overlapping,
         };
         let provider = self.providers.get(ent.kind);
+        let started = std::time::Instant::now();
         let result = provider.grant(&spec).await;
+        crate::metrics::upstream(
+            ent.kind.as_str(),
+            "grant",
+            started.elapsed(),
+            result.is_ok(),
+        );
         let mut tx = self.store.begin().await?;
         let current = store::lock(&self.store, &mut tx, id).await?;
         let outcome = match result {
@@ -457,7 +464,15 @@ impl App {
                 ticket: row.ticket.as_deref(),
                 overlapping: false,
             };
-            Some(self.providers.get(ent.kind).revoke(&spec).await)
+            let started = std::time::Instant::now();
+            let result = self.providers.get(ent.kind).revoke(&spec).await;
+            crate::metrics::upstream(
+                ent.kind.as_str(),
+                "revoke",
+                started.elapsed(),
+                result.is_ok(),
+            );
+            Some(result)
         } else {
             None
         };
@@ -573,11 +588,14 @@ impl App {
         let grantee = self.grantee(&row.requester_key).await?;
         let seconds = self.session_seconds(&row, &ent);
         let spec = Self::spec_for(&row, &ent, &grantee);
-        let creds = self
+        let started = std::time::Instant::now();
+        let minted = self
             .providers
             .get(ent.kind)
             .mint_credentials(&spec, seconds)
-            .await
+            .await;
+        crate::metrics::upstream(ent.kind.as_str(), "mint", started.elapsed(), minted.is_ok());
+        let creds = minted
             .map_err(|e| ServiceError::Upstream(format!("could not mint credentials: {e}")))?;
         let mut tx = self.store.begin().await?;
         self.audit(

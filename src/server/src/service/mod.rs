@@ -110,7 +110,13 @@ impl App {
 
     /// Appends an audit event inside `tx`.
     pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<i64, ServiceError> {
-        Ok(audit::append(tx, self.store.backend(), self.now(), event).await?)
+        let started = std::time::Instant::now();
+        let result = audit::append(tx, self.store.backend(), self.now(), event).await;
+        crate::metrics::observe("jit_audit_append_seconds", String::new(), started.elapsed());
+        if result.is_err() {
+            crate::metrics::inc("jit_audit_append_errors_total", String::new());
+        }
+        Ok(result?)
     }
 
     /// Records a sign-in, sign-out or refused sign-in.
