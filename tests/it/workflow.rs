@@ -60,6 +60,7 @@ each_engine!(request_approve_activate_expire, |engine| async move {
             "request.approval",
             "request.approved",
             "grant.activated",
+            "grant.expiring_soon",
             "grant.expired",
             "grant.removed"
         ]
