@@ -62,6 +62,57 @@ async fn check_refused(identity: &Identity, cases: &[Case]) -> Vec<String> {
     failures
 }
 
+/// The same cases against a running broker: `GET /api/v1/me` answers 401 with the
+/// documented error body, sets no cookie (no session), and the genuine token passes.
+async fn check_refused_over_http(genuine_token: &str, cases: &[Case]) -> Vec<String> {
+    use crate::support::server::{Engine, start_with_auth};
+    let (identity, _) = fixture_identity(Arc::new(SystemClock), None).await;
+    let broker = start_with_auth(
+        Engine::Sqlite,
+        jit_server::http::AuthMode::Oidc(Arc::new(identity)),
+        jit_server::providers::Providers::simulated(),
+        |_| {},
+    )
+    .await;
+    let me = format!("{}/api/v1/me", broker.url);
+    let ok = broker
+        .http
+        .get(&me)
+        .bearer_auth(genuine_token)
+        .send()
+        .await
+        .unwrap();
+    let mut failures = Vec::new();
+    if ok.status() != 200 {
+        failures.push(format!("genuine token refused over HTTP: {}", ok.status()));
+    }
+    for c in cases {
+        // A token that is not even a valid header value never reaches a server.
+        if reqwest::header::HeaderValue::from_str(&format!("Bearer {}", c.token)).is_err() {
+            continue;
+        }
+        let res = broker
+            .http
+            .get(&me)
+            .bearer_auth(&c.token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let cookie = res.headers().contains_key("set-cookie");
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        // A token larger than the server takes in headers is refused before any handler runs.
+        let too_large = status == 431;
+        if !too_large && (status != 401 || body["error"]["code"] != "unauthorized") || cookie {
+            failures.push(format!(
+                "{}/{}: over HTTP {status} {body} cookie={cookie}",
+                c.class, c.name
+            ));
+        }
+    }
+    failures
+}
+
 /// Genuine tokens from the real provider: one good, the rest misused.
 struct Genuine {
     good: Value,
@@ -692,6 +743,7 @@ async fn forged_and_misused_tokens_are_refused() {
 
     let mut failures = check_refused(&real, &real_cases).await;
     failures.extend(check_refused(&stub_id, &stub_cases).await);
+    failures.extend(check_refused_over_http(&access_token(&g.good), &real_cases).await);
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(
         stub.evil_hits(),

@@ -88,6 +88,16 @@ pub async fn start_with(
     providers: Providers,
     tweak: impl FnOnce(&mut Config),
 ) -> TestBroker {
+    start_with_auth(engine, AuthMode::Dev, providers, tweak).await
+}
+
+/// Starts a broker with a given sign-in mode (e.g. OpenID Connect against the test IdP).
+pub async fn start_with_auth(
+    engine: Engine,
+    auth: AuthMode,
+    providers: Providers,
+    tweak: impl FnOnce(&mut Config),
+) -> TestBroker {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let db = fresh_db(engine).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -99,15 +109,9 @@ pub async fn start_with(
     config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
     tweak(&mut config);
     let clock = ManualClock::new();
-    let Broker { app, web } = build(
-        config,
-        true,
-        AuthMode::Dev,
-        providers,
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
+    let Broker { app, web } = build(config, true, auth, providers, Arc::new(clock.clone()))
+        .await
+        .unwrap();
     let router = http::router(web);
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
