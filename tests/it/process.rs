@@ -329,3 +329,63 @@ fn example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The loaded policy set's hash is audited at start, and again only when it changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_changes_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(Engine::Sqlite).await;
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
+    for f in [
+        "entitlements.toml",
+        "schema.cedarschema",
+        "access.cedar",
+        "approvals.cedar",
+        "admin.cedar",
+    ] {
+        std::fs::copy(src.join(f), policies.join(f)).unwrap();
+    }
+    let policy_dir = policies.to_str().unwrap().to_owned();
+    let run = || {
+        // Started means listening, which is after the policy hash was recorded.
+        let mut server =
+            ServerProcess::start_dev_with(dir.path(), &db.url, &[("JIT_POLICY__DIR", &policy_dir)]);
+        server.kill();
+    };
+    let hashes = || async {
+        let store = jit_server::store::Store::connect(&db.url, 1).await.unwrap();
+        let events = jit_server::store::audit::list(
+            &store,
+            &jit_server::store::audit::Filter {
+                action: Some("policy.loaded".to_owned()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        store.close().await;
+        events.len()
+    };
+    run();
+    assert_eq!(hashes().await, 1);
+    run();
+    assert_eq!(
+        hashes().await,
+        1,
+        "an unchanged policy set is not recorded again"
+    );
+    let text = std::fs::read_to_string(policies.join("access.cedar")).unwrap();
+    std::fs::write(
+        policies.join("access.cedar"),
+        text.replace(
+            "context.duration_seconds <= 7200",
+            "context.duration_seconds <= 3600",
+        ),
+    )
+    .unwrap();
+    run();
+    assert_eq!(hashes().await, 2, "a changed policy set is recorded");
+}

@@ -273,6 +273,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `jit-server serve --dev` on a free port with the given environment.
     pub fn start_dev(dir: &std::path::Path, db_url: &str) -> Self {
+        Self::start_dev_with(dir, db_url, &[])
+    }
+
+    /// Like [`ServerProcess::start_dev`], with more environment (later entries win).
+    pub fn start_dev_with(dir: &std::path::Path, db_url: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut child = Command::new(server_bin())
             .args(["serve", "--dev"])
@@ -284,13 +289,14 @@ impl ServerProcess {
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"),
             )
             .env("JIT_SCHEDULER__TICK", "1s")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if ready(port) {
                 return Self { child, url };
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -314,6 +320,24 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `GET /readyz` answers 200 (the listener is bound before migrations run,
+/// so a TCP connect alone does not mean ready).
+fn ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b"200")
 }
 
 /// A free loopback port.
