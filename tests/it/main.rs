@@ -4,6 +4,7 @@
 #![cfg(test)]
 
 mod aws;
+mod broker_aws;
 mod fault_proxy;
 mod graph;
 mod graph_fake;
