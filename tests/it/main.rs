@@ -5,6 +5,7 @@
 
 mod aws;
 mod broker_aws;
+mod broker_entra;
 mod fault_proxy;
 mod graph;
 mod graph_fake;
