@@ -11,6 +11,7 @@ mod graph;
 mod graph_fake;
 mod identity;
 mod notify;
+mod outbox;
 mod policy;
 mod process;
 mod store;
