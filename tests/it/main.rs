@@ -4,11 +4,14 @@
 #![cfg(test)]
 
 mod aws;
+mod broker_aws;
+mod broker_entra;
 mod fault_proxy;
 mod graph;
 mod graph_fake;
 mod identity;
 mod notify;
+mod outbox;
 mod policy;
 mod process;
 mod store;
