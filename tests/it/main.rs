@@ -4,6 +4,7 @@
 #![cfg(test)]
 
 mod aws;
+mod cli_e2e;
 mod fault_proxy;
 mod graph;
 mod graph_fake;
