@@ -520,6 +520,28 @@ fn the_cli_takes_a_request_from_sign_in_to_aws_and_back() {
 fn cached_credentials_are_served_without_the_broker_and_renewed_near_expiry() {
     let mut world = World::start();
     let alice = world.signed_in("alice");
+    let mut secrets = token_secrets(&alice);
+
+    // An expired access token is renewed with the refresh token first…
+    let tokens_file = alice.config.join("tokens.json");
+    let mut tokens = alice.tokens();
+    let first_token = tokens["access_token"].clone();
+    tokens["expires_at"] = Value::from(OffsetDateTime::now_utc().unix_timestamp() - 10);
+    std::fs::write(&tokens_file, tokens.to_string()).unwrap();
+    let me = alice.jit(&["-o", "json", "whoami"]).ok().json();
+    assert_eq!(me["email"], "alice@example.com");
+    let tokens = alice.tokens();
+    assert_ne!(tokens["access_token"], first_token, "renewed");
+    assert!(tokens["expires_at"].as_i64().unwrap() > OffsetDateTime::now_utc().unix_timestamp());
+    assert_eq!(mode(&tokens_file), 0o600);
+    secrets.extend(token_secrets(&alice));
+    // …and one the broker refuses is renewed once, then the call is made again.
+    let mut tokens = alice.tokens();
+    tokens["access_token"] = Value::from("not-a-token");
+    std::fs::write(&tokens_file, tokens.to_string()).unwrap();
+    alice.jit(&["whoami"]).ok();
+    assert_ne!(alice.tokens()["access_token"], "not-a-token");
+    secrets.extend(token_secrets(&alice));
 
     // Granted at once (no approval needed).
     let grant = request(
@@ -587,10 +609,8 @@ fn cached_credentials_are_served_without_the_broker_and_renewed_near_expiry() {
     let again = credentials(&alice.jit(&["credential-process", "e2e-sandbox"]).ok());
     assert_ne!(again["AccessKeyId"], fresh["AccessKeyId"]);
 
-    let mut secrets = Vec::new();
     for c in [&creds, &fresh, &again] {
         secrets.extend(secrets_of(c));
     }
-    secrets.extend(token_secrets(&alice));
     world.assert_no_secret_leaked(&secrets);
 }
