@@ -6,6 +6,7 @@
 mod aws;
 mod broker_aws;
 mod broker_entra;
+mod cli_e2e;
 mod fault_proxy;
 mod graph;
 mod graph_fake;

@@ -68,7 +68,7 @@ timed out, failed, was cancelled, revoked or expired; 1 on other errors.")]
     Status(StatusArgs),
     /// Show one request and its timeline.
     #[command(
-        after_help = "Examples:\n  jit show 0b7c6f2e\n  jit show 0b7c6f2e-1111-4222-8333-444455556666 -o json"
+        after_help = "Examples:\n  jit show 0b7c6f2e\n  jit show 01a226a8-aece-7068-948f-b7f20b7c6f2e -o json"
     )]
     Show(IdArg),
     /// Approve someone's request.
@@ -169,7 +169,7 @@ pub struct StatusArgs {
 /// A request id argument.
 #[derive(Debug, Args)]
 pub struct IdArg {
-    /// Request id, or a unique prefix of it (as `jit status` shows).
+    /// Request id, or the 8 characters `jit status` shows (any unique end or beginning of the id).
     #[arg(value_name = "ID")]
     pub id: String,
 }
@@ -177,7 +177,7 @@ pub struct IdArg {
 /// `jit approve|deny`.
 #[derive(Debug, Args)]
 pub struct DecideArgs {
-    /// Request id, or a unique prefix of it.
+    /// Request id, or the 8 characters `jit status` shows.
     #[arg(value_name = "ID")]
     pub id: String,
     /// A note for the requester.
@@ -188,7 +188,7 @@ pub struct DecideArgs {
 /// `jit extend`.
 #[derive(Debug, Args)]
 pub struct ExtendArgs {
-    /// Request id of the active grant, or a unique prefix of it.
+    /// Request id of the active grant, or the 8 characters `jit status` shows.
     #[arg(value_name = "ID")]
     pub id: String,
     /// How much longer, e.g. `30m`.

@@ -61,9 +61,15 @@ fn width(s: &str) -> usize {
     s.chars().count()
 }
 
-/// The first 8 characters of a request id (accepted back as a prefix).
+/// The last 8 characters of a request id (accepted back, see
+/// `commands::requests::resolve_id`).
+///
+/// Not the first 8: request ids are `UUIDv7`, whose leading characters are a
+/// timestamp, so requests filed within the same minute share them. The end
+/// of a `UUIDv7` is random.
 pub fn short_id(id: &uuid::Uuid) -> String {
-    id.to_string()[..8].to_owned()
+    let text = id.simple().to_string();
+    text[text.len() - 8..].to_owned()
 }
 
 /// `1h5m`-style span between two instants (never negative).
@@ -305,13 +311,28 @@ pub fn request_detail(
         events.sort_by_key(|e| e.seq);
         events
             .iter()
-            .map(|e| vec![timestamp(e.at), format!("{} by {}", e.action, e.actor)])
+            .map(|e| vec![timestamp(e.at), event_text(e)])
             .collect()
     };
     for row in rows {
         let _ = writeln!(out, "  {}  {}", row[0], row[1]);
     }
     out
+}
+
+/// One audit event of a request's timeline: what, who, and the comment or
+/// reason given with it (an approval's comment, an extension's reason).
+pub fn event_text(e: &jit_api::AuditEvent) -> String {
+    let mut text = format!("{} by {}", e.action, e.actor);
+    let said = ["comment", "justification", "reason"]
+        .iter()
+        .find_map(|k| e.data.get(k).and_then(serde_json::Value::as_str))
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    if let Some(said) = said {
+        let _ = write!(text, ": \"{said}\"");
+    }
+    text
 }
 
 /// The timeline built from the request itself: filed, decisions, active, end.
@@ -442,7 +463,7 @@ mod tests {
 
     fn request(state: RequestState) -> Request {
         Request {
-            id: "0b7c6f2e-1111-4222-8333-444455556666".parse().unwrap(),
+            id: "01a226a8-aece-7068-948f-b7f20b7c6f2e".parse().unwrap(),
             entitlement: "aws-prod-admin".into(),
             requester: "alice@example.com".into(),
             state,
@@ -551,7 +572,7 @@ mod tests {
         active.activated_at = Some(at("2026-11-29T08:30:00Z"));
         active.expires_at = Some(at("2026-11-29T09:30:00Z"));
         let mut pending = request(RequestState::Pending);
-        pending.id = "1b7c6f2e-1111-4222-8333-444455556666".parse().unwrap();
+        pending.id = "01a226a8-aece-7068-948f-b7f21b7c6f2e".parse().unwrap();
         pending.created_at = at("2026-11-29T08:55:00Z");
         let out = status(&[active, pending], now, Some(20));
         assert!(out.starts_with("Active grants\n"), "{out}");
@@ -591,6 +612,46 @@ mod tests {
         assert!(out.contains("State:        denied"), "{out}");
         assert!(
             out.contains("2026-11-29 08:05:00 UTC  denied by bob@example.com"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn audit_timeline_shows_what_was_said() {
+        let req = request(RequestState::Active);
+        let event =
+            |seq: i64, actor: &str, action: &str, data: serde_json::Value| jit_api::AuditEvent {
+                seq,
+                at: at("2026-11-29T08:05:00Z"),
+                actor: actor.into(),
+                action: action.into(),
+                request_id: Some(req.id),
+                entitlement: Some(req.entitlement.clone()),
+                data,
+                prev_hash: String::new(),
+                hash: String::new(),
+            };
+        let events = [
+            event(
+                2,
+                "bob@example.com",
+                "request.approval",
+                serde_json::json!({ "comment": "ok for INC-1", "approvals": 1 }),
+            ),
+            event(
+                3,
+                "system",
+                "grant.activated",
+                serde_json::json!({ "comment": null, "reason": "  " }),
+            ),
+        ];
+        let out = request_detail(&req, &events, at("2026-11-29T09:00:00Z"));
+        assert!(
+            out.contains("08:05:00 UTC  request.approval by bob@example.com: \"ok for INC-1\"\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("08:05:00 UTC  grant.activated by system\n"),
             "{out}"
         );
     }

@@ -347,34 +347,39 @@ fn after_action(ctx: &Ctx, api: &mut Api, id: Uuid, raw: String, verb: &str) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Turns a full id or a unique prefix (at least 4 hex digits) into a request id.
+/// Turns a full id, or a unique end or beginning of one (at least 4 hex
+/// digits; `jit status` shows the last 8), into a request id.
 pub fn resolve_id(api: &mut Api, text: &str) -> Result<Uuid> {
     let text = text.trim();
     if let Ok(id) = Uuid::parse_str(text) {
         return Ok(id);
     }
-    let prefix = text.to_ascii_lowercase();
-    if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    let fragment = text.to_ascii_lowercase();
+    if fragment.len() < 4 || !fragment.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(CliError::new(format!("`{text}` is not a request id"))
-            .hint("use the id (or its first 8 characters) shown by `jit status`"));
+            .hint("use the id (or the 8 characters) shown by `jit status`"));
     }
     let list = list_requests(api, &[])?;
-    pick_by_prefix(&list.value, &prefix, text)
+    pick_by_fragment(&list.value, &fragment, text)
 }
 
-/// The one request whose id starts with `prefix`.
-pub fn pick_by_prefix(requests: &[Request], prefix: &str, shown: &str) -> Result<Uuid> {
+/// The one request whose id ends (as shown by [`short_id`]) or starts with
+/// `fragment`.
+pub fn pick_by_fragment(requests: &[Request], fragment: &str, shown: &str) -> Result<Uuid> {
     let mut matches: Vec<Uuid> = requests
         .iter()
         .map(|r| r.id)
-        .filter(|id| id.to_string().starts_with(prefix))
+        .filter(|id| {
+            let text = id.to_string();
+            text.ends_with(fragment) || text.starts_with(fragment)
+        })
         .collect();
     matches.sort();
     matches.dedup();
     match matches.as_slice() {
         [one] => Ok(*one),
         [] => Err(CliError::new(format!(
-            "no request you can see has an id starting with `{shown}`"
+            "no request you can see has an id ending or starting with `{shown}`"
         ))
         .hint("check the id with `jit status`")),
         many => Err(
@@ -429,7 +434,7 @@ mod tests {
         ] {
             assert!(settled(s), "{s}");
             assert_eq!(
-                not_granted(&req("0b7c6f2e-1111-4222-8333-444455556666", s)).exit_code(),
+                not_granted(&req("01a226a8-aece-7068-948f-b7f20b7c6f2e", s)).exit_code(),
                 2
             );
         }
@@ -437,7 +442,7 @@ mod tests {
 
     #[test]
     fn denial_names_the_approver_and_comment() {
-        let mut r = req("0b7c6f2e-1111-4222-8333-444455556666", RequestState::Denied);
+        let mut r = req("01a226a8-aece-7068-948f-b7f20b7c6f2e", RequestState::Denied);
         r.approvals.push(jit_api::Approval {
             approver: "bob@example.com".into(),
             decision: jit_api::Decision::Deny,
@@ -449,7 +454,7 @@ mod tests {
             "error: request 0b7c6f2e for `aws-prod-admin` was denied by bob@example.com (\"use read-only\"): \
              talk to the approver, or file a new request with a clearer reason"
         );
-        let mut f = req("0b7c6f2e-1111-4222-8333-444455556666", RequestState::Failed);
+        let mut f = req("01a226a8-aece-7068-948f-b7f20b7c6f2e", RequestState::Failed);
         f.failure_reason = Some("AccessDenied on sts:AssumeRole".into());
         assert!(
             not_granted(&f)
@@ -459,44 +464,48 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_resolve_uniquely() {
+    fn short_ids_resolve_uniquely() {
+        // UUIDv7 ids filed within a minute share their first 8 characters.
         let list = vec![
             req(
-                "0b7c6f2e-1111-4222-8333-444455556666",
+                "01a226a8-aece-7068-948f-b7f20b7c6f2e",
                 RequestState::Pending,
             ),
-            req("0b7c9999-1111-4222-8333-444455556666", RequestState::Active),
+            req("01a226a8-aed0-7000-8333-44445555b7c6", RequestState::Active),
         ];
+        assert_ne!(short_id(&list[0].id), short_id(&list[1].id));
+        assert_eq!(short_id(&list[0].id), "0b7c6f2e");
+        let pick = |fragment: &str| pick_by_fragment(&list, fragment, fragment);
         assert_eq!(
-            pick_by_prefix(&list, "0b7c6", "0b7c6").unwrap().to_string(),
-            "0b7c6f2e-1111-4222-8333-444455556666"
+            pick("0b7c6f2e").unwrap().to_string(),
+            "01a226a8-aece-7068-948f-b7f20b7c6f2e"
         );
-        assert!(
-            pick_by_prefix(&list, "0b7c", "0b7c")
-                .unwrap_err()
-                .line()
-                .contains("matches 2 requests")
-        );
-        assert!(
-            pick_by_prefix(&list, "ffff", "ffff")
-                .unwrap_err()
-                .line()
-                .contains("jit status")
-        );
+        assert_eq!(pick("6f2e").unwrap(), list[0].id);
+        assert_eq!(pick("01a226a8-aed").unwrap(), list[1].id);
+        for ambiguous in ["01a226a8", "01a2"] {
+            assert!(
+                pick(ambiguous)
+                    .unwrap_err()
+                    .line()
+                    .contains("matches 2 requests"),
+                "{ambiguous}"
+            );
+        }
+        assert!(pick("ffff").unwrap_err().line().contains("jit status"));
     }
 
     #[test]
     fn summaries() {
         let now = OffsetDateTime::parse("2026-11-29T08:10:00Z", &Rfc3339).unwrap();
         let pending = req(
-            "0b7c6f2e-1111-4222-8333-444455556666",
+            "01a226a8-aece-7068-948f-b7f20b7c6f2e",
             RequestState::Pending,
         );
         assert_eq!(
             summary(&pending, now),
             "Request 0b7c6f2e for `aws-prod-admin` (1h) is pending: 0/1 approvals.\nFollow it with `jit show 0b7c6f2e`.\n"
         );
-        let mut active = req("0b7c6f2e-1111-4222-8333-444455556666", RequestState::Active);
+        let mut active = req("01a226a8-aece-7068-948f-b7f20b7c6f2e", RequestState::Active);
         active.expires_at = Some(now + time::Duration::minutes(50));
         let text = summary(&active, now);
         assert!(

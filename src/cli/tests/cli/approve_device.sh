@@ -22,7 +22,9 @@ for _ in 1 2 3 4 5 6 7 8; do
   case "$LOC" in
     "") exit 0 ;;
     */interaction/*)
-      if c "$LOC" | grep -q 'name="login"'; then
+      # Into a file first: `curl | grep -q` fails under pipefail when grep stops reading early.
+      c -o "$PAGE" "$LOC"
+      if grep -q 'name="login"' "$PAGE"; then
         LOC=$(c -o /dev/null -w '%{redirect_url}' --data-urlencode prompt=login \
               --data-urlencode "login=$LOGIN" --data-urlencode password=x "$LOC")
       else
