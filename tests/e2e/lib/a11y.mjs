@@ -40,20 +40,15 @@ export async function problems(page) {
     // (see harness.mjs), since the screenshot machinery injects a <style> of its own.
     if (document.querySelector('script:not([src])')) out.push('inline <script>');
 
-    // Nothing wider than the viewport (responsive), except inside scrolling boxes.
-    const width = document.documentElement.clientWidth;
-    for (const el of document.querySelectorAll('body *')) {
-      if (!visible(el)) continue;
-      const r = el.getBoundingClientRect();
-      let scroller = false;
-      for (let p = el.parentElement; p; p = p.parentElement) {
-        const ox = getComputedStyle(p).overflowX;
-        if (ox === 'auto' || ox === 'scroll' || ox === 'hidden') { scroller = true; break; }
+    // Nothing wider than the viewport (responsive): the page never scrolls sideways; wide
+    // tables scroll inside their own box. Name the widest element outside such a box.
+    const root = document.documentElement;
+    if (root.scrollWidth > root.clientWidth + 1) {
+      let widest = null;
+      for (const el of document.querySelectorAll('body *')) {
+        if (visible(el) && (!widest || el.getBoundingClientRect().right > widest.getBoundingClientRect().right)) widest = el;
       }
-      if (!scroller && r.right > width + 1) {
-        out.push(`overflows the viewport (${Math.round(r.right)} > ${width}): ${describe(el)}`);
-        break;
-      }
+      out.push(`the page scrolls sideways (${root.scrollWidth} > ${root.clientWidth}): widest ${widest && describe(widest)}`);
     }
 
     // Contrast of text: colours composited over the nearest backgrounds.

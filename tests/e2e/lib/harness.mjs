@@ -5,6 +5,7 @@
 // `scripts/test` runs this (`npm --prefix tests/e2e test`) with JIT_TEST_CHROMIUM, JIT_TEST_SERVER_BIN,
 // JIT_TEST_IDP_URL, JIT_TEST_MOTO_URL, JIT_TEST_PEERS and JIT_TEST_ROOT set.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -63,8 +64,8 @@ export async function waitFor(what, probe, ms = WAIT_MS) {
 }
 
 /** Spawns a child whose output goes to `log`; resolves once `ready(text)` holds for its output. */
-function startChild(name, cmd, args, { env, log, ready }) {
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+function startChild(name, cmd, args, { env, cwd, log, ready }) {
+  const child = spawn(cmd, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const append = (chunk) => {
     output += chunk;
@@ -189,6 +190,36 @@ export async function startBroker({ publicUrl } = {}) {
     await stop();
     throw e;
   }
+}
+
+/** `jit-server serve --dev` (demo users, simulated grants) on a fresh SQLite file, for its own sign-in page. */
+export async function startDevBroker() {
+  const serverBin = peerEnv('JIT_TEST_SERVER_BIN');
+  const dir = mkdtempSync(join(tmpdir(), 'jit-e2e-dev-'));
+  const logs = join(ROOT, 'target', 'e2e-logs');
+  mkdirSync(logs, { recursive: true });
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const env = brokerEnv();
+  Object.assign(env, {
+    JIT_SERVER__BIND: `127.0.0.1:${port}`,
+    JIT_DATABASE__URL: `sqlite://${join(dir, 'jit.db')}`,
+    JIT_POLICY__DIR: join(ROOT, 'policies'),
+  });
+  const server = startChild('jit-server --dev', serverBin, ['serve', '--dev'],
+    { env, cwd: dir, log: join(logs, 'server-dev.log'), ready: (o) => o.includes('jit-server listening') });
+  const stop = async () => {
+    await stopChild(server.child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await server.started;
+    await waitFor(`${base}/readyz`, async () => (await fetch(`${base}/readyz`)).status === 200);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { base, stop };
 }
 
 function brokerConfig({ port, publicUrl, dir, idp, moto, smtpPort, policies }) {
@@ -327,27 +358,20 @@ function watch(context, page) {
 
 /**
  * Signs in at the IdP's own login page: goes to `path` on the broker, is sent to the provider,
- * types the login, and comes back to `path`. Returns the page.
+ * types the login, and comes back to `path` (the fixture consents by itself). Returns the page.
  */
 export async function signIn(context, base, login, path = '/', { shoot } = {}) {
   const page = await context.newPage();
   await page.goto(`${base}${path}`);
-  await waitFor(`the IdP login form for ${login}`, async () => !page.url().startsWith(base)
-    && (await page.locator('input[name=login]').count()) > 0);
+  await page.locator('input[name=login]').waitFor();
+  assert.ok(!page.url().startsWith(base), `the broker showed its own page instead of the IdP: ${page.url()}`);
   if (shoot) await shoot(page);
   await page.fill('input[name=login]', login);
   await page.fill('input[name=password]', 'any password');
-  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
-  // oidc-provider may show a consent step; the fixture grants automatically, so usually not.
-  await waitFor(`the way back to ${path}`, async () => {
-    if (page.url().startsWith(base)) return true;
-    const consent = page.locator('form button[type=submit]');
-    if (page.url().includes('/interaction/') && (await consent.count()) > 0) {
-      await Promise.all([page.waitForNavigation(), consent.first().click()]);
-    }
-    return page.url().startsWith(base);
-  });
-  await page.waitForLoadState('load');
+  await Promise.all([
+    page.waitForURL((u) => u.href.startsWith(base), { waitUntil: 'load' }),
+    page.click('button[type=submit]'),
+  ]);
   return page;
 }
 
