@@ -438,11 +438,12 @@ async fn login_page(
     }
 }
 
-#[derive(Deserialize)]
+/// Fields default so that a forged post is refused by the CSRF check (403).
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct DevLoginForm {
     user: String,
     csrf: String,
-    #[serde(default)]
     next: Option<String>,
 }
 
@@ -568,7 +569,9 @@ async fn callback(
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// `csrf` defaults so that a forged post without it is refused with 403.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct LogoutForm {
     csrf: String,
 }

@@ -91,7 +91,9 @@ async fn security_headers(req: Request, next: Next, secure: bool) -> Response {
          form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
     );
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null` on
+    // same-origin form posts, which the CSRF origin check must refuse.
+    set(h, header::REFERRER_POLICY, "same-origin");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(
         h,

@@ -18,7 +18,7 @@ use super::auth::SignedIn;
 use super::{ApiError, Web};
 use crate::domain::User;
 use crate::service::ServiceError;
-use crate::service::requests::{RequestView, fmt_ms};
+use crate::service::requests::RequestView;
 use crate::store::audit;
 
 pub(super) fn routes() -> Router<Web> {
@@ -47,6 +47,8 @@ pub struct Chrome {
     pub auditor: bool,
     /// Show the admin link.
     pub admin: bool,
+    /// The navigation entry of this page (`aria-current`): `home`, `new`, `approvals`, `audit`, `admin`.
+    pub section: &'static str,
 }
 
 impl Chrome {
@@ -57,8 +59,36 @@ impl Chrome {
             csrf_token: s.session.csrf_token.clone(),
             auditor: web.app.is_auditor(&s.user),
             admin: web.app.is_admin(&s.user),
+            section: "",
         }
     }
+
+    /// The same, for a page of navigation entry `section`.
+    fn at(web: &Web, s: &SignedIn, section: &'static str) -> Self {
+        Self {
+            section,
+            ..Self::new(web, s)
+        }
+    }
+
+    /// For pages shown to nobody in particular (errors before sign-in).
+    fn anonymous(dev: bool) -> Self {
+        Self {
+            dev,
+            me: None,
+            csrf_token: String::new(),
+            auditor: false,
+            admin: false,
+            section: "",
+        }
+    }
+}
+
+/// A time as pages show it: `2026-11-29 09:52:15 UTC`.
+fn when(ms: i64) -> String {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    crate::clock::from_ms(ms).format(&fmt).unwrap_or_default()
 }
 
 /// A request as pages show it.
@@ -107,8 +137,8 @@ fn card(web: &Web, v: &RequestView) -> Card {
         duration: jit_api::format_duration(u64::try_from(r.duration_secs).unwrap_or(0)),
         justification: r.justification.clone(),
         ticket: r.ticket.clone().unwrap_or_default(),
-        created: fmt_ms(r.created_at),
-        expires: r.expires_at.map(fmt_ms).unwrap_or_default(),
+        created: when(r.created_at),
+        expires: r.expires_at.map(when).unwrap_or_default(),
         left_secs: left,
         left: if r.state == RequestState::Active {
             jit_api::format_duration(u64::try_from(left).unwrap_or(0))
@@ -153,16 +183,7 @@ impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let title = self.0.canonical_reason().unwrap_or("Error").to_owned();
         let page = ErrorPage {
-            chrome: self.2.map_or_else(
-                || Chrome {
-                    dev: false,
-                    me: None,
-                    csrf_token: String::new(),
-                    auditor: false,
-                    admin: false,
-                },
-                |c| *c,
-            ),
+            chrome: self.2.map_or_else(|| Chrome::anonymous(false), |c| *c),
             title,
             message: self.1,
         };
@@ -174,13 +195,7 @@ pub(super) async fn not_found(State(web): State<Web>) -> Response {
     UiError(
         StatusCode::NOT_FOUND,
         "there is no page here".to_owned(),
-        Some(Box::new(Chrome {
-            dev: web.app.dev,
-            me: None,
-            csrf_token: String::new(),
-            auditor: false,
-            admin: false,
-        })),
+        Some(Box::new(Chrome::anonymous(web.app.dev))),
     )
     .into_response()
 }
@@ -202,7 +217,7 @@ async fn home(State(web): State<Web>, s: SignedIn) -> Result<HomePage, UiError> 
         .partition(|c| c.state == "active");
     let pending_approvals = web.app.pending_for(&s.user).await?.len();
     Ok(HomePage {
-        chrome: Chrome::new(&web, &s),
+        chrome: Chrome::at(&web, &s, "home"),
         active,
         recent,
         pending_approvals,
@@ -227,6 +242,8 @@ struct EntOption {
 struct NewRequestPage {
     chrome: Chrome,
     options: Vec<EntOption>,
+    /// Some option allows break-glass for this user: show the checkbox.
+    break_glass: bool,
     error: String,
     duration: String,
     justification: String,
@@ -246,24 +263,26 @@ fn new_request_page(
     error: String,
     f: Option<&RequestForm>,
 ) -> NewRequestPage {
+    let options: Vec<EntOption> = web
+        .app
+        .requestable(&s.user)
+        .into_iter()
+        .map(|e| EntOption {
+            id: e.id.clone(),
+            title: e.title.clone(),
+            kind: e.kind.as_str().to_owned(),
+            max: jit_api::format_duration(e.max_duration),
+            approvals: e.approvals_required,
+            mfa: e.require_mfa,
+            ticket: e.require_ticket,
+            break_glass: web.app.may_break_glass(&s.user, e),
+            selected: selected == Some(e.id.as_str()),
+        })
+        .collect();
     NewRequestPage {
-        chrome: Chrome::new(web, s),
-        options: web
-            .app
-            .requestable(&s.user)
-            .into_iter()
-            .map(|e| EntOption {
-                id: e.id.clone(),
-                title: e.title.clone(),
-                kind: e.kind.as_str().to_owned(),
-                max: jit_api::format_duration(e.max_duration),
-                approvals: e.approvals_required,
-                mfa: e.require_mfa,
-                ticket: e.require_ticket,
-                break_glass: web.app.may_break_glass(&s.user, e),
-                selected: selected == Some(e.id.as_str()),
-            })
-            .collect(),
+        chrome: Chrome::at(web, s, "new"),
+        break_glass: options.iter().any(|o| o.break_glass),
+        options,
         error,
         duration: f.map_or_else(|| "1h".to_owned(), |f| f.duration.clone()),
         justification: f.map(|f| f.justification.clone()).unwrap_or_default(),
@@ -279,15 +298,16 @@ async fn new_request(
     new_request_page(&web, &s, q.entitlement.as_deref(), String::new(), None)
 }
 
-#[derive(Deserialize)]
+/// Every field defaults, so that a forged post missing some is refused by the
+/// CSRF check (403) before anything else looks at it.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct RequestForm {
     csrf: String,
     entitlement: String,
     duration: String,
     justification: String,
-    #[serde(default)]
     ticket: Option<String>,
-    #[serde(default)]
     break_glass: Option<String>,
 }
 
@@ -314,10 +334,21 @@ async fn create_request(
             | ServiceError::Conflict(_)
             | ServiceError::NotFound(_)),
         ) => {
+            let status = refusal_status(&e);
             let page = new_request_page(&web, &s, Some(&f.entitlement), e.to_string(), Some(&f));
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+            Ok((status, page).into_response())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The status of a page shown again with the reason an action was refused.
+fn refusal_status(e: &ServiceError) -> StatusCode {
+    match e {
+        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ServiceError::Conflict(_) => StatusCode::CONFLICT,
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -386,14 +417,14 @@ async fn request_page(
                         Decision::Deny => "denied".to_owned(),
                     },
                     a.comment.clone().unwrap_or_default(),
-                    fmt_ms(a.at),
+                    when(a.at),
                 )
             })
             .collect(),
         timeline: events
             .iter()
             .map(|e| TimelineItem {
-                at: fmt_ms(e.at),
+                at: when(e.at),
                 actor: e.actor.clone(),
                 action: e.action.clone(),
                 detail: timeline_detail(&e.data),
@@ -424,12 +455,21 @@ fn timeline_detail(data: &str) -> String {
         .filter(|(k, v)| {
             !v.is_null() && !matches!(k.as_str(), "policy_hash" | "details" | "justification")
         })
-        .map(|(k, v)| match v {
-            serde_json::Value::String(s) => format!("{k}: {s}"),
-            other => format!("{k}: {other}"),
-        })
+        .map(|(k, v)| format!("{}: {}", k.replace('_', " "), detail_value(v)))
         .collect::<Vec<_>>()
         .join(" · ")
+}
+
+fn detail_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(detail_value)
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
 }
 
 async fn show_request(
@@ -442,12 +482,11 @@ async fn show_request(
     request_page(&web, &s, id, None, String::new()).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct ActionForm {
     csrf: String,
-    #[serde(default)]
     comment: Option<String>,
-    #[serde(default)]
     by: Option<String>,
 }
 
@@ -510,8 +549,9 @@ async fn request_action(
         Err(
             e @ (ServiceError::Invalid(_) | ServiceError::Forbidden(_) | ServiceError::Conflict(_)),
         ) => {
+            let status = refusal_status(&e);
             let page = request_page(&web, &s, id, None, e.to_string()).await?;
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+            Ok((status, page).into_response())
         }
         Err(e) => Err(e.into()),
     }
@@ -531,7 +571,7 @@ async fn approvals(State(web): State<Web>, s: SignedIn) -> Result<ApprovalsPage,
     let reviews = web.app.reviews_for(&s.user).await?;
     let decided = web.app.decided_by(&s.user).await?;
     Ok(ApprovalsPage {
-        chrome: Chrome::new(&web, &s),
+        chrome: Chrome::at(&web, &s, "approvals"),
         pending: pending.iter().map(|v| card(&web, v)).collect(),
         reviews: reviews.iter().map(|v| card(&web, v)).collect(),
         decided: decided.iter().map(|v| card(&web, v)).collect(),
@@ -640,7 +680,7 @@ async fn audit_page(
         }
     }
     Ok(AuditPage {
-        chrome: Chrome::new(&web, &s),
+        chrome: Chrome::at(&web, &s, "audit"),
         next: if events.len() == 50 {
             events.last().map(|e| e.seq.to_string()).unwrap_or_default()
         } else {
@@ -650,7 +690,7 @@ async fn audit_page(
             .iter()
             .map(|e| AuditRow {
                 seq: e.seq,
-                at: fmt_ms(e.at),
+                at: when(e.at),
                 actor: e.actor.clone(),
                 action: e.action.clone(),
                 entitlement: e.entitlement.clone().unwrap_or_default(),
@@ -739,7 +779,8 @@ struct AdminPage {
     notice: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct RevokeSessionsForm {
     csrf: String,
     entitlement: String,
@@ -784,7 +825,7 @@ async fn admin_page(web: &Web, s: &SignedIn, notice: String) -> Result<AdminPage
         )
         .await?;
     Ok(AdminPage {
-        chrome: Chrome::new(web, s),
+        chrome: Chrome::at(web, s, "admin"),
         active: active.iter().map(|v| card(web, v)).collect(),
         roles: web
             .app

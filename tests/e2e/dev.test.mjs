@@ -1,0 +1,50 @@
+// The broker's own sign-in page, which only development mode shows (production signs in at the
+// identity provider): screenshots, accessibility, the development banner, and its CSRF check.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { problemsEverywhere } from './lib/a11y.mjs';
+import { launchBrowser, newContext, screenshot, startDevBroker } from './lib/harness.mjs';
+
+let broker;
+let browser;
+
+describe('development mode sign-in page', { timeout: 120_000 }, () => {
+  before(async () => {
+    browser = await launchBrowser();
+    broker = await startDevBroker();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await broker?.stop();
+  });
+
+  it('shows the demo users with the banner, refuses a forged sign-in, and signs in by keyboard', async () => {
+    const context = await newContext(browser, broker.base);
+    const page = await context.newPage();
+    await page.goto(`${broker.base}/requests/new`);
+    assert.equal(new URL(page.url()).pathname, '/login');
+    await page.getByRole('heading', { level: 1, name: 'Sign in to jit' }).waitFor();
+    assert.match(await page.locator('.dev-banner').textContent(), /Development mode/);
+    await screenshot(page, '00-sign-in-dev');
+    assert.deepEqual(await problemsEverywhere(page), [], 'accessibility problems on the sign-in page');
+
+    // A forged sign-in without the form's token is refused; so is the token from another origin.
+    const token = await page.locator('input[name=csrf]').inputValue();
+    for (const [form, origin] of [[{ user: 'carol' }, broker.base], [{ user: 'carol', csrf: token }, 'https://evil.example']]) {
+      const res = await context.request.post(`${broker.base}/login/dev`, { form, headers: { origin }, maxRedirects: 0 });
+      assert.equal(res.status(), 403, `forged dev sign-in answered ${res.status()}`);
+    }
+
+    // Keyboard only: the radio group takes arrow keys, Enter submits.
+    await page.locator('input[name=user]').first().focus();
+    await page.keyboard.press('ArrowDown'); // bob
+    await Promise.all([page.waitForURL(`${broker.base}/requests/new`), page.keyboard.press('Enter')]);
+    assert.match(await page.locator('header .who').textContent(), /Bob Approver/);
+    assert.match(await page.locator('.dev-banner').textContent(), /Development mode/);
+    assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
+    await context.close();
+  });
+});

@@ -1,0 +1,400 @@
+// The e2e harness: one real `jit-server serve --config <generated toml>` (OpenID Connect against the
+// test IdP, AWS STS against moto, email to a private aiosmtpd sink, a fresh SQLite file), headless
+// Debian Chromium through playwright-core, and helpers to sign in, read mail and take screenshots.
+//
+// `scripts/test` runs this (`npm --prefix tests/e2e test`) with JIT_TEST_CHROMIUM, JIT_TEST_SERVER_BIN,
+// JIT_TEST_IDP_URL, JIT_TEST_MOTO_URL, JIT_TEST_PEERS and JIT_TEST_ROOT set.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** Generous waits: the test machine has two busy cores. */
+export const WAIT_MS = 30_000;
+
+/** A peer variable; a clear failure when the harness did not set it. */
+export function peerEnv(name) {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set: run the browser tests with \`scripts/test\`, which starts the peers`);
+  }
+  return value;
+}
+
+export const ROOT = process.env.JIT_TEST_ROOT ?? resolve(HERE, '../../..');
+export const SCREENSHOTS = join(ROOT, 'target', 'screenshots');
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** Polls `probe` until it returns a truthy value; fails after `ms` with `what`. */
+export async function waitFor(what, probe, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+    try {
+      const value = await probe();
+      if (value) return value;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, delay));
+  }
+}
+
+/** Spawns a child whose output goes to `log`; resolves once `ready(text)` holds for its output. */
+function startChild(name, cmd, args, { env, cwd, log, ready }) {
+  const child = spawn(cmd, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const append = (chunk) => {
+    output += chunk;
+    writeFileSync(log, output);
+  };
+  child.stdout.on('data', append);
+  child.stderr.on('data', append);
+  const started = new Promise((res, rej) => {
+    child.on('error', (e) => rej(new Error(`cannot start ${name} (${cmd}): ${e.message}`)));
+    child.on('exit', (code) => rej(new Error(`${name} exited with ${code} before it was ready:\n${output}`)));
+    const check = () => {
+      if (ready(output)) res();
+    };
+    child.stdout.on('data', check);
+    child.stderr.on('data', check);
+  });
+  return { child, started, output: () => output };
+}
+
+/** The policy directory: the repository's Cedar policies, and a catalog of `aws_role` entitlements only. */
+function writePolicies(dir) {
+  mkdirSync(dir, { recursive: true });
+  for (const file of readdirSync(join(ROOT, 'policies'))) {
+    if (file.endsWith('.cedar') || file.endsWith('.cedarschema')) {
+      copyFileSync(join(ROOT, 'policies', file), join(dir, file));
+    }
+  }
+  // The IdP gives alice the app role `jit.admin` (not the group): make that role an admin here.
+  writeFileSync(join(dir, 'e2e.cedar'), `// e2e only: the test IdP's app roles.
+@id("e2e-role-admins")
+permit (
+  principal in Group::"jit.admin",
+  action in [Action::"admin", Action::"audit"],
+  resource
+);
+`);
+  writeFileSync(join(dir, 'entitlements.toml'), `# e2e catalog: AWS STS roles only (moto), every route to bob.
+
+[[entitlement]]
+id = "aws-prod-admin"
+title = "AWS production — administrator"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitAdmin"
+max_duration = "4h"
+approvals_required = 1
+pending_ttl = "1h"
+require_mfa = true
+notify = { email = ["bob@example.com"] }
+
+[[entitlement]]
+id = "aws-staging-deploy"
+title = "AWS staging — deployer"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitDeployer"
+max_duration = "4h"
+approvals_required = 1
+pending_ttl = "1h"
+notify = { email = ["bob@example.com"] }
+
+[[entitlement]]
+id = "aws-prod-readonly"
+title = "AWS production — read only"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitReadOnly"
+max_duration = "8h"
+approvals_required = 2
+pending_ttl = "2h"
+notify = { email = ["bob@example.com"] }
+
+[[entitlement]]
+id = "aws-sandbox"
+title = "AWS sandbox — power user"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitSandbox"
+max_duration = "2h"
+approvals_required = 0
+notify = { email = ["bob@example.com"] }
+`);
+}
+
+const toml = (s) => JSON.stringify(s); // a TOML basic string is a JSON string for these values
+
+/**
+ * Starts the SMTP sink and `jit-server serve --config FILE` (non-dev). `publicUrl` defaults to the
+ * server's own http://127.0.0.1:PORT.
+ */
+export async function startBroker({ publicUrl } = {}) {
+  const serverBin = peerEnv('JIT_TEST_SERVER_BIN');
+  const idp = peerEnv('JIT_TEST_IDP_URL').replace(/\/$/, '');
+  const moto = peerEnv('JIT_TEST_MOTO_URL');
+  const peers = peerEnv('JIT_TEST_PEERS');
+  const dir = mkdtempSync(join(tmpdir(), 'jit-e2e-'));
+  const mails = join(dir, 'mail');
+  const logs = join(ROOT, 'target', 'e2e-logs');
+  mkdirSync(logs, { recursive: true });
+  const children = [];
+  const stop = async () => {
+    await Promise.all(children.map(stopChild));
+    rmSync(dir, { recursive: true, force: true });
+  };
+
+  try {
+    const [port, smtpPort] = [await freePort(), await freePort()];
+    const sink = startChild('smtp sink', join(peers, 'venv', 'bin', 'python'),
+      [join(ROOT, 'tests', 'peers', 'smtp_sink.py'), '--host', '127.0.0.1', '--port', String(smtpPort), '--dir', mails],
+      { env: process.env, log: join(logs, 'smtp.log'), ready: (o) => o.includes('SMTP READY') });
+    children.push(sink.child);
+    await sink.started;
+
+    const base = `http://127.0.0.1:${port}`;
+    const policies = join(dir, 'policies');
+    writePolicies(policies);
+    const config = join(dir, 'jit.toml');
+    writeFileSync(config, brokerConfig({ port, publicUrl: publicUrl ?? base, dir, idp, moto, smtpPort, policies }));
+    const server = startChild('jit-server', serverBin, ['serve', '--config', config],
+      { env: brokerEnv(), log: join(logs, 'server.log'), ready: (o) => o.includes('jit-server listening') });
+    children.push(server.child);
+    await server.started;
+    await waitFor(`${base}/readyz`, async () => (await fetch(`${base}/readyz`)).status === 200);
+    return { base, mails, serverLog: server.output, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** `jit-server serve --dev` (demo users, simulated grants) on a fresh SQLite file, for its own sign-in page. */
+export async function startDevBroker() {
+  const serverBin = peerEnv('JIT_TEST_SERVER_BIN');
+  const dir = mkdtempSync(join(tmpdir(), 'jit-e2e-dev-'));
+  const logs = join(ROOT, 'target', 'e2e-logs');
+  mkdirSync(logs, { recursive: true });
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const env = brokerEnv();
+  Object.assign(env, {
+    JIT_SERVER__BIND: `127.0.0.1:${port}`,
+    JIT_DATABASE__URL: `sqlite://${join(dir, 'jit.db')}`,
+    JIT_POLICY__DIR: join(ROOT, 'policies'),
+  });
+  const server = startChild('jit-server --dev', serverBin, ['serve', '--dev'],
+    { env, cwd: dir, log: join(logs, 'server-dev.log'), ready: (o) => o.includes('jit-server listening') });
+  const stop = async () => {
+    await stopChild(server.child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await server.started;
+    await waitFor(`${base}/readyz`, async () => (await fetch(`${base}/readyz`)).status === 200);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { base, stop };
+}
+
+function brokerConfig({ port, publicUrl, dir, idp, moto, smtpPort, policies }) {
+  return `[server]
+bind = "127.0.0.1:${port}"
+public_url = ${toml(publicUrl)}
+session_key = "env:JIT_E2E_SESSION_KEY"
+log_format = "text"
+
+[database]
+url = ${toml(`sqlite://${join(dir, 'jit.db')}`)}
+
+[oidc]
+issuer = ${toml(idp)}
+client_id = "jit-web"
+client_secret = "env:JIT_E2E_OIDC_SECRET"
+scopes = ["openid", "profile", "email", "groups"]
+api_audience = "api://jit-broker"
+cli_client_id = "jit-cli"
+cli_scopes = ["openid", "profile", "email", "groups", "offline_access", "access"]
+required_scope = "access"
+tenant_id = "11111111-2222-3333-4444-555555555555"
+
+[aws]
+region = "us-east-1"
+endpoint_url = ${toml(moto)}
+
+[notify.email]
+smtp_url = ${toml(`smtp://127.0.0.1:${smtpPort}`)}
+from = "jit <jit@example.com>"
+
+[policy]
+dir = ${toml(policies)}
+
+[scheduler]
+tick = "1s"
+`;
+}
+
+/** The server's environment: no stray JIT_/AWS_ overrides; moto's test keys; fresh secrets. */
+function brokerEnv() {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) {
+    if ((k.startsWith('JIT_') && !k.startsWith('JIT_TEST_')) || k.startsWith('AWS_')) delete env[k];
+  }
+  return Object.assign(env, {
+    JIT_E2E_SESSION_KEY: randomBytes(64).toString('base64'),
+    JIT_E2E_OIDC_SECRET: 'jit-web-secret',
+    JIT_LOG: 'info',
+    AWS_ACCESS_KEY_ID: 'testing',
+    AWS_SECRET_ACCESS_KEY: 'testing',
+    AWS_REGION: 'us-east-1',
+    AWS_EC2_METADATA_DISABLED: 'true',
+  });
+}
+
+/** SIGTERM, then SIGKILL after 5 s. */
+async function stopChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Messages the sink stored so far: `{ to: [...], raw }`. */
+export function readMails(dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((f) => f.endsWith('.json')).sort().map((f) => {
+    const meta = JSON.parse(readFileSync(join(dir, f), 'utf8'));
+    return { to: meta.rcpt_tos, raw: readFileSync(join(dir, f.replace(/\.json$/, '.eml')), 'latin1') };
+  });
+}
+
+/**
+ * The readable text of an RFC 5322 message: every part, quoted-printable and base64 decoded (the
+ * raw message when nothing is encoded).
+ */
+export function mailText(raw) {
+  const out = [];
+  const part = /content-transfer-encoding:[ \t]*([\w-]+)[^]*?\r?\n\r?\n([^]*?)(?=\r?\n--|$)/gi;
+  for (const [, encoding, body] of raw.matchAll(part)) {
+    if (encoding.toLowerCase() === 'base64') {
+      out.push(Buffer.from(body.replace(/\s+/g, ''), 'base64').toString('utf8'));
+    } else if (encoding.toLowerCase() === 'quoted-printable') {
+      const bytes = body.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/gi, (_, h) => String.fromCharCode(parseInt(h, 16)));
+      out.push(Buffer.from(bytes, 'latin1').toString('utf8'));
+    }
+  }
+  return out.length > 0 ? out.join('\n') : raw;
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: peerEnv('JIT_TEST_CHROMIUM'),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+  });
+}
+
+export const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 390, height: 844 };
+
+/**
+ * A fresh browser context (its own cookies), light or dark, that records in `context.problems` any
+ * CSP violation, page error, or inline script or style in an HTML page `base` served.
+ */
+export async function newContext(browser, base, { colorScheme = 'light', javaScriptEnabled = true } = {}) {
+  const context = await browser.newContext({ colorScheme, viewport: DESKTOP, javaScriptEnabled });
+  context.colorScheme = colorScheme;
+  context.base = base;
+  context.setDefaultTimeout(WAIT_MS);
+  context.setDefaultNavigationTimeout(WAIT_MS);
+  context.problems = [];
+  context.on('page', (page) => watch(context, page));
+  return context;
+}
+
+function watch(context, page) {
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && /Content Security Policy|Refused to/i.test(msg.text())) {
+      context.problems.push(`${page.url()}: ${msg.text()}`);
+    }
+  });
+  page.on('pageerror', (e) => context.problems.push(`${page.url()}: ${e.message}`));
+  page.on('response', async (res) => {
+    if (!res.url().startsWith(context.base) || res.request().resourceType() !== 'document') return;
+    if (res.status() >= 300 && res.status() < 400) return;
+    const html = await res.text().catch(() => '');
+    if (/<script(?![^>]*\ssrc=)[^>]*>/i.test(html)) context.problems.push(`${res.url()}: inline <script>`);
+    if (/<style[\s>]|\sstyle\s*=/i.test(html)) context.problems.push(`${res.url()}: inline style`);
+  });
+}
+
+/**
+ * Signs in at the IdP's own login page: goes to `path` on the broker, is sent to the provider,
+ * types the login, and comes back to `path` (the fixture consents by itself). Returns the page.
+ */
+export async function signIn(context, base, login, path = '/', { shoot } = {}) {
+  const page = await context.newPage();
+  await page.goto(`${base}${path}`);
+  await page.locator('input[name=login]').waitFor();
+  assert.ok(!page.url().startsWith(base), `the broker showed its own page instead of the IdP: ${page.url()}`);
+  if (shoot) await shoot(page);
+  await page.fill('input[name=login]', login);
+  await page.fill('input[name=password]', 'any password');
+  await Promise.all([
+    page.waitForURL((u) => u.href.startsWith(base), { waitUntil: 'load' }),
+    page.click('button[type=submit]'),
+  ]);
+  return page;
+}
+
+/** The hidden CSRF token of the page's forms. */
+export async function csrfOf(page) {
+  return page.locator('input[name=csrf]').first().inputValue();
+}
+
+/**
+ * Saves full-page screenshots of `page` as `<name>.<theme>.<viewport>.png` under target/screenshots,
+ * light and dark, desktop and (unless `phone: false`) phone; the page is left as it was.
+ */
+export async function screenshot(page, name, { phone = true } = {}) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const original = page.viewportSize();
+  const views = phone ? [['desktop', DESKTOP], ['phone', PHONE]] : [['desktop', DESKTOP]];
+  for (const theme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme: theme });
+    for (const [view, size] of views) {
+      await page.setViewportSize(size);
+      await page.screenshot({ path: join(SCREENSHOTS, `${name}.${theme}.${view}.png`), fullPage: true, animations: 'disabled' });
+    }
+  }
+  await page.emulateMedia({ colorScheme: page.context().colorScheme ?? 'light' });
+  await page.setViewportSize(original);
+}

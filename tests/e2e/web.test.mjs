@@ -1,0 +1,300 @@
+// The web UI in a real browser (headless Debian Chromium), against a real `jit-server` in production
+// mode: sign-in at the test OpenID provider, email to an aiosmtpd sink, AWS STS from moto.
+//
+// One story, step by step (each step needs the ones before): alice asks for access; mallory can
+// neither see a way to approve nor forge one; bob follows the link in his email, signs in, and
+// approves with the keyboard in a browser without JavaScript; alice gets AWS credentials, which
+// cross-site forms cannot take away; carol reads the audit log. Every page is screenshotted in
+// light and dark theme at desktop and phone width (target/screenshots/), and checked for labels,
+// landmarks, contrast, overflow, inline code and leaks.
+
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+
+import { problemsEverywhere, tabTo } from './lib/a11y.mjs';
+import {
+  csrfOf, launchBrowser, mailText, newContext, readMails, screenshot, signIn, startBroker, waitFor,
+} from './lib/harness.mjs';
+
+const ENTITLEMENT = 'aws-staging-deploy';
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+
+let broker;
+let browser;
+const contexts = {};
+const pages = {};
+let requestId;
+let requestUrl;
+
+/** Fails on CSP violations or script errors seen by any context so far. */
+function noPageProblems() {
+  const seen = Object.values(contexts).flatMap((c) => c.problems);
+  assert.deepEqual(seen, [], 'the browser reported CSP violations or script errors');
+}
+
+/** Screenshots `page` as `name` and checks it in both themes and widths. */
+async function shootAndCheck(page, name, opts) {
+  await screenshot(page, name, opts);
+  assert.deepEqual(await problemsEverywhere(page), [], `accessibility problems on ${name} (${page.url()})`);
+}
+
+async function stateOf(page) {
+  return (await page.locator('#state').textContent()).trim();
+}
+
+/** The request's state as alice's page shows it after a reload. */
+async function reloadState(page) {
+  await page.reload();
+  return stateOf(page);
+}
+
+describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
+  before(async () => {
+    browser = await launchBrowser();
+    broker = await startBroker();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await broker?.stop();
+  });
+
+  it('answers with strict security headers and no HSTS over plain http', async () => {
+    for (const path of ['/login', '/healthz', '/no-such-page', '/assets/app.css']) {
+      const res = await fetch(`${broker.base}${path}`, { redirect: 'manual' });
+      const csp = res.headers.get('content-security-policy') ?? '';
+      assert.match(csp, /default-src 'self'/, `${path}: CSP`);
+      assert.match(csp, /frame-ancestors 'none'/, `${path}: CSP`);
+      assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, `${path}: CSP allows inline code`);
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff', path);
+      assert.ok(res.headers.get('referrer-policy'), `${path}: Referrer-Policy`);
+      assert.equal(res.headers.get('strict-transport-security'), null, `${path}: HSTS over http`);
+    }
+    const css = await fetch(`${broker.base}/assets/app.css`);
+    assert.match(css.headers.get('content-type'), /^text\/css/);
+  });
+
+  it('signs alice in through the OpenID provider and shows her empty access page', async () => {
+    contexts.alice = await newContext(browser, broker.base);
+    pages.alice = await signIn(contexts.alice, broker.base, 'alice', '/', {
+      shoot: (p) => screenshot(p, '01-sign-in'),
+    });
+    const page = pages.alice;
+    assert.equal(new URL(page.url()).pathname, '/');
+    await page.getByRole('heading', { level: 1, name: 'My access' }).waitFor();
+    await page.getByText('You hold no access right now').waitFor();
+    assert.match(await page.locator('header .who').textContent(), /Alice Admin/);
+    await shootAndCheck(page, '02-my-access-empty');
+  });
+
+  it('lets alice file a request on the new request page', async () => {
+    const page = pages.alice;
+    await page.getByRole('link', { name: 'New request' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Request access' }).waitFor();
+    await shootAndCheck(page, '03-new-request');
+    // A mistake first: the form comes back with the error and what was typed.
+    await page.locator(`input[name=entitlement][value=${ENTITLEMENT}]`).check();
+    await page.getByLabel('Duration').fill('9h');
+    await page.getByLabel('Justification').fill('deploy the hotfix for INC-4711');
+    await page.locator('#submit-request').click();
+    await page.locator('.error[role=alert]').waitFor();
+    assert.match(await page.locator('.error[role=alert]').textContent(), /duration|longer|at most|exceeds/i);
+    assert.equal(await page.getByLabel('Justification').inputValue(), 'deploy the hotfix for INC-4711');
+    await shootAndCheck(page, '04-new-request-error', { phone: false });
+
+    await page.locator(`input[name=entitlement][value=${ENTITLEMENT}]`).check();
+    await page.getByLabel('Duration').fill('1h');
+    await Promise.all([
+      page.waitForURL(new RegExp(`/requests/${UUID}$`)),
+      page.locator('#submit-request').click(),
+    ]);
+    requestUrl = page.url();
+    requestId = new URL(requestUrl).pathname.split('/').pop();
+    assert.equal(await stateOf(page), 'pending');
+    await shootAndCheck(page, '05-request-pending');
+  });
+
+  it('emails bob a link to the request page, and nothing that approves by itself', async () => {
+    const mail = await waitFor('the approval email to bob', () => readMails(broker.mails)
+      .find((m) => m.to.includes('bob@example.com')));
+    const text = mailText(mail.raw);
+    const links = [...text.matchAll(new RegExp(`https?://[^\\s"<>]*/requests/${UUID}[^\\s"<>]*`, 'g'))].map((m) => m[0]);
+    assert.ok(links.length > 0, `no request link in the email:\n${text}`);
+    for (const link of links) {
+      assert.equal(link, `${broker.base}/requests/${requestId}`, 'every link points at the request page');
+    }
+    assert.doesNotMatch(text, /\/approve\b/, 'no link approves on its own');
+  });
+
+  it('shows mallory no way to approve, and refuses her forged posts', async () => {
+    contexts.mallory = await newContext(browser, broker.base);
+    const page = await signIn(contexts.mallory, broker.base, 'mallory', `/requests/${requestId}`);
+    assert.equal(await page.locator('#approve').count(), 0, 'mallory sees an approve button');
+    assert.equal(await page.locator('form[action$="/approve"]').count(), 0);
+    // She has a session and a CSRF token of her own (from her own page's sign-out form).
+    await page.goto(`${broker.base}/`);
+    const token = await csrfOf(page);
+    const approve = `${broker.base}/requests/${requestId}/approve`;
+    const refusals = [
+      { form: { comment: 'forged' }, headers: { origin: broker.base } },
+      { form: { csrf: token, comment: 'forged' }, headers: { origin: 'https://evil.example' } },
+      { form: { csrf: token, comment: 'forged' }, headers: { origin: broker.base } },
+    ];
+    for (const r of refusals) {
+      const res = await contexts.mallory.request.post(approve, { ...r, maxRedirects: 0 });
+      assert.ok([403, 404].includes(res.status()), `forged approve answered ${res.status()}`);
+      const body = await res.text();
+      assert.doesNotMatch(body, /panicked|sqlx|backtrace|at src\//i, 'the error page leaks internals');
+    }
+    await shootAndCheck(page, '06-my-access-mallory-empty', { phone: false });
+    await page.goto(`${broker.base}/approvals`);
+    await page.getByText('Nothing waits for your decision').waitFor();
+    await page.goto(`${broker.base}/requests/new`);
+    await page.getByText('There is nothing you may request').waitFor();
+    await shootAndCheck(page, '07-new-request-nothing', { phone: false });
+    const audit = await page.goto(`${broker.base}/audit`);
+    assert.equal(audit.status(), 403);
+    await shootAndCheck(page, '08-error-forbidden');
+    assert.equal(await reloadState(pages.alice), 'pending', 'mallory changed the request');
+  });
+
+  it('sends bob (no JavaScript) to sign in from the email link, refuses forged posts in his session, and takes his keyboard approval', async () => {
+    contexts.bob = await newContext(browser, broker.base, { colorScheme: 'dark', javaScriptEnabled: false });
+    const page = await signIn(contexts.bob, broker.base, 'bob', `/requests/${requestId}`);
+    assert.equal(page.url(), requestUrl, 'bob lands on the request he was sent to');
+    await page.locator('#approve').waitFor();
+    await shootAndCheck(page, '09-request-decision-form');
+
+    // A forged approval in bob's own session: no CSRF token, or the token with a foreign Origin.
+    const approve = `${broker.base}/requests/${requestId}/approve`;
+    const token = await csrfOf(page);
+    for (const r of [
+      { form: { comment: 'forged' }, headers: { origin: broker.base } },
+      { form: { comment: 'forged' }, headers: { referer: `${broker.base}/requests/${requestId}` } },
+      { form: { csrf: token, comment: 'forged' }, headers: { origin: 'https://evil.example' } },
+      { form: { csrf: token, comment: 'forged' }, headers: { origin: 'null' } },
+    ]) {
+      const res = await contexts.bob.request.post(approve, { ...r, maxRedirects: 0 });
+      assert.equal(res.status(), 403, `forged approve ${JSON.stringify(r.headers)} answered ${res.status()}`);
+    }
+    assert.equal(await reloadState(pages.alice), 'pending', 'a forged approval changed the request');
+    assert.match(await pages.alice.locator('.facts').textContent(), /0 of 1/);
+
+    // Keyboard only: Tab to the comment, type, Tab to Approve, Enter. Focus must be visible.
+    await page.reload();
+    const focus = await tabTo(page, '#comment');
+    assert.notEqual(focus.style, 'none', 'focused comment box shows no focus outline');
+    await page.keyboard.type('ok for the hotfix window');
+    const onApprove = await tabTo(page, '#approve');
+    assert.notEqual(onApprove.style, 'none', 'focused approve button shows no focus outline');
+    assert.ok(onApprove.width >= 2, 'focus outline is too thin to see');
+    await Promise.all([page.waitForURL(requestUrl), page.keyboard.press('Enter')]);
+    await waitFor('the approval to show', async () => ['approved', 'active'].includes(await stateOf(page)));
+    assert.equal(await page.locator('#approve').count(), 0, 'the decision form stays after deciding');
+    assert.match(await page.locator('body').textContent(), /ok for the hotfix window/);
+
+    await page.goto(`${broker.base}/approvals`);
+    await page.getByRole('heading', { name: 'Decided by you' }).waitFor();
+    assert.match(await page.locator('main').textContent(), new RegExp(ENTITLEMENT));
+    await shootAndCheck(page, '10-approvals');
+  });
+
+  it('shows alice her active grant and, on request, AWS credentials from STS that are never cached', async () => {
+    const page = pages.alice;
+    await waitFor('the grant to become active', async () => (await reloadState(page)) === 'active');
+    await page.locator('#get-credentials').waitFor();
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/credentials') && r.request().method() === 'POST'),
+      page.locator('#get-credentials').click(),
+    ]);
+    assert.equal(response.status(), 200);
+    assert.match(response.headers()['cache-control'] ?? '', /no-store/, 'credentials page may be cached');
+    assert.match(response.headers()['content-security-policy'] ?? '', /default-src 'self'/);
+    const creds = await page.locator('#creds').textContent();
+    assert.match(creds, /^export AWS_ACCESS_KEY_ID=ASIA[A-Z0-9]{12,}$/m);
+    assert.match(creds, /^export AWS_SECRET_ACCESS_KEY=\S{20,}$/m);
+    assert.match(creds, /^export AWS_SESSION_TOKEN=\S{20,}$/m);
+    assert.match(creds, /^export AWS_REGION=us-east-1$/m);
+    await shootAndCheck(page, '11-request-credentials');
+
+    await page.goto(`${broker.base}/`);
+    await page.locator('.cards .card').first().waitFor();
+    assert.match(await page.locator('.cards').textContent(), /AWS staging — deployer/);
+    await shootAndCheck(page, '12-my-access-active');
+  });
+
+  it('refuses a cross-site form that tries to revoke alice\'s grant, and a token sent from another origin', async () => {
+    const page = pages.alice;
+    await page.goto(requestUrl);
+    const token = await csrfOf(page);
+    // A page on another origin (same site: 127.0.0.1, so the Lax cookie goes along) posts a form.
+    const evil = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(`<!doctype html><title>win a prize</title>
+<form id="f" method="post" action="${broker.base}/requests/${requestId}/revoke">
+<input name="csrf" value="guessed"><input name="comment" value="gotcha"></form>
+<script>document.getElementById('f').submit()</script>`);
+    });
+    await new Promise((r) => evil.listen(0, '127.0.0.1', r));
+    try {
+      const evilPage = await contexts.alice.newPage();
+      const [res] = await Promise.all([
+        evilPage.waitForResponse((r) => r.url().endsWith('/revoke')),
+        evilPage.goto(`http://127.0.0.1:${evil.address().port}/`),
+      ]);
+      assert.equal(res.status(), 403, 'the cross-site revoke was not refused');
+      await evilPage.close();
+    } finally {
+      evil.close();
+    }
+    const revoke = `${broker.base}/requests/${requestId}/revoke`;
+    for (const headers of [{ origin: 'http://127.0.0.1:1' }, {}]) {
+      const res = await contexts.alice.request.post(revoke, { form: { csrf: token }, headers, maxRedirects: 0 });
+      assert.equal(res.status(), 403, `revoke with ${JSON.stringify(headers)} answered ${res.status()}`);
+    }
+    assert.equal(await reloadState(page), 'active', 'a forged post revoked the grant');
+  });
+
+  it('shows carol the verified audit log with the sign-ins and the decision', async () => {
+    contexts.carol = await newContext(browser, broker.base);
+    const page = await signIn(contexts.carol, broker.base, 'carol', '/audit');
+    await page.getByRole('heading', { level: 1, name: 'Audit log' }).waitFor();
+    assert.match(await page.locator('#verify-status').textContent(), /chain verified/);
+    const table = await page.locator('main table').textContent();
+    for (const action of ['auth.signed_in', 'request.created', 'request.approved']) {
+      assert.ok(table.includes(action), `the audit log shows no ${action}`);
+    }
+    await shootAndCheck(page, '13-audit');
+    await page.getByLabel('Action').fill('auth.');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/action=auth\./);
+    const actions = await page.locator('main tbody tr td:nth-child(4)').allTextContents();
+    assert.ok(actions.length > 0 && actions.every((a) => a.startsWith('auth.')), `filter shows ${actions}`);
+  });
+
+  it('shows alice, an admin by role, the admin page with her live grant', async () => {
+    const page = pages.alice;
+    await page.getByRole('link', { name: 'Admin' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Admin' }).waitFor();
+    assert.match(await page.title(), /^Admin · jit$/);
+    assert.match(await page.locator('main table').textContent(), /alice@example\.com/);
+    await shootAndCheck(page, '14-admin');
+  });
+
+  it('answers unknown pages with an error page that leaks nothing', async () => {
+    const page = pages.alice;
+    const res = await page.goto(`${broker.base}/requests/00000000-0000-4000-8000-000000000000`);
+    assert.equal(res.status(), 404);
+    const missing = await page.goto(`${broker.base}/no/such/page?x=<script>`);
+    assert.equal(missing.status(), 404);
+    const body = await page.locator('body').textContent();
+    assert.doesNotMatch(body, /<script>|panicked|sqlx|backtrace|src\/|\.rs\b/i);
+    await page.getByRole('link', { name: /Back to my access/ }).waitFor();
+    await shootAndCheck(page, '15-error-not-found');
+  });
+
+  it('saw no CSP violation or script error in any page', () => {
+    noPageProblems();
+  });
+});
