@@ -99,7 +99,8 @@ fn insert_sql(rows: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", r * 9 + c + 1));
+            sql.push('$');
+            sql.push_str(&(r * 9 + c + 1).to_string());
         }
         sql.push(')');
     }
@@ -172,7 +173,9 @@ fn bench(c: &mut Criterion) {
             f64::from(u32::try_from(total).unwrap_or(u32::MAX)) / took.as_secs_f64()
         );
         let mut group = c.benchmark_group(format!("audit_verify/{}", engine.name()));
-        group.throughput(Throughput::Elements(total as u64));
+        group.throughput(Throughput::Elements(
+            u64::try_from(total).unwrap_or(u64::MAX),
+        ));
         group.sampling_mode(SamplingMode::Flat);
         group.bench_function(format!("rows/{total}"), |b| {
             b.iter_custom(|iters| {
@@ -181,7 +184,7 @@ fn bench(c: &mut Criterion) {
                     for _ in 0..iters {
                         let report = audit::verify(&db.store, None).await.expect("verify");
                         assert!(report.ok, "generated chain does not verify: {report:?}");
-                        assert_eq!(report.checked, total as u64);
+                        assert_eq!(usize::try_from(report.checked).ok(), Some(total));
                     }
                     start.elapsed()
                 })

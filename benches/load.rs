@@ -139,7 +139,10 @@ async fn flow(
             .await
             .map_err(|e| format!("show: {e}"))?;
         let body: Value = res.json().await.map_err(|e| format!("show body: {e}"))?;
-        state = body["state"].as_str().unwrap_or_default().to_owned();
+        body["state"]
+            .as_str()
+            .unwrap_or_default()
+            .clone_into(&mut state);
     }
     let t2 = Instant::now();
     let res = http
@@ -234,11 +237,11 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(jit_server::scheduler::run(
+    let (stop_scheduler, stopped) = watch::channel(false);
+    let jobs = tokio::spawn(jit_server::scheduler::run(
         app.clone(),
         Duration::from_secs(1),
-        stop_rx,
+        stopped,
     ));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -258,7 +261,7 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     }
     let mut samples = Vec::new();
     let mut failures = Vec::new();
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    let drain_deadline = Instant::now() + Duration::from_mins(1);
     while let Some(r) = tokio::time::timeout_at(drain_deadline.into(), tasks.join_next())
         .await
         .ok()
@@ -274,8 +277,8 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     failures.extend((0..tasks.len()).map(|_| "still running after 60 s".to_owned()));
     tasks.abort_all();
 
-    let _ = stop_tx.send(true);
-    let _ = scheduler.await;
+    let _ = stop_scheduler.send(true);
+    let _ = jobs.await;
     server.abort();
     let report = jit_server::store::audit::verify(&app.store, None)
         .await

@@ -103,15 +103,15 @@ impl FreshDb {
     /// Closes the pool and drops the database.
     pub async fn remove(self) {
         self.store.close().await;
-        if let (Some(admin), Some(name)) = (&self.admin_url, &self.name) {
-            if let Ok(store) = Store::connect(admin, 1).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(store.pool())
-                .await;
-                store.close().await;
-            }
+        if let (Some(admin), Some(name)) = (&self.admin_url, &self.name)
+            && let Ok(store) = Store::connect(admin, 1).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(store.pool())
+            .await;
+            store.close().await;
         }
     }
 }
