@@ -464,6 +464,16 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Self::env());
+        Self::extract(&figment)
+    }
+
+    /// Parses configuration from TOML text alone (no file, no `JIT_SECTION__KEY`
+    /// overrides), then validates it like [`Config::load`]. For tools and fuzzing.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::extract(&Figment::from(Toml::string(text)))
+    }
+
+    fn extract(figment: &Figment) -> Result<Self, ConfigError> {
         let config: Self = figment.extract().map_err(|e| {
             let key = e.path.join(".");
             let msg = e.to_string();
@@ -661,6 +671,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn from_toml_str_parses_validates_and_names_keys() {
+        let c = Config::from_toml_str(
+            "[server]\nbind = \"0.0.0.0:9090\"\n[database]\nurl = \"postgres://db/jit\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.bind, "0.0.0.0:9090");
+        assert_eq!(c.database.url, "postgres://db/jit");
+        assert_eq!(c.scheduler.tick, "1s");
+        let e = Config::from_toml_str("[scheduler]\ntick = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scheduler.tick"), "{e}");
+        let e = Config::from_toml_str("[server\n").unwrap_err().to_string();
+        assert!(e.starts_with("config: "), "{e}");
+        let e = Config::from_toml_str("[nope]\n").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
     }
 
     #[test]

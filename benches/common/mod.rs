@@ -1,0 +1,136 @@
+//! Shared set-up of the benchmarks: fresh databases on SQLite and PostgreSQL.
+//!
+//! PostgreSQL runs only when `JIT_BENCH_PG_URL` names a role that may create
+//! databases (e.g. `postgres://jit@127.0.0.1:55432/postgres`); each run makes
+//! its own database and drops it at the end.
+
+#![allow(
+    dead_code,
+    reason = "each benchmark binary uses a different part of this module"
+)]
+
+use jit_server::store::Store;
+
+/// The environment variable naming the PostgreSQL server to benchmark on.
+pub const PG_ENV: &str = "JIT_BENCH_PG_URL";
+
+/// Which database engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on `JIT_BENCH_PG_URL`.
+    Postgres,
+}
+
+impl Engine {
+    /// Lowercase name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// The engines to run on: SQLite always, PostgreSQL when `JIT_BENCH_PG_URL`
+/// is set (otherwise one line says it is skipped).
+pub fn engines() -> Vec<Engine> {
+    if std::env::var(PG_ENV).is_ok_and(|v| !v.is_empty()) {
+        vec![Engine::Sqlite, Engine::Postgres]
+    } else {
+        println!(
+            "skipping PostgreSQL: {PG_ENV} is not set (e.g. postgres://jit@127.0.0.1:55432/postgres)"
+        );
+        vec![Engine::Sqlite]
+    }
+}
+
+/// A fresh, migrated database; dropped (PostgreSQL) or deleted (SQLite) by [`FreshDb::remove`].
+pub struct FreshDb {
+    /// Connection URL.
+    pub url: String,
+    /// The connected, migrated store.
+    pub store: Store,
+    admin_url: Option<String>,
+    name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Creates an empty database on `engine` and applies the migrations.
+pub async fn fresh_db(engine: Engine, max_connections: u32) -> FreshDb {
+    let (url, admin_url, name, dir) = match engine {
+        Engine::Sqlite => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            (url, None, None, Some(dir))
+        }
+        Engine::Postgres => {
+            let admin = std::env::var(PG_ENV).expect("JIT_BENCH_PG_URL");
+            let name = format!("jit_bench_{}", uuid::Uuid::new_v4().simple());
+            let store = Store::connect(&admin, 1)
+                .await
+                .expect("connect to JIT_BENCH_PG_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(store.pool())
+                .await
+                .expect("create the benchmark database");
+            store.close().await;
+            let base = admin
+                .split_once('?')
+                .map_or(admin.as_str(), |(b, _)| b)
+                .rsplit_once('/')
+                .expect("JIT_BENCH_PG_URL has a /database part")
+                .0
+                .to_owned();
+            (format!("{base}/{name}"), Some(admin), Some(name), None)
+        }
+    };
+    let store = Store::connect(&url, max_connections)
+        .await
+        .expect("connect to the benchmark database");
+    store.migrate().await.expect("migrate");
+    FreshDb {
+        url,
+        store,
+        admin_url,
+        name,
+        _dir: dir,
+    }
+}
+
+impl FreshDb {
+    /// Closes the pool and drops the database.
+    pub async fn remove(self) {
+        self.store.close().await;
+        if let (Some(admin), Some(name)) = (&self.admin_url, &self.name)
+            && let Ok(store) = Store::connect(admin, 1).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(store.pool())
+            .await;
+            store.close().await;
+        }
+    }
+}
+
+/// One line about the machine, printed before results.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPU(s) {model}, load average {load}")
+}

@@ -1,0 +1,366 @@
+//! Broker overhead under load: request → auto-approve → activation → credential mint,
+//! over HTTP on loopback, at fixed arrival rates, on SQLite and PostgreSQL.
+//!
+//! An in-process broker (as `tests/it/support/server.rs` builds it) runs with the
+//! simulated providers as a zero-latency upstream, the repository's policies, the
+//! real scheduler task, and a bearer verifier that turns `bench-N` tokens into
+//! fresh synthetic requesters (members of `grp-jit-requesters`), so every arrival
+//! is a new person and the one-open-request rule never bites. Each arrival:
+//!
+//! 1. `POST /api/v1/requests` for `aws-sandbox` (auto-approved by policy; the
+//!    activation is a durable job the scheduler picks up),
+//! 2. `GET /api/v1/requests/{id}` every 2 ms until the grant is `active`,
+//! 3. `POST /api/v1/requests/{id}/credentials`.
+//!
+//! Arrivals are open-loop (a fixed schedule, not waiting for earlier ones), and
+//! the end-to-end time counts from the scheduled arrival, so a broker that falls
+//! behind shows it. Target: p99 ≤ 10 ms per API call at 200 arrivals/s.
+//!
+//! `cargo bench -p jit-server --bench load`; `JIT_BENCH_PG_URL` adds PostgreSQL,
+//! `JIT_BENCH_LOAD_SECS` (default 20) and `JIT_BENCH_LOAD_RATES` (default `50,200`)
+//! change the run.
+
+#![expect(clippy::expect_used, reason = "a benchmark aborts on set-up failure")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::{Engine, engines, fresh_db, machine};
+use jit_server::clock::SystemClock;
+use jit_server::config::Config;
+use jit_server::domain::User;
+use jit_server::http::auth::OidcLogin;
+use jit_server::http::{self, AuthMode, BearerVerifier};
+use jit_server::providers::Providers;
+use jit_server::server::{Broker, build};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// Longest wait for one grant to become active before the arrival counts as failed.
+const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Poll interval while waiting for activation.
+const POLL: Duration = Duration::from_millis(2);
+
+/// `bench-N` → a fresh requester `bench/N`.
+struct SyntheticUsers;
+
+#[async_trait]
+impl BearerVerifier for SyntheticUsers {
+    async fn verify(&self, token: &str) -> Result<User, String> {
+        let n = token
+            .strip_prefix("bench-")
+            .ok_or_else(|| "not a benchmark token".to_owned())?;
+        Ok(User {
+            key: format!("bench/{n}"),
+            oid: None,
+            name: format!("Bench User {n}"),
+            email: format!("bench-{n}@example.com"),
+            groups: vec!["grp-jit-requesters".to_owned()],
+            roles: vec![],
+            mfa: true,
+            auth_time: Some(time::OffsetDateTime::now_utc().unix_timestamp()),
+        })
+    }
+}
+
+/// The benchmark signs in through the API only.
+struct NoBrowserLogin;
+
+#[async_trait]
+impl OidcLogin for NoBrowserLogin {
+    fn begin(&self, _: &str, _: Option<u64>) -> Result<(String, String), String> {
+        Err("browser sign-in is not part of the load benchmark".to_owned())
+    }
+    async fn complete(&self, _: &str, _: &str, _: &str) -> Result<(User, Option<String>), String> {
+        Err("browser sign-in is not part of the load benchmark".to_owned())
+    }
+    fn logout_url(&self, _: Option<&str>, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Timings of one arrival.
+struct Sample {
+    create: Duration,
+    activation: Duration,
+    mint: Duration,
+    total: Duration,
+}
+
+/// What went wrong with one arrival.
+type Failure = String;
+
+async fn flow(
+    http: reqwest::Client,
+    base: String,
+    n: u64,
+    scheduled: Instant,
+) -> Result<Sample, Failure> {
+    let token = format!("bench-{n}");
+    let t0 = Instant::now();
+    let res = http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "entitlement": "aws-sandbox",
+            "duration": "1h",
+            "justification": "load benchmark",
+        }))
+        .send()
+        .await
+        .map_err(|e| format!("create: {e}"))?;
+    let status = res.status();
+    let body: Value = res.json().await.map_err(|e| format!("create body: {e}"))?;
+    let t1 = Instant::now();
+    if status != reqwest::StatusCode::CREATED {
+        return Err(format!("create: {status} {body}"));
+    }
+    let id = body["id"]
+        .as_str()
+        .ok_or_else(|| format!("create: no id in {body}"))?
+        .to_owned();
+    let mut state = body["state"].as_str().unwrap_or_default().to_owned();
+    while state != "active" {
+        if !matches!(state.as_str(), "approved" | "pending") {
+            return Err(format!("request ended `{state}`"));
+        }
+        if t1.elapsed() > ACTIVATION_TIMEOUT {
+            return Err("not active after 10 s".to_owned());
+        }
+        tokio::time::sleep(POLL).await;
+        let res = http
+            .get(format!("{base}/api/v1/requests/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(|e| format!("show: {e}"))?;
+        let body: Value = res.json().await.map_err(|e| format!("show body: {e}"))?;
+        body["state"]
+            .as_str()
+            .unwrap_or_default()
+            .clone_into(&mut state);
+    }
+    let t2 = Instant::now();
+    let res = http
+        .post(format!("{base}/api/v1/requests/{id}/credentials"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map_err(|e| format!("credentials: {e}"))?;
+    let status = res.status();
+    let body: Value = res
+        .json()
+        .await
+        .map_err(|e| format!("credentials body: {e}"))?;
+    let t3 = Instant::now();
+    if status != reqwest::StatusCode::OK || body["AccessKeyId"].as_str().is_none() {
+        return Err(format!("credentials: {status}"));
+    }
+    Ok(Sample {
+        create: t1 - t0,
+        activation: t2 - t1,
+        mint: t3 - t2,
+        total: t3 - scheduled,
+    })
+}
+
+/// `(p50, p99, max)` in milliseconds.
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_unstable();
+    let at = |q: f64| {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a vector of at most millions"
+        )]
+        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i].as_secs_f64() * 1000.0
+    };
+    (at(0.50), at(0.99), at(1.0))
+}
+
+/// Results of one run.
+struct Outcome {
+    offered: u64,
+    ok: usize,
+    failed: usize,
+    first_failure: Option<String>,
+    throughput: f64,
+    create: (f64, f64, f64),
+    activation: (f64, f64, f64),
+    mint: (f64, f64, f64),
+    total: (f64, f64, f64),
+    audit_rows: u64,
+}
+
+async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
+    let db = fresh_db(engine, 20).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    let mut config = Config::default();
+    config.database.url.clone_from(&db.url);
+    config.database.max_connections = 20;
+    config.server.public_url = format!("http://{addr}");
+    config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
+    let auth = AuthMode::Oidc {
+        login: Arc::new(NoBrowserLogin),
+        bearer: Arc::new(SyntheticUsers),
+        cli_config: jit_api::CliConfig {
+            issuer: format!("http://{addr}"),
+            client_id: "bench".to_owned(),
+            scopes: vec![],
+            device_authorization_endpoint: None,
+            token_endpoint: None,
+            dev: false,
+        },
+    };
+    let Broker { app, web } = build(
+        config,
+        true,
+        auth,
+        Providers::simulated(),
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("build the broker");
+    let router = http::router(web);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let (stop_scheduler, stopped) = watch::channel(false);
+    let jobs = tokio::spawn(jit_server::scheduler::run(
+        app.clone(),
+        Duration::from_secs(1),
+        stopped,
+    ));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("http client");
+    let base = format!("http://{addr}");
+
+    let offered = rate * secs;
+    let gap = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(1);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..offered {
+        let scheduled = start + gap * u32::try_from(n).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(scheduled.into()).await;
+        tasks.spawn(flow(client.clone(), base.clone(), n, scheduled));
+    }
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    let drain_deadline = Instant::now() + Duration::from_mins(1);
+    while let Some(r) = tokio::time::timeout_at(drain_deadline.into(), tasks.join_next())
+        .await
+        .ok()
+        .flatten()
+    {
+        match r {
+            Ok(Ok(s)) => samples.push(s),
+            Ok(Err(f)) => failures.push(f),
+            Err(e) => failures.push(format!("task: {e}")),
+        }
+    }
+    let elapsed = start.elapsed();
+    failures.extend((0..tasks.len()).map(|_| "still running after 60 s".to_owned()));
+    tasks.abort_all();
+
+    let _ = stop_scheduler.send(true);
+    let _ = jobs.await;
+    server.abort();
+    let report = jit_server::store::audit::verify(&app.store, None)
+        .await
+        .expect("verify");
+    assert!(report.ok, "audit chain broken under load: {report:?}");
+    app.store.close().await;
+    db.remove().await;
+
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let throughput = samples.len() as f64 / elapsed.as_secs_f64();
+    Outcome {
+        offered,
+        ok: samples.len(),
+        failed: failures.len(),
+        first_failure: failures.into_iter().next(),
+        throughput,
+        create: percentiles(samples.iter().map(|s| s.create).collect()),
+        activation: percentiles(samples.iter().map(|s| s.activation).collect()),
+        mint: percentiles(samples.iter().map(|s| s.mint).collect()),
+        total: percentiles(samples.iter().map(|s| s.total).collect()),
+        audit_rows: report.checked,
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this harness has no options of its own.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let secs: u64 = env_or("JIT_BENCH_LOAD_SECS", 20);
+    let rates: Vec<u64> = std::env::var("JIT_BENCH_LOAD_RATES")
+        .unwrap_or_else(|_| "50,200".to_owned())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .filter(|r| *r > 0)
+        .collect();
+    println!("machine: {}", machine());
+    println!("load: {secs} s per run, arrivals/s {rates:?}; latencies in ms (p50 / p99 / max)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut missed = false;
+    println!(
+        "| engine | offered/s | done/s | ok | failed | POST /requests | wait for active | POST …/credentials | end to end | audit rows |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for engine in engines() {
+        for &rate in &rates {
+            let o = rt.block_on(run(engine, rate, secs));
+            let f = |(a, b, c): (f64, f64, f64)| format!("{a:.1} / {b:.1} / {c:.1}");
+            println!(
+                "| {} | {rate} | {:.1} | {} / {} | {} | {} | {} | {} | {} | {} |",
+                engine.name(),
+                o.throughput,
+                o.ok,
+                o.offered,
+                o.failed,
+                f(o.create),
+                f(o.activation),
+                f(o.mint),
+                f(o.total),
+                o.audit_rows,
+            );
+            if let Some(why) = &o.first_failure {
+                println!("  first failure: {why}");
+            }
+            if rate >= 200 && (o.create.1 > 10.0 || o.mint.1 > 10.0 || o.failed > 0) {
+                missed = true;
+            }
+        }
+    }
+    println!(
+        "target (p99 ≤ 10 ms per API call at 200 arrivals/s, no failures): {}",
+        if missed { "MISSED" } else { "met" }
+    );
+}
