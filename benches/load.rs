@@ -28,15 +28,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use base64::Engine as _;
 use common::{Engine, engines, fresh_db, machine};
 use jit_server::clock::SystemClock;
 use jit_server::config::Config;
 use jit_server::domain::User;
-use jit_server::http::auth::OidcLogin;
-use jit_server::http::{self, AuthMode, BearerVerifier};
+use jit_server::http::auth::SessionData;
+use jit_server::http::{self, AuthMode};
 use jit_server::providers::Providers;
 use jit_server::server::{Broker, build};
+use jit_server::store::sessions::{self, SessionRow};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -45,16 +46,17 @@ const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll interval while waiting for activation.
 const POLL: Duration = Duration::from_millis(2);
 
-/// `bench-N` → a fresh requester `bench/N`.
-struct SyntheticUsers;
+/// Session key of the benchmark broker (base64 of 64 fixed bytes; not a secret).
+const SESSION_KEY: [u8; 64] = [7; 64];
 
-#[async_trait]
-impl BearerVerifier for SyntheticUsers {
-    async fn verify(&self, token: &str) -> Result<User, String> {
-        let n = token
-            .strip_prefix("bench-")
-            .ok_or_else(|| "not a benchmark token".to_owned())?;
-        Ok(User {
+/// `bench-N` → a fresh requester `bench/N`: development-mode API tokens are
+/// server-side sessions, so the benchmark stores one per synthetic user
+/// before the clock starts (a requester may hold one open request per entitlement).
+async fn synthetic_tokens(app: &jit_server::service::App, count: u64) {
+    use hmac::{Hmac, Mac};
+    let now = app.now_ms();
+    for n in 0..count {
+        let user = User {
             key: format!("bench/{n}"),
             oid: None,
             name: format!("Bench User {n}"),
@@ -62,24 +64,29 @@ impl BearerVerifier for SyntheticUsers {
             groups: vec!["grp-jit-requesters".to_owned()],
             roles: vec![],
             mfa: true,
-            auth_time: Some(time::OffsetDateTime::now_utc().unix_timestamp()),
+            auth_time: Some(now / 1000),
+        };
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&SESSION_KEY).expect("hmac key");
+        mac.update(format!("bench-{n}").as_bytes());
+        let data = serde_json::to_string(&SessionData {
+            user: user.clone(),
+            id_token: None,
         })
-    }
-}
-
-/// The benchmark signs in through the API only.
-struct NoBrowserLogin;
-
-#[async_trait]
-impl OidcLogin for NoBrowserLogin {
-    fn begin(&self, _: &str, _: Option<u64>) -> Result<(String, String), String> {
-        Err("browser sign-in is not part of the load benchmark".to_owned())
-    }
-    async fn complete(&self, _: &str, _: &str, _: &str) -> Result<(User, Option<String>), String> {
-        Err("browser sign-in is not part of the load benchmark".to_owned())
-    }
-    fn logout_url(&self, _: Option<&str>, _: &str) -> Option<String> {
-        None
+        .expect("session data");
+        sessions::insert(
+            &app.store,
+            &SessionRow {
+                id_hash: hex::encode(mac.finalize().into_bytes()),
+                user_key: Some(user.key),
+                data,
+                csrf_token: format!("csrf-{n}"),
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + 3_600_000,
+            },
+        )
+        .await
+        .expect("store a benchmark token");
     }
 }
 
@@ -212,18 +219,10 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     config.database.max_connections = 20;
     config.server.public_url = format!("http://{addr}");
     config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
-    let auth = AuthMode::Oidc {
-        login: Arc::new(NoBrowserLogin),
-        bearer: Arc::new(SyntheticUsers),
-        cli_config: jit_api::CliConfig {
-            issuer: format!("http://{addr}"),
-            client_id: "bench".to_owned(),
-            scopes: vec![],
-            device_authorization_endpoint: None,
-            token_endpoint: None,
-            dev: false,
-        },
-    };
+    config.server.session_key = Some(jit_server::config::Secret::new(
+        base64::engine::general_purpose::STANDARD.encode(SESSION_KEY),
+    ));
+    let auth = AuthMode::Dev;
     let Broker { app, web } = build(
         config,
         true,
@@ -251,6 +250,7 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     let base = format!("http://{addr}");
 
     let offered = rate * secs;
+    synthetic_tokens(&app, offered).await;
     let gap = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(1);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
