@@ -13,4 +13,5 @@ mod policy;
 mod process;
 mod store;
 mod support;
+mod web;
 mod workflow;
