@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import { problemsEverywhere } from './lib/a11y.mjs';
-import { launchBrowser, newContext, screenshot, startDevBroker } from './lib/harness.mjs';
+import { problems } from './lib/a11y.mjs';
+import { everyView, launchBrowser, newContext, startDevBroker } from './lib/harness.mjs';
 
 let broker;
 let browser;
@@ -28,8 +28,8 @@ describe('development mode sign-in page', { timeout: 120_000 }, () => {
     assert.equal(new URL(page.url()).pathname, '/login');
     await page.getByRole('heading', { level: 1, name: 'Sign in to jit' }).waitFor();
     assert.match(await page.locator('.dev-banner').textContent(), /Development mode/);
-    await screenshot(page, '00-sign-in-dev');
-    assert.deepEqual(await problemsEverywhere(page), [], 'accessibility problems on the sign-in page');
+    const found = await everyView(page, '00-sign-in-dev', { check: problems });
+    assert.deepEqual(found, [], 'accessibility problems on the sign-in page');
 
     // A forged sign-in without the form's token is refused; so is the token from another origin.
     const token = await page.locator('input[name=csrf]').inputValue();

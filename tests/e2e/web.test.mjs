@@ -12,9 +12,9 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 
-import { problemsEverywhere, tabTo } from './lib/a11y.mjs';
+import { problems, tabTo } from './lib/a11y.mjs';
 import {
-  csrfOf, launchBrowser, mailText, newContext, readMails, screenshot, signIn, startBroker, waitFor,
+  csrfOf, everyView, launchBrowser, mailText, newContext, readMails, screenshot, signIn, startBroker, waitFor,
 } from './lib/harness.mjs';
 
 const ENTITLEMENT = 'aws-staging-deploy';
@@ -34,9 +34,9 @@ function noPageProblems() {
 }
 
 /** Screenshots `page` as `name` and checks it in both themes and widths. */
-async function shootAndCheck(page, name, opts) {
-  await screenshot(page, name, opts);
-  assert.deepEqual(await problemsEverywhere(page), [], `accessibility problems on ${name} (${page.url()})`);
+async function shootAndCheck(page, name, opts = {}) {
+  const found = await everyView(page, name, { ...opts, check: problems });
+  assert.deepEqual(found, [], `accessibility problems on ${name} (${page.url()})`);
 }
 
 async function stateOf(page) {
@@ -112,7 +112,7 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     requestUrl = page.url();
     requestId = new URL(requestUrl).pathname.split('/').pop();
     assert.equal(await stateOf(page), 'pending');
-    await shootAndCheck(page, '05-request-pending');
+    await shootAndCheck(page, '05-request-pending', { phone: false });
   });
 
   it('emails bob a link to the request page, and nothing that approves by itself', async () => {
@@ -147,7 +147,6 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
       const body = await res.text();
       assert.doesNotMatch(body, /panicked|sqlx|backtrace|at src\//i, 'the error page leaks internals');
     }
-    await shootAndCheck(page, '06-my-access-mallory-empty', { phone: false });
     await page.goto(`${broker.base}/approvals`);
     await page.getByText('Nothing waits for your decision').waitFor();
     await page.goto(`${broker.base}/requests/new`);
@@ -155,7 +154,7 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     await shootAndCheck(page, '07-new-request-nothing', { phone: false });
     const audit = await page.goto(`${broker.base}/audit`);
     assert.equal(audit.status(), 403);
-    await shootAndCheck(page, '08-error-forbidden');
+    await shootAndCheck(page, '08-error-forbidden', { phone: false });
     assert.equal(await reloadState(pages.alice), 'pending', 'mallory changed the request');
   });
 
@@ -181,12 +180,17 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     assert.equal(await reloadState(pages.alice), 'pending', 'a forged approval changed the request');
     assert.match(await pages.alice.locator('.facts').textContent(), /0 of 1/);
 
+    // His approvals page lists it as waiting.
+    await page.goto(`${broker.base}/approvals`);
+    await page.locator(`main table a[href="/requests/${requestId}"]`).waitFor();
+    await shootAndCheck(page, '10-approvals-waiting');
+
     // Keyboard only: Tab to the comment, type, Tab to Approve, Enter. Focus must be visible.
-    await page.reload();
+    await page.goto(requestUrl);
     const focus = await tabTo(page, '#comment');
     assert.notEqual(focus.style, 'none', 'focused comment box shows no focus outline');
     await page.keyboard.type('ok for the hotfix window');
-    const onApprove = await tabTo(page, '#approve');
+    const onApprove = await tabTo(page, '#approve', { fromTop: false });
     assert.notEqual(onApprove.style, 'none', 'focused approve button shows no focus outline');
     assert.ok(onApprove.width >= 2, 'focus outline is too thin to see');
     await Promise.all([page.waitForURL(requestUrl), page.keyboard.press('Enter')]);
@@ -197,7 +201,7 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     await page.goto(`${broker.base}/approvals`);
     await page.getByRole('heading', { name: 'Decided by you' }).waitFor();
     assert.match(await page.locator('main').textContent(), new RegExp(ENTITLEMENT));
-    await shootAndCheck(page, '10-approvals');
+    await shootAndCheck(page, '10-approvals-decided', { phone: false });
   });
 
   it('shows alice her active grant and, on request, AWS credentials from STS that are never cached', async () => {

@@ -17,4 +17,5 @@ mod policy;
 mod process;
 mod store;
 mod support;
+mod web;
 mod workflow;

@@ -110,31 +110,18 @@ export async function problems(page) {
   });
 }
 
-/** Problems in light and in dark theme, at desktop and phone width. */
-export async function problemsEverywhere(page) {
-  const all = [];
-  const original = page.viewportSize();
-  for (const colorScheme of ['light', 'dark']) {
-    await page.emulateMedia({ colorScheme });
-    for (const size of [original, { width: 390, height: 844 }]) {
-      await page.setViewportSize(size);
-      for (const p of await problems(page)) all.push(`[${colorScheme} ${size.width}px] ${p}`);
-    }
-  }
-  await page.emulateMedia({ colorScheme: page.context().colorScheme ?? 'light' });
-  await page.setViewportSize(original);
-  return all;
-}
-
 /**
- * Presses Tab from the top of the page until `selector` has the focus (at most `max` times);
+ * Presses Tab (from the top of the page, or from where the focus is) until `selector` has the
+ * focus (at most `max` times);
  * returns the computed outline of the focused element, to check that focus is visible.
  */
-export async function tabTo(page, selector, max = 60) {
-  await page.evaluate(() => {
-    document.activeElement?.blur();
-    window.getSelection()?.removeAllRanges();
-  });
+export async function tabTo(page, selector, { fromTop = true, max = 60 } = {}) {
+  if (fromTop) {
+    await page.evaluate(() => {
+      document.activeElement?.blur();
+      window.getSelection()?.removeAllRanges();
+    });
+  }
   for (let i = 0; i < max; i += 1) {
     await page.keyboard.press('Tab');
     const hit = await page.evaluate((sel) => document.activeElement?.matches(sel) ?? false, selector);

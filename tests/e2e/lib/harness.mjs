@@ -381,20 +381,31 @@ export async function csrfOf(page) {
 }
 
 /**
- * Saves full-page screenshots of `page` as `<name>.<theme>.<viewport>.png` under target/screenshots,
- * light and dark, desktop and (unless `phone: false`) phone; the page is left as it was.
+ * Shows `page` in light and dark theme, at desktop and phone width; in each, saves a full-page
+ * screenshot as `target/screenshots/<name>.<theme>.<viewport>.png` (unless `phone: false` for the
+ * phone ones) and collects what `check(page)` finds, prefixed with the variant. The page is left
+ * as it was. Returns the findings.
  */
-export async function screenshot(page, name, { phone = true } = {}) {
+export async function everyView(page, name, { phone = true, check = async () => [] } = {}) {
   mkdirSync(SCREENSHOTS, { recursive: true });
   const original = page.viewportSize();
-  const views = phone ? [['desktop', DESKTOP], ['phone', PHONE]] : [['desktop', DESKTOP]];
+  const found = [];
   for (const theme of ['light', 'dark']) {
     await page.emulateMedia({ colorScheme: theme });
-    for (const [view, size] of views) {
+    for (const [view, size] of [['desktop', DESKTOP], ['phone', PHONE]]) {
       await page.setViewportSize(size);
-      await page.screenshot({ path: join(SCREENSHOTS, `${name}.${theme}.${view}.png`), fullPage: true, animations: 'disabled' });
+      if (view === 'desktop' || phone) {
+        await page.screenshot({ path: join(SCREENSHOTS, `${name}.${theme}.${view}.png`), fullPage: true, animations: 'disabled' });
+      }
+      for (const p of await check(page)) found.push(`[${theme} ${view}] ${p}`);
     }
   }
   await page.emulateMedia({ colorScheme: page.context().colorScheme ?? 'light' });
   await page.setViewportSize(original);
+  return found;
+}
+
+/** Screenshots only (pages that are not ours, like the provider's login form). */
+export async function screenshot(page, name, opts = {}) {
+  await everyView(page, name, opts);
 }

@@ -1,0 +1,874 @@
+//! The web UI's HTTP contract, with reqwest as the browser: an in-process broker in `OpenID
+//! Connect` mode against the real test provider (`JIT_TEST_IDP_URL`), signing in through the
+//! provider's own login form. Session cookie attributes and rotation, logout, CSRF and Origin
+//! checks, security headers, step-up for `require_mfa` entitlements, and the audit events of
+//! sign-in, sign-out and refused sign-in. (The same pages in a real browser: `tests/e2e`.)
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use jit_server::clock::{Clock, SystemClock};
+use jit_server::config::{AwsConfig, ClaimMapping, Config, OidcConfig, Secret};
+use jit_server::http::{self, AuthMode};
+use jit_server::identity::Identity;
+use jit_server::providers::Providers;
+use jit_server::providers::aws::{AwsProviders, Tuning};
+use jit_server::server::{Broker, build};
+use jit_server::service::App;
+use jit_server::store::audit;
+use url::Url;
+
+use crate::support::server::{Engine, FreshDb, fresh_db};
+use crate::support::{init, peer_env};
+
+const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+const HTTPS_PUBLIC_URL: &str = "https://jit.example.test";
+
+/// The catalog of these tests: AWS roles only; `aws-prod-break` needs MFA and approvers may ask for it.
+const ENTITLEMENTS: &str = r#"
+[[entitlement]]
+id = "aws-prod-admin"
+title = "AWS production — administrator"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitAdmin"
+max_duration = "4h"
+approvals_required = 1
+require_mfa = true
+
+[[entitlement]]
+id = "aws-prod-break"
+title = "AWS production — incident access"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitIncident"
+max_duration = "1h"
+approvals_required = 1
+require_mfa = true
+
+[[entitlement]]
+id = "aws-sandbox"
+title = "AWS sandbox"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitSandbox"
+max_duration = "2h"
+approvals_required = 1
+"#;
+
+const EXTRA_CEDAR: &str = r#"
+@id("web-test-approvers-ask-for-incident-access")
+permit (
+  principal in Group::"grp-jit-approvers",
+  action == Action::"request",
+  resource == Entitlement::"aws-prod-break"
+);
+"#;
+
+/// An in-process broker in `OpenID Connect` mode.
+struct OidcBroker {
+    /// Where the test talks to it (always plain http on loopback).
+    url: String,
+    /// `server.public_url` (http as `url`, or https).
+    public_url: String,
+    app: App,
+    _db: FreshDb,
+    _policies: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn policy_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
+    for entry in std::fs::read_dir(&repo).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .extension()
+            .is_some_and(|e| e == "cedar" || e == "cedarschema")
+        {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("entitlements.toml"), ENTITLEMENTS).unwrap();
+    std::fs::write(dir.path().join("web-test.cedar"), EXTRA_CEDAR).unwrap();
+    dir
+}
+
+fn oidc_config() -> OidcConfig {
+    OidcConfig {
+        issuer: peer_env("JIT_TEST_IDP_URL")
+            .trim_end_matches('/')
+            .to_owned(),
+        client_id: "jit-web".to_owned(),
+        client_secret: Secret::new("jit-web-secret"),
+        scopes: ["openid", "profile", "email", "groups"]
+            .map(str::to_owned)
+            .to_vec(),
+        api_audience: "api://jit-broker".to_owned(),
+        cli_client_id: Some("jit-cli".to_owned()),
+        cli_scopes: ["openid", "offline_access", "access"]
+            .map(str::to_owned)
+            .to_vec(),
+        required_scope: Some("access".to_owned()),
+        tenant_id: Some(TENANT.to_owned()),
+        claims: ClaimMapping::default(),
+        mfa_max_age: "1h".to_owned(),
+    }
+}
+
+/// Starts a production-mode broker; with `https`, `server.public_url` is https (the test still
+/// talks plain http to it, and the provider sends the browser back to the loopback callback).
+async fn start(https: bool) -> OidcBroker {
+    init();
+    let db = fresh_db(Engine::Sqlite).await;
+    let policies = policy_dir();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let public_url = if https {
+        HTTPS_PUBLIC_URL.to_owned()
+    } else {
+        url.clone()
+    };
+    let mut config = Config::default();
+    config.database.url = db.url.clone();
+    config.server.public_url = public_url.clone();
+    config.server.session_key = Some(Secret::new(base64_key()));
+    config.policy.dir = policies.path().to_owned();
+    config.oidc = Some(oidc_config());
+    let aws = AwsConfig {
+        region: "us-east-1".to_owned(),
+        endpoint_url: Some(peer_env("JIT_TEST_MOTO_URL")),
+        identity_center_instance_arn: None,
+        identity_store_id: None,
+        federation_url: "https://signin.aws.amazon.com/federation".to_owned(),
+        console_url: "https://console.aws.amazon.com/".to_owned(),
+    };
+    config.aws = Some(aws.clone());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let credentials = Credentials::new("testing", "testing", None, None, "web-test");
+    let providers =
+        AwsProviders::with_credentials(&aws, &public_url, credentials, Tuning::default())
+            .await
+            .install(Providers::simulated());
+    let identity = Identity::discover(
+        config.oidc.as_ref().unwrap(),
+        &format!("{url}/auth/callback"),
+        clock.clone(),
+        None,
+    )
+    .await
+    .expect("discovery against the test IdP");
+    let Broker { app, web } = build(
+        config,
+        false,
+        AuthMode::Oidc(Arc::new(identity)),
+        providers,
+        clock,
+    )
+    .await
+    .unwrap();
+    let router = http::router(web);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    OidcBroker {
+        url,
+        public_url,
+        app,
+        _db: db,
+        _policies: policies,
+        _server: server,
+    }
+}
+
+fn base64_key() -> String {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl OidcBroker {
+    /// The origin browsers send with this broker's forms.
+    fn origin(&self) -> String {
+        Url::parse(&self.public_url)
+            .unwrap()
+            .origin()
+            .ascii_serialization()
+    }
+
+    /// Audit events with `action`, oldest first (and the chain must verify).
+    async fn events(&self, action: &str) -> Vec<audit::Event> {
+        let report = audit::verify(&self.app.store, None).await.unwrap();
+        assert!(report.ok, "audit chain broken: {report:?}");
+        let mut events = audit::list(
+            &self.app.store,
+            &audit::Filter {
+                action: Some(action.to_owned()),
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        events.reverse();
+        events
+    }
+}
+
+/// One `Set-Cookie`: name, value and attributes (lowercase names).
+#[derive(Debug, Clone)]
+struct SetCookie {
+    name: String,
+    value: String,
+    attrs: HashMap<String, String>,
+    raw: String,
+}
+
+impl SetCookie {
+    fn parse(raw: &str) -> Self {
+        let mut parts = raw.split(';').map(str::trim);
+        let (name, value) = parts.next().unwrap().split_once('=').unwrap();
+        let attrs = parts
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_ascii_lowercase(), v.to_owned())
+            })
+            .collect();
+        Self {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            attrs,
+            raw: raw.to_owned(),
+        }
+    }
+
+    fn has(&self, attr: &str) -> bool {
+        self.attrs.contains_key(attr)
+    }
+}
+
+/// A response as the scripted browser saw it.
+struct Page {
+    url: Url,
+    status: u16,
+    location: Option<Url>,
+    headers: reqwest::header::HeaderMap,
+    set_cookies: Vec<SetCookie>,
+    body: String,
+}
+
+impl Page {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The value of the first `<input name="NAME" value="…">`.
+    fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no `{name}` field at {}: {}", self.url, self.body))
+            + marker.len();
+        self.body[start..].split('"').next().unwrap().to_owned()
+    }
+}
+
+/// reqwest as a browser: no automatic redirects, a cookie jar per host that honours what the
+/// server sets and clears (sending `Secure` cookies over http too, since the https broker is
+/// reached over plain http in these tests).
+struct Browser {
+    http: reqwest::Client,
+    jar: HashMap<String, HashMap<String, String>>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            jar: HashMap::new(),
+        }
+    }
+
+    fn host(url: &Url) -> String {
+        format!(
+            "{}:{}",
+            url.host_str().unwrap(),
+            url.port_or_known_default().unwrap()
+        )
+    }
+
+    /// The cookie `name` the browser holds for `url`'s host.
+    fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        self.jar
+            .get(&Self::host(&Url::parse(url).unwrap()))?
+            .get(name)
+            .cloned()
+    }
+
+    fn set_cookie(&mut self, url: &str, name: &str, value: &str) {
+        self.jar
+            .entry(Self::host(&Url::parse(url).unwrap()))
+            .or_default()
+            .insert(name.to_owned(), value.to_owned());
+    }
+
+    async fn send(
+        &mut self,
+        url: &str,
+        form: Option<&[(&str, &str)]>,
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let url = Url::parse(url).unwrap();
+        let mut request = match form {
+            Some(form) => self.http.post(url.clone()).form(form),
+            None => self.http.get(url.clone()),
+        };
+        if let Some(jar) = self.jar.get(&Self::host(&url)).filter(|j| !j.is_empty()) {
+            let cookie = jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            request = request.header("cookie", cookie);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let set_cookies: Vec<SetCookie> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| SetCookie::parse(v.to_str().unwrap()))
+            .collect();
+        let jar = self.jar.entry(Self::host(&url)).or_default();
+        for c in &set_cookies {
+            let expired = c.attrs.get("max-age").is_some_and(|a| a == "0")
+                || c.raw
+                    .to_ascii_lowercase()
+                    .contains("expires=thu, 01 jan 1970");
+            if expired || c.value.is_empty() {
+                jar.remove(&c.name);
+            } else {
+                jar.insert(c.name.clone(), c.value.clone());
+            }
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| url.join(l.to_str().unwrap()).unwrap());
+        Page {
+            url,
+            status: response.status().as_u16(),
+            location,
+            headers: response.headers().clone(),
+            set_cookies,
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> Page {
+        self.send(url, None, &[]).await
+    }
+
+    /// A form post as a browser on `origin` sends it.
+    async fn post(&mut self, url: &str, origin: &str, form: &[(&str, &str)]) -> Page {
+        self.send(url, Some(form), &[("origin", origin)]).await
+    }
+
+    /// Follows redirects from `start`, answering the provider's login (as `login`) and consent
+    /// forms, until a page that is not a redirect; every page on the way, in order.
+    async fn walk(&mut self, start: &str, login: &str) -> Vec<Page> {
+        let mut pages = Vec::new();
+        let mut next = start.to_owned();
+        for _ in 0..20 {
+            let page = self.get(&next).await;
+            let on_idp = page.url.path().starts_with("/interaction/");
+            let location = page.location.clone();
+            let form: Option<Vec<(&str, &str)>> = if location.is_some() {
+                None
+            } else if on_idp && page.body.contains("name=\"login\"") {
+                Some(vec![
+                    ("prompt", "login"),
+                    ("login", login),
+                    ("password", "x"),
+                ])
+            } else if on_idp {
+                Some(vec![("prompt", "consent")])
+            } else {
+                None
+            };
+            let url = page.url.to_string();
+            pages.push(page);
+            if let Some(form) = form {
+                let answer = self.send(&url, Some(&form), &[]).await;
+                next = answer
+                    .location
+                    .clone()
+                    .unwrap_or_else(|| panic!("form at {url} did not redirect: {}", answer.body))
+                    .to_string();
+                pages.push(answer);
+            } else if let Some(location) = location {
+                next = location.to_string();
+            } else {
+                return pages;
+            }
+        }
+        panic!("sign-in did not finish from {start}");
+    }
+
+    /// Signs in as `login` starting at `path` on `broker`; the pages on the way.
+    async fn sign_in(&mut self, broker: &OidcBroker, login: &str, path: &str) -> Vec<Page> {
+        let pages = self.walk(&format!("{}{path}", broker.url), login).await;
+        let last = pages.last().unwrap();
+        assert_eq!(
+            last.status, 200,
+            "sign-in ended at {}: {}",
+            last.url, last.body
+        );
+        assert!(
+            last.url.as_str().starts_with(&broker.url),
+            "ended at {}",
+            last.url
+        );
+        pages
+    }
+}
+
+/// The broker's `Set-Cookie`s (session cookie) among `pages`, in order.
+fn session_cookies(pages: &[Page], broker: &OidcBroker) -> Vec<SetCookie> {
+    pages
+        .iter()
+        .filter(|p| p.url.as_str().starts_with(&broker.url))
+        .flat_map(|p| p.set_cookies.clone())
+        .filter(|c| c.name.ends_with("jit_session"))
+        .collect()
+}
+
+fn assert_security_headers(page: &Page, hsts: bool) {
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'self'"),
+        "{}: CSP `{csp}`",
+        page.url
+    );
+    assert!(
+        csp.contains("frame-ancestors 'none'"),
+        "{}: CSP `{csp}`",
+        page.url
+    );
+    assert!(!csp.contains("unsafe-inline"), "{}: CSP `{csp}`", page.url);
+    assert_eq!(
+        page.header("x-content-type-options"),
+        Some("nosniff"),
+        "{}",
+        page.url
+    );
+    let referrer = page.header("referrer-policy").unwrap_or_default();
+    assert!(
+        [
+            "same-origin",
+            "no-referrer",
+            "strict-origin",
+            "strict-origin-when-cross-origin"
+        ]
+        .contains(&referrer),
+        "{}: Referrer-Policy `{referrer}`",
+        page.url
+    );
+    let sts = page.header("strict-transport-security");
+    if hsts {
+        assert!(
+            sts.is_some_and(|v| v.contains("max-age=")),
+            "{}: no HSTS",
+            page.url
+        );
+    } else {
+        assert_eq!(sts, None, "{}: HSTS over plain http", page.url);
+    }
+}
+
+#[tokio::test]
+async fn sign_in_rotates_the_session_id_and_sets_a_strict_cookie() {
+    let broker = start(false).await;
+    let mut browser = Browser::new();
+
+    let login = browser
+        .get(&format!("{}/login?next=/approvals", broker.url))
+        .await;
+    assert_eq!(login.status, 303, "{}", login.body);
+    let authorize = login.location.clone().unwrap();
+    assert!(
+        authorize
+            .as_str()
+            .starts_with(&peer_env("JIT_TEST_IDP_URL")),
+        "{authorize}"
+    );
+    assert_security_headers(&login, false);
+    let pre = login
+        .set_cookies
+        .iter()
+        .find(|c| c.name == "jit_session")
+        .expect("a pre-login cookie")
+        .clone();
+    for attr in ["httponly", "path", "samesite"] {
+        assert!(
+            pre.has(attr),
+            "pre-login cookie without {attr}: {}",
+            pre.raw
+        );
+    }
+    assert!(
+        !pre.has("secure"),
+        "Secure over a plain http public URL: {}",
+        pre.raw
+    );
+
+    let pages = browser.walk(authorize.as_str(), "alice").await;
+    let last = pages.last().unwrap();
+    assert_eq!(
+        last.url.path(),
+        "/approvals",
+        "the sign-in returns to where it started"
+    );
+    assert_eq!(last.status, 200, "{}", last.body);
+    assert_security_headers(last, false);
+    let signed_in = session_cookies(&pages, &broker);
+    assert_eq!(signed_in.len(), 1, "{signed_in:?}");
+    let cookie = &signed_in[0];
+    assert_eq!(cookie.name, "jit_session");
+    assert!(cookie.has("httponly"), "{}", cookie.raw);
+    assert_eq!(
+        cookie.attrs.get("samesite").map(String::as_str),
+        Some("Lax"),
+        "{}",
+        cookie.raw
+    );
+    assert_eq!(
+        cookie.attrs.get("path").map(String::as_str),
+        Some("/"),
+        "{}",
+        cookie.raw
+    );
+    assert!(!cookie.has("domain"), "{}", cookie.raw);
+    assert!(!cookie.has("secure"), "{}", cookie.raw);
+    assert_ne!(
+        cookie.value, pre.value,
+        "the session id was not rotated at sign-in"
+    );
+
+    // The new id works, the pre-login one is gone.
+    let home = browser.get(&format!("{}/", broker.url)).await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("My access"), "{}", home.body);
+    let mut stale = Browser::new();
+    stale.set_cookie(&broker.url, "jit_session", &pre.value);
+    let refused = stale.get(&format!("{}/", broker.url)).await;
+    assert_eq!(refused.status, 303);
+    assert_eq!(refused.location.unwrap().path(), "/login");
+
+    let events = broker.events("auth.signed_in").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].actor, "alice@example.com");
+    assert!(events[0].data.contains("\"oidc\""), "{}", events[0].data);
+}
+
+#[tokio::test]
+async fn https_public_url_makes_the_cookie_secure_and_host_prefixed_and_sends_hsts() {
+    let broker = start(true).await;
+    let mut browser = Browser::new();
+    let login = browser.get(&format!("{}/login", broker.url)).await;
+    assert_eq!(login.status, 303);
+    assert_security_headers(&login, true);
+    let pre = &login.set_cookies[0];
+    assert_eq!(pre.name, "__Host-jit_session", "{}", pre.raw);
+    assert!(pre.has("secure") && pre.has("httponly"), "{}", pre.raw);
+    assert_eq!(
+        pre.attrs.get("path").map(String::as_str),
+        Some("/"),
+        "{}",
+        pre.raw
+    );
+    assert!(
+        !pre.has("domain"),
+        "__Host- cookies carry no Domain: {}",
+        pre.raw
+    );
+
+    let pages = browser
+        .walk(login.location.unwrap().as_str(), "carol")
+        .await;
+    let last = pages.last().unwrap();
+    assert_eq!(last.status, 200, "{}", last.body);
+    assert_security_headers(last, true);
+    let cookie = session_cookies(&pages, &broker)
+        .pop()
+        .expect("a signed-in cookie");
+    assert_eq!(cookie.name, "__Host-jit_session");
+    assert!(
+        cookie.has("secure") && cookie.has("httponly"),
+        "{}",
+        cookie.raw
+    );
+    assert_eq!(
+        cookie.attrs.get("samesite").map(String::as_str),
+        Some("Lax")
+    );
+    assert_eq!(cookie.attrs.get("path").map(String::as_str), Some("/"));
+    assert_ne!(cookie.value, pre.value);
+
+    // Forms must come from the https origin now, not from where the test happens to connect.
+    let csrf = last.field("csrf");
+    let wrong = browser
+        .post(
+            &format!("{}/logout", broker.url),
+            &broker.url,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    let right = browser
+        .post(
+            &format!("{}/logout", broker.url),
+            &broker.origin(),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(right.status, 303, "{}", right.body);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_on_the_server_and_is_audited() {
+    let broker = start(false).await;
+    let mut browser = Browser::new();
+    let pages = browser.sign_in(&broker, "bob", "/").await;
+    let csrf = pages.last().unwrap().field("csrf");
+    let session = browser.cookie(&broker.url, "jit_session").unwrap();
+
+    // A forged logout (no token, or another origin) does nothing.
+    let logout = format!("{}/logout", broker.url);
+    assert_eq!(
+        browser.post(&logout, &broker.origin(), &[]).await.status,
+        403
+    );
+    assert_eq!(
+        browser
+            .post(&logout, "https://evil.example", &[("csrf", &csrf)])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(browser.get(&format!("{}/", broker.url)).await.status, 200);
+    assert!(broker.events("auth.signed_out").await.is_empty());
+
+    let out = browser
+        .post(&logout, &broker.origin(), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    let cleared = out
+        .set_cookies
+        .iter()
+        .find(|c| c.name == "jit_session")
+        .expect("the cookie is cleared");
+    assert!(
+        cleared.value.is_empty() && cleared.attrs.get("max-age").map(String::as_str) == Some("0"),
+        "{}",
+        cleared.raw
+    );
+
+    // Whoever kept the old cookie is sent to sign in again: the session is gone on the server.
+    let mut kept = Browser::new();
+    kept.set_cookie(&broker.url, "jit_session", &session);
+    let page = kept.get(&format!("{}/approvals", broker.url)).await;
+    assert_eq!(page.status, 303);
+    let to = page.location.unwrap();
+    assert_eq!(to.path(), "/login");
+    assert_eq!(to.query(), Some("next=%2Fapprovals"));
+
+    let events = broker.events("auth.signed_out").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor, "bob@example.com");
+}
+
+/// Form fields or request headers.
+type Fields<'a> = Vec<(&'a str, &'a str)>;
+
+/// The new-request form for `aws-sandbox`, with `csrf` when given.
+fn sandbox_form(csrf: Option<&str>) -> Fields<'_> {
+    let mut f = vec![
+        ("entitlement", "aws-sandbox"),
+        ("duration", "1h"),
+        ("justification", "forged?"),
+    ];
+    if let Some(c) = csrf {
+        f.push(("csrf", c));
+    }
+    f
+}
+
+#[tokio::test]
+async fn forged_cross_site_posts_are_refused_and_change_nothing() {
+    let broker = start(false).await;
+    let mut browser = Browser::new();
+    let pages = browser.sign_in(&broker, "alice", "/requests/new").await;
+    let csrf = pages.last().unwrap().field("csrf");
+    let create = format!("{}/requests", broker.url);
+    let with_token = sandbox_form(Some(&csrf));
+    let attempts: [(Fields, Fields); 6] = [
+        (sandbox_form(None), vec![("origin", broker.url.as_str())]),
+        (
+            sandbox_form(Some("not-the-token")),
+            vec![("origin", broker.url.as_str())],
+        ),
+        (with_token.clone(), vec![("origin", "https://evil.example")]),
+        (with_token.clone(), vec![("origin", "null")]),
+        (
+            with_token.clone(),
+            vec![("referer", "https://evil.example/prize")],
+        ),
+        (with_token.clone(), vec![]),
+    ];
+    for (fields, headers) in &attempts {
+        let page = browser.send(&create, Some(fields), headers).await;
+        assert_eq!(page.status, 403, "{headers:?}: {}", page.body);
+        assert!(
+            !page.body.contains("sqlx") && !page.body.contains("panicked"),
+            "{}",
+            page.body
+        );
+    }
+    assert!(
+        broker.events("request.created").await.is_empty(),
+        "a forged post filed a request"
+    );
+
+    // The same form from the broker's own origin goes through (the checks refuse only forgeries).
+    let page = browser.post(&create, &broker.origin(), &with_token).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(page.location.unwrap().path().starts_with("/requests/"));
+    assert_eq!(broker.events("request.created").await.len(), 1);
+}
+
+#[tokio::test]
+async fn refused_sign_ins_are_audited() {
+    let broker = start(false).await;
+    let mut browser = Browser::new();
+    // A callback nobody started (no pre-login session): refused.
+    let page = browser
+        .get(&format!(
+            "{}/auth/callback?code=stolen&state=guessed",
+            broker.url
+        ))
+        .await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    // One the provider refused (the user cancelled): refused, and the pre-login state is spent.
+    let login = browser.get(&format!("{}/login", broker.url)).await;
+    let state = login
+        .location
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let cancelled = browser
+        .get(&format!(
+            "{}/auth/callback?error=access_denied&state={state}",
+            broker.url
+        ))
+        .await;
+    assert_eq!(cancelled.status, 401, "{}", cancelled.body);
+    assert!(
+        !cancelled.body.contains(&state),
+        "the error page echoes the state"
+    );
+    let home = browser.get(&format!("{}/", broker.url)).await;
+    assert_eq!(home.status, 303, "a refused sign-in signed someone in");
+
+    let events = broker.events("auth.refused").await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| e.actor == "anonymous"));
+    assert!(
+        events[0].data.contains("no pre-login session"),
+        "{}",
+        events[0].data
+    );
+    assert!(broker.events("auth.signed_in").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_request_for_an_mfa_entitlement_without_mfa_steps_up_at_the_provider() {
+    let broker = start(false).await;
+    let mut browser = Browser::new();
+    let pages = browser.sign_in(&broker, "bob", "/requests/new").await;
+    let csrf = pages.last().unwrap().field("csrf");
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("entitlement", "aws-prod-break"),
+        ("duration", "30m"),
+        ("justification", "incident INC-1"),
+    ];
+    let create = format!("{}/requests", broker.url);
+    let page = browser.post(&create, &broker.origin(), &fields).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let step_up = page.location.unwrap();
+    assert_eq!(step_up.path(), "/login");
+    let q: HashMap<String, String> = step_up.query_pairs().into_owned().collect();
+    assert_eq!(
+        q.get("step_up").map(String::as_str),
+        Some("3600"),
+        "{step_up}"
+    );
+    assert_eq!(
+        q.get("next").map(String::as_str),
+        Some("/requests/new"),
+        "{step_up}"
+    );
+    assert!(broker.events("request.created").await.is_empty());
+
+    // The provider is told to authenticate again, recently.
+    let login = browser.get(step_up.as_str()).await;
+    let authorize = login.location.unwrap();
+    let q: HashMap<String, String> = authorize.query_pairs().into_owned().collect();
+    assert_eq!(
+        q.get("prompt").map(String::as_str),
+        Some("login"),
+        "{authorize}"
+    );
+    assert_eq!(
+        q.get("max_age").map(String::as_str),
+        Some("3600"),
+        "{authorize}"
+    );
+
+    // Bob signs in again with MFA (the provider shows its login form despite his session there),
+    // comes back to the form, and now the request goes through.
+    let pages = browser.walk(authorize.as_str(), "bob+mfa").await;
+    assert!(
+        pages.iter().any(|p| p.body.contains("name=\"login\"")),
+        "the provider did not ask for the login again"
+    );
+    let last = pages.last().unwrap();
+    assert_eq!(last.url.path(), "/requests/new");
+    let csrf = last.field("csrf");
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("entitlement", "aws-prod-break"),
+        ("duration", "30m"),
+        ("justification", "incident INC-1"),
+    ];
+    let page = browser.post(&create, &broker.origin(), &fields).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(page.location.unwrap().path().starts_with("/requests/"));
+    let signed_in = broker.events("auth.signed_in").await;
+    assert_eq!(signed_in.len(), 2);
+    assert!(
+        signed_in[1].data.contains("\"mfa\":true"),
+        "{}",
+        signed_in[1].data
+    );
+    assert_eq!(broker.events("request.created").await.len(), 1);
+}
