@@ -177,12 +177,15 @@ async fn a_mail_server_that_is_down_delays_the_mail_which_then_arrives_once() {
     }
 }
 
+/// Scripted answers: status and optional `Retry-After`.
+type Script = Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>;
+
 /// A stand-in for a Teams Workflows webhook: answers from a script (then
 /// 202) and records every post with the status it got.
 #[derive(Clone, Default)]
 struct Receiver {
     posts: Arc<Mutex<Vec<(Value, u16)>>>,
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    script: Script,
 }
 
 async fn receive(State(r): State<Receiver>, body: axum::body::Bytes) -> Response {
