@@ -9,6 +9,7 @@ mod graph;
 mod graph_fake;
 mod identity;
 mod notify;
+mod openapi;
 mod policy;
 mod process;
 mod store;
