@@ -12,6 +12,7 @@ mod graph;
 mod graph_fake;
 mod identity;
 mod notify;
+mod openapi;
 mod outbox;
 mod policy;
 mod process;

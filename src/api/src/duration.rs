@@ -20,7 +20,7 @@ pub enum DurationError {
 }
 
 /// Longest duration accepted anywhere: one year.
-const MAX_SECONDS: u64 = 366 * 24 * 3600;
+pub const MAX_SECONDS: u64 = 366 * 24 * 3600;
 
 /// Parses `45s`, `30m`, `1h30m`, `2d`, `1h 30m`, or plain seconds (`900`).
 pub fn parse_duration(input: &str) -> Result<u64, DurationError> {

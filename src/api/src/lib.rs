@@ -10,10 +10,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub mod duration;
+#[cfg(feature = "openapi")]
+mod openapi;
 
 pub use duration::{DurationError, format_duration, parse_duration};
 
 /// The state of an access request (SPEC §4).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestState {
@@ -90,6 +93,7 @@ impl std::str::FromStr for RequestState {
 }
 
 /// One approver's decision on a request.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     /// Who decided (the user's display key, usually the email).
@@ -105,6 +109,7 @@ pub struct Approval {
 }
 
 /// An approver's verdict.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
@@ -115,6 +120,7 @@ pub enum Decision {
 }
 
 /// An access request as the API returns it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Request id.
@@ -138,12 +144,15 @@ pub struct Request {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When a pending request times out.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub pending_until: Option<OffsetDateTime>,
     /// When the grant became active.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub activated_at: Option<OffsetDateTime>,
     /// When the grant ends (set once active).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// Approvals and denials so far.
@@ -151,33 +160,51 @@ pub struct Request {
     /// How many distinct approvals the request needs.
     pub approvals_required: u32,
     /// Granted at once under break-glass.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub break_glass: bool,
     /// The request this one extends, for extensions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extends: Option<Uuid>,
     /// Recorded but not made in a real cloud (development mode).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub simulated: bool,
     /// Why the grant failed, for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
     /// Entitlement kind (`aws_role`, …).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub kind: String,
 }
 
 /// Body of `POST /api/v1/requests`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRequest {
     /// Entitlement id.
     pub entitlement: String,
     /// `1h`, `90m`, or a number of seconds.
     pub duration: DurationInput,
-    /// Why the access is needed (required, at most 4 KiB).
+    /// Why the access is needed: not blank, at most 4096 bytes, no control characters but
+    /// tab and line breaks.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 4096,
+            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+        )
+    )]
     pub justification: String,
-    /// Ticket reference.
+    /// Ticket reference: letters, digits and `- _ # . /`, at most 64; required and
+    /// matched against a format by some entitlements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 64, pattern = "^[A-Za-z0-9_#./-]*$")
+    )]
     pub ticket: Option<String>,
     /// Ask for break-glass: granted at once, reviewed afterwards.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -188,8 +215,8 @@ pub struct CreateRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DurationInput {
-    /// Seconds.
-    Seconds(u64),
+    /// Seconds (a JSON number with no fraction: `900` or `900.0`).
+    Seconds(#[serde(deserialize_with = "whole_seconds")] u64),
     /// Human form: `1h`, `30m`, `1h30m`, `45s`, `2d`.
     Text(String),
 }
@@ -204,25 +231,80 @@ impl DurationInput {
     }
 }
 
+/// Reads a whole, non-negative number of seconds. JSON (and JSON Schema's `integer`) counts
+/// `900.0` as the integer 900, so a float without fraction is accepted too.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number of seconds")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "the value is checked to be whole and within u64 first"
+        )]
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+            if v.fract() == 0.0 && v >= 0.0 && v < u64::MAX as f64 {
+                Ok(v as u64)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Whole)
+}
+
 /// Body of `POST /requests/{id}/approve|deny`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionBody {
-    /// Optional comment shown to the requester.
+    /// Optional comment shown to the requester: at most 2048 bytes, no control characters
+    /// but tab and line breaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 2048,
+            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+        )
+    )]
     pub comment: Option<String>,
 }
 
 /// Body of `POST /requests/{id}/extend`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtendBody {
     /// How much longer, e.g. `30m`.
     pub by: DurationInput,
-    /// Why; defaults to the original justification.
+    /// Why; defaults to the original justification. Same rules as a request's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 4096,
+            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+        )
+    )]
     pub justification: Option<String>,
 }
 
 /// An entitlement the caller may request (`GET /api/v1/entitlements`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entitlement {
     /// Catalog id.
@@ -238,14 +320,17 @@ pub struct Entitlement {
     /// The sign-in must carry MFA.
     pub require_mfa: bool,
     /// Whether a ticket reference is required.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub require_ticket: bool,
     /// Whether the caller may use break-glass on it.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub break_glass: bool,
 }
 
 /// Temporary AWS credentials (`POST /requests/{id}/credentials`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Credentials {
@@ -271,13 +356,25 @@ impl fmt::Debug for Credentials {
 }
 
 /// Answer of `POST /requests/{id}/console-url`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsoleUrl {
     /// The AWS federation sign-in URL.
     pub url: String,
 }
 
+/// Answer of `POST /api/v1/admin/revoke-sessions`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedSessions {
+    /// The IAM role whose sessions were revoked.
+    pub role_arn: String,
+    /// Sessions issued before this time (RFC 3339) no longer work.
+    pub issued_before: String,
+}
+
 /// The caller as the broker sees them (`GET /api/v1/me`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Me {
     /// Stable user key (`tid/oid` for Entra).
@@ -289,17 +386,21 @@ pub struct Me {
     /// Groups from the token.
     pub groups: Vec<String>,
     /// App roles from the token.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub roles: Vec<String>,
     /// May administer the broker.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub admin: bool,
     /// May read the audit log.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub auditor: bool,
 }
 
 /// What the CLI needs to sign in (`GET /api/v1/cli-config`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CliConfig {
     /// OpenID issuer.
@@ -315,11 +416,13 @@ pub struct CliConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
     /// Development mode: sign in with a demo user name, no IdP.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub dev: bool,
 }
 
 /// One audit event (`GET /api/v1/audit`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Position in the chain, from 1.
@@ -346,6 +449,7 @@ pub struct AuditEvent {
 }
 
 /// A page of audit events.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditPage {
     /// Events, newest first.
@@ -356,6 +460,7 @@ pub struct AuditPage {
 }
 
 /// Outcome of an audit chain verification.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// True when every row checked out.
@@ -374,6 +479,7 @@ pub struct VerifyReport {
 }
 
 /// The error body of every failed API call: `{"error": {"code", "message"}}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// The error.
@@ -381,6 +487,7 @@ pub struct ErrorBody {
 }
 
 /// Code and message of an API error.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Machine-readable code, e.g. `not_found`, `forbidden`, `invalid_request`.
@@ -397,6 +504,35 @@ impl ErrorBody {
                 code: code.into(),
                 message: message.into(),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duration(json: &str) -> Result<DurationInput, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// Regression (schemathesis): `{"by": 312.0}` is an integer to JSON Schema, so the
+    /// broker must not refuse it as malformed.
+    #[test]
+    fn duration_seconds_accept_whole_floats() {
+        assert_eq!(duration("312").unwrap(), DurationInput::Seconds(312));
+        assert_eq!(duration("312.0").unwrap(), DurationInput::Seconds(312));
+        assert_eq!(duration("1e3").unwrap(), DurationInput::Seconds(1000));
+        assert_eq!(
+            duration("\"1h\"").unwrap(),
+            DurationInput::Text("1h".to_owned())
+        );
+    }
+
+    #[test]
+    fn duration_seconds_refuse_fractions_negatives_and_other_types() {
+        for bad in ["312.5", "-1", "-1.0", "1e300", "true", "null", "[]", "{}"] {
+            assert!(duration(bad).is_err(), "{bad} was accepted");
         }
     }
 }

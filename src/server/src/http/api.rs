@@ -6,11 +6,13 @@ use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use jit_api::{CreateRequest, Decision, DecisionBody, ExtendBody, RequestState};
+use jit_api::{CreateRequest, Decision, DecisionBody, ErrorBody, ExtendBody, RequestState};
 use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{AuthMode, Bearer};
+use super::openapi::Common;
 use super::{ApiError, Web};
 use crate::store::audit;
 
@@ -35,7 +37,7 @@ where
     }
 }
 
-/// An optional JSON body: empty means `T::default()`.
+/// An optional JSON body: empty or `null` means `T::default()`.
 pub struct OptBody<T>(pub T);
 
 impl<T, S> FromRequest<S> for OptBody<T>
@@ -52,8 +54,8 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        serde_json::from_slice(&bytes)
-            .map(Self)
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map(|body| Self(body.unwrap_or_default()))
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }
@@ -79,8 +81,37 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
 
 use axum::Json;
 
+/// The OpenAPI document of this module's routes (see [`super::openapi`] for the parts that
+/// do not come from a handler: security scheme, shared error responses, development mode).
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        super::openapi::document,
+        me,
+        cli_config,
+        entitlements,
+        create,
+        list,
+        show,
+        approve,
+        deny,
+        cancel,
+        revoke,
+        extend,
+        review,
+        credentials,
+        console_url,
+        audit_list,
+        audit_verify,
+        revoke_sessions,
+    ),
+    modifiers(&Common)
+)]
+pub(super) struct ApiDoc;
+
 pub(super) fn routes() -> Router<Web> {
     Router::new()
+        .route("/openapi.json", get(super::openapi::document))
         .route("/me", get(me))
         .route("/cli-config", get(cli_config))
         .route("/entitlements", get(entitlements))
@@ -100,6 +131,15 @@ pub(super) fn routes() -> Router<Web> {
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
 }
 
+/// The caller as the broker sees them.
+#[utoipa::path(
+    get,
+    operation_id = "get_me",
+    path = "/api/v1/me",
+    tag = "identity",
+    security(("bearer" = [])),
+    responses((status = 200, description = "the caller", body = jit_api::Me)),
+)]
 async fn me(State(web): State<Web>, Bearer(user): Bearer) -> Json<jit_api::Me> {
     Json(jit_api::Me {
         id: user.key.clone(),
@@ -112,6 +152,17 @@ async fn me(State(web): State<Web>, Bearer(user): Bearer) -> Json<jit_api::Me> {
     })
 }
 
+/// What `jit login` needs to sign in: the issuer, client id and endpoints. No token needed.
+#[utoipa::path(
+    get,
+    operation_id = "get_cli_config",
+    path = "/api/v1/cli-config",
+    tag = "identity",
+    responses(
+        (status = 200, description = "the CLI's sign-in settings", body = jit_api::CliConfig),
+        (status = 404, description = "this broker has no CLI client configured", body = ErrorBody),
+    ),
+)]
 async fn cli_config(State(web): State<Web>) -> Result<Json<jit_api::CliConfig>, ApiError> {
     Ok(Json(match &web.auth.mode {
         AuthMode::Dev => jit_api::CliConfig {
@@ -128,6 +179,17 @@ async fn cli_config(State(web): State<Web>) -> Result<Json<jit_api::CliConfig>, 
     }))
 }
 
+/// The entitlements the caller may request.
+#[utoipa::path(
+    get,
+    operation_id = "list_entitlements",
+    path = "/api/v1/entitlements",
+    tag = "requests",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "requestable entitlements", body = Vec<jit_api::Entitlement>),
+    ),
+)]
 async fn entitlements(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -150,6 +212,31 @@ async fn entitlements(
     )
 }
 
+/// Files an access request. Auto-approved or break-glass requests come back `approved`.
+#[utoipa::path(
+    post,
+    operation_id = "create_request",
+    path = "/api/v1/requests",
+    tag = "requests",
+    security(("bearer" = [])),
+    request_body(
+        content = CreateRequest,
+        example = json!({
+            "entitlement": "aws-sandbox",
+            "duration": "1h",
+            "justification": "rotate the deploy key",
+            "ticket": "INC-1234"
+        })
+    ),
+    responses(
+        (status = 201, description = "the new request", body = jit_api::Request),
+        (status = 400, description = "malformed body, or a rule of the entitlement is broken \
+            (duration too long, justification or ticket missing, no break-glass)", body = ErrorBody),
+        (status = 403, description = "the policies do not allow the caller to request it", body = ErrorBody),
+        (status = 404, description = "unknown entitlement", body = ErrorBody),
+        (status = 409, description = "the caller already has an open request for it", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -159,16 +246,35 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view.to_api())).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only these states, comma-separated (`pending,active`).
     #[serde(default)]
+    #[param(value_type = Option<Vec<RequestState>>, style = Form, explode = false)]
     state: Option<String>,
+    /// Only the caller's own requests.
     #[serde(default)]
     mine: Option<bool>,
+    /// At most this many (clamped to 1..=500; default 100).
     #[serde(default)]
     limit: Option<i64>,
 }
 
+/// The requests the caller may see (own ones, those the caller may decide, all for auditors and
+/// admins), newest first.
+#[utoipa::path(
+    get,
+    operation_id = "list_requests",
+    path = "/api/v1/requests",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "matching requests", body = Vec<jit_api::Request>),
+        (status = 400, description = "malformed query", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -203,6 +309,20 @@ async fn list(
     ))
 }
 
+/// One request, if the caller may see it.
+#[utoipa::path(
+    get,
+    operation_id = "get_request",
+    path = "/api/v1/requests/{id}",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    responses(
+        (status = 200, description = "the request", body = jit_api::Request),
+        (status = 400, description = "malformed path", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+    ),
+)]
 async fn show(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -227,6 +347,23 @@ async fn decide(
     ))
 }
 
+/// Approves a pending request (N distinct approvals make it active).
+#[utoipa::path(
+    post,
+    operation_id = "approve_request",
+    path = "/api/v1/requests/{id}/approve",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    request_body(content = Option<DecisionBody>, description = "optional comment; an empty body is allowed"),
+    responses(
+        (status = 200, description = "the request after the change", body = jit_api::Request),
+        (status = 400, description = "malformed body, or the comment breaks a rule (too long, control characters)", body = ErrorBody),
+        (status = 403, description = "the caller may not decide on this request (not an approver, own request, already decided)", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "the request is no longer pending", body = ErrorBody),
+    ),
+)]
 async fn approve(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -236,6 +373,23 @@ async fn approve(
     decide(&web, &user, id, Decision::Approve, body).await
 }
 
+/// Denies a pending request; one denial ends it.
+#[utoipa::path(
+    post,
+    operation_id = "deny_request",
+    path = "/api/v1/requests/{id}/deny",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    request_body(content = Option<DecisionBody>, description = "optional comment; an empty body is allowed"),
+    responses(
+        (status = 200, description = "the request after the change", body = jit_api::Request),
+        (status = 400, description = "malformed body, or the comment breaks a rule (too long, control characters)", body = ErrorBody),
+        (status = 403, description = "the caller may not decide on this request (not an approver, own request, already decided)", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "the request is no longer pending", body = ErrorBody),
+    ),
+)]
 async fn deny(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -245,6 +399,22 @@ async fn deny(
     decide(&web, &user, id, Decision::Deny, body).await
 }
 
+/// Withdraws the caller's own pending request.
+#[utoipa::path(
+    post,
+    operation_id = "cancel_request",
+    path = "/api/v1/requests/{id}/cancel",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    responses(
+        (status = 200, description = "the request after the change", body = jit_api::Request),
+        (status = 400, description = "malformed path", body = ErrorBody),
+        (status = 403, description = "only the requester may cancel", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "the request is no longer pending", body = ErrorBody),
+    ),
+)]
 async fn cancel(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -253,6 +423,23 @@ async fn cancel(
     Ok(Json(web.app.cancel(&user, id).await?.to_api()))
 }
 
+/// Ends an active grant early (its requester or an admin).
+#[utoipa::path(
+    post,
+    operation_id = "revoke_request",
+    path = "/api/v1/requests/{id}/revoke",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    request_body(content = Option<DecisionBody>, description = "optional reason in `comment`; an empty body is allowed"),
+    responses(
+        (status = 200, description = "the request after the change", body = jit_api::Request),
+        (status = 400, description = "malformed body, or the reason breaks a rule", body = ErrorBody),
+        (status = 403, description = "only the requester or an admin may revoke", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "the request is not active", body = ErrorBody),
+    ),
+)]
 async fn revoke(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -265,6 +452,23 @@ async fn revoke(
     ))
 }
 
+/// Asks for more time on an active grant: files an extension request linked to it.
+#[utoipa::path(
+    post,
+    operation_id = "extend_request",
+    path = "/api/v1/requests/{id}/extend",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    request_body(content = ExtendBody, example = json!({ "by": "30m" })),
+    responses(
+        (status = 201, description = "the extension request", body = jit_api::Request),
+        (status = 400, description = "malformed body, invalid duration, or a rule of the entitlement is broken", body = ErrorBody),
+        (status = 403, description = "only the requester may extend, or the policies do not allow it", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "the request is not active, or no extension is left", body = ErrorBody),
+    ),
+)]
 async fn extend(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -282,6 +486,23 @@ async fn extend(
     Ok((StatusCode::CREATED, Json(view.to_api())).into_response())
 }
 
+/// Records the after-the-fact review of a break-glass grant.
+#[utoipa::path(
+    post,
+    operation_id = "review_request",
+    path = "/api/v1/requests/{id}/review",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    request_body(content = Option<DecisionBody>, description = "optional comment; an empty body is allowed"),
+    responses(
+        (status = 200, description = "the request after the change", body = jit_api::Request),
+        (status = 400, description = "malformed body, or the request was no break-glass grant", body = ErrorBody),
+        (status = 403, description = "the caller may not review it (not an approver, own request)", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "already reviewed", body = ErrorBody),
+    ),
+)]
 async fn review(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -297,6 +518,23 @@ async fn review(
     ))
 }
 
+/// Mints temporary AWS credentials for the caller's active `aws_role` grant.
+#[utoipa::path(
+    post,
+    operation_id = "mint_credentials",
+    path = "/api/v1/requests/{id}/credentials",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    responses(
+        (status = 200, description = "temporary AWS credentials", body = jit_api::Credentials),
+        (status = 400, description = "malformed path, or the entitlement is no AWS role", body = ErrorBody),
+        (status = 403, description = "only the grant's owner may", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "the request is not active", body = ErrorBody),
+        (status = 502, description = "AWS refused or could not be reached", body = ErrorBody),
+    ),
+)]
 async fn credentials(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -305,6 +543,23 @@ async fn credentials(
     Ok(Json(web.app.mint_credentials(&user, id).await?))
 }
 
+/// A federated AWS console sign-in URL for the caller's active `aws_role` grant.
+#[utoipa::path(
+    post,
+    operation_id = "get_console_url",
+    path = "/api/v1/requests/{id}/console-url",
+    tag = "requests",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "request id")),
+    responses(
+        (status = 200, description = "the console sign-in URL", body = jit_api::ConsoleUrl),
+        (status = 400, description = "malformed path, or the entitlement is no AWS role", body = ErrorBody),
+        (status = 403, description = "only the grant's owner may", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "the request is not active", body = ErrorBody),
+        (status = 502, description = "AWS refused or could not be reached", body = ErrorBody),
+    ),
+)]
 async fn console_url(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -315,26 +570,51 @@ async fn console_url(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Only events by this actor (email, or `system`).
     #[serde(default)]
     actor: Option<String>,
+    /// Only events about this entitlement.
     #[serde(default)]
     entitlement: Option<String>,
+    /// Only this action, e.g. `request.approved`.
     #[serde(default)]
     action: Option<String>,
+    /// Only events about this request (required unless the caller is an auditor).
     #[serde(default)]
     request_id: Option<Uuid>,
+    /// Only events at or after this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     since: Option<time::OffsetDateTime>,
+    /// Only events before this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     until: Option<time::OffsetDateTime>,
+    /// Only events with a smaller `seq`: the `next_before` of the previous page.
     #[serde(default)]
     before: Option<i64>,
+    /// At most this many (clamped to 1..=1000; default 100).
     #[serde(default)]
     limit: Option<i64>,
 }
 
+/// Audit events, newest first. Auditors read everything; others only the timeline of a request
+/// they may see (`request_id` required).
+#[utoipa::path(
+    get,
+    operation_id = "list_audit_events",
+    path = "/api/v1/audit",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "a page of events", body = jit_api::AuditPage),
+        (status = 400, description = "malformed query", body = ErrorBody),
+        (status = 403, description = "not an auditor, and no `request_id` given", body = ErrorBody),
+        (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+    ),
+)]
 async fn audit_list(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -374,6 +654,18 @@ async fn audit_list(
     }))
 }
 
+/// Verifies the whole audit hash chain (auditors only).
+#[utoipa::path(
+    get,
+    operation_id = "verify_audit_chain",
+    path = "/api/v1/audit/verify",
+    tag = "audit",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the verification report (`ok` false names the first bad row)", body = jit_api::VerifyReport),
+        (status = 403, description = "not an auditor", body = ErrorBody),
+    ),
+)]
 async fn audit_verify(
     State(web): State<Web>,
     Bearer(user): Bearer,
@@ -387,21 +679,40 @@ async fn audit_verify(
     Ok(Json(report))
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /api/v1/admin/revoke-sessions`.
+#[derive(Deserialize, ToSchema)]
 struct RevokeSessionsBody {
+    /// An `aws_role` entitlement id.
     entitlement: String,
 }
 
+/// Revokes every STS session of an `aws_role` entitlement's role issued before now (admins only).
+#[utoipa::path(
+    post,
+    operation_id = "revoke_all_sessions",
+    path = "/api/v1/admin/revoke-sessions",
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body = RevokeSessionsBody,
+    responses(
+        (status = 200, description = "the role and the cut-off time", body = jit_api::RevokedSessions),
+        (status = 400, description = "malformed body, the entitlement is no AWS role, or no `[aws]` section", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 404, description = "unknown entitlement", body = ErrorBody),
+        (status = 502, description = "AWS refused or could not be reached", body = ErrorBody),
+    ),
+)]
 async fn revoke_sessions(
     State(web): State<Web>,
     Bearer(user): Bearer,
     Body(body): Body<RevokeSessionsBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (role_arn, before) = web
+) -> Result<Json<jit_api::RevokedSessions>, ApiError> {
+    let (role_arn, issued_before) = web
         .app
         .revoke_all_sessions(&user, &body.entitlement)
         .await?;
-    Ok(Json(
-        serde_json::json!({ "role_arn": role_arn, "issued_before": before }),
-    ))
+    Ok(Json(jit_api::RevokedSessions {
+        role_arn,
+        issued_before,
+    }))
 }

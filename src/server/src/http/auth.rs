@@ -616,7 +616,7 @@ struct DevTokenBody {
 
 async fn dev_token(
     State(web): State<Web>,
-    Json(body): Json<DevTokenBody>,
+    super::api::Body(body): super::api::Body<DevTokenBody>,
 ) -> Result<Response, ApiError> {
     if !matches!(web.auth.mode, AuthMode::Dev) {
         return Err(ApiError::not_found("not found"));

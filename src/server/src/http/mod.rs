@@ -23,6 +23,7 @@ mod api;
 mod assets;
 pub mod auth;
 mod health;
+pub mod openapi;
 mod ui;
 
 pub use auth::AuthMode;
