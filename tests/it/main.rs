@@ -6,10 +6,12 @@
 mod aws;
 mod broker_aws;
 mod broker_entra;
+mod chaos;
 mod fault_proxy;
 mod graph;
 mod graph_fake;
 mod identity;
+mod multi;
 mod notify;
 mod outbox;
 mod policy;

@@ -182,8 +182,11 @@ async fn a_mail_server_that_is_down_delays_the_mail_which_then_arrives_once() {
 #[derive(Clone, Default)]
 struct Receiver {
     posts: Arc<Mutex<Vec<(Value, u16)>>>,
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
 }
+
+/// A scripted answer: status and `Retry-After`.
+type Reply = (u16, Option<&'static str>);
 
 async fn receive(State(r): State<Receiver>, body: axum::body::Bytes) -> Response {
     let card: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
