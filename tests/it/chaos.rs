@@ -38,10 +38,20 @@ pub(crate) struct Spawned {
 }
 
 impl Spawned {
-    /// Starts the binary with `env` in `dir`, logs appended to `log`; waits
-    /// until it is ready (listening and migrated).
+    /// Starts `serve --dev` with `env` in `dir`, logs appended to `log`;
+    /// waits until it is ready (listening and migrated).
     pub(crate) async fn start(dir: &Path, env: &[(String, String)], log: &Path) -> Self {
-        let port = free_port();
+        Self::start_with(&["serve", "--dev"], free_port(), dir, env, log).await
+    }
+
+    /// Starts the binary with `args` on `port`.
+    pub(crate) async fn start_with(
+        args: &[&str],
+        port: u16,
+        dir: &Path,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -49,7 +59,7 @@ impl Spawned {
             .unwrap();
         let started_ms = now_ms();
         let mut cmd = Command::new(server_bin());
-        cmd.args(["serve", "--dev"])
+        cmd.args(args)
             .current_dir(dir)
             .env("JIT_SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("JIT_SERVER__LOG_FORMAT", "json")

@@ -462,3 +462,420 @@ async fn check_jobs(store: &Store) {
     assert_eq!(kinds["activate"], 60);
     assert_eq!(kinds["deprovision"], 60);
 }
+
+// ------------------------------------------------------------ production mode
+
+/// A page as a browser that follows no redirects sees it.
+struct Page {
+    status: u16,
+    location: Option<url::Url>,
+    body: String,
+}
+
+/// A cookie-jar browser for the identity provider's forms and the brokers'
+/// pages (one jar: every server is on 127.0.0.1, cookies ignore ports).
+struct Browser {
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    async fn send(&mut self, url: &url::Url, form: Option<&[(&str, &str)]>) -> Page {
+        let mut request = match form {
+            Some(form) => self
+                .http
+                .post(url.clone())
+                .form(form)
+                .header("origin", url.origin().ascii_serialization()),
+            None => self.http.get(url.clone()),
+        };
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            request = request.header("cookie", jar.join("; "));
+        }
+        let response = request.send().await.unwrap();
+        for value in response.headers().get_all("set-cookie") {
+            let value = value.to_str().unwrap();
+            let (name, v) = value.split(';').next().unwrap().split_once('=').unwrap();
+            if v.is_empty() || value.to_ascii_lowercase().contains("max-age=0") {
+                self.cookies.remove(name.trim());
+            } else {
+                self.cookies.insert(name.trim().to_owned(), v.to_owned());
+            }
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .map(|l| url.join(l.to_str().unwrap()).unwrap());
+        Page {
+            status: response.status().as_u16(),
+            location,
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    /// Follows redirects, answering the provider's login and consent forms as
+    /// `login`, until `done(url)` (not fetched) or a page without a form.
+    async fn walk(
+        &mut self,
+        start: url::Url,
+        login: &str,
+        done: impl Fn(&url::Url) -> bool,
+    ) -> url::Url {
+        let mut next = start;
+        for _ in 0..16 {
+            if done(&next) {
+                return next;
+            }
+            let page = self.send(&next, None).await;
+            if let Some(location) = page.location {
+                next = location;
+                continue;
+            }
+            assert_eq!(page.status, 200, "unexpected page at {next}: {}", page.body);
+            let form: Vec<(&str, &str)> = if page.body.contains("name=\"login\"") {
+                vec![("prompt", "login"), ("login", login), ("password", "x")]
+            } else if next.path().starts_with("/interaction/") {
+                vec![("prompt", "consent")]
+            } else {
+                return next;
+            };
+            let answer = self.send(&next, Some(&form)).await;
+            next = answer
+                .location
+                .unwrap_or_else(|| panic!("form at {next} did not redirect: {}", answer.body));
+        }
+        panic!("sign-in did not finish")
+    }
+}
+
+/// `<input name="NAME" value="…">` in a page.
+fn field(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no `{name}` in {body}"))
+        + marker.len();
+    body[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The device authorization grant as `jit login` runs it, approved in a
+/// scripted browser: the token response.
+async fn device_tokens(issuer: &str, login: &str) -> Value {
+    let http = reqwest::Client::new();
+    let scope = "openid profile email groups offline_access access";
+    let device: Value = http
+        .post(format!("{issuer}/device/auth"))
+        .form(&[("client_id", "jit-cli"), ("scope", scope)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut browser = Browser::new();
+    let verify = url::Url::parse(device["verification_uri_complete"].as_str().unwrap()).unwrap();
+    let page = browser.send(&verify, None).await;
+    let confirm = browser
+        .send(
+            &url::Url::parse(&format!("{issuer}/device")).unwrap(),
+            Some(&[
+                ("xsrf", field(&page.body, "xsrf").as_str()),
+                ("user_code", device["user_code"].as_str().unwrap()),
+                ("confirm", "yes"),
+            ]),
+        )
+        .await;
+    let end = browser
+        .walk(confirm.location.unwrap(), login, |u| {
+            u.path().ends_with("/success")
+        })
+        .await;
+    let _ = end;
+    for _ in 0..40 {
+        let tokens: Value = http
+            .post(format!("{issuer}/token"))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("client_id", "jit-cli"),
+                ("device_code", device["device_code"].as_str().unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if tokens.get("access_token").is_some() {
+            return tokens;
+        }
+        assert_eq!(tokens["error"], "authorization_pending", "{tokens}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("device flow did not finish")
+}
+
+/// Fails when `text` holds anything shaped like a JWT (`eyJ….eyJ…`).
+fn assert_no_jwt(text: &str, what: &str) {
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut rest = text;
+    while let Some(at) = rest.find("eyJ") {
+        let tail = &rest[at..];
+        let head: String = tail.chars().take_while(|c| b64(*c)).collect();
+        let after = &tail[head.len()..];
+        assert!(
+            !(head.len() >= 10 && after.starts_with(".eyJ")),
+            "a JWT appears in {what}: {}…",
+            &tail[..20.min(tail.len())]
+        );
+        rest = &tail[3..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn production_brokers_keep_tokens_and_keys_out_of_logs() {
+    use base64::Engine as _;
+    // The JWT check itself can fail.
+    assert!(
+        std::panic::catch_unwind(|| assert_no_jwt(
+            "x eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+            "t"
+        ))
+        .is_err()
+    );
+    let issuer = crate::support::peer_env("JIT_TEST_IDP_URL")
+        .trim_end_matches('/')
+        .to_owned();
+    let moto = crate::broker_aws::Moto::connect().await;
+    let role = moto.role().await;
+    let billing = moto.permission_set();
+    let fake = crate::graph_fake::GraphFake::start().await;
+    let graph = fake.config();
+    let graph_secret = graph.client_secret.as_ref().unwrap().expose().to_owned();
+    let policies = policy_dir(|text| {
+        text.replace("arn:aws:iam::222222222222:role/JitSandbox", &role.0)
+            .replace("arn:aws:iam::111111111111:role/JitAdmin", &role.0)
+            .replace(
+                "arn:aws:sso:::permissionSet/ssoins-1111111111111111/ps-1111111111111111",
+                &billing,
+            )
+            .replace(
+                "account_id = \"111111111111\"",
+                &format!("account_id = \"{ACCOUNT}\""),
+            )
+    });
+    let db = fresh_db(Engine::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut key = [0u8; 64];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    let session_key = base64::engine::general_purpose::STANDARD.encode(key);
+    let broker_secret = random_hex(40);
+    std::fs::write(
+        dir.path().join("jit.toml"),
+        format!(
+            r#"[oidc]
+issuer = "{issuer}"
+client_id = "jit-web"
+client_secret = "env:JIT_TEST_WEB_SECRET"
+scopes = ["openid", "profile", "email", "groups", "offline_access"]
+api_audience = "api://jit-broker"
+cli_client_id = "jit-cli"
+cli_scopes = ["openid", "profile", "email", "groups", "offline_access", "access"]
+required_scope = "access"
+tenant_id = "11111111-2222-3333-4444-555555555555"
+
+[entra]
+tenant_id = "{}"
+client_id = "{}"
+client_secret = "env:JIT_TEST_GRAPH_SECRET"
+graph_url = "{}"
+login_url = "{}"
+"#,
+            graph.tenant_id, graph.client_id, graph.graph_url, graph.login_url
+        ),
+    )
+    .unwrap();
+    let mut env = Upstream {
+        moto,
+        entitlements: BTreeMap::new(),
+        users: BTreeMap::new(),
+    }
+    .env(
+        &format!("AKIA{}", random_hex(16).to_uppercase()),
+        &broker_secret,
+    );
+    env.extend(
+        [
+            ("JIT_DATABASE__URL", db.url.as_str()),
+            ("JIT_POLICY__DIR", policies.path().to_str().unwrap()),
+            ("JIT_SERVER__SESSION_KEY", session_key.as_str()),
+            ("JIT_TEST_WEB_SECRET", "jit-web-secret"),
+            ("JIT_TEST_GRAPH_SECRET", graph_secret.as_str()),
+            ("JIT_SCHEDULER__RECONCILE_EVERY", "1s"),
+            ("JIT_LOG", "debug,sqlx=info,hyper=info,h2=info,rustls=info"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let config = dir.path().join("jit.toml");
+    let args = ["--config", config.to_str().unwrap(), "serve"];
+    let mut brokers = Vec::new();
+    let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
+    for log in &logs {
+        let port = crate::support::server::free_port();
+        let mut env = env.clone();
+        env.push((
+            "JIT_SERVER__PUBLIC_URL".to_owned(),
+            format!("http://127.0.0.1:{port}"),
+        ));
+        brokers.push(Spawned::start_with(&args, port, dir.path(), &env, log).await);
+    }
+    let (a, b) = (&brokers[0].url, &brokers[1].url);
+    let store = Store::connect(&db.url, 2).await.unwrap();
+
+    // Browser sign-in through A (code flow, PKCE, the client secret), then
+    // the same session on B.
+    let mut browser = Browser::new();
+    let login = browser
+        .send(&url::Url::parse(&format!("{a}/login")).unwrap(), None)
+        .await;
+    let callback = browser
+        .walk(login.location.unwrap(), "alice", |u| {
+            u.as_str().starts_with(&format!("{a}/auth/callback"))
+        })
+        .await;
+    let signed_in = browser.send(&callback, None).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let home = browser
+        .send(&url::Url::parse(&format!("{b}/")).unwrap(), None)
+        .await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert!(home.body.contains("Alice Admin"), "{}", home.body);
+    let session: Value = serde_json::from_str(
+        &sqlx::query("SELECT data FROM sessions WHERE user_key IS NOT NULL")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .try_get::<String, _>("data")
+            .unwrap(),
+    )
+    .unwrap();
+    let web_id_token = session["id_token"].as_str().unwrap().to_owned();
+
+    // The CLI's tokens, on B's API; credentials minted through A.
+    let cli = device_tokens(&issuer, "alice").await;
+    let api = |url: &str| Api {
+        http: reqwest::Client::new(),
+        url: url.to_owned(),
+        token: cli["access_token"].as_str().unwrap().to_owned(),
+    };
+    let me: Value = reqwest::Client::new()
+        .get(format!("{b}/api/v1/me"))
+        .bearer_auth(cli["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "alice@example.com", "{me}");
+    let (status, body) = api(b)
+        .post(
+            "/requests",
+            json!({ "entitlement": "aws-sandbox", "duration": "1h", "justification": "prod mode" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    api(a).wait_state(&id, &["active"]).await;
+    let (status, creds) = api(a)
+        .post(&format!("/requests/{id}/credentials"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{creds}");
+
+    // Sign out on B: the ID token goes to the provider as a hint, in a redirect.
+    let csrf = field(&home.body, "csrf");
+    let out = browser
+        .send(
+            &url::Url::parse(&format!("{b}/logout")).unwrap(),
+            Some(&[("csrf", csrf.as_str())]),
+        )
+        .await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert!(
+        out.location
+            .as_ref()
+            .is_some_and(|l| l.as_str().contains("id_token_hint")),
+        "{:?}",
+        out.location
+    );
+
+    // Reconciliation has talked to Graph with the client secret.
+    wait_for_reconcile(&store, now_ms()).await;
+    let graph_tokens: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter_map(|r| r.headers.get("authorization"))
+        .map(|h| h.trim_start_matches("Bearer ").to_owned())
+        .collect();
+    assert!(!graph_tokens.is_empty(), "the brokers called Graph");
+    drop(brokers);
+
+    let mut secrets = vec![
+        session_key,
+        graph_secret,
+        broker_secret,
+        web_id_token,
+        creds["SecretAccessKey"].as_str().unwrap().to_owned(),
+        creds["SessionToken"].as_str().unwrap().to_owned(),
+    ];
+    for t in ["access_token", "id_token", "refresh_token"] {
+        secrets.push(cli[t].as_str().unwrap().to_owned());
+    }
+    secrets.extend(browser.cookies.values().filter(|v| v.len() >= 16).cloned());
+    secrets.extend(graph_tokens);
+    secrets.sort();
+    secrets.dedup();
+    let all: String = logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .collect();
+    for seen in [
+        "/auth/callback",
+        "/api/v1/me",
+        "/logout",
+        "minted sts session",
+    ] {
+        assert!(all.contains(seen), "the logs did not capture `{seen}`");
+    }
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert_no_secrets(&text, &secrets, "a broker's logs");
+        assert!(
+            !text.contains("jit-web-secret"),
+            "the OIDC client secret is logged"
+        );
+        assert_no_jwt(&text, "a broker's logs");
+    }
+    let db_text = database_text(&store).await;
+    assert_no_secrets(&db_text, &secrets, "the database");
+    assert!(!db_text.contains("jit-web-secret"));
+    assert_no_jwt(&db_text, "the audit log");
+    audit_verify(&db.url);
+}
