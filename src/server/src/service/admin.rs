@@ -16,8 +16,9 @@ use crate::store::users;
 /// Job kind of a reconciliation pass.
 pub const RECONCILE: &str = "reconcile";
 
-/// Longest a reconciliation pass waits for the grants under way (new ones wait meanwhile).
-const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest a reconciliation pass waits for the grants under way; new ones
+/// wait meanwhile, so it is short: a pass that gives up tries again soon.
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long an ended grant's own removal job has before a reconciliation pass removes the access.
 const REMOVAL_GRACE_MS: i64 = 120_000;
