@@ -6,11 +6,13 @@
 mod aws;
 mod broker_aws;
 mod broker_entra;
+mod chaos;
 mod cli_e2e;
 mod fault_proxy;
 mod graph;
 mod graph_fake;
 mod identity;
+mod multi;
 mod notify;
 mod openapi;
 mod outbox;

@@ -2,7 +2,8 @@
 //!
 //! Jobs survive restarts: a broker killed at any point leaves its claimed
 //! jobs to a lease that runs out, after which this or another broker runs
-//! them again. Every job handler is idempotent.
+//! them again. The lease is short and renewed while a job runs, so a dead
+//! broker's jobs wait seconds, not minutes. Every job handler is idempotent.
 
 use std::time::Duration;
 
@@ -13,8 +14,10 @@ use crate::service::App;
 use crate::service::grants::{JobOutcome, internal_retry_ms};
 use crate::store::jobs;
 
-/// How long a claimed job stays ours before others may take it.
-const LEASE_MS: i64 = 120_000;
+/// How long a claimed job stays ours before others may take it, unless renewed.
+const LEASE_MS: i64 = 5_000;
+/// How often the lease of a running job is renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// Jobs claimed per round.
 const BATCH: i64 = 32;
 
@@ -61,7 +64,21 @@ pub async fn run_due(app: &App) -> Result<usize, crate::store::StoreError> {
         let app = app.clone();
         set.spawn(async move {
             let started = std::time::Instant::now();
+            // A job may take longer than its lease (polling a cloud): keep it ours while it runs.
+            let renewer = {
+                let app = app.clone();
+                let id = job.id;
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(RENEW_EVERY).await;
+                        if let Err(e) = jobs::renew_lease(&app.store, id, app.now_ms() + LEASE_MS).await {
+                            warn!(error = %e, "could not renew a job lease");
+                        }
+                    }
+                })
+            };
             let result = app.run_job(&job).await;
+            renewer.abort();
             crate::metrics::job_ran(&job.kind, started.elapsed(), now - job.due_at);
             match result {
                 Ok(JobOutcome::Done) => {}

@@ -16,6 +16,13 @@ use crate::store::users;
 /// Job kind of a reconciliation pass.
 pub const RECONCILE: &str = "reconcile";
 
+/// Longest a reconciliation pass waits for the grants under way; new ones
+/// wait meanwhile, so it is short: a pass that gives up tries again soon.
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long an ended grant's own removal job has before a reconciliation pass removes the access.
+const REMOVAL_GRACE_MS: i64 = 120_000;
+
 impl App {
     /// "Revoke all sessions" of an `aws_role` entitlement's role: every STS
     /// session issued before now stops working (admins only).
@@ -79,23 +86,45 @@ impl App {
         Ok(())
     }
 
-    /// Compares each real provider's upstream objects with the live grants;
-    /// removals and findings are audited.
-    pub(crate) async fn reconcile(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
-        let active = store::list(
+    /// What should exist upstream: the active grants, and the ended ones
+    /// whose removal job has not run yet (their ids come second).
+    async fn live_grants(&self) -> Result<(Vec<LiveGrant>, Vec<String>), ServiceError> {
+        let mut rows = store::list(
+            &self.store,
+            &ListFilter {
+                states: vec![jit_api::RequestState::Active],
+                limit: 1_000_000,
+                ..ListFilter::default()
+            },
+        )
+        .await?;
+        // Grants that just ended keep their assignment until their own
+        // removal job runs (soon); only an overdue removal is the pass's to make.
+        let grace_from = self.now_ms() - REMOVAL_GRACE_MS;
+        let ending: Vec<_> = store::list(
             &self.store,
             &ListFilter {
                 states: vec![
-                    jit_api::RequestState::Active,
-                    jit_api::RequestState::Approved,
+                    jit_api::RequestState::Expired,
+                    jit_api::RequestState::Revoked,
                 ],
                 limit: 1000,
                 ..ListFilter::default()
             },
         )
-        .await?;
-        let mut live = Vec::with_capacity(active.len());
-        for row in &active {
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.activated_at.is_some()
+                && r.deprovisioned_at.is_none()
+                && r.ended_at.is_some_and(|e| e > grace_from)
+        })
+        .collect();
+        // Their access may be gone already (a later grant's removal took it): not missing.
+        let ending_ids: Vec<String> = ending.iter().map(|r| r.id.to_string()).collect();
+        rows.extend(ending);
+        let mut live = Vec::with_capacity(rows.len());
+        for row in &rows {
             if let Some(grantee) = users::grantee(&self.store, &row.requester_key).await? {
                 live.push(LiveGrant {
                     request_id: row.id,
@@ -105,6 +134,23 @@ impl App {
                 });
             }
         }
+        Ok((live, ending_ids))
+    }
+
+    /// Compares each real provider's upstream objects with the live grants;
+    /// removals and findings are audited.
+    pub(crate) async fn reconcile(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
+        // No grant is half made while the pass runs: the active grants are
+        // exactly what should exist upstream (an approved one that is not
+        // active yet makes or adopts its assignment when its turn comes).
+        let Some(gate) = self.reconcile_gate(GATE_WAIT).await? else {
+            tracing::warn!("reconciliation skipped: grants kept the gate busy");
+            return Ok(JobOutcome::RetryAt(
+                self.now_ms() + 5_000,
+                "grants kept the reconciliation gate busy".to_owned(),
+            ));
+        };
+        let (live, ending_ids) = self.live_grants().await?;
         let managed: Vec<_> = self.policy.catalog.iter().cloned().collect();
         let mut problems = Vec::new();
         for kind in [
@@ -127,7 +173,11 @@ impl App {
                 .cloned()
                 .collect();
             match provider.reconcile(&of_kind, &live_of_kind).await {
-                Ok(report) => {
+                Ok(mut report) => {
+                    // Providers name the request in each missing entry.
+                    report
+                        .missing
+                        .retain(|m| !ending_ids.iter().any(|id| m.contains(id.as_str())));
                     if report.removed.is_empty()
                         && report.unexplained.is_empty()
                         && report.missing.is_empty()
@@ -174,6 +224,7 @@ impl App {
         }
         jobs::complete(&mut tx, job.id, self.now_ms()).await?;
         tx.commit().await?;
+        drop(gate);
         Ok(JobOutcome::Done)
     }
 }

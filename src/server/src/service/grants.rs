@@ -2,7 +2,7 @@
 //! and on-demand credentials and console sign-in for AWS roles.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use jit_api::RequestState;
 use serde_json::json;
@@ -27,9 +27,22 @@ const MAX_ACTIVATE_ATTEMPTS: i64 = 8;
 /// One lock per upstream object, so that a removal and a new grant of the
 /// same object never interleave inside this broker. (Across brokers the
 /// PostgreSQL advisory lock in [`App::lock_target`] does the same.)
+///
+/// And the reconciliation gate: grants and removals pass it shared, a
+/// reconciliation pass holds it alone, so that the pass compares upstream
+/// with a database in which no grant is half made. Without it a pass that
+/// read the live grants just before a new one was made removes the new
+/// assignment as unexplained.
 #[derive(Debug, Default)]
 pub struct TargetLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The gate within this broker (SQLite; PostgreSQL uses an advisory lock).
+    gate: Arc<tokio::sync::RwLock<()>>,
+    /// Bounds how many objects are locked at once on PostgreSQL. Each lock
+    /// holds a pooled connection while its job needs a second one: unbounded,
+    /// a busy broker's locks take the whole pool and every job and request
+    /// waits for a connection that never comes.
+    db_slots: OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 impl TargetLocks {
@@ -43,13 +56,38 @@ impl TargetLocks {
         }
         map.entry(key.to_owned()).or_default().clone()
     }
+
+    /// At most half the pool holds object locks at any time.
+    fn db_slots(&self, pool_size: u32) -> Arc<tokio::sync::Semaphore> {
+        self.db_slots
+            .get_or_init(|| {
+                let slots = usize::try_from(pool_size / 2).unwrap_or(1).max(1);
+                Arc::new(tokio::sync::Semaphore::new(slots))
+            })
+            .clone()
+    }
 }
 
 /// Held while an upstream object is changed.
 pub struct TargetGuard {
     _local: tokio::sync::OwnedMutexGuard<()>,
+    _gate: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
+    // Dropped in this order: the lock's transaction, then its pool slot.
     _db: Option<Tx>,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// Held by a reconciliation pass: no grant or removal runs meanwhile.
+pub struct ReconcileGuard {
+    _local: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
+    _db: Option<Tx>,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The gate's advisory lock key: the two-key form, a key space apart from
+/// the one-key target and audit locks.
+const GATE_SHARED_SQL: &str = "SELECT pg_advisory_xact_lock_shared(7301, 1)";
+const GATE_ALONE_SQL: &str = "SELECT pg_advisory_xact_lock(7301, 1)";
 
 /// What a job run asks of the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,23 +104,81 @@ fn backoff_ms(attempts: i64) -> i64 {
 }
 
 impl App {
-    /// Locks one upstream object for the duration of a provider call.
+    /// A pool slot for a transaction that holds a lock while its task
+    /// needs further connections.
+    async fn db_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+        self.target_locks
+            .db_slots(self.store.pool().options().get_max_connections())
+            .acquire_owned()
+            .await
+            .map_err(|e| ServiceError::Internal(e.into()))
+    }
+
+    /// Locks one upstream object for the duration of a provider call (and
+    /// passes the reconciliation gate, shared).
     pub async fn lock_target(&self, key: &str) -> Result<TargetGuard, ServiceError> {
         let local = self.target_locks.get(key).lock_owned().await;
-        let db = if self.store.backend() == Backend::Postgres {
+        if self.store.backend() == Backend::Postgres {
+            let slot = self.db_slot().await?;
             let mut tx = self.store.pool().begin().await?;
+            sqlx::query(GATE_SHARED_SQL).execute(&mut *tx).await?;
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))")
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
-            Some(tx)
+            Ok(TargetGuard {
+                _local: local,
+                _gate: None,
+                _db: Some(tx),
+                _slot: Some(slot),
+            })
         } else {
-            None
-        };
-        Ok(TargetGuard {
-            _local: local,
-            _db: db,
-        })
+            let gate = self.target_locks.gate.clone().read_owned().await;
+            Ok(TargetGuard {
+                _local: local,
+                _gate: Some(gate),
+                _db: None,
+                _slot: None,
+            })
+        }
+    }
+
+    /// Closes the reconciliation gate: waits up to `wait` for the grants and
+    /// removals under way (new ones wait meanwhile); `None` when they did
+    /// not finish in time.
+    pub async fn reconcile_gate(
+        &self,
+        wait: std::time::Duration,
+    ) -> Result<Option<ReconcileGuard>, ServiceError> {
+        if self.store.backend() == Backend::Postgres {
+            let slot = self.db_slot().await?;
+            let mut tx = self.store.pool().begin().await?;
+            let ms = wait.as_millis().max(1);
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET LOCAL lock_timeout = {ms}"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            match sqlx::query(GATE_ALONE_SQL).execute(&mut *tx).await {
+                Ok(_) => Ok(Some(ReconcileGuard {
+                    _local: None,
+                    _db: Some(tx),
+                    _slot: Some(slot),
+                })),
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            let gate = self.target_locks.gate.clone();
+            Ok(tokio::time::timeout(wait, gate.write_owned())
+                .await
+                .ok()
+                .map(|g| ReconcileGuard {
+                    _local: Some(g),
+                    _db: None,
+                    _slot: None,
+                }))
+        }
     }
 
     async fn grantee(&self, key: &str) -> Result<Grantee, ServiceError> {
@@ -156,12 +252,19 @@ impl App {
         };
         let ends = base + row.duration_secs * 1000;
         let guard = self.lock_target(&row.target_key).await?;
-        let overlapping = {
-            let mut tx = self.store.begin().await?;
-            let holders = store::live_holders(&mut tx, &row.target_key, id).await?;
-            tx.rollback().await?;
-            !holders.is_empty()
-        };
+        // The object may exist already: another live grant holds it, an ended
+        // grant's removal is still due (it will find this grant and keep the
+        // object), or an earlier attempt of this job made it before the broker
+        // died. Then the provider adopts or extends it instead of making a
+        // second one.
+        let overlapping = job.attempts > 1
+            || {
+                let mut tx = self.store.begin().await?;
+                let holders = store::live_holders(&mut tx, &row.target_key, id).await?;
+                tx.rollback().await?;
+                !holders.is_empty()
+            }
+            || self.removal_pending(&row).await?;
         let spec = GrantSpec {
             request_id: id,
             grantee: &grantee,
@@ -324,6 +427,25 @@ impl App {
         tx.commit().await?;
         drop(guard);
         Ok(outcome)
+    }
+
+    /// Whether an ended grant of the same object still waits for its removal.
+    async fn removal_pending(&self, row: &RequestRow) -> Result<bool, ServiceError> {
+        let ended = store::list(
+            &self.store,
+            &store::ListFilter {
+                requester_key: Some(row.requester_key.clone()),
+                states: vec![RequestState::Expired, RequestState::Revoked],
+                limit: 100,
+                ..store::ListFilter::default()
+            },
+        )
+        .await?;
+        Ok(ended.iter().any(|r| {
+            r.target_key == row.target_key
+                && r.activated_at.is_some()
+                && r.deprovisioned_at.is_none()
+        }))
     }
 
     /// Ends a grant whose window is over and queues the upstream removal.

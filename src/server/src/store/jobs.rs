@@ -110,6 +110,16 @@ pub async fn complete(tx: &mut Tx, id: Uuid, now: i64) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Extends the lease of a job that is still running.
+pub async fn renew_lease(store: &Store, id: Uuid, locked_until: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET locked_until = $1 WHERE id = $2 AND done_at IS NULL")
+        .bind(locked_until)
+        .bind(id.to_string())
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
 /// Puts a job back for a later attempt.
 pub async fn retry_later(
     store: &Store,
