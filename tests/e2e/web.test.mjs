@@ -242,16 +242,16 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     });
     await new Promise((r) => evil.listen(0, '127.0.0.1', r));
     try {
-      const evilPage = await contexts.alice.newPage();
       const [res] = await Promise.all([
-        evilPage.waitForResponse((r) => r.url().endsWith('/revoke')),
-        evilPage.goto(`http://127.0.0.1:${evil.address().port}/`),
+        page.waitForResponse((r) => r.url().endsWith('/revoke')),
+        page.goto(`http://127.0.0.1:${evil.address().port}/`),
       ]);
       assert.equal(res.status(), 403, 'the cross-site revoke was not refused');
-      await evilPage.close();
+      assert.equal(res.request().headers().origin, `http://127.0.0.1:${evil.address().port}`);
     } finally {
       evil.close();
     }
+    await page.goto(requestUrl);
     const revoke = `${broker.base}/requests/${requestId}/revoke`;
     for (const headers of [{ origin: 'http://127.0.0.1:1' }, {}]) {
       const res = await contexts.alice.request.post(revoke, { form: { csrf: token }, headers, maxRedirects: 0 });
