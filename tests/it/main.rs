@@ -11,6 +11,7 @@ mod cli_e2e;
 mod fault_proxy;
 mod graph;
 mod graph_fake;
+mod health;
 mod identity;
 mod multi;
 mod notify;

@@ -710,6 +710,27 @@ fn sandbox_form(csrf: Option<&str>) -> Fields<'_> {
 }
 
 #[tokio::test]
+async fn readiness_asks_for_the_providers_signing_keys() {
+    let broker = start(false).await;
+    let res = reqwest::get(format!("{}/readyz", broker.url))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ready: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let idp = &ready["identity_provider"];
+    assert_eq!(
+        idp["issuer"].as_str().map(|i| i.trim_end_matches('/')),
+        Some(peer_env("JIT_TEST_IDP_URL").trim_end_matches('/')),
+        "{ready}"
+    );
+    assert!(
+        idp["signing_keys"].as_u64().is_some_and(|n| n >= 1),
+        "{ready}"
+    );
+}
+
+#[tokio::test]
 async fn forged_cross_site_posts_are_refused_and_change_nothing() {
     let broker = start(false).await;
     let mut browser = Browser::new();

@@ -85,6 +85,11 @@ pub fn job_ran(kind: &str, took: Duration, late_ms: i64) {
     );
 }
 
+/// A job failed and was scheduled again (an upstream refusal, a timeout, an internal error).
+pub fn job_retried(kind: &str) {
+    inc("jit_job_retries_total", format!("kind=\"{}\"", label(kind)));
+}
+
 /// A provider call finished.
 pub fn upstream(provider: &str, op: &str, took: Duration, ok: bool) {
     let l = format!("provider=\"{}\",op=\"{}\"", label(provider), label(op));

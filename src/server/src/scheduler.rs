@@ -83,12 +83,14 @@ pub async fn run_due(app: &App) -> Result<usize, crate::store::StoreError> {
             match result {
                 Ok(JobOutcome::Done) => {}
                 Ok(JobOutcome::RetryAt(at, why)) => {
+                    crate::metrics::job_retried(&job.kind);
                     warn!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, reason = %why, "job will be retried");
                     if let Err(e) = jobs::retry_later(&app.store, job.id, at, &why).await {
                         error!(error = %e, "could not reschedule job");
                     }
                 }
                 Err(e) => {
+                    crate::metrics::job_retried(&job.kind);
                     error!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, error = ?e, "job failed");
                     let at = app.now_ms() + internal_retry_ms(job.attempts);
                     if let Err(e) = jobs::retry_later(&app.store, job.id, at, "internal error").await {

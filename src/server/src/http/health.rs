@@ -1,4 +1,4 @@
-//! `/healthz` (alive), `/readyz` (database and policies), `/metrics` (Prometheus).
+//! `/healthz` (alive), `/readyz` (database, policies, the IdP's signing keys), `/metrics` (Prometheus).
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -24,12 +24,21 @@ async fn readyz(State(web): State<Web>) -> impl IntoResponse {
     let db = web.app.store.ping().await.is_ok();
     let policies = !web.app.policy.catalog.is_empty();
     // The IdP's metadata is discovered at start-up (the broker does not start without it);
-    // its signing keys are what bearer checks need, so readiness asks for them.
-    let idp = match &web.auth.mode {
-        super::AuthMode::Dev => json!("development sign-in"),
-        super::AuthMode::Oidc(identity) => json!(identity.discovery().issuer().to_string()),
+    // bearer checks need its signing keys, so readiness asks for them (refetched when stale).
+    let (idp_ok, idp) = match &web.auth.mode {
+        super::AuthMode::Dev => (true, json!("development sign-in")),
+        super::AuthMode::Oidc(identity) => {
+            let keys = identity.signing_keys().await;
+            (
+                keys > 0,
+                json!({
+                    "issuer": identity.discovery().issuer().to_string(),
+                    "signing_keys": keys,
+                }),
+            )
+        }
     };
-    let status = if db && policies {
+    let status = if db && policies && idp_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

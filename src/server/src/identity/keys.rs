@@ -132,6 +132,17 @@ impl KeyStore {
         })
     }
 
+    /// For readiness: the number of usable signing keys, after refetching the JWKS when the
+    /// cached set is older than [`MAX_KEY_AGE`] (rate-limited like every refresh). Bearer
+    /// checks keep working on cached keys while the provider is down, so only an empty set
+    /// makes the broker unready.
+    pub async fn usable_keys(&self) -> usize {
+        if self.clock.now() - self.current().fetched_at >= MAX_KEY_AGE {
+            let _ = self.refresh().await;
+        }
+        self.current().by_kid.len()
+    }
+
     /// The keys in `openidconnect`'s form, for ID token verification.
     pub fn oidc_keys(&self) -> CoreJsonWebKeySet {
         self.current().oidc.clone()

@@ -234,6 +234,11 @@ impl Identity {
         &self.shared.discovery
     }
 
+    /// Usable signing keys of the provider, refetched when stale (see [`keys::KeyStore::usable_keys`]).
+    pub async fn signing_keys(&self) -> usize {
+        self.shared.keys.usable_keys().await
+    }
+
     /// The pinned tenant, if any.
     pub fn tenant(&self) -> Option<&str> {
         self.shared.tenant.as_deref()
