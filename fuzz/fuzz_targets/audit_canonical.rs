@@ -8,7 +8,7 @@
 #![no_main]
 
 use jit_server::store::audit::{Canonical, canonical_bytes, chain_hash};
-use libfuzzer_sys::arbitrary::Arbitrary;
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,13 @@
 // The broker's own sign-in page, which only development mode shows (production signs in at the
-// identity provider): screenshots, accessibility, the development banner, and its CSRF check.
+// identity provider): screenshots, accessibility, the development banner, and its CSRF check; last,
+// that the session cookies are in neither the broker log nor the audit table.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { problems } from './lib/a11y.mjs';
 import { everyView, launchBrowser, newContext, startDevBroker } from './lib/harness.mjs';
+import { selfCheck } from './lib/secrets.mjs';
 
 let broker;
 let browser;
@@ -45,6 +47,16 @@ describe('development mode sign-in page', { timeout: 120_000 }, () => {
     assert.match(await page.locator('header .who').textContent(), /Bob Approver/);
     assert.match(await page.locator('.dev-banner').textContent(), /Development mode/);
     assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
+    await broker.secrets.addCookies(context, 'bob');
     await context.close();
+  });
+
+  it('kept the session cookie out of the broker log and the audit table', async () => {
+    selfCheck();
+    assert.ok(broker.secrets.items.length > 0, 'no session cookie was collected');
+    const audit = await broker.auditExport();
+    assert.ok(audit.includes('auth.signed_in'), 'the audit table has no sign-in');
+    broker.secrets.assertAbsent(broker.serverLog(), 'the broker log');
+    broker.secrets.assertAbsent(audit, 'the audit table');
   });
 });

@@ -4,9 +4,10 @@
 // One story, step by step (each step needs the ones before): alice asks for access; mallory can
 // neither see a way to approve nor forge one; bob follows the link in his email, signs in, and
 // approves with the keyboard in a browser without JavaScript; alice gets AWS credentials, which
-// cross-site forms cannot take away; carol reads the audit log. Every page is screenshotted in
-// light and dark theme at desktop and phone width (target/screenshots/), and checked for labels,
-// landmarks, contrast, overflow, inline code and leaks.
+// cross-site forms cannot take away; carol reads the audit log; alice's CLI tokens reach the API.
+// Every page is screenshotted in light and dark theme at desktop and phone width
+// (target/screenshots/), and checked for labels, landmarks, contrast, overflow, inline code and
+// leaks. Last, no secret given to or obtained from the broker may be in its log or audit table.
 
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -14,8 +15,10 @@ import { after, before, describe, it } from 'node:test';
 
 import { problems, tabTo } from './lib/a11y.mjs';
 import {
-  csrfOf, everyView, launchBrowser, mailText, newContext, readMails, screenshot, signIn, startBroker, waitFor,
+  csrfOf, deviceTokens, everyView, launchBrowser, mailText, newContext, readMails, screenshot, signIn, startBroker,
+  waitFor,
 } from './lib/harness.mjs';
+import { selfCheck } from './lib/secrets.mjs';
 
 const ENTITLEMENT = 'aws-staging-deploy';
 const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
@@ -220,6 +223,8 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     assert.match(creds, /^export AWS_SECRET_ACCESS_KEY=\S{20,}$/m);
     assert.match(creds, /^export AWS_SESSION_TOKEN=\S{20,}$/m);
     assert.match(creds, /^export AWS_REGION=us-east-1$/m);
+    broker.secrets.add('the STS secret access key', creds.match(/^export AWS_SECRET_ACCESS_KEY=(\S+)$/m)[1]);
+    broker.secrets.add('the STS session token', creds.match(/^export AWS_SESSION_TOKEN=(\S+)$/m)[1]);
     await shootAndCheck(page, '11-request-credentials');
 
     await page.goto(`${broker.base}/`);
@@ -298,7 +303,39 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     await shootAndCheck(page, '15-error-not-found');
   });
 
+  it('takes alice\'s CLI access token on the API and refuses her ID token there', async () => {
+    const tokens = await deviceTokens(browser, 'alice');
+    for (const name of ['access_token', 'id_token', 'refresh_token']) {
+      broker.secrets.add(`the CLI's ${name}`, tokens[name]);
+    }
+    const me = await fetch(`${broker.base}/api/v1/me`, { headers: { authorization: `Bearer ${tokens.access_token}` } });
+    assert.equal(me.status, 200);
+    assert.equal((await me.json()).email, 'alice@example.com');
+    const refused = await fetch(`${broker.base}/api/v1/me`, { headers: { authorization: `Bearer ${tokens.id_token}` } });
+    assert.equal(refused.status, 401, 'an ID token was taken as an access token');
+  });
+
   it('saw no CSP violation or script error in any page', () => {
     noPageProblems();
+  });
+
+  it('kept every key, token, cookie and credential out of the broker log and the audit table', async () => {
+    selfCheck();
+    for (const [who, context] of Object.entries(contexts)) await broker.secrets.addCookies(context, who);
+    const names = broker.secrets.items.map((s) => s.name);
+    for (const kind of ['session key', 'client secret', 'STS session token', "CLI's refresh_token", "alice's cookie"]) {
+      assert.ok(names.some((n) => n.includes(kind)), `nothing to look for: no ${kind} was collected`);
+    }
+    const log = broker.serverLog();
+    const audit = await broker.auditExport();
+    // The scan is only worth something if the log and the table saw the flows that handle secrets.
+    for (const action of ['auth.signed_in', 'request.approved', 'credentials.minted']) {
+      assert.ok(audit.includes(action), `the audit table has no ${action}`);
+    }
+    for (const seen of ['/auth/callback', '/api/v1/me', 'bearer token refused', 'minted sts session']) {
+      assert.ok(log.includes(seen), `the broker log did not capture \`${seen}\``);
+    }
+    broker.secrets.assertAbsent(log, 'the broker log');
+    broker.secrets.assertAbsent(audit, 'the audit table');
   });
 });

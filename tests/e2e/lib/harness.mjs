@@ -6,14 +6,17 @@
 // JIT_TEST_IDP_URL, JIT_TEST_MOTO_URL, JIT_TEST_PEERS and JIT_TEST_ROOT set.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
+
+import { Secrets } from './secrets.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -148,9 +151,16 @@ notify = { email = ["bob@example.com"] }
 
 const toml = (s) => JSON.stringify(s); // a TOML basic string is a JSON string for these values
 
+/** The audit table as `jit-server audit export` (JSON lines) writes it, with `args` and `env`. */
+async function auditExport(serverBin, args, env) {
+  const { stdout } = await promisify(execFile)(serverBin, [...args, 'audit', 'export'], { env, maxBuffer: 64 << 20 });
+  return stdout;
+}
+
 /**
  * Starts the SMTP sink and `jit-server serve --config FILE` (non-dev). `publicUrl` defaults to the
- * server's own http://127.0.0.1:PORT.
+ * server's own http://127.0.0.1:PORT. Returns `secrets` (what the broker was given; the tests add
+ * what they obtain) and `auditExport()` for the leak check, which must run before `stop()`.
  */
 export async function startBroker({ publicUrl } = {}) {
   const serverBin = peerEnv('JIT_TEST_SERVER_BIN');
@@ -180,12 +190,21 @@ export async function startBroker({ publicUrl } = {}) {
     writePolicies(policies);
     const config = join(dir, 'jit.toml');
     writeFileSync(config, brokerConfig({ port, publicUrl: publicUrl ?? base, dir, idp, moto, smtpPort, policies }));
+    const env = brokerEnv();
     const server = startChild('jit-server', serverBin, ['serve', '--config', config],
-      { env: brokerEnv(), log: join(logs, 'server.log'), ready: (o) => o.includes('jit-server listening') });
+      { env, log: join(logs, 'server.log'), ready: (o) => o.includes('jit-server listening') });
     children.push(server.child);
     await server.started;
     await waitFor(`${base}/readyz`, async () => (await fetch(`${base}/readyz`)).status === 200);
-    return { base, mails, serverLog: server.output, stop };
+    const secrets = new Secrets();
+    secrets.add('the session key', env.JIT_E2E_SESSION_KEY);
+    // Fixed by the test IdP's client registration, so shorter than a real one.
+    secrets.add('the OIDC client secret', env.JIT_E2E_OIDC_SECRET, { minLength: 8 });
+    secrets.add("the broker's AWS secret access key", env.AWS_SECRET_ACCESS_KEY);
+    return {
+      base, mails, serverLog: server.output, secrets, stop,
+      auditExport: () => auditExport(serverBin, ['--config', config], env),
+    };
   } catch (e) {
     await stop();
     throw e;
@@ -219,7 +238,10 @@ export async function startDevBroker() {
     await stop();
     throw e;
   }
-  return { base, stop };
+  return {
+    base, serverLog: server.output, secrets: new Secrets(), stop,
+    auditExport: () => auditExport(serverBin, [], env),
+  };
 }
 
 function brokerConfig({ port, publicUrl, dir, idp, moto, smtpPort, policies }) {
@@ -259,7 +281,7 @@ tick = "1s"
 `;
 }
 
-/** The server's environment: no stray JIT_/AWS_ overrides; moto's test keys; fresh secrets. */
+/** The server's environment: no stray JIT_/AWS_ overrides; fresh secrets, an AWS key moto accepts. */
 function brokerEnv() {
   const env = { ...process.env };
   for (const k of Object.keys(env)) {
@@ -268,9 +290,10 @@ function brokerEnv() {
   return Object.assign(env, {
     JIT_E2E_SESSION_KEY: randomBytes(64).toString('base64'),
     JIT_E2E_OIDC_SECRET: 'jit-web-secret',
-    JIT_LOG: 'info',
+    // Debug, as in tests/it/multi.rs's leak test: more lines that could carry a secret.
+    JIT_LOG: 'debug,sqlx=info,hyper=info,h2=info,rustls=info',
     AWS_ACCESS_KEY_ID: 'testing',
-    AWS_SECRET_ACCESS_KEY: 'testing',
+    AWS_SECRET_ACCESS_KEY: randomBytes(30).toString('base64url'),
     AWS_REGION: 'us-east-1',
     AWS_EC2_METADATA_DISABLED: 'true',
   });
@@ -411,4 +434,46 @@ export async function everyView(page, name, { phone = true, check = async () => 
 /** Screenshots only (pages that are not ours, like the provider's login form). */
 export async function screenshot(page, name, opts = {}) {
   await everyView(page, name, opts);
+}
+
+/**
+ * What `jit login` gets: the device authorization grant (RFC 8628) at the test IdP for the CLI client,
+ * approved as `login` through a fresh browser context's HTTP client (as tests/peers/idp/device_flow.sh
+ * does with curl). Returns the token response: `access_token`, `id_token`, `refresh_token`.
+ */
+export async function deviceTokens(browser, login) {
+  const idp = peerEnv('JIT_TEST_IDP_URL').replace(/\/$/, '');
+  const form = (fields) => ({ method: 'POST', body: new URLSearchParams(fields) });
+  const device = await (await fetch(`${idp}/device/auth`, form({
+    client_id: 'jit-cli', scope: 'openid profile email groups offline_access access',
+  }))).json();
+  const context = await browser.newContext();
+  try {
+    const http = context.request;
+    const page = await (await http.get(device.verification_uri_complete)).text();
+    const xsrf = page.match(/name="xsrf" value="([^"]+)"/)?.[1];
+    assert.ok(xsrf, `no xsrf field on the device page:\n${page}`);
+    let res = await http.post(`${idp}/device`, {
+      form: { xsrf, user_code: device.user_code, confirm: 'yes' }, maxRedirects: 0,
+    });
+    for (let step = 0; step < 16 && res.headers().location; step += 1) {
+      const next = new URL(res.headers().location, idp).href;
+      res = await http.get(next, { maxRedirects: 0 });
+      if (res.headers().location) continue;
+      const body = await res.text();
+      if (body.includes('name="login"')) {
+        res = await http.post(next, { form: { prompt: 'login', login, password: 'x' }, maxRedirects: 0 });
+      } else if (new URL(next).pathname.startsWith('/interaction/')) {
+        res = await http.post(next, { form: { prompt: 'consent' }, maxRedirects: 0 });
+      }
+    }
+  } finally {
+    await context.close();
+  }
+  return waitFor('the device flow tokens', async () => {
+    const tokens = await (await fetch(`${idp}/token`, form({
+      grant_type: 'urn:ietf:params:oauth:grant-type:device_code', client_id: 'jit-cli', device_code: device.device_code,
+    }))).json();
+    return tokens.access_token ? tokens : null;
+  });
 }

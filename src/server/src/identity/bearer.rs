@@ -102,73 +102,90 @@ impl BearerValidator {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| AuthError::invalid(format!("signature or payload refused: {e}")))?
             .claims;
-        self.check_claims(&claims)?;
+        let rules = ClaimRules {
+            issuer: self.shared.discovery.issuer(),
+            audience: &self.audience,
+            web_client_id: self.web_client_id.as_deref(),
+            required_scope: self.required_scope.as_deref(),
+        };
+        check_claims(&claims, &rules, self.shared.clock.now().unix_timestamp())?;
         self.shared.user(&claims).await
     }
+}
 
-    fn check_claims(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {
-        let issuer = self.shared.discovery.issuer();
-        match claims.get("iss").and_then(Value::as_str) {
-            Some(iss) if iss == issuer => {}
-            Some(iss) => {
-                return Err(AuthError::invalid(format!(
-                    "issuer {} is not ours",
-                    shown(iss)
-                )));
-            }
-            None => return Err(AuthError::invalid("token has no `iss`")),
-        }
-        let audiences = audiences(claims.get("aud"))
-            .ok_or_else(|| AuthError::invalid("token has no usable `aud`"))?;
-        if let Some(web) = &self.web_client_id
-            && audiences.iter().any(|a| a == web)
-        {
-            return Err(AuthError::invalid(
-                "`aud` is the web client: an ID token presented as an access token",
-            ));
-        }
-        if !audiences.iter().any(|a| *a == self.audience) {
+/// What a signed token's claims must satisfy.
+struct ClaimRules<'a> {
+    issuer: &'a str,
+    audience: &'a str,
+    /// The web client's id, when it is not also the API's: a token for it is an ID token.
+    web_client_id: Option<&'a str>,
+    required_scope: Option<&'a str>,
+}
+
+/// The claim checks, at `now` (Unix seconds).
+fn check_claims(
+    claims: &Map<String, Value>,
+    rules: &ClaimRules<'_>,
+    now: i64,
+) -> Result<(), AuthError> {
+    match claims.get("iss").and_then(Value::as_str) {
+        Some(iss) if iss == rules.issuer => {}
+        Some(iss) => {
             return Err(AuthError::invalid(format!(
-                "audience {} is not the API",
-                shown(&audiences.join(" "))
+                "issuer {} is not ours",
+                shown(iss)
             )));
         }
-        if let Some(claim) = ID_TOKEN_CLAIMS.iter().find(|c| claims.contains_key(**c)) {
-            return Err(AuthError::invalid(format!(
-                "token has `{claim}`: an ID token presented as an access token"
-            )));
-        }
-        let now = self.shared.clock.now().unix_timestamp();
-        let exp =
-            time_claim(claims, "exp")?.ok_or_else(|| AuthError::invalid("token has no `exp`"))?;
-        if now > exp.saturating_add(LEEWAY) {
-            return Err(AuthError::invalid(format!(
-                "token expired {} s ago",
-                now - exp
-            )));
-        }
-        if let Some(nbf) = time_claim(claims, "nbf")?
-            && now.saturating_add(LEEWAY) < nbf
-        {
-            return Err(AuthError::invalid("token is not valid yet (`nbf`)"));
-        }
-        if let Some(iat) = time_claim(claims, "iat")?
-            && iat > now.saturating_add(LEEWAY)
-        {
-            return Err(AuthError::invalid("token is issued in the future (`iat`)"));
-        }
-        if claims.get("idtyp").and_then(Value::as_str) == Some("app") {
-            return Err(AuthError::invalid("app-only token: a user is required"));
-        }
-        if let Some(required) = &self.required_scope
-            && !granted_scopes(claims).any(|s| s == required)
-        {
-            return Err(AuthError::invalid(format!(
-                "scope `{required}` was not granted"
-            )));
-        }
-        Ok(())
+        None => return Err(AuthError::invalid("token has no `iss`")),
     }
+    let audiences = audiences(claims.get("aud"))
+        .ok_or_else(|| AuthError::invalid("token has no usable `aud`"))?;
+    if let Some(web) = rules.web_client_id
+        && audiences.contains(&web)
+    {
+        return Err(AuthError::invalid(
+            "`aud` is the web client: an ID token presented as an access token",
+        ));
+    }
+    if !audiences.contains(&rules.audience) {
+        return Err(AuthError::invalid(format!(
+            "audience {} is not the API",
+            shown(&audiences.join(" "))
+        )));
+    }
+    if let Some(claim) = ID_TOKEN_CLAIMS.iter().find(|c| claims.contains_key(**c)) {
+        return Err(AuthError::invalid(format!(
+            "token has `{claim}`: an ID token presented as an access token"
+        )));
+    }
+    let exp = time_claim(claims, "exp")?.ok_or_else(|| AuthError::invalid("token has no `exp`"))?;
+    if now > exp.saturating_add(LEEWAY) {
+        return Err(AuthError::invalid(format!(
+            "token expired {} s ago",
+            now.saturating_sub(exp)
+        )));
+    }
+    if let Some(nbf) = time_claim(claims, "nbf")?
+        && now.saturating_add(LEEWAY) < nbf
+    {
+        return Err(AuthError::invalid("token is not valid yet (`nbf`)"));
+    }
+    if let Some(iat) = time_claim(claims, "iat")?
+        && iat > now.saturating_add(LEEWAY)
+    {
+        return Err(AuthError::invalid("token is issued in the future (`iat`)"));
+    }
+    if claims.get("idtyp").and_then(Value::as_str) == Some("app") {
+        return Err(AuthError::invalid("app-only token: a user is required"));
+    }
+    if let Some(required) = rules.required_scope
+        && !granted_scopes(claims).any(|s| s == required)
+    {
+        return Err(AuthError::invalid(format!(
+            "scope `{required}` was not granted"
+        )));
+    }
+    Ok(())
 }
 
 /// Structural checks on the raw token and its header; returns the algorithm and the `kid`.
@@ -194,10 +211,7 @@ fn check_header(token: &str) -> Result<(Algorithm, String), AuthError> {
     {
         return Err(AuthError::invalid("token is not base64url"));
     }
-    let header: Map<String, Value> = URL_SAFE_NO_PAD
-        .decode(parts[0])
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    let header = json_object(parts[0])
         .ok_or_else(|| AuthError::invalid("token header is not a JSON object"))?;
     if let Some(name) = KEY_HEADERS.iter().find(|h| header.contains_key(**h)) {
         return Err(AuthError::invalid(format!(
@@ -236,6 +250,39 @@ fn check_header(token: &str) -> Result<(Algorithm, String), AuthError> {
         .filter(|k| !k.is_empty())
         .ok_or_else(|| AuthError::invalid("token header has no `kid`"))?;
     Ok((alg, kid.to_owned()))
+}
+
+/// A base64url (unpadded) JSON object, as the header and the claims are encoded.
+fn json_object(part: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Rules [`fuzz_parse`] checks claims against.
+const FUZZ_RULES: ClaimRules<'static> = ClaimRules {
+    issuer: "https://login.example/tenant/v2.0",
+    audience: "api://jit",
+    web_client_id: Some("jit-web"),
+    required_scope: Some("access"),
+};
+
+/// Entry point for the `bearer` fuzz target (fuzz/), not for the broker: the checks
+/// [`BearerValidator::validate`] makes without any key, run on an *unverified* token. The
+/// header checks, then the claims part decoded (base64url JSON object) and checked at `now`
+/// against fixed rules (issuer `https://login.example/tenant/v2.0`, audience `api://jit`, web
+/// client `jit-web`, scope `access`). `Ok` says nothing about the token's authenticity.
+///
+/// # Errors
+/// Why the token is refused, as `validate` would refuse it.
+#[doc(hidden)]
+pub fn fuzz_parse(token: &str, now: i64) -> Result<(), AuthError> {
+    check_header(token)?;
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(json_object)
+        .ok_or_else(|| AuthError::invalid("token claims are not a JSON object"))?;
+    check_claims(&claims, &FUZZ_RULES, now)
 }
 
 /// `aud` as a string or an array of strings; `None` when absent, empty or of another type.
@@ -366,5 +413,59 @@ mod tests {
         assert_eq!(audiences(Some(&json!([]))), None);
         assert_eq!(audiences(Some(&json!(3))), None);
         assert_eq!(audiences(None), None);
+    }
+
+    fn unsigned(claims: &Value) -> String {
+        format!(
+            "{}.{}.c2ln",
+            b64(&json!({"alg": "RS256", "kid": "k"})),
+            b64(claims)
+        )
+    }
+
+    #[test]
+    fn claims_are_checked_against_the_rules() {
+        let now = 1_800_000_000;
+        let good = json!({
+            "iss": FUZZ_RULES.issuer, "aud": "api://jit", "exp": now + 600, "scp": "access",
+        });
+        fuzz_parse(&unsigned(&good), now).unwrap();
+        for (name, value) in [
+            ("iss", json!("https://evil.example")),
+            ("aud", json!(["api://jit", "jit-web"])),
+            ("aud", json!(7)),
+            ("exp", json!(now - 61)),
+            ("exp", json!("soon")),
+            ("nbf", json!(now + 61)),
+            ("iat", json!(now + 61)),
+            ("nonce", json!("n")),
+            ("idtyp", json!("app")),
+            ("scp", json!("read")),
+        ] {
+            let mut claims = good.clone();
+            claims[name] = value;
+            assert!(fuzz_parse(&unsigned(&claims), now).is_err(), "{claims}");
+        }
+        assert!(
+            fuzz_parse(
+                &format!("{}.e30x.c2ln", b64(&json!({"alg": "RS256", "kid": "k"}))),
+                now
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let claims = |exp: Value| {
+            unsigned(
+                &json!({"iss": FUZZ_RULES.issuer, "aud": "api://jit", "exp": exp, "scp": "access"}),
+            )
+        };
+        assert!(fuzz_parse(&claims(json!(i64::MIN)), i64::MAX).is_err());
+        assert!(fuzz_parse(&claims(json!(-1e300)), 0).is_err());
+        // Saturates to the far future: never expires, but no panic either.
+        fuzz_parse(&claims(json!(u64::MAX)), i64::MAX).unwrap();
+        fuzz_parse(&claims(json!(1e300)), i64::MIN).unwrap();
     }
 }
