@@ -9,7 +9,7 @@
 //!
 //! 1. `POST /api/v1/requests` for `aws-sandbox` (auto-approved by policy; the
 //!    activation is a durable job the scheduler picks up),
-//! 2. `GET /api/v1/requests/{id}` every 2 ms until the grant is `active`,
+//! 2. `GET /api/v1/requests/{id}` every 20 ms (`JIT_BENCH_POLL_MS`) until the grant is `active`,
 //! 3. `POST /api/v1/requests/{id}/credentials`.
 //!
 //! Arrivals are open-loop (a fixed schedule, not waiting for earlier ones), and
@@ -43,8 +43,11 @@ use tokio::sync::watch;
 
 /// Longest wait for one grant to become active before the arrival counts as failed.
 const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Poll interval while waiting for activation.
-const POLL: Duration = Duration::from_millis(2);
+/// Poll interval while waiting for activation (`JIT_BENCH_POLL_MS`, default 20): every
+/// waiting arrival polls, so a short interval turns a slow-down into a flood of reads.
+fn poll_interval() -> Duration {
+    Duration::from_millis(env_or("JIT_BENCH_POLL_MS", 20))
+}
 
 /// Session key of the benchmark broker (base64 of 64 fixed bytes; not a secret).
 const SESSION_KEY: [u8; 64] = [7; 64];
@@ -108,6 +111,7 @@ async fn flow(
     scheduled: Instant,
 ) -> Result<Sample, Failure> {
     let token = format!("bench-{n}");
+    let poll = poll_interval();
     let t0 = Instant::now();
     let res = http
         .post(format!("{base}/api/v1/requests"))
@@ -138,7 +142,7 @@ async fn flow(
         if t1.elapsed() > ACTIVATION_TIMEOUT {
             return Err("not active after 10 s".to_owned());
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
         let res = http
             .get(format!("{base}/api/v1/requests/{id}"))
             .bearer_auth(&token)
