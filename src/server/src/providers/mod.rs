@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::policy::catalog::{Entitlement, Kind};
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod graph;
 pub mod simulated;
@@ -156,6 +157,7 @@ pub trait SessionRevoker: Send + Sync {
     ) -> Result<(), ProviderError>;
 }
 
+#[cfg(feature = "aws")]
 #[async_trait]
 impl SessionRevoker for aws::AwsRole {
     async fn revoke_all_sessions(
@@ -170,15 +172,26 @@ impl SessionRevoker for aws::AwsRole {
 /// Real providers for what the configuration sets up (`[aws]`, `[entra]`);
 /// simulated for the rest, which only development mode accepts. Also returns
 /// the Graph client, which serves group-overage lookups at sign-in.
+#[cfg_attr(
+    not(feature = "aws"),
+    expect(clippy::unused_async, reason = "only the AWS set-up awaits")
+)]
 pub async fn from_config(
     config: &crate::config::Config,
     clock: Arc<dyn crate::clock::Clock>,
 ) -> anyhow::Result<(Providers, Option<Arc<graph::GraphClient>>)> {
     let mut providers = Providers::simulated();
+    #[cfg(feature = "aws")]
     if let Some(aws_cfg) = &config.aws {
         let aws = aws::AwsProviders::from_config(aws_cfg, &config.server.public_url).await;
         providers = aws.install(providers);
         providers.session_revoker = Some(aws.role.clone());
+    }
+    #[cfg(not(feature = "aws"))]
+    if config.aws.is_some() {
+        anyhow::bail!(
+            "config: `aws`: this jit-server was built without AWS support (cargo feature `aws`)"
+        );
     }
     let mut graph_client = None;
     if let Some(entra) = &config.entra {
