@@ -311,6 +311,26 @@ async fn killed_broker_expires_after_restart() {
     }
 }
 
+#[tokio::test]
+async fn audit_commands_on_an_unmigrated_database_say_to_migrate() {
+    for engine in ENGINES {
+        let db = fresh_db(engine).await;
+        for args in [["audit", "verify"], ["audit", "export"]] {
+            let out = Command::new(server_bin())
+                .args(args)
+                .env("JIT_DATABASE__URL", &db.url)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{engine:?} {args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("not migrated (0001_init pending): run `jit-server migrate` first"),
+                "{engine:?} {args:?}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();

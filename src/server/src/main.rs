@@ -123,6 +123,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(cli.config.as_deref())?;
             let store =
                 Store::connect(&config.database.url, config.database.max_connections).await?;
+            let pending = store.pending_migrations().await?;
+            if !pending.is_empty() {
+                anyhow::bail!(
+                    "the database (`database.url`) is not migrated ({} pending): run `jit-server migrate` first",
+                    pending.join(", ")
+                );
+            }
             match command {
                 AuditCommand::Verify { from } => {
                     let report = audit::verify(&store, from).await?;

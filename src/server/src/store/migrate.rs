@@ -66,3 +66,33 @@ pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
     }
     Ok(applied)
 }
+
+/// The migrations not yet applied (all of them on an empty database).
+pub(super) async fn pending(store: &Store) -> Result<Vec<String>, StoreError> {
+    let exists = match store.backend() {
+        Backend::Sqlite => sqlx::query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+        ),
+        Backend::Postgres => sqlx::query(
+            "SELECT 1 FROM pg_catalog.pg_tables
+             WHERE schemaname = current_schema() AND tablename = 'schema_migrations'",
+        ),
+    }
+    .fetch_optional(store.pool())
+    .await?
+    .is_some();
+    let mut done = Vec::new();
+    if exists {
+        for row in sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(store.pool())
+            .await?
+        {
+            done.push(sqlx::Row::try_get::<i64, _>(&row, "version")?);
+        }
+    }
+    Ok(MIGRATIONS
+        .iter()
+        .filter(|m| !done.contains(&m.version))
+        .map(|m| format!("{:04}_{}", m.version, m.name))
+        .collect())
+}

@@ -109,6 +109,11 @@ impl Store {
         migrate::run(self).await
     }
 
+    /// Migrations not yet applied.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        migrate::pending(self).await
+    }
+
     /// The pool, for reads.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
