@@ -7,20 +7,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::chaos::{audit_verify, dev_token};
 use crate::support::server::{ENGINES, Engine, ServerProcess, fresh_db, server_bin};
-
-async fn token(http: &reqwest::Client, url: &str, user: &str) -> String {
-    let v: Value = http
-        .post(format!("{url}/api/v1/dev/token"))
-        .json(&json!({ "user": user }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
-}
 
 async fn state(http: &reqwest::Client, url: &str, token: &str, id: &str) -> String {
     let v: Value = http
@@ -264,7 +252,7 @@ async fn killed_broker_expires_after_restart() {
         let db = fresh_db(engine).await;
         let http = reqwest::Client::new();
         let mut server = ServerProcess::start_dev(dir.path(), &db.url);
-        let alice = token(&http, &server.url, "alice").await;
+        let alice = dev_token(&http, &server.url, "alice").await;
         let res: Value = http
             .post(format!("{}/api/v1/requests", server.url))
             .bearer_auth(&alice)
@@ -287,7 +275,7 @@ async fn killed_broker_expires_after_restart() {
         server.kill();
         tokio::time::sleep(Duration::from_secs(4)).await;
         let server = ServerProcess::start_dev(dir.path(), &db.url);
-        let alice = token(&http, &server.url, "alice").await;
+        let alice = dev_token(&http, &server.url, "alice").await;
         let start = Instant::now();
         while state(&http, &server.url, &alice, &id).await != "expired" {
             assert!(
@@ -297,17 +285,7 @@ async fn killed_broker_expires_after_restart() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         drop(server);
-        let out = Command::new(server_bin())
-            .args(["audit", "verify"])
-            .env("JIT_DATABASE__URL", &db.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
+        audit_verify(&db.url);
     }
 }
 
