@@ -811,12 +811,14 @@ login_url = "{}"
         )
         .await;
     assert_eq!(out.status, 303, "{}", out.body);
-    assert!(
-        out.location
-            .as_ref()
-            .is_some_and(|l| l.as_str().contains("id_token_hint")),
-        "{:?}",
-        out.location
+    let to = out.location.clone().unwrap();
+    let query: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    assert!(query.contains_key("id_token_hint"), "{to}");
+    // and the provider sends the browser back to the signed-out page, not to a new sign-in
+    assert_eq!(
+        query.get("post_logout_redirect_uri").map(String::as_str),
+        Some(format!("{b}/signed-out").as_str()),
+        "{to}"
     );
 
     // Reconciliation has talked to Graph with the client secret.

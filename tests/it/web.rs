@@ -691,6 +691,55 @@ async fn logout_ends_the_session_on_the_server_and_is_audited() {
     let events = broker.events("auth.signed_out").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].actor, "bob@example.com");
+
+    // The provider ends its own session (RP-initiated logout, after its confirmation form),
+    // then sends the browser to the signed-out page.
+    let end_session = out.location.clone().unwrap();
+    let query: HashMap<_, _> = end_session.query_pairs().into_owned().collect();
+    assert!(query.contains_key("id_token_hint"), "{end_session}");
+    assert_eq!(
+        query.get("post_logout_redirect_uri"),
+        Some(&format!("{}/signed-out", broker.url)),
+        "{end_session}"
+    );
+    let confirm = browser.get(end_session.as_str()).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let action = confirm.body.split("action=\"").nth(1).unwrap();
+    let action = end_session.join(action.split('"').next().unwrap()).unwrap();
+    let xsrf = confirm.field("xsrf");
+    let done = browser
+        .send(
+            action.as_str(),
+            Some(&[("xsrf", xsrf.as_str()), ("logout", "yes")]),
+            &[],
+        )
+        .await;
+    let back = done.location.unwrap_or_else(|| panic!("{}", done.body));
+    assert_eq!(
+        back.as_str().split('?').next(),
+        Some(format!("{}/signed-out", broker.url).as_str())
+    );
+    // The signed-out page says so and offers a new sign-in; it does not start one by itself.
+    let page = browser.get(back.as_str()).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("You are signed out"), "{}", page.body);
+    assert!(page.body.contains(r#"href="/login""#), "{}", page.body);
+    assert!(
+        page.set_cookies.is_empty(),
+        "{:?}",
+        page.set_cookies.iter().map(|c| &c.raw).collect::<Vec<_>>()
+    );
+    // The provider's session is gone: signing in again asks for the login.
+    let again = browser.walk(&format!("{}/", broker.url), "bob").await;
+    assert!(
+        again.iter().any(|p| p.body.contains("name=\"login\"")),
+        "signed back in without a login form"
+    );
+    // A logout with no session left ends on the signed-out page too.
+    let stale = Browser::new()
+        .post(&logout, &broker.origin(), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(stale.location.as_ref().map(Url::path), Some("/signed-out"));
 }
 
 /// Form fields or request headers.

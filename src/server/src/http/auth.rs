@@ -373,10 +373,12 @@ async fn dev_token_user(web: &Web, token: &str) -> Result<User, String> {
     Ok(data.user)
 }
 
-/// Routes: `/login`, `/login/dev`, `/auth/callback`, `/logout`, `/api/v1/dev/token`.
+/// Routes: `/login`, `/login/dev`, `/auth/callback`, `/logout`, `/signed-out`,
+/// `/api/v1/dev/token`.
 pub fn routes() -> Router<Web> {
     Router::new()
         .route("/login", get(login_page))
+        .route("/signed-out", get(signed_out_page))
         .route("/login/dev", post(dev_login))
         .route("/auth/callback", get(callback))
         .route("/logout", post(logout))
@@ -406,6 +408,22 @@ struct DevLoginPage {
     csrf: String,
     next: String,
     dev: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "signed_out.html")]
+struct SignedOutPage {
+    chrome: super::ui::Chrome,
+}
+
+/// Where `/logout` ends (after the provider's own logout, when it has one).
+/// A page of its own: sending the browser to `/login` would start a new
+/// sign-in at once, and a provider that kept its session would sign the
+/// user straight back in.
+async fn signed_out_page(State(web): State<Web>) -> SignedOutPage {
+    SignedOutPage {
+        chrome: super::ui::Chrome::anonymous(matches!(web.auth.mode, AuthMode::Dev)),
+    }
 }
 
 async fn login_page(
@@ -582,7 +600,7 @@ async fn logout(
     Form(f): Form<LogoutForm>,
 ) -> Result<Response, ApiError> {
     let Some(session) = web.auth.session(&web, &headers).await else {
-        return Ok(Redirect::to("/login").into_response());
+        return Ok(Redirect::to("/signed-out").into_response());
     };
     web.auth.check_form(&headers, &session, &f.csrf)?;
     let _ = sessions::delete(&web.app.store, &session.id_hash).await;
@@ -597,10 +615,10 @@ async fn logout(
             .oidc
             .end_session_url(
                 d.id_token.as_deref(),
-                Some(&format!("{}/login", web.auth.public_url)),
+                Some(&format!("{}/signed-out", web.auth.public_url)),
             )
-            .map_or_else(|| "/login".to_owned(), |u| u.to_string()),
-        _ => "/login".to_owned(),
+            .map_or_else(|| "/signed-out".to_owned(), |u| u.to_string()),
+        _ => "/signed-out".to_owned(),
     };
     Ok((
         [(header::SET_COOKIE, web.auth.clear_cookie())],

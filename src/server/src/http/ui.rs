@@ -72,7 +72,7 @@ impl Chrome {
     }
 
     /// For pages shown to nobody in particular (errors before sign-in).
-    fn anonymous(dev: bool) -> Self {
+    pub(super) fn anonymous(dev: bool) -> Self {
         Self {
             dev,
             me: None,
