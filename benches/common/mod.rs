@@ -34,16 +34,21 @@ impl Engine {
 }
 
 /// The engines to run on: SQLite always, PostgreSQL when `JIT_BENCH_PG_URL`
-/// is set (otherwise one line says it is skipped).
+/// is set (otherwise one line says it is skipped); `JIT_BENCH_ENGINES=sqlite`
+/// or `=postgres` keeps one of them.
 pub fn engines() -> Vec<Engine> {
-    if std::env::var(PG_ENV).is_ok_and(|v| !v.is_empty()) {
+    let mut engines = if std::env::var(PG_ENV).is_ok_and(|v| !v.is_empty()) {
         vec![Engine::Sqlite, Engine::Postgres]
     } else {
         println!(
             "skipping PostgreSQL: {PG_ENV} is not set (e.g. postgres://jit@127.0.0.1:55432/postgres)"
         );
         vec![Engine::Sqlite]
+    };
+    if let Ok(only) = std::env::var("JIT_BENCH_ENGINES") {
+        engines.retain(|e| only.split(',').any(|o| o.trim() == e.name()));
     }
+    engines
 }
 
 /// A fresh, migrated database; dropped (PostgreSQL) or deleted (SQLite) by [`FreshDb::remove`].

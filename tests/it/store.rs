@@ -54,8 +54,17 @@ async fn seed(store: &Store, n: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `audit::verify`, checked against the same chain read in 2, 3 and 7 ranges
+/// joined together: cutting the chain must not change the report.
 async fn verify(db: &TestDb, from: Option<i64>) -> jit_api::VerifyReport {
-    audit::verify(&db.store, from).await.unwrap()
+    let report = audit::verify(&db.store, from).await.unwrap();
+    for ranges in [2, 3, 7] {
+        let cut = audit::verify_in_ranges(&db.store, from, ranges, 1)
+            .await
+            .unwrap();
+        assert_eq!(cut, report, "{}: {ranges} ranges", db.name());
+    }
+    report
 }
 
 async fn seqs(db: &TestDb) -> Vec<i64> {

@@ -9,12 +9,12 @@
 use futures_util::TryStreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{ConnectOptions as _, Connection as _, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Backend, Store, StoreError, Tx};
+use super::{Backend, Native, Store, StoreError, Tx};
 use crate::clock::{from_ms, to_ms};
 
 /// The `prev_hash` of the first event.
@@ -130,7 +130,7 @@ pub struct Canonical<'a> {
 /// field as `<byte length>:<bytes>\n`; absent optional fields as `-\n`.
 pub fn canonical_bytes(c: &Canonical<'_>, out: &mut Vec<u8>) {
     fn field(out: &mut Vec<u8>, v: &[u8]) {
-        out.extend_from_slice(v.len().to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(v.len()).as_bytes());
         out.push(b':');
         out.extend_from_slice(v);
         out.push(b'\n');
@@ -141,10 +141,13 @@ pub fn canonical_bytes(c: &Canonical<'_>, out: &mut Vec<u8>) {
             None => out.extend_from_slice(b"-\n"),
         }
     }
+    fn int(out: &mut Vec<u8>, v: i64) {
+        field(out, itoa::Buffer::new().format(v).as_bytes());
+    }
     out.extend_from_slice(b"jit-audit-v1\n");
-    field(out, c.seq.to_string().as_bytes());
+    int(out, c.seq);
     field(out, c.prev_hash.as_bytes());
-    field(out, c.at.to_string().as_bytes());
+    int(out, c.at);
     field(out, c.actor.as_bytes());
     field(out, c.action.as_bytes());
     opt(out, c.request_id);
@@ -319,11 +322,37 @@ pub async fn last_of(store: &Store, action: &str) -> Result<Option<Event>, Store
         .map_err(StoreError::from)
 }
 
+/// Ranges shorter than this are not split further.
+const MIN_RANGE: i64 = 100_000;
+
+/// At most this many ranges are read at once.
+const MAX_RANGES: usize = 4;
+
 /// Recomputes the chain from `from` (default 1) straight from the table and
 /// reports the first sequence number that does not verify.
+///
+/// A long chain is cut into contiguous ranges of sequence numbers, read and
+/// hashed concurrently (one connection and one core each, up to the machine's
+/// parallelism and [`MAX_RANGES`]); then the ranges are joined in order: each
+/// range's first row must follow the previous range's last one, exactly as
+/// the rows inside a range must follow each other. The report is the one a
+/// single pass in order would give.
 pub async fn verify(store: &Store, from: Option<i64>) -> Result<jit_api::VerifyReport, StoreError> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    verify_in_ranges(store, from, cores.min(MAX_RANGES), MIN_RANGE).await
+}
+
+/// [`verify`] in at most `ranges` ranges of at least `min_range` rows (tests
+/// cut small chains with it).
+#[doc(hidden)]
+pub async fn verify_in_ranges(
+    store: &Store,
+    from: Option<i64>,
+    ranges: usize,
+    min_range: i64,
+) -> Result<jit_api::VerifyReport, StoreError> {
     let from = from.unwrap_or(1).max(1);
-    let mut expected_prev = if from == 1 {
+    let prev = if from == 1 {
         GENESIS.to_owned()
     } else {
         let row = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
@@ -342,68 +371,254 @@ pub async fn verify(store: &Store, from: Option<i64>) -> Result<jit_api::VerifyR
             }
         }
     };
-    let mut expected_seq = from;
-    let mut checked = 0u64;
-    let mut last_seq = None;
-    let mut buf = Vec::with_capacity(1024);
-    let mut rows = sqlx::query(
-        "SELECT seq, at, actor, action, request_id, entitlement, data, prev_hash, hash
-         FROM audit_events WHERE seq >= $1 ORDER BY seq",
-    )
-    .bind(from)
-    .fetch(store.pool());
-    while let Some(row) = rows.try_next().await? {
-        let ev = Event::from_row(&row)?;
-        if ev.seq != expected_seq {
-            let why = if ev.seq > expected_seq {
-                format!("row is missing (next row found is {})", ev.seq)
-            } else {
-                format!("row out of order (found {})", ev.seq)
-            };
-            return Ok(bad(checked, last_seq, expected_seq, &why));
+    let head: Option<i64> = sqlx::query("SELECT MAX(seq) AS head FROM audit_events")
+        .fetch_one(store.pool())
+        .await?
+        .try_get("head")?;
+    let ranges = split(from, head.unwrap_or(0), ranges, min_range);
+    // One task (SQLite: one blocking thread) per range, so they use all cores.
+    let scans = ranges.into_iter().map(|(start, end)| {
+        let native = store.native().clone();
+        async move {
+            match native {
+                Native::Sqlite(path) => {
+                    tokio::task::spawn_blocking(move || scan_sqlite(&path, start, end)).await
+                }
+                Native::Postgres(options) => {
+                    tokio::spawn(async move { scan_postgres(&options, start, end).await }).await
+                }
+            }
+            .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?
         }
-        if ev.prev_hash != expected_prev {
-            return Ok(bad(
-                checked,
-                last_seq,
-                ev.seq,
-                "prev_hash does not match the previous row's hash",
-            ));
+    });
+    let mut chain = Joined {
+        next_seq: from,
+        prev_hash: prev,
+        checked: 0,
+        last_seq: None,
+    };
+    for range in futures_util::future::try_join_all(scans).await? {
+        if let Err(report) = chain.join(range) {
+            return Ok(report);
         }
-        buf.clear();
-        canonical_bytes(
-            &Canonical {
-                seq: ev.seq,
-                at: ev.at,
-                actor: &ev.actor,
-                action: &ev.action,
-                request_id: ev.request_id.as_deref(),
-                entitlement: ev.entitlement.as_deref(),
-                data: &ev.data,
-                prev_hash: &ev.prev_hash,
-            },
-            &mut buf,
-        );
-        if hex::encode(Sha256::digest(&buf)) != ev.hash {
-            return Ok(bad(
-                checked,
-                last_seq,
-                ev.seq,
-                "content does not match its hash",
-            ));
-        }
-        checked += 1;
-        last_seq = Some(ev.seq);
-        expected_seq += 1;
-        expected_prev = ev.hash;
     }
     Ok(jit_api::VerifyReport {
         ok: true,
-        checked,
-        last_seq,
+        checked: chain.checked,
+        last_seq: chain.last_seq,
         first_bad_seq: None,
         problem: None,
     })
+}
+
+/// `[start, end)` ranges covering `from..=head`, the last one open-ended so
+/// rows appended meanwhile are read too.
+fn split(from: i64, head: i64, parts: usize, min_range: i64) -> Vec<(i64, i64)> {
+    let rows = (head - from + 1).max(0);
+    let parts = i64::try_from(parts)
+        .unwrap_or(1)
+        .min(rows / min_range.max(1))
+        .max(1);
+    let step = rows / parts;
+    (0..parts)
+        .map(|i| {
+            let start = from + i * step;
+            let end = if i == parts - 1 {
+                i64::MAX
+            } else {
+                start + step
+            };
+            (start, end)
+        })
+        .collect()
+}
+
+/// What one range held, checked on its own: every row's hash, and every row
+/// after the first against the row before it. Its first row is checked
+/// against the previous range when the ranges are joined.
+#[derive(Debug, Default)]
+struct Range {
+    /// The first row's `seq` and `prev_hash`.
+    first: Option<(i64, String)>,
+    /// The last good row's `seq` and `hash`.
+    last: Option<(i64, String)>,
+    /// Rows that verified.
+    checked: u64,
+    /// The first row that did not: its `seq` and what is wrong.
+    failure: Option<(i64, String)>,
+}
+
+impl Range {
+    /// Checks the next row; false once a row failed (stop reading).
+    fn row(&mut self, r: &Canonical<'_>, hash: &str, buf: &mut Vec<u8>) -> bool {
+        match &self.last {
+            None => self.first = Some((r.seq, r.prev_hash.to_owned())),
+            Some((last_seq, last_hash)) => {
+                if let Some(why) = link(r, *last_seq + 1, last_hash) {
+                    self.failure = Some((*last_seq + 1, why));
+                    return false;
+                }
+            }
+        }
+        buf.clear();
+        canonical_bytes(r, buf);
+        let mut computed = [0u8; 64];
+        if hex::encode_to_slice(Sha256::digest(&buf[..]), &mut computed).is_err()
+            || computed.as_slice() != hash.as_bytes()
+        {
+            self.failure = Some((r.seq, "content does not match its hash".to_owned()));
+            return false;
+        }
+        self.checked += 1;
+        match &mut self.last {
+            Some((seq, h)) => {
+                *seq = r.seq;
+                h.clear();
+                h.push_str(hash);
+            }
+            None => self.last = Some((r.seq, hash.to_owned())),
+        }
+        true
+    }
+}
+
+/// Whether `r` sits where the chain expects its next row; why not if not.
+fn link(r: &Canonical<'_>, next_seq: i64, prev_hash: &str) -> Option<String> {
+    if r.seq > next_seq {
+        Some(format!("row is missing (next row found is {})", r.seq))
+    } else if r.seq < next_seq {
+        Some(format!("row out of order (found {})", r.seq))
+    } else if r.prev_hash != prev_hash {
+        Some("prev_hash does not match the previous row's hash".to_owned())
+    } else {
+        None
+    }
+}
+
+/// The chain verified so far, ranges joined in order.
+struct Joined {
+    next_seq: i64,
+    prev_hash: String,
+    checked: u64,
+    last_seq: Option<i64>,
+}
+
+impl Joined {
+    /// Appends the next range; the report at the first row that fails.
+    fn join(&mut self, range: Range) -> Result<(), jit_api::VerifyReport> {
+        let Some((first_seq, first_prev)) = &range.first else {
+            // An empty range: nothing to join (a gap shows at the next row).
+            return Ok(());
+        };
+        let first = Canonical {
+            seq: *first_seq,
+            prev_hash: first_prev,
+            at: 0,
+            actor: "",
+            action: "",
+            request_id: None,
+            entitlement: None,
+            data: "",
+        };
+        if let Some(why) = link(&first, self.next_seq, &self.prev_hash) {
+            return Err(bad(self.checked, self.last_seq, self.next_seq, &why));
+        }
+        if let Some((seq, why)) = range.failure {
+            let last_seq = range.last.as_ref().map(|(s, _)| *s).or(self.last_seq);
+            return Err(bad(self.checked + range.checked, last_seq, seq, &why));
+        }
+        if let Some((seq, hash)) = range.last {
+            self.checked += range.checked;
+            self.last_seq = Some(seq);
+            self.next_seq = seq + 1;
+            self.prev_hash = hash;
+        }
+        Ok(())
+    }
+}
+
+const RANGE_SQL: &str =
+    "SELECT seq, at, actor, action, request_id, entitlement, data, prev_hash, hash
+     FROM audit_events WHERE seq >= $1 AND seq < $2 ORDER BY seq";
+
+/// Reads and checks `[start, end)` with rusqlite on a read-only connection
+/// (runs on a blocking thread).
+fn scan_sqlite(path: &std::path::Path, start: i64, end: i64) -> Result<Range, StoreError> {
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt(format!("audit verify (sqlite): {e}"));
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(corrupt)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(corrupt)?;
+    let mut stmt = conn
+        .prepare(&RANGE_SQL.replace('$', "?"))
+        .map_err(corrupt)?;
+    let mut rows = stmt.query([start, end]).map_err(corrupt)?;
+    let mut range = Range::default();
+    let mut buf = Vec::with_capacity(1024);
+    while let Some(row) = rows.next().map_err(corrupt)? {
+        let text = |i: usize| -> Result<&str, StoreError> {
+            row.get_ref(i)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(corrupt)
+        };
+        let opt_text = |i: usize| -> Result<Option<&str>, StoreError> {
+            row.get_ref(i)
+                .and_then(|v| v.as_str_or_null().map_err(Into::into))
+                .map_err(corrupt)
+        };
+        let r = Canonical {
+            seq: row.get(0).map_err(corrupt)?,
+            at: row.get(1).map_err(corrupt)?,
+            actor: text(2)?,
+            action: text(3)?,
+            request_id: opt_text(4)?,
+            entitlement: opt_text(5)?,
+            data: text(6)?,
+            prev_hash: text(7)?,
+        };
+        if !range.row(&r, text(8)?, &mut buf) {
+            break;
+        }
+    }
+    Ok(range)
+}
+
+/// Reads and checks `[start, end)` on a new PostgreSQL connection of the
+/// native driver, which decodes text in place.
+async fn scan_postgres(
+    options: &sqlx::postgres::PgConnectOptions,
+    start: i64,
+    end: i64,
+) -> Result<Range, StoreError> {
+    let mut conn = options.connect().await?;
+    let mut range = Range::default();
+    let mut buf = Vec::with_capacity(1024);
+    {
+        let mut rows = sqlx::query::<sqlx::Postgres>(RANGE_SQL)
+            .bind(start)
+            .bind(end)
+            .fetch(&mut conn);
+        while let Some(row) = rows.try_next().await? {
+            let r = Canonical {
+                seq: row.try_get(0)?,
+                at: row.try_get(1)?,
+                actor: row.try_get(2)?,
+                action: row.try_get(3)?,
+                request_id: row.try_get(4)?,
+                entitlement: row.try_get(5)?,
+                data: row.try_get(6)?,
+                prev_hash: row.try_get(7)?,
+            };
+            if !range.row(&r, row.try_get(8)?, &mut buf) {
+                break;
+            }
+        }
+    }
+    conn.close().await?;
+    Ok(range)
 }
 
 fn bad(checked: u64, last_seq: Option<i64>, seq: i64, why: &str) -> jit_api::VerifyReport {

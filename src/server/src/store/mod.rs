@@ -2,10 +2,13 @@
 //! sqlx's `Any` driver: ids are TEXT, times are BIGINT unix milliseconds,
 //! flags are BIGINT 0/1, JSON is TEXT, and placeholders are `$n`.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Transaction};
 use thiserror::Error;
 
@@ -63,6 +66,29 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    native: Native,
+}
+
+/// How to open a connection of the engine's own driver, outside the pool,
+/// for the bulk read of `audit verify`: through `Any`, every value is copied
+/// into an owned one and SQLite rows cross threads one by one, which cost
+/// most of the time (docs/performance.md).
+#[derive(Clone)]
+pub(crate) enum Native {
+    /// The database file, opened read-only with rusqlite.
+    Sqlite(PathBuf),
+    /// The pool's own connect options.
+    Postgres(Box<PgConnectOptions>),
+}
+
+impl std::fmt::Debug for Native {
+    // The options hold the database password: name the engine only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite(_) => "Native(sqlite)",
+            Self::Postgres(_) => "Native(postgres)",
+        })
+    }
 }
 
 impl Store {
@@ -100,8 +126,25 @@ impl Store {
                     Ok(())
                 })
             });
+        let native = match backend {
+            Backend::Sqlite => Native::Sqlite(
+                SqliteConnectOptions::from_str(&url)?
+                    .get_filename()
+                    .to_owned(),
+            ),
+            Backend::Postgres => Native::Postgres(Box::new(PgConnectOptions::from_str(&url)?)),
+        };
         let pool = options.connect(&url).await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            native,
+        })
+    }
+
+    /// How to reach the database without the pool (bulk reads).
+    pub(crate) fn native(&self) -> &Native {
+        &self.native
     }
 
     /// Applies pending migrations.
