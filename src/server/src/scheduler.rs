@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::service::App;
 use crate::service::grants::{JobOutcome, internal_retry_ms};
-use crate::store::jobs;
+use crate::store::{Backend, CHECKPOINT_EVERY, jobs};
 
 /// How long a claimed job stays ours before others may take it, unless renewed.
 const LEASE_MS: i64 = 5_000;
@@ -28,6 +28,7 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
         &app.config.scheduler.reconcile_every,
     ));
     let mut next_reconcile = std::time::Instant::now();
+    let checkpoints = tokio::spawn(checkpoint(app.clone(), shutdown.clone()));
     loop {
         if std::time::Instant::now() >= next_reconcile {
             next_reconcile += reconcile_every;
@@ -46,10 +47,32 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
             () = app.wake.notified() => {}
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
+                    let _ = checkpoints.await;
                     info!("scheduler stopped");
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Checkpoints the database every [`CHECKPOINT_EVERY`] until `shutdown`
+/// (SQLite; see [`crate::store::Store::checkpoint`]).
+async fn checkpoint(app: App, mut shutdown: watch::Receiver<bool>) {
+    if app.store.backend() != Backend::Sqlite {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+        if let Err(e) = app.store.checkpoint().await {
+            warn!(error = %e, "could not checkpoint the database");
         }
     }
 }
