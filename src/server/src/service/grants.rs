@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::outbox::Told;
-use super::requests::{job, secs_ms};
+use super::requests::{Ending, job, secs_ms};
 use super::{App, ServiceError};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
@@ -464,36 +464,16 @@ impl App {
             tx.rollback().await?;
             return Ok(JobOutcome::RetryAt(end, "not yet due".to_owned()));
         }
-        store::set_state(
+        self.end_request(
             &mut tx,
-            id,
-            RequestState::Active,
+            &row,
             RequestState::Expired,
-            &Changes {
-                ended_at: Some(now_ms),
-                ..Changes::default()
-            },
-        )
-        .await?;
-        let event_seq = self
-            .audit(
-                &mut tx,
-                NewEvent {
-                    actor: "system",
-                    action: "grant.expired",
-                    request_id: Some(id),
-                    entitlement: Some(&row.entitlement),
-                    data: json!({ "expires_at": row.expires_at.map(super::requests::fmt_ms) }),
-                },
-            )
-            .await?;
-        self.notify(
-            &mut tx,
-            id,
-            Told {
+            now_ms,
+            Ending {
+                by: None,
+                action: "grant.expired",
+                data: json!({ "expires_at": row.expires_at.map(super::requests::fmt_ms) }),
                 kind: NotificationKind::Expired,
-                event_seq,
-                actor: None,
                 comment: None,
             },
         )
@@ -517,36 +497,16 @@ impl App {
                 tx.rollback().await?;
                 return Ok(JobOutcome::RetryAt(until, "not yet due".to_owned()));
             }
-            store::set_state(
+            self.end_request(
                 &mut tx,
-                id,
-                RequestState::Pending,
+                &row,
                 RequestState::TimedOut,
-                &Changes {
-                    ended_at: Some(now_ms),
-                    ..Changes::default()
-                },
-            )
-            .await?;
-            let event_seq = self
-                .audit(
-                    &mut tx,
-                    NewEvent {
-                        actor: "system",
-                        action: "request.timed_out",
-                        request_id: Some(id),
-                        entitlement: Some(&row.entitlement),
-                        data: json!({}),
-                    },
-                )
-                .await?;
-            self.notify(
-                &mut tx,
-                id,
-                Told {
+                now_ms,
+                Ending {
+                    by: None,
+                    action: "request.timed_out",
+                    data: json!({}),
                     kind: NotificationKind::TimedOut,
-                    event_seq,
-                    actor: None,
                     comment: None,
                 },
             )

@@ -42,6 +42,20 @@ pub mod job {
     pub const DEPROVISION: &str = "deprovision";
 }
 
+/// How a request ends, for [`App::end_request`].
+pub(crate) struct Ending<'a> {
+    /// The user who ended it; `None` for the broker itself (`system`).
+    pub by: Option<&'a str>,
+    /// The audit action: `request.cancelled`, `grant.expired`, …
+    pub action: &'a str,
+    /// The audit event's details.
+    pub data: serde_json::Value,
+    /// Whom to tell what.
+    pub kind: NotificationKind,
+    /// The ender's comment, in the notifications.
+    pub comment: Option<&'a str>,
+}
+
 impl App {
     fn entitlement(&self, id: &str) -> Result<&Entitlement, ServiceError> {
         self.policy
@@ -465,36 +479,16 @@ impl App {
         let to = domain::transition(row.state, Event::Cancel)
             .map_err(|_| ServiceError::Conflict(format!("request is already {}", row.state)))?;
         let now_ms = self.now_ms();
-        store::set_state(
+        self.end_request(
             &mut tx,
-            id,
-            row.state,
+            &row,
             to,
-            &Changes {
-                ended_at: Some(now_ms),
-                ..Changes::default()
-            },
-        )
-        .await?;
-        let seq = self
-            .audit(
-                &mut tx,
-                NewEvent {
-                    actor: &user.email,
-                    action: "request.cancelled",
-                    request_id: Some(id),
-                    entitlement: Some(&row.entitlement),
-                    data: json!({ "was": row.state }),
-                },
-            )
-            .await?;
-        self.notify(
-            &mut tx,
-            id,
-            Told {
+            now_ms,
+            Ending {
+                by: Some(&user.email),
+                action: "request.cancelled",
+                data: json!({ "was": row.state }),
                 kind: NotificationKind::Cancelled,
-                event_seq: seq,
-                actor: Some(&user.email),
                 comment: None,
             },
         )
@@ -527,36 +521,16 @@ impl App {
         let to = domain::transition(row.state, Event::Revoke)
             .map_err(|_| ServiceError::Conflict(format!("request is {}, not active", row.state)))?;
         let now_ms = self.now_ms();
-        store::set_state(
+        self.end_request(
             &mut tx,
-            id,
-            row.state,
+            &row,
             to,
-            &Changes {
-                ended_at: Some(now_ms),
-                ..Changes::default()
-            },
-        )
-        .await?;
-        let seq = self
-            .audit(
-                &mut tx,
-                NewEvent {
-                    actor: &user.email,
-                    action: "grant.revoked",
-                    request_id: Some(id),
-                    entitlement: Some(&row.entitlement),
-                    data: json!({ "reason": reason, "by_admin": row.requester_key != user.key }),
-                },
-            )
-            .await?;
-        self.notify(
-            &mut tx,
-            id,
-            Told {
+            now_ms,
+            Ending {
+                by: Some(&user.email),
+                action: "grant.revoked",
+                data: json!({ "reason": reason, "by_admin": row.requester_key != user.key }),
                 kind: NotificationKind::Revoked,
-                event_seq: seq,
-                actor: Some(&user.email),
                 comment: reason.as_deref(),
             },
         )
@@ -565,6 +539,53 @@ impl App {
         tx.commit().await?;
         self.wake.notify_one();
         self.view(id).await
+    }
+
+    /// Ends `row` inside `tx`: moves it from its state to `to` with `ended_at`
+    /// = `now_ms`, records the event and queues its notifications, all in the
+    /// one transaction.
+    pub(crate) async fn end_request(
+        &self,
+        tx: &mut Tx,
+        row: &RequestRow,
+        to: RequestState,
+        now_ms: i64,
+        ending: Ending<'_>,
+    ) -> Result<(), ServiceError> {
+        store::set_state(
+            tx,
+            row.id,
+            row.state,
+            to,
+            &Changes {
+                ended_at: Some(now_ms),
+                ..Changes::default()
+            },
+        )
+        .await?;
+        let event_seq = self
+            .audit(
+                tx,
+                NewEvent {
+                    actor: ending.by.unwrap_or("system"),
+                    action: ending.action,
+                    request_id: Some(row.id),
+                    entitlement: Some(&row.entitlement),
+                    data: ending.data,
+                },
+            )
+            .await?;
+        self.notify(
+            tx,
+            row.id,
+            Told {
+                kind: ending.kind,
+                event_seq,
+                actor: ending.by,
+                comment: ending.comment,
+            },
+        )
+        .await
     }
 
     pub(crate) async fn queue_deprovision(
