@@ -328,6 +328,10 @@ const MIN_RANGE: i64 = 100_000;
 /// At most this many ranges are read at once.
 const MAX_RANGES: usize = 4;
 
+/// One verification at a time per process: each opens up to [`MAX_RANGES`]
+/// connections of its own, outside the pool (docs/deploy.md counts them).
+static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// Recomputes the chain from `from` (default 1) straight from the table and
 /// reports the first sequence number that does not verify.
 ///
@@ -351,6 +355,10 @@ pub async fn verify_in_ranges(
     ranges: usize,
     min_range: i64,
 ) -> Result<jit_api::VerifyReport, StoreError> {
+    let _one_at_a_time = VERIFYING
+        .acquire()
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?;
     let from = from.unwrap_or(1).max(1);
     let prev = if from == 1 {
         GENESIS.to_owned()
@@ -707,6 +715,32 @@ mod tests {
             chain_hash(&second),
             "c7edebbe6d0b138eefa53ef28f4d586e213b89c4e9d1aa021aa002fbe34aedc7"
         );
+    }
+
+    #[test]
+    fn ranges_cover_the_chain_from_the_start_without_gaps() {
+        for (from, head, parts, min_range) in [
+            (1, 0, 4, 100_000),      // empty chain
+            (1, 99_999, 4, 100_000), // too short to cut
+            (1, 1_000_000, 4, 100_000),
+            (1, 1_000_000, 2, 100_000),
+            (500, 250_000, 4, 100_000), // from a checkpoint on
+            (1, 7, 3, 1),
+            (9, 5, 3, 1), // from past the end
+        ] {
+            let ranges = split(from, head, parts, min_range);
+            let rows = (head - from + 1).max(0);
+            assert!(!ranges.is_empty() && ranges.len() <= parts.max(1));
+            assert_eq!(ranges[0].0, from);
+            assert_eq!(ranges.last().map(|r| r.1), Some(i64::MAX), "open-ended");
+            for pair in ranges.windows(2) {
+                assert_eq!(pair[0].1, pair[1].0, "contiguous");
+                assert!(pair[0].1 - pair[0].0 >= min_range, "{ranges:?}");
+            }
+            if rows < 2 * min_range {
+                assert_eq!(ranges.len(), 1, "{rows} rows: {ranges:?}");
+            }
+        }
     }
 
     #[test]
