@@ -1,6 +1,7 @@
 // The broker's own sign-in page, which only development mode shows (production signs in at the
-// identity provider): screenshots, accessibility, the development banner, and its CSRF check; last,
-// that the session cookies are in neither the broker log nor the audit table.
+// identity provider): screenshots, accessibility, the development banner, and its CSRF check; the
+// way out to the signed-out page and back in; last, that the session cookies are in neither the
+// broker log nor the audit table.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -48,6 +49,16 @@ describe('development mode sign-in page', { timeout: 120_000 }, () => {
     assert.match(await page.locator('.dev-banner').textContent(), /Development mode/);
     assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
     await broker.secrets.addCookies(context, 'bob');
+
+    // Signing out ends on a page of its own (not a new sign-in); signing in again is one link away.
+    await Promise.all([page.waitForURL(`${broker.base}/signed-out`), page.getByRole('button', { name: 'Sign out' }).click()]);
+    await page.getByRole('heading', { level: 1, name: 'You are signed out' }).waitFor();
+    assert.equal(await page.locator('header .who').count(), 0, 'the signed-out page shows a user');
+    const signedOut = await everyView(page, '01-signed-out-dev', { check: problems });
+    assert.deepEqual(signedOut, [], 'accessibility problems on the signed-out page');
+    await Promise.all([page.waitForURL(`${broker.base}/login`), page.getByRole('link', { name: 'Sign in again' }).click()]);
+    await page.getByRole('heading', { level: 1, name: 'Sign in to jit' }).waitFor();
+    assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
     await context.close();
   });
 
