@@ -346,13 +346,13 @@ pub async fn verify(store: &Store, from: Option<i64>) -> Result<jit_api::VerifyR
     verify_in_ranges(store, from, cores.min(MAX_RANGES), MIN_RANGE).await
 }
 
-/// [`verify`] in at most `ranges` ranges of at least `min_range` rows (tests
-/// cut small chains with it).
+/// [`verify`] in at most `max_ranges` ranges of at least `min_range` rows
+/// (tests cut small chains with it).
 #[doc(hidden)]
 pub async fn verify_in_ranges(
     store: &Store,
     from: Option<i64>,
-    ranges: usize,
+    max_ranges: usize,
     min_range: i64,
 ) -> Result<jit_api::VerifyReport, StoreError> {
     let _one_at_a_time = VERIFYING
@@ -383,7 +383,7 @@ pub async fn verify_in_ranges(
         .fetch_one(store.pool())
         .await?
         .try_get("head")?;
-    let ranges = split(from, head.unwrap_or(0), ranges, min_range);
+    let ranges = split(from, head.unwrap_or(0), max_ranges, min_range);
     // One task (SQLite: one blocking thread) per range, so they use all cores.
     let scans = ranges.into_iter().map(|(start, end)| {
         let native = store.native().clone();
@@ -462,7 +462,7 @@ impl Range {
         match &self.last {
             None => self.first = Some((r.seq, r.prev_hash.to_owned())),
             Some((last_seq, last_hash)) => {
-                if let Some(why) = link(r, *last_seq + 1, last_hash) {
+                if let Some(why) = link(r.seq, r.prev_hash, *last_seq + 1, last_hash) {
                     self.failure = Some((*last_seq + 1, why));
                     return false;
                 }
@@ -490,13 +490,14 @@ impl Range {
     }
 }
 
-/// Whether `r` sits where the chain expects its next row; why not if not.
-fn link(r: &Canonical<'_>, next_seq: i64, prev_hash: &str) -> Option<String> {
-    if r.seq > next_seq {
-        Some(format!("row is missing (next row found is {})", r.seq))
-    } else if r.seq < next_seq {
-        Some(format!("row out of order (found {})", r.seq))
-    } else if r.prev_hash != prev_hash {
+/// Whether a row (`seq`, `prev_hash`) sits where the chain expects its next
+/// row (`next_seq`, after `last_hash`); why not if not.
+fn link(seq: i64, prev_hash: &str, next_seq: i64, last_hash: &str) -> Option<String> {
+    if seq > next_seq {
+        Some(format!("row is missing (next row found is {seq})"))
+    } else if seq < next_seq {
+        Some(format!("row out of order (found {seq})"))
+    } else if prev_hash != last_hash {
         Some("prev_hash does not match the previous row's hash".to_owned())
     } else {
         None
@@ -518,17 +519,7 @@ impl Joined {
             // An empty range: nothing to join (a gap shows at the next row).
             return Ok(());
         };
-        let first = Canonical {
-            seq: *first_seq,
-            prev_hash: first_prev,
-            at: 0,
-            actor: "",
-            action: "",
-            request_id: None,
-            entitlement: None,
-            data: "",
-        };
-        if let Some(why) = link(&first, self.next_seq, &self.prev_hash) {
+        if let Some(why) = link(*first_seq, first_prev, self.next_seq, &self.prev_hash) {
             return Err(bad(self.checked, self.last_seq, self.next_seq, &why));
         }
         if let Some((seq, why)) = range.failure {
@@ -552,34 +543,23 @@ const RANGE_SQL: &str =
 /// Reads and checks `[start, end)` with rusqlite on a read-only connection
 /// (runs on a blocking thread).
 fn scan_sqlite(path: &std::path::Path, start: i64, end: i64) -> Result<Range, StoreError> {
-    let corrupt = |e: rusqlite::Error| StoreError::Corrupt(format!("audit verify (sqlite): {e}"));
     let conn = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(corrupt)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(corrupt)?;
-    let mut stmt = conn
-        .prepare(&RANGE_SQL.replace('$', "?"))
-        .map_err(corrupt)?;
-    let mut rows = stmt.query([start, end]).map_err(corrupt)?;
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // SQLite numbers `$1`, `$2` as the first and second parameter, as the pool's queries rely on.
+    let mut stmt = conn.prepare(RANGE_SQL)?;
+    let mut rows = stmt.query([start, end])?;
     let mut range = Range::default();
     let mut buf = Vec::with_capacity(1024);
-    while let Some(row) = rows.next().map_err(corrupt)? {
-        let text = |i: usize| -> Result<&str, StoreError> {
-            row.get_ref(i)
-                .and_then(|v| v.as_str().map_err(Into::into))
-                .map_err(corrupt)
-        };
-        let opt_text = |i: usize| -> Result<Option<&str>, StoreError> {
-            row.get_ref(i)
-                .and_then(|v| v.as_str_or_null().map_err(Into::into))
-                .map_err(corrupt)
-        };
+    while let Some(row) = rows.next()? {
+        let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
+        let opt_text =
+            |i: usize| -> rusqlite::Result<Option<&str>> { Ok(row.get_ref(i)?.as_str_or_null()?) };
         let r = Canonical {
-            seq: row.get(0).map_err(corrupt)?,
-            at: row.get(1).map_err(corrupt)?,
+            seq: row.get(0)?,
+            at: row.get(1)?,
             actor: text(2)?,
             action: text(3)?,
             request_id: opt_text(4)?,

@@ -50,6 +50,9 @@ pub enum StoreError {
     /// The database said no.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// SQLite said no, through rusqlite (the bulk read of `audit verify`).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl StoreError {
@@ -68,7 +71,7 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    backend: Backend,
+    /// Also says which engine it is ([`Store::backend`]).
     native: Native,
 }
 
@@ -143,11 +146,7 @@ impl Store {
             Backend::Postgres => Native::Postgres(Box::new(PgConnectOptions::from_str(&url)?)),
         };
         let pool = options.connect(&url).await?;
-        Ok(Self {
-            pool,
-            backend,
-            native,
-        })
+        Ok(Self { pool, native })
     }
 
     /// How to reach the database without the pool (bulk reads).
@@ -172,13 +171,16 @@ impl Store {
 
     /// Which engine.
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.native {
+            Native::Sqlite(_) => Backend::Sqlite,
+            Native::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so read-then-write sequences never race.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.backend {
+        Ok(match self.backend() {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
@@ -187,7 +189,7 @@ impl Store {
     /// `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write
     /// transactions are already exclusive.
     pub fn for_update(&self) -> &'static str {
-        match self.backend {
+        match self.backend() {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE",
         }
@@ -203,7 +205,7 @@ impl Store {
     /// meanwhile). The scheduler calls it every [`CHECKPOINT_EVERY`], so the
     /// `fsync` is not paid by a request. PostgreSQL: nothing to do.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        if self.backend == Backend::Sqlite {
+        if self.backend() == Backend::Sqlite {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&self.pool)
                 .await?;
