@@ -9,6 +9,13 @@ struct Migration {
     postgres: &'static str,
 }
 
+impl Migration {
+    /// `0001_init`: how reports name it.
+    fn id(&self) -> String {
+        format!("{:04}_{}", self.version, self.name)
+    }
+}
+
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "init",
@@ -62,7 +69,7 @@ pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        applied.push(format!("{:04}_{}", m.version, m.name));
+        applied.push(m.id());
     }
     Ok(applied)
 }
@@ -93,6 +100,6 @@ pub(super) async fn pending(store: &Store) -> Result<Vec<String>, StoreError> {
     Ok(MIGRATIONS
         .iter()
         .filter(|m| !done.contains(&m.version))
-        .map(|m| format!("{:04}_{}", m.version, m.name))
+        .map(Migration::id)
         .collect())
 }
