@@ -378,7 +378,7 @@ async fn dev_token_user(web: &Web, token: &str) -> Result<User, String> {
 pub fn routes() -> Router<Web> {
     Router::new()
         .route("/login", get(login_page))
-        .route(SIGNED_OUT, get(signed_out_page))
+        .route("/signed-out", get(signed_out_page))
         .route("/login/dev", post(dev_login))
         .route("/auth/callback", get(callback))
         .route("/logout", post(logout))
@@ -409,9 +409,6 @@ struct DevLoginPage {
     next: String,
     dev: bool,
 }
-
-/// Where `/logout` ends.
-const SIGNED_OUT: &str = "/signed-out";
 
 #[derive(Template, WebTemplate)]
 #[template(path = "signed_out.html")]
@@ -603,7 +600,7 @@ async fn logout(
     Form(f): Form<LogoutForm>,
 ) -> Result<Response, ApiError> {
     let Some(session) = web.auth.session(&web, &headers).await else {
-        return Ok(Redirect::to(SIGNED_OUT).into_response());
+        return Ok(Redirect::to("/signed-out").into_response());
     };
     web.auth.check_form(&headers, &session, &f.csrf)?;
     let _ = sessions::delete(&web.app.store, &session.id_hash).await;
@@ -618,10 +615,10 @@ async fn logout(
             .oidc
             .end_session_url(
                 d.id_token.as_deref(),
-                Some(&format!("{}{SIGNED_OUT}", web.auth.public_url)),
+                Some(&format!("{}/signed-out", web.auth.public_url)),
             )
-            .map_or_else(|| SIGNED_OUT.to_owned(), |u| u.to_string()),
-        _ => SIGNED_OUT.to_owned(),
+            .map_or_else(|| "/signed-out".to_owned(), |u| u.to_string()),
+        _ => "/signed-out".to_owned(),
     };
     Ok((
         [(header::SET_COOKIE, web.auth.clear_cookie())],
