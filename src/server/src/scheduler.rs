@@ -18,10 +18,12 @@ use crate::store::{Backend, CHECKPOINT_EVERY, jobs};
 const LEASE_MS: i64 = 5_000;
 /// How often the lease of a running job is renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(1);
-/// Jobs claimed per round.
+/// Jobs running at once in this broker (and claimed per round at most).
 const BATCH: i64 = 32;
 
-/// Runs until `shutdown` turns true.
+/// Runs until `shutdown` turns true: claims due jobs while fewer than
+/// [`BATCH`] run, and runs each as soon as it is claimed (a slow job does
+/// not hold up the others).
 pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     info!(tick_ms = tick.as_millis(), "scheduler started");
     let reconcile_every = Duration::from_secs(crate::config::Config::seconds(
@@ -29,6 +31,10 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
     ));
     let mut next_reconcile = std::time::Instant::now();
     let checkpoints = tokio::spawn(checkpoint(app.clone(), shutdown.clone()));
+    let mut running = tokio::task::JoinSet::new();
+    // Whether to claim at the top of the loop, and whether the last claim
+    // filled every free slot (so more jobs may be due).
+    let (mut claim_now, mut more) = (true, false);
     loop {
         if std::time::Instant::now() >= next_reconcile {
             next_reconcile += reconcile_every;
@@ -37,22 +43,38 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
                 error!(error = %e, "could not queue reconciliation");
             }
         }
-        match run_due(&app).await {
-            Ok(n) if i64::try_from(n).unwrap_or(i64::MAX) >= BATCH => continue,
-            Ok(_) => {}
-            Err(e) => error!(error = %e, "scheduler round failed"),
+        // Finished jobs free their slots.
+        while running.try_join_next().is_some() {}
+        let room = BATCH - i64::try_from(running.len()).unwrap_or(BATCH);
+        if claim_now && room > 0 {
+            match jobs::claim(&app.store, app.now_ms(), LEASE_MS, room).await {
+                Ok(due) => {
+                    more = i64::try_from(due.len()).unwrap_or(0) == room;
+                    for job in due {
+                        running.spawn(run_one(app.clone(), job));
+                    }
+                }
+                Err(e) => {
+                    more = false;
+                    error!(error = %e, "scheduler round failed");
+                }
+            }
         }
-        tokio::select! {
-            () = tokio::time::sleep(tick) => {}
-            () = app.wake.notified() => {}
+        claim_now = tokio::select! {
+            () = tokio::time::sleep(tick) => true,
+            () = app.wake.notified() => true,
+            // A slot is free: claim again if jobs may be waiting for one.
+            Some(_) = running.join_next(), if !running.is_empty() => more,
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
+                    while running.join_next().await.is_some() {}
                     let _ = checkpoints.await;
                     info!("scheduler stopped");
                     return;
                 }
+                true
             }
-        }
+        };
     }
 }
 
@@ -77,52 +99,55 @@ async fn checkpoint(app: App, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Claims and runs the jobs due now; returns how many ran.
+/// Claims and runs the jobs due now, waiting for all of them; returns how
+/// many ran (tests drive the scheduler with it).
 pub async fn run_due(app: &App) -> Result<usize, crate::store::StoreError> {
-    let now = app.now_ms();
-    let due = jobs::claim(&app.store, now, LEASE_MS, BATCH).await?;
+    let due = jobs::claim(&app.store, app.now_ms(), LEASE_MS, BATCH).await?;
     let n = due.len();
     let mut set = tokio::task::JoinSet::new();
     for job in due {
-        let app = app.clone();
-        set.spawn(async move {
-            let started = std::time::Instant::now();
-            // A job may take longer than its lease (polling a cloud): keep it ours while it runs.
-            let renewer = {
-                let app = app.clone();
-                let id = job.id;
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(RENEW_EVERY).await;
-                        if let Err(e) = jobs::renew_lease(&app.store, id, app.now_ms() + LEASE_MS).await {
-                            warn!(error = %e, "could not renew a job lease");
-                        }
-                    }
-                })
-            };
-            let result = app.run_job(&job).await;
-            renewer.abort();
-            crate::metrics::job_ran(&job.kind, started.elapsed(), now - job.due_at);
-            match result {
-                Ok(JobOutcome::Done) => {}
-                Ok(JobOutcome::RetryAt(at, why)) => {
-                    crate::metrics::job_retried(&job.kind);
-                    warn!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, reason = %why, "job will be retried");
-                    if let Err(e) = jobs::retry_later(&app.store, job.id, at, &why).await {
-                        error!(error = %e, "could not reschedule job");
-                    }
-                }
-                Err(e) => {
-                    crate::metrics::job_retried(&job.kind);
-                    error!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, error = ?e, "job failed");
-                    let at = app.now_ms() + internal_retry_ms(job.attempts);
-                    if let Err(e) = jobs::retry_later(&app.store, job.id, at, "internal error").await {
-                        error!(error = %e, "could not reschedule job");
-                    }
-                }
-            }
-        });
+        set.spawn(run_one(app.clone(), job));
     }
     while set.join_next().await.is_some() {}
     Ok(n)
+}
+
+/// Runs one claimed job, renewing its lease meanwhile, and records the outcome.
+async fn run_one(app: App, job: jobs::Job) {
+    let started = std::time::Instant::now();
+    let late_ms = app.now_ms() - job.due_at;
+    // A job may take longer than its lease (polling a cloud): keep it ours while it runs.
+    let renewer = {
+        let app = app.clone();
+        let id = job.id;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                if let Err(e) = jobs::renew_lease(&app.store, id, app.now_ms() + LEASE_MS).await {
+                    warn!(error = %e, "could not renew a job lease");
+                }
+            }
+        })
+    };
+    let result = app.run_job(&job).await;
+    renewer.abort();
+    crate::metrics::job_ran(&job.kind, started.elapsed(), late_ms);
+    match result {
+        Ok(JobOutcome::Done) => {}
+        Ok(JobOutcome::RetryAt(at, why)) => {
+            crate::metrics::job_retried(&job.kind);
+            warn!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, reason = %why, "job will be retried");
+            if let Err(e) = jobs::retry_later(&app.store, job.id, at, &why).await {
+                error!(error = %e, "could not reschedule job");
+            }
+        }
+        Err(e) => {
+            crate::metrics::job_retried(&job.kind);
+            error!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, error = ?e, "job failed");
+            let at = app.now_ms() + internal_retry_ms(job.attempts);
+            if let Err(e) = jobs::retry_later(&app.store, job.id, at, "internal error").await {
+                error!(error = %e, "could not reschedule job");
+            }
+        }
+    }
 }
