@@ -19,10 +19,9 @@ use jit_api::RequestState;
 use jit_server::config::AwsConfig;
 use jit_server::providers::Providers;
 use jit_server::providers::aws::{AwsProviders, REVOKE_POLICY_NAME, Tuning};
-use jit_server::store::Store;
+use jit_server::store::{Store, query_built};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::fault_proxy::{Fault, FaultProxy};
 use crate::support::peer_env;
@@ -284,6 +283,8 @@ pub(crate) fn policy_dir(edit: impl FnOnce(String) -> String) -> tempfile::TempD
 
 /// Every row of the tables that could carry a secret, as one text.
 pub(crate) async fn database_text(store: &Store) -> String {
+    // Every audit event in the chain first (PostgreSQL chains them after commit).
+    jit_server::store::audit::caught_up(store).await.unwrap();
     let mut text = String::new();
     for (table, columns) in [
         (
@@ -296,15 +297,13 @@ pub(crate) async fn database_text(store: &Store) -> String {
             "id, entitlement, requester_email, justification, failure_reason, provider_ref",
         ),
     ] {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {columns} FROM {table}"
-        )))
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
+        let rows = query_built(format!("SELECT {columns} FROM {table}"))
+            .fetch_all(store)
+            .await
+            .unwrap();
         for row in rows {
             for i in 0..columns.split(',').count() {
-                let v: Option<String> = row.try_get(i).unwrap();
+                let v: Option<String> = row.try_get_at(i).unwrap();
                 text.push_str(v.as_deref().unwrap_or(""));
                 text.push('\n');
             }

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use jit_server::store::query;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::broker_aws::{ACCOUNT, Moto, assert_no_secrets, policy_dir, random_hex};
 use crate::support::server::{Engine, FreshDb, free_port, fresh_db, server_bin};
@@ -176,11 +176,11 @@ pub(crate) struct ReqRow {
 
 /// Every request.
 pub(crate) async fn requests(store: &jit_server::store::Store) -> Vec<ReqRow> {
-    sqlx::query(
+    query(
         "SELECT id, entitlement, requester_email, state, activated_at, expires_at, ended_at, \
          deprovisioned_at FROM requests ORDER BY created_at",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store)
     .await
     .unwrap()
     .iter()
@@ -355,12 +355,12 @@ async fn check_running(up: &Upstream, store: &jit_server::store::Store, context:
 pub(crate) async fn wait_for_reconcile(store: &jit_server::store::Store, since_ms: i64) {
     let start = Instant::now();
     loop {
-        let n: i64 = sqlx::query(
+        let n: i64 = query(
             "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'reconcile' AND created_at >= $1 \
              AND done_at IS NOT NULL",
         )
         .bind(since_ms)
-        .fetch_one(store.pool())
+        .fetch_one(store)
         .await
         .unwrap()
         .try_get("n")

@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use jit_server::store::query;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::broker_aws::{ACCOUNT, assert_no_secrets, database_text, policy_dir, random_hex};
 use crate::chaos::{
@@ -312,9 +312,10 @@ async fn two_brokers_share_one_database_under_load() {
 /// without its access. (It may remove the assignment of a grant that has
 /// just ended before that grant's own removal job gets to it.)
 async fn check_reconciliation(store: &Store, rows: &[ReqRow]) {
+    jit_server::store::audit::caught_up(store).await.unwrap();
     let audit: Vec<(i64, Option<String>, String, String)> =
-        sqlx::query("SELECT seq, request_id, action, data FROM audit_events ORDER BY seq")
-            .fetch_all(store.pool())
+        query("SELECT seq, request_id, action, data FROM audit_events ORDER BY seq")
+            .fetch_all(store)
             .await
             .unwrap()
             .iter()
@@ -370,10 +371,11 @@ async fn check_reconciliation(store: &Store, rows: &[ReqRow]) {
 /// Every request ended the way its lane drove it, with one event per step.
 async fn check_trails(store: &Store, rows: &[ReqRow], plans: &HashMap<String, Plan>) {
     assert_eq!(rows.len(), 100);
-    let events: Vec<(String, String)> = sqlx::query(
+    jit_server::store::audit::caught_up(store).await.unwrap();
+    let events: Vec<(String, String)> = query(
         "SELECT request_id, action FROM audit_events WHERE request_id IS NOT NULL ORDER BY seq",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store)
     .await
     .unwrap()
     .iter()
@@ -434,8 +436,8 @@ async fn check_trails(store: &Store, rows: &[ReqRow], plans: &HashMap<String, Pl
 /// Each job ran once: claimed once, done.
 async fn check_jobs(store: &Store) {
     let now = now_ms();
-    let jobs = sqlx::query("SELECT kind, attempts, due_at, done_at, last_error FROM jobs")
-        .fetch_all(store.pool())
+    let jobs = query("SELECT kind, attempts, due_at, done_at, last_error FROM jobs")
+        .fetch_all(store)
         .await
         .unwrap();
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -761,11 +763,11 @@ login_url = "{}"
     assert_eq!(home.status, 200, "{}", home.body);
     assert!(home.body.contains("Alice Admin"), "{}", home.body);
     let session: Value = serde_json::from_str(
-        &sqlx::query("SELECT data FROM sessions WHERE user_key IS NOT NULL")
-            .fetch_one(store.pool())
+        &query("SELECT data FROM sessions WHERE user_key IS NOT NULL")
+            .fetch_one(&store)
             .await
             .unwrap()
-            .try_get::<String, _>("data")
+            .try_get::<String>("data")
             .unwrap(),
     )
     .unwrap();

@@ -12,8 +12,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jit_server::config::{EmailConfig, Secret, TeamsConfig};
+use jit_server::store::query;
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::support::server::{ENGINES, Engine, TestBroker, free_port, start_with};
 use crate::support::smtp::SmtpSink;
@@ -126,8 +126,8 @@ async fn requests_mail_the_approvers_and_decisions_mail_the_requester() {
 
 /// `sent` rows of the notify jobs.
 async fn notify_jobs(b: &TestBroker) -> Vec<(i64, Option<i64>, Option<String>)> {
-    sqlx::query("SELECT attempts, done_at, last_error FROM jobs WHERE kind = 'notify'")
-        .fetch_all(b.app.store.pool())
+    query("SELECT attempts, done_at, last_error FROM jobs WHERE kind = 'notify'")
+        .fetch_all(&b.app.store)
         .await
         .unwrap()
         .iter()

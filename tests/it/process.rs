@@ -302,7 +302,9 @@ async fn audit_commands_on_an_unmigrated_database_say_to_migrate() {
             assert!(!out.status.success(), "{engine:?} {args:?}");
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
-                err.contains("not migrated (0001_init pending): run `jit-server migrate` first"),
+                err.contains(
+                    "not migrated (0001_init, 0002_audit_pending pending): run `jit-server migrate` first"
+                ),
                 "{engine:?} {args:?}: {err}"
             );
         }

@@ -9,7 +9,7 @@ use jit_server::domain::User;
 use jit_server::store::audit::{self, Canonical, NewEvent};
 use jit_server::store::export::{self, CSV_HEADER, ExportFormat, OCSF_VERSION};
 use jit_server::store::requests::{self, RequestRow};
-use jit_server::store::{Backend, Store, StoreError, jobs, users};
+use jit_server::store::{Backend, Store, StoreError, jobs, query, users};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -23,14 +23,25 @@ const T0: i64 = 1_790_000_000_000;
 // helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Appends one event in its own transaction; returns its sequence number.
-async fn append(store: &Store, at_ms: i64, ev: NewEvent<'_>) -> Result<i64, StoreError> {
+/// Appends one event in its own transaction and waits until it is in the chain.
+async fn append(store: &Store, at_ms: i64, ev: NewEvent<'_>) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
     let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let seq = audit::append(&mut tx, store.backend(), at, ev).await?;
+    audit::append(&mut tx, at, ev).await?;
     tx.commit().await?;
-    Ok(seq)
+    audit::caught_up(store).await
+}
+
+/// The first column of every row of `sql`, as integers.
+async fn ints(store: &Store, sql: &'static str) -> Vec<i64> {
+    query(sql)
+        .fetch_all(store)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get_at::<i64>(0).unwrap())
+        .collect()
 }
 
 /// Appends `n` varied events (optional fields present and absent, unicode, nested data).
@@ -68,10 +79,7 @@ async fn verify(db: &TestDb, from: Option<i64>) -> jit_api::VerifyReport {
 }
 
 async fn seqs(db: &TestDb) -> Vec<i64> {
-    sqlx::query_scalar::<_, i64>("SELECT seq FROM audit_events ORDER BY seq")
-        .fetch_all(db.store.pool())
-        .await
-        .unwrap()
+    ints(&db.store, "SELECT seq FROM audit_events ORDER BY seq").await
 }
 
 /// Asserts that `sql` is refused by the database with a message containing `why`.
@@ -154,10 +162,7 @@ async fn enqueue(store: &Store, kind: &str, due_at: i64, dedupe: Option<&str>) {
 }
 
 async fn job_count(store: &Store) -> i64 {
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs")
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
+    ints(store, "SELECT COUNT(*) FROM jobs").await[0]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,11 +176,8 @@ both_backends!(migrations_are_idempotent, |db| {
         db.name()
     );
     assert!(db.store.migrate().await.unwrap().is_empty());
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
-        .fetch_one(db.store.pool())
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
+    let n = ints(&db.store, "SELECT COUNT(*) FROM schema_migrations").await;
+    assert_eq!(n, [2]);
 });
 
 mod concurrent_migrations_apply_once {
@@ -202,7 +204,12 @@ mod concurrent_migrations_apply_once {
                     .unwrap_or_else(|e| panic!("{}: {e}", db.name())),
             );
         }
-        assert_eq!(applied, ["0001_init"], "{}", db.name());
+        assert_eq!(
+            applied,
+            ["0001_init", "0002_audit_pending"],
+            "{}",
+            db.name()
+        );
         assert!(db.store.migrate().await.unwrap().is_empty());
     }
 
@@ -298,9 +305,8 @@ async fn a_checkpoint_moves_the_write_ahead_log_into_the_database_file() {
 
 both_backends!(an_append_rolls_back_with_its_transaction, |db| {
     let mut tx = db.store.begin().await.unwrap();
-    let seq = audit::append(
+    audit::append(
         &mut tx,
-        db.backend(),
         OffsetDateTime::now_utc(),
         NewEvent {
             actor: "system",
@@ -312,13 +318,14 @@ both_backends!(an_append_rolls_back_with_its_transaction, |db| {
     )
     .await
     .unwrap();
-    assert_eq!(seq, 1);
     tx.rollback().await.unwrap();
+    audit::caught_up(&db.store).await.unwrap();
     assert!(
         seqs(&db).await.is_empty(),
         "{}: a rolled back event stayed",
         db.name()
     );
+    assert_eq!(audit::pending(&db.store).await.unwrap(), (0, None));
     seed(&db.store, 1).await.unwrap();
     assert_eq!(seqs(&db).await, [1]);
     assert!(verify(&db, None).await.ok);
@@ -455,10 +462,10 @@ both_backends!(a_rehashed_edit_is_caught_at_the_next_row, |db| {
     .unwrap();
     row.data = r#"{"i":3}"#.into();
     let forged = row.computed_hash();
-    sqlx::query("UPDATE audit_events SET data = $1, hash = $2 WHERE seq = 3")
+    query("UPDATE audit_events SET data = $1, hash = $2 WHERE seq = 3")
         .bind(&row.data)
         .bind(&forged)
-        .execute(db.store.pool())
+        .execute(&db.store)
         .await
         .unwrap();
     let report = verify(&db, None).await;
@@ -532,7 +539,6 @@ both_backends!(concurrent_appends_form_one_chain, |db| {
     for t in 0..TASKS {
         let store = db.store.clone();
         handles.push(tokio::spawn(async move {
-            let mut got = Vec::new();
             for i in 0..EACH {
                 let actor = format!("user{t}@example.com");
                 let ev = NewEvent {
@@ -542,27 +548,41 @@ both_backends!(concurrent_appends_form_one_chain, |db| {
                     entitlement: Some("aws-prod-admin"),
                     data: json!({ "task": t, "i": i }),
                 };
-                got.push(append(&store, T0 + i, ev).await?);
+                append(&store, T0 + i, ev).await?;
             }
-            Ok::<_, StoreError>(got)
+            Ok::<_, StoreError>(())
         }));
     }
-    let mut returned = Vec::new();
     for h in handles {
-        returned.extend(
-            h.await
-                .unwrap()
-                .unwrap_or_else(|e| panic!("{}: {e}", db.name())),
+        h.await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{}: {e}", db.name()));
+    }
+    let expected: Vec<i64> = (1..=TASKS * EACH).collect();
+    // every event once: each task's ten, in the order it wrote them
+    let events = audit::list(
+        &db.store,
+        &audit::Filter {
+            limit: 1_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for t in 0..TASKS {
+        let mine: Vec<Value> = events
+            .iter()
+            .rev()
+            .filter(|e| e.actor == format!("user{t}@example.com"))
+            .map(|e| serde_json::from_str::<Value>(&e.data).unwrap()["i"].clone())
+            .collect();
+        assert_eq!(
+            mine,
+            (0..EACH).map(Value::from).collect::<Vec<_>>(),
+            "{}: task {t}",
+            db.name()
         );
     }
-    returned.sort_unstable();
-    let expected: Vec<i64> = (1..=TASKS * EACH).collect();
-    assert_eq!(
-        returned,
-        expected,
-        "{}: append returned duplicate or missing seqs",
-        db.name()
-    );
     assert_eq!(
         seqs(&db).await,
         expected,
@@ -572,14 +592,96 @@ both_backends!(concurrent_appends_form_one_chain, |db| {
     let report = verify(&db, None).await;
     assert!(report.ok, "{}: {report:?}", db.name());
     assert_eq!(report.checked, u64::try_from(TASKS * EACH).unwrap());
-    let forks: i64 = sqlx::query_scalar(
+    let forks = ints(
+        &db.store,
         "SELECT COUNT(*) FROM (SELECT prev_hash FROM audit_events GROUP BY prev_hash HAVING COUNT(*) > 1) f",
     )
-    .fetch_one(db.store.pool())
+    .await;
+    assert_eq!(forks, [0]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL: events chained after commit (audit_pending)
+// ---------------------------------------------------------------------------------------------
+
+/// What a broker killed after its commits leaves: events written, none chained yet.
+async fn leave_pending(db: &TestDb, n: i64) {
+    db.exec(&format!(
+        "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data) \
+         SELECT {T0} + i, 'system', 'grant.activated', NULL, 'aws-sandbox', '{{\"i\":' || i || '}}' \
+         FROM generate_series(1, {n}) AS i"
+    ))
     .await
     .unwrap();
-    assert_eq!(forks, 0);
-});
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_left_pending_are_chained_in_the_order_written() {
+    let db = TestDb::postgres().await;
+    {
+        // a broker that wrote three events and is gone: no sealer runs in `db.store` yet
+        let other = Store::connect(&db.url, 2).await.unwrap();
+        seed(&other, 3).await.unwrap();
+        other.close().await;
+    }
+    // more than one sealing transaction holds (1,000 events each)
+    leave_pending(&db, 2_500).await;
+    let (n, oldest) = audit::pending(&db.store).await.unwrap();
+    assert_eq!((n, oldest), (2_500, Some(T0 + 1)));
+    let report = verify(&db, None).await;
+    assert!(
+        report.ok && report.checked == 3,
+        "only chained events are checked: {report:?}"
+    );
+
+    audit::caught_up(&db.store).await.unwrap();
+    assert_eq!(audit::pending(&db.store).await.unwrap(), (0, None));
+    let report = verify(&db, None).await;
+    assert!(report.ok && report.checked == 2_503, "{report:?}");
+    let order = ints(
+        &db.store,
+        "SELECT CAST(data::json->>'i' AS BIGINT) FROM audit_events WHERE seq > 3 ORDER BY seq",
+    )
+    .await;
+    assert_eq!(order, (1..=2_500).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn a_pending_event_leaves_only_by_being_chained() {
+    let db = TestDb::postgres().await;
+    // no sealer runs in this store until it is asked to chain
+    leave_pending(&db, 2).await;
+    refused(
+        &db,
+        "UPDATE audit_pending SET actor = 'x'",
+        "append-only until chained",
+    )
+    .await;
+    refused(&db, "TRUNCATE audit_pending", "append-only until chained").await;
+    refused(
+        &db,
+        "DELETE FROM audit_pending WHERE id = 1",
+        "not in the chain",
+    )
+    .await;
+    // a forged row claiming to be event 1 does not let it go either
+    db.exec(&format!(
+        "INSERT INTO audit_events (seq, at, actor, action, data, prev_hash, hash, pending_id) \
+         VALUES (1, {}, 'system', 'grant.activated', '{{\"i\":99}}', '{}', '{}', 1)",
+        T0 + 1,
+        audit::GENESIS,
+        "e".repeat(64)
+    ))
+    .await
+    .unwrap();
+    refused(
+        &db,
+        "DELETE FROM audit_pending WHERE id = 1",
+        "not in the chain",
+    )
+    .await;
+    assert_eq!(audit::pending(&db.store).await.unwrap().0, 2);
+}
 
 // ---------------------------------------------------------------------------------------------
 // jobs

@@ -158,6 +158,11 @@ each_engine!(pending_requests_time_out, |engine| async move {
     let b = start(engine).await;
     let alice = b.login("alice").await;
     let r = alice.request("aws-prod-admin", "1h").await;
+    assert_eq!(
+        alice.show(r.id).await,
+        r,
+        "the answer to the create is what a read says"
+    );
     b.advance(Duration::from_mins(30)).await;
     assert_eq!(alice.show(r.id).await.state, RequestState::Pending);
     b.advance(Duration::from_mins(32)).await;
@@ -172,6 +177,8 @@ each_engine!(auto_approval_and_its_limits, |engine| async move {
     // approvals_required = 0 and policy allows up to 2h: granted at once.
     let r = alice.request("aws-sandbox", "1h").await;
     assert_eq!(r.state, RequestState::Approved);
+    // the answer to the create is what a read says
+    assert_eq!(alice.show(r.id).await, r);
     active(&b, &alice, r.id).await;
     assert_eq!(
         b.audit_actions(Some(r.id)).await[..3],
@@ -635,15 +642,18 @@ each_engine!(
         let alice = b.login("alice").await;
         let bob = b.login("bob").await;
         let r = alice.request("aws-prod-admin", "1h").await;
-        // A privileged user makes every audit insert fail.
+        // A privileged user makes every audit write fail: where the event is written in the
+        // change's transaction (SQLite: the chain; PostgreSQL: the pending table).
         let sql = match engine {
-        Engine::Sqlite => "CREATE TRIGGER audit_break BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit store broken'); END".to_owned(),
-        Engine::Postgres => "CREATE FUNCTION audit_break() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit store broken'; END $$; \
-             CREATE TRIGGER audit_break BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_break();"
-            .to_owned(),
-    };
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(b.app.store.pool())
+            Engine::Sqlite => {
+                "CREATE TRIGGER audit_break BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit store broken'); END"
+            }
+            Engine::Postgres => {
+                "CREATE FUNCTION audit_break() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit store broken'; END $$; \
+             CREATE TRIGGER audit_break BEFORE INSERT ON audit_pending FOR EACH ROW EXECUTE FUNCTION audit_break();"
+            }
+        };
+        jit_server::store::db::batch(&b.app.store, sql)
             .await
             .unwrap();
         let (status, body) = bob.approve(r.id).await;

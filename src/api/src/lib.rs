@@ -476,6 +476,11 @@ pub struct VerifyReport {
     /// What is wrong with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Events written but not chained yet, so not checked (PostgreSQL chains an
+    /// event moments after the transaction that wrote it commits; while no broker
+    /// runs, they wait).
+    #[serde(default)]
+    pub pending: u64,
 }
 
 /// The error body of every failed API call: `{"error": {"code", "message"}}`.

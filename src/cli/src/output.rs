@@ -433,6 +433,14 @@ pub fn me(me: &Me, server: &str) -> String {
 
 /// `jit audit verify`, table form.
 pub fn verify_report(r: &VerifyReport) -> String {
+    let mut out = verify_chain(r);
+    if r.pending > 0 {
+        let _ = writeln!(out, "  {} more events written, not chained yet", r.pending);
+    }
+    out
+}
+
+fn verify_chain(r: &VerifyReport) -> String {
     if r.ok {
         let last = r
             .last_seq
@@ -664,6 +672,7 @@ mod tests {
             last_seq: Some(10),
             first_bad_seq: Some(7),
             problem: Some("hash mismatch".into()),
+            pending: 0,
         };
         let out = verify_report(&bad);
         assert!(out.contains("first bad seq: 7"), "{out}");
@@ -673,10 +682,17 @@ mod tests {
             last_seq: Some(3),
             first_bad_seq: None,
             problem: None,
+            pending: 0,
         };
         assert_eq!(
             verify_report(&good),
             "audit chain ok: 3 events checked (last seq 3)\n"
+        );
+        let waiting = VerifyReport { pending: 2, ..good };
+        assert!(
+            verify_report(&waiting).ends_with("2 more events written, not chained yet\n"),
+            "{}",
+            verify_report(&waiting)
         );
     }
 }

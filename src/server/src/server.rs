@@ -69,6 +69,11 @@ pub async fn build(
         .await
         .with_context(|| "cannot open the database (`database.url`)")?;
     store.migrate().await.context("database migration failed")?;
+    // PostgreSQL: chain the audit events a stopped broker left written but not
+    // chained; the store keeps chaining from here on.
+    crate::store::audit::caught_up(&store)
+        .await
+        .context("cannot chain the pending audit events")?;
     let key = match &config.server.session_key {
         Some(k) => http::session_key_bytes(k.expose())
             .map_err(|e| anyhow::anyhow!("config: `server.session_key`: {e}"))?,

@@ -96,11 +96,8 @@ impl TestDb {
     }
 
     /// Runs SQL as the database owner (a superuser on PostgreSQL), outside the store's API.
-    pub async fn exec(&self, sql: &str) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(self.store.pool())
-            .await
-            .map(|_| ())
+    pub async fn exec(&self, sql: &str) -> Result<(), jit_server::store::StoreError> {
+        jit_server::store::db::batch(&self.store, sql).await
     }
 
     /// Switches off the audit log's append-only triggers, as a privileged attacker could.

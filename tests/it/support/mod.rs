@@ -34,6 +34,5 @@ pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        sqlx::any::install_default_drivers();
     });
 }

@@ -49,8 +49,8 @@ pub async fn fresh_db(engine: Engine) -> FreshDb {
             let admin = super::peer_env("JIT_TEST_PG_URL");
             let name = format!("t_{}", uuid::Uuid::new_v4().simple());
             let store = jit_server::store::Store::connect(&admin, 1).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(store.pool())
+            jit_server::store::query_built(format!("CREATE DATABASE {name}"))
+                .execute(&store)
                 .await
                 .unwrap();
             store.close().await;

@@ -673,6 +673,10 @@ async fn audit_verify(
     if !web.app.is_auditor(&user) {
         return Err(ApiError::forbidden("only auditors verify the audit log"));
     }
+    // Everything committed before this call, chained first.
+    audit::caught_up(&web.app.store)
+        .await
+        .map_err(crate::service::ServiceError::from)?;
     let report = audit::verify(&web.app.store, None)
         .await
         .map_err(crate::service::ServiceError::from)?;

@@ -608,6 +608,11 @@ impl Notifier {
             .collect()
     }
 
+    /// Whether any channel is configured at all.
+    pub fn is_configured(&self) -> bool {
+        self.mailer.is_some() || self.teams.is_some()
+    }
+
     /// Sends `n` on one channel.
     pub async fn deliver(&self, channel: &Channel, n: &Notification) -> Result<(), NotifyError> {
         match channel {

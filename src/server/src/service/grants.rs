@@ -19,7 +19,7 @@ use crate::providers::{GrantSpec, Grantee, ProviderError};
 use crate::store::audit::NewEvent;
 use crate::store::jobs::{self, Job};
 use crate::store::requests::{self as store, Changes, RequestRow};
-use crate::store::{Backend, Tx, users};
+use crate::store::{Backend, Tx, query, query_built, users};
 
 /// Attempts before a grant that keeps failing transiently is marked failed.
 const MAX_ACTIVATE_ATTEMPTS: i64 = 8;
@@ -73,8 +73,21 @@ pub struct TargetGuard {
     _local: tokio::sync::OwnedMutexGuard<()>,
     _gate: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
     // Dropped in this order: the lock's transaction, then its pool slot.
-    _db: Option<Tx>,
+    db: Option<Tx>,
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl TargetGuard {
+    /// The transaction that records what the provider call did. On
+    /// PostgreSQL it is the lock's own, so the object stays locked until
+    /// the change commits (and one connection serves both); on SQLite a new
+    /// one (its write lock is not held across a cloud call).
+    pub async fn change_tx(&mut self, store: &crate::store::Store) -> Result<Tx, ServiceError> {
+        match self.db.take() {
+            Some(tx) => Ok(tx),
+            None => Ok(store.begin().await?),
+        }
+    }
 }
 
 /// Held by a reconciliation pass: no grant or removal runs meanwhile.
@@ -85,8 +98,11 @@ pub struct ReconcileGuard {
 }
 
 /// The gate's advisory lock key: the two-key form, a key space apart from
-/// the one-key target and audit locks.
-const GATE_SHARED_SQL: &str = "SELECT pg_advisory_xact_lock_shared(7301, 1)";
+/// the one-key target and audit locks. A grant or removal passes the gate
+/// (shared) and locks its object, in one statement: the reconciliation pass
+/// takes only the gate, so the order of the two cannot deadlock.
+const TARGET_SQL: &str = "SELECT pg_advisory_xact_lock_shared(7301, 1), \
+     pg_advisory_xact_lock(hashtextextended($1, 7301))";
 const GATE_ALONE_SQL: &str = "SELECT pg_advisory_xact_lock(7301, 1)";
 
 /// What a job run asks of the scheduler.
@@ -108,7 +124,7 @@ impl App {
     /// needs further connections.
     async fn db_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
         self.target_locks
-            .db_slots(self.store.pool().options().get_max_connections())
+            .db_slots(self.store.max_connections())
             .acquire_owned()
             .await
             .map_err(|e| ServiceError::Internal(e.into()))
@@ -120,16 +136,12 @@ impl App {
         let local = self.target_locks.get(key).lock_owned().await;
         if self.store.backend() == Backend::Postgres {
             let slot = self.db_slot().await?;
-            let mut tx = self.store.pool().begin().await?;
-            sqlx::query(GATE_SHARED_SQL).execute(&mut *tx).await?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))")
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
+            let mut tx = self.store.begin().await?;
+            query(TARGET_SQL).bind(key).execute(&mut tx).await?;
             Ok(TargetGuard {
                 _local: local,
                 _gate: None,
-                _db: Some(tx),
+                db: Some(tx),
                 _slot: Some(slot),
             })
         } else {
@@ -137,7 +149,7 @@ impl App {
             Ok(TargetGuard {
                 _local: local,
                 _gate: Some(gate),
-                _db: None,
+                db: None,
                 _slot: None,
             })
         }
@@ -152,20 +164,18 @@ impl App {
     ) -> Result<Option<ReconcileGuard>, ServiceError> {
         if self.store.backend() == Backend::Postgres {
             let slot = self.db_slot().await?;
-            let mut tx = self.store.pool().begin().await?;
+            let mut tx = self.store.begin().await?;
             let ms = wait.as_millis().max(1);
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SET LOCAL lock_timeout = {ms}"
-            )))
-            .execute(&mut *tx)
-            .await?;
-            match sqlx::query(GATE_ALONE_SQL).execute(&mut *tx).await {
+            query_built(format!("SET LOCAL lock_timeout = {ms}"))
+                .execute(&mut tx)
+                .await?;
+            match query(GATE_ALONE_SQL).execute(&mut tx).await {
                 Ok(_) => Ok(Some(ReconcileGuard {
                     _local: None,
                     _db: Some(tx),
                     _slot: Some(slot),
                 })),
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Ok(None),
+                Err(e) if e.is_lock_timeout() => Ok(None),
                 Err(e) => Err(e.into()),
             }
         } else {
@@ -251,20 +261,14 @@ impl App {
             None => now_ms,
         };
         let ends = base + row.duration_secs * 1000;
-        let guard = self.lock_target(&row.target_key).await?;
+        let mut guard = self.lock_target(&row.target_key).await?;
         // The object may exist already: another live grant holds it, an ended
         // grant's removal is still due (it will find this grant and keep the
         // object), or an earlier attempt of this job made it before the broker
         // died. Then the provider adopts or extends it instead of making a
         // second one.
-        let overlapping = job.attempts > 1
-            || {
-                let mut tx = self.store.begin().await?;
-                let holders = store::live_holders(&mut tx, &row.target_key, id).await?;
-                tx.rollback().await?;
-                !holders.is_empty()
-            }
-            || self.removal_pending(&row).await?;
+        let overlapping =
+            job.attempts > 1 || store::object_held(&self.store, &row.target_key, id).await?;
         let spec = GrantSpec {
             request_id: id,
             grantee: &grantee,
@@ -284,7 +288,7 @@ impl App {
             started.elapsed(),
             result.is_ok(),
         );
-        let mut tx = self.store.begin().await?;
+        let mut tx = guard.change_tx(&self.store).await?;
         let current = store::lock(&self.store, &mut tx, id).await?;
         let outcome = match result {
             Ok(record) => {
@@ -304,7 +308,7 @@ impl App {
                         },
                     )
                     .await?;
-                    let event_seq = self
+                    let event_id = self
                         .audit(
                             &mut tx,
                             NewEvent {
@@ -333,7 +337,7 @@ impl App {
                         id,
                         Told {
                             kind,
-                            event_seq,
+                            event_id,
                             actor: None,
                             comment: None,
                         },
@@ -385,7 +389,7 @@ impl App {
                         },
                     )
                     .await?;
-                    let event_seq = self
+                    let event_id = self
                         .audit(
                             &mut tx,
                             NewEvent {
@@ -402,7 +406,7 @@ impl App {
                         id,
                         Told {
                             kind: NotificationKind::GrantFailed,
-                            event_seq,
+                            event_id,
                             actor: None,
                             comment: None,
                         },
@@ -427,25 +431,6 @@ impl App {
         tx.commit().await?;
         drop(guard);
         Ok(outcome)
-    }
-
-    /// Whether an ended grant of the same object still waits for its removal.
-    async fn removal_pending(&self, row: &RequestRow) -> Result<bool, ServiceError> {
-        let ended = store::list(
-            &self.store,
-            &store::ListFilter {
-                requester_key: Some(row.requester_key.clone()),
-                states: vec![RequestState::Expired, RequestState::Revoked],
-                limit: 100,
-                ..store::ListFilter::default()
-            },
-        )
-        .await?;
-        Ok(ended.iter().any(|r| {
-            r.target_key == row.target_key
-                && r.activated_at.is_some()
-                && r.deprovisioned_at.is_none()
-        }))
     }
 
     /// Ends a grant whose window is over and queues the upstream removal.
@@ -527,14 +512,9 @@ impl App {
         }
         let ent = self.catalog_entry(&row.entitlement)?.clone();
         let grantee = self.grantee(&row.requester_key).await?;
-        let guard = self.lock_target(&row.target_key).await?;
+        let mut guard = self.lock_target(&row.target_key).await?;
         let now_ms = self.now_ms();
-        let holders = {
-            let mut tx = self.store.begin().await?;
-            let h = store::live_holders(&mut tx, &row.target_key, id).await?;
-            tx.rollback().await?;
-            h
-        };
+        let holders = store::live_holders(&self.store, &row.target_key, id).await?;
         let result = if holders.is_empty() {
             let spec = GrantSpec {
                 request_id: id,
@@ -558,7 +538,7 @@ impl App {
         } else {
             None
         };
-        let mut tx = self.store.begin().await?;
+        let mut tx = guard.change_tx(&self.store).await?;
         let outcome = match result {
             None => {
                 self.audit(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -108,15 +109,17 @@ impl App {
         crate::clock::to_ms(self.now())
     }
 
-    /// Appends an audit event inside `tx`.
-    pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<i64, ServiceError> {
+    /// Appends an audit event inside `tx`; returns an id of the event, unique
+    /// to it (notifications are keyed by it).
+    pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<Uuid, ServiceError> {
         let started = std::time::Instant::now();
-        let result = audit::append(tx, self.store.backend(), self.now(), event).await;
+        let result = audit::append(tx, self.now(), event).await;
         crate::metrics::observe("jit_audit_append_seconds", String::new(), started.elapsed());
         if result.is_err() {
             crate::metrics::inc("jit_audit_append_errors_total", String::new());
         }
-        Ok(result?)
+        result?;
+        Ok(Uuid::now_v7())
     }
 
     /// Records a sign-in, sign-out or refused sign-in.

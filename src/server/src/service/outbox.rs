@@ -1,6 +1,6 @@
 //! The transactional outbox: notifications are written as jobs in the same
 //! transaction as the event that causes them, one job per channel, keyed by
-//! the event's audit sequence number so an event is never queued twice; the
+//! an id of the event so an event is never queued twice; the
 //! scheduler delivers them with retries, so a mail server or webhook that is
 //! down only delays them.
 
@@ -24,8 +24,8 @@ pub const EXPIRY_WARNING: &str = "expiry_warning";
 pub struct Told<'a> {
     /// Kind.
     pub kind: NotificationKind,
-    /// Audit sequence number of the event (unique per event).
-    pub event_seq: i64,
+    /// The event's id ([`App::audit`]).
+    pub event_id: Uuid,
     /// Who acted.
     pub actor: Option<&'a str>,
     /// Their comment.
@@ -35,6 +35,9 @@ pub struct Told<'a> {
 impl App {
     /// Queues the notifications of an event on request `id`, inside the event's transaction.
     pub async fn notify(&self, tx: &mut Tx, id: Uuid, told: Told<'_>) -> Result<(), ServiceError> {
+        if !self.notifier.is_configured() {
+            return Ok(());
+        }
         let row = store::lock(&self.store, tx, id).await?;
         let approvals = store::approvals_tx(tx, id).await?;
         let Some(ent) = self.policy.catalog.get(&row.entitlement) else {
@@ -67,7 +70,7 @@ impl App {
             };
             let payload =
                 serde_json::to_string(&delivery).map_err(|e| ServiceError::Internal(e.into()))?;
-            let key = delivery.dedupe_key(&told.event_seq.to_string());
+            let key = delivery.dedupe_key(&told.event_id.to_string());
             jobs::enqueue(tx, NOTIFY, Some(id), &payload, now, Some(&key), now).await?;
         }
         Ok(())
@@ -165,7 +168,7 @@ impl App {
         let row = store::lock(&self.store, &mut tx, id).await?;
         let now = self.now_ms();
         if row.state == jit_api::RequestState::Active && row.expires_at.is_some_and(|e| e > now) {
-            let event_seq = self
+            let event_id = self
                 .audit(
                     &mut tx,
                     NewEvent {
@@ -182,7 +185,7 @@ impl App {
                 id,
                 Told {
                     kind: NotificationKind::ExpiringSoon,
-                    event_seq,
+                    event_id,
                     actor: None,
                     comment: None,
                 },

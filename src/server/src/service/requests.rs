@@ -160,13 +160,22 @@ impl App {
                 .is_ok();
         let id = Uuid::now_v7();
         let now_ms = crate::clock::to_ms(now);
+        // Granted at once: the request is written approved (its two events,
+        // created and approved, are both recorded below).
+        let (state, decided_at) = if auto || break_glass {
+            let to = domain::transition(RequestState::Pending, Event::Approve)
+                .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+            (to, Some(now_ms))
+        } else {
+            (RequestState::Pending, None)
+        };
         let row = RequestRow {
             id,
             entitlement: ent.id.clone(),
             kind: ent.kind.as_str().to_owned(),
             requester_key: user.key.clone(),
             requester_email: user.email.clone(),
-            state: RequestState::Pending,
+            state,
             duration_secs: i64::try_from(duration).unwrap_or(i64::MAX),
             justification,
             ticket,
@@ -178,7 +187,7 @@ impl App {
             simulated: self.providers.get(ent.kind).simulated(),
             created_at: now_ms,
             pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
-            decided_at: None,
+            decided_at,
             activated_at: None,
             expires_at: None,
             ended_at: None,
@@ -191,7 +200,7 @@ impl App {
         let mut tx = self.store.begin().await?;
         users::upsert(&mut tx, user, now_ms).await?;
         store::insert(&mut tx, &row).await?;
-        let created_seq = self
+        let created_event = self
             .audit(
                 &mut tx,
                 NewEvent {
@@ -216,8 +225,8 @@ impl App {
             } else {
                 "request.auto_approved"
             };
-            let seq = self
-                .approve_in_tx(&mut tx, &row, "system", action, json!({}))
+            let event = self
+                .approved_in_tx(&mut tx, &row, "system", action, json!({}))
                 .await?;
             if break_glass {
                 self.notify(
@@ -225,7 +234,7 @@ impl App {
                     id,
                     Told {
                         kind: NotificationKind::BreakGlass,
-                        event_seq: seq,
+                        event_id: event,
                         actor: Some(&user.email),
                         comment: None,
                     },
@@ -238,7 +247,7 @@ impl App {
                 id,
                 Told {
                     kind: NotificationKind::NewRequest,
-                    event_seq: created_seq,
+                    event_id: created_event,
                     actor: Some(&user.email),
                     comment: None,
                 },
@@ -257,7 +266,12 @@ impl App {
         }
         tx.commit().await?;
         self.wake.notify_one();
-        self.view(id).await
+        // What was just written, and nobody has decided on it yet (an
+        // automatic approval is no approver's decision).
+        Ok(RequestView {
+            row,
+            approvals: Vec::new(),
+        })
     }
 
     /// Moves a locked pending request to approved and queues its activation.
@@ -268,22 +282,34 @@ impl App {
         actor: &str,
         action: &str,
         data: serde_json::Value,
-    ) -> Result<i64, ServiceError> {
+    ) -> Result<Uuid, ServiceError> {
         let to = domain::transition(row.state, Event::Approve)
             .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        let now_ms = self.now_ms();
         store::set_state(
             tx,
             row.id,
             row.state,
             to,
             &Changes {
-                decided_at: Some(now_ms),
+                decided_at: Some(self.now_ms()),
                 ..Changes::default()
             },
         )
         .await?;
-        let seq = self
+        self.approved_in_tx(tx, row, actor, action, data).await
+    }
+
+    /// Records the approval of a request that is approved now, and queues its activation.
+    async fn approved_in_tx(
+        &self,
+        tx: &mut Tx,
+        row: &RequestRow,
+        actor: &str,
+        action: &str,
+        data: serde_json::Value,
+    ) -> Result<Uuid, ServiceError> {
+        let now_ms = self.now_ms();
+        let event = self
             .audit(
                 tx,
                 NewEvent {
@@ -305,7 +331,7 @@ impl App {
             now_ms,
         )
         .await?;
-        Ok(seq)
+        Ok(event)
     }
 
     /// Approves or denies. N-of-M distinct approvers; one denial ends it.
@@ -377,7 +403,7 @@ impl App {
                     },
                 )
                 .await?;
-                let seq = self
+                let event = self
                     .audit(
                         &mut tx,
                         NewEvent {
@@ -394,7 +420,7 @@ impl App {
                     id,
                     Told {
                         kind: NotificationKind::Denied,
-                        event_seq: seq,
+                        event_id: event,
                         actor: Some(&user.email),
                         comment: comment.as_deref(),
                     },
@@ -408,7 +434,7 @@ impl App {
                     .filter(|a| a.decision == Decision::Approve)
                     .count();
                 let count = i64::try_from(count).unwrap_or(i64::MAX);
-                let approval_seq = self
+                let approval_event = self
                     .audit(
                         &mut tx,
                         NewEvent {
@@ -425,7 +451,7 @@ impl App {
                     )
                     .await?;
                 if count >= row.approvals_required {
-                    let seq = self
+                    let event = self
                         .approve_in_tx(
                             &mut tx,
                             &row,
@@ -441,7 +467,7 @@ impl App {
                         id,
                         Told {
                             kind: NotificationKind::Approved,
-                            event_seq: seq,
+                            event_id: event,
                             actor: Some(&user.email),
                             comment: comment.as_deref(),
                         },
@@ -453,7 +479,7 @@ impl App {
                         id,
                         Told {
                             kind: NotificationKind::ApprovalRecorded,
-                            event_seq: approval_seq,
+                            event_id: approval_event,
                             actor: Some(&user.email),
                             comment: comment.as_deref(),
                         },
@@ -563,7 +589,7 @@ impl App {
             },
         )
         .await?;
-        let event_seq = self
+        let event_id = self
             .audit(
                 tx,
                 NewEvent {
@@ -580,7 +606,7 @@ impl App {
             row.id,
             Told {
                 kind: ending.kind,
-                event_seq,
+                event_id,
                 actor: ending.by,
                 comment: ending.comment,
             },
@@ -698,7 +724,7 @@ impl App {
             ..parent.clone()
         };
         store::insert(&mut tx, &row).await?;
-        let requested_seq = self
+        let requested_event = self
             .audit(
             &mut tx,
             NewEvent {
@@ -725,7 +751,7 @@ impl App {
                 new_id,
                 Told {
                     kind: NotificationKind::NewRequest,
-                    event_seq: requested_seq,
+                    event_id: requested_event,
                     actor: Some(&user.email),
                     comment: None,
                 },

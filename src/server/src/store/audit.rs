@@ -1,27 +1,29 @@
 //! The hash-chained, append-only audit log (SPEC §5, docs/audit.md).
 //!
 //! Each row's hash is SHA-256 over a length-prefixed encoding of its fields,
-//! the sequence number and the previous row's hash included. Appends take a
-//! chain lock (PostgreSQL advisory lock; SQLite's write lock) inside the
-//! caller's transaction, so the event commits or rolls back with the change
-//! it records.
+//! the sequence number and the previous row's hash included. An event is
+//! written inside the caller's transaction, so it commits or rolls back with
+//! the change it records. On SQLite, whose write transactions hold the one
+//! write lock from their start, it is chained right there; on PostgreSQL it
+//! goes to `audit_pending` and is chained moments after commit, many events
+//! in one transaction ([`super::seal`]).
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::any::AnyRow;
-use sqlx::{ConnectOptions as _, Connection as _, Row};
+use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Backend, Native, Store, StoreError, Tx};
+use super::db::{Row, query, query_built};
+use super::{Engine, Native, Store, StoreError, Tx};
 use crate::clock::{from_ms, to_ms};
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Advisory lock id that serialises appends on PostgreSQL.
-const CHAIN_LOCK: i64 = 7_301_002;
+/// Advisory lock id that serialises chaining on PostgreSQL.
+pub(crate) const CHAIN_LOCK: i64 = 7_301_002;
 
 /// An event to append.
 #[derive(Debug, Clone)]
@@ -62,7 +64,7 @@ pub struct Event {
 }
 
 impl Event {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    fn from_row(row: &Row) -> Result<Self, StoreError> {
         Ok(Self {
             seq: row.try_get("seq")?,
             at: row.try_get("at")?,
@@ -162,34 +164,41 @@ pub fn chain_hash(c: &Canonical<'_>) -> String {
     hex::encode(Sha256::digest(&buf))
 }
 
-/// Appends `event` inside `tx`; returns its sequence number.
+/// Writes `event` inside `tx`: on SQLite as the next row of the chain, on
+/// PostgreSQL to `audit_pending`, chained after `tx` commits.
 pub async fn append(
     tx: &mut Tx,
-    backend: Backend,
     at: OffsetDateTime,
     event: NewEvent<'_>,
-) -> Result<i64, StoreError> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CHAIN_LOCK)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let last = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
-    let (last_seq, prev_hash) = match last {
-        Some(row) => (
-            row.try_get::<i64, _>("seq")?,
-            row.try_get::<String, _>("hash")?,
-        ),
-        None => (0, GENESIS.to_owned()),
-    };
-    let seq = last_seq + 1;
+) -> Result<(), StoreError> {
     let at = to_ms(at);
     let data = serde_json::to_string(&event.data)
         .map_err(|e| StoreError::Corrupt(format!("audit data: {e}")))?;
     let request_id = event.request_id.map(|id| id.to_string());
+    if tx.backend() == super::Backend::Postgres {
+        query(
+            "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(at)
+        .bind(event.actor)
+        .bind(event.action)
+        .bind(request_id)
+        .bind(event.entitlement)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+        tx.chain_after_commit = true;
+        return Ok(());
+    }
+    let last = query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (last_seq, prev_hash) = match last {
+        Some(row) => (row.try_get::<i64>("seq")?, row.try_get::<String>("hash")?),
+        None => (0, GENESIS.to_owned()),
+    };
+    let seq = last_seq + 1;
     let hash = chain_hash(&Canonical {
         seq,
         at,
@@ -200,7 +209,7 @@ pub async fn append(
         data: &data,
         prev_hash: &prev_hash,
     });
-    sqlx::query(
+    query(
         "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, data, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -210,12 +219,35 @@ pub async fn append(
     .bind(event.action)
     .bind(request_id)
     .bind(event.entitlement)
-    .bind(&data)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .execute(&mut **tx)
+    .bind(data)
+    .bind(prev_hash)
+    .bind(hash)
+    .execute(&mut *tx)
     .await?;
-    Ok(seq)
+    Ok(())
+}
+
+/// Waits until every event committed before this call is in the chain
+/// (PostgreSQL; on SQLite events are chained when written).
+pub async fn caught_up(store: &Store) -> Result<(), StoreError> {
+    match store.engine() {
+        Engine::Sqlite(_) => Ok(()),
+        Engine::Postgres(db) => db.sealer.catch_up(&db.pool).await,
+    }
+}
+
+/// Events written but not chained yet, and when the oldest was written
+/// (PostgreSQL; always none on SQLite).
+pub async fn pending(store: &Store) -> Result<(i64, Option<i64>), StoreError> {
+    match store.engine() {
+        Engine::Sqlite(_) => Ok((0, None)),
+        Engine::Postgres(_) => {
+            let row = query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM audit_pending")
+                .fetch_one(store)
+                .await?;
+            Ok((row.try_get("n")?, row.try_get("oldest")?))
+        }
+    }
 }
 
 /// Filters for listing events.
@@ -241,6 +273,7 @@ pub struct Filter {
 
 /// Lists events newest first.
 pub async fn list(store: &Store, f: &Filter) -> Result<Vec<Event>, StoreError> {
+    caught_up(store).await?;
     let mut sql = String::from("SELECT * FROM audit_events WHERE 1 = 1");
     let mut args: Vec<Arg> = Vec::new();
     let mut push = |sql: &mut String, cond: &str, arg: Arg| {
@@ -281,17 +314,15 @@ pub async fn list(store: &Store, f: &Filter) -> Result<Vec<Event>, StoreError> {
         " ORDER BY seq DESC LIMIT ?",
         Arg::Int(f.limit.clamp(1, 10_000)),
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut q = query_built(sql);
     for a in args {
         q = match a {
             Arg::Text(t) => q.bind(t),
             Arg::Int(i) => q.bind(i),
         };
     }
-    let rows = q.fetch_all(store.pool()).await?;
-    rows.iter()
-        .map(|r| Event::from_row(r).map_err(StoreError::from))
-        .collect()
+    let rows = q.fetch_all(store).await?;
+    rows.iter().map(Event::from_row).collect()
 }
 
 enum Arg {
@@ -301,25 +332,22 @@ enum Arg {
 
 /// Events of one request, oldest first (the request timeline).
 pub async fn for_request(store: &Store, id: Uuid) -> Result<Vec<Event>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY seq")
+    caught_up(store).await?;
+    let rows = query("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY seq")
         .bind(id.to_string())
-        .fetch_all(store.pool())
+        .fetch_all(store)
         .await?;
-    rows.iter()
-        .map(|r| Event::from_row(r).map_err(StoreError::from))
-        .collect()
+    rows.iter().map(Event::from_row).collect()
 }
 
 /// The newest event with `action`, if any.
 pub async fn last_of(store: &Store, action: &str) -> Result<Option<Event>, StoreError> {
-    let row = sqlx::query("SELECT * FROM audit_events WHERE action = $1 ORDER BY seq DESC LIMIT 1")
+    caught_up(store).await?;
+    let row = query("SELECT * FROM audit_events WHERE action = $1 ORDER BY seq DESC LIMIT 1")
         .bind(action)
-        .fetch_optional(store.pool())
+        .fetch_optional(store)
         .await?;
-    row.as_ref()
-        .map(Event::from_row)
-        .transpose()
-        .map_err(StoreError::from)
+    row.as_ref().map(Event::from_row).transpose()
 }
 
 /// Ranges shorter than this are not split further.
@@ -359,13 +387,24 @@ pub async fn verify_in_ranges(
         .acquire()
         .await
         .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?;
+    let mut report = verify_chain(store, from, max_ranges, min_range).await?;
+    report.pending = u64::try_from(pending(store).await?.0).unwrap_or(0);
+    Ok(report)
+}
+
+async fn verify_chain(
+    store: &Store,
+    from: Option<i64>,
+    max_ranges: usize,
+    min_range: i64,
+) -> Result<jit_api::VerifyReport, StoreError> {
     let from = from.unwrap_or(1).max(1);
     let prev = if from == 1 {
         GENESIS.to_owned()
     } else {
-        let row = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
+        let row = query("SELECT hash FROM audit_events WHERE seq = $1")
             .bind(from - 1)
-            .fetch_optional(store.pool())
+            .fetch_optional(store)
             .await?;
         match row {
             Some(r) => r.try_get("hash")?,
@@ -379,14 +418,14 @@ pub async fn verify_in_ranges(
             }
         }
     };
-    let head: Option<i64> = sqlx::query("SELECT MAX(seq) AS head FROM audit_events")
-        .fetch_one(store.pool())
+    let head: Option<i64> = query("SELECT MAX(seq) AS head FROM audit_events")
+        .fetch_one(store)
         .await?
         .try_get("head")?;
     let ranges = split(from, head.unwrap_or(0), max_ranges, min_range);
     // One task (SQLite: one blocking thread) per range, so they use all cores.
     let scans = ranges.into_iter().map(|(start, end)| {
-        let native = store.native().clone();
+        let native = store.native();
         async move {
             match native {
                 Native::Sqlite(path) => {
@@ -416,6 +455,7 @@ pub async fn verify_in_ranges(
         last_seq: chain.last_seq,
         first_bad_seq: None,
         problem: None,
+        pending: 0,
     })
 }
 
@@ -543,11 +583,7 @@ const RANGE_SQL: &str =
 /// Reads and checks `[start, end)` with rusqlite on a read-only connection
 /// (runs on a blocking thread).
 fn scan_sqlite(path: &std::path::Path, start: i64, end: i64) -> Result<Range, StoreError> {
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let conn = super::open_reader(path)?;
     // SQLite numbers `$1`, `$2` as the first and second parameter, as the pool's queries rely on.
     let mut stmt = conn.prepare(RANGE_SQL)?;
     let mut rows = stmt.query([start, end])?;
@@ -616,6 +652,7 @@ fn bad(checked: u64, last_seq: Option<i64>, seq: i64, why: &str) -> jit_api::Ver
         last_seq,
         first_bad_seq: Some(seq),
         problem: Some(why.to_owned()),
+        pending: 0,
     }
 }
 
@@ -625,15 +662,12 @@ pub async fn for_each(
     from: i64,
     mut sink: impl FnMut(Event) -> std::io::Result<()>,
 ) -> Result<u64, StoreError> {
-    let mut rows = sqlx::query("SELECT * FROM audit_events WHERE seq >= $1 ORDER BY seq")
+    query("SELECT * FROM audit_events WHERE seq >= $1 ORDER BY seq")
         .bind(from)
-        .fetch(store.pool());
-    let mut n = 0;
-    while let Some(row) = rows.try_next().await? {
-        sink(Event::from_row(&row)?).map_err(|e| StoreError::Corrupt(format!("export: {e}")))?;
-        n += 1;
-    }
-    Ok(n)
+        .for_each(store, |row| {
+            sink(Event::from_row(&row)?).map_err(|e| StoreError::Corrupt(format!("export: {e}")))
+        })
+        .await
 }
 
 #[cfg(test)]

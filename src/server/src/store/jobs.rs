@@ -6,9 +6,9 @@
 //! their effect. A broker killed mid-job leaves the lease to run out and
 //! another (or the restarted one) picks the job up again.
 
-use sqlx::Row;
 use uuid::Uuid;
 
+use super::db::{query, query_built};
 use super::{Backend, Store, StoreError, Tx, uuid_col};
 
 /// A claimed job.
@@ -38,7 +38,7 @@ pub async fn enqueue(
     dedupe_key: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
         "INSERT INTO jobs (id, kind, request_id, payload, dedupe_key, due_at, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
     )
@@ -49,73 +49,72 @@ pub async fn enqueue(
     .bind(dedupe_key)
     .bind(due_at)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// Claims up to `limit` due jobs for `lease_ms`.
+/// Claims up to `limit` due jobs for `lease_ms`, oldest due first: one
+/// statement that picks them (PostgreSQL: skipping rows another broker is
+/// claiming) and sets their lease.
 pub async fn claim(
     store: &Store,
     now: i64,
     lease_ms: i64,
     limit: i64,
 ) -> Result<Vec<Job>, StoreError> {
-    let mut tx = store.begin().await?;
     let skip = match store.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
     let sql = format!(
-        "SELECT id, kind, request_id, payload, attempts, due_at FROM jobs
-         WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
-         ORDER BY due_at LIMIT $2{skip}"
+        "UPDATE jobs SET locked_until = $2, attempts = attempts + 1
+         WHERE id IN (
+             SELECT id FROM jobs
+             WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
+             ORDER BY due_at LIMIT $3{skip})
+         RETURNING id, kind, request_id, payload, attempts, due_at"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = query_built(sql)
         .bind(now)
+        .bind(now + lease_ms)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(store)
         .await?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for r in rows {
-        let id: String = r.try_get("id")?;
-        sqlx::query("UPDATE jobs SET locked_until = $1, attempts = attempts + 1 WHERE id = $2")
-            .bind(now + lease_ms)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        let request_id: Option<String> = r.try_get("request_id")?;
-        jobs.push(Job {
-            id: uuid_col(&id)?,
-            kind: r.try_get("kind")?,
-            request_id: request_id.as_deref().map(uuid_col).transpose()?,
-            payload: r.try_get("payload")?,
-            attempts: r.try_get::<i64, _>("attempts")? + 1,
-            due_at: r.try_get("due_at")?,
-        });
-    }
-    tx.commit().await?;
+    let mut jobs = rows
+        .iter()
+        .map(|r| {
+            let request_id: Option<String> = r.try_get("request_id")?;
+            Ok(Job {
+                id: uuid_col(&r.try_get::<String>("id")?)?,
+                kind: r.try_get("kind")?,
+                request_id: request_id.as_deref().map(uuid_col).transpose()?,
+                payload: r.try_get("payload")?,
+                attempts: r.try_get("attempts")?,
+                due_at: r.try_get("due_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    jobs.sort_by_key(|j| j.due_at);
     Ok(jobs)
 }
 
 /// Marks a job done, inside the transaction that records its effect.
 pub async fn complete(tx: &mut Tx, id: Uuid, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2",
-    )
-    .bind(now)
-    .bind(id.to_string())
-    .execute(&mut **tx)
-    .await?;
+    query("UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2")
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
 /// Extends the lease of a job that is still running.
 pub async fn renew_lease(store: &Store, id: Uuid, locked_until: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE jobs SET locked_until = $1 WHERE id = $2 AND done_at IS NULL")
+    query("UPDATE jobs SET locked_until = $1 WHERE id = $2 AND done_at IS NULL")
         .bind(locked_until)
         .bind(id.to_string())
-        .execute(store.pool())
+        .execute(store)
         .await?;
     Ok(())
 }
@@ -127,32 +126,32 @@ pub async fn retry_later(
     due_at: i64,
     error: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE jobs SET due_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3")
+    query("UPDATE jobs SET due_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3")
         .bind(due_at)
         .bind(truncate(error, 1000))
         .bind(id.to_string())
-        .execute(store.pool())
+        .execute(store)
         .await?;
     Ok(())
 }
 
 /// Moves a pending job of `kind` for `request` to a new time (extensions).
 pub async fn reschedule(tx: &mut Tx, dedupe_key: &str, due_at: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE jobs SET due_at = $1 WHERE dedupe_key = $2 AND done_at IS NULL")
+    query("UPDATE jobs SET due_at = $1 WHERE dedupe_key = $2 AND done_at IS NULL")
         .bind(due_at)
         .bind(dedupe_key)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
 /// Due jobs not yet done: (count, oldest due unix ms) for scheduler-lag metrics.
 pub async fn backlog(store: &Store, now: i64) -> Result<(i64, Option<i64>), StoreError> {
-    let row = sqlx::query(
+    let row = query(
         "SELECT COUNT(*) AS n, MIN(due_at) AS oldest FROM jobs WHERE done_at IS NULL AND due_at <= $1",
     )
     .bind(now)
-    .fetch_one(store.pool())
+    .fetch_one(store)
     .await?;
     Ok((row.try_get("n")?, row.try_get("oldest")?))
 }

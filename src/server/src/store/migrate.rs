@@ -1,5 +1,6 @@
 //! A small migration runner over the embedded `migrations/{sqlite,postgres}`.
 
+use super::db::query;
 use super::{Backend, Store, StoreError};
 
 struct Migration {
@@ -16,12 +17,20 @@ impl Migration {
     }
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../../../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../../../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../../../../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "audit_pending",
+        sqlite: include_str!("../../../../migrations/sqlite/0002_audit_pending.sql"),
+        postgres: include_str!("../../../../migrations/postgres/0002_audit_pending.sql"),
+    },
+];
 
 /// Advisory lock id that serialises migration runs on PostgreSQL.
 const MIGRATION_LOCK: i64 = 7_301_001;
@@ -34,22 +43,22 @@ pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
         if store.backend() == Backend::Postgres {
             // Brokers starting together must not race each other, not even on creating the
             // bookkeeping table (concurrent `CREATE TABLE IF NOT EXISTS` fails on PostgreSQL).
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            query("SELECT pg_advisory_xact_lock($1)")
                 .bind(MIGRATION_LOCK)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
-        sqlx::raw_sql(
+        super::db::batch(
+            &mut tx,
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version BIGINT PRIMARY KEY,
                  name TEXT NOT NULL,
                  applied_at BIGINT NOT NULL)",
         )
-        .execute(&mut *tx)
         .await?;
-        let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+        let done = query("SELECT version FROM schema_migrations WHERE version = $1")
             .bind(m.version)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
         if done.is_some() {
             tx.rollback().await?;
@@ -59,15 +68,13 @@ pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
             Backend::Sqlite => m.sqlite,
             Backend::Postgres => m.postgres,
         };
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-        )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(crate::clock::to_ms(time::OffsetDateTime::now_utc()))
-        .execute(&mut *tx)
-        .await?;
+        super::db::batch(&mut tx, sql).await?;
+        query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::clock::to_ms(time::OffsetDateTime::now_utc()))
+            .execute(&mut tx)
+            .await?;
         tx.commit().await?;
         applied.push(m.id());
     }
@@ -77,24 +84,24 @@ pub(super) async fn run(store: &Store) -> Result<Vec<String>, StoreError> {
 /// The migrations not yet applied (all of them on an empty database).
 pub(super) async fn pending(store: &Store) -> Result<Vec<String>, StoreError> {
     let exists = match store.backend() {
-        Backend::Sqlite => sqlx::query(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
-        ),
-        Backend::Postgres => sqlx::query(
+        Backend::Sqlite => {
+            query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+        }
+        Backend::Postgres => query(
             "SELECT 1 FROM pg_catalog.pg_tables
              WHERE schemaname = current_schema() AND tablename = 'schema_migrations'",
         ),
     }
-    .fetch_optional(store.pool())
+    .fetch_optional(store)
     .await?
     .is_some();
     let mut done = Vec::new();
     if exists {
-        for row in sqlx::query("SELECT version FROM schema_migrations")
-            .fetch_all(store.pool())
+        for row in query("SELECT version FROM schema_migrations")
+            .fetch_all(store)
             .await?
         {
-            done.push(sqlx::Row::try_get::<i64, _>(&row, "version")?);
+            done.push(row.try_get::<i64>("version")?);
         }
     }
     Ok(MIGRATIONS

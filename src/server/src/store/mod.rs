@@ -1,32 +1,35 @@
 //! All SQL lives here. One code path serves SQLite and PostgreSQL through
-//! sqlx's `Any` driver: ids are TEXT, times are BIGINT unix milliseconds,
-//! flags are BIGINT 0/1, JSON is TEXT, and placeholders are `$n`.
+//! the small query interface of [`db`]: ids are TEXT, times are BIGINT unix
+//! milliseconds, flags are BIGINT 0/1, JSON is TEXT, and placeholders are `$n`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use thiserror::Error;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub mod audit;
+pub mod db;
 pub mod export;
 pub mod jobs;
 mod migrate;
 pub mod requests;
+mod seal;
 pub mod sessions;
 pub mod users;
+
+pub use db::{query, query_built};
 
 /// How often a broker on SQLite checkpoints the write-ahead log.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// An open database transaction.
-pub type Tx = Transaction<'static, Any>;
+/// How long a SQLite statement waits for a lock another process holds.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Which engine is behind the pool.
+/// Which engine is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// Embedded SQLite.
@@ -47,111 +50,319 @@ pub enum StoreError {
     /// A row held something this version cannot read.
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// The database said no.
+    /// PostgreSQL said no.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    /// SQLite said no, through rusqlite (the bulk read of `audit verify`).
+    /// SQLite said no.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database URL or file cannot be used.
+    #[error("database: {0}")]
+    Open(String),
 }
 
 impl StoreError {
     /// Maps unique-constraint violations to [`StoreError::Conflict`].
-    pub fn from_insert(e: sqlx::Error, what: &str) -> Self {
-        if let sqlx::Error::Database(db) = &e
-            && db.is_unique_violation()
-        {
-            return Self::Conflict(what.to_owned());
+    pub fn from_insert(e: Self, what: &str) -> Self {
+        if e.is_unique_violation() {
+            Self::Conflict(what.to_owned())
+        } else {
+            e
         }
-        Self::Db(e)
+    }
+
+    /// A unique or primary-key constraint refused the write.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(db)) => db.is_unique_violation(),
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ),
+            _ => false,
+        }
+    }
+
+    /// PostgreSQL gave up waiting for a lock (`lock_timeout`).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, Self::Db(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03"))
     }
 }
 
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
-    /// Also says which engine it is ([`Store::backend`]).
-    native: Native,
+    engine: Arc<Engine>,
 }
 
-/// How to open a connection of the engine's own driver, outside the pool,
-/// for the bulk read of `audit verify`: through `Any`, every value is copied
-/// into an owned one and SQLite rows cross threads one by one, which cost
-/// most of the time (docs/performance.md).
+/// The engine and its connections.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per store, behind an Arc: the size is paid once"
+)]
+pub(crate) enum Engine {
+    /// SQLite in process.
+    Sqlite(Sqlite),
+    /// PostgreSQL through a pool.
+    Postgres(Postgres),
+}
+
+/// A SQLite database: one connection writes, any number read.
+///
+/// SQLite has one write lock per database. A second connection that finds
+/// it taken sleeps in the busy handler (1, 2, 5, 10 ms, …) rather than
+/// taking it the moment it is free, so the broker writes through one
+/// connection and its writers queue for it in order instead.
+pub(crate) struct Sqlite {
+    path: PathBuf,
+    /// The writing connection; holding the lock is holding the turn.
+    pub(crate) writer: Arc<Mutex<rusqlite::Connection>>,
+    /// Idle read-only connections (WAL: readers never wait for the writer).
+    readers: SyncMutex<Vec<rusqlite::Connection>>,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A PostgreSQL database.
+pub(crate) struct Postgres {
+    pub(crate) pool: PgPool,
+    options: PgConnectOptions,
+    /// Chains the events written to `audit_pending` (see [`seal`]).
+    pub(crate) sealer: seal::Sealer,
+}
+
+impl std::fmt::Debug for Postgres {
+    // The options hold the database password: say nothing of them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres").finish_non_exhaustive()
+    }
+}
+
+/// A read-only SQLite connection, back to the idle ones when dropped.
+pub(crate) struct Reader<'a> {
+    conn: Option<rusqlite::Connection>,
+    db: &'a Sqlite,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        // Present until drop.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self
+                .db
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < 16 {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+impl Sqlite {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let writer = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Open(format!("cannot open `{}`: {e}", path.display())))?;
+        writer.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        writer.set_prepared_statement_cache_capacity(128);
+        // The broker checkpoints the write-ahead log in the background
+        // (`Store::checkpoint`); the automatic checkpoint, which runs with an
+        // fsync inside whichever commit crosses its threshold, is only the backstop.
+        writer.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;",
+        )?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Arc::new(Mutex::new(writer)),
+            readers: SyncMutex::new(Vec::new()),
+        })
+    }
+
+    /// An idle reader, or a new one.
+    pub(crate) fn reader(&self) -> Result<Reader<'_>, StoreError> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = if let Some(conn) = idle {
+            conn
+        } else {
+            let conn = open_reader(&self.path)?;
+            conn.set_prepared_statement_cache_capacity(128);
+            conn
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            db: self,
+        })
+    }
+}
+
+/// A read-only connection to the SQLite file at `path`.
+pub(crate) fn open_reader(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// How to reach the database outside the store's connections, for the bulk
+/// read of `audit verify`.
 #[derive(Clone)]
 pub(crate) enum Native {
-    /// The database file, opened read-only with rusqlite.
+    /// The database file, opened read-only.
     Sqlite(PathBuf),
     /// The pool's own connect options.
     Postgres(Box<PgConnectOptions>),
 }
 
-impl std::fmt::Debug for Native {
-    // The options hold the database password: name the engine only.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Sqlite(_) => "Native(sqlite)",
-            Self::Postgres(_) => "Native(postgres)",
-        })
+/// An open write transaction ([`Store::begin`]). Dropped without
+/// [`Tx::commit`], it rolls back.
+pub struct Tx {
+    conn: TxInner,
+    /// PostgreSQL: audit events went to `audit_pending`; chain them after commit.
+    pub(crate) chain_after_commit: bool,
+    store: Store,
+}
+
+enum TxInner {
+    Sqlite(SqliteTx),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// The SQLite writer inside `BEGIN IMMEDIATE`; rolls back when dropped open.
+struct SqliteTx {
+    conn: OwnedMutexGuard<rusqlite::Connection>,
+    open: bool,
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if self.open {
+            // Nothing to report to: the transaction is abandoned.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// The connection of a transaction, for [`db`].
+pub(crate) enum TxConn<'a> {
+    Sqlite(&'a mut rusqlite::Connection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+impl Tx {
+    pub(crate) fn conn(&mut self) -> TxConn<'_> {
+        match &mut self.conn {
+            TxInner::Sqlite(t) => TxConn::Sqlite(&mut t.conn),
+            TxInner::Postgres(t) => TxConn::Postgres(t),
+        }
+    }
+
+    /// Which engine.
+    pub fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        let Self {
+            conn,
+            chain_after_commit,
+            store,
+        } = self;
+        match conn {
+            TxInner::Sqlite(mut t) => {
+                t.conn.execute_batch("COMMIT")?;
+                t.open = false;
+            }
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        if chain_after_commit && let Engine::Postgres(pg) = store.engine() {
+            pg.sealer.kick(&pg.pool);
+        }
+        Ok(())
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self.conn {
+            TxInner::Sqlite(mut t) => {
+                t.open = false;
+                t.conn.execute_batch("ROLLBACK")?;
+            }
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
     }
 }
 
 impl Store {
-    /// Connects to `sqlite:…` or `postgres://…`; creates the SQLite file if missing.
+    /// Connects to `sqlite:PATH` / `sqlite://PATH` (the file is created if
+    /// missing) or `postgres://…`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        install_default_drivers();
-        let (backend, url) = if url.starts_with("sqlite:") {
-            let url = if url.contains("mode=") {
-                url.to_owned()
-            } else if url.contains('?') {
-                format!("{url}&mode=rwc")
-            } else {
-                format!("{url}?mode=rwc")
-            };
-            (Backend::Sqlite, url)
+        let engine = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = sqlite_path(rest)?;
+            Engine::Sqlite(Sqlite::open(&path)?)
         } else {
-            (Backend::Postgres, url.to_owned())
-        };
-        let options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(30))
-            .max_connections(match backend {
-                Backend::Sqlite => max_connections.clamp(1, 8),
-                Backend::Postgres => max_connections,
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(30))
+                .max_connections(max_connections.max(1))
+                // A broken connection fails its query (and the pool drops it);
+                // a round trip on every acquire costs more than it saves.
+                .test_before_acquire(false)
+                .connect_with(options.clone())
+                .await?;
+            Engine::Postgres(Postgres {
+                pool,
+                options,
+                sealer: seal::Sealer::default(),
             })
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // The broker checkpoints the write-ahead log in the background
-                        // (`Store::checkpoint`); the automatic checkpoint, which runs
-                        // with an fsync inside whichever commit crosses its threshold,
-                        // is only the backstop.
-                        sqlx::raw_sql(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                             PRAGMA wal_autocheckpoint = 10000;",
-                        )
-                        .execute(conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            });
-        let native = match backend {
-            Backend::Sqlite => Native::Sqlite(
-                SqliteConnectOptions::from_str(&url)?
-                    .get_filename()
-                    .to_owned(),
-            ),
-            Backend::Postgres => Native::Postgres(Box::new(PgConnectOptions::from_str(&url)?)),
         };
-        let pool = options.connect(&url).await?;
-        Ok(Self { pool, native })
+        Ok(Self {
+            engine: Arc::new(engine),
+        })
     }
 
-    /// How to reach the database without the pool (bulk reads).
-    pub(crate) fn native(&self) -> &Native {
-        &self.native
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// How to reach the database without the store's connections (bulk reads).
+    pub(crate) fn native(&self) -> Native {
+        match &*self.engine {
+            Engine::Sqlite(db) => Native::Sqlite(db.path.clone()),
+            Engine::Postgres(db) => Native::Postgres(Box::new(db.options.clone())),
+        }
     }
 
     /// Applies pending migrations.
@@ -164,25 +375,39 @@ impl Store {
         migrate::pending(self).await
     }
 
-    /// The pool, for reads.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     /// Which engine.
     pub fn backend(&self) -> Backend {
-        match self.native {
-            Native::Sqlite(_) => Backend::Sqlite,
-            Native::Postgres(_) => Backend::Postgres,
+        match &*self.engine {
+            Engine::Sqlite(_) => Backend::Sqlite,
+            Engine::Postgres(_) => Backend::Postgres,
         }
     }
 
-    /// Begins a write transaction. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so read-then-write sequences never race.
+    /// The most connections this store opens at once (PostgreSQL's pool size;
+    /// SQLite: one writer and a reader per concurrent statement).
+    pub fn max_connections(&self) -> u32 {
+        match &*self.engine {
+            Engine::Sqlite(_) => 1,
+            Engine::Postgres(db) => db.pool.options().get_max_connections(),
+        }
+    }
+
+    /// Begins a write transaction. On SQLite it waits for the writing
+    /// connection and takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// read-then-write sequences never race.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(match self.backend() {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        let conn = match &*self.engine {
+            Engine::Sqlite(db) => {
+                let conn = db.writer.clone().lock_owned().await;
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+                TxInner::Sqlite(SqliteTx { conn, open: true })
+            }
+            Engine::Postgres(db) => TxInner::Postgres(db.pool.begin().await?),
+        };
+        Ok(Tx {
+            conn,
+            chain_after_commit: false,
+            store: self.clone(),
         })
     }
 
@@ -195,32 +420,90 @@ impl Store {
         }
     }
 
-    /// Closes the pool.
+    /// Closes the connections (PostgreSQL: the pool; SQLite: the idle readers).
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &*self.engine {
+            Engine::Sqlite(db) => db
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear(),
+            Engine::Postgres(db) => db.pool.close().await,
+        }
     }
 
     /// SQLite: copies the write-ahead log back into the database file and
     /// syncs it (`PRAGMA wal_checkpoint(PASSIVE)`: readers and writers go on
-    /// meanwhile). The scheduler calls it every [`CHECKPOINT_EVERY`], so the
-    /// `fsync` is not paid by a request. PostgreSQL: nothing to do.
+    /// meanwhile), on a connection and a thread of its own. The scheduler
+    /// calls it every [`CHECKPOINT_EVERY`], so the `fsync` is not paid by a
+    /// request. PostgreSQL: nothing to do.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        if self.backend() == Backend::Sqlite {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&self.pool)
-                .await?;
+        if let Engine::Sqlite(db) = &*self.engine {
+            let path = db.path.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+                let conn = rusqlite::Connection::open_with_flags(
+                    &path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| StoreError::Open(format!("checkpoint: {e}")))??;
         }
         Ok(())
     }
 
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        query("SELECT 1").fetch_one(self).await?;
         Ok(())
     }
+}
+
+/// The file of a `sqlite:` URL (what follows the scheme): `//PATH` or `PATH`,
+/// optionally `?mode=rwc`, the default.
+fn sqlite_path(rest: &str) -> Result<PathBuf, StoreError> {
+    let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = path.strip_prefix("//").unwrap_or(path);
+    if path.is_empty() || path.starts_with(':') {
+        return Err(StoreError::Open(
+            "a SQLite URL names a file: `sqlite://PATH`".to_owned(),
+        ));
+    }
+    for p in params.split('&').filter(|p| !p.is_empty()) {
+        if p != "mode=rwc" {
+            return Err(StoreError::Open(format!(
+                "unsupported SQLite URL parameter `{p}`"
+            )));
+        }
+    }
+    Ok(PathBuf::from(path))
 }
 
 /// Reads a TEXT uuid column.
 pub(crate) fn uuid_col(s: &str) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::from_str(s).map_err(|_| StoreError::Corrupt(format!("bad uuid `{s}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_a_file() {
+        for (url, path) in [
+            ("//jit.db", "jit.db"),
+            ("///var/lib/jit/jit.db", "/var/lib/jit/jit.db"),
+            ("/tmp/x.db", "/tmp/x.db"),
+            ("//jit.db?mode=rwc", "jit.db"),
+        ] {
+            assert_eq!(sqlite_path(url).unwrap(), PathBuf::from(path), "{url}");
+        }
+        for bad in ["", "//", ":memory:", "//x.db?cache=shared"] {
+            assert!(sqlite_path(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -3,10 +3,9 @@
 use std::fmt::Write as _;
 
 use jit_api::{Decision, RequestState};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use uuid::Uuid;
 
+use super::db::{query, query_built};
 use super::{Store, StoreError, Tx, uuid_col};
 use crate::clock::from_ms;
 
@@ -72,10 +71,10 @@ fn opt_uuid(v: Option<&str>) -> Result<Option<Uuid>, StoreError> {
 }
 
 impl RequestRow {
-    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+    fn from_row(row: &super::db::Row) -> Result<Self, StoreError> {
         let state: String = row.try_get("state")?;
         Ok(Self {
-            id: uuid_col(&row.try_get::<String, _>("id")?)?,
+            id: uuid_col(&row.try_get::<String>("id")?)?,
             entitlement: row.try_get("entitlement")?,
             kind: row.try_get("kind")?,
             requester_key: row.try_get("requester_key")?,
@@ -85,11 +84,11 @@ impl RequestRow {
             justification: row.try_get("justification")?,
             ticket: row.try_get("ticket")?,
             approvals_required: row.try_get("approvals_required")?,
-            break_glass: row.try_get::<i64, _>("break_glass")? != 0,
-            extends_id: opt_uuid(row.try_get::<Option<String>, _>("extends_id")?.as_deref())?,
-            root_id: uuid_col(&row.try_get::<String, _>("root_id")?)?,
+            break_glass: row.try_get::<i64>("break_glass")? != 0,
+            extends_id: opt_uuid(row.try_get::<Option<String>>("extends_id")?.as_deref())?,
+            root_id: uuid_col(&row.try_get::<String>("root_id")?)?,
             target_key: row.try_get("target_key")?,
-            simulated: row.try_get::<i64, _>("simulated")? != 0,
+            simulated: row.try_get::<i64>("simulated")? != 0,
             created_at: row.try_get("created_at")?,
             pending_until: row.try_get("pending_until")?,
             decided_at: row.try_get("decided_at")?,
@@ -154,13 +153,14 @@ pub struct ApprovalRow {
     pub at: i64,
 }
 
-/// Inserts a new request (the caller has validated it).
+/// Inserts a new request (the caller has validated it), pending or, when
+/// granted at once, approved.
 pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
         "INSERT INTO requests (id, entitlement, kind, requester_key, requester_email, state,
             duration_secs, justification, ticket, approvals_required, break_glass, extends_id,
-            root_id, target_key, simulated, created_at, pending_until)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            root_id, target_key, simulated, created_at, pending_until, decided_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(r.id.to_string())
     .bind(&r.entitlement)
@@ -179,7 +179,8 @@ pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
     .bind(i64::from(r.simulated))
     .bind(r.created_at)
     .bind(r.pending_until)
-    .execute(&mut **tx)
+    .bind(r.decided_at)
+    .execute(&mut *tx)
     .await
     .map_err(|e| {
         StoreError::from_insert(
@@ -195,9 +196,9 @@ pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
 
 /// Reads a request.
 pub async fn get(store: &Store, id: Uuid) -> Result<Option<RequestRow>, StoreError> {
-    let row = sqlx::query("SELECT * FROM requests WHERE id = $1")
+    let row = query("SELECT * FROM requests WHERE id = $1")
         .bind(id.to_string())
-        .fetch_optional(store.pool())
+        .fetch_optional(store)
         .await?;
     row.as_ref().map(RequestRow::from_row).transpose()
 }
@@ -205,9 +206,9 @@ pub async fn get(store: &Store, id: Uuid) -> Result<Option<RequestRow>, StoreErr
 /// Reads a request inside a write transaction, locking its row on PostgreSQL.
 pub async fn lock(store: &Store, tx: &mut Tx, id: Uuid) -> Result<RequestRow, StoreError> {
     let sql = format!("SELECT * FROM requests WHERE id = $1{}", store.for_update());
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let row = query_built(sql)
         .bind(id.to_string())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
     RequestRow::from_row(&row)
@@ -240,7 +241,7 @@ pub async fn set_state(
     to: RequestState,
     c: &Changes,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(
+    let done = query(
         "UPDATE requests SET state = $1,
             decided_at = COALESCE($2, decided_at),
             activated_at = COALESCE($3, activated_at),
@@ -261,10 +262,10 @@ pub async fn set_state(
     .bind(c.simulated.map(i64::from))
     .bind(id.to_string())
     .bind(from.as_str())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(|e| StoreError::from_insert(e, "another open request holds this entitlement"))?;
-    if done.rows_affected() == 1 {
+    if done == 1 {
         Ok(())
     } else {
         Err(StoreError::Conflict(format!("request is no longer {from}")))
@@ -273,58 +274,78 @@ pub async fn set_state(
 
 /// Marks the upstream object removed (or not needing removal).
 pub async fn set_deprovisioned(tx: &mut Tx, id: Uuid, at: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE requests SET deprovisioned_at = $1 WHERE id = $2 AND deprovisioned_at IS NULL",
-    )
-    .bind(at)
-    .bind(id.to_string())
-    .execute(&mut **tx)
-    .await?;
+    query("UPDATE requests SET deprovisioned_at = $1 WHERE id = $2 AND deprovisioned_at IS NULL")
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
 /// Records a break-glass review.
 pub async fn set_reviewed(tx: &mut Tx, id: Uuid, by: &str, at: i64) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+    let done = query(
         "UPDATE requests SET reviewed_by = $1, reviewed_at = $2
          WHERE id = $3 AND break_glass = 1 AND reviewed_at IS NULL",
     )
     .bind(by)
     .bind(at)
     .bind(id.to_string())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
 /// Other requests that hold the same upstream object and still need it.
 pub async fn live_holders(
-    tx: &mut Tx,
+    store: &Store,
     target_key: &str,
     except: Uuid,
 ) -> Result<Vec<Uuid>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id FROM requests WHERE target_key = $1 AND id <> $2 AND state = 'active'",
+    // An active request's object is never removed yet: `deprovisioned_at IS
+    // NULL` holds for it, and lets the partial index on `target_key` serve.
+    let rows = query(
+        "SELECT id FROM requests WHERE target_key = $1 AND deprovisioned_at IS NULL
+         AND id <> $2 AND state = 'active'",
     )
     .bind(target_key)
     .bind(except.to_string())
-    .fetch_all(&mut **tx)
+    .fetch_all(store)
     .await?;
     rows.iter()
-        .map(|r| uuid_col(&r.try_get::<String, _>("id")?))
+        .map(|r| uuid_col(&r.try_get::<String>("id")?))
         .collect()
+}
+
+/// Whether another request holds the same upstream object: a live grant, or
+/// an ended one whose removal is still due.
+pub async fn object_held(
+    store: &Store,
+    target_key: &str,
+    except: Uuid,
+) -> Result<bool, StoreError> {
+    Ok(query(
+        "SELECT 1 FROM requests WHERE target_key = $1 AND deprovisioned_at IS NULL AND id <> $2
+         AND (state = 'active' OR (state IN ('expired', 'revoked') AND activated_at IS NOT NULL))
+         LIMIT 1",
+    )
+    .bind(target_key)
+    .bind(except.to_string())
+    .fetch_optional(store)
+    .await?
+    .is_some())
 }
 
 /// Number of extensions in a chain.
 pub async fn extension_count(tx: &mut Tx, root: Uuid) -> Result<i64, StoreError> {
-    let row = sqlx::query(
+    let row = query(
         "SELECT COUNT(*) AS n FROM requests WHERE root_id = $1 AND extends_id IS NOT NULL
          AND state NOT IN ('denied', 'cancelled', 'timed_out', 'failed')",
     )
     .bind(root.to_string())
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(row.try_get("n")?)
+    row.try_get("n")
 }
 
 /// Inserts a decision; an approver counts once (primary key).
@@ -333,7 +354,7 @@ pub async fn insert_approval(
     request: Uuid,
     a: &ApprovalRow,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
         "INSERT INTO approvals (request_id, approver_key, approver_email, decision, comment, at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -346,13 +367,13 @@ pub async fn insert_approval(
     })
     .bind(&a.comment)
     .bind(a.at)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(|e| StoreError::from_insert(e, "you have already decided on this request"))?;
     Ok(())
 }
 
-fn approval_from_row(r: &AnyRow) -> Result<ApprovalRow, StoreError> {
+fn approval_from_row(r: &super::db::Row) -> Result<ApprovalRow, StoreError> {
     let d: String = r.try_get("decision")?;
     Ok(ApprovalRow {
         approver_key: r.try_get("approver_key")?,
@@ -369,21 +390,19 @@ fn approval_from_row(r: &AnyRow) -> Result<ApprovalRow, StoreError> {
 
 /// Decisions on a request, oldest first.
 pub async fn approvals(store: &Store, request: Uuid) -> Result<Vec<ApprovalRow>, StoreError> {
-    let rows =
-        sqlx::query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
-            .bind(request.to_string())
-            .fetch_all(store.pool())
-            .await?;
+    let rows = query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
+        .bind(request.to_string())
+        .fetch_all(store)
+        .await?;
     rows.iter().map(approval_from_row).collect()
 }
 
 /// Decisions on a request inside a transaction.
 pub async fn approvals_tx(tx: &mut Tx, request: Uuid) -> Result<Vec<ApprovalRow>, StoreError> {
-    let rows =
-        sqlx::query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
-            .bind(request.to_string())
-            .fetch_all(&mut **tx)
-            .await?;
+    let rows = query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
+        .bind(request.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
     rows.iter().map(approval_from_row).collect()
 }
 
@@ -430,11 +449,11 @@ pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, Stor
         " ORDER BY created_at DESC, id LIMIT {}",
         f.limit.clamp(1, 1000)
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut q = query_built(sql);
     for b in binds {
         q = q.bind(b);
     }
-    let rows = q.fetch_all(store.pool()).await?;
+    let rows = q.fetch_all(store).await?;
     rows.iter().map(RequestRow::from_row).collect()
 }
 
@@ -444,21 +463,21 @@ pub async fn decided_by(
     approver_key: &str,
     limit: i64,
 ) -> Result<Vec<RequestRow>, StoreError> {
-    let rows = sqlx::query(
+    let rows = query(
         "SELECT r.* FROM requests r JOIN approvals a ON a.request_id = r.id
          WHERE a.approver_key = $1 ORDER BY a.at DESC LIMIT $2",
     )
     .bind(approver_key)
     .bind(limit.clamp(1, 1000))
-    .fetch_all(store.pool())
+    .fetch_all(store)
     .await?;
     rows.iter().map(RequestRow::from_row).collect()
 }
 
 /// Counts requests by state (metrics).
 pub async fn count_by_state(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
-    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM requests GROUP BY state")
-        .fetch_all(store.pool())
+    let rows = query("SELECT state, COUNT(*) AS n FROM requests GROUP BY state")
+        .fetch_all(store)
         .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))

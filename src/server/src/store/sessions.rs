@@ -1,7 +1,6 @@
 //! Browser sessions, stored server-side under the SHA-256 of their id.
 
-use sqlx::Row;
-
+use super::db::query;
 use super::{Store, StoreError};
 
 /// A session row.
@@ -25,7 +24,7 @@ pub struct SessionRow {
 
 /// Stores a new session.
 pub async fn insert(store: &Store, s: &SessionRow) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
         "INSERT INTO sessions (id_hash, user_key, data, csrf_token, created_at, last_seen_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -36,16 +35,16 @@ pub async fn insert(store: &Store, s: &SessionRow) -> Result<(), StoreError> {
     .bind(s.created_at)
     .bind(s.last_seen_at)
     .bind(s.expires_at)
-    .execute(store.pool())
+    .execute(store)
     .await?;
     Ok(())
 }
 
 /// Reads a session by id hash.
 pub async fn get(store: &Store, id_hash: &str) -> Result<Option<SessionRow>, StoreError> {
-    let row = sqlx::query("SELECT * FROM sessions WHERE id_hash = $1")
+    let row = query("SELECT * FROM sessions WHERE id_hash = $1")
         .bind(id_hash)
-        .fetch_optional(store.pool())
+        .fetch_optional(store)
         .await?;
     row.map(|r| {
         Ok(SessionRow {
@@ -63,28 +62,28 @@ pub async fn get(store: &Store, id_hash: &str) -> Result<Option<SessionRow>, Sto
 
 /// Marks activity (idle timeout).
 pub async fn touch(store: &Store, id_hash: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+    query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
         .bind(now)
         .bind(id_hash)
-        .execute(store.pool())
+        .execute(store)
         .await?;
     Ok(())
 }
 
 /// Ends a session; returns whether one was deleted (single use of pre-login state).
 pub async fn delete(store: &Store, id_hash: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+    let done = query("DELETE FROM sessions WHERE id_hash = $1")
         .bind(id_hash)
-        .execute(store.pool())
+        .execute(store)
         .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
 /// Drops sessions past their absolute end.
 pub async fn purge_expired(store: &Store, now: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+    let done = query("DELETE FROM sessions WHERE expires_at <= $1")
         .bind(now)
-        .execute(store.pool())
+        .execute(store)
         .await?;
-    Ok(done.rows_affected())
+    Ok(done)
 }

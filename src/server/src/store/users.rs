@@ -1,18 +1,21 @@
 //! Users the broker has seen sign in (for notifications and grant providers).
 
-use sqlx::Row;
-
+use super::db::query;
 use super::{Store, StoreError, Tx};
 use crate::domain::User;
 use crate::providers::Grantee;
 
-/// Records or refreshes a user's profile.
+/// Records a user's profile, or refreshes it when it changed (`updated_at`
+/// is when it last changed).
 pub async fn upsert(tx: &mut Tx, user: &User, now: i64) -> Result<(), StoreError> {
     let groups = serde_json::to_string(&user.groups).unwrap_or_else(|_| "[]".to_owned());
-    sqlx::query(
+    query(
         "INSERT INTO users (key, email, name, oid, groups_json, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (key) DO UPDATE SET email = excluded.email, name = excluded.name,
-            oid = excluded.oid, groups_json = excluded.groups_json, updated_at = excluded.updated_at",
+            oid = excluded.oid, groups_json = excluded.groups_json, updated_at = excluded.updated_at
+         WHERE users.email IS DISTINCT FROM excluded.email OR users.name IS DISTINCT FROM excluded.name
+            OR users.oid IS DISTINCT FROM excluded.oid
+            OR users.groups_json IS DISTINCT FROM excluded.groups_json",
     )
     .bind(&user.key)
     .bind(&user.email)
@@ -20,16 +23,16 @@ pub async fn upsert(tx: &mut Tx, user: &User, now: i64) -> Result<(), StoreError
     .bind(&user.oid)
     .bind(groups)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 /// A user's grantee facts.
 pub async fn grantee(store: &Store, key: &str) -> Result<Option<Grantee>, StoreError> {
-    let row = sqlx::query("SELECT key, email, name, oid FROM users WHERE key = $1")
+    let row = query("SELECT key, email, name, oid FROM users WHERE key = $1")
         .bind(key)
-        .fetch_optional(store.pool())
+        .fetch_optional(store)
         .await?;
     row.map(|r| {
         Ok(Grantee {
