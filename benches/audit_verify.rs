@@ -131,7 +131,7 @@ async fn build_chain(store: &Store, total: usize) {
             } else {
                 insert_sql(n)
             };
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = jit_server::store::query_built(sql);
             for r in &rows {
                 q = q
                     .bind(r.seq)
@@ -144,7 +144,7 @@ async fn build_chain(store: &Store, total: usize) {
                     .bind(r.prev_hash.as_str())
                     .bind(r.hash.as_str());
             }
-            q.execute(&mut *tx).await.expect("bulk insert");
+            q.execute(&mut tx).await.expect("bulk insert");
             done += n;
         }
         tx.commit().await.expect("commit");

@@ -43,11 +43,15 @@ use tokio::sync::watch;
 
 /// Longest wait for one grant to become active before the arrival counts as failed.
 const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Poll interval while waiting for activation (`JIT_BENCH_POLL_MS`, default 20): every
-/// waiting arrival polls, so a short interval turns a slow-down into a flood of reads.
+/// First poll interval while waiting for activation (`JIT_BENCH_POLL_MS`, default 20);
+/// it doubles after each poll up to [`POLL_AT_MOST`]. Every waiting arrival polls, so a
+/// fixed short interval would turn any slow-down into a flood of reads that the broker
+/// must serve before it can catch up.
 fn poll_interval() -> Duration {
     Duration::from_millis(env_or("JIT_BENCH_POLL_MS", 20))
 }
+/// The longest poll interval: what `jit request --wait` uses.
+const POLL_AT_MOST: Duration = Duration::from_secs(1);
 
 /// Session key of the benchmark broker (base64 of 64 fixed bytes; not a secret).
 const SESSION_KEY: [u8; 64] = [7; 64];
@@ -95,6 +99,8 @@ async fn synthetic_tokens(app: &jit_server::service::App, count: u64) {
 
 /// Timings of one arrival.
 struct Sample {
+    /// When the arrival was due, from the start of the run.
+    due: Duration,
     create: Duration,
     activation: Duration,
     mint: Duration,
@@ -108,10 +114,11 @@ async fn flow(
     http: reqwest::Client,
     base: String,
     n: u64,
+    start: Instant,
     scheduled: Instant,
 ) -> Result<Sample, Failure> {
     let token = format!("bench-{n}");
-    let poll = poll_interval();
+    let mut poll = poll_interval();
     let t0 = Instant::now();
     let res = http
         .post(format!("{base}/api/v1/requests"))
@@ -143,6 +150,7 @@ async fn flow(
             return Err("not active after 10 s".to_owned());
         }
         tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(POLL_AT_MOST);
         let res = http
             .get(format!("{base}/api/v1/requests/{id}"))
             .bearer_auth(&token)
@@ -172,6 +180,7 @@ async fn flow(
         return Err(format!("credentials: {status}"));
     }
     Ok(Sample {
+        due: scheduled - start,
         create: t1 - t0,
         activation: t2 - t1,
         mint: t3 - t2,
@@ -254,14 +263,76 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     let base = format!("http://{addr}");
 
     let offered = rate * secs;
-    synthetic_tokens(&app, offered).await;
+    let warm_up = rate * env_or("JIT_BENCH_LOAD_WARMUP_SECS", 3);
+    synthetic_tokens(&app, warm_up + offered).await;
+    // The set-up wrote thousands of sessions: start the clock with the write-ahead
+    // log checkpointed, as a broker that has been running is (SQLite).
+    app.store.checkpoint().await.expect("checkpoint");
+    // Warm up (connections opened, statements prepared, pages cached), as a
+    // broker that has been running is; these arrivals are not counted.
+    let _ = arrivals(&client, &base, offered..offered + warm_up, rate).await;
+    let (samples, failures, elapsed) = arrivals(&client, &base, 0..offered, rate).await;
+
+    let _ = stop_scheduler.send(true);
+    let _ = jobs.await;
+    server.abort();
+    jit_server::store::audit::caught_up(&app.store)
+        .await
+        .expect("chain the pending audit events");
+    let report = jit_server::store::audit::verify(&app.store, None)
+        .await
+        .expect("verify");
+    assert!(report.ok, "audit chain broken under load: {report:?}");
+    app.store.close().await;
+    db.remove().await;
+
+    if let Ok(k) = std::env::var("JIT_BENCH_LOAD_SLOWEST") {
+        let mut calls: Vec<(Duration, Duration, &str)> = samples
+            .iter()
+            .flat_map(|s| {
+                [
+                    (s.create, s.due, "create"),
+                    (s.activation, s.due, "activation"),
+                    (s.mint, s.due, "mint"),
+                ]
+            })
+            .collect();
+        calls.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+        for (took, due, what) in calls.iter().take(k.parse().unwrap_or(10)) {
+            println!("  slow: {what} {took:?} for the arrival due at {due:?}");
+        }
+    }
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let throughput = samples.len() as f64 / elapsed.as_secs_f64();
+    Outcome {
+        offered,
+        ok: samples.len(),
+        failed: failures.len(),
+        first_failure: failures.into_iter().next(),
+        throughput,
+        create: percentiles(samples.iter().map(|s| s.create).collect()),
+        activation: percentiles(samples.iter().map(|s| s.activation).collect()),
+        mint: percentiles(samples.iter().map(|s| s.mint).collect()),
+        total: percentiles(samples.iter().map(|s| s.total).collect()),
+        audit_rows: report.checked,
+    }
+}
+
+/// Arrivals with the tokens `tokens` at `rate` per second, open loop; the
+/// samples, the failures and the time until the last one ended.
+async fn arrivals(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: std::ops::Range<u64>,
+    rate: u64,
+) -> (Vec<Sample>, Vec<Failure>, Duration) {
     let gap = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(1);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..offered {
-        let scheduled = start + gap * u32::try_from(n).unwrap_or(u32::MAX);
+    for (i, n) in tokens.enumerate() {
+        let scheduled = start + gap * u32::try_from(i).unwrap_or(u32::MAX);
         tokio::time::sleep_until(scheduled.into()).await;
-        tasks.spawn(flow(client.clone(), base.clone(), n, scheduled));
+        tasks.spawn(flow(client.clone(), base.to_owned(), n, start, scheduled));
     }
     let mut samples = Vec::new();
     let mut failures = Vec::new();
@@ -280,31 +351,7 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     let elapsed = start.elapsed();
     failures.extend((0..tasks.len()).map(|_| "still running after 60 s".to_owned()));
     tasks.abort_all();
-
-    let _ = stop_scheduler.send(true);
-    let _ = jobs.await;
-    server.abort();
-    let report = jit_server::store::audit::verify(&app.store, None)
-        .await
-        .expect("verify");
-    assert!(report.ok, "audit chain broken under load: {report:?}");
-    app.store.close().await;
-    db.remove().await;
-
-    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-    let throughput = samples.len() as f64 / elapsed.as_secs_f64();
-    Outcome {
-        offered,
-        ok: samples.len(),
-        failed: failures.len(),
-        first_failure: failures.into_iter().next(),
-        throughput,
-        create: percentiles(samples.iter().map(|s| s.create).collect()),
-        activation: percentiles(samples.iter().map(|s| s.activation).collect()),
-        mint: percentiles(samples.iter().map(|s| s.mint).collect()),
-        total: percentiles(samples.iter().map(|s| s.total).collect()),
-        audit_rows: report.checked,
-    }
+    (samples, failures, elapsed)
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -320,6 +367,13 @@ fn main() {
         return;
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // The broker's log on stderr, filtered as `JIT_LOG` says (none by default).
+    if let Ok(filter) = std::env::var("JIT_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let secs: u64 = env_or("JIT_BENCH_LOAD_SECS", 20);
     let rates: Vec<u64> = std::env::var("JIT_BENCH_LOAD_RATES")
         .unwrap_or_else(|_| "50,200".to_owned())

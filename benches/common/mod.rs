@@ -76,8 +76,8 @@ pub async fn fresh_db(engine: Engine, max_connections: u32) -> FreshDb {
             let store = Store::connect(&admin, 1)
                 .await
                 .expect("connect to JIT_BENCH_PG_URL");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(store.pool())
+            jit_server::store::query_built(format!("CREATE DATABASE {name}"))
+                .execute(&store)
                 .await
                 .expect("create the benchmark database");
             store.close().await;
@@ -111,10 +111,10 @@ impl FreshDb {
         if let (Some(admin), Some(name)) = (&self.admin_url, &self.name)
             && let Ok(store) = Store::connect(admin, 1).await
         {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let _ = jit_server::store::query_built(format!(
                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(store.pool())
+            ))
+            .execute(&store)
             .await;
             store.close().await;
         }
