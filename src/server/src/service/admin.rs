@@ -51,19 +51,14 @@ impl App {
             .await
             .map_err(|e| ServiceError::Upstream(format!("could not revoke sessions: {e}")))?;
         let before_text = super::requests::fmt_ms(crate::clock::to_ms(before));
-        let mut tx = self.store.begin().await?;
-        self.audit(
-            &mut tx,
-            NewEvent {
-                actor: &user.email,
-                action: "admin.sessions_revoked",
-                request_id: None,
-                entitlement: Some(&ent.id),
-                data: json!({ "role_arn": role_arn, "issued_before": before_text }),
-            },
-        )
+        self.audit_alone(NewEvent {
+            actor: &user.email,
+            action: "admin.sessions_revoked",
+            request_id: None,
+            entitlement: Some(&ent.id),
+            data: json!({ "role_arn": role_arn, "issued_before": before_text }),
+        })
         .await?;
-        tx.commit().await?;
         Ok((role_arn.clone(), before_text))
     }
 
@@ -184,24 +179,19 @@ impl App {
                     {
                         continue;
                     }
-                    let mut tx = self.store.begin().await?;
-                    self.audit(
-                        &mut tx,
-                        NewEvent {
-                            actor: "system",
-                            action: "reconcile.drift",
-                            request_id: None,
-                            entitlement: None,
-                            data: json!({
-                                "kind": kind.as_str(),
-                                "removed": report.removed,
-                                "unexplained": report.unexplained,
-                                "missing": report.missing,
-                            }),
-                        },
-                    )
+                    self.audit_alone(NewEvent {
+                        actor: "system",
+                        action: "reconcile.drift",
+                        request_id: None,
+                        entitlement: None,
+                        data: json!({
+                            "kind": kind.as_str(),
+                            "removed": report.removed,
+                            "unexplained": report.unexplained,
+                            "missing": report.missing,
+                        }),
+                    })
                     .await?;
-                    tx.commit().await?;
                 }
                 Err(e @ (ProviderError::Transient(_) | ProviderError::Permanent(_))) => {
                     problems.push(format!("{}: {e}", kind.as_str()));

@@ -19,7 +19,7 @@ use crate::providers::{GrantSpec, Grantee, ProviderError};
 use crate::store::audit::NewEvent;
 use crate::store::jobs::{self, Job};
 use crate::store::requests::{self as store, Changes, RequestRow};
-use crate::store::{Backend, Tx, query, query_built, users};
+use crate::store::{Backend, Tx, query, query_built};
 
 /// Attempts before a grant that keeps failing transiently is marked failed.
 const MAX_ACTIVATE_ATTEMPTS: i64 = 8;
@@ -191,10 +191,14 @@ impl App {
         }
     }
 
-    async fn grantee(&self, key: &str) -> Result<Grantee, ServiceError> {
-        users::grantee(&self.store, key)
-            .await?
-            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("user `{key}` is not recorded")))
+    /// The requester of `row` as a grantee: every requester is recorded when they ask.
+    fn grantee(row: &RequestRow, recorded: Option<Grantee>) -> Result<Grantee, ServiceError> {
+        recorded.ok_or_else(|| {
+            ServiceError::Internal(anyhow::anyhow!(
+                "user `{}` is not recorded",
+                row.requester_key
+            ))
+        })
     }
 
     fn catalog_entry(&self, id: &str) -> Result<&Entitlement, ServiceError> {
@@ -242,14 +246,14 @@ impl App {
         reason = "one linear sequence of checks; splitting it hides the order"
     )]
     async fn activate(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
-        let Some(row) = store::get(&self.store, id).await? else {
+        let Some((row, grantee)) = store::get_for_grant(&self.store, id).await? else {
             return self.complete_only(job).await;
         };
         if row.state != RequestState::Approved {
             return self.complete_only(job).await;
         }
         let ent = self.catalog_entry(&row.entitlement)?.clone();
-        let grantee = self.grantee(&row.requester_key).await?;
+        let grantee = Self::grantee(&row, grantee)?;
         let now_ms = self.now_ms();
         let starts = now_ms;
         // An extension's window continues the grant it extends.
@@ -504,14 +508,14 @@ impl App {
 
     /// Removes the upstream object of an ended grant, unless another live grant needs it.
     async fn deprovision(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
-        let Some(row) = store::get(&self.store, id).await? else {
+        let Some((row, grantee)) = store::get_for_grant(&self.store, id).await? else {
             return self.complete_only(job).await;
         };
         if row.deprovisioned_at.is_some() || !row.state.is_terminal() {
             return self.complete_only(job).await;
         }
         let ent = self.catalog_entry(&row.entitlement)?.clone();
-        let grantee = self.grantee(&row.requester_key).await?;
+        let grantee = Self::grantee(&row, grantee)?;
         let mut guard = self.lock_target(&row.target_key).await?;
         let now_ms = self.now_ms();
         let holders = store::live_holders(&self.store, &row.target_key, id).await?;
@@ -600,10 +604,10 @@ impl App {
         &self,
         user: &User,
         id: Uuid,
-    ) -> Result<(RequestRow, Entitlement), ServiceError> {
-        let row = store::get(&self.store, id)
+    ) -> Result<(RequestRow, Entitlement, Grantee), ServiceError> {
+        let (row, grantee) = store::get_for_grant(&self.store, id)
             .await?
-            .filter(|r| self.may_see(user, r))
+            .filter(|(r, _)| self.may_see(user, r))
             .ok_or_else(|| ServiceError::NotFound(format!("no request `{id}`")))?;
         if row.requester_key != user.key {
             return Err(ServiceError::Forbidden(
@@ -624,7 +628,8 @@ impl App {
                 row.state
             )));
         }
-        Ok((row, ent))
+        let grantee = Self::grantee(&row, grantee)?;
+        Ok((row, ent, grantee))
     }
 
     /// STS session length for a grant: what is left of its window, capped by
@@ -646,8 +651,7 @@ impl App {
         user: &User,
         id: Uuid,
     ) -> Result<jit_api::Credentials, ServiceError> {
-        let (row, ent) = self.own_active_role(user, id).await?;
-        let grantee = self.grantee(&row.requester_key).await?;
+        let (row, ent, grantee) = self.own_active_role(user, id).await?;
         let seconds = self.session_seconds(&row, &ent);
         let spec = Self::spec_for(&row, &ent, &grantee);
         let started = std::time::Instant::now();
@@ -659,30 +663,24 @@ impl App {
         crate::metrics::upstream(ent.kind.as_str(), "mint", started.elapsed(), minted.is_ok());
         let creds = minted
             .map_err(|e| ServiceError::Upstream(format!("could not mint credentials: {e}")))?;
-        let mut tx = self.store.begin().await?;
-        self.audit(
-            &mut tx,
-            NewEvent {
-                actor: &user.email,
-                action: "credentials.minted",
-                request_id: Some(id),
-                entitlement: Some(&ent.id),
-                data: json!({
-                    "access_key_id": creds.access_key_id,
-                    "expiration": creds.expiration,
-                    "session_seconds": seconds,
-                }),
-            },
-        )
+        self.audit_alone(NewEvent {
+            actor: &user.email,
+            action: "credentials.minted",
+            request_id: Some(id),
+            entitlement: Some(&ent.id),
+            data: json!({
+                "access_key_id": creds.access_key_id,
+                "expiration": creds.expiration,
+                "session_seconds": seconds,
+            }),
+        })
         .await?;
-        tx.commit().await?;
         Ok(creds)
     }
 
     /// A console sign-in URL for the owner of an active `aws_role` grant.
     pub async fn console_url(&self, user: &User, id: Uuid) -> Result<String, ServiceError> {
-        let (row, ent) = self.own_active_role(user, id).await?;
-        let grantee = self.grantee(&row.requester_key).await?;
+        let (row, ent, grantee) = self.own_active_role(user, id).await?;
         let seconds = self.session_seconds(&row, &ent);
         let spec = Self::spec_for(&row, &ent, &grantee);
         let url = self
@@ -691,19 +689,14 @@ impl App {
             .console_url(&spec, seconds)
             .await
             .map_err(|e| ServiceError::Upstream(format!("could not open the console: {e}")))?;
-        let mut tx = self.store.begin().await?;
-        self.audit(
-            &mut tx,
-            NewEvent {
-                actor: &user.email,
-                action: "console.signin",
-                request_id: Some(id),
-                entitlement: Some(&ent.id),
-                data: json!({ "session_seconds": seconds }),
-            },
-        )
+        self.audit_alone(NewEvent {
+            actor: &user.email,
+            action: "console.signin",
+            request_id: Some(id),
+            entitlement: Some(&ent.id),
+            data: json!({ "session_seconds": seconds }),
+        })
         .await?;
-        tx.commit().await?;
         Ok(url)
     }
 

@@ -98,6 +98,18 @@ impl From<sqlx::Error> for ServiceError {
     }
 }
 
+/// Counts an audit append that began at `started` in the metrics.
+fn measured(
+    started: std::time::Instant,
+    result: Result<(), StoreError>,
+) -> Result<(), ServiceError> {
+    crate::metrics::observe("jit_audit_append_seconds", String::new(), started.elapsed());
+    if result.is_err() {
+        crate::metrics::inc("jit_audit_append_errors_total", String::new());
+    }
+    Ok(result?)
+}
+
 impl App {
     /// Now.
     pub fn now(&self) -> OffsetDateTime {
@@ -113,13 +125,18 @@ impl App {
     /// to it (notifications are keyed by it).
     pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<Uuid, ServiceError> {
         let started = std::time::Instant::now();
-        let result = audit::append(tx, self.now(), event).await;
-        crate::metrics::observe("jit_audit_append_seconds", String::new(), started.elapsed());
-        if result.is_err() {
-            crate::metrics::inc("jit_audit_append_errors_total", String::new());
-        }
-        result?;
+        measured(started, audit::append(tx, self.now(), event).await)?;
         Ok(Uuid::now_v7())
+    }
+
+    /// Records an event that comes with no other change (a credential mint, a
+    /// console sign-in, an admin action): a transaction of its own.
+    pub async fn audit_alone(&self, event: NewEvent<'_>) -> Result<(), ServiceError> {
+        let started = std::time::Instant::now();
+        measured(
+            started,
+            audit::append_alone(&self.store, self.now(), event).await,
+        )
     }
 
     /// Records a sign-in, sign-out or refused sign-in.
@@ -161,25 +178,22 @@ impl App {
         if same {
             return Ok(false);
         }
-        let mut tx = self.store.begin().await?;
-        self.audit(
-            &mut tx,
-            NewEvent {
-                actor: "system",
-                action: "policy.loaded",
-                request_id: None,
-                entitlement: None,
-                data: serde_json::json!({
-                    "hash": self.policy.hash,
-                    "source": self.policy.source,
-                    "entitlements": self.policy.catalog.len(),
-                    "previous_hash": last.and_then(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
-                        .and_then(|v| v.get("hash").cloned()),
-                }),
-            },
+        self.audit_alone(
+        NewEvent {
+            actor: "system",
+            action: "policy.loaded",
+            request_id: None,
+            entitlement: None,
+            data: serde_json::json!({
+                "hash": self.policy.hash,
+                "source": self.policy.source,
+                "entitlements": self.policy.catalog.len(),
+                "previous_hash": last.and_then(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+                    .and_then(|v| v.get("hash").cloned()),
+            }),
+        },
         )
         .await?;
-        tx.commit().await?;
         Ok(true)
     }
 

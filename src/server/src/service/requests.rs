@@ -866,10 +866,9 @@ impl App {
 
     /// Reads a request (no visibility check).
     pub async fn view(&self, id: Uuid) -> Result<RequestView, ServiceError> {
-        let row = store::get(&self.store, id)
+        let (row, approvals) = store::get_with_approvals(&self.store, id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no request `{id}`")))?;
-        let approvals = store::approvals(&self.store, id).await?;
         Ok(RequestView { row, approvals })
     }
 
@@ -917,12 +916,23 @@ impl App {
                 .take(usize::try_from(limit).unwrap_or(100))
                 .collect()
         };
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let approvals = store::approvals(&self.store, row.id).await?;
-            out.push(RequestView { row, approvals });
-        }
-        Ok(out)
+        self.with_approvals(rows).await
+    }
+
+    /// The views of `rows`, their approvals read in one statement.
+    async fn with_approvals(
+        &self,
+        rows: Vec<RequestRow>,
+    ) -> Result<Vec<RequestView>, ServiceError> {
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let mut approvals = store::approvals_of(&self.store, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| RequestView {
+                approvals: approvals.remove(&row.id).unwrap_or_default(),
+                row,
+            })
+            .collect())
     }
 
     /// Pending requests the user may decide on.
@@ -936,15 +946,13 @@ impl App {
             },
         )
         .await?;
-        let mut out = Vec::new();
-        for row in rows.into_iter().filter(|r| self.may_decide(user, r)) {
-            let approvals = store::approvals(&self.store, row.id).await?;
-            if approvals.iter().any(|a| a.approver_key == user.key) {
-                continue;
-            }
-            out.push(RequestView { row, approvals });
-        }
-        Ok(out)
+        let rows = rows
+            .into_iter()
+            .filter(|r| self.may_decide(user, r))
+            .collect();
+        let mut views = self.with_approvals(rows).await?;
+        views.retain(|v| !v.approvals.iter().any(|a| a.approver_key == user.key));
+        Ok(views)
     }
 
     /// Break-glass grants awaiting the user's review.
@@ -958,23 +966,17 @@ impl App {
             },
         )
         .await?;
-        let mut out = Vec::new();
-        for row in rows.into_iter().filter(|r| self.may_decide(user, r)) {
-            let approvals = store::approvals(&self.store, row.id).await?;
-            out.push(RequestView { row, approvals });
-        }
-        Ok(out)
+        let rows = rows
+            .into_iter()
+            .filter(|r| self.may_decide(user, r))
+            .collect();
+        self.with_approvals(rows).await
     }
 
     /// Requests the user has decided on.
     pub async fn decided_by(&self, user: &User) -> Result<Vec<RequestView>, ServiceError> {
         let rows = store::decided_by(&self.store, &user.key, 100).await?;
-        let mut out = Vec::new();
-        for row in rows {
-            let approvals = store::approvals(&self.store, row.id).await?;
-            out.push(RequestView { row, approvals });
-        }
-        Ok(out)
+        self.with_approvals(rows).await
     }
 
     /// Entitlements the user may request (policy allows a one-hour request).

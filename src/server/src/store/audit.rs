@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db::{Row, query, query_built};
+use super::db::{self, Row, query, query_built};
 use super::{Engine, Native, Store, StoreError, Tx};
 use crate::clock::{from_ms, to_ms};
 
@@ -171,26 +171,14 @@ pub async fn append(
     at: OffsetDateTime,
     event: NewEvent<'_>,
 ) -> Result<(), StoreError> {
-    let at = to_ms(at);
-    let data = serde_json::to_string(&event.data)
-        .map_err(|e| StoreError::Corrupt(format!("audit data: {e}")))?;
-    let request_id = event.request_id.map(|id| id.to_string());
     if tx.backend() == super::Backend::Postgres {
-        query(
-            "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(at)
-        .bind(event.actor)
-        .bind(event.action)
-        .bind(request_id)
-        .bind(event.entitlement)
-        .bind(data)
-        .execute(&mut *tx)
-        .await?;
+        to_pending(at, &event)?.execute(&mut *tx).await?;
         tx.chain_after_commit = true;
         return Ok(());
     }
+    let at = to_ms(at);
+    let data = data_text(&event)?;
+    let request_id = event.request_id.map(|id| id.to_string());
     let last = query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *tx)
         .await?;
@@ -225,6 +213,46 @@ pub async fn append(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Writes an event that comes with no other change, in a transaction of its
+/// own (on PostgreSQL one statement).
+pub async fn append_alone(
+    store: &Store,
+    at: OffsetDateTime,
+    event: NewEvent<'_>,
+) -> Result<(), StoreError> {
+    match store.engine() {
+        Engine::Postgres(db) => {
+            to_pending(at, &event)?.execute(store).await?;
+            db.sealer.kick(&db.pool);
+            Ok(())
+        }
+        Engine::Sqlite(_) => {
+            let mut tx = store.begin().await?;
+            append(&mut tx, at, event).await?;
+            tx.commit().await
+        }
+    }
+}
+
+/// The insert of `event` into `audit_pending`.
+fn to_pending(at: OffsetDateTime, event: &NewEvent<'_>) -> Result<db::Query, StoreError> {
+    Ok(query(
+        "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(to_ms(at))
+    .bind(event.actor)
+    .bind(event.action)
+    .bind(event.request_id.map(|id| id.to_string()))
+    .bind(event.entitlement)
+    .bind(data_text(event)?))
+}
+
+/// The event's details as the JSON text that is stored and hashed.
+fn data_text(event: &NewEvent<'_>) -> Result<String, StoreError> {
+    serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(format!("audit data: {e}")))
 }
 
 /// Waits until every event committed before this call is in the chain

@@ -203,6 +203,59 @@ pub async fn get(store: &Store, id: Uuid) -> Result<Option<RequestRow>, StoreErr
     row.as_ref().map(RequestRow::from_row).transpose()
 }
 
+/// Reads a request and, when recorded, its requester as a grantee, in one statement.
+pub async fn get_for_grant(
+    store: &Store,
+    id: Uuid,
+) -> Result<Option<(RequestRow, Option<crate::providers::Grantee>)>, StoreError> {
+    let Some(r) = query(
+        "SELECT r.*, u.key AS grantee_key, u.email AS grantee_email, u.name AS grantee_name,
+                u.oid AS grantee_oid
+         FROM requests r LEFT JOIN users u ON u.key = r.requester_key WHERE r.id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(store)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let grantee = match r.try_get::<Option<String>>("grantee_key")? {
+        Some(key) => Some(crate::providers::Grantee {
+            key,
+            email: r.try_get("grantee_email")?,
+            name: r.try_get("grantee_name")?,
+            oid: r.try_get("grantee_oid")?,
+        }),
+        None => None,
+    };
+    Ok(Some((RequestRow::from_row(&r)?, grantee)))
+}
+
+/// Reads a request and its decisions (oldest first), in one statement.
+pub async fn get_with_approvals(
+    store: &Store,
+    id: Uuid,
+) -> Result<Option<(RequestRow, Vec<ApprovalRow>)>, StoreError> {
+    let rows = query(
+        "SELECT r.*, a.approver_key, a.approver_email, a.decision, a.comment, a.at AS decided
+         FROM requests r LEFT JOIN approvals a ON a.request_id = r.id
+         WHERE r.id = $1 ORDER BY a.at, a.approver_key",
+    )
+    .bind(id.to_string())
+    .fetch_all(store)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut approvals = Vec::new();
+    for r in &rows {
+        if r.try_get::<Option<String>>("approver_key")?.is_some() {
+            approvals.push(approval_from(r, "decided")?);
+        }
+    }
+    Ok(Some((RequestRow::from_row(first)?, approvals)))
+}
+
 /// Reads a request inside a write transaction, locking its row on PostgreSQL.
 pub async fn lock(store: &Store, tx: &mut Tx, id: Uuid) -> Result<RequestRow, StoreError> {
     let sql = format!("SELECT * FROM requests WHERE id = $1{}", store.for_update());
@@ -374,6 +427,11 @@ pub async fn insert_approval(
 }
 
 fn approval_from_row(r: &super::db::Row) -> Result<ApprovalRow, StoreError> {
+    approval_from(r, "at")
+}
+
+/// An approval from a row whose decision time is in column `at`.
+fn approval_from(r: &super::db::Row, at: &str) -> Result<ApprovalRow, StoreError> {
     let d: String = r.try_get("decision")?;
     Ok(ApprovalRow {
         approver_key: r.try_get("approver_key")?,
@@ -384,17 +442,32 @@ fn approval_from_row(r: &super::db::Row) -> Result<ApprovalRow, StoreError> {
             Decision::Approve
         },
         comment: r.try_get("comment")?,
-        at: r.try_get("at")?,
+        at: r.try_get(at)?,
     })
 }
 
-/// Decisions on a request, oldest first.
-pub async fn approvals(store: &Store, request: Uuid) -> Result<Vec<ApprovalRow>, StoreError> {
-    let rows = query("SELECT * FROM approvals WHERE request_id = $1 ORDER BY at, approver_key")
-        .bind(request.to_string())
-        .fetch_all(store)
-        .await?;
-    rows.iter().map(approval_from_row).collect()
+/// Decisions on each of `requests`, oldest first (requests without any are absent).
+pub async fn approvals_of(
+    store: &Store,
+    requests: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<ApprovalRow>>, StoreError> {
+    let mut out: std::collections::HashMap<Uuid, Vec<ApprovalRow>> =
+        std::collections::HashMap::new();
+    for chunk in requests.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let mut q = query_built(format!(
+            "SELECT * FROM approvals WHERE request_id IN ({}) ORDER BY at, approver_key",
+            marks.join(", ")
+        ));
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for r in q.fetch_all(store).await? {
+            let id = uuid_col(&r.try_get::<String>("request_id")?)?;
+            out.entry(id).or_default().push(approval_from_row(&r)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Decisions on a request inside a transaction.
