@@ -495,6 +495,58 @@ both_backends!(a_truncated_tail_needs_an_offsite_checkpoint, |db| {
     );
 });
 
+both_backends!(
+    verifying_in_steps_reads_what_was_added_and_matches_a_full_pass,
+    |db| {
+        let name = db.name();
+        let (empty, mark) = audit::verify_since(&db.store, None).await.unwrap();
+        assert!(
+            empty.ok && empty.checked == 0 && mark.is_none(),
+            "{name}: {empty:?}"
+        );
+
+        seed(&db.store, 5).await.unwrap();
+        let (first, mark) = audit::verify_since(&db.store, None).await.unwrap();
+        assert_eq!(first, verify(&db, None).await, "{name}");
+        let mark = mark.expect("a mark after a pass");
+        assert_eq!((mark.seq, mark.checked), (5, 5), "{name}");
+
+        // Nothing new: the same report and mark.
+        let (same, again) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
+        assert_eq!(same, first, "{name}");
+        assert_eq!(again.as_ref(), Some(&mark), "{name}");
+
+        // Three more: counted on top of the mark, as a full pass counts them.
+        seed(&db.store, 3).await.unwrap();
+        let (step, mark) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
+        assert_eq!(step, verify(&db, None).await, "{name}");
+        assert_eq!((step.checked, step.last_seq), (8, Some(8)), "{name}");
+        let mark = mark.unwrap();
+
+        // A row added after the mark and edited is caught by the step.
+        seed(&db.store, 2).await.unwrap();
+        db.disable_audit_triggers().await;
+        db.exec("UPDATE audit_events SET actor = 'mallory' WHERE seq = 10")
+            .await
+            .unwrap();
+        let (broken, none) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
+        assert_eq!(broken, verify(&db, None).await, "{name}");
+        assert_eq!(broken.first_bad_seq, Some(10), "{name}: {broken:?}");
+        assert!(none.is_none(), "{name}: no mark from a failed pass");
+
+        // When the marked row no longer holds the mark's hash, everything is read again.
+        db.exec("UPDATE audit_events SET actor = 'system' WHERE seq = 10")
+            .await
+            .unwrap();
+        db.exec("UPDATE audit_events SET hash = 'forged', actor = 'mallory' WHERE seq = 8")
+            .await
+            .unwrap();
+        let (full, _) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
+        assert_eq!(full, verify(&db, None).await, "{name}");
+        assert_eq!(full.first_bad_seq, Some(8), "{name}: {full:?}");
+    }
+);
+
 both_backends!(the_database_refuses_to_change_the_log, |db| {
     seed(&db.store, 3).await.unwrap();
     refused(

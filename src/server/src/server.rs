@@ -107,6 +107,7 @@ pub async fn build(
             crate::notify::Notifier::from_config(&config_notify)
                 .map_err(|e| anyhow::anyhow!("config: `notify`: {e}"))?,
         ),
+        audit_verified: Arc::default(),
     };
     app.record_policy_hash()
         .await

@@ -664,9 +664,7 @@ async fn audit_page(
     let events = audit::list(&web.app.store, &filter)
         .await
         .map_err(ServiceError::from)?;
-    let report = audit::verify(&web.app.store, None)
-        .await
-        .map_err(ServiceError::from)?;
+    let report = web.app.audit_state().await?;
     let mut query = String::new();
     for (k, v) in [
         ("actor", &q.actor),

@@ -45,6 +45,8 @@ pub struct App {
     pub target_locks: Arc<grants::TargetLocks>,
     /// Email and Teams delivery for the outbox.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// How far the audit page's verification got ([`App::audit_state`]).
+    pub audit_verified: Arc<tokio::sync::Mutex<Option<crate::store::audit::Verified>>>,
 }
 
 /// A refused or failed use-case.
@@ -209,5 +211,17 @@ impl App {
         self.policy
             .authorize_broker(user, crate::policy::Action::Audit)
             .is_ok()
+    }
+
+    /// The audit chain's state for the audit page: verified in full once,
+    /// then only the rows added since ([`audit::verify_since`]); one check
+    /// at a time, so page loads do not pile up verifications. It checks the
+    /// chain as it stands: after a read that caught up ([`audit::list`]), that
+    /// holds everything committed before the read.
+    pub async fn audit_state(&self) -> Result<jit_api::VerifyReport, ServiceError> {
+        let mut mark = self.audit_verified.lock().await;
+        let (report, next) = audit::verify_since(&self.store, mark.as_ref()).await?;
+        *mark = next;
+        Ok(report)
     }
 }
