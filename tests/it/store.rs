@@ -535,7 +535,7 @@ both_backends!(
         assert!(none.is_none(), "{name}: no mark from a failed pass");
 
         // When the marked row no longer holds the mark's hash, everything is read again.
-        db.exec("UPDATE audit_events SET actor = 'system' WHERE seq = 10")
+        db.exec("UPDATE audit_events SET actor = 'alice@example.com' WHERE seq = 10")
             .await
             .unwrap();
         db.exec("UPDATE audit_events SET hash = 'forged', actor = 'mallory' WHERE seq = 8")

@@ -398,8 +398,17 @@ static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 /// the rows inside a range must follow each other. The report is the one a
 /// single pass in order would give.
 pub async fn verify(store: &Store, from: Option<i64>) -> Result<jit_api::VerifyReport, StoreError> {
+    Ok(verify_with_head(store, from).await?.0)
+}
+
+/// [`verify`], and the stored hash of the last row that passed when every
+/// row did (the anchor's when there was nothing to check).
+async fn verify_with_head(
+    store: &Store,
+    from: Option<i64>,
+) -> Result<(jit_api::VerifyReport, Option<String>), StoreError> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    verify_in_ranges(store, from, cores.min(MAX_RANGES), MIN_RANGE).await
+    verify_ranges(store, from, cores.min(MAX_RANGES), MIN_RANGE).await
 }
 
 /// [`verify`] in at most `max_ranges` ranges of at least `min_range` rows
@@ -411,13 +420,32 @@ pub async fn verify_in_ranges(
     max_ranges: usize,
     min_range: i64,
 ) -> Result<jit_api::VerifyReport, StoreError> {
+    Ok(verify_ranges(store, from, max_ranges, min_range).await?.0)
+}
+
+async fn verify_ranges(
+    store: &Store,
+    from: Option<i64>,
+    max_ranges: usize,
+    min_range: i64,
+) -> Result<(jit_api::VerifyReport, Option<String>), StoreError> {
     let _one_at_a_time = VERIFYING
         .acquire()
         .await
         .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?;
-    let mut report = verify_chain(store, from, max_ranges, min_range).await?;
+    let (mut report, head) = verify_chain(store, from, max_ranges, min_range).await?;
     report.pending = u64::try_from(pending(store).await?.0).unwrap_or(0);
-    Ok(report)
+    Ok((report, head))
+}
+
+/// The stored hash of row `seq`, if there is one.
+async fn stored_hash(store: &Store, seq: i64) -> Result<Option<String>, StoreError> {
+    query("SELECT hash FROM audit_events WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(store)
+        .await?
+        .map(|r| r.try_get("hash"))
+        .transpose()
 }
 
 /// How far a verification got: the newest row that passed, and how many
@@ -446,40 +474,23 @@ pub async fn verify_since(
     since: Option<&Verified>,
 ) -> Result<(jit_api::VerifyReport, Option<Verified>), StoreError> {
     let since = match since {
-        Some(mark) => {
-            let stored: Option<String> = query("SELECT hash FROM audit_events WHERE seq = $1")
-                .bind(mark.seq)
-                .fetch_optional(store)
-                .await?
-                .map(|r| r.try_get("hash"))
-                .transpose()?;
-            (stored.as_deref() == Some(mark.hash.as_str())).then_some(mark)
+        Some(mark) if stored_hash(store, mark.seq).await?.as_ref() == Some(&mark.hash) => {
+            Some(mark)
         }
-        None => None,
+        _ => None,
     };
-    let mut report = verify(store, since.map(|m| m.seq + 1)).await?;
+    let (mut report, head) = verify_with_head(store, since.map(|m| m.seq + 1)).await?;
     if let Some(mark) = since {
         report.checked += mark.checked;
         report.last_seq = report.last_seq.or(Some(mark.seq));
     }
-    if !report.ok {
-        return Ok((report, None));
-    }
-    let mark = match (report.last_seq, since) {
-        (None, _) => None,
-        (Some(seq), Some(mark)) if seq == mark.seq => Some(mark.clone()),
-        (Some(seq), _) => {
-            let hash: String = query("SELECT hash FROM audit_events WHERE seq = $1")
-                .bind(seq)
-                .fetch_one(store)
-                .await?
-                .try_get("hash")?;
-            Some(Verified {
-                seq,
-                hash,
-                checked: report.checked,
-            })
-        }
+    let mark = match (report.last_seq, head) {
+        (Some(seq), Some(hash)) => Some(Verified {
+            seq,
+            hash,
+            checked: report.checked,
+        }),
+        _ => None,
     };
     Ok((report, mark))
 }
@@ -489,26 +500,15 @@ async fn verify_chain(
     from: Option<i64>,
     max_ranges: usize,
     min_range: i64,
-) -> Result<jit_api::VerifyReport, StoreError> {
+) -> Result<(jit_api::VerifyReport, Option<String>), StoreError> {
     let from = from.unwrap_or(1).max(1);
     let prev = if from == 1 {
         GENESIS.to_owned()
+    } else if let Some(hash) = stored_hash(store, from - 1).await? {
+        hash
     } else {
-        let row = query("SELECT hash FROM audit_events WHERE seq = $1")
-            .bind(from - 1)
-            .fetch_optional(store)
-            .await?;
-        match row {
-            Some(r) => r.try_get("hash")?,
-            None => {
-                return Ok(bad(
-                    0,
-                    None,
-                    from - 1,
-                    "row is missing (the chain cannot start there)",
-                ));
-            }
-        }
+        let why = "row is missing (the chain cannot start there)";
+        return Ok((bad(0, None, from - 1, why), None));
     };
     let head: Option<i64> = query("SELECT MAX(seq) AS head FROM audit_events")
         .fetch_one(store)
@@ -538,17 +538,18 @@ async fn verify_chain(
     };
     for range in futures_util::future::try_join_all(scans).await? {
         if let Err(report) = chain.join(range) {
-            return Ok(report);
+            return Ok((report, None));
         }
     }
-    Ok(jit_api::VerifyReport {
+    let report = jit_api::VerifyReport {
         ok: true,
         checked: chain.checked,
         last_seq: chain.last_seq,
         first_bad_seq: None,
         problem: None,
         pending: 0,
-    })
+    };
+    Ok((report, Some(chain.prev_hash)))
 }
 
 /// `[start, end)` ranges covering `from..=head`, the last one open-ended so
