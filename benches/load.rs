@@ -223,7 +223,7 @@ struct Outcome {
 
 async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     // The broker's pool (`database.max_connections`; `JIT_BENCH_POOL`, default 20).
-    let pool = env_or("JIT_BENCH_POOL", 20);
+    let pool: u32 = env_or("JIT_BENCH_POOL", 20);
     let db = fresh_db(engine, 4).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -231,7 +231,7 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     let addr = listener.local_addr().expect("local address");
     let mut config = Config::default();
     config.database.url.clone_from(&db.url);
-    config.database.max_connections = u32::try_from(pool).unwrap_or(20);
+    config.database.max_connections = pool;
     config.server.public_url = format!("http://{addr}");
     config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
     config.server.session_key = Some(jit_server::config::Secret::new(
@@ -301,7 +301,7 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
             .collect();
         // The slowest of each kind, in the order they were due (stalls that
         // hit many arrivals at once show as runs of neighbours).
-        calls.sort_unstable_by_key(|c| (c.2, std::cmp::Reverse(c.0)));
+        calls.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
         let k = k.parse().unwrap_or(10);
         for what in ["create", "activation", "mint"] {
             let mut slowest: Vec<_> = calls.iter().filter(|c| c.2 == what).take(k).collect();
