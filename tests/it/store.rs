@@ -334,6 +334,105 @@ both_backends!(an_append_rolls_back_with_its_transaction, |db| {
     assert!(verify(&db, None).await.ok);
 });
 
+both_backends!(events_written_together_are_chained_in_order, |db| {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(T0) * 1_000_000).unwrap();
+    let request = Uuid::now_v7();
+    let ev = |action, request_id, entitlement, data| NewEvent {
+        actor: "système",
+        action,
+        request_id,
+        entitlement,
+        data,
+    };
+    // rolled back: none of them was written
+    let mut tx = db.store.begin().await.unwrap();
+    audit::append_all(
+        &mut tx,
+        at,
+        vec![
+            ev("a.dropped", None, None, json!({})),
+            ev("b.dropped", None, None, json!({})),
+        ],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+
+    let mut tx = db.store.begin().await.unwrap();
+    audit::append(&mut tx, at, ev("first", None, None, json!({ "n": 1 })))
+        .await
+        .unwrap();
+    audit::append_all(
+        &mut tx,
+        at,
+        vec![
+            ev(
+                "second",
+                Some(request),
+                Some("aws-sandbox"),
+                json!({ "n": 2, "why": "déploiement \"urgent\"" }),
+            ),
+            ev("third", None, Some("aws-sandbox"), json!(null)),
+            ev("fourth", Some(request), None, json!([1, { "b": null }])),
+        ],
+    )
+    .await
+    .unwrap();
+    audit::append(&mut tx, at, ev("fifth", None, None, json!({})))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    audit::caught_up(&db.store).await.unwrap();
+
+    let report = verify(&db, None).await;
+    assert!(
+        report.ok && report.checked == 5,
+        "{}: {report:?}",
+        db.name()
+    );
+    let actions: Vec<String> = query("SELECT action FROM audit_events ORDER BY seq")
+        .fetch_all(&db.store)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String>("action").unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["first", "second", "third", "fourth", "fifth"],
+        "{}",
+        db.name()
+    );
+    let mine: Vec<(String, i64, String, Option<String>, String)> =
+        audit::for_request(&db.store, request)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.action, e.at, e.actor, e.entitlement, e.data))
+            .collect();
+    assert_eq!(
+        mine,
+        [
+            (
+                "second".to_owned(),
+                T0,
+                "système".to_owned(),
+                Some("aws-sandbox".to_owned()),
+                json!({ "n": 2, "why": "déploiement \"urgent\"" }).to_string()
+            ),
+            (
+                "fourth".to_owned(),
+                T0,
+                "système".to_owned(),
+                None,
+                "[1,{\"b\":null}]".to_owned()
+            ),
+        ],
+        "{}",
+        db.name()
+    );
+});
+
 both_backends!(edited_payload_is_named, |db| {
     seed(&db.store, 5).await.unwrap();
     db.disable_audit_triggers().await;
@@ -841,6 +940,55 @@ both_backends!(an_expired_lease_makes_a_job_claimable_again, |db| {
     assert_eq!(
         jobs::backlog(&db.store, T0 + 999_999).await.unwrap(),
         (0, None)
+    );
+});
+
+both_backends!(several_jobs_go_in_one_statement, |db| {
+    enqueue(&db.store, "expire", T0, Some("expire:r1")).await;
+    let job = |kind, due_at, key: Option<&str>| jobs::NewJob {
+        kind,
+        request_id: None,
+        payload: "{}",
+        due_at,
+        dedupe_key: key.map(str::to_owned),
+    };
+    let mut tx = db.store.begin().await.unwrap();
+    jobs::enqueue_all(&mut tx, &[], T0).await.unwrap();
+    jobs::enqueue_all(
+        &mut tx,
+        &[
+            job("expire", T0 + 7, Some("expire:r1")),
+            job("expiry_warning", T0 + 1, Some("expiry_warning:r1")),
+            job("notify", T0 + 2, None),
+        ],
+        T0,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        job_count(&db.store).await,
+        3,
+        "{}: the taken key is skipped",
+        db.name()
+    );
+    let due: Vec<(String, i64)> = jobs::claim(&db.store, T0 + 10, 1_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| (j.kind, j.due_at))
+        .collect();
+    assert_eq!(
+        due,
+        [
+            ("expire", T0),
+            ("expiry_warning", T0 + 1),
+            ("notify", T0 + 2)
+        ]
+        .map(|(k, d)| (k.to_owned(), d))
+        .to_vec(),
+        "{}",
+        db.name()
     );
 });
 

@@ -293,25 +293,26 @@ impl App {
             result.is_ok(),
         );
         let mut tx = guard.change_tx(&self.store).await?;
-        let current = store::lock(&self.store, &mut tx, id).await?;
         let outcome = match result {
             Ok(record) => {
-                if current.state == RequestState::Approved {
-                    store::set_state(
-                        &mut tx,
-                        id,
-                        RequestState::Approved,
-                        domain::transition(RequestState::Approved, Event::Activate)
-                            .map_err(|e| ServiceError::Conflict(e.to_string()))?,
-                        &Changes {
-                            activated_at: Some(starts),
-                            expires_at: Some(ends),
-                            provider_ref: record.reference.clone(),
-                            simulated: Some(provider.simulated()),
-                            ..Changes::default()
-                        },
-                    )
-                    .await?;
+                // Active if it is still approved: the update checks the row's
+                // latest version under its lock, so no read is needed first.
+                let activated = store::change_state(
+                    &mut tx,
+                    id,
+                    RequestState::Approved,
+                    domain::transition(RequestState::Approved, Event::Activate)
+                        .map_err(|e| ServiceError::Conflict(e.to_string()))?,
+                    &Changes {
+                        activated_at: Some(starts),
+                        expires_at: Some(ends),
+                        provider_ref: record.reference.clone(),
+                        simulated: Some(provider.simulated()),
+                        ..Changes::default()
+                    },
+                )
+                .await?;
+                if activated {
                     let event_id = self
                         .audit(
                             &mut tx,
@@ -347,19 +348,19 @@ impl App {
                         },
                     )
                     .await?;
-                    self.queue_expiry_warning(&mut tx, id, starts, ends).await?;
-                    jobs::enqueue(
-                        &mut tx,
-                        job::EXPIRE,
-                        Some(id),
-                        "{}",
-                        ends,
-                        Some(&format!("expire:{id}")),
-                        now_ms,
-                    )
-                    .await?;
+                    let expire = jobs::NewJob {
+                        kind: job::EXPIRE,
+                        request_id: Some(id),
+                        payload: "{}",
+                        due_at: ends,
+                        dedupe_key: Some(format!("expire:{id}")),
+                    };
+                    let warning = self.expiry_warning_job(id, starts, ends);
+                    let due: Vec<_> = std::iter::once(expire).chain(warning).collect();
+                    jobs::enqueue_all(&mut tx, &due, now_ms).await?;
                 } else {
                     // Cancelled or revoked while the cloud call ran: take it back.
+                    let current = store::lock(&self.store, &mut tx, id).await?;
                     self.audit(
                         &mut tx,
                         NewEvent {
@@ -377,6 +378,7 @@ impl App {
                 JobOutcome::Done
             }
             Err(e) => {
+                let current = store::lock(&self.store, &mut tx, id).await?;
                 let permanent = matches!(e, ProviderError::Permanent(_))
                     || job.attempts >= MAX_ACTIVATE_ATTEMPTS;
                 if permanent && current.state == RequestState::Approved {

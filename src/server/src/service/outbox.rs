@@ -131,31 +131,25 @@ impl App {
         }
     }
 
-    /// Queues the "ends soon" reminder of a grant that just became active.
-    pub(crate) async fn queue_expiry_warning(
+    /// The "ends soon" reminder of a grant that just became active, to
+    /// queue with its expiry; none when the grant is not longer than twice the
+    /// reminder's lead (a reminder right after the grant is noise).
+    pub(crate) fn expiry_warning_job(
         &self,
-        tx: &mut Tx,
         id: Uuid,
         activated: i64,
         ends: i64,
-    ) -> Result<(), ServiceError> {
+    ) -> Option<jobs::NewJob<'static>> {
         let lead = super::requests::secs_ms(crate::config::Config::seconds(
             &self.config.notify.expiry_warning,
         ));
-        // Only when the grant is longer than twice the lead: a reminder right after the grant is noise.
-        if ends - activated > 2 * lead {
-            jobs::enqueue(
-                tx,
-                EXPIRY_WARNING,
-                Some(id),
-                "{}",
-                ends - lead,
-                Some(&format!("expiry_warning:{id}")),
-                activated,
-            )
-            .await?;
-        }
-        Ok(())
+        (ends - activated > 2 * lead).then(|| jobs::NewJob {
+            kind: EXPIRY_WARNING,
+            request_id: Some(id),
+            payload: "{}",
+            due_at: ends - lead,
+            dedupe_key: Some(format!("expiry_warning:{id}")),
+        })
     }
 
     /// Runs an "ends soon" reminder: queues the notification if the grant still runs.

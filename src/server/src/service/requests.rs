@@ -197,44 +197,46 @@ impl App {
             reviewed_by: None,
             reviewed_at: None,
         };
-        let mut tx = self.store.begin().await?;
-        users::upsert(&mut tx, user, now_ms).await?;
-        store::insert(&mut tx, &row).await?;
-        let created_event = self
-            .audit(
-                &mut tx,
-                NewEvent {
-                    actor: &user.email,
-                    action: "request.created",
-                    request_id: Some(id),
-                    entitlement: Some(&ent.id),
-                    data: json!({
-                        "duration_seconds": duration,
-                        "justification": row.justification,
-                        "ticket": row.ticket,
-                        "break_glass": break_glass,
-                        "approvals_required": row.approvals_required,
-                        "policy_hash": self.policy.hash,
-                    }),
-                },
-            )
-            .await?;
-        if auto || break_glass {
-            let action = if break_glass {
+        let created = NewEvent {
+            actor: &user.email,
+            action: "request.created",
+            request_id: Some(id),
+            entitlement: Some(&ent.id),
+            data: json!({
+                "duration_seconds": duration,
+                "justification": row.justification,
+                "ticket": row.ticket,
+                "break_glass": break_glass,
+                "approvals_required": row.approvals_required,
+                "policy_hash": self.policy.hash,
+            }),
+        };
+        let approved = (auto || break_glass).then(|| NewEvent {
+            actor: "system",
+            action: if break_glass {
                 "request.break_glass"
             } else {
                 "request.auto_approved"
-            };
-            let event = self
-                .approved_in_tx(&mut tx, &row, "system", action, json!({}))
-                .await?;
+            },
+            request_id: Some(id),
+            entitlement: Some(&ent.id),
+            data: json!({}),
+        });
+        let mut tx = self.store.begin().await?;
+        users::upsert(&mut tx, user, now_ms).await?;
+        store::insert(&mut tx, &row).await?;
+        let events = self
+            .audit_all(&mut tx, std::iter::once(created).chain(approved).collect())
+            .await?;
+        if auto || break_glass {
+            self.queue_activation(&mut tx, id, now_ms).await?;
             if break_glass {
                 self.notify(
                     &mut tx,
                     id,
                     Told {
                         kind: NotificationKind::BreakGlass,
-                        event_id: event,
+                        event_id: events[1],
                         actor: Some(&user.email),
                         comment: None,
                     },
@@ -247,7 +249,7 @@ impl App {
                 id,
                 Told {
                     kind: NotificationKind::NewRequest,
-                    event_id: created_event,
+                    event_id: events[0],
                     actor: Some(&user.email),
                     comment: None,
                 },
@@ -296,19 +298,6 @@ impl App {
             },
         )
         .await?;
-        self.approved_in_tx(tx, row, actor, action, data).await
-    }
-
-    /// Records the approval of a request that is approved now, and queues its activation.
-    async fn approved_in_tx(
-        &self,
-        tx: &mut Tx,
-        row: &RequestRow,
-        actor: &str,
-        action: &str,
-        data: serde_json::Value,
-    ) -> Result<Uuid, ServiceError> {
-        let now_ms = self.now_ms();
         let event = self
             .audit(
                 tx,
@@ -321,17 +310,28 @@ impl App {
                 },
             )
             .await?;
+        self.queue_activation(tx, row.id, self.now_ms()).await?;
+        Ok(event)
+    }
+
+    /// Queues the activation of approved request `id`.
+    async fn queue_activation(
+        &self,
+        tx: &mut Tx,
+        id: Uuid,
+        now_ms: i64,
+    ) -> Result<(), ServiceError> {
         jobs::enqueue(
             tx,
             job::ACTIVATE,
-            Some(row.id),
+            Some(id),
             "{}",
             now_ms,
-            Some(&format!("activate:{}", row.id)),
+            Some(&format!("activate:{id}")),
             now_ms,
         )
         .await?;
-        Ok(event)
+        Ok(())
     }
 
     /// Approves or denies. N-of-M distinct approvers; one denial ends it.

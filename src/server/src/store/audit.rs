@@ -215,6 +215,30 @@ pub async fn append(
     Ok(())
 }
 
+/// Writes `events` inside `tx`, in order: [`append`] for each on SQLite, one
+/// statement on PostgreSQL.
+pub async fn append_all(
+    tx: &mut Tx,
+    at: OffsetDateTime,
+    events: Vec<NewEvent<'_>>,
+) -> Result<(), StoreError> {
+    if tx.backend() != super::Backend::Postgres {
+        for event in events {
+            append(tx, at, event).await?;
+        }
+        return Ok(());
+    }
+    // The rows get their ids, and so their places in the chain, in this order.
+    let values = db::values_list(events.len(), 6);
+    let mut q = query_built(format!("{PENDING_INSERT} {values}"));
+    for event in &events {
+        q = bind_pending(q, at, event)?;
+    }
+    q.execute(&mut *tx).await?;
+    tx.chain_after_commit = true;
+    Ok(())
+}
+
 /// Writes an event that comes with no other change, in a transaction of its
 /// own (on PostgreSQL one statement).
 pub async fn append_alone(
@@ -236,18 +260,30 @@ pub async fn append_alone(
     }
 }
 
+const PENDING_INSERT: &str =
+    "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data) VALUES";
+
 /// The insert of `event` into `audit_pending`.
 fn to_pending(at: OffsetDateTime, event: &NewEvent<'_>) -> Result<db::Query, StoreError> {
-    Ok(query(
-        "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    bind_pending(
+        query_built(format!("{PENDING_INSERT} ($1, $2, $3, $4, $5, $6)")),
+        at,
+        event,
     )
-    .bind(to_ms(at))
-    .bind(event.actor)
-    .bind(event.action)
-    .bind(event.request_id.map(|id| id.to_string()))
-    .bind(event.entitlement)
-    .bind(data_text(event)?))
+}
+
+/// Binds the six values of `event`'s row in `audit_pending`.
+fn bind_pending(
+    q: db::Query,
+    at: OffsetDateTime,
+    event: &NewEvent<'_>,
+) -> Result<db::Query, StoreError> {
+    Ok(q.bind(to_ms(at))
+        .bind(event.actor)
+        .bind(event.action)
+        .bind(event.request_id.map(|id| id.to_string()))
+        .bind(event.entitlement)
+        .bind(data_text(event)?))
 }
 
 /// The event's details as the JSON text that is stored and hashed.

@@ -197,6 +197,18 @@ pub fn query_built(sql: String) -> Query {
     }
 }
 
+/// The placeholders of a multi-row `VALUES` list: `rows` tuples of
+/// `columns` each, numbered on (`($1, $2), ($3, $4)` for 2 × 2).
+pub(crate) fn values_list(rows: usize, columns: usize) -> String {
+    let tuple = |r: usize| {
+        let slots: Vec<String> = (1..=columns)
+            .map(|c| format!("${}", r * columns + c))
+            .collect();
+        format!("({})", slots.join(", "))
+    };
+    (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
+}
+
 /// What to do with the statement's result.
 #[derive(Clone, Copy)]
 enum Want {

@@ -28,6 +28,21 @@ pub struct Job {
     pub due_at: i64,
 }
 
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// Kind.
+    pub kind: &'a str,
+    /// The request it concerns.
+    pub request_id: Option<Uuid>,
+    /// Kind-specific JSON.
+    pub payload: &'a str,
+    /// Unix ms it is due.
+    pub due_at: i64,
+    /// A second job with the same key is ignored.
+    pub dedupe_key: Option<String>,
+}
+
 /// Enqueues a job; a second job with the same `dedupe_key` is ignored.
 pub async fn enqueue(
     tx: &mut Tx,
@@ -38,19 +53,38 @@ pub async fn enqueue(
     dedupe_key: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
-    query(
+    let job = NewJob {
+        kind,
+        request_id,
+        payload,
+        due_at,
+        dedupe_key: dedupe_key.map(str::to_owned),
+    };
+    enqueue_all(tx, &[job], now).await
+}
+
+/// Enqueues several jobs in one statement (one round trip on PostgreSQL);
+/// a job whose `dedupe_key` is taken already is ignored.
+pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob<'_>], now: i64) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut q = query_built(format!(
         "INSERT INTO jobs (id, kind, request_id, payload, dedupe_key, due_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
-    )
-    .bind(Uuid::now_v7().to_string())
-    .bind(kind)
-    .bind(request_id.map(|u| u.to_string()))
-    .bind(payload)
-    .bind(dedupe_key)
-    .bind(due_at)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+         VALUES {} ON CONFLICT (dedupe_key) DO NOTHING",
+        super::db::values_list(jobs.len(), 7)
+    ));
+    for job in jobs {
+        q = q
+            .bind(Uuid::now_v7().to_string())
+            .bind(job.kind)
+            .bind(job.request_id.map(|u| u.to_string()))
+            .bind(job.payload)
+            .bind(job.dedupe_key.as_deref())
+            .bind(job.due_at)
+            .bind(now);
+    }
+    q.execute(&mut *tx).await?;
     Ok(())
 }
 

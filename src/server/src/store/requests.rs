@@ -294,6 +294,22 @@ pub async fn set_state(
     to: RequestState,
     c: &Changes,
 ) -> Result<(), StoreError> {
+    if change_state(tx, id, from, to, c).await? {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!("request is no longer {from}")))
+    }
+}
+
+/// Moves a request from `from` to `to` if it is in `from` (the update locks
+/// the row and checks its latest version); false when it is not.
+pub async fn change_state(
+    tx: &mut Tx,
+    id: Uuid,
+    from: RequestState,
+    to: RequestState,
+    c: &Changes,
+) -> Result<bool, StoreError> {
     let done = query(
         "UPDATE requests SET state = $1,
             decided_at = COALESCE($2, decided_at),
@@ -318,11 +334,7 @@ pub async fn set_state(
     .execute(&mut *tx)
     .await
     .map_err(|e| StoreError::from_insert(e, "another open request holds this entitlement"))?;
-    if done == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(format!("request is no longer {from}")))
-    }
+    Ok(done == 1)
 }
 
 /// Marks the upstream object removed (or not needing removal).
