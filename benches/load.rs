@@ -3,8 +3,9 @@
 //!
 //! An in-process broker (as `tests/it/support/server.rs` builds it) runs with the
 //! simulated providers as a zero-latency upstream, the repository's policies, the
-//! real scheduler task, and a bearer verifier that turns `bench-N` tokens into
-//! fresh synthetic requesters (members of `grp-jit-requesters`), so every arrival
+//! real scheduler task, and API tokens checked as in production: RS256 access
+//! tokens from a stand-in OpenID provider on loopback (`common::issuer`), each a
+//! fresh synthetic requester (a member of `grp-jit-requesters`), so every arrival
 //! is a new person and the one-open-request rule never bites. Each arrival:
 //!
 //! 1. `POST /api/v1/requests` for `aws-sandbox` (auto-approved by policy; the
@@ -28,16 +29,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use common::{Engine, engines, fresh_db, machine};
+use common::issuer::Issuer;
+use common::{CpuTimes, Engine, engines, fresh_db, machine};
 use jit_server::clock::SystemClock;
 use jit_server::config::Config;
-use jit_server::domain::User;
-use jit_server::http::auth::SessionData;
 use jit_server::http::{self, AuthMode};
 use jit_server::providers::Providers;
 use jit_server::server::{Broker, build};
-use jit_server::store::sessions::{self, SessionRow};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -53,48 +51,13 @@ fn poll_interval() -> Duration {
 /// The longest poll interval: what `jit request --wait` uses.
 const POLL_AT_MOST: Duration = Duration::from_secs(1);
 
-/// Session key of the benchmark broker (base64 of 64 fixed bytes; not a secret).
-const SESSION_KEY: [u8; 64] = [7; 64];
-
-/// `bench-N` → a fresh requester `bench/N`: development-mode API tokens are
-/// server-side sessions, so the benchmark stores one per synthetic user
-/// before the clock starts (a requester may hold one open request per entitlement).
-async fn synthetic_tokens(app: &jit_server::service::App, count: u64) {
-    use hmac::{Hmac, Mac};
-    let now = app.now_ms();
-    for n in 0..count {
-        let user = User {
-            key: format!("bench/{n}"),
-            oid: None,
-            name: format!("Bench User {n}"),
-            email: format!("bench-{n}@example.com"),
-            groups: vec!["grp-jit-requesters".to_owned()],
-            roles: vec![],
-            mfa: true,
-            auth_time: Some(now / 1000),
-        };
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&SESSION_KEY).expect("hmac key");
-        mac.update(format!("bench-{n}").as_bytes());
-        let data = serde_json::to_string(&SessionData {
-            user: user.clone(),
-            id_token: None,
-        })
-        .expect("session data");
-        sessions::insert(
-            &app.store,
-            &SessionRow {
-                id_hash: hex::encode(mac.finalize().into_bytes()),
-                user_key: Some(user.key),
-                data,
-                csrf_token: format!("csrf-{n}"),
-                created_at: now,
-                last_seen_at: now,
-                expires_at: now + 3_600_000,
-            },
-        )
-        .await
-        .expect("store a benchmark token");
-    }
+/// One access token per arrival, signed before the clock starts: token `n`
+/// is a fresh requester (`oid` …`n`) in `grp-jit-requesters`, since a
+/// requester may hold one open request per entitlement.
+fn sign_tokens(issuer: &Issuer, count: u64) -> Vec<String> {
+    (0..count)
+        .map(|n| issuer.token(n, &["grp-jit-requesters"]))
+        .collect()
 }
 
 /// Timings of one arrival.
@@ -113,11 +76,10 @@ type Failure = String;
 async fn flow(
     http: reqwest::Client,
     base: String,
-    n: u64,
+    token: String,
     start: Instant,
     scheduled: Instant,
 ) -> Result<Sample, Failure> {
-    let token = format!("bench-{n}");
     let mut poll = poll_interval();
     let t0 = Instant::now();
     let res = http
@@ -219,6 +181,8 @@ struct Outcome {
     mint: (f64, f64, f64),
     total: (f64, f64, f64),
     audit_rows: u64,
+    /// The machine's CPUs during the counted arrivals: busy and stolen, percent.
+    cpu: Option<(f64, f64)>,
 }
 
 async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
@@ -234,10 +198,11 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
     config.database.max_connections = pool;
     config.server.public_url = format!("http://{addr}");
     config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
-    config.server.session_key = Some(jit_server::config::Secret::new(
-        base64::engine::general_purpose::STANDARD.encode(SESSION_KEY),
-    ));
-    let auth = AuthMode::Dev;
+    let issuer = Issuer::start().await;
+    config.oidc = Some(issuer.config());
+    let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
+    // Development mode for the simulated providers only: API calls go through
+    // the production token check above.
     let Broker { app, web } = build(
         config,
         true,
@@ -266,14 +231,16 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
 
     let offered = rate * secs;
     let warm_up = rate * env_or("JIT_BENCH_LOAD_WARMUP_SECS", 3);
-    synthetic_tokens(&app, warm_up + offered).await;
-    // The set-up wrote thousands of sessions: start the clock with the write-ahead
-    // log checkpointed, as a broker that has been running is (SQLite).
-    app.store.checkpoint().await.expect("checkpoint");
+    let tokens = sign_tokens(&issuer, warm_up + offered);
+    let (counted, warming) = tokens.split_at(usize::try_from(offered).unwrap_or(usize::MAX));
     // Warm up (connections opened, statements prepared, pages cached), as a
     // broker that has been running is; these arrivals are not counted.
-    let _ = arrivals(&client, &base, offered..offered + warm_up, rate).await;
-    let (samples, failures, elapsed) = arrivals(&client, &base, 0..offered, rate).await;
+    let _ = arrivals(&client, &base, warming, rate).await;
+    let cpu_before = CpuTimes::now();
+    let (samples, failures, elapsed) = arrivals(&client, &base, counted, rate).await;
+    let cpu = CpuTimes::now()
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(before));
 
     let _ = stop_scheduler.send(true);
     let _ = jobs.await;
@@ -324,24 +291,31 @@ async fn run(engine: Engine, rate: u64, secs: u64) -> Outcome {
         mint: percentiles(samples.iter().map(|s| s.mint).collect()),
         total: percentiles(samples.iter().map(|s| s.total).collect()),
         audit_rows: report.checked,
+        cpu,
     }
 }
 
-/// Arrivals with the tokens `tokens` at `rate` per second, open loop; the
-/// samples, the failures and the time until the last one ended.
+/// Arrivals with `tokens` at `rate` per second, open loop; the samples, the
+/// failures and the time until the last one ended.
 async fn arrivals(
     client: &reqwest::Client,
     base: &str,
-    tokens: std::ops::Range<u64>,
+    tokens: &[String],
     rate: u64,
 ) -> (Vec<Sample>, Vec<Failure>, Duration) {
     let gap = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(1);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, n) in tokens.enumerate() {
+    for (i, token) in tokens.iter().enumerate() {
         let scheduled = start + gap * u32::try_from(i).unwrap_or(u32::MAX);
         tokio::time::sleep_until(scheduled.into()).await;
-        tasks.spawn(flow(client.clone(), base.to_owned(), n, start, scheduled));
+        tasks.spawn(flow(
+            client.clone(),
+            base.to_owned(),
+            token.clone(),
+            start,
+            scheduled,
+        ));
     }
     let mut samples = Vec::new();
     let mut failures = Vec::new();
@@ -399,15 +373,15 @@ fn main() {
     // None: no run at 200 arrivals/s or more, so nothing to say about the target.
     let mut missed: Option<bool> = None;
     println!(
-        "| engine | offered/s | done/s | ok | failed | POST /requests | wait for active | POST …/credentials | end to end | audit rows |"
+        "| engine | offered/s | done/s | ok | failed | POST /requests | wait for active | POST …/credentials | end to end | audit rows | CPU busy / steal |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for engine in engines() {
         for &rate in &rates {
             let o = rt.block_on(run(engine, rate, secs));
             let f = |(a, b, c): (f64, f64, f64)| format!("{a:.1} / {b:.1} / {c:.1}");
             println!(
-                "| {} | {rate} | {:.1} | {} / {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {rate} | {:.1} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
                 engine.name(),
                 o.throughput,
                 o.ok,
@@ -418,6 +392,9 @@ fn main() {
                 f(o.mint),
                 f(o.total),
                 o.audit_rows,
+                o.cpu.map_or("n/a".to_owned(), |(busy, steal)| format!(
+                    "{busy:.0} % / {steal:.1} %"
+                )),
             );
             if let Some(why) = &o.first_failure {
                 println!("  first failure: {why}");

@@ -11,6 +11,8 @@
 
 use jit_server::store::Store;
 
+pub mod issuer;
+
 /// The environment variable naming the PostgreSQL server to benchmark on.
 pub const PG_ENV: &str = "JIT_BENCH_PG_URL";
 
@@ -122,6 +124,45 @@ impl FreshDb {
 }
 
 /// One line about the machine, printed before results.
+/// The machine's CPU time counters (`/proc/stat`, all CPUs; Linux only).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    total: u64,
+    idle: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// Now; `None` where `/proc/stat` is missing.
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // cpu user nice system idle iowait irq softirq steal …
+        let f: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        Some(Self {
+            total: f.iter().take(8).sum(),
+            idle: f.get(3)? + f.get(4)?,
+            steal: *f.get(7)?,
+        })
+    }
+
+    /// Since `earlier`: the share of all CPUs' time that was busy and the
+    /// share the hypervisor gave to other guests (steal), in percent.
+    pub fn since(self, earlier: Self) -> (f64, f64) {
+        let total = self.total.saturating_sub(earlier.total).max(1);
+        let idle = self.idle.saturating_sub(earlier.idle);
+        let steal = self.steal.saturating_sub(earlier.steal);
+        #[expect(clippy::cast_precision_loss, reason = "clock ticks far below 2^52")]
+        let pct = |n: u64| 100.0 * n as f64 / total as f64;
+        (pct(total.saturating_sub(idle)), pct(steal))
+    }
+}
+
 pub fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let load = std::fs::read_to_string("/proc/loadavg")
