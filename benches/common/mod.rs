@@ -123,7 +123,6 @@ impl FreshDb {
     }
 }
 
-/// One line about the machine, printed before results.
 /// The machine's CPU time counters (`/proc/stat`, all CPUs; Linux only).
 #[derive(Debug, Clone, Copy)]
 pub struct CpuTimes {
@@ -163,6 +162,7 @@ impl CpuTimes {
     }
 }
 
+/// One line about the machine, printed before results.
 pub fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let load = std::fs::read_to_string("/proc/loadavg")

@@ -222,6 +222,9 @@ pub async fn append_all(
     at: OffsetDateTime,
     events: Vec<NewEvent<'_>>,
 ) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
     if tx.backend() != super::Backend::Postgres {
         for event in events {
             append(tx, at, event).await?;
