@@ -993,6 +993,113 @@ both_backends!(several_jobs_go_in_one_statement, |db| {
     );
 });
 
+/// What filing an auto-approved request writes, in one transaction as the
+/// broker does (on PostgreSQL one statement: `store::pgtx`).
+async fn file_request(store: &Store, who: &User, r: &RequestRow) -> Result<(), StoreError> {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(T0) * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let event = |action| NewEvent {
+        actor: "carol@example.com",
+        action,
+        request_id: Some(r.id),
+        entitlement: Some(&r.entitlement),
+        data: json!({ "justification": r.justification }),
+    };
+    let mut tx = store.begin().await?;
+    users::upsert(&mut tx, who, T0).await?;
+    requests::insert(&mut tx, r).await?;
+    audit::append_all(
+        &mut tx,
+        at,
+        vec![event("request.created"), event("request.auto_approved")],
+    )
+    .await?;
+    let key = format!("activate:{}", r.id);
+    jobs::enqueue(&mut tx, "activate", Some(r.id), "{}", T0, Some(&key), T0).await?;
+    tx.commit().await
+}
+
+both_backends!(held_back_writes_land_together_or_not_at_all, |db| {
+    let carol = user("carol");
+    let first = request(&carol, "aws-prod-admin");
+    file_request(&db.store, &carol, &first).await.unwrap();
+    let counts = |db: &TestDb| {
+        let store = db.store.clone();
+        async move {
+            audit::caught_up(&store).await.unwrap();
+            (
+                ints(&store, "SELECT COUNT(*) FROM requests").await[0],
+                ints(&store, "SELECT COUNT(*) FROM audit_events").await[0],
+                job_count(&store).await,
+            )
+        }
+    };
+    assert_eq!(counts(&db).await, (1, 2, 1), "{}", db.name());
+
+    // A second open request is refused by the last write but one: the
+    // conflict is reported as such, and the profile change, the events and
+    // the job that came with it are gone too.
+    let renamed = User {
+        name: "Carol Renamed".into(),
+        ..carol.clone()
+    };
+    let second = request(&renamed, "aws-prod-admin");
+    match file_request(&db.store, &renamed, &second).await {
+        Err(StoreError::Conflict(msg)) => assert!(msg.contains("`aws-prod-admin`"), "{msg}"),
+        other => panic!("{}: expected a conflict, got {other:?}", db.name()),
+    }
+    assert_eq!(counts(&db).await, (1, 2, 1), "{}", db.name());
+    let names = query("SELECT name FROM users WHERE key = 'carol'")
+        .fetch_all(&db.store)
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 1);
+    assert_eq!(names[0].try_get::<String>("name").unwrap(), "carol");
+    assert!(audit::verify(&db.store, None).await.unwrap().ok);
+
+    // A statement of the transaction sees what it wrote before; dropped, the
+    // transaction leaves nothing.
+    let other = request(&carol, "aws-dev-admin");
+    {
+        let mut tx = db.store.begin().await.unwrap();
+        requests::insert(&mut tx, &other).await.unwrap();
+        let seen = query("SELECT entitlement FROM requests WHERE id = $1")
+            .bind(other.id.to_string())
+            .fetch_optional(&mut tx)
+            .await
+            .unwrap();
+        assert!(seen.is_some(), "{}: its own insert unseen", db.name());
+    }
+    assert!(requests::get(&db.store, other.id).await.unwrap().is_none());
+
+    // A job done and the jobs it leaves, in one transaction.
+    let claimed = jobs::claim(&db.store, T0, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{}", db.name());
+    let mut tx = db.store.begin().await.unwrap();
+    jobs::complete(&mut tx, claimed[0].id, T0).await.unwrap();
+    let expire = format!("expire:{}", first.id);
+    jobs::enqueue(
+        &mut tx,
+        "expire",
+        Some(first.id),
+        "{}",
+        T0,
+        Some(&expire),
+        T0,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let due: Vec<String> = jobs::claim(&db.store, T0 + 1, 60_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.kind)
+        .collect();
+    assert_eq!(due, ["expire"], "{}: the activation is done", db.name());
+    assert_eq!(counts(&db).await, (1, 2, 2), "{}", db.name());
+});
+
 both_backends!(a_dedupe_key_keeps_one_job, |db| {
     enqueue(&db.store, "expire", T0, Some("expire:r1")).await;
     enqueue(&db.store, "expire", T0 + 5, Some("expire:r1")).await;

@@ -100,18 +100,6 @@ impl From<sqlx::Error> for ServiceError {
     }
 }
 
-/// Counts an audit append that began at `started` in the metrics.
-fn measured(
-    started: std::time::Instant,
-    result: Result<(), StoreError>,
-) -> Result<(), ServiceError> {
-    crate::metrics::observe("jit_audit_append_seconds", String::new(), started.elapsed());
-    if result.is_err() {
-        crate::metrics::inc("jit_audit_append_errors_total", String::new());
-    }
-    Ok(result?)
-}
-
 impl App {
     /// Now.
     pub fn now(&self) -> OffsetDateTime {
@@ -126,8 +114,7 @@ impl App {
     /// Appends an audit event inside `tx`; returns an id of the event, unique
     /// to it (notifications are keyed by it).
     pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<Uuid, ServiceError> {
-        let started = std::time::Instant::now();
-        measured(started, audit::append(tx, self.now(), event).await)?;
+        audit::append(tx, self.now(), event).await?;
         Ok(Uuid::now_v7())
     }
 
@@ -139,19 +126,14 @@ impl App {
         events: Vec<NewEvent<'_>>,
     ) -> Result<Vec<Uuid>, ServiceError> {
         let ids = events.iter().map(|_| Uuid::now_v7()).collect();
-        let started = std::time::Instant::now();
-        measured(started, audit::append_all(tx, self.now(), events).await)?;
+        audit::append_all(tx, self.now(), events).await?;
         Ok(ids)
     }
 
     /// Records an event that comes with no other change (a credential mint, a
     /// console sign-in, an admin action): a transaction of its own.
     pub async fn audit_alone(&self, event: NewEvent<'_>) -> Result<(), ServiceError> {
-        let started = std::time::Instant::now();
-        measured(
-            started,
-            audit::append_alone(&self.store, self.now(), event).await,
-        )
+        Ok(audit::append_alone(&self.store, self.now(), event).await?)
     }
 
     /// Records a sign-in, sign-out or refused sign-in.

@@ -8,6 +8,8 @@
 //! goes to `audit_pending` and is chained moments after commit, many events
 //! in one transaction ([`super::seal`]).
 
+use std::time::Instant;
+
 use futures_util::TryStreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -16,7 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::db::{self, Row, query, query_built};
-use super::{Engine, Native, Store, StoreError, Tx};
+use super::{Engine, Native, Store, StoreError, Tx, Write};
 use crate::clock::{from_ms, to_ms};
 
 /// The `prev_hash` of the first event.
@@ -172,10 +174,28 @@ pub async fn append(
     event: NewEvent<'_>,
 ) -> Result<(), StoreError> {
     if tx.backend() == super::Backend::Postgres {
-        to_pending(at, &event)?.execute(&mut *tx).await?;
-        tx.chain_after_commit = true;
-        return Ok(());
+        return append_all(tx, at, vec![event]).await;
     }
+    append_chained(tx, at, event).await
+}
+
+/// SQLite: chains `event` in place.
+async fn append_chained(
+    tx: &mut Tx,
+    at: OffsetDateTime,
+    event: NewEvent<'_>,
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let result = chain_in_place(tx, at, event).await;
+    measured(started, result.is_ok());
+    result
+}
+
+async fn chain_in_place(
+    tx: &mut Tx,
+    at: OffsetDateTime,
+    event: NewEvent<'_>,
+) -> Result<(), StoreError> {
     let at = to_ms(at);
     let data = data_text(&event)?;
     let request_id = event.request_id.map(|id| id.to_string());
@@ -227,19 +247,30 @@ pub async fn append_all(
     }
     if tx.backend() != super::Backend::Postgres {
         for event in events {
-            append(tx, at, event).await?;
+            append_chained(tx, at, event).await?;
         }
         return Ok(());
     }
-    // The rows get their ids, and so their places in the chain, in this order.
+    // The rows get their ids, and so their places in the chain, in this
+    // order; the statement waits to go with the transaction's other writes
+    // (its latency is measured when it is sent).
     let values = db::values_list(events.len(), 6);
     let mut q = query_built(format!("{PENDING_INSERT} {values}"));
     for event in &events {
         q = bind_pending(q, at, event)?;
     }
-    q.execute(&mut *tx).await?;
+    q.defer(tx, Write::insert("audit_pending")).await?;
     tx.chain_after_commit = true;
     Ok(())
+}
+
+/// Counts an audit append (the statement or transaction that wrote it)
+/// that began at `started` in the metrics.
+pub(crate) fn measured(started: Instant, ok: bool) {
+    crate::metrics::observe("jit_audit_append_seconds", String::new(), started.elapsed());
+    if !ok {
+        crate::metrics::inc("jit_audit_append_errors_total", String::new());
+    }
 }
 
 /// Writes an event that comes with no other change, in a transaction of its
@@ -251,7 +282,10 @@ pub async fn append_alone(
 ) -> Result<(), StoreError> {
     match store.engine() {
         Engine::Postgres(db) => {
-            to_pending(at, &event)?.execute(store).await?;
+            let started = Instant::now();
+            let result = to_pending(at, &event)?.execute(store).await;
+            measured(started, result.is_ok());
+            result?;
             db.sealer.kick(&db.pool);
             Ok(())
         }

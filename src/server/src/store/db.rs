@@ -18,6 +18,7 @@ use futures_util::TryStreamExt as _;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Column as _, Postgres, Row as _, TypeInfo as _, ValueRef as _};
 
+use super::pgtx::Write;
 use super::{Store, StoreError, Tx};
 
 /// A value bound to a placeholder: a BIGINT or a TEXT, either maybe NULL
@@ -233,6 +234,52 @@ impl Query {
         self
     }
 
+    /// A statement assembled from others, with its values.
+    pub(crate) fn built(sql: String, args: Vec<Arg>) -> Self {
+        Self {
+            sql: Cow::Owned(sql),
+            args,
+        }
+    }
+
+    /// The statement and its values.
+    pub(crate) fn into_parts(self) -> (String, Vec<Arg>) {
+        (self.sql.into_owned(), self.args)
+    }
+
+    /// Whether the statement begins with a `WITH` clause of its own.
+    pub(crate) fn starts_with_with(&self) -> bool {
+        self.sql
+            .trim_start()
+            .get(..5)
+            .is_some_and(|w| w.eq_ignore_ascii_case("with "))
+    }
+
+    /// Runs a write of `tx` whose result is not needed. SQLite runs it at
+    /// once (a function call); PostgreSQL holds it back to go with the
+    /// transaction's other writes in one statement ([`super::pgtx`]), so
+    /// its error, and the conflict `write` names, may come from a later
+    /// statement of the transaction or from the commit. It must not depend
+    /// on another deferred write of the transaction: they see the database
+    /// as it was before all of them.
+    pub async fn defer(self, tx: &mut Tx, write: Write) -> Result<(), StoreError> {
+        match tx.deferring() {
+            Some(pg) => pg.defer(write, self).await,
+            None => match self.execute(&mut *tx).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(write.error(e)),
+            },
+        }
+    }
+
+    /// Runs the statement on a PostgreSQL connection; the rows it changed.
+    pub(crate) async fn execute_pg(
+        &self,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<u64, StoreError> {
+        Ok(self.pg().execute(conn).await?.rows_affected())
+    }
+
     /// Runs the statement; returns the number of rows it changed.
     pub async fn execute<'a>(self, on: impl Into<On<'a>>) -> Result<u64, StoreError> {
         match self.run(on.into(), Want::Count).await? {
@@ -299,7 +346,7 @@ impl Query {
 
     async fn run(self, on: On<'_>, want: Want) -> Result<Out, StoreError> {
         match on {
-            On::Tx(tx) => match tx.conn() {
+            On::Tx(tx) => match tx.conn().await? {
                 super::TxConn::Sqlite(conn) => run_sqlite(conn, &self.sql, &self.args, want),
                 super::TxConn::Postgres(conn) => self.run_pg(conn, want).await,
             },
@@ -366,7 +413,7 @@ impl Query {
 /// Runs several statements without bound values (migrations, test set-up).
 pub async fn batch<'a>(on: impl Into<On<'a>>, sql: &str) -> Result<(), StoreError> {
     match on.into() {
-        On::Tx(tx) => match tx.conn() {
+        On::Tx(tx) => match tx.conn().await? {
             super::TxConn::Sqlite(conn) => conn.execute_batch(sql)?,
             super::TxConn::Postgres(conn) => {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))

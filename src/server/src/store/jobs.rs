@@ -9,7 +9,7 @@
 use uuid::Uuid;
 
 use super::db::{query, query_built};
-use super::{Backend, Store, StoreError, Tx, uuid_col};
+use super::{Backend, Store, StoreError, Tx, Write, uuid_col};
 
 /// A claimed job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +84,7 @@ pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob<'_>], now: i64) -> Result<(
             .bind(job.due_at)
             .bind(now);
     }
-    q.execute(&mut *tx).await?;
-    Ok(())
+    q.defer(tx, Write::insert("jobs")).await
 }
 
 /// Claims up to `limit` due jobs for `lease_ms`, oldest due first: one
@@ -138,9 +137,8 @@ pub async fn complete(tx: &mut Tx, id: Uuid, now: i64) -> Result<(), StoreError>
     query("UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2")
         .bind(now)
         .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+        .defer(tx, Write::update("jobs"))
+        .await
 }
 
 /// Extends the lease of a job that is still running.

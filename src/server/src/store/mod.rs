@@ -16,12 +16,14 @@ pub mod db;
 pub mod export;
 pub mod jobs;
 mod migrate;
+mod pgtx;
 pub mod requests;
 mod seal;
 pub mod sessions;
 pub mod users;
 
 pub use db::{query, query_built};
+pub use pgtx::Write;
 
 /// How often a broker on SQLite checkpoints the write-ahead log.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -255,7 +257,7 @@ pub struct Tx {
 
 enum TxInner {
     Sqlite(SqliteTx),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Postgres(pgtx::PgTx),
 }
 
 /// The SQLite writer inside `BEGIN IMMEDIATE`; rolls back when dropped open.
@@ -280,10 +282,20 @@ pub(crate) enum TxConn<'a> {
 }
 
 impl Tx {
-    pub(crate) fn conn(&mut self) -> TxConn<'_> {
+    /// The connection for a statement that is not deferred (PostgreSQL:
+    /// the transaction begun, the deferred writes sent).
+    pub(crate) async fn conn(&mut self) -> Result<TxConn<'_>, StoreError> {
         match &mut self.conn {
-            TxInner::Sqlite(t) => TxConn::Sqlite(&mut t.conn),
-            TxInner::Postgres(t) => TxConn::Postgres(t),
+            TxInner::Sqlite(t) => Ok(TxConn::Sqlite(&mut t.conn)),
+            TxInner::Postgres(t) => Ok(TxConn::Postgres(t.open().await?)),
+        }
+    }
+
+    /// Where deferred writes wait: PostgreSQL's transaction; none on SQLite.
+    pub(crate) fn deferring(&mut self) -> Option<&mut pgtx::PgTx> {
+        match &mut self.conn {
+            TxInner::Sqlite(_) => None,
+            TxInner::Postgres(t) => Some(t),
         }
     }
 
@@ -402,7 +414,8 @@ impl Store {
                 conn.execute_batch("BEGIN IMMEDIATE")?;
                 TxInner::Sqlite(SqliteTx { conn, open: true })
             }
-            Engine::Postgres(db) => TxInner::Postgres(db.pool.begin().await?),
+            // `BEGIN` goes with the first statement that needs it (pgtx).
+            Engine::Postgres(db) => TxInner::Postgres(pgtx::PgTx::new(db.pool.acquire().await?)),
         };
         Ok(Tx {
             conn,

@@ -6,7 +6,7 @@ use jit_api::{Decision, RequestState};
 use uuid::Uuid;
 
 use super::db::{query, query_built};
-use super::{Store, StoreError, Tx, uuid_col};
+use super::{Store, StoreError, Tx, Write, uuid_col};
 use crate::clock::from_ms;
 
 /// A request row.
@@ -180,18 +180,14 @@ pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
     .bind(r.created_at)
     .bind(r.pending_until)
     .bind(r.decided_at)
-    .execute(&mut *tx)
+    .defer(
+        tx,
+        Write::insert("requests").on_conflict(format!(
+            "you already have an open request for `{}`; extend it or wait until it ends",
+            r.entitlement
+        )),
+    )
     .await
-    .map_err(|e| {
-        StoreError::from_insert(
-            e,
-            &format!(
-                "you already have an open request for `{}`; extend it or wait until it ends",
-                r.entitlement
-            ),
-        )
-    })?;
-    Ok(())
 }
 
 /// Reads a request.

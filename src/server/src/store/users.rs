@@ -1,7 +1,7 @@
 //! Users the broker has seen sign in (for notifications and grant providers).
 
 use super::db::query;
-use super::{Store, StoreError, Tx};
+use super::{Store, StoreError, Tx, Write};
 use crate::domain::User;
 use crate::providers::Grantee;
 
@@ -23,9 +23,8 @@ pub async fn upsert(tx: &mut Tx, user: &User, now: i64) -> Result<(), StoreError
     .bind(&user.oid)
     .bind(groups)
     .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .defer(tx, Write::update("users"))
+    .await
 }
 
 /// A user's grantee facts.
