@@ -406,7 +406,9 @@ impl Store {
 
     /// Begins a write transaction. On SQLite it waits for the writing
     /// connection and takes the write lock at once (`BEGIN IMMEDIATE`), so
-    /// read-then-write sequences never race.
+    /// read-then-write sequences never race. On PostgreSQL it takes a
+    /// connection; `BEGIN` goes with the first statement that needs it, and
+    /// deferred writes wait to go together (`store/pgtx.rs`).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let conn = match &*self.engine {
             Engine::Sqlite(db) => {
