@@ -416,7 +416,6 @@ impl Store {
                 conn.execute_batch("BEGIN IMMEDIATE")?;
                 TxInner::Sqlite(SqliteTx { conn, open: true })
             }
-            // `BEGIN` goes with the first statement that needs it (pgtx).
             Engine::Postgres(db) => TxInner::Postgres(pgtx::PgTx::new(db.pool.acquire().await?)),
         };
         Ok(Tx {

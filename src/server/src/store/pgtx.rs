@@ -76,8 +76,8 @@ impl Write {
     /// write's table is the conflict it names.
     pub(crate) fn error(&self, e: StoreError) -> StoreError {
         match &self.conflict {
-            Some(what) if e.is_unique_violation() => StoreError::Conflict(what.clone()),
-            _ => e,
+            Some(what) => StoreError::from_insert(e, what),
+            None => e,
         }
     }
 
@@ -187,13 +187,13 @@ async fn send(
     conn: &mut sqlx::PgConnection,
     writes: Vec<(Write, Query)>,
 ) -> Result<(), StoreError> {
-    if writes.is_empty() {
-        return Ok(());
-    }
     let audit = writes.iter().any(|(w, _)| w.table == AUDIT_TABLE);
     let (writes, queries): (Vec<Write>, Vec<Query>) = writes.into_iter().unzip();
+    let Some(statement) = combine(queries) else {
+        return Ok(());
+    };
     let started = Instant::now();
-    let result = combine(queries).execute_pg(conn).await;
+    let result = statement.execute_pg(conn).await;
     if audit {
         super::audit::measured(started, result.is_ok());
     }
@@ -217,14 +217,13 @@ async fn send(
     }
 }
 
-/// One statement of `queries`: the last is the main statement, the others
-/// `WITH` clauses before it, their placeholders numbered on.
-fn combine(mut queries: Vec<Query>) -> Query {
-    let Some(last) = queries.pop() else {
-        return Query::built(String::new(), Vec::new());
-    };
+/// One statement of `queries` (none without any): the last is the main
+/// statement, the others `WITH` clauses before it, their placeholders
+/// numbered on.
+fn combine(mut queries: Vec<Query>) -> Option<Query> {
+    let last = queries.pop()?;
     if queries.is_empty() {
-        return last;
+        return Some(last);
     }
     let mut args: Vec<Arg> = Vec::new();
     let mut clauses = Vec::with_capacity(queries.len());
@@ -236,7 +235,10 @@ fn combine(mut queries: Vec<Query>) -> Query {
     let (sql, a) = last.into_parts();
     let main = renumber(&sql, args.len());
     args.extend(a);
-    Query::built(format!("WITH {} {main}", clauses.join(", ")), args)
+    Some(Query::built(
+        format!("WITH {} {main}", clauses.join(", ")),
+        args,
+    ))
 }
 
 /// `sql` with every placeholder `$n` made `$(n + by)`; quoted text and
@@ -294,13 +296,14 @@ mod tests {
             Query::built("UPDATE b SET x = $1".to_owned(), vec![3.into()]),
             Query::built("INSERT INTO c VALUES ($1)".to_owned(), vec!["z".into()]),
         ]);
-        let (sql, args) = q.into_parts();
+        let (sql, args) = q.expect("three statements make one").into_parts();
         assert_eq!(
             sql,
             "WITH w0 AS (INSERT INTO a VALUES ($1, $2)), w1 AS (UPDATE b SET x = $3) \
              INSERT INTO c VALUES ($4)"
         );
         assert_eq!(args, vec![1.into(), 2.into(), 3.into(), "z".into()]);
+        assert!(combine(Vec::new()).is_none());
     }
 
     #[test]
