@@ -263,6 +263,106 @@ each_engine!(
     }
 );
 
+/// Bidirectional controls, zero-width and other format characters in justification, ticket
+/// and comments are refused with 400 naming the field, the character and its position, and
+/// nothing is written; text of any script, emoji and combining marks pass unchanged.
+#[tokio::test]
+async fn text_that_hides_or_reorders_itself_is_refused() {
+    let b = start(Engine::Sqlite).await;
+    let alice = b.login("alice").await;
+    let bob = b.login("bob").await;
+    let create = |justification: &str, ticket: Option<&str>| {
+        let mut body = json!({"entitlement": "entra-user-admin", "duration": "1h", "justification": justification, "ticket": "INC-7"});
+        if let Some(t) = ticket {
+            body["ticket"] = json!(t);
+        }
+        body
+    };
+    for (body, needle) in [
+        (
+            create("ok\u{202E}gnp.exe", None),
+            "justification has a bidirectional control character (U+202E) at character 3",
+        ),
+        (
+            create("\u{2067}isolated", None),
+            "justification has a bidirectional control character (U+2067) at character 1",
+        ),
+        (
+            create("see\u{200B}attached", None),
+            "justification has an invisible formatting character (U+200B) at character 4",
+        ),
+        (
+            create("soft\u{AD}hyphen", None),
+            "justification has an invisible formatting character (U+00AD) at character 5",
+        ),
+        (
+            create("nul\u{0}byte", None),
+            "justification has a control character (U+0000) at character 4",
+        ),
+        (
+            create("x", Some("INC-\u{FEFF}42")),
+            "ticket has an invisible formatting character (U+FEFF) at character 5",
+        ),
+        (
+            create("x", Some("INC-42\u{202C}")),
+            "ticket has a bidirectional control character (U+202C) at character 7",
+        ),
+    ] {
+        let (status, res) = alice.post("/requests", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {res}");
+        assert_eq!(res["error"]["code"], "invalid_request", "{res}");
+        let msg = res["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+    }
+    let (_, mine) = alice.get("/requests?mine=true").await;
+    assert_eq!(mine, json!([]), "a refused request was written");
+
+    // Ordinary text of other scripts, emoji and combining marks is kept as typed.
+    let text = "déploiement — 中文, עברית, می\u{200C}خواهم, 👍🏽 👩\u{200D}💻 ❤\u{FE0F}, e\u{301}";
+    let (status, res) = alice.post("/requests", create(text, None)).await;
+    assert_eq!(status, StatusCode::CREATED, "{res}");
+    assert_eq!(res["justification"], text);
+    let id = res["id"].as_str().unwrap().to_owned();
+
+    // Comments: approving, denying, revoking.
+    for (path, comment, needle) in [
+        (
+            "approve",
+            "fine\u{2066}",
+            "comment has a bidirectional control character (U+2066) at character 5",
+        ),
+        (
+            "deny",
+            "\u{2060}no",
+            "comment has an invisible formatting character (U+2060) at character 1",
+        ),
+    ] {
+        let (status, res) = bob
+            .post(
+                &format!("/requests/{id}/{path}"),
+                json!({ "comment": comment }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {res}");
+        let msg = res["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+    }
+    let (_, request) = bob.get(&format!("/requests/{id}")).await;
+    assert_eq!(
+        request["state"], "pending",
+        "a refused decision was written"
+    );
+    assert_eq!(request["approvals"], json!([]));
+    let (status, res) = bob
+        .post(
+            &format!("/requests/{id}/approve"),
+            json!({ "comment": "d\u{2019}accord ✅ — ok" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    assert_eq!(res["approvals"][0]["comment"], "d\u{2019}accord ✅ — ok");
+}
+
 each_engine!(revoke_by_requester_or_admin, |engine| async move {
     let b = start(engine).await;
     let alice = b.login("alice").await;

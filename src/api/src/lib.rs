@@ -188,13 +188,15 @@ pub struct CreateRequest {
     /// `1h`, `90m`, or a number of seconds.
     pub duration: DurationInput,
     /// Why the access is needed: not blank, at most 4096 bytes, no control characters but
-    /// tab and line breaks.
+    /// tab and line breaks, no bidirectional controls or invisible format characters (the
+    /// pattern lists those of the Basic Multilingual Plane; zero-width joiners are accepted
+    /// between two visible characters).
     #[cfg_attr(
         feature = "openapi",
         schema(
             min_length = 1,
             max_length = 4096,
-            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890\\u0891\\u08E2\\u180E\\u200B\\u200E\\u200F\\u202A-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$"
         )
     )]
     pub justification: String,
@@ -272,13 +274,13 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionBody {
     /// Optional comment shown to the requester: at most 2048 bytes, no control characters
-    /// but tab and line breaks.
+    /// but tab and line breaks, no bidirectional controls or invisible format characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
         schema(
             max_length = 2048,
-            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890\\u0891\\u08E2\\u180E\\u200B\\u200E\\u200F\\u202A-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$"
         )
     )]
     pub comment: Option<String>,
@@ -297,7 +299,7 @@ pub struct ExtendBody {
         schema(
             min_length = 1,
             max_length = 4096,
-            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+            pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\u00AD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u0890\\u0891\\u08E2\\u180E\\u200B\\u200E\\u200F\\u202A-\\u202E\\u2060-\\u2064\\u2066-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$"
         )
     )]
     pub justification: Option<String>,

@@ -4,6 +4,10 @@ use jit_api::RequestState;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub mod text;
+
+pub use text::local_path;
+
 /// Something that moves a request from one state to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -107,9 +111,31 @@ pub enum RuleError {
     /// The entitlement needs a ticket and none or a malformed one was given.
     #[error("ticket {0}")]
     Ticket(String),
-    /// Control characters in free text.
-    #[error("{0} contains control characters")]
-    ControlCharacters(&'static str),
+    /// A character that hides or reorders text (see [`text`]).
+    #[error("{field} has {} (U+{code:04X}) at character {position}: remove it", why.describe())]
+    UnsafeCharacter {
+        /// `justification`, `ticket` or `comment`.
+        field: &'static str,
+        /// 1-based position among the characters as sent.
+        position: usize,
+        /// The code point.
+        code: u32,
+        /// What kind of character.
+        why: text::Unsafe,
+    },
+}
+
+/// Refuses the first character of `value` that [`text::first_unsafe`] finds.
+fn check_characters(field: &'static str, value: &str, lines: bool) -> Result<(), RuleError> {
+    match text::first_unsafe(value, lines) {
+        None => Ok(()),
+        Some(found) => Err(RuleError::UnsafeCharacter {
+            field,
+            position: found.position,
+            code: u32::from(found.ch),
+            why: found.why,
+        }),
+    }
 }
 
 /// Longest justification, in bytes.
@@ -119,8 +145,9 @@ pub const MAX_COMMENT: usize = 2048;
 /// Longest ticket reference.
 pub const MAX_TICKET: usize = 64;
 
-/// Checks a justification: present, bounded, printable (newlines allowed).
+/// Checks a justification: present, bounded, printable (line breaks allowed; see [`text`]).
 pub fn check_justification(text: &str) -> Result<String, RuleError> {
+    check_characters("justification", text, true)?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(RuleError::JustificationMissing);
@@ -128,28 +155,19 @@ pub fn check_justification(text: &str) -> Result<String, RuleError> {
     if trimmed.len() > MAX_JUSTIFICATION {
         return Err(RuleError::JustificationTooLong);
     }
-    if trimmed
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
-    {
-        return Err(RuleError::ControlCharacters("justification"));
-    }
     Ok(trimmed.to_owned())
 }
 
-/// Checks an optional approver comment.
+/// Checks an optional approver comment (line breaks allowed; see [`text`]).
 pub fn check_comment(text: Option<&str>) -> Result<Option<String>, RuleError> {
+    if let Some(text) = text {
+        check_characters("comment", text, true)?;
+    }
     let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
     if text.len() > MAX_COMMENT {
         return Err(RuleError::CommentTooLong);
-    }
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
-    {
-        return Err(RuleError::ControlCharacters("comment"));
     }
     Ok(Some(text.to_owned()))
 }
@@ -163,6 +181,9 @@ pub fn check_ticket(
     required: bool,
     pattern: Option<&str>,
 ) -> Result<Option<String>, RuleError> {
+    if let Some(ticket) = ticket {
+        check_characters("ticket", ticket, false)?;
+    }
     let ticket = ticket.map(str::trim).filter(|t| !t.is_empty());
     let Some(ticket) = ticket else {
         return if required {
@@ -330,6 +351,16 @@ mod tests {
         assert!(check_justification(&"x".repeat(MAX_JUSTIFICATION)).is_ok());
         assert!(check_justification("fix\0it").is_err());
         assert_eq!(
+            check_justification("ok\u{202E}gnp.exe")
+                .unwrap_err()
+                .to_string(),
+            "justification has a bidirectional control character (U+202E) at character 3: remove it"
+        );
+        assert_eq!(
+            check_comment(Some(" a\u{200B}")).unwrap_err().to_string(),
+            "comment has an invisible formatting character (U+200B) at character 3: remove it"
+        );
+        assert_eq!(
             check_justification(" fix prod\nnow ").unwrap(),
             "fix prod\nnow"
         );
@@ -348,5 +379,11 @@ mod tests {
         assert!(check_ticket(Some("INC-12x"), true, Some("INC-9*")).is_err());
         assert!(check_ticket(Some("a b"), false, None).is_err());
         assert!(check_ticket(Some("INC-1\r\nBcc: x"), false, None).is_err());
+        assert_eq!(
+            check_ticket(Some("INC\u{2069}-1"), false, None)
+                .unwrap_err()
+                .to_string(),
+            "ticket has a bidirectional control character (U+2069) at character 4: remove it"
+        );
     }
 }

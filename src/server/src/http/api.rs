@@ -358,7 +358,7 @@ async fn decide(
     request_body(content = Option<DecisionBody>, description = "optional comment; an empty body is allowed"),
     responses(
         (status = 200, description = "the request after the change", body = jit_api::Request),
-        (status = 400, description = "malformed body, or the comment breaks a rule (too long, control characters)", body = ErrorBody),
+        (status = 400, description = "malformed body, or the comment breaks a rule (too long, control, bidirectional or invisible characters)", body = ErrorBody),
         (status = 403, description = "the caller may not decide on this request (not an approver, own request, already decided)", body = ErrorBody),
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
         (status = 409, description = "the request is no longer pending", body = ErrorBody),
@@ -384,7 +384,7 @@ async fn approve(
     request_body(content = Option<DecisionBody>, description = "optional comment; an empty body is allowed"),
     responses(
         (status = 200, description = "the request after the change", body = jit_api::Request),
-        (status = 400, description = "malformed body, or the comment breaks a rule (too long, control characters)", body = ErrorBody),
+        (status = 400, description = "malformed body, or the comment breaks a rule (too long, control, bidirectional or invisible characters)", body = ErrorBody),
         (status = 403, description = "the caller may not decide on this request (not an approver, own request, already decided)", body = ErrorBody),
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
         (status = 409, description = "the request is no longer pending", body = ErrorBody),

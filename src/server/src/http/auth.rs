@@ -393,12 +393,10 @@ struct LoginQuery {
     step_up: Option<u64>,
 }
 
-/// Only same-site paths are accepted as return targets.
+/// Only local paths are accepted as return targets, in development mode as in production
+/// ([`crate::domain::local_path`]).
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
-        _ => "/".to_owned(),
-    }
+    crate::domain::local_path(next.unwrap_or("/"))
 }
 
 #[derive(Template, WebTemplate)]
