@@ -92,6 +92,8 @@ pub struct Recorded {
     pub body: String,
     /// Whether a fault was applied.
     pub faulted: bool,
+    /// The `Authorization` header (`SigV4` credential scope and signature).
+    pub authorization: Option<String>,
 }
 
 impl Recorded {
@@ -225,6 +227,11 @@ async fn handle(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         operation: op,
         body: String::from_utf8_lossy(&body).into_owned(),
         faulted: fault.is_some(),
+        authorization: parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     });
     match fault {
         Some(Fault::Respond {

@@ -1,158 +1,139 @@
-//! The few IAM Query API calls the broker makes (`PutRolePolicy`,
-//! `GetRolePolicy`), signed with `SigV4` by hand rather than pulling in the
-//! whole IAM SDK.
+//! The IAM calls the broker makes (`GetRolePolicy`, `PutRolePolicy`),
+//! through `aws-sdk-iam`.
+//!
+//! IAM is a global service with one endpoint per partition, so a role in
+//! another partition than the broker's region needs a client of its own:
+//! one client per partition, made on first use from the shared SDK
+//! configuration (credentials, timeouts, retries off: [`super::call`]
+//! retries) and the endpoint override, if any.
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
-use aws_credential_types::provider::ProvideCredentials;
-use aws_sdk_sts::error::DisplayErrorContext;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
+use super::validate::RoleArn;
+use super::{CallError, Class, Shared, call};
 
-use super::{CallError, Class, Shared, retry};
+/// IAM clients by partition.
+pub(super) struct Iam {
+    shared: Shared,
+    clients: Mutex<HashMap<String, aws_sdk_iam::Client>>,
+}
 
-/// IAM API version.
-const VERSION: &str = "2010-05-08";
+/// The partition of an AWS region name.
+fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
 
-/// Where IAM lives for a partition, and the region to sign for.
-fn endpoint(partition: &str) -> Option<(&'static str, &'static str)> {
+/// The region to sign IAM calls of `partition` for: the broker's own when
+/// it is in that partition, else the partition's home region.
+fn region_for(partition: &str, configured: &str) -> Option<String> {
+    if partition_of(configured) == partition {
+        return Some(configured.to_owned());
+    }
     match partition {
-        "aws" => Some(("https://iam.amazonaws.com/", "us-east-1")),
-        "aws-us-gov" => Some(("https://iam.us-gov.amazonaws.com/", "us-gov-west-1")),
-        "aws-cn" => Some(("https://iam.cn-north-1.amazonaws.com.cn/", "cn-north-1")),
+        "aws" => Some("us-east-1".to_owned()),
+        "aws-us-gov" => Some("us-gov-west-1".to_owned()),
+        "aws-cn" => Some("cn-north-1".to_owned()),
         _ => None,
     }
 }
 
-/// Calls IAM action `params[0]` (`Action=…`) in `partition`; returns the XML body.
-pub(super) async fn query(
-    shared: &Shared,
-    partition: &str,
-    op: &'static str,
-    params: &[(&str, &str)],
-) -> Result<String, CallError> {
-    let (default_url, region) = endpoint(partition).ok_or_else(|| CallError {
-        class: Class::Permanent,
-        code: None,
-        message: format!("{op}: no known IAM endpoint for partition `{partition}`"),
-        retry_after: None,
-    })?;
-    let url = shared
-        .endpoint_url
-        .clone()
-        .unwrap_or_else(|| default_url.to_owned());
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params.iter().copied())
-        .append_pair("Version", VERSION)
-        .finish();
-    retry(&shared.tuning, op, || {
-        let (url, body) = (url.clone(), body.clone());
-        async move { attempt(shared, op, region, &url, body).await }
-    })
-    .await
-}
+impl Iam {
+    pub(super) fn new(shared: Shared) -> Self {
+        Self {
+            shared,
+            clients: Mutex::default(),
+        }
+    }
 
-async fn attempt(
-    shared: &Shared,
-    op: &'static str,
-    region: &str,
-    url: &str,
-    body: String,
-) -> Result<String, CallError> {
-    let permanent = |message: String| CallError {
-        class: Class::Permanent,
-        code: None,
-        message,
-        retry_after: None,
-    };
-    let credentials = shared
-        .credentials
-        .provide_credentials()
-        .await
-        .map_err(|e| CallError {
-            class: Class::Transient,
+    /// The client for `partition`, or why there is none.
+    fn client(&self, op: &str, partition: &str) -> Result<aws_sdk_iam::Client, CallError> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.get(partition) {
+            return Ok(c.clone());
+        }
+        let configured = self
+            .shared
+            .sdk
+            .region()
+            .map_or("us-east-1", aws_config::Region::as_ref);
+        let region = region_for(partition, configured).ok_or_else(|| CallError {
+            class: Class::Permanent,
             code: None,
-            message: format!(
-                "{op}: cannot load aws credentials: {}",
-                DisplayErrorContext(&e)
-            ),
+            message: format!("{op}: no known IAM endpoint for partition `{partition}`"),
             retry_after: None,
         })?;
-    let identity = credentials.into();
-    let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("iam")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| permanent(format!("{op}: cannot sign: {e}")))?
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        [("content-type", content_type)].into_iter(),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .map_err(|e| permanent(format!("{op}: cannot sign: {e}")))?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| permanent(format!("{op}: cannot sign: {e}")))?
-        .into_parts();
-    let mut request = shared
-        .http
-        .post(url)
-        .header("content-type", content_type)
-        .body(body);
-    for (name, value) in instructions.headers() {
-        request = request.header(name, value);
+        let mut conf = aws_sdk_iam::config::Builder::from(&self.shared.sdk)
+            .region(aws_config::Region::new(region));
+        conf.set_endpoint_url(self.shared.endpoint_url.clone());
+        let client = aws_sdk_iam::Client::from_conf(conf.build());
+        clients.insert(partition.to_owned(), client.clone());
+        Ok(client)
     }
-    let response = request.send().await.map_err(|e| super::http_error(op, e))?;
-    let status = response.status();
-    let retry_after = super::retry_after(response.headers());
-    let text = response
-        .text()
-        .await
-        .map_err(|e| super::http_error(op, e))?;
-    if status.is_success() {
-        return Ok(text);
-    }
-    let code = xml_text(&text, "Code");
-    let message = xml_text(&text, "Message").unwrap_or_default();
-    let class = match code.as_deref() {
-        Some("Throttling" | "ServiceFailure" | "ServiceUnavailable" | "RequestLimitExceeded") => {
-            Class::Retry
+
+    /// `GetRolePolicy`: the inline policy `name` of the role, decoded; `None`
+    /// when the role has no such policy.
+    pub(super) async fn get_role_policy(
+        &self,
+        role: &RoleArn<'_>,
+        name: &str,
+    ) -> Result<Option<String>, CallError> {
+        let op = "iam GetRolePolicy";
+        let client = self.client(op, role.partition)?;
+        let out = call(&self.shared.tuning, op, || {
+            client
+                .get_role_policy()
+                .role_name(role.name)
+                .policy_name(name)
+                .send()
+        })
+        .await;
+        match out {
+            Ok(out) => Ok(Some(decode_document(out.policy_document()))),
+            // The policy, or the role, is missing: PutRolePolicy reports the
+            // latter clearly.
+            Err(e) if e.is("NoSuchEntity") => Ok(None),
+            Err(e) => Err(e),
         }
-        _ if status.is_server_error() || status.as_u16() == 429 => Class::Retry,
-        _ => Class::Permanent,
-    };
-    Err(CallError {
-        class,
-        message: match &code {
-            Some(c) => format!("{op}: {c}: {message}"),
-            None => format!("{op}: http {}", status.as_u16()),
-        },
-        code,
-        retry_after,
-    })
+    }
+
+    /// `PutRolePolicy`: writes the inline policy `name` of the role.
+    pub(super) async fn put_role_policy(
+        &self,
+        role: &RoleArn<'_>,
+        name: &str,
+        document: &str,
+    ) -> Result<(), CallError> {
+        let op = "iam PutRolePolicy";
+        let client = self.client(op, role.partition)?;
+        call(&self.shared.tuning, op, || {
+            client
+                .put_role_policy()
+                .role_name(role.name)
+                .policy_name(name)
+                .policy_document(document)
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
 }
 
-/// The unescaped text of the first `<tag>…</tag>` in an XML answer.
-pub(super) fn xml_text(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&close)?;
-    Some(unescape(&xml[start..end]))
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+/// IAM returns policy documents URL-encoded (RFC 3986); a document that is
+/// JSON already is returned as it is.
+fn decode_document(document: &str) -> String {
+    if document.trim_start().starts_with('{') {
+        return document.to_owned();
+    }
+    percent_encoding::percent_decode_str(document)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -160,21 +141,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn xml_text_finds_and_unescapes() {
-        let xml = "<ErrorResponse><Error><Code>NoSuchEntity</Code>\
-                   <Message>The role &quot;x&quot; &amp; co</Message></Error></ErrorResponse>";
-        assert_eq!(xml_text(xml, "Code").as_deref(), Some("NoSuchEntity"));
+    fn documents_are_decoded_once() {
+        let json = r#"{"Version":"2012-10-17","Statement":[{"Sid":"a+b"}]}"#;
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(json, percent_encoding::NON_ALPHANUMERIC)
+                .collect();
+        assert_eq!(decode_document(&encoded), json);
+        // A `+` is a plus, not a space (RFC 3986, not form encoding).
         assert_eq!(
-            xml_text(xml, "Message").as_deref(),
-            Some("The role \"x\" & co")
+            decode_document("%7B%22a%22%3A%22x+y%22%7D"),
+            r#"{"a":"x+y"}"#
         );
-        assert_eq!(xml_text(xml, "Nope"), None);
+        assert_eq!(decode_document(json), json);
     }
 
     #[test]
-    fn partitions_have_endpoints() {
-        assert_eq!(endpoint("aws").map(|e| e.1), Some("us-east-1"));
-        assert!(endpoint("aws-cn").unwrap().0.ends_with(".com.cn/"));
-        assert!(endpoint("aws-iso").is_none());
+    fn partitions_have_a_region_to_sign_for() {
+        assert_eq!(region_for("aws", "eu-west-1").as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            region_for("aws", "cn-north-1").as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(
+            region_for("aws-cn", "us-east-1").as_deref(),
+            Some("cn-north-1")
+        );
+        assert_eq!(
+            region_for("aws-us-gov", "us-gov-east-1").as_deref(),
+            Some("us-gov-east-1")
+        );
+        assert_eq!(region_for("aws-iso", "us-east-1"), None);
     }
 }

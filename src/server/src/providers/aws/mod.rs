@@ -246,6 +246,7 @@ const RETRY_CODES: &[&str] = &[
     "RequestLimitExceeded",
     "InternalServerException",
     "InternalFailure",
+    "ServiceFailure",
     "ServiceUnavailable",
     "ServiceUnavailableException",
     "RequestTimeout",
@@ -363,7 +364,7 @@ where
     }
 }
 
-/// A plain HTTP failure (federation endpoint, IAM), without the URL: the
+/// A plain HTTP failure (federation endpoint), without the URL: the
 /// federation URL carries the session's secret key.
 fn http_error(op: &str, e: reqwest::Error) -> CallError {
     let e = e.without_url();

@@ -10,11 +10,12 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
 use url::Url;
 
+use super::iam::Iam;
 use super::validate::{
     MAX_CHAINED_SECONDS, parse_role_arn, session_name, tag_value, validate_duration,
     validate_session_policy, validate_tag_key, validate_tag_value,
 };
-use super::{CallError, Class, Shared, call, http_error, iam, retry, retry_after};
+use super::{CallError, Class, Shared, call, http_error, retry, retry_after};
 use crate::config::AwsConfig;
 use crate::policy::catalog::Target;
 use crate::providers::{AwsCredentials, GrantProvider, GrantRecord, GrantSpec, ProviderError};
@@ -36,6 +37,7 @@ const TAG_REQUESTER: &str = "jit:requester";
 pub struct AwsRole {
     shared: Shared,
     sts: aws_sdk_sts::Client,
+    iam: Iam,
     federation_url: String,
     console_destination: String,
     issuer: String,
@@ -100,6 +102,7 @@ impl AwsRole {
         conf.set_endpoint_url(shared.endpoint_url.clone());
         Self {
             sts: aws_sdk_sts::Client::from_conf(conf.build()),
+            iam: Iam::new(shared.clone()),
             federation_url: cfg.federation_url.clone(),
             console_destination: cfg.console_url.clone(),
             issuer: issuer.to_owned(),
@@ -277,18 +280,9 @@ impl AwsRole {
             cutoff = cutoff.max(existing);
         }
         let document = revoke_policy(cutoff)?;
-        iam::query(
-            &self.shared,
-            arn.partition,
-            "iam PutRolePolicy",
-            &[
-                ("Action", "PutRolePolicy"),
-                ("RoleName", arn.name),
-                ("PolicyName", REVOKE_POLICY_NAME),
-                ("PolicyDocument", &document),
-            ],
-        )
-        .await?;
+        self.iam
+            .put_role_policy(&arn, REVOKE_POLICY_NAME, &document)
+            .await?;
         tracing::warn!(
             aws.role_arn = role_arn,
             aws.revoked_before = %cutoff.format(&Rfc3339).unwrap_or_default(),
@@ -304,31 +298,9 @@ impl AwsRole {
         role_arn: &str,
     ) -> Result<Option<OffsetDateTime>, ProviderError> {
         let arn = parse_role_arn(role_arn).map_err(ProviderError::Permanent)?;
-        let xml = match iam::query(
-            &self.shared,
-            arn.partition,
-            "iam GetRolePolicy",
-            &[
-                ("Action", "GetRolePolicy"),
-                ("RoleName", arn.name),
-                ("PolicyName", REVOKE_POLICY_NAME),
-            ],
-        )
-        .await
-        {
-            Ok(xml) => xml,
-            Err(e) if e.is("NoSuchEntity") => {
-                // Either the policy or the role is missing; PutRolePolicy
-                // reports the latter clearly.
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+        let Some(document) = self.iam.get_role_policy(&arn, REVOKE_POLICY_NAME).await? else {
+            return Ok(None);
         };
-        let document = iam::xml_text(&xml, "PolicyDocument").ok_or_else(|| {
-            ProviderError::Transient(
-                "iam GetRolePolicy: the answer has no PolicyDocument".to_owned(),
-            )
-        })?;
         Ok(revoke_time(&document))
     }
 }
@@ -352,16 +324,9 @@ fn revoke_policy(cutoff: OffsetDateTime) -> Result<String, ProviderError> {
     .to_string())
 }
 
-/// The `aws:TokenIssueTime` cutoff of a policy document (URL-encoded or not).
+/// The `aws:TokenIssueTime` cutoff of a policy document.
 fn revoke_time(document: &str) -> Option<OffsetDateTime> {
-    let decoded = if document.trim_start().starts_with('{') {
-        document.to_owned()
-    } else {
-        url::form_urlencoded::parse(format!("d={document}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())?
-    };
-    let value: serde_json::Value = serde_json::from_str(&decoded).ok()?;
+    let value: serde_json::Value = serde_json::from_str(document).ok()?;
     let statements = match value.get("Statement")? {
         serde_json::Value::Array(list) => list.clone(),
         one => vec![one.clone()],
@@ -449,8 +414,6 @@ mod tests {
         );
         assert!(doc.contains(r#""Effect":"Deny""#), "{doc}");
         assert_eq!(revoke_time(&doc), Some(t));
-        let encoded: String = url::form_urlencoded::byte_serialize(doc.as_bytes()).collect();
-        assert_eq!(revoke_time(&encoded), Some(t));
         // The documented single-statement shape is read too.
         let single = r#"{"Version":"2012-10-17","Statement":{"Effect":"Deny","Action":"*","Resource":"*",
             "Condition":{"DateLessThan":{"aws:TokenIssueTime":"2014-05-07T23:47:00Z"}}}}"#;
