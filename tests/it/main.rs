@@ -21,5 +21,6 @@ mod policy;
 mod process;
 mod store;
 mod support;
+mod tamper;
 mod web;
 mod workflow;

@@ -177,7 +177,7 @@ both_backends!(migrations_are_idempotent, |db| {
     );
     assert!(db.store.migrate().await.unwrap().is_empty());
     let n = ints(&db.store, "SELECT COUNT(*) FROM schema_migrations").await;
-    assert_eq!(n, [2]);
+    assert_eq!(n, [3]);
 });
 
 mod concurrent_migrations_apply_once {
@@ -209,7 +209,7 @@ mod concurrent_migrations_apply_once {
         applied.sort();
         assert_eq!(
             applied,
-            ["0001_init", "0002_audit_pending"],
+            ["0001_init", "0002_audit_pending", "0003_audit_seq_not_null"],
             "{}",
             db.name()
         );
@@ -546,6 +546,131 @@ both_backends!(renumbered_seq_alone_is_named, |db| {
     let report = verify(&db, None).await;
     assert_eq!(report.first_bad_seq, Some(5), "{}: {report:?}", db.name());
 });
+
+async fn loosen_seq(db: &TestDb) {
+    crate::support::db::loosen_audit_table(&db.store).await;
+}
+
+use crate::support::db::stray_audit_row as stray_insert;
+
+both_backends!(seq_is_not_null_even_without_the_triggers, |db| {
+    seed(&db.store, 2).await.unwrap();
+    db.disable_audit_triggers().await;
+    let why = match db.backend() {
+        Backend::Sqlite => "NOT NULL constraint failed",
+        Backend::Postgres => "null value in column \"seq\"",
+    };
+    refused(&db, &stray_insert("NULL", "'x'", Uuid::now_v7()), why).await;
+    if db.backend() == Backend::Sqlite {
+        for seq in ["'3x'", "2.5", "0"] {
+            refused(
+                &db,
+                &stray_insert(seq, "'x'", Uuid::now_v7()),
+                "CHECK constraint failed",
+            )
+            .await;
+        }
+    }
+    assert_eq!(seqs(&db).await, [1, 2], "{}", db.name());
+});
+
+both_backends!(rows_the_walk_cannot_reach_are_counted_and_named, |db| {
+    // The walk reads the chain's range of seq; a row outside it is found by counting the table.
+    seed(&db.store, 5).await.unwrap();
+    let good = verify(&db, None).await;
+    assert!(good.ok && good.rows == Some(5), "{}: {good:?}", db.name());
+    loosen_seq(&db).await;
+    let (seq, shown) = match db.backend() {
+        Backend::Sqlite => ("NULL", "seq NULL"),
+        Backend::Postgres => ("0", "seq 0"),
+    };
+    db.exec(&stray_insert(seq, "'mallory@example.com'", Uuid::now_v7()))
+        .await
+        .unwrap();
+    let report = verify(&db, None).await;
+    assert!(!report.ok, "{}: {report:?}", db.name());
+    assert_eq!((report.checked, report.rows), (5, Some(6)), "{}", db.name());
+    let problem = report.problem.unwrap_or_default();
+    assert!(
+        problem.starts_with("1 row is outside the chain") && problem.contains(shown),
+        "{}: {problem}",
+        db.name()
+    );
+    // From a later start too: the count covers the whole table.
+    let tail = verify(&db, Some(4)).await;
+    assert!(!tail.ok && tail.checked == 2, "{}: {tail:?}", db.name());
+    // An append after the count is not a stray row: only rows at or below the walked seq count.
+    if db.backend() == Backend::Sqlite {
+        db.exec("DELETE FROM audit_events WHERE seq IS NULL")
+            .await
+            .unwrap();
+        assert!(verify(&db, None).await.ok);
+        db.exec(&stray_insert("'7x'", "'x'", Uuid::now_v7()))
+            .await
+            .unwrap();
+        let text = verify(&db, None).await;
+        assert!(
+            text.problem
+                .as_deref()
+                .unwrap_or_default()
+                .contains("seq '7x'"),
+            "{text:?}"
+        );
+    }
+});
+
+both_backends!(
+    an_unreadable_row_stops_the_walk_and_reads_say_the_log_is_damaged,
+    |db| {
+        seed(&db.store, 5).await.unwrap();
+        loosen_seq(&db).await;
+        let request = Uuid::now_v7();
+        // SQLite: a seq that is not a whole number sits between 2 and 3; PostgreSQL: a NULL actor.
+        let (insert, first_bad) = match db.backend() {
+            Backend::Sqlite => (stray_insert("2.5", "'x'", request), 3),
+            Backend::Postgres => (stray_insert("6", "NULL", request), 6),
+        };
+        db.exec(&insert).await.unwrap();
+        let report = verify(&db, None).await;
+        assert!(!report.ok, "{}: {report:?}", db.name());
+        assert_eq!(
+            report.first_bad_seq,
+            Some(first_bad),
+            "{}: {report:?}",
+            db.name()
+        );
+        assert!(
+            report
+                .problem
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("row cannot be read: "),
+            "{}: {report:?}",
+            db.name()
+        );
+        let err = audit::for_request(&db.store, request).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::AuditDamaged(_))
+                && err.to_string().starts_with("the audit log is damaged: ")
+                && err.to_string().contains("jit-server audit verify"),
+            "{}: {err}",
+            db.name()
+        );
+        let all = audit::list(
+            &db.store,
+            &audit::Filter {
+                limit: 100,
+                ..audit::Filter::default()
+            },
+        )
+        .await;
+        assert!(
+            matches!(all, Err(StoreError::AuditDamaged(_))),
+            "{}: {all:?}",
+            db.name()
+        );
+    }
+);
 
 both_backends!(a_rehashed_edit_is_caught_at_the_next_row, |db| {
     // An attacker who also recomputes the edited row's hash moves the break one row down.

@@ -483,6 +483,11 @@ pub struct VerifyReport {
     /// runs, they wait).
     #[serde(default)]
     pub pending: u64,
+    /// Rows in the table, counted apart from the walk of the chain (absent
+    /// when the walk stopped at a bad row). A row the walk cannot reach (a
+    /// `seq` of NULL, below 1 or not a whole number) makes `ok` false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 /// The error body of every failed API call: `{"error": {"code", "message"}}`.

@@ -673,6 +673,7 @@ mod tests {
             first_bad_seq: Some(7),
             problem: Some("hash mismatch".into()),
             pending: 0,
+            rows: None,
         };
         let out = verify_report(&bad);
         assert!(out.contains("first bad seq: 7"), "{out}");
@@ -683,6 +684,7 @@ mod tests {
             first_bad_seq: None,
             problem: None,
             pending: 0,
+            rows: Some(3),
         };
         assert_eq!(
             verify_report(&good),

@@ -189,18 +189,25 @@ async fn verify(store: &Store, from: Option<i64>) -> anyhow::Result<ExitCode> {
     }
     if report.ok {
         println!(
-            "audit chain ok: {} events verified{}",
+            "audit chain ok: {} events verified{}{}",
             report.checked,
             report
                 .last_seq
                 .map(|s| format!(", last seq {s}"))
+                .unwrap_or_default(),
+            report
+                .rows
+                .map(|n| format!(" ({n} rows in the table)"))
                 .unwrap_or_default()
         );
         Ok(ExitCode::SUCCESS)
     } else {
+        let at = report
+            .first_bad_seq
+            .map(|seq| format!("first bad seq {seq}: "))
+            .unwrap_or_default();
         eprintln!(
-            "audit chain broken: first bad seq {}: {}",
-            report.first_bad_seq.unwrap_or(0),
+            "audit chain broken: {at}{}",
             report.problem.unwrap_or_default()
         );
         Ok(ExitCode::from(2))

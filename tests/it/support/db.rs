@@ -102,17 +102,59 @@ impl TestDb {
 
     /// Switches off the audit log's append-only triggers, as a privileged attacker could.
     pub async fn disable_audit_triggers(&self) {
-        let sql = match self.backend() {
-            Backend::Sqlite => {
-                "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; \
-                 DROP TRIGGER audit_append_in_chain;"
-            }
-            Backend::Postgres => "ALTER TABLE audit_events DISABLE TRIGGER USER",
-        };
-        self.exec(sql).await.unwrap_or_else(|e| {
-            panic!("cannot disable the audit triggers on {}: {e}", self.name())
-        });
+        disable_audit_triggers(&self.store).await;
     }
+}
+
+/// Switches off the audit log's append-only triggers of `store`'s database, as its owner (or
+/// whoever holds the SQLite file) could.
+pub async fn disable_audit_triggers(store: &Store) {
+    let sql = match store.backend() {
+        Backend::Sqlite => {
+            "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; \
+             DROP TRIGGER audit_append_in_chain;"
+        }
+        Backend::Postgres => "ALTER TABLE audit_events DISABLE TRIGGER USER",
+    };
+    jit_server::store::db::batch(store, sql)
+        .await
+        .unwrap_or_else(|e| panic!("cannot disable the audit triggers: {e}"));
+}
+
+/// What the owner of the SQLite file or of the PostgreSQL tables can do to get a row past the
+/// constraints of `audit_events` (migration 0003): the triggers go, then SQLite's table is
+/// rebuilt without the constraints on `seq`, PostgreSQL's loses the check on `seq` and the
+/// NOT NULL on `actor` (its primary key still refuses a NULL `seq`).
+pub async fn loosen_audit_table(store: &Store) {
+    disable_audit_triggers(store).await;
+    let sql = match store.backend() {
+        Backend::Sqlite => {
+            "CREATE TABLE loose (seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL,
+                 action TEXT NOT NULL, request_id TEXT, entitlement TEXT, data TEXT NOT NULL,
+                 prev_hash TEXT NOT NULL, hash TEXT NOT NULL UNIQUE);
+             INSERT INTO loose SELECT * FROM audit_events;
+             DROP TABLE audit_events;
+             ALTER TABLE loose RENAME TO audit_events;"
+        }
+        Backend::Postgres => {
+            "ALTER TABLE audit_events DROP CONSTRAINT audit_events_seq_check;
+             ALTER TABLE audit_events ALTER COLUMN actor DROP NOT NULL;"
+        }
+    };
+    jit_server::store::db::batch(store, sql)
+        .await
+        .unwrap_or_else(|e| panic!("cannot loosen the audit table: {e}"));
+}
+
+/// An insert into `audit_events` of a row at `seq` (SQL text) by `actor` (SQL text) for
+/// `request`, with a made-up hash: a row forged past the constraints.
+pub fn stray_audit_row(seq: &str, actor: &str, request: uuid::Uuid) -> String {
+    format!(
+        "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, data, prev_hash, hash)
+         VALUES ({seq}, 1, {actor}, 'grant.activated', '{request}', NULL, '{{}}', '{zero}', 'f{unique}')",
+        zero = jit_server::store::audit::GENESIS,
+        unique = uuid::Uuid::new_v4().simple(),
+    )
 }
 
 impl Drop for TestDb {

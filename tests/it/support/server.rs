@@ -200,6 +200,61 @@ impl TestBroker {
     }
 }
 
+impl TestBroker {
+    /// Signs in a demo user through the development sign-in form, as a browser would; returns
+    /// the `Cookie` header value of the session.
+    pub async fn browser_login(&self, user: &str) -> String {
+        let session = |res: &reqwest::Response| -> String {
+            let set = res.headers()[reqwest::header::SET_COOKIE].to_str().unwrap();
+            set.split(';').next().unwrap().to_owned()
+        };
+        // The sign-in answers with a redirect that sets the cookie: do not follow it.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let login = http
+            .get(format!("{}/login", self.url))
+            .send()
+            .await
+            .unwrap();
+        let cookie = session(&login);
+        let body = login.text().await.unwrap();
+        let csrf = body
+            .split(r#"name="csrf" value=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        let signed_in = http
+            .post(format!("{}/login/dev", self.url))
+            .header(reqwest::header::COOKIE, cookie)
+            .header(reqwest::header::ORIGIN, &self.url)
+            .form(&[("user", user), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            signed_in.status().is_redirection() || signed_in.status().is_success(),
+            "dev sign-in of {user}: {}",
+            signed_in.status()
+        );
+        session(&signed_in)
+    }
+
+    /// GETs a web page with a session cookie from [`TestBroker::browser_login`].
+    pub async fn page(&self, cookie: &str, path: &str) -> (StatusCode, String) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.text().await.unwrap())
+    }
+}
+
 impl Caller {
     /// GET returning status and JSON.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -613,6 +613,7 @@ struct AuditQuery {
         (status = 400, description = "malformed query", body = ErrorBody),
         (status = 403, description = "not an auditor, and no `request_id` given", body = ErrorBody),
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
+        (status = 500, description = "internal error; or, with code `audit_damaged`, a row of the audit log cannot be read (the table was changed outside the broker): the message names it", body = ErrorBody),
     ),
 )]
 async fn audit_list(

@@ -156,6 +156,10 @@ impl From<ServiceError> for ApiError {
                 tracing::warn!(error = %m, "upstream failure");
                 Self(StatusCode::BAD_GATEWAY, "upstream_error", m)
             }
+            ServiceError::AuditDamaged(m) => {
+                tracing::error!(error = %m, "audit log damaged");
+                Self(StatusCode::INTERNAL_SERVER_ERROR, "audit_damaged", m)
+            }
             ServiceError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 Self(

@@ -381,6 +381,8 @@ struct RequestPage {
     r: Card,
     approvals: Vec<(String, String, String, String)>,
     timeline: Vec<TimelineItem>,
+    /// Why the timeline cannot be shown: the audit log is damaged (empty when it can).
+    damaged: String,
     can_decide: bool,
     can_review: bool,
     owner: bool,
@@ -398,9 +400,15 @@ async fn request_page(
     notice: String,
 ) -> Result<RequestPage, UiError> {
     let v = web.app.get_visible(&s.user, id).await?;
-    let events = audit::for_request(&web.app.store, id)
-        .await
-        .map_err(ServiceError::from)?;
+    // A damaged audit log does not hide the request: the page says what is wrong instead.
+    let (events, damaged) = match audit::for_request(&web.app.store, id).await {
+        Ok(events) => (events, String::new()),
+        Err(e @ crate::store::StoreError::AuditDamaged(_)) => {
+            tracing::error!(error = %e, request.id = %id, "audit log damaged");
+            (Vec::new(), e.to_string())
+        }
+        Err(e) => return Err(ServiceError::from(e).into()),
+    };
     let owner = v.row.requester_key == s.user.key;
     let decided = v.approvals.iter().any(|a| a.approver_key == s.user.key);
     let may_decide = web.app.may_decide(&s.user, &v.row);
@@ -421,6 +429,7 @@ async fn request_page(
                 )
             })
             .collect(),
+        damaged,
         timeline: events
             .iter()
             .map(|e| TimelineItem {
@@ -615,6 +624,8 @@ struct AuditPage {
     since: String,
     until: String,
     next: String,
+    /// Why these events cannot be listed: the audit log is damaged (empty when they can).
+    damaged: String,
     verified: bool,
     verify_text: String,
     query: String,
@@ -661,9 +672,14 @@ async fn audit_page(
         before_seq: q.before,
         limit: 50,
     };
-    let events = audit::list(&web.app.store, &filter)
-        .await
-        .map_err(ServiceError::from)?;
+    let (events, damaged) = match audit::list(&web.app.store, &filter).await {
+        Ok(events) => (events, String::new()),
+        Err(e @ crate::store::StoreError::AuditDamaged(_)) => {
+            tracing::error!(error = %e, "audit log damaged");
+            (Vec::new(), e.to_string())
+        }
+        Err(e) => return Err(ServiceError::from(e).into()),
+    };
     let report = web.app.audit_state().await?;
     let mut query = String::new();
     for (k, v) in [
@@ -701,13 +717,17 @@ async fn audit_page(
         action: q.action.unwrap_or_default(),
         since: q.since.unwrap_or_default(),
         until: q.until.unwrap_or_default(),
+        damaged,
         verified: report.ok,
         verify_text: if report.ok {
             format!("chain verified: {} events", report.checked)
         } else {
             format!(
-                "chain broken at sequence {}: {}",
-                report.first_bad_seq.unwrap_or(0),
+                "chain broken{}: {}",
+                report
+                    .first_bad_seq
+                    .map(|seq| format!(" at sequence {seq}"))
+                    .unwrap_or_default(),
                 report.problem.unwrap_or_default()
             )
         },

@@ -70,6 +70,10 @@ pub enum ServiceError {
     /// A cloud said no or did not answer.
     #[error("{0}")]
     Upstream(String),
+    /// A row of the audit log cannot be read: the table was changed outside
+    /// the broker. Says which row; never a secret (the log holds none).
+    #[error("{0}")]
+    AuditDamaged(String),
     /// Something broke inside; details are logged, not shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -80,6 +84,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::NotFound => Self::NotFound("not found".to_owned()),
+            e @ StoreError::AuditDamaged(_) => Self::AuditDamaged(e.to_string()),
             other => Self::Internal(other.into()),
         }
     }

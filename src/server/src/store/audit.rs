@@ -422,8 +422,31 @@ pub async fn list(store: &Store, f: &Filter) -> Result<Vec<Event>, StoreError> {
             Arg::Int(i) => q.bind(i),
         };
     }
-    let rows = q.fetch_all(store).await?;
-    rows.iter().map(Event::from_row).collect()
+    events(q.fetch_all(store).await)
+}
+
+/// The events of `rows`; a row that cannot be read as an event (a `seq` of
+/// NULL, a column of the wrong type) makes the whole read
+/// [`StoreError::AuditDamaged`], naming the row, rather than a blank failure.
+fn events(rows: Result<Vec<Row>, StoreError>) -> Result<Vec<Event>, StoreError> {
+    let damaged = |e: StoreError, row: Option<&Row>| {
+        let seq = row.map_or_else(String::new, |r| match r.try_get::<Option<i64>>("seq") {
+            Ok(Some(seq)) => format!("the row at seq {seq} "),
+            Ok(None) => "a row with seq NULL ".to_owned(),
+            Err(_) => "a row whose seq is not a number ".to_owned(),
+        });
+        let why = match e {
+            StoreError::Corrupt(why) => why,
+            other => return other,
+        };
+        StoreError::AuditDamaged(format!(
+            "{seq}cannot be read ({why}); run `jit-server audit verify`"
+        ))
+    };
+    let rows = rows.map_err(|e| damaged(e, None))?;
+    rows.iter()
+        .map(|r| Event::from_row(r).map_err(|e| damaged(e, Some(r))))
+        .collect()
 }
 
 enum Arg {
@@ -434,11 +457,12 @@ enum Arg {
 /// Events of one request, oldest first (the request timeline).
 pub async fn for_request(store: &Store, id: Uuid) -> Result<Vec<Event>, StoreError> {
     caught_up(store).await?;
-    let rows = query("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY seq")
-        .bind(id.to_string())
-        .fetch_all(store)
-        .await?;
-    rows.iter().map(Event::from_row).collect()
+    events(
+        query("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(store)
+            .await,
+    )
 }
 
 /// The newest event with `action`, if any.
@@ -447,8 +471,8 @@ pub async fn last_of(store: &Store, action: &str) -> Result<Option<Event>, Store
     let row = query("SELECT * FROM audit_events WHERE action = $1 ORDER BY seq DESC LIMIT 1")
         .bind(action)
         .fetch_optional(store)
-        .await?;
-    row.as_ref().map(Event::from_row).transpose()
+        .await;
+    Ok(events(row.map(Vec::from_iter))?.pop())
 }
 
 /// Ranges shorter than this are not split further.
@@ -583,10 +607,15 @@ async fn verify_chain(
         let why = "row is missing (the chain cannot start there)";
         return Ok((bad(0, None, from - 1, why), None));
     };
-    let head: Option<i64> = query("SELECT MAX(seq) AS head FROM audit_events")
-        .fetch_one(store)
-        .await?
-        .try_get("head")?;
+    // Only whole numbers: on a SQLite file edited by hand a `seq` may hold text, which sorts
+    // after every number (such a row is found by `count_rows`).
+    let head: Option<i64> = query(
+        "SELECT CAST(MAX(seq) AS BIGINT) AS head FROM audit_events
+         WHERE seq <= 9223372036854775807",
+    )
+    .fetch_one(store)
+    .await?
+    .try_get("head")?;
     let ranges = split(from, head.unwrap_or(0), max_ranges, min_range);
     // One task (SQLite: one blocking thread) per range, so they use all cores.
     let scans = ranges.into_iter().map(|(start, end)| {
@@ -614,15 +643,97 @@ async fn verify_chain(
             return Ok((report, None));
         }
     }
+    let last = chain.last_seq.unwrap_or(from - 1);
+    let (rows, stray) = count_rows(store, from, last, chain.checked).await?;
+    let ok = stray.is_none();
     let report = jit_api::VerifyReport {
-        ok: true,
+        ok,
         checked: chain.checked,
         last_seq: chain.last_seq,
         first_bad_seq: None,
-        problem: None,
+        problem: stray,
         pending: 0,
+        rows: Some(rows),
     };
-    Ok((report, Some(chain.prev_hash)))
+    Ok((report, ok.then_some(chain.prev_hash)))
+}
+
+/// Counts the table's rows apart from the walk, which reads only rows whose
+/// `seq` lies in the chain's range: a row whose `seq` is NULL, below 1 or not
+/// a whole number (possible on a SQLite file edited by hand, or after an
+/// owner dropped a constraint) is never walked. Returns the number of rows
+/// and, when some were not walked, what is wrong.
+///
+/// One statement, so one snapshot: rows appended after the walk have a `seq`
+/// past `last` and are not counted against it.
+async fn count_rows(
+    store: &Store,
+    from: i64,
+    last: i64,
+    checked: u64,
+) -> Result<(u64, Option<String>), StoreError> {
+    let sqlite = store.backend() == super::Backend::Sqlite;
+    let whole = if sqlite {
+        " AND typeof(seq) = 'integer'"
+    } else {
+        ""
+    };
+    let row = query_built(format!(
+        "SELECT (SELECT COUNT(*) FROM audit_events) AS total,
+                (SELECT COUNT(*) FROM audit_events WHERE seq >= 1 AND seq <= $1) AS known,
+                (SELECT COUNT(*) FROM audit_events WHERE seq >= $2 AND seq <= $1) AS walked,
+                (SELECT COUNT(*) FROM audit_events WHERE seq > $1{whole}) AS later"
+    ))
+    .bind(last)
+    .bind(from)
+    .fetch_one(store)
+    .await?;
+    let count = |name: &str| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get::<i64>(name)?).unwrap_or(0))
+    };
+    let (total, known, walked, later) = (
+        count("total")?,
+        count("known")?,
+        count("walked")?,
+        count("later")?,
+    );
+    let stray = total.saturating_sub(known + later);
+    if stray > 0 {
+        let first = query(if sqlite {
+            "SELECT quote(seq) AS seq, action FROM audit_events
+             WHERE seq IS NULL OR typeof(seq) <> 'integer' OR seq < 1 LIMIT 1"
+        } else {
+            "SELECT COALESCE(seq::text, 'NULL') AS seq, action FROM audit_events
+             WHERE seq IS NULL OR seq < 1 ORDER BY seq LIMIT 1"
+        })
+        .fetch_optional(store)
+        .await?;
+        let first = match first {
+            Some(r) => format!(
+                " (the first has seq {} and action `{}`)",
+                r.try_get::<String>("seq")?,
+                r.try_get::<Option<String>>("action")?.unwrap_or_default()
+            ),
+            None => String::new(),
+        };
+        let rows = if stray == 1 { "row is" } else { "rows are" };
+        return Ok((
+            total,
+            Some(format!(
+                "{stray} {rows} outside the chain, where the walk cannot reach them: seq NULL, \
+                 below 1 or not a whole number{first}"
+            )),
+        ));
+    }
+    if walked != checked {
+        return Ok((
+            total,
+            Some(format!(
+                "{walked} rows hold a seq from {from} to {last} but {checked} were verified"
+            )),
+        ));
+    }
+    Ok((total, None))
 }
 
 /// `[start, end)` ranges covering `from..=head`, the last one open-ended so
@@ -663,6 +774,30 @@ struct Range {
 }
 
 impl Range {
+    /// The next row cannot be read (a NULL where the schema had none, a
+    /// value of the wrong type): the range stops before it.
+    fn unreadable(&mut self, start: i64, why: impl std::fmt::Display) {
+        let seq = self.last.as_ref().map_or(start, |(seq, _)| seq + 1);
+        self.failure = Some((seq, format!("row cannot be read: {why}")));
+    }
+
+    /// Checks the next row as read from the database; false once a row
+    /// failed or could not be read (stop reading).
+    fn read<E: std::fmt::Display>(
+        &mut self,
+        start: i64,
+        read: Result<(Canonical<'_>, &str), E>,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        match read {
+            Ok((r, hash)) => self.row(&r, hash, buf),
+            Err(e) => {
+                self.unreadable(start, e);
+                false
+            }
+        }
+    }
+
     /// Checks the next row; false once a row failed (stop reading).
     fn row(&mut self, r: &Canonical<'_>, hash: &str, buf: &mut Vec<u8>) -> bool {
         match &self.last {
@@ -722,6 +857,10 @@ impl Joined {
     /// Appends the next range; the report at the first row that fails.
     fn join(&mut self, range: Range) -> Result<(), jit_api::VerifyReport> {
         let Some((first_seq, first_prev)) = &range.first else {
+            if let Some((_, why)) = range.failure {
+                // Its first row could not be read: that is where the chain stops.
+                return Err(bad(self.checked, self.last_seq, self.next_seq, &why));
+            }
             // An empty range: nothing to join (a gap shows at the next row).
             return Ok(());
         };
@@ -759,17 +898,20 @@ fn scan_sqlite(path: &std::path::Path, start: i64, end: i64) -> Result<Range, St
         let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
         let opt_text =
             |i: usize| -> rusqlite::Result<Option<&str>> { Ok(row.get_ref(i)?.as_str_or_null()?) };
-        let r = Canonical {
-            seq: row.get(0)?,
-            at: row.get(1)?,
-            actor: text(2)?,
-            action: text(3)?,
-            request_id: opt_text(4)?,
-            entitlement: opt_text(5)?,
-            data: text(6)?,
-            prev_hash: text(7)?,
-        };
-        if !range.row(&r, text(8)?, &mut buf) {
+        let decoded = (|| {
+            let r = Canonical {
+                seq: row.get(0)?,
+                at: row.get(1)?,
+                actor: text(2)?,
+                action: text(3)?,
+                request_id: opt_text(4)?,
+                entitlement: opt_text(5)?,
+                data: text(6)?,
+                prev_hash: text(7)?,
+            };
+            Ok::<_, rusqlite::Error>((r, text(8)?))
+        })();
+        if !range.read(start, decoded, &mut buf) {
             break;
         }
     }
@@ -792,17 +934,20 @@ async fn scan_postgres(
             .bind(end)
             .fetch(&mut conn);
         while let Some(row) = rows.try_next().await? {
-            let r = Canonical {
-                seq: row.try_get(0)?,
-                at: row.try_get(1)?,
-                actor: row.try_get(2)?,
-                action: row.try_get(3)?,
-                request_id: row.try_get(4)?,
-                entitlement: row.try_get(5)?,
-                data: row.try_get(6)?,
-                prev_hash: row.try_get(7)?,
-            };
-            if !range.row(&r, row.try_get(8)?, &mut buf) {
+            let decoded = (|| {
+                let r = Canonical {
+                    seq: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    actor: row.try_get(2)?,
+                    action: row.try_get(3)?,
+                    request_id: row.try_get(4)?,
+                    entitlement: row.try_get(5)?,
+                    data: row.try_get(6)?,
+                    prev_hash: row.try_get(7)?,
+                };
+                Ok::<_, sqlx::Error>((r, row.try_get(8)?))
+            })();
+            if !range.read(start, decoded, &mut buf) {
                 break;
             }
         }
@@ -819,6 +964,7 @@ fn bad(checked: u64, last_seq: Option<i64>, seq: i64, why: &str) -> jit_api::Ver
         first_bad_seq: Some(seq),
         problem: Some(why.to_owned()),
         pending: 0,
+        rows: None,
     }
 }
 

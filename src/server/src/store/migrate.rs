@@ -30,6 +30,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../../migrations/sqlite/0002_audit_pending.sql"),
         postgres: include_str!("../../../../migrations/postgres/0002_audit_pending.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit_seq_not_null",
+        sqlite: include_str!("../../../../migrations/sqlite/0003_audit_seq_not_null.sql"),
+        postgres: include_str!("../../../../migrations/postgres/0003_audit_seq_not_null.sql"),
+    },
 ];
 
 /// Advisory lock id that serialises migration runs on PostgreSQL.

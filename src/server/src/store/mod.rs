@@ -52,6 +52,10 @@ pub enum StoreError {
     /// A row held something this version cannot read.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A row of the audit log cannot be read as an event: someone changed the
+    /// table outside the broker (docs/audit.md, "No invisible rows").
+    #[error("the audit log is damaged: {0}")]
+    AuditDamaged(String),
     /// PostgreSQL said no.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
