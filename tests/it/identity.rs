@@ -93,6 +93,8 @@ fn config(issuer: &str) -> OidcConfig {
         tenant_id: Some(TENANT.to_owned()),
         claims: ClaimMapping::default(),
         mfa_max_age: "1h".to_owned(),
+        allow_any_tenant: false,
+        max_token_lifetime: "24h".to_owned(),
     }
 }
 

@@ -113,6 +113,8 @@ fn oidc_config() -> OidcConfig {
         tenant_id: Some(TENANT.to_owned()),
         claims: ClaimMapping::default(),
         mfa_max_age: "1h".to_owned(),
+        allow_any_tenant: false,
+        max_token_lifetime: "24h".to_owned(),
     }
 }
 

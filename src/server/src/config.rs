@@ -242,6 +242,13 @@ pub struct OidcConfig {
     /// Longest accepted age of a sign-in for `require_mfa` entitlements.
     #[serde(default = "default_mfa_max_age")]
     pub mfa_max_age: String,
+    /// Accept tokens of any tenant when none is pinned (providers without tenants). Off by
+    /// default: a production broker refuses to start without a tenant to pin.
+    #[serde(default)]
+    pub allow_any_tenant: bool,
+    /// Longest lifetime of an ID or access token: `exp` at most this long after `iat`.
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime: String,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -251,6 +258,9 @@ fn default_scopes() -> Vec<String> {
 }
 fn default_mfa_max_age() -> String {
     "1h".to_owned()
+}
+fn default_max_token_lifetime() -> String {
+    "24h".to_owned()
 }
 
 /// Which token claims carry what; Entra defaults.
@@ -559,6 +569,8 @@ impl Config {
             }
             jit_api::parse_duration(&oidc.mfa_max_age)
                 .map_err(|e| ConfigError::invalid("oidc.mfa_max_age", e.to_string()))?;
+            jit_api::parse_duration(&oidc.max_token_lifetime)
+                .map_err(|e| ConfigError::invalid("oidc.max_token_lifetime", e.to_string()))?;
         }
         if let Some(aws) = &self.aws {
             if let Some(endpoint) = &aws.endpoint_url {

@@ -62,11 +62,14 @@ async fn check_refused(identity: &Identity, cases: &[Case]) -> Vec<String> {
     failures
 }
 
-/// The same cases against a running broker: `GET /api/v1/me` answers 401 with the
-/// documented error body, sets no cookie (no session), and the genuine token passes.
-async fn check_refused_over_http(genuine_token: &str, cases: &[Case]) -> Vec<String> {
+/// The same cases against a running broker that trusts `identity`: `GET /api/v1/me` answers
+/// 401 with the documented error body, sets no cookie (no session), and the genuine token passes.
+async fn check_refused_over_http(
+    identity: Identity,
+    genuine_token: &str,
+    cases: &[&Case],
+) -> Vec<String> {
     use crate::support::server::{Engine, start_with_auth};
-    let (identity, _) = fixture_identity(Arc::new(SystemClock), None).await;
     let broker = start_with_auth(
         Engine::Sqlite,
         jit_server::http::AuthMode::Oidc(Arc::new(identity)),
@@ -252,7 +255,7 @@ fn header_cases(g: &Genuine, evil: &str) -> Vec<Case> {
         "kid-injection",
         "kid-number",
         raw(&json!({"alg": "RS256", "kid": 1}), &g_claims, g_sig),
-        "no `kid`",
+        "`kid` is not a string",
     ));
     // 5. headers that carry or point at keys (the attacker's key is served at `evil`)
     let attacker_same_kid = k.attacker.with_kid(IDP_KID);
@@ -440,7 +443,7 @@ fn malformed_cases(g: &Genuine) -> Vec<Case> {
         (
             "payload-garbage",
             format!("{g_header}.{}.{g_sig}", b64("not json")),
-            "signature or payload",
+            "payload: not a JSON object",
         ),
         (
             "huge",
@@ -570,7 +573,7 @@ fn stub_claim_cases(stub: &Stub, clock: &ManualClock) -> Vec<Case> {
             "wrong-audience",
             "missing",
             json!({"aud": null}),
-            "no usable `aud`",
+            "no `aud`",
         ),
         (
             "wrong-audience",
@@ -582,7 +585,7 @@ fn stub_claim_cases(stub: &Stub, clock: &ManualClock) -> Vec<Case> {
             "wrong-audience",
             "number",
             json!({"aud": 42}),
-            "no usable `aud`",
+            "`aud` is not a string or an array of strings",
         ),
         (
             "wrong-audience",
@@ -664,6 +667,245 @@ fn stub_claim_cases(stub: &Stub, clock: &ManualClock) -> Vec<Case> {
     stub_cases
 }
 
+/// What the provider itself could sign by mistake or misconfiguration, so signed with the stub
+/// issuer's trusted key: members named twice, claims of the wrong type, expiries far away,
+/// tenants other than the pinned one, tokens of another type.
+#[expect(clippy::too_many_lines, reason = "a table of attack cases")]
+fn stub_strict_cases(stub: &Stub, clock: &ManualClock) -> Vec<Case> {
+    let k = keys();
+    let now = clock.now().unix_timestamp();
+    let forged = |patch: Value| sign(&k.stub, &stub_claims(stub, clock, &patch), |_| {});
+    let base = stub_claims(stub, clock, &json!({})).to_string();
+    // the payload text with raw members appended: the second of a name serde_json would keep
+    let with = |extra: &str| format!("{},{extra}}}", &base[..base.len() - 1]);
+    let header = format!(r#"{{"alg":"RS256","typ":"at+jwt","kid":"{}"}}"#, k.stub.kid);
+    let mut cases = Vec::new();
+    for (name, header, payload) in [
+        (
+            "oid-twice",
+            header.clone(),
+            with(r#""oid":"00000000-0000-0000-0000-0000000000b0""#),
+        ),
+        (
+            "groups-twice",
+            header.clone(),
+            with(r#""groups":["grp-jit-admins"]"#),
+        ),
+        (
+            "tid-twice",
+            header.clone(),
+            with(&format!(r#""tid":"{OTHER_TENANT}""#)),
+        ),
+        ("escaped-name", header.clone(), with(r#""\u006fid":"x""#)),
+        (
+            "nested",
+            header.clone(),
+            with(r#""_claim_sources":{"src1":{"endpoint":"https://a","endpoint":"https://b"}}"#),
+        ),
+        ("in-array", header.clone(), with(r#""x":[{"a":1,"a":2}]"#)),
+        (
+            "header-kid-twice",
+            format!(r#"{{"alg":"RS256","kid":"{}","kid":"other"}}"#, k.stub.kid),
+            base.clone(),
+        ),
+        (
+            "header-alg-twice",
+            format!(r#"{{"alg":"RS256","alg":"none","kid":"{}"}}"#, k.stub.kid),
+            base.clone(),
+        ),
+    ] {
+        cases.push(case(
+            "duplicate-members",
+            name,
+            sign_text(&k.stub, &header, &payload),
+            "appears twice",
+        ));
+    }
+    for (class, name, patch, expect) in [
+        (
+            "wrong-types",
+            "groups-string",
+            json!({"groups": "grp-prod-admins"}),
+            "`groups` is not an array of strings",
+        ),
+        (
+            "wrong-types",
+            "groups-mixed",
+            json!({"groups": ["grp-prod-admins", 7]}),
+            "`groups` is not an array of strings",
+        ),
+        (
+            "wrong-types",
+            "groups-object",
+            json!({"groups": {"0": "grp-prod-admins"}}),
+            "`groups` is not an array of strings",
+        ),
+        (
+            "wrong-types",
+            "roles-string",
+            json!({"roles": "jit.admin"}),
+            "`roles` is not an array of strings",
+        ),
+        (
+            "wrong-types",
+            "scope-array",
+            json!({"scp": null, "scope": ["access"]}),
+            "`scope` is not a string",
+        ),
+        (
+            "wrong-types",
+            "scp-array",
+            json!({"scp": ["access"]}),
+            "`scp` is not a string",
+        ),
+        (
+            "wrong-types",
+            "oid-number",
+            json!({"oid": 42}),
+            "`oid` is not a string",
+        ),
+        (
+            "wrong-types",
+            "tid-array",
+            json!({"tid": [TENANT]}),
+            "`tid` is not a string",
+        ),
+        (
+            "wrong-types",
+            "acrs-string",
+            json!({"acrs": "c1"}),
+            "`acrs` is not an array of strings",
+        ),
+        (
+            "wrong-types",
+            "amr-string",
+            json!({"amr": "mfa"}),
+            "`amr` is not an array of strings",
+        ),
+        (
+            "wrong-types",
+            "iss-array",
+            json!({"iss": [stub.url]}),
+            "`iss` is not a string",
+        ),
+        (
+            "wrong-types",
+            "aud-mixed",
+            json!({"aud": [API, 1]}),
+            "`aud` is not a string or an array",
+        ),
+        (
+            "wrong-types",
+            "nbf-string",
+            json!({"nbf": "0"}),
+            "`nbf` is not a number",
+        ),
+        (
+            "wrong-types",
+            "iat-bool",
+            json!({"iat": true}),
+            "`iat` is not a number",
+        ),
+        (
+            "wrong-types",
+            "auth_time-string",
+            json!({"auth_time": "now"}),
+            "`auth_time` is not a number",
+        ),
+        (
+            "wrong-types",
+            "idtyp-number",
+            json!({"idtyp": 0}),
+            "`idtyp` is not a string",
+        ),
+        (
+            "wrong-types",
+            "name-object",
+            json!({"name": {"first": "A"}}),
+            "`name` is not a string",
+        ),
+        (
+            "absurd-exp",
+            "1e300",
+            json!({"exp": 1e300}),
+            "`exp` is not a time",
+        ),
+        (
+            "absurd-exp",
+            "u64-max",
+            json!({"exp": u64::MAX}),
+            "`exp` is not a time",
+        ),
+        (
+            "absurd-exp",
+            "year-9999",
+            json!({"exp": 253_402_300_799_i64}),
+            "longest token lifetime",
+        ),
+        (
+            "absurd-exp",
+            "25h-after-iat",
+            json!({"exp": now + 25 * 3600, "iat": now}),
+            "longest token lifetime",
+        ),
+        (
+            "absurd-exp",
+            "25h-without-iat",
+            json!({"exp": now + 25 * 3600, "iat": null}),
+            "longest token lifetime",
+        ),
+        (
+            "absurd-exp",
+            "issued-a-month-ago",
+            json!({"iat": now - 30 * 86_400, "exp": now + 600}),
+            "longest token lifetime",
+        ),
+        (
+            "any-tenant",
+            "random-tenant",
+            json!({"tid": "0c2b8e1a-9d3f-4a55-8e2d-2f6b7e9a1c3d"}),
+            "not the pinned tenant",
+        ),
+        (
+            "any-tenant",
+            "other-tenant-upper-case",
+            json!({"tid": OTHER_TENANT.to_uppercase()}),
+            "not the pinned tenant",
+        ),
+        (
+            "any-tenant",
+            "consumers-tenant",
+            json!({"tid": "9188040d-6c67-4c5b-b112-36a304b66dad"}),
+            "not the pinned tenant",
+        ),
+        (
+            "any-tenant",
+            "common",
+            json!({"tid": "common"}),
+            "not the pinned tenant",
+        ),
+        ("any-tenant", "empty", json!({"tid": ""}), "no `tid`"),
+        (
+            "any-tenant",
+            "number",
+            json!({"tid": 0}),
+            "`tid` is not a string",
+        ),
+    ] {
+        cases.push(case(class, name, forged(patch), expect));
+    }
+    let base = stub_claims(stub, clock, &json!({}));
+    for typ in ["JOSE", "secevent+jwt", "dpop+jwt", "id_token+jwt", "JWT "] {
+        cases.push(case(
+            "token-type",
+            typ,
+            sign(&k.stub, &base, |h| h.typ = Some(typ.to_owned())),
+            "token type",
+        ));
+    }
+    cases
+}
+
 /// Foreign keys, algorithm and key-type mismatches, unexpected headers.
 fn stub_key_cases(stub: &Stub, clock: &ManualClock) -> Vec<Case> {
     let k = keys();
@@ -741,9 +983,28 @@ async fn forged_and_misused_tokens_are_refused() {
     let mut stub_cases = stub_claim_cases(&stub, &clock);
     stub_cases.extend(stub_key_cases(&stub, &clock));
 
+    let strict_cases = stub_strict_cases(&stub, &clock);
     let mut failures = check_refused(&real, &real_cases).await;
     failures.extend(check_refused(&stub_id, &stub_cases).await);
-    failures.extend(check_refused_over_http(&access_token(&g.good), &real_cases).await);
+    failures.extend(check_refused(&stub_id, &strict_cases).await);
+    let (over_http, _) = fixture_identity(Arc::new(SystemClock), None).await;
+    failures.extend(
+        check_refused_over_http(
+            over_http,
+            &access_token(&g.good),
+            &real_cases.iter().collect::<Vec<_>>(),
+        )
+        .await,
+    );
+    let stub_genuine = sign(&k.stub, &stub_claims(&stub, &clock, &json!({})), |_| {});
+    failures.extend(
+        check_refused_over_http(
+            stub_identity(&stub, &clock).await,
+            &stub_genuine,
+            &stub_cases.iter().chain(&strict_cases).collect::<Vec<_>>(),
+        )
+        .await,
+    );
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(
         stub.evil_hits(),
@@ -754,15 +1015,25 @@ async fn forged_and_misused_tokens_are_refused() {
     let classes: BTreeSet<&str> = real_cases
         .iter()
         .chain(&stub_cases)
+        .chain(&strict_cases)
         .map(|c| c.class)
         .collect();
-    let total = real_cases.len() + stub_cases.len();
+    for class in [
+        "duplicate-members",
+        "wrong-types",
+        "absurd-exp",
+        "any-tenant",
+        "token-type",
+    ] {
+        assert!(classes.contains(class), "no {class} case");
+    }
+    let total = real_cases.len() + stub_cases.len() + strict_cases.len();
     assert!(
         classes.len() >= 20,
         "{} classes: {classes:?}",
         classes.len()
     );
-    assert!(total >= 60, "{total} cases");
+    assert!(total >= 110, "{total} cases");
     eprintln!(
         "{total} forged or misused tokens refused, {} classes",
         classes.len()
@@ -889,4 +1160,143 @@ async fn one_app_registration_can_be_web_client_and_api() {
         .unwrap()
         .to_string();
     assert!(e.contains("oidc.required_scope"), "{e}");
+}
+
+#[tokio::test]
+async fn without_a_pinned_tenant_the_broker_refuses_to_start_unless_told_otherwise() {
+    init();
+    let k = keys();
+    let clock = ManualClock::new();
+    let stub = Stub::start(vec![&k.stub]).await;
+    let discover = |c: OidcConfig| {
+        let clock = clock.clone();
+        async move { Identity::discover(&c, &redirect_uri(), Arc::new(clock), None).await }
+    };
+    let mut unpinned = config(&stub.url);
+    unpinned.tenant_id = None;
+    let e = discover(unpinned.clone()).await.err().unwrap().to_string();
+    assert!(
+        e.contains("oidc.tenant_id") && e.contains("allow_any_tenant"),
+        "{e}"
+    );
+
+    // Said in so many words: any tenant signs in, keyed by its own tenant.
+    let mut any = unpinned.clone();
+    any.allow_any_tenant = true;
+    let identity = discover(any.clone()).await.unwrap();
+    assert_eq!(identity.tenant(), None);
+    let token = sign(
+        &k.stub,
+        &stub_claims(&stub, &clock, &json!({"tid": OTHER_TENANT})),
+        |_| {},
+    );
+    let user = identity.bearer.validate(&token).await.unwrap();
+    assert_eq!(
+        user.key,
+        format!("{OTHER_TENANT}/00000000-0000-0000-0000-00000000a11c")
+    );
+
+    // Both a pinned tenant and "any tenant": one of them is a mistake.
+    let mut both = any.clone();
+    both.tenant_id = Some(TENANT.to_owned());
+    let e = discover(both).await.err().unwrap().to_string();
+    assert!(e.contains("oidc.allow_any_tenant"), "{e}");
+    let mut entra = any;
+    entra.issuer = format!("https://login.microsoftonline.com/{TENANT}/v2.0");
+    let e = discover(entra).await.err().unwrap().to_string();
+    assert!(e.contains("oidc.allow_any_tenant"), "{e}");
+    // A pinned tenant needs the claim that carries it.
+    let mut no_claim = config(&stub.url);
+    no_claim.claims.tenant = String::new();
+    let e = discover(no_claim).await.err().unwrap().to_string();
+    assert!(e.contains("oidc.claims.tenant"), "{e}");
+}
+
+/// Makes an ID token for a sign-in's nonce.
+type MakeToken<'a> = &'a dyn Fn(&str) -> String;
+
+/// ID tokens from the token endpoint are read as strictly as bearer tokens: a member named
+/// twice, a claim of the wrong type, a lifetime past the limit or an access token's `typ` end
+/// the sign-in.
+#[tokio::test]
+async fn id_tokens_are_read_strictly() {
+    init();
+    let k = keys();
+    let clock = ManualClock::new();
+    let stub = Stub::start(vec![&k.stub]).await;
+    let identity = stub_identity(&stub, &clock).await;
+    let now = clock.now().unix_timestamp();
+    // Signs in with the ID token `make(nonce)` (the nonce of this sign-in's login state).
+    let sign_in = |make: &dyn Fn(&str) -> String| {
+        let (_, state) = identity.oidc.begin("/", None);
+        let fields = serde_json::to_value(&state).unwrap();
+        *stub.state.id_token.lock().unwrap() = make(fields["nonce"].as_str().unwrap());
+        let identity = &identity;
+        async move {
+            identity
+                .oidc
+                .complete(&state, "code", fields["csrf_state"].as_str().unwrap())
+                .await
+        }
+    };
+    let claims = |nonce: &str, patch: &Value| {
+        let mut c = json!({
+            "iss": stub.url, "aud": "jit-web", "sub": "alice", "exp": now + 600, "iat": now,
+            "nonce": nonce, "oid": "00000000-0000-0000-0000-00000000a11c", "tid": TENANT,
+            "name": "Alice", "groups": ["grp-jit-requesters"],
+        });
+        for (name, value) in patch.as_object().unwrap() {
+            c[name] = value.clone();
+        }
+        c
+    };
+    let id_token = |patch: Value, typ: &'static str| {
+        move |nonce: &str| {
+            sign(&k.stub, &claims(nonce, &patch), |h| {
+                h.typ = Some(typ.to_owned());
+            })
+        }
+    };
+    let user = sign_in(&id_token(json!({}), "JWT"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.reason()))
+        .user;
+    assert_eq!(user.groups, ["grp-jit-requesters"]);
+
+    let header = format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{}"}}"#, k.stub.kid);
+    let twice = |nonce: &str| {
+        let text = claims(nonce, &json!({})).to_string();
+        let payload = format!(
+            r#"{},"oid":"00000000-0000-0000-0000-0000000000b0"}}"#,
+            &text[..text.len() - 1]
+        );
+        sign_text(&k.stub, &header, &payload)
+    };
+    let cases: [(&str, MakeToken<'_>, &str); 4] = [
+        ("oid twice", &twice, "appears twice"),
+        (
+            "groups as a string",
+            &id_token(json!({"groups": "grp-prod-admins"}), "JWT"),
+            "`groups` is not an array of strings",
+        ),
+        (
+            "25 hours",
+            &id_token(json!({"exp": now + 25 * 3600}), "JWT"),
+            "longest token lifetime",
+        ),
+        ("access token type", &id_token(json!({}), "at+jwt"), "type"),
+    ];
+    for (name, make, expect) in cases {
+        let e = sign_in(make)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name}: accepted"));
+        assert_eq!(
+            e.kind(),
+            AuthErrorKind::SignInFailed,
+            "{name}: {}",
+            e.reason()
+        );
+        assert!(e.reason().contains(expect), "{name}: {}", e.reason());
+    }
 }

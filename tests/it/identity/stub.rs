@@ -88,6 +88,8 @@ pub(super) struct StubState {
     pub(super) jwks: Mutex<Value>,
     pub(super) jwks_hits: AtomicUsize,
     pub(super) evil_hits: AtomicUsize,
+    /// What the token endpoint answers with as `id_token`.
+    pub(super) id_token: Mutex<String>,
 }
 
 pub(super) struct Stub {
@@ -120,6 +122,17 @@ impl Stub {
                 get(|State(s): State<Arc<StubState>>| async move {
                     s.jwks_hits.fetch_add(1, Ordering::SeqCst);
                     Json(s.jwks.lock().unwrap().clone())
+                }),
+            )
+            .route(
+                "/token",
+                axum::routing::post(|State(s): State<Arc<StubState>>| async move {
+                    Json(json!({
+                        "access_token": "opaque",
+                        "token_type": "Bearer",
+                        "expires_in": 600,
+                        "id_token": s.id_token.lock().unwrap().clone(),
+                    }))
                 }),
             )
             .route(
@@ -193,6 +206,14 @@ pub(super) fn hmac_token(alg: Algorithm, kid: &str, claims: &Value, secret: &[u8
     let mut h = Header::new(alg);
     h.kid = Some(kid.to_owned());
     jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(secret).unwrap()).unwrap()
+}
+
+/// A token signed by `key` over header and payload written as JSON text by hand (for what no
+/// JSON encoder writes: a member named twice).
+pub(super) fn sign_text(key: &TestKey, header: &str, payload: &str) -> String {
+    let message = format!("{}.{}", b64(header), b64(payload));
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, key.alg).unwrap();
+    format!("{message}.{signature}")
 }
 
 /// A token assembled by hand (for headers jsonwebtoken would not write).

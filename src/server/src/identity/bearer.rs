@@ -2,26 +2,27 @@
 //! its JWKS.
 //!
 //! Refused, before any key is used: anything but three base64url parts, tokens over
-//! [`MAX_TOKEN_LEN`], algorithms outside [`ALLOWED_ALGORITHMS`](super::ALLOWED_ALGORITHMS)
-//! (`none` and HMAC never), headers carrying or pointing at keys (`jwk`, `jku`, `x5u`, `x5c`),
-//! `crit`, encrypted tokens, a `typ` other than `JWT` / `at+jwt`, a missing `kid`. Then: the key
-//! named by `kid` (unknown `kid`s refresh the keys at most once per
-//! [`MIN_REFRESH_INTERVAL`](super::MIN_REFRESH_INTERVAL)), whose JWK must allow the header's
-//! `alg`; the signature; `iss` exactly; `aud` containing `oidc.api_audience` and not the web
-//! client (that is an ID token); `exp` / `nbf` / `iat` with [`LEEWAY`]; no `nonce`, `at_hash`,
-//! `c_hash` (ID token claims); no app-only token; the required scope in `scp` or `scope`; the
-//! pinned tenant.
+//! [`MAX_TOKEN_LEN`], a header or payload that is not one JSON object or names a member twice at
+//! any depth ([`super::strict`]), algorithms outside
+//! [`ALLOWED_ALGORITHMS`](super::ALLOWED_ALGORITHMS) (`none` and HMAC never), headers carrying
+//! or pointing at keys (`jwk`, `jku`, `x5u`, `x5c`), `crit`, encrypted tokens, a `typ` other than
+//! `JWT` / `at+jwt`, a missing `kid`. Then: the key named by `kid` (unknown `kid`s refresh the
+//! keys at most once per [`MIN_REFRESH_INTERVAL`](super::MIN_REFRESH_INTERVAL)), whose JWK must
+//! allow the header's `alg`; the signature; `iss` exactly; `aud` containing `oidc.api_audience`
+//! and not the web client (that is an ID token); `exp` / `nbf` / `iat` as numbers, with
+//! [`LEEWAY`], and `exp` at most `oidc.max_token_lifetime` after `iat`; no `nonce`, `at_hash`,
+//! `c_hash` (ID token claims); no app-only token; the required scope in `scp` or `scope` (each
+//! a space-separated string); the claims the broker reads with their exact types; the pinned
+//! tenant.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use super::claims::shown;
 use super::keys::{ALLOWED_ALGORITHMS, KeyLookup};
+use super::strict::{self, check_lifetime, numeric_date};
 use super::{AuthError, SetupError, Shared};
 use crate::config::OidcConfig;
 use crate::domain::User;
@@ -45,6 +46,8 @@ pub struct BearerValidator {
     /// The web client's id, when it is not also the API's: a token for it is an ID token.
     web_client_id: Option<String>,
     required_scope: Option<String>,
+    /// `oidc.max_token_lifetime`, seconds.
+    max_lifetime: i64,
 }
 
 impl BearerValidator {
@@ -68,12 +71,13 @@ impl BearerValidator {
             audience: config.api_audience.clone(),
             web_client_id: (!same_app).then(|| config.client_id.clone()),
             required_scope,
+            max_lifetime: max_lifetime(config),
         })
     }
 
     /// The user behind `token` (the value after `Bearer `), or why it is refused.
     pub async fn validate(&self, token: &str) -> Result<User, AuthError> {
-        let (alg, kid) = check_header(token)?;
+        let Parsed { alg, kid, claims } = parse(token)?;
         let key = self.shared.keys.find(&kid).await.map_err(|e| match e {
             KeyLookup::Unknown {
                 refresh_failed,
@@ -94,23 +98,30 @@ impl BearerValidator {
                 shown(&kid)
             )));
         }
-        let mut validation = Validation::new(alg);
-        validation.required_spec_claims = HashSet::new();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| AuthError::invalid(format!("signature or payload refused: {e}")))?
-            .claims;
+        // What was parsed above is what the signature covers: the claims are never read again.
+        let (message, signature) = token
+            .rsplit_once('.')
+            .ok_or_else(|| AuthError::invalid("token has no signature"))?;
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(AuthError::invalid("signature does not verify")),
+            Err(e) => return Err(AuthError::invalid(format!("signature refused: {e}"))),
+        }
         let rules = ClaimRules {
             issuer: self.shared.discovery.issuer(),
             audience: &self.audience,
             web_client_id: self.web_client_id.as_deref(),
             required_scope: self.required_scope.as_deref(),
+            max_lifetime: self.max_lifetime,
         };
         check_claims(&claims, &rules, self.shared.clock.now().unix_timestamp())?;
         self.shared.user(&claims).await
     }
+}
+
+/// `oidc.max_token_lifetime` in seconds.
+pub(crate) fn max_lifetime(config: &OidcConfig) -> i64 {
+    i64::try_from(crate::config::Config::seconds(&config.max_token_lifetime)).unwrap_or(i64::MAX)
 }
 
 /// What a signed token's claims must satisfy.
@@ -120,6 +131,8 @@ struct ClaimRules<'a> {
     /// The web client's id, when it is not also the API's: a token for it is an ID token.
     web_client_id: Option<&'a str>,
     required_scope: Option<&'a str>,
+    /// Longest `exp` − `iat`, seconds.
+    max_lifetime: i64,
 }
 
 /// The claim checks, at `now` (Unix seconds).
@@ -128,7 +141,7 @@ fn check_claims(
     rules: &ClaimRules<'_>,
     now: i64,
 ) -> Result<(), AuthError> {
-    match claims.get("iss").and_then(Value::as_str) {
+    match strict::string(claims, "iss")? {
         Some(iss) if iss == rules.issuer => {}
         Some(iss) => {
             return Err(AuthError::invalid(format!(
@@ -138,8 +151,7 @@ fn check_claims(
         }
         None => return Err(AuthError::invalid("token has no `iss`")),
     }
-    let audiences = audiences(claims.get("aud"))
-        .ok_or_else(|| AuthError::invalid("token has no usable `aud`"))?;
+    let audiences = audiences(claims.get("aud"))?;
     if let Some(web) = rules.web_client_id
         && audiences.contains(&web)
     {
@@ -158,28 +170,31 @@ fn check_claims(
             "token has `{claim}`: an ID token presented as an access token"
         )));
     }
-    let exp = time_claim(claims, "exp")?.ok_or_else(|| AuthError::invalid("token has no `exp`"))?;
+    let exp =
+        numeric_date(claims, "exp")?.ok_or_else(|| AuthError::invalid("token has no `exp`"))?;
     if now > exp.saturating_add(LEEWAY) {
         return Err(AuthError::invalid(format!(
             "token expired {} s ago",
             now.saturating_sub(exp)
         )));
     }
-    if let Some(nbf) = time_claim(claims, "nbf")?
+    if let Some(nbf) = numeric_date(claims, "nbf")?
         && now.saturating_add(LEEWAY) < nbf
     {
         return Err(AuthError::invalid("token is not valid yet (`nbf`)"));
     }
-    if let Some(iat) = time_claim(claims, "iat")?
+    if let Some(iat) = numeric_date(claims, "iat")?
         && iat > now.saturating_add(LEEWAY)
     {
         return Err(AuthError::invalid("token is issued in the future (`iat`)"));
     }
-    if claims.get("idtyp").and_then(Value::as_str) == Some("app") {
+    check_lifetime(claims, now, rules.max_lifetime)?;
+    if strict::string(claims, "idtyp")? == Some("app") {
         return Err(AuthError::invalid("app-only token: a user is required"));
     }
+    let scopes = granted_scopes(claims)?;
     if let Some(required) = rules.required_scope
-        && !granted_scopes(claims).any(|s| s == required)
+        && !scopes.contains(&required)
     {
         return Err(AuthError::invalid(format!(
             "scope `{required}` was not granted"
@@ -188,8 +203,15 @@ fn check_claims(
     Ok(())
 }
 
-/// Structural checks on the raw token and its header; returns the algorithm and the `kid`.
-fn check_header(token: &str) -> Result<(Algorithm, String), AuthError> {
+/// A token whose structure and header passed, with its claims parsed (not yet verified).
+struct Parsed {
+    alg: Algorithm,
+    kid: String,
+    claims: Map<String, Value>,
+}
+
+/// Structural checks on the raw token and its header, and the claims parsed strictly.
+fn parse(token: &str) -> Result<Parsed, AuthError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::invalid(format!(
             "token is longer than {MAX_TOKEN_LEN} bytes"
@@ -211,8 +233,7 @@ fn check_header(token: &str) -> Result<(Algorithm, String), AuthError> {
     {
         return Err(AuthError::invalid("token is not base64url"));
     }
-    let header = json_object(parts[0])
-        .ok_or_else(|| AuthError::invalid("token header is not a JSON object"))?;
+    let header = strict::decode_part(parts[0], "header")?;
     if let Some(name) = KEY_HEADERS.iter().find(|h| header.contains_key(**h)) {
         return Err(AuthError::invalid(format!(
             "token header has `{name}` (keys are only taken from the provider's JWKS)"
@@ -221,9 +242,7 @@ fn check_header(token: &str) -> Result<(Algorithm, String), AuthError> {
     if let Some(name) = JWE_HEADERS.iter().find(|h| header.contains_key(**h)) {
         return Err(AuthError::invalid(format!("token header has `{name}`")));
     }
-    let alg_name = header
-        .get("alg")
-        .and_then(Value::as_str)
+    let alg_name = strict::string(&header, "alg")?
         .ok_or_else(|| AuthError::invalid("token header has no `alg`"))?;
     let alg = alg_name
         .parse::<Algorithm>()
@@ -244,18 +263,12 @@ fn check_header(token: &str) -> Result<(Algorithm, String), AuthError> {
             )));
         }
     }
-    let kid = header
-        .get("kid")
-        .and_then(Value::as_str)
+    let kid = strict::string(&header, "kid")?
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| AuthError::invalid("token header has no `kid`"))?;
-    Ok((alg, kid.to_owned()))
-}
-
-/// A base64url (unpadded) JSON object, as the header and the claims are encoded.
-fn json_object(part: &str) -> Option<Map<String, Value>> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice(&bytes).ok()
+        .ok_or_else(|| AuthError::invalid("token header has no `kid`"))?
+        .to_owned();
+    let claims = strict::decode_part(parts[1], "payload")?;
+    Ok(Parsed { alg, kid, claims })
 }
 
 /// Rules [`fuzz_parse`] checks claims against.
@@ -264,78 +277,64 @@ const FUZZ_RULES: ClaimRules<'static> = ClaimRules {
     audience: "api://jit",
     web_client_id: Some("jit-web"),
     required_scope: Some("access"),
+    max_lifetime: 86_400,
 };
 
 /// Entry point for the `bearer` fuzz target (fuzz/), not for the broker: the checks
 /// [`BearerValidator::validate`] makes without any key, run on an *unverified* token. The
-/// header checks, then the claims part decoded (base64url JSON object) and checked at `now`
-/// against fixed rules (issuer `https://login.example/tenant/v2.0`, audience `api://jit`, web
-/// client `jit-web`, scope `access`). `Ok` says nothing about the token's authenticity.
+/// structure and header checks, the header and claims parsed strictly (one JSON object each, no
+/// member named twice), then the claims checked at `now` against fixed rules (issuer
+/// `https://login.example/tenant/v2.0`, audience `api://jit`, web client `jit-web`, scope
+/// `access`, lifetime at most 24 h). `Ok` says nothing about the token's authenticity.
 ///
 /// # Errors
 /// Why the token is refused, as `validate` would refuse it.
 #[doc(hidden)]
 pub fn fuzz_parse(token: &str, now: i64) -> Result<(), AuthError> {
-    check_header(token)?;
-    let claims = token
-        .split('.')
-        .nth(1)
-        .and_then(json_object)
-        .ok_or_else(|| AuthError::invalid("token claims are not a JSON object"))?;
-    check_claims(&claims, &FUZZ_RULES, now)
+    let parsed = parse(token)?;
+    check_claims(&parsed.claims, &FUZZ_RULES, now)
 }
 
-/// `aud` as a string or an array of strings; `None` when absent, empty or of another type.
-fn audiences(aud: Option<&Value>) -> Option<Vec<&str>> {
-    let list: Vec<&str> = match aud? {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-        _ => return None,
+/// `aud` as a string or an array of strings, not empty; anything else is refused.
+fn audiences(aud: Option<&Value>) -> Result<Vec<&str>, AuthError> {
+    let list: Vec<&str> = match aud {
+        None => return Err(AuthError::invalid("token has no `aud`")),
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| AuthError::invalid("`aud` is not a string or an array of strings"))?,
+        Some(_) => {
+            return Err(AuthError::invalid(
+                "`aud` is not a string or an array of strings",
+            ));
+        }
     };
     let list: Vec<&str> = list.into_iter().filter(|a| !a.is_empty()).collect();
-    (!list.is_empty()).then_some(list)
-}
-
-/// A `NumericDate` claim: absent is `None`, anything but a number is an error.
-fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, AuthError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| {
-                #[expect(
-                    clippy::cast_possible_truncation,
-                    reason = "NumericDate seconds fit an i64"
-                )]
-                n.as_f64()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f.floor() as i64)
-            })
-            .map(Some)
-            .ok_or_else(|| AuthError::invalid(format!("`{name}` is not a time"))),
-        Some(_) => Err(AuthError::invalid(format!("`{name}` is not a number"))),
+    if list.is_empty() {
+        return Err(AuthError::invalid("token has no usable `aud`"));
     }
+    Ok(list)
 }
 
-/// Granted scopes: the `scp` claim as Entra writes it (space-separated), RFC 9068 `scope`
-/// (space-separated, or an array as some providers write it).
-fn granted_scopes(claims: &Map<String, Value>) -> impl Iterator<Item = &str> {
-    ["scp", "scope"]
-        .into_iter()
-        .filter_map(|name| claims.get(name))
-        .flat_map(|value| {
-            let items: Vec<&str> = match value {
-                Value::String(s) => s.split(' ').filter(|s| !s.is_empty()).collect(),
-                Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            };
-            items
-        })
+/// Granted scopes: the `scp` claim as Entra writes it, RFC 9068 `scope`; each a
+/// space-separated string (an array, or any other type, is refused).
+fn granted_scopes(claims: &Map<String, Value>) -> Result<Vec<&str>, AuthError> {
+    let mut scopes = Vec::new();
+    for name in ["scp", "scope"] {
+        if let Some(value) = strict::string(claims, name)? {
+            scopes.extend(value.split(' ').filter(|s| !s.is_empty()));
+        }
+    }
+    Ok(scopes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::json;
 
     fn b64(v: &Value) -> String {
@@ -346,18 +345,20 @@ mod tests {
         format!("{}.{}.c2ln", b64(header), b64(&json!({})))
     }
 
+    fn header_of(token: &str) -> Result<(Algorithm, String), AuthError> {
+        parse(token).map(|p| (p.alg, p.kid))
+    }
+
     #[test]
     fn headers_that_carry_keys_or_bad_algorithms_are_refused() {
         let ok = token(&json!({"alg": "RS256", "kid": "k", "typ": "at+jwt"}));
-        assert_eq!(
-            check_header(&ok).unwrap(),
-            (Algorithm::RS256, "k".to_owned())
-        );
+        assert_eq!(header_of(&ok).unwrap(), (Algorithm::RS256, "k".to_owned()));
         for header in [
             json!({"alg": "none", "kid": "k"}),
             json!({"alg": "HS256", "kid": "k"}),
             json!({"alg": "EdDSA", "kid": "k"}),
             json!({"alg": "rs256", "kid": "k"}),
+            json!({"alg": ["RS256"], "kid": "k"}),
             json!({"kid": "k"}),
             json!({"alg": "RS256"}),
             json!({"alg": "RS256", "kid": ""}),
@@ -372,7 +373,31 @@ mod tests {
             json!({"alg": "RS256", "kid": "k", "typ": 1}),
             json!(["alg", "RS256"]),
         ] {
-            assert!(check_header(&token(&header)).is_err(), "{header}");
+            assert!(header_of(&token(&header)).is_err(), "{header}");
+        }
+        // a member named twice, in the header or anywhere in the payload
+        let dup = |header: &str, payload: &str| {
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(payload)
+            )
+        };
+        for (header, payload) in [
+            (r#"{"alg":"RS256","kid":"k","kid":"j"}"#, "{}"),
+            (r#"{"alg":"none","alg":"RS256","kid":"k"}"#, "{}"),
+            (r#"{"alg":"RS256","kid":"k"}"#, r#"{"oid":"a","oid":"b"}"#),
+            (
+                r#"{"alg":"RS256","kid":"k"}"#,
+                r#"{"x":{"groups":[],"groups":[]}}"#,
+            ),
+        ] {
+            let e = header_of(&dup(header, payload)).unwrap_err();
+            assert!(
+                e.reason().contains("appears twice"),
+                "{header} {payload}: {}",
+                e.reason()
+            );
         }
     }
 
@@ -389,30 +414,46 @@ mod tests {
             format!("{ok} "),
             format!("{}=.{}.x", two[0], two[1]),
             "!!!.e30.x".to_owned(),
+            format!("{}.W10.x", two[0]),
             "x".repeat(MAX_TOKEN_LEN + 1),
         ] {
-            assert!(check_header(&bad).is_err(), "{bad:.40}");
+            assert!(header_of(&bad).is_err(), "{bad:.40}");
         }
     }
 
     #[test]
-    fn scopes_from_scp_or_scope() {
-        let c = json!({"scp": "read access"});
-        assert!(granted_scopes(c.as_object().unwrap()).any(|s| s == "access"));
-        let c = json!({"scope": ["access"]});
-        assert!(granted_scopes(c.as_object().unwrap()).any(|s| s == "access"));
-        let c = json!({"scope": "accessible"});
-        assert!(!granted_scopes(c.as_object().unwrap()).any(|s| s == "access"));
+    fn scopes_are_space_separated_strings() {
+        let scopes = |v: Value| granted_scopes(v.as_object().unwrap()).map(|s| s.join(","));
+        assert_eq!(
+            scopes(json!({"scp": "read access"})).unwrap(),
+            "read,access"
+        );
+        assert_eq!(
+            scopes(json!({"scope": "openid  access"})).unwrap(),
+            "openid,access"
+        );
+        assert_eq!(
+            scopes(json!({"scope": "accessible"})).unwrap(),
+            "accessible"
+        );
+        assert!(scopes(json!({"scope": ["access"]})).is_err());
+        assert!(scopes(json!({"scp": 1})).is_err());
     }
 
     #[test]
     fn audience_shapes() {
-        assert_eq!(audiences(Some(&json!("a"))), Some(vec!["a"]));
-        assert_eq!(audiences(Some(&json!(["a", 1, "b"]))), Some(vec!["a", "b"]));
-        assert_eq!(audiences(Some(&json!(""))), None);
-        assert_eq!(audiences(Some(&json!([]))), None);
-        assert_eq!(audiences(Some(&json!(3))), None);
-        assert_eq!(audiences(None), None);
+        assert_eq!(audiences(Some(&json!("a"))).unwrap(), vec!["a"]);
+        assert_eq!(audiences(Some(&json!(["a", "b"]))).unwrap(), vec!["a", "b"]);
+        for bad in [
+            json!(["a", 1, "b"]),
+            json!(""),
+            json!([]),
+            json!(3),
+            json!({"a": 1}),
+        ] {
+            assert!(audiences(Some(&bad)).is_err(), "{bad}");
+        }
+        assert!(audiences(None).is_err());
     }
 
     fn unsigned(claims: &Value) -> String {
@@ -427,20 +468,27 @@ mod tests {
     fn claims_are_checked_against_the_rules() {
         let now = 1_800_000_000;
         let good = json!({
-            "iss": FUZZ_RULES.issuer, "aud": "api://jit", "exp": now + 600, "scp": "access",
+            "iss": FUZZ_RULES.issuer, "aud": "api://jit", "exp": now + 600, "iat": now - 5, "scp": "access",
         });
         fuzz_parse(&unsigned(&good), now).unwrap();
         for (name, value) in [
             ("iss", json!("https://evil.example")),
+            ("iss", json!([FUZZ_RULES.issuer])),
             ("aud", json!(["api://jit", "jit-web"])),
             ("aud", json!(7)),
+            ("aud", json!(["api://jit", 7])),
             ("exp", json!(now - 61)),
             ("exp", json!("soon")),
+            ("exp", json!(now + 86_400)),
             ("nbf", json!(now + 61)),
+            ("nbf", json!("now")),
             ("iat", json!(now + 61)),
+            ("iat", json!(null)),
             ("nonce", json!("n")),
             ("idtyp", json!("app")),
+            ("idtyp", json!(1)),
             ("scp", json!("read")),
+            ("scp", json!(["access"])),
         ] {
             let mut claims = good.clone();
             claims[name] = value;
@@ -456,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn extreme_times_do_not_overflow() {
+    fn extreme_times_are_refused_without_overflow() {
         let claims = |exp: Value| {
             unsigned(
                 &json!({"iss": FUZZ_RULES.issuer, "aud": "api://jit", "exp": exp, "scp": "access"}),
@@ -464,8 +512,15 @@ mod tests {
         };
         assert!(fuzz_parse(&claims(json!(i64::MIN)), i64::MAX).is_err());
         assert!(fuzz_parse(&claims(json!(-1e300)), 0).is_err());
-        // Saturates to the far future: never expires, but no panic either.
-        fuzz_parse(&claims(json!(u64::MAX)), i64::MAX).unwrap();
-        fuzz_parse(&claims(json!(1e300)), i64::MIN).unwrap();
+        // Far-future expiries are tokens that never expire: refused, not saturated.
+        for (exp, now) in [
+            (json!(u64::MAX), i64::MAX),
+            (json!(1e300), i64::MIN),
+            (json!(1e300), 0),
+            (json!(i64::MAX), 0),
+        ] {
+            let e = fuzz_parse(&claims(exp.clone()), now).unwrap_err();
+            assert!(e.reason().contains("`exp`"), "{exp}: {}", e.reason());
+        }
     }
 }

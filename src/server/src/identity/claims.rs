@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
 
-use super::AuthError;
+use super::{AuthError, strict};
 use crate::clock::Clock;
 use crate::config::ClaimMapping;
 use crate::domain::User;
@@ -86,18 +86,20 @@ pub(crate) struct Mapped {
     pub overage: bool,
 }
 
-/// Maps verified token claims to a [`User`]; `tenant` is the pinned tenant, if any.
+/// Maps verified token claims to a [`User`]; `tenant` is the pinned tenant, if any. Every claim
+/// read must have its exact JSON type: strings for the ids, name and email, arrays of strings
+/// for groups, roles, `amr` and `acrs`, a number for `auth_time`.
 pub(crate) fn map_user(
     claims: &Map<String, Value>,
     mapping: &ClaimMapping,
     tenant: Option<&str>,
 ) -> Result<Mapped, AuthError> {
-    let oid = string_claim(claims, &mapping.user_id)
+    let oid = nonempty(claims, &mapping.user_id)?
         .ok_or_else(|| AuthError::invalid(format!("token has no `{}` claim", mapping.user_id)))?;
     let key = if mapping.tenant.is_empty() {
         oid.to_owned()
     } else {
-        let tid = string_claim(claims, &mapping.tenant).ok_or_else(|| {
+        let tid = nonempty(claims, &mapping.tenant)?.ok_or_else(|| {
             AuthError::invalid(format!("token has no `{}` claim", mapping.tenant))
         })?;
         if let Some(pinned) = tenant
@@ -110,13 +112,15 @@ pub(crate) fn map_user(
         }
         format!("{tid}/{oid}")
     };
-    let email = mapping
-        .email
-        .iter()
-        .find_map(|name| string_claim(claims, name))
-        .unwrap_or_default()
-        .to_owned();
-    let name = string_claim(claims, &mapping.name).map_or_else(
+    let mut email = String::new();
+    for name in &mapping.email {
+        if let Some(found) = nonempty(claims, name)?
+            && email.is_empty()
+        {
+            found.clone_into(&mut email);
+        }
+    }
+    let name = nonempty(claims, &mapping.name)?.map_or_else(
         || {
             if email.is_empty() {
                 oid.to_owned()
@@ -127,21 +131,20 @@ pub(crate) fn map_user(
         str::to_owned,
     );
     let overage = has_overage(claims, &mapping.groups);
-    let groups = if overage {
-        Vec::new()
-    } else {
-        string_list(claims, &mapping.groups)
-    };
-    let mfa = string_list(claims, "amr").iter().any(|m| m == "mfa");
-    let auth_time = claims.get("auth_time").and_then(Value::as_i64);
+    let groups = list(claims, &mapping.groups)?;
+    let roles = list(claims, &mapping.roles)?;
+    let mfa = list(claims, "amr")?.iter().any(|m| m == "mfa");
+    // Read for its type here; step-up reads the contexts themselves.
+    list(claims, "acrs")?;
+    let auth_time = strict::numeric_date(claims, "auth_time")?;
     Ok(Mapped {
         user: User {
             key,
             oid: Some(oid.to_owned()),
             name,
             email,
-            groups,
-            roles: string_list(claims, &mapping.roles),
+            groups: if overage { Vec::new() } else { groups },
+            roles,
             mfa,
             auth_time,
         },
@@ -183,27 +186,23 @@ fn has_overage(claims: &Map<String, Value>, groups_claim: &str) -> bool {
     (distributed || has_groups) && !claims.contains_key(groups_claim)
 }
 
-fn string_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    claims
-        .get(name)
-        .and_then(Value::as_str)
+/// A string claim, trimmed, `None` when absent or blank; another type is refused.
+fn nonempty<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, AuthError> {
+    Ok(strict::string(claims, name)?
         .map(str::trim)
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty()))
 }
 
-/// An array of strings, or one space-free string, as a list.
-fn string_list(claims: &Map<String, Value>, name: &str) -> Vec<String> {
-    match claims.get(name) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .take(MAX_GROUPS)
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
-        _ => Vec::new(),
-    }
+/// An array of strings (empty ones dropped, at most [`MAX_GROUPS`]); absent is empty, a plain
+/// string or any other type is refused.
+fn list(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, AuthError> {
+    Ok(strict::strings(claims, name)?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .take(MAX_GROUPS)
+        .map(str::to_owned)
+        .collect())
 }
 
 /// An attacker-controlled value for a log line: escaped and cut short.
@@ -280,6 +279,37 @@ mod tests {
         };
         let m = map_user(&claims(json!({"sub": "alice"})), &no_tenant, None).unwrap();
         assert_eq!(m.user.key, "alice");
+    }
+
+    #[test]
+    fn claims_of_the_wrong_type_are_refused() {
+        let map = ClaimMapping::default();
+        let base = json!({"oid": "o", "tid": TID, "groups": ["g"], "roles": [], "amr": ["pwd"]});
+        for (name, value) in [
+            ("oid", json!(42)),
+            ("oid", json!(["o"])),
+            ("tid", json!({"id": TID})),
+            ("groups", json!("grp-prod-admins")),
+            ("groups", json!(["g", 1])),
+            ("roles", json!("jit.admin")),
+            ("amr", json!("mfa")),
+            ("acrs", json!("c1")),
+            ("acrs", json!([1])),
+            ("auth_time", json!("1700000000")),
+            ("email", json!(["a@example.com"])),
+            ("preferred_username", json!(7)),
+            ("name", json!(true)),
+        ] {
+            let mut c = base.clone();
+            c[name] = value;
+            let e = map_user(&claims(c.clone()), &map, Some(TID)).unwrap_err();
+            assert!(
+                e.reason().contains(&format!("`{name}`")),
+                "{c}: {}",
+                e.reason()
+            );
+        }
+        map_user(&claims(base), &map, Some(TID)).unwrap();
     }
 
     #[test]

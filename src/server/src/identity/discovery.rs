@@ -238,6 +238,8 @@ mod tests {
             tenant_id: None,
             claims: ClaimMapping::default(),
             mfa_max_age: "1h".to_owned(),
+            allow_any_tenant: false,
+            max_token_lifetime: "24h".to_owned(),
         }
     }
 

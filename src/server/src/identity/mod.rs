@@ -14,6 +14,7 @@ mod discovery;
 mod http;
 mod keys;
 pub mod oidc;
+mod strict;
 
 use std::sync::Arc;
 
@@ -201,12 +202,7 @@ impl Identity {
             ));
         }
         let tenant = discovery::pinned_tenant(config)?;
-        if tenant.is_none() && !config.claims.tenant.is_empty() {
-            tracing::warn!(
-                "no tenant is pinned (`oidc.tenant_id` unset and the issuer is not an Entra v2.0 issuer): tokens are not checked for their `{}`",
-                config.claims.tenant
-            );
-        }
+        check_tenant_pinning(config, tenant.as_deref())?;
         let http = http::IdpHttp::new().map_err(|e| SetupError::Discovery(e.to_string()))?;
         let discovery = Discovery::fetch(config, &http).await?;
         let keys = keys::KeyStore::fetch(http.clone(), discovery.jwks_uri(), Arc::clone(&clock))
@@ -247,6 +243,35 @@ impl Identity {
     /// `GET /api/v1/cli-config`; `None` when `oidc.cli_client_id` is not set.
     pub fn cli_config(&self) -> Option<jit_api::CliConfig> {
         cli_config(&self.config, &self.shared.discovery)
+    }
+}
+
+/// A production broker pins a tenant unless told in so many words not to: without a pin, any
+/// tenant's users (of a multi-tenant provider) would sign in.
+fn check_tenant_pinning(config: &OidcConfig, tenant: Option<&str>) -> Result<(), SetupError> {
+    match (tenant, config.allow_any_tenant) {
+        (Some(_), false) if config.claims.tenant.is_empty() => Err(SetupError::invalid(
+            "oidc.claims.tenant",
+            "must name the tenant claim (`tid`) when a tenant is pinned",
+        )),
+        (Some(_), false) => Ok(()),
+        (Some(tenant), true) => Err(SetupError::invalid(
+            "oidc.allow_any_tenant",
+            format!(
+                "is true, but tenant `{tenant}` is pinned (by `oidc.tenant_id` or the Entra issuer): remove one of them"
+            ),
+        )),
+        (None, false) => Err(SetupError::invalid(
+            "oidc.tenant_id",
+            "no tenant is pinned: set it to your directory's tenant id (Entra: Overview → Tenant ID), or, for a provider without tenants, set `oidc.allow_any_tenant = true`",
+        )),
+        (None, true) => {
+            tracing::warn!(
+                "`oidc.allow_any_tenant` is true: tokens of any tenant are accepted (their `{}` is not checked)",
+                config.claims.tenant
+            );
+            Ok(())
+        }
     }
 }
 

@@ -9,8 +9,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{
     CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier,
     CoreJwsSigningAlgorithm,
@@ -26,7 +24,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use super::claims::shown;
-use super::{AuthError, AuthErrorKind, SetupError, Shared};
+use super::{AuthError, AuthErrorKind, SetupError, Shared, strict};
 use crate::config::{OidcConfig, Secret};
 use crate::domain::User;
 
@@ -118,6 +116,8 @@ pub struct OidcClient {
     client: WebClient,
     client_id: String,
     scopes: Vec<Scope>,
+    /// `oidc.max_token_lifetime`, seconds.
+    max_lifetime: i64,
     /// Nonces of sign-ins already completed (hashed), so a [`LoginState`] works once per process.
     used: Mutex<HashMap<[u8; 32], OffsetDateTime>>,
 }
@@ -155,6 +155,7 @@ impl OidcClient {
             client,
             client_id: config.client_id.clone(),
             scopes,
+            max_lifetime: super::bearer::max_lifetime(config),
             used: Mutex::new(HashMap::new()),
         })
     }
@@ -324,18 +325,33 @@ impl OidcClient {
         id_token
             .claims(&verifier, &Nonce::new(state.nonce.clone()))
             .map_err(|e| AuthError::sign_in(format!("ID token refused: {e}")))?;
-        // Verified above; now read every claim for the configurable mapping.
-        let payload = raw
-            .split('.')
-            .nth(1)
-            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|v| match v {
-                serde_json::Value::Object(map) => Some(map),
-                _ => None,
-            })
-            .ok_or_else(|| AuthError::sign_in("ID token payload is not a JSON object"))?;
-        Ok(payload)
+        // Verified above; now read the header and every claim strictly (no member named twice,
+        // exact types) for the type check, the lifetime and the configurable mapping.
+        let strict_id_token = || -> Result<_, AuthError> {
+            let mut parts = raw.split('.');
+            let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
+                return Err(AuthError::invalid("ID token is not a compact JWS"));
+            };
+            let header = strict::decode_part(header, "header")?;
+            match strict::string(&header, "typ")? {
+                None => {}
+                Some(typ) if typ.eq_ignore_ascii_case("JWT") => {}
+                Some(typ) => {
+                    return Err(AuthError::invalid(format!(
+                        "ID token type {} is not `JWT`",
+                        shown(typ)
+                    )));
+                }
+            }
+            let payload = strict::decode_part(payload, "payload")?;
+            strict::check_lifetime(
+                &payload,
+                self.shared.clock.now().unix_timestamp(),
+                self.max_lifetime,
+            )?;
+            Ok(payload)
+        };
+        strict_id_token().map_err(|e| e.into_kind(AuthErrorKind::SignInFailed))
     }
 }
 
