@@ -127,6 +127,7 @@ fn entitlement(id: &str, target: Target) -> Entitlement {
             Target::AwsIdentityCenter { .. } => Kind::AwsIdentityCenter,
             Target::EntraRole { .. } => Kind::EntraRole,
             Target::EntraGroup { .. } => Kind::EntraGroup,
+            Target::AzureRole { .. } => Kind::AzureRole,
         },
         target,
         max_duration: 4 * 3600,

@@ -177,7 +177,7 @@ async fn assign_sends_the_documented_body() {
         })
     );
     assert!(posts[0].headers["content-type"].starts_with("application/json"));
-    assert!(posts[0].headers["authorization"].starts_with("Bearer fake-graph-token-"));
+    assert!(posts[0].headers["authorization"].starts_with("Bearer fake-entra-token-"));
     assert_eq!(record.details["graph"]["action"], "adminAssign");
     assert_eq!(record.details["graph"]["status"], "Provisioned");
     assert_eq!(
@@ -1053,7 +1053,7 @@ async fn certificate_credentials_sign_a_client_assertion() {
     );
     let e = client.user_groups(&user).await.unwrap_err();
     assert!(
-        matches!(&e, GraphError::Token { status: 401, error, description } if error == "invalid_client" && description.starts_with("AADSTS700027:")),
+        matches!(&e, GraphError::Token { status: 401, error, description, .. } if error == "invalid_client" && description.starts_with("AADSTS700027:")),
         "{e:?}"
     );
     let cat = catalog();

@@ -36,6 +36,13 @@ use time::OffsetDateTime;
 
 /// The scope the broker must ask for.
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// `aud` of the tokens issued for [`GRAPH_SCOPE`] (Graph accepts this one).
+pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
+/// The Azure Resource Manager scopes the login endpoint also serves (the ARM fake's tokens).
+pub const ARM_SCOPES: [&str; 2] = [
+    "https://management.azure.com/.default",
+    "https://management.core.windows.net//.default",
+];
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const ROLE_REQUESTS: &str = "/v1.0/roleManagement/directory/roleAssignmentScheduleRequests";
 const ROLE_INSTANCES: &str = "/v1.0/roleManagement/directory/roleAssignmentScheduleInstances";
@@ -59,16 +66,38 @@ pub struct Recorded {
     pub headers: HashMap<String, String>,
 }
 
+impl Recorded {
+    /// A request as received.
+    pub(crate) fn new(
+        method: &Method,
+        path: &str,
+        query: &[(String, String)],
+        body: &Value,
+        headers: &HeaderMap,
+    ) -> Self {
+        Self {
+            method: method.to_string(),
+            path: path.to_owned(),
+            query: query.to_vec(),
+            body: body.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect(),
+        }
+    }
+}
+
 /// A scripted failure, answered instead of the real handling.
 #[derive(Debug, Clone)]
 pub struct Fault {
-    method: Method,
-    path_contains: String,
-    status: u16,
-    retry_after: Option<u64>,
-    code: String,
-    message: String,
-    times: u32,
+    pub(crate) method: Method,
+    pub(crate) path_contains: String,
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) times: u32,
 }
 
 impl Fault {
@@ -128,7 +157,16 @@ impl Fault {
         }
     }
 
-    fn retry_after(mut self, seconds: Option<u64>) -> Self {
+    /// The first scripted failure for this request, used up once.
+    pub(crate) fn take(faults: &mut [Self], method: &Method, path: &str) -> Option<Self> {
+        let fault = faults
+            .iter_mut()
+            .find(|f| f.times > 0 && f.method == *method && path.contains(&f.path_contains))?;
+        fault.times -= 1;
+        Some(fault.clone())
+    }
+
+    pub(crate) fn retry_after(mut self, seconds: Option<u64>) -> Self {
         self.retry_after = seconds;
         self
     }
@@ -172,7 +210,8 @@ struct FakeState {
     secret: String,
     certificate: Option<(String, String)>,
     token_lifetime: i64,
-    tokens: HashMap<String, OffsetDateTime>,
+    /// Issued access tokens: expiry and audience (`aud`).
+    tokens: HashMap<String, (OffsetDateTime, String)>,
     used_jti: HashSet<String>,
     offset: time::Duration,
     recorded: Vec<Recorded>,
@@ -220,7 +259,7 @@ impl Drop for GraphFake {
 
 type Shared = Arc<Mutex<FakeState>>;
 
-mod checks;
+pub(crate) mod checks;
 mod pim;
 mod selftest;
 mod token;
@@ -294,6 +333,13 @@ impl GraphFake {
     pub fn trust_certificate(&self, public_key_pem: &str, certificate_der: &[u8]) {
         let thumbprint = URL_SAFE_NO_PAD.encode(Sha256::digest(certificate_der));
         lock(&self.state).certificate = Some((public_key_pem.to_owned(), thumbprint));
+    }
+
+    /// The login endpoint and clock, for the ARM fake.
+    pub fn login(&self) -> Login {
+        Login {
+            state: self.state.clone(),
+        }
     }
 
     /// Every request so far.
@@ -482,7 +528,7 @@ fn token_error(status: u16, error: &str, aadsts: u32, description: &str) -> Resp
 }
 
 /// Graph's timestamp style: seven fractional digits.
-fn fmt_time(t: OffsetDateTime) -> String {
+pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
         t.year(),
@@ -528,22 +574,9 @@ async fn handle(
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
     };
     let mut s = lock(&state);
-    s.recorded.push(Recorded {
-        method: method.to_string(),
-        path: path.clone(),
-        query: query.clone(),
-        body: parsed.clone(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect(),
-    });
-    if let Some(fault) = s
-        .faults
-        .iter_mut()
-        .find(|f| f.times > 0 && f.method == method && path.contains(&f.path_contains))
-    {
-        fault.times -= 1;
+    s.recorded
+        .push(Recorded::new(&method, &path, &query, &parsed, &headers));
+    if let Some(fault) = Fault::take(&mut s.faults, &method, &path) {
         let mut response = graph_error(fault.status, &fault.code, &fault.message);
         if let Some(seconds) = fault.retry_after {
             response
@@ -582,8 +615,16 @@ async fn handle(
         return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.");
     }
     let now = s.now();
-    match s.tokens.get(bearer) {
-        Some(expires) if *expires > now => {}
+    match s.tokens.get(bearer).cloned() {
+        Some((expires, audience)) if expires > now && audience == GRAPH_AUDIENCE => {}
+        Some((expires, audience)) if expires > now => {
+            return violation_with(
+                &mut s,
+                401,
+                "InvalidAuthenticationToken",
+                format!("Access token validation failure. Invalid audience `{audience}`."),
+            );
+        }
         Some(_) => {
             return graph_error(
                 401,
@@ -645,4 +686,47 @@ async fn handle(
 fn violation(s: &mut FakeState, status: u16, problem: String) -> Response {
     s.violations.push(problem.clone());
     graph_error(status, "BadRequest", &problem)
+}
+
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the message in place"
+)]
+fn violation_with(s: &mut FakeState, status: u16, code: &str, problem: String) -> Response {
+    s.violations.push(problem.clone());
+    graph_error(status, code, &problem)
+}
+
+/// The login side of the fake, as a resource server other than Graph (the
+/// ARM fake) sees it: one Microsoft cloud, one clock, one token issuer.
+#[derive(Clone)]
+pub struct Login {
+    state: Shared,
+}
+
+impl Login {
+    /// The cloud's now (moved by [`GraphFake::advance`] and [`Login::advance`]).
+    pub fn now(&self) -> OffsetDateTime {
+        lock(&self.state).now()
+    }
+
+    /// Moves the cloud's clock.
+    pub fn advance(&self, by: time::Duration) {
+        lock(&self.state).offset += by;
+    }
+
+    /// Expiry and audience of an access token the login endpoint issued.
+    pub fn token(&self, bearer: &str) -> Option<(OffsetDateTime, String)> {
+        lock(&self.state).tokens.get(bearer).cloned()
+    }
+
+    /// Token requests so far, as `(scope, …)` form bodies.
+    pub fn token_requests(&self) -> Vec<Value> {
+        lock(&self.state)
+            .recorded
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/oauth2/v2.0/token"))
+            .map(|r| r.body.clone())
+            .collect()
+    }
 }

@@ -3,7 +3,9 @@
 // Everything in this binary is test code: lets clippy's `allow-*-in-tests` cover the helpers too.
 #![cfg(test)]
 
+mod arm_fake;
 mod aws;
+mod azure;
 mod broker_aws;
 mod broker_entra;
 mod chaos;

@@ -117,6 +117,9 @@ pub struct Config {
     /// `[entra]`.
     #[serde(default)]
     pub entra: Option<EntraConfig>,
+    /// `[azure]`: Azure resource roles through PIM (`azure_role`).
+    #[serde(default)]
+    pub azure: Option<AzureConfig>,
     /// `[notify]`.
     #[serde(default)]
     pub notify: NotifyConfig,
@@ -353,6 +356,88 @@ pub struct EntraConfig {
     pub login_url: String,
 }
 
+impl EntraConfig {
+    /// The broker's app as the login endpoint knows it.
+    pub fn app(&self) -> AppCredentials {
+        AppCredentials {
+            section: "entra",
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            certificate_key: self.certificate_key.clone(),
+            certificate: self.certificate.clone(),
+            login_url: self.login_url.clone(),
+        }
+    }
+}
+
+/// `[azure]`: the broker's app for Azure Resource Manager. Tenant and app
+/// credentials default to `[entra]`'s; an own `client_id` brings its own secret
+/// or certificate (never mixed with `[entra]`'s).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// Azure Resource Manager base URL (tests point it at the in-repo fake).
+    #[serde(default = "default_arm_url")]
+    pub arm_url: String,
+    /// Login base URL; defaults to `[entra]`'s.
+    #[serde(default)]
+    pub login_url: Option<String>,
+    /// Directory (tenant) id; defaults to `[entra]`'s.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// App (client) id; defaults to `[entra]`'s, with its secret or certificate.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Client secret of `client_id`.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// PEM private key for `private_key_jwt` of `client_id`.
+    #[serde(default)]
+    pub certificate_key: Option<Secret>,
+    /// PEM certificate matching `certificate_key`.
+    #[serde(default)]
+    pub certificate: Option<String>,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        Self {
+            arm_url: default_arm_url(),
+            login_url: None,
+            tenant_id: None,
+            client_id: None,
+            client_secret: None,
+            certificate_key: None,
+            certificate: None,
+        }
+    }
+}
+
+fn default_arm_url() -> String {
+    "https://management.azure.com".to_owned()
+}
+
+/// An app registration as the Microsoft login endpoint knows it: who the broker
+/// is when it asks for a client-credentials token.
+#[derive(Debug, Clone)]
+pub struct AppCredentials {
+    /// The section the values come from (`entra`, `azure`), for messages.
+    pub section: &'static str,
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// App (client) id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: Option<Secret>,
+    /// PEM private key for `private_key_jwt`.
+    pub certificate_key: Option<Secret>,
+    /// PEM certificate matching `certificate_key`.
+    pub certificate: Option<String>,
+    /// Login base URL.
+    pub login_url: String,
+}
+
 fn default_graph_url() -> String {
     "https://graph.microsoft.com/v1.0".to_owned()
 }
@@ -505,6 +590,79 @@ impl Config {
             .split("__")
     }
 
+    /// `[azure]` with the app it signs in as: its own values where given,
+    /// `[entra]`'s otherwise. `None` without `[azure]`.
+    pub fn azure_app(&self) -> Result<Option<(&AzureConfig, AppCredentials)>, ConfigError> {
+        let Some(azure) = &self.azure else {
+            return Ok(None);
+        };
+        let entra = self.entra.as_ref();
+        let tenant_id = azure
+            .tenant_id
+            .clone()
+            .or_else(|| entra.map(|e| e.tenant_id.clone()))
+            .ok_or_else(|| {
+                ConfigError::invalid("azure.tenant_id", "set it, or configure `[entra]`")
+            })?;
+        let own_credential = azure.client_secret.is_some() || azure.certificate_key.is_some();
+        let (section, client_id, client_secret, certificate_key, certificate) = match (
+            &azure.client_id,
+            entra,
+        ) {
+            (Some(id), _) => {
+                if !own_credential {
+                    return Err(ConfigError::invalid(
+                        "azure.client_secret",
+                        "set `client_secret` or `certificate_key` with `azure.client_id`",
+                    ));
+                }
+                (
+                    "azure",
+                    id.clone(),
+                    azure.client_secret.clone(),
+                    azure.certificate_key.clone(),
+                    azure.certificate.clone(),
+                )
+            }
+            (None, _) if own_credential => {
+                return Err(ConfigError::invalid(
+                    "azure.client_id",
+                    "required with `azure.client_secret` or `azure.certificate_key`",
+                ));
+            }
+            (None, Some(e)) => (
+                "entra",
+                e.client_id.clone(),
+                e.client_secret.clone(),
+                e.certificate_key.clone(),
+                e.certificate.clone(),
+            ),
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "azure.client_id",
+                    "set it with a `client_secret` or `certificate_key`, or configure `[entra]`",
+                ));
+            }
+        };
+        let login_url = azure
+            .login_url
+            .clone()
+            .or_else(|| entra.map(|e| e.login_url.clone()))
+            .unwrap_or_else(default_login_url);
+        Ok(Some((
+            azure,
+            AppCredentials {
+                section,
+                tenant_id,
+                client_id,
+                client_secret,
+                certificate_key,
+                certificate,
+                login_url,
+            },
+        )))
+    }
+
     /// Checks values that parse but make no sense.
     #[expect(clippy::too_many_lines, reason = "one check per key, in file order")]
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -592,6 +750,15 @@ impl Config {
             for (key, value) in [
                 ("entra.graph_url", &entra.graph_url),
                 ("entra.login_url", &entra.login_url),
+            ] {
+                Url::parse(value)
+                    .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
+            }
+        }
+        if let Some((azure, app)) = self.azure_app()? {
+            for (key, value) in [
+                ("azure.arm_url", &azure.arm_url),
+                ("azure.login_url", &app.login_url),
             ] {
                 Url::parse(value)
                     .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
@@ -717,6 +884,49 @@ mod tests {
         assert!(Secret::resolve("file:/nonexistent/jit").is_err());
         assert_eq!(Secret::resolve("literal").unwrap().expose(), "literal");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn azure_reuses_entra_unless_it_has_its_own_app() {
+        const ENTRA: &str = "[entra]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nlogin_url = \"http://127.0.0.1:9/\"\n";
+        let c = Config::from_toml_str(&format!("{ENTRA}[azure]\n")).unwrap();
+        let (azure, app) = c.azure_app().unwrap().unwrap();
+        assert_eq!(azure.arm_url, "https://management.azure.com");
+        assert_eq!(
+            (app.section, app.tenant_id.as_str(), app.client_id.as_str()),
+            ("entra", "t", "c")
+        );
+        assert_eq!(app.client_secret.unwrap().expose(), "s");
+        assert_eq!(app.login_url, "http://127.0.0.1:9/");
+        let c = Config::from_toml_str(&format!(
+            "{ENTRA}[azure]\nclient_id = \"a\"\nclient_secret = \"x\"\ntenant_id = \"t2\"\n"
+        ))
+        .unwrap();
+        let (_, app) = c.azure_app().unwrap().unwrap();
+        assert_eq!(
+            (app.section, app.tenant_id.as_str(), app.client_id.as_str()),
+            ("azure", "t2", "a")
+        );
+        assert_eq!(app.login_url, "http://127.0.0.1:9/");
+        for (toml, key) in [
+            ("[azure]\n", "azure.tenant_id"),
+            ("[azure]\ntenant_id = \"t\"\n", "azure.client_id"),
+            (
+                &*format!("{ENTRA}[azure]\nclient_id = \"a\"\n"),
+                "azure.client_secret",
+            ),
+            (
+                &*format!("{ENTRA}[azure]\nclient_secret = \"x\"\n"),
+                "azure.client_id",
+            ),
+            (
+                &*format!("{ENTRA}[azure]\narm_url = \"nope\"\n"),
+                "azure.arm_url",
+            ),
+        ] {
+            let e = Config::from_toml_str(toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

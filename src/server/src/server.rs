@@ -57,6 +57,7 @@ pub async fn build(
             let section = match e.kind {
                 crate::policy::Kind::AwsRole | crate::policy::Kind::AwsIdentityCenter => "aws",
                 crate::policy::Kind::EntraRole | crate::policy::Kind::EntraGroup => "entra",
+                crate::policy::Kind::AzureRole => "azure",
             };
             bail!(
                 "config: `{section}`: entitlement `{}` of kind `{}` needs the `[{section}]` section",

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// `8-4-4-4-12` hex.
-pub(super) fn is_guid(s: &str) -> bool {
+pub(crate) fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
         && parts
@@ -15,7 +15,7 @@ pub(super) fn is_guid(s: &str) -> bool {
 }
 
 /// ISO 8601 duration (`P[nD][T[nH][nM][n[.n]S]]`) in seconds.
-pub(super) fn iso_seconds(d: &str) -> Option<f64> {
+pub(crate) fn iso_seconds(d: &str) -> Option<f64> {
     let rest = d.strip_prefix('P')?;
     let (date, time_part) = match rest.split_once('T') {
         Some((a, b)) => {
@@ -62,7 +62,7 @@ fn str_field<'a>(o: &'a Map<String, Value>, k: &str) -> Result<Option<&'a str>, 
     }
 }
 
-pub(super) fn parse_time(v: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_time(v: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(v, &Rfc3339).ok()
 }
 

@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::checks::is_guid;
-use super::{ASSERTION_TYPE, FakeState, GRAPH_SCOPE, token_error, violation};
+use super::{
+    ARM_SCOPES, ASSERTION_TYPE, FakeState, GRAPH_AUDIENCE, GRAPH_SCOPE, token_error, violation,
+};
 
 pub(super) fn token(s: &mut FakeState, form: &Value) -> Response {
     let Some(form) = form.as_object() else {
@@ -52,7 +54,18 @@ pub(super) fn token(s: &mut FakeState, form: &Value) -> Response {
             "Application was not found in the directory.",
         );
     }
-    if field("scope") != GRAPH_SCOPE {
+    // Entra issues a token for any resource the app may call; the resource
+    // (Graph, ARM) then checks the token's `aud`.
+    let audience = match field("scope") {
+        GRAPH_SCOPE => GRAPH_AUDIENCE.to_owned(),
+        // The resource is the scope without `/.default` (hence the double
+        // slash of `https://management.core.windows.net//.default`).
+        scope if ARM_SCOPES.contains(&scope) => {
+            scope.strip_suffix("/.default").unwrap_or(scope).to_owned()
+        }
+        _ => String::new(),
+    };
+    if audience.is_empty() {
         s.violations
             .push(format!("token request: scope `{}`", field("scope")));
         return token_error(
@@ -106,9 +119,9 @@ pub(super) fn token(s: &mut FakeState, form: &Value) -> Response {
             );
         }
     }
-    let access_token = format!("fake-graph-token-{}", uuid::Uuid::new_v4().simple());
+    let access_token = format!("fake-entra-token-{}", uuid::Uuid::new_v4().simple());
     let expires = s.now() + time::Duration::seconds(s.token_lifetime);
-    s.tokens.insert(access_token.clone(), expires);
+    s.tokens.insert(access_token.clone(), (expires, audience));
     axum::Json(json!({
         "token_type": "Bearer",
         "expires_in": s.token_lifetime,

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::azure::{AzureScope, role_definition_guid};
+
 /// Kind of access an entitlement grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -16,6 +18,8 @@ pub enum Kind {
     EntraRole,
     /// Entra PIM for Groups.
     EntraGroup,
+    /// Azure RBAC role through PIM (Azure Resource Manager).
+    AzureRole,
 }
 
 impl Kind {
@@ -26,6 +30,7 @@ impl Kind {
             Self::AwsIdentityCenter => "aws_identity_center",
             Self::EntraRole => "entra_role",
             Self::EntraGroup => "entra_group",
+            Self::AzureRole => "azure_role",
         }
     }
 
@@ -35,6 +40,7 @@ impl Kind {
             "aws_identity_center" => Self::AwsIdentityCenter,
             "entra_role" => Self::EntraRole,
             "entra_group" => Self::EntraGroup,
+            "azure_role" => Self::AzureRole,
             _ => return None,
         })
     }
@@ -72,6 +78,15 @@ pub enum Target {
         group_id: String,
         /// `member` or `owner`.
         access_id: String,
+    },
+    /// `azure_role`.
+    AzureRole {
+        /// Management group, subscription or resource group.
+        scope: AzureScope,
+        /// Role definition GUID, lowercase (written as the full id for the scope).
+        role_definition: String,
+        /// ABAC condition, passed through (`conditionVersion` 2.0).
+        condition: Option<String>,
     },
 }
 
@@ -140,6 +155,14 @@ impl Entitlement {
                 group_id,
                 access_id,
             } => format!("entra_group|{group_id}|{access_id}|{user_key}"),
+            Target::AzureRole {
+                scope,
+                role_definition,
+                ..
+            } => format!(
+                "azure_role|{}|{role_definition}|{user_key}",
+                scope.id().to_ascii_lowercase()
+            ),
         }
     }
 }
@@ -195,6 +218,11 @@ struct RawEntitlement {
     group_id: Option<String>,
     #[serde(default)]
     access_id: Option<String>,
+    // azure_role
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    condition: Option<String>,
 }
 
 /// Default pending TTL: one hour.
@@ -304,7 +332,7 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
     let ctx = |m: String| format!("entitlement `{id}`: {m}");
     let kind = Kind::parse(&raw.kind).ok_or_else(|| {
         ctx(format!(
-            "unknown kind `{}` (expected aws_role, aws_identity_center, entra_role or entra_group)",
+            "unknown kind `{}` (expected aws_role, aws_identity_center, entra_role, entra_group or azure_role)",
             raw.kind
         ))
     })?;
@@ -363,6 +391,31 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         .into_iter()
         .flatten()
         .collect(),
+        Kind::AzureRole => [
+            present("role_arn", &raw.role_arn),
+            present("session_policy", &raw.session_policy),
+            present("session_duration", &raw.session_duration),
+            present("account_id", &raw.account_id),
+            present("permission_set_arn", &raw.permission_set_arn),
+            present("directory_scope_id", &raw.directory_scope_id),
+            present("group_id", &raw.group_id),
+            present("access_id", &raw.access_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+    let azure_only = [
+        present("scope", &raw.scope),
+        present("condition", &raw.condition),
+    ];
+    let foreign: Vec<String> = if kind == Kind::AzureRole {
+        foreign
+    } else {
+        foreign
+            .into_iter()
+            .chain(azure_only.into_iter().flatten())
+            .collect()
     };
     if let Some(f) = foreign.first() {
         return Err(ctx(format!("`{f}` does not apply to kind `{k}`")));
@@ -438,6 +491,9 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
                 access_id,
             }
         }
+        Kind::AzureRole => {
+            azure_target(raw.scope, raw.role_definition_id, raw.condition, k).map_err(ctx)?
+        }
     };
     for address in &raw.notify.email {
         if !address.contains('@') || address.contains(['\r', '\n', ',', '<', '>']) {
@@ -461,6 +517,30 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         break_glass: raw.break_glass,
         notify: raw.notify,
         line,
+    })
+}
+
+/// The target of an `azure_role`: a scope of one of the three forms, a role
+/// definition valid at it, an optional condition.
+fn azure_target(
+    scope: Option<String>,
+    role_definition_id: Option<String>,
+    condition: Option<String>,
+    kind: &str,
+) -> Result<Target, String> {
+    let scope = need("scope", scope, kind)?;
+    let scope = AzureScope::parse(&scope).map_err(|e| format!("`scope`: {e}"))?;
+    let role = need("role_definition_id", role_definition_id, kind)?;
+    let role_definition = role_definition_guid(&role, &scope)?;
+    if let Some(c) = &condition
+        && (c.trim().is_empty() || c.chars().any(|ch| ch.is_control() && ch != '\t'))
+    {
+        return Err("`condition` must be a non-blank ABAC condition on one line".to_owned());
+    }
+    Ok(Target::AzureRole {
+        scope,
+        role_definition,
+        condition,
     })
 }
 
@@ -506,6 +586,90 @@ max_duration = "8h"
         assert_eq!(e.max_duration, 4 * 3600);
         assert_eq!(e.line, 2);
         assert!(e.notify.teams);
+    }
+
+    #[test]
+    fn azure_roles_are_validated() {
+        const SUB: &str = "38ab2ccc-3747-4567-b36b-9478f5602f0d";
+        let entry = |extra: &str| {
+            format!(
+                "[[entitlement]]\nid = \"az\"\ntitle = \"Azure\"\nkind = \"azure_role\"\nmax_duration = \"4h\"\n{extra}"
+            )
+        };
+        let good = entry(&format!(
+            "scope = \"/subscriptions/{SUB}\"\nrole_definition_id = \"B24988AC-6180-42A0-AB88-20F7382DD24C\"\ncondition = \"@Resource[x] StringEquals 'y'\"\n"
+        ));
+        let c = Catalog::parse(&good, "e.toml").unwrap();
+        let e = c.get("az").unwrap();
+        assert_eq!(e.kind, Kind::AzureRole);
+        let Target::AzureRole {
+            scope,
+            role_definition,
+            condition,
+        } = &e.target
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(scope.id(), format!("/subscriptions/{SUB}"));
+        assert_eq!(role_definition, "b24988ac-6180-42a0-ab88-20f7382dd24c");
+        assert!(condition.is_some());
+        assert_eq!(
+            e.target_key("u"),
+            format!("azure_role|/subscriptions/{SUB}|b24988ac-6180-42a0-ab88-20f7382dd24c|u")
+        );
+        for (extra, expect) in [
+            (
+                "role_definition_id = \"b24988ac-6180-42a0-ab88-20f7382dd24c\"\n",
+                "`scope` is required",
+            ),
+            (
+                "scope = \"/subscriptions/x\"\nrole_definition_id = \"b24988ac-6180-42a0-ab88-20f7382dd24c\"\n",
+                "not a GUID",
+            ),
+            (
+                &*format!("scope = \"/subscriptions/{SUB}\"\n"),
+                "`role_definition_id` is required",
+            ),
+            (
+                &*format!(
+                    "scope = \"/subscriptions/{SUB}\"\nrole_definition_id = \"Contributor\"\n"
+                ),
+                "neither a GUID",
+            ),
+            (
+                &*format!(
+                    "scope = \"/providers/Microsoft.Management/managementGroups/mg\"\nrole_definition_id = \"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c\"\n"
+                ),
+                "not valid at scope",
+            ),
+            (
+                &*format!(
+                    "scope = \"/subscriptions/{SUB}\"\nrole_definition_id = \"b24988ac-6180-42a0-ab88-20f7382dd24c\"\ncondition = \" \"\n"
+                ),
+                "`condition`",
+            ),
+            (
+                &*format!(
+                    "scope = \"/subscriptions/{SUB}\"\nrole_definition_id = \"b24988ac-6180-42a0-ab88-20f7382dd24c\"\ngroup_id = \"g\"\n"
+                ),
+                "`group_id` does not apply",
+            ),
+        ] {
+            let errs = Catalog::parse(&entry(extra), "e.toml").unwrap_err();
+            assert!(errs[0].contains(expect), "{extra}: {errs:?}");
+        }
+        let errs = Catalog::parse(
+            &GOOD.replace(
+                "max_duration = \"8h\"",
+                "max_duration = \"8h\"\nscope = \"/\"",
+            ),
+            "e.toml",
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].contains("`scope` does not apply to kind `aws_identity_center`"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::User;
 
+pub mod azure;
 pub mod catalog;
 
 pub use catalog::{Catalog, Entitlement, Kind};

@@ -12,7 +12,9 @@ use crate::policy::catalog::{Entitlement, Kind};
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod azure;
 pub mod graph;
+pub mod microsoft;
 pub mod simulated;
 
 /// Who receives a grant, as providers need to know them.
@@ -169,7 +171,7 @@ impl SessionRevoker for aws::AwsRole {
     }
 }
 
-/// Real providers for what the configuration sets up (`[aws]`, `[entra]`);
+/// Real providers for what the configuration sets up (`[aws]`, `[entra]`, `[azure]`);
 /// simulated for the rest, which only development mode accepts. Also returns
 /// the Graph client, which serves group-overage lookups at sign-in.
 #[cfg_attr(
@@ -196,7 +198,7 @@ pub async fn from_config(
     let mut graph_client = None;
     if let Some(entra) = &config.entra {
         let client = Arc::new(
-            graph::GraphClient::with_options(entra, graph::Tuning::default(), clock)
+            graph::GraphClient::with_options(entra, graph::Tuning::default(), clock.clone())
                 .map_err(|e| anyhow::anyhow!("config: `entra`: {e}"))?,
         );
         providers = providers
@@ -210,6 +212,15 @@ pub async fn from_config(
             );
         graph_client = Some(client);
     }
+    if let Some((azure, app)) = config.azure_app()? {
+        let client = azure::ArmClient::new(azure, &app, graph::Tuning::default(), clock)
+            .map_err(|e| anyhow::anyhow!("config: `azure`: {e}"))?;
+        let names = providers.azure_names.clone();
+        providers = providers.with(
+            Kind::AzureRole,
+            Arc::new(azure::AzureRole::new(Arc::new(client), names)),
+        );
+    }
     Ok((providers, graph_client))
 }
 
@@ -220,8 +231,11 @@ pub struct Providers {
     aws_identity_center: Arc<dyn GrantProvider>,
     entra_role: Arc<dyn GrantProvider>,
     entra_group: Arc<dyn GrantProvider>,
+    azure_role: Arc<dyn GrantProvider>,
     /// "Revoke all sessions" of AWS roles, when `[aws]` is configured.
     pub session_revoker: Option<Arc<dyn SessionRevoker>>,
+    /// What ARM calls Azure scopes and roles, as far as the broker has seen.
+    pub azure_names: Arc<azure::AzureNames>,
 }
 
 impl Providers {
@@ -232,8 +246,10 @@ impl Providers {
             aws_role: sim.clone(),
             aws_identity_center: sim.clone(),
             entra_role: sim.clone(),
-            entra_group: sim,
+            entra_group: sim.clone(),
+            azure_role: sim,
             session_revoker: None,
+            azure_names: Arc::default(),
         }
     }
 
@@ -245,6 +261,7 @@ impl Providers {
             Kind::AwsIdentityCenter => self.aws_identity_center = provider,
             Kind::EntraRole => self.entra_role = provider,
             Kind::EntraGroup => self.entra_group = provider,
+            Kind::AzureRole => self.azure_role = provider,
         }
         self
     }
@@ -256,6 +273,7 @@ impl Providers {
             Kind::AwsIdentityCenter => self.aws_identity_center.as_ref(),
             Kind::EntraRole => self.entra_role.as_ref(),
             Kind::EntraGroup => self.entra_group.as_ref(),
+            Kind::AzureRole => self.azure_role.as_ref(),
         }
     }
 }

@@ -152,6 +152,7 @@ impl App {
             Kind::AwsIdentityCenter,
             Kind::EntraRole,
             Kind::EntraGroup,
+            Kind::AzureRole,
             Kind::AwsRole,
         ] {
             let provider = self.providers.get(kind);

@@ -19,25 +19,13 @@ use super::{GrantProvider, GrantRecord, GrantSpec, LiveGrant, ProviderError, Rec
 use crate::policy::catalog::{Entitlement, Kind};
 
 mod client;
-mod limiter;
 mod pim;
 mod reconcile;
-mod token;
 
-pub use client::{GraphClient, GraphError, Tuning};
+pub use client::{GraphClient, GraphError};
 pub use pim::TICKET_SYSTEM;
 
-impl From<GraphError> for ProviderError {
-    /// Graph's code and message reach the requester (`graph: Code: message`);
-    /// throttling, outages and PIM's five-minute rule are worth a retry.
-    fn from(e: GraphError) -> Self {
-        if e.is_transient() {
-            Self::Transient(e.to_string())
-        } else {
-            Self::Permanent(e.to_string())
-        }
-    }
-}
+pub use super::microsoft::Tuning;
 
 /// `entra_role`: PIM active assignments of a directory role.
 pub struct EntraRole {

@@ -10,7 +10,6 @@
 //! `adminRemove`; PIM refuses it in the first five minutes (`ActiveDurationTooShort`),
 //! which surfaces as a transient error the scheduler retries.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -18,8 +17,12 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::client::{GraphClient, GraphError, encode, odata_literal};
+use super::client::{GraphClient, GraphError};
 use crate::policy::catalog::{Entitlement, Kind, Target};
+use crate::providers::microsoft::flow::{self, Assign};
+use crate::providers::microsoft::{
+    Held, encode, iso_duration, odata_literal, pim_time, seconds_until,
+};
 use crate::providers::{GrantRecord, GrantSpec, ProviderError};
 
 /// `ticketInfo.ticketSystem` sent with a requester's ticket reference.
@@ -187,8 +190,9 @@ impl Instance {
         self.end_date_time
             .as_deref()
             .map(|t| {
-                OffsetDateTime::parse(t, &Rfc3339).map_err(|e| {
-                    GraphError::Decode(format!("instance `{}` endDateTime `{t}`: {e}", self.id))
+                OffsetDateTime::parse(t, &Rfc3339).map_err(|e| GraphError::Decode {
+                    service: crate::providers::microsoft::Service::Graph,
+                    message: format!("instance `{}` endDateTime `{t}`: {e}", self.id),
                 })
             })
             .transpose()
@@ -236,37 +240,6 @@ fn phase(status: &str) -> Phase {
     }
 }
 
-/// `2024-05-01T10:00:00Z`.
-pub(crate) fn graph_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
-/// ISO 8601 duration of whole seconds: `PT1H30M`, `PT45S`, `PT26H`.
-pub(crate) fn iso_duration(seconds: i64) -> String {
-    let seconds = seconds.max(0);
-    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
-    let mut out = String::from("PT");
-    if h > 0 {
-        let _ = write!(out, "{h}H");
-    }
-    if m > 0 {
-        let _ = write!(out, "{m}M");
-    }
-    if s > 0 || (h == 0 && m == 0) {
-        let _ = write!(out, "{s}S");
-    }
-    out
-}
-
 /// The shared engine behind [`super::EntraRole`] and [`super::EntraGroup`].
 pub(crate) struct Pim {
     pub(crate) client: Arc<GraphClient>,
@@ -276,53 +249,28 @@ pub(crate) struct Pim {
 impl Pim {
     /// `scheduleInfo` from now (whole seconds) to `end`.
     fn schedule(&self, end: OffsetDateTime) -> Result<Value, ProviderError> {
-        let now = self.client.now();
-        let start = now.replace_nanosecond(0).unwrap_or(now);
-        let span = end - start;
-        let mut seconds = span.whole_seconds();
-        if span.subsec_nanoseconds() > 0 {
-            seconds += 1;
-        }
-        if seconds <= 0 {
-            return Err(ProviderError::Permanent(format!(
+        let (start, seconds) = seconds_until(self.client.now(), end).ok_or_else(|| {
+            ProviderError::Permanent(format!(
                 "the grant window ended at {} before the grant could be made",
-                graph_time(end)
-            )));
-        }
+                pim_time(end)
+            ))
+        })?;
         Ok(json!({
-            "startDateTime": graph_time(start),
+            "startDateTime": pim_time(start),
             "expiration": { "type": "afterDuration", "duration": iso_duration(seconds) },
         }))
-    }
-
-    fn principal<'s>(spec: &'s GrantSpec<'_>) -> Result<&'s str, ProviderError> {
-        spec.grantee
-            .oid
-            .as_deref()
-            .filter(|o| !o.is_empty())
-            .ok_or_else(|| {
-                ProviderError::Permanent(format!(
-                    "`{}` has no Entra object id (oid), so PIM cannot assign them",
-                    spec.grantee.email
-                ))
-            })
     }
 
     /// Makes the assignment exist until `spec.ends_at`.
     pub(crate) async fn grant(&self, spec: &GrantSpec<'_>) -> Result<GrantRecord, ProviderError> {
         let target = PimTarget::of(self.kind, spec.entitlement)?;
-        let principal = Self::principal(spec)?;
-        if spec.overlapping {
-            return self.extend_or_assign(spec, &target, principal).await;
-        }
-        match self.assign(spec, &target, principal).await {
-            Err(Assign::Exists(e)) => {
-                tracing::info!(request.id = %spec.request_id, graph.code = ?e.code(), "assignment exists; extending it");
-                self.extend_or_assign(spec, &target, principal).await
-            }
-            Err(Assign::Failed(e)) => Err(e),
-            Ok(record) => Ok(record),
-        }
+        let principal = flow::principal(spec)?;
+        flow::assign_or_extend(
+            spec,
+            Box::pin(self.assign(spec, &target, principal)),
+            Box::pin(self.extend_or_assign(spec, &target, principal)),
+        )
+        .await
     }
 
     async fn assign(
@@ -362,23 +310,12 @@ impl Pim {
             .iter()
             .filter(|i| i.direct() && i.assigned())
             .collect();
-        let covered_until = match held(&instances)? {
-            Held::Not => {
-                // Gone (expired, removed early) or never made: assign afresh.
-                // Graph insisting it exists while listing nothing is final.
-                return match self.assign(spec, target, principal).await {
-                    Ok(record) => Ok(record),
-                    Err(Assign::Exists(e)) => Err(ProviderError::Permanent(format!(
-                        "{e} (yet no active assignment of {} is listed for `{principal}`)",
-                        target.describe()
-                    ))),
-                    Err(Assign::Failed(e)) => Err(e),
-                };
-            }
-            Held::Forever => Some("no expiry".to_owned()),
-            Held::Until(end) if end >= spec.ends_at => Some(graph_time(end)),
-            Held::Until(_) => None,
-        };
+        let held = held(&instances)?;
+        if held == Held::Not {
+            let assign = self.assign(spec, target, principal);
+            return flow::assign_afresh(assign, &target.describe(), principal).await;
+        }
+        let covered_until = held.covers(spec.ends_at);
         if let Some(until) = covered_until {
             return Ok(GrantRecord {
                 reference: instances.first().map(|i| i.id.clone()),
@@ -403,7 +340,7 @@ impl Pim {
     /// Removes the assignment; one that is already gone counts as removed.
     pub(crate) async fn revoke(&self, spec: &GrantSpec<'_>) -> Result<(), ProviderError> {
         let target = PimTarget::of(self.kind, spec.entitlement)?;
-        let principal = Self::principal(spec)?;
+        let principal = flow::principal(spec)?;
         let justification = format!("jit: access of request {} ended", spec.request_id);
         self.remove(&target, principal, &justification).await
     }
@@ -443,7 +380,7 @@ impl Pim {
         response: Value,
     ) -> Result<ScheduleRequest, ProviderError> {
         let mut request: ScheduleRequest = serde_json::from_value(response)
-            .map_err(|e| GraphError::Decode(format!("schedule request: {e}")))?;
+            .map_err(|e| self.client.decode_error(format!("schedule request: {e}")))?;
         let mut polls = 0;
         loop {
             match phase(&request.status) {
@@ -484,7 +421,7 @@ impl Pim {
                     match self.client.get(&path).await {
                         Ok(v) => {
                             request = serde_json::from_value(v).map_err(|e| {
-                                GraphError::Decode(format!("schedule request: {e}"))
+                                self.client.decode_error(format!("schedule request: {e}"))
                             })?;
                         }
                         // Not readable yet (replication): check again.
@@ -497,33 +434,14 @@ impl Pim {
     }
 }
 
-enum Assign {
-    Exists(GraphError),
-    Failed(ProviderError),
-}
-
-/// How long a principal's assignment lasts.
-enum Held {
-    /// No instance.
-    Not,
-    /// One never expires.
-    Forever,
-    /// The latest end.
-    Until(OffsetDateTime),
-}
-
 /// Only direct, administrator-made instances count: a principal's own
 /// activation of a PIM eligibility can end whenever they deactivate it.
 fn held(instances: &[&Instance]) -> Result<Held, ProviderError> {
-    let mut held = Held::Not;
-    for instance in instances {
-        held = match (held, instance.end()?) {
-            (Held::Forever, _) | (_, None) => Held::Forever,
-            (Held::Until(a), Some(b)) => Held::Until(a.max(b)),
-            (Held::Not, Some(b)) => Held::Until(b),
-        };
-    }
-    Ok(held)
+    let ends = instances
+        .iter()
+        .map(|i| i.end())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Held::of(ends))
 }
 
 fn record(action: &str, request: &ScheduleRequest, principal: &str) -> GrantRecord {
@@ -544,17 +462,6 @@ fn record(action: &str, request: &ScheduleRequest, principal: &str) -> GrantReco
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_durations_and_times() {
-        assert_eq!(iso_duration(5400), "PT1H30M");
-        assert_eq!(iso_duration(3600), "PT1H");
-        assert_eq!(iso_duration(45), "PT45S");
-        assert_eq!(iso_duration(26 * 3600 + 1), "PT26H1S");
-        assert_eq!(iso_duration(0), "PT0S");
-        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        assert_eq!(graph_time(t), "2023-11-14T22:13:20Z");
-    }
 
     #[test]
     fn filters_are_odata() {

@@ -1,4 +1,4 @@
-//! A token bucket that keeps the broker's Graph writes under the per-app write quota.
+//! A token bucket that keeps the broker's writes under a service's write quota.
 
 use std::time::Duration;
 

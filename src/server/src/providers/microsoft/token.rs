@@ -1,5 +1,6 @@
-//! App-only tokens for Microsoft Graph by the client-credentials grant: a client
-//! secret, or a certificate through a `private_key_jwt` client assertion.
+//! App-only tokens from the Microsoft identity platform by the client-credentials
+//! grant (for Graph and for Azure Resource Manager alike): a client secret, or a
+//! certificate through a `private_key_jwt` client assertion.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -9,11 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::client::GraphError;
-use crate::config::{EntraConfig, Secret};
+use super::client::{ApiError, Service};
+use crate::config::{AppCredentials, Secret};
 
-/// The Graph resource's default scope (app permissions granted to the broker's app).
-pub(crate) const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// RFC 7523 client assertion type.
 pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Lifetime of a client assertion (Microsoft: keep it to 5–10 minutes).
@@ -31,47 +30,52 @@ pub(crate) enum Credential {
         key: EncodingKey,
         /// Base64url SHA-256 thumbprint of the certificate DER (`x5t#S256`).
         thumbprint: String,
+        /// Whose token (for errors).
+        service: Service,
     },
 }
 
 impl Credential {
     /// Picks the certificate when a key is configured, else the secret.
-    pub(crate) fn from_config(config: &EntraConfig) -> Result<Self, GraphError> {
-        if let Some(key) = &config.certificate_key {
-            let certificate = config.certificate.as_deref().ok_or_else(|| {
-                GraphError::Config(
-                    "`entra.certificate` is required with `entra.certificate_key`".to_owned(),
-                )
+    pub(crate) fn from_config(app: &AppCredentials, service: Service) -> Result<Self, ApiError> {
+        let section = app.section;
+        let config = |message: String| ApiError::Config { service, message };
+        if let Some(key) = &app.certificate_key {
+            let certificate = app.certificate.as_deref().ok_or_else(|| {
+                config(format!(
+                    "`{section}.certificate` is required with `{section}.certificate_key`"
+                ))
             })?;
             let pem = if let Some(path) = certificate.strip_prefix("file:") {
                 std::fs::read_to_string(path).map_err(|e| {
-                    GraphError::Config(format!(
-                        "cannot read `entra.certificate` file `{path}`: {e}"
+                    config(format!(
+                        "cannot read `{section}.certificate` file `{path}`: {e}"
                     ))
                 })?
             } else {
                 certificate.to_owned()
             };
             let der = certificate_der(&pem).ok_or_else(|| {
-                GraphError::Config(
-                    "`entra.certificate` holds no PEM `CERTIFICATE` block".to_owned(),
-                )
+                config(format!(
+                    "`{section}.certificate` holds no PEM `CERTIFICATE` block"
+                ))
             })?;
             let key = EncodingKey::from_rsa_pem(key.expose().as_bytes()).map_err(|_| {
-                GraphError::Config(
-                    "`entra.certificate_key` is not an RSA private key in PEM".to_owned(),
-                )
+                config(format!(
+                    "`{section}.certificate_key` is not an RSA private key in PEM"
+                ))
             })?;
             Ok(Self::Certificate {
                 key,
                 thumbprint: URL_SAFE_NO_PAD.encode(Sha256::digest(&der)),
+                service,
             })
-        } else if let Some(secret) = &config.client_secret {
+        } else if let Some(secret) = &app.client_secret {
             Ok(Self::Secret(secret.clone()))
         } else {
-            Err(GraphError::Config(
-                "set `entra.client_secret` or `entra.certificate_key`".to_owned(),
-            ))
+            Err(config(format!(
+                "set `{section}.client_secret` or `{section}.certificate_key`"
+            )))
         }
     }
 
@@ -81,14 +85,22 @@ impl Credential {
         client_id: &str,
         token_url: &str,
         now: OffsetDateTime,
-    ) -> Result<Vec<(&'static str, SecretString)>, GraphError> {
+    ) -> Result<Vec<(&'static str, SecretString)>, ApiError> {
         match self {
             Self::Secret(secret) => Ok(vec![(
                 "client_secret",
                 SecretString::from(secret.expose().to_owned()),
             )]),
-            Self::Certificate { key, thumbprint } => {
-                let assertion = client_assertion(key, thumbprint, client_id, token_url, now)?;
+            Self::Certificate {
+                key,
+                thumbprint,
+                service,
+            } => {
+                let assertion = client_assertion(key, thumbprint, client_id, token_url, now)
+                    .map_err(|message| ApiError::Config {
+                        service: *service,
+                        message,
+                    })?;
                 Ok(vec![
                     ("client_assertion_type", SecretString::from(ASSERTION_TYPE)),
                     ("client_assertion", SecretString::from(assertion)),
@@ -117,7 +129,7 @@ fn client_assertion(
     client_id: &str,
     token_url: &str,
     now: OffsetDateTime,
-) -> Result<String, GraphError> {
+) -> Result<String, String> {
     let mut header = Header::new(Algorithm::PS256);
     header.typ = Some("JWT".to_owned());
     header.x5t_s256 = Some(thumbprint.to_owned());
@@ -132,7 +144,7 @@ fn client_assertion(
         exp: now + ASSERTION_SECONDS,
     };
     jsonwebtoken::encode(&header, &claims, key)
-        .map_err(|e| GraphError::Config(format!("cannot sign the client assertion: {e}")))
+        .map_err(|e| format!("cannot sign the client assertion: {e}"))
 }
 
 /// DER of the first `CERTIFICATE` block of a PEM text.
