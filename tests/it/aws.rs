@@ -25,7 +25,7 @@ use crate::support::peer_env;
 const ACCOUNT: &str = "123456789012";
 const ISSUER: &str = "https://jit.example.com";
 
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let mut s = String::new();
     while s.len() < n {
         s.push_str(&Uuid::new_v4().simple().to_string());
@@ -35,7 +35,7 @@ fn random_hex(n: usize) -> String {
 }
 
 /// Fast limits for tests.
-fn tuning() -> Tuning {
+pub(crate) fn tuning() -> Tuning {
     Tuning {
         attempt_timeout: Duration::from_secs(10),
         operation_timeout: Duration::from_secs(12),
@@ -47,11 +47,12 @@ fn tuning() -> Tuning {
         poll_max: Duration::from_millis(50),
         poll_deadline: Duration::from_secs(10),
         max_in_flight: 15,
+        session_lifetime: None,
     }
 }
 
 /// Broker credentials made up for this test run.
-fn broker_credentials(session_token: Option<String>) -> Credentials {
+pub(crate) fn broker_credentials(session_token: Option<String>) -> Credentials {
     Credentials::new(
         format!("AKIA{}", random_hex(16).to_uppercase()),
         random_hex(40),
@@ -61,18 +62,18 @@ fn broker_credentials(session_token: Option<String>) -> Credentials {
     )
 }
 
-struct Env {
-    moto: String,
-    proxy: FaultProxy,
-    aws: AwsProviders,
-    credentials: Credentials,
-    instance: String,
-    store: String,
-    sso: aws_sdk_ssoadmin::Client,
-    ids: aws_sdk_identitystore::Client,
+pub(crate) struct Env {
+    pub(crate) moto: String,
+    pub(crate) proxy: FaultProxy,
+    pub(crate) aws: AwsProviders,
+    pub(crate) credentials: Credentials,
+    pub(crate) instance: String,
+    pub(crate) store: String,
+    pub(crate) sso: aws_sdk_ssoadmin::Client,
+    pub(crate) ids: aws_sdk_identitystore::Client,
 }
 
-async fn sdk_config(endpoint: &str, credentials: Credentials) -> aws_config::SdkConfig {
+pub(crate) async fn sdk_config(endpoint: &str, credentials: Credentials) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(endpoint)
@@ -81,7 +82,11 @@ async fn sdk_config(endpoint: &str, credentials: Credentials) -> aws_config::Sdk
         .await
 }
 
-async fn env_with(tuning: Tuning, credentials: Credentials, federation_url: Option<String>) -> Env {
+pub(crate) async fn env_with(
+    tuning: Tuning,
+    credentials: Credentials,
+    federation_url: Option<String>,
+) -> Env {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let moto = peer_env("JIT_TEST_MOTO_URL");
     let proxy = FaultProxy::start(&moto).await;
@@ -114,11 +119,11 @@ async fn env_with(tuning: Tuning, credentials: Credentials, federation_url: Opti
     }
 }
 
-async fn env() -> Env {
+pub(crate) async fn env() -> Env {
     env_with(tuning(), broker_credentials(None), None).await
 }
 
-fn entitlement(id: &str, target: Target) -> Entitlement {
+pub(crate) fn entitlement(id: &str, target: Target) -> Entitlement {
     Entitlement {
         id: id.to_owned(),
         title: id.to_owned(),
@@ -143,7 +148,7 @@ fn entitlement(id: &str, target: Target) -> Entitlement {
     }
 }
 
-fn role_entitlement(role_arn: &str, session_policy: Option<&str>) -> Entitlement {
+pub(crate) fn role_entitlement(role_arn: &str, session_policy: Option<&str>) -> Entitlement {
     entitlement(
         "aws-test-role",
         Target::AwsRole {
@@ -154,7 +159,7 @@ fn role_entitlement(role_arn: &str, session_policy: Option<&str>) -> Entitlement
     )
 }
 
-fn grantee(email: &str) -> Grantee {
+pub(crate) fn grantee(email: &str) -> Grantee {
     Grantee {
         key: format!("tid/{}", Uuid::new_v4()),
         email: email.to_owned(),
@@ -163,7 +168,7 @@ fn grantee(email: &str) -> Grantee {
     }
 }
 
-fn spec<'a>(grantee: &'a Grantee, entitlement: &'a Entitlement) -> GrantSpec<'a> {
+pub(crate) fn spec<'a>(grantee: &'a Grantee, entitlement: &'a Entitlement) -> GrantSpec<'a> {
     let now = OffsetDateTime::now_utc();
     GrantSpec {
         request_id: Uuid::now_v7(),
@@ -177,12 +182,12 @@ fn spec<'a>(grantee: &'a Grantee, entitlement: &'a Entitlement) -> GrantSpec<'a>
     }
 }
 
-fn unique_email(prefix: &str) -> String {
+pub(crate) fn unique_email(prefix: &str) -> String {
     format!("{prefix}-{}@example.com", random_hex(8))
 }
 
 /// An IAM call straight to moto (moto does not check signatures by default).
-async fn iam(moto: &str, params: &[(&str, &str)]) -> (u16, String) {
+pub(crate) async fn iam(moto: &str, params: &[(&str, &str)]) -> (u16, String) {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter().copied())
         .append_pair("Version", "2010-05-08")
@@ -202,7 +207,7 @@ async fn iam(moto: &str, params: &[(&str, &str)]) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-async fn create_role(moto: &str) -> (String, String) {
+pub(crate) async fn create_role(moto: &str) -> (String, String) {
     let name = format!("jit-test-{}", random_hex(10));
     let (status, body) = iam(
         moto,
@@ -221,7 +226,7 @@ async fn create_role(moto: &str) -> (String, String) {
 }
 
 /// `GetCallerIdentity` with the given credentials, straight to moto.
-async fn caller_arn(moto: &str, c: &jit_api::Credentials) -> String {
+pub(crate) async fn caller_arn(moto: &str, c: &jit_api::Credentials) -> String {
     let creds = Credentials::new(
         &c.access_key_id,
         &c.secret_access_key,
@@ -646,24 +651,9 @@ async fn revoke_all_sessions_puts_the_token_issue_time_deny_on_the_role() {
         .unwrap();
 
     // What moto stored, read without the broker's code.
-    let (status, xml) = iam(
-        &env.moto,
-        &[
-            ("Action", "GetRolePolicy"),
-            ("RoleName", &role_name),
-            ("PolicyName", REVOKE_POLICY_NAME),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{xml}");
-    let start = xml.find("<PolicyDocument>").unwrap() + "<PolicyDocument>".len();
-    let end = xml.find("</PolicyDocument>").unwrap();
-    let doc: String = url::form_urlencoded::parse(format!("d={}", &xml[start..end]).as_bytes())
-        .next()
-        .unwrap()
-        .1
-        .into_owned();
-    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let (doc, _) = crate::sessions::inline_policy(&env.moto, &role_name, REVOKE_POLICY_NAME)
+        .await
+        .unwrap();
     let statement = &doc["Statement"][0];
     assert_eq!(statement["Effect"], "Deny");
     assert_eq!(statement["Action"][0], "*");
@@ -891,7 +881,7 @@ async fn no_secret_reaches_logs_debug_output_or_errors() {
 
 /// A permission set ARN of this instance that no other test uses (moto does
 /// not check that permission sets exist).
-fn permission_set(env: &Env) -> String {
+pub(crate) fn permission_set(env: &Env) -> String {
     let instance_id = env.instance.rsplit('/').next().unwrap();
     format!(
         "arn:aws:sso:::permissionSet/{instance_id}/ps-{}",
@@ -899,7 +889,7 @@ fn permission_set(env: &Env) -> String {
     )
 }
 
-fn ic_entitlement(id: &str, permission_set: &str) -> Entitlement {
+pub(crate) fn ic_entitlement(id: &str, permission_set: &str) -> Entitlement {
     entitlement(
         id,
         Target::AwsIdentityCenter {
@@ -909,7 +899,7 @@ fn ic_entitlement(id: &str, permission_set: &str) -> Entitlement {
     )
 }
 
-async fn create_user(env: &Env, user_name: &str, email: &str) -> String {
+pub(crate) async fn create_user(env: &Env, user_name: &str, email: &str) -> String {
     env.ids
         .create_user()
         .identity_store_id(&env.store)
@@ -930,7 +920,7 @@ async fn create_user(env: &Env, user_name: &str, email: &str) -> String {
 }
 
 /// (principal type, principal id) of every assignment, straight from moto.
-async fn assignments(env: &Env, permission_set: &str) -> Vec<(String, String)> {
+pub(crate) async fn assignments(env: &Env, permission_set: &str) -> Vec<(String, String)> {
     let out = env
         .sso
         .list_account_assignments()
@@ -954,7 +944,12 @@ async fn assignments(env: &Env, permission_set: &str) -> Vec<(String, String)> {
     list
 }
 
-async fn assign(env: &Env, permission_set: &str, principal_type: PrincipalType, id: &str) {
+pub(crate) async fn assign(
+    env: &Env,
+    permission_set: &str,
+    principal_type: PrincipalType,
+    id: &str,
+) {
     env.sso
         .create_account_assignment()
         .instance_arn(&env.instance)

@@ -263,6 +263,7 @@ pub(crate) fn tuning() -> Tuning {
         poll_max: Duration::from_millis(50),
         poll_deadline: Duration::from_secs(10),
         max_in_flight: 15,
+        session_lifetime: None,
     }
 }
 
@@ -351,26 +352,37 @@ fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
 
 /// A broker with the real AWS providers (through a fault proxy to moto) and
 /// a policy directory whose AWS entitlements point at `roles` and `ps`.
-struct AwsBroker {
-    b: TestBroker,
-    moto: Moto,
-    proxy: FaultProxy,
-    broker_secret: String,
+pub(crate) struct AwsBroker {
+    pub(crate) b: TestBroker,
+    pub(crate) moto: Moto,
+    pub(crate) proxy: FaultProxy,
+    pub(crate) broker_secret: String,
     /// `aws-prod-admin`'s role (ARN, name).
-    admin_role: (String, String),
+    pub(crate) admin_role: (String, String),
     /// `aws-sandbox`'s role (ARN, name).
-    sandbox_role: (String, String),
+    pub(crate) sandbox_role: (String, String),
     /// `aws-billing-sso`'s permission set.
-    ps: String,
-    _policies: tempfile::TempDir,
+    pub(crate) ps: String,
+    pub(crate) policies: tempfile::TempDir,
 }
 
 async fn aws_broker(engine: Engine) -> AwsBroker {
+    aws_broker_with(engine, tuning(), None, "").await
+}
+
+/// [`aws_broker`] with AWS limits `tuning`, the permission set `ps` (a new
+/// unused ARN when `None`) and `cedar` added to the policies.
+pub(crate) async fn aws_broker_with(
+    engine: Engine,
+    tuning: Tuning,
+    ps: Option<String>,
+    cedar: &str,
+) -> AwsBroker {
     let moto = Moto::connect().await;
     let proxy = FaultProxy::start(&moto.url).await;
     let admin_role = moto.role().await;
     let sandbox_role = moto.role().await;
-    let ps = moto.permission_set();
+    let ps = ps.unwrap_or_else(|| moto.permission_set());
     let policies = policy_dir(|text| {
         text.replace("arn:aws:iam::111111111111:role/JitAdmin", &admin_role.0)
             .replace("arn:aws:iam::222222222222:role/JitSandbox", &sandbox_role.0)
@@ -383,13 +395,16 @@ async fn aws_broker(engine: Engine) -> AwsBroker {
                 &format!("account_id = \"{ACCOUNT}\""),
             )
     });
+    if !cedar.is_empty() {
+        std::fs::write(policies.path().join("extra.cedar"), cedar).unwrap();
+    }
     let credentials = broker_credentials();
     let broker_secret = credentials.secret_access_key().to_owned();
     let aws = AwsProviders::with_credentials(
         &moto.config(&proxy.url),
         "http://127.0.0.1",
         credentials,
-        tuning(),
+        tuning,
     )
     .await;
     let mut providers = aws.install(Providers::simulated());
@@ -407,12 +422,12 @@ async fn aws_broker(engine: Engine) -> AwsBroker {
         admin_role,
         sandbox_role,
         ps,
-        _policies: policies,
+        policies,
     }
 }
 
 /// The audit events of one action, oldest first.
-async fn events(b: &TestBroker, action: &str) -> Vec<jit_server::store::audit::Event> {
+pub(crate) async fn events(b: &TestBroker, action: &str) -> Vec<jit_server::store::audit::Event> {
     let mut e = jit_server::store::audit::list(
         &b.app.store,
         &jit_server::store::audit::Filter {
@@ -692,27 +707,9 @@ async fn a_failed_assignment_fails_the_grant_postgres() {
     a_failed_assignment_fails_the_grant(Engine::Postgres).await;
 }
 
-/// The `aws:TokenIssueTime` cutoff of the broker's deny policy on `role`, from moto.
+/// The `aws:TokenIssueTime` cutoff of the "revoke all sessions" policy on `role`, from moto.
 async fn revoked_before(moto: &Moto, role: &str) -> Option<String> {
-    let (status, xml) = moto
-        .iam(&[
-            ("Action", "GetRolePolicy"),
-            ("RoleName", role),
-            ("PolicyName", REVOKE_POLICY_NAME),
-        ])
-        .await;
-    if status == 404 {
-        return None;
-    }
-    assert_eq!(status, 200, "{xml}");
-    let start = xml.find("<PolicyDocument>").unwrap() + "<PolicyDocument>".len();
-    let end = xml.find("</PolicyDocument>").unwrap();
-    let doc: String = url::form_urlencoded::parse(format!("d={}", &xml[start..end]).as_bytes())
-        .next()
-        .unwrap()
-        .1
-        .into_owned();
-    let doc: Value = serde_json::from_str(&doc).unwrap();
+    let (doc, _) = crate::sessions::inline_policy(&moto.url, role, REVOKE_POLICY_NAME).await?;
     let statement = &doc["Statement"][0];
     assert_eq!(statement["Effect"], "Deny");
     Some(

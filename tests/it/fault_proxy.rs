@@ -31,6 +31,9 @@ pub enum Fault {
     /// Wait this long, then answer 504 without asking the peer (the client
     /// should have given up long before).
     Hang(Duration),
+    /// Pass through, then wait this long before answering (a slow answer:
+    /// the peer has read or written already).
+    Delay(Duration),
     /// Pass through, then set `Status` (and `FailureReason`) in the JSON
     /// answer's status object (`AccountAssignmentCreationStatus`…).
     SetStatus {
@@ -251,6 +254,11 @@ async fn handle(State(inner): State<Arc<Inner>>, request: Request) -> Response {
                 .status(StatusCode::GATEWAY_TIMEOUT)
                 .body(Body::empty())
                 .unwrap()
+        }
+        Some(Fault::Delay(wait)) => {
+            let (code, headers, upstream) = forward(&inner, &parts, body).await;
+            tokio::time::sleep(wait).await;
+            respond(code, &headers, upstream)
         }
         Some(Fault::SetStatus {
             status,

@@ -21,6 +21,8 @@ mod openapi;
 mod outbox;
 mod policy;
 mod process;
+mod revocation;
+mod sessions;
 mod store;
 mod support;
 mod tamper;

@@ -167,6 +167,18 @@ impl Entitlement {
     }
 }
 
+impl Entitlement {
+    /// The key of the upstream object that the removals of every grantee
+    /// of this entitlement's target write together (a role's or permission
+    /// set's inline policy of session denies), so that they take turns.
+    pub fn policy_key(&self) -> Option<String> {
+        match &self.target {
+            Target::AwsRole { role_arn, .. } => Some(format!("aws_role_policy|{role_arn}")),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct CatalogFile {
     #[serde(default)]

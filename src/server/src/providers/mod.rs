@@ -72,6 +72,28 @@ pub struct GrantRecord {
     pub details: serde_json::Value,
 }
 
+/// How a removal ended the sessions the grant had handed out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionsEnded {
+    /// Facts for the audit event (what was denied, to whom, issued before
+    /// when; a fallback to every session of the target is said here).
+    pub details: serde_json::Value,
+    /// When the deny can next be pruned (every session it targets has
+    /// expired by then): the broker calls [`GrantProvider::prune_denies`].
+    pub prune_at: Option<OffsetDateTime>,
+}
+
+/// What a pruning pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Deny statements dropped.
+    pub pruned: usize,
+    /// Deny statements left.
+    pub remaining: usize,
+    /// When to look again, if any are left.
+    pub next: Option<OffsetDateTime>,
+}
+
 /// Temporary AWS credentials from STS; never stored by the broker.
 pub type AwsCredentials = jit_api::Credentials;
 
@@ -83,6 +105,26 @@ pub trait GrantProvider: Send + Sync {
 
     /// Removes the access. Called only when no other live grant needs the same object.
     async fn revoke(&self, spec: &GrantSpec<'_>) -> Result<(), ProviderError>;
+
+    /// Ends the sessions the grant handed out before now (STS sessions,
+    /// Identity Center role sessions), after [`GrantProvider::revoke`]. Called
+    /// only when no other live grant explains the same person's sessions.
+    /// `None`: the kind has no sessions to end, or is told not to.
+    async fn end_sessions(
+        &self,
+        _spec: &GrantSpec<'_>,
+    ) -> Result<Option<SessionsEnded>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Drops the deny statements of `entitlement`'s target whose sessions
+    /// have all expired. `None`: nothing of the broker's is there.
+    async fn prune_denies(
+        &self,
+        _entitlement: &Entitlement,
+    ) -> Result<Option<Pruned>, ProviderError> {
+        Ok(None)
+    }
 
     /// Mints short-lived credentials (AWS STS entitlements only).
     async fn mint_credentials(

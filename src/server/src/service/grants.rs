@@ -15,7 +15,7 @@ use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
-use crate::providers::{GrantSpec, Grantee, ProviderError};
+use crate::providers::{GrantSpec, Grantee, ProviderError, SessionsEnded};
 use crate::store::audit::NewEvent;
 use crate::store::jobs::{self, Job};
 use crate::store::requests::{self as store, Changes, RequestRow};
@@ -71,6 +71,8 @@ impl TargetLocks {
 /// Held while an upstream object is changed.
 pub struct TargetGuard {
     _local: tokio::sync::OwnedMutexGuard<()>,
+    /// Further objects locked with it ([`TargetGuard::lock_also`]).
+    also: Vec<tokio::sync::OwnedMutexGuard<()>>,
     _gate: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
     // Dropped in this order: the lock's transaction, then its pool slot.
     db: Option<Tx>,
@@ -78,6 +80,20 @@ pub struct TargetGuard {
 }
 
 impl TargetGuard {
+    /// Locks one more object for as long as this guard lives: the shared
+    /// inline policy that a removal writes after locking its own object
+    /// (always in that order, so two removals cannot wait for each other).
+    /// On PostgreSQL the lock's own transaction takes it, so other brokers
+    /// wait too.
+    pub async fn lock_also(&mut self, app: &App, key: &str) -> Result<(), ServiceError> {
+        let local = app.target_locks.get(key).lock_owned().await;
+        self.also.push(local);
+        if let Some(tx) = self.db.as_mut() {
+            query(ALSO_SQL).bind(key).execute(tx).await?;
+        }
+        Ok(())
+    }
+
     /// The transaction that records what the provider call did. On
     /// PostgreSQL it is the lock's own, so the object stays locked until
     /// the change commits (and one connection serves both); on SQLite a new
@@ -104,6 +120,11 @@ pub struct ReconcileGuard {
 const TARGET_SQL: &str = "SELECT pg_advisory_xact_lock_shared(7301, 1), \
      pg_advisory_xact_lock(hashtextextended($1, 7301))";
 const GATE_ALONE_SQL: &str = "SELECT pg_advisory_xact_lock(7301, 1)";
+/// A further object, in the target key space.
+const ALSO_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))";
+
+/// Job kind that drops deny statements whose sessions have all expired.
+pub const PRUNE_DENIES: &str = "prune_denies";
 
 /// What a job run asks of the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +161,7 @@ impl App {
             query(TARGET_SQL).bind(key).execute(&mut tx).await?;
             Ok(TargetGuard {
                 _local: local,
+                also: Vec::new(),
                 _gate: None,
                 db: Some(tx),
                 _slot: Some(slot),
@@ -148,6 +170,7 @@ impl App {
             let gate = self.target_locks.gate.clone().read_owned().await;
             Ok(TargetGuard {
                 _local: local,
+                also: Vec::new(),
                 _gate: Some(gate),
                 db: None,
                 _slot: None,
@@ -213,6 +236,9 @@ impl App {
     pub async fn run_job(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
         if job.kind == super::admin::RECONCILE {
             return self.reconcile(job).await;
+        }
+        if job.kind == PRUNE_DENIES {
+            return self.prune_denies(job).await;
         }
         let Some(id) = job.request_id else {
             return Err(ServiceError::Internal(anyhow::anyhow!(
@@ -511,7 +537,8 @@ impl App {
         Ok(JobOutcome::Done)
     }
 
-    /// Removes the upstream object of an ended grant, unless another live grant needs it.
+    /// Removes the upstream object of an ended grant and ends the sessions
+    /// it handed out, unless another live grant needs them.
     async fn deprovision(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
         let Some((row, grantee)) = store::get_for_grant(&self.store, id).await? else {
             return self.complete_only(job).await;
@@ -525,6 +552,9 @@ impl App {
         let now_ms = self.now_ms();
         let holders = store::live_holders(&self.store, &row.target_key, id).await?;
         let result = if holders.is_empty() {
+            if let Some(key) = ent.policy_key() {
+                guard.lock_also(self, &key).await?;
+            }
             let spec = GrantSpec {
                 request_id: id,
                 grantee: &grantee,
@@ -535,15 +565,7 @@ impl App {
                 ticket: row.ticket.as_deref(),
                 overlapping: false,
             };
-            let started = std::time::Instant::now();
-            let result = self.providers.get(ent.kind).revoke(&spec).await;
-            crate::metrics::upstream(
-                ent.kind.as_str(),
-                "revoke",
-                started.elapsed(),
-                result.is_ok(),
-            );
-            Some(result)
+            Some(self.remove_upstream(&spec).await)
         } else {
             None
         };
@@ -565,7 +587,11 @@ impl App {
                 jobs::complete(&mut tx, job.id, now_ms).await?;
                 JobOutcome::Done
             }
-            Some(Ok(())) => {
+            Some(Ok(sessions)) => {
+                let mut data = json!({ "simulated": self.providers.get(ent.kind).simulated() });
+                if let Some(ended) = &sessions {
+                    data["sessions"] = ended.details.clone();
+                }
                 self.audit(
                     &mut tx,
                     NewEvent {
@@ -573,11 +599,14 @@ impl App {
                         action: "grant.removed",
                         request_id: Some(id),
                         entitlement: Some(&ent.id),
-                        data: json!({ "simulated": self.providers.get(ent.kind).simulated() }),
+                        data,
                     },
                 )
                 .await?;
                 store::set_deprovisioned(&mut tx, id, now_ms).await?;
+                if let Some(at) = sessions.and_then(|s| s.prune_at) {
+                    self.queue_prune(&mut tx, &ent, at, now_ms).await?;
+                }
                 jobs::complete(&mut tx, job.id, now_ms).await?;
                 JobOutcome::Done
             }
@@ -598,6 +627,110 @@ impl App {
                 }
                 JobOutcome::RetryAt(now_ms + backoff_ms(job.attempts), e.to_string())
             }
+        };
+        tx.commit().await?;
+        drop(guard);
+        Ok(outcome)
+    }
+
+    /// The provider's removal of the grant's object, then the end of the
+    /// sessions it handed out (both idempotent: a retry repeats both).
+    async fn remove_upstream(
+        &self,
+        spec: &GrantSpec<'_>,
+    ) -> Result<Option<SessionsEnded>, ProviderError> {
+        let kind = spec.entitlement.kind;
+        let provider = self.providers.get(kind);
+        let started = std::time::Instant::now();
+        let removed = provider.revoke(spec).await;
+        crate::metrics::upstream(kind.as_str(), "revoke", started.elapsed(), removed.is_ok());
+        removed?;
+        let started = std::time::Instant::now();
+        let ended = provider.end_sessions(spec).await;
+        crate::metrics::upstream(
+            kind.as_str(),
+            "end_sessions",
+            started.elapsed(),
+            ended.is_ok(),
+        );
+        ended
+    }
+
+    /// Queues the pruning of `ent`'s deny statements at `at` (AWS's time,
+    /// turned into a delay from now).
+    async fn queue_prune(
+        &self,
+        tx: &mut Tx,
+        ent: &Entitlement,
+        at: time::OffsetDateTime,
+        now_ms: i64,
+    ) -> Result<(), ServiceError> {
+        let Some(key) = ent.policy_key() else {
+            return Ok(());
+        };
+        let delay = at - time::OffsetDateTime::now_utc();
+        let due = now_ms + i64::try_from(delay.whole_milliseconds().max(0)).unwrap_or(0) + 1000;
+        let payload = json!({ "entitlement": ent.id }).to_string();
+        jobs::enqueue(
+            tx,
+            PRUNE_DENIES,
+            None,
+            &payload,
+            due,
+            Some(&format!("prune:{key}:{}", due / 1000)),
+            now_ms,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Drops the deny statements whose sessions have all expired, and comes
+    /// back when the next ones have.
+    async fn prune_denies(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
+        let payload: serde_json::Value = serde_json::from_str(&job.payload).unwrap_or_default();
+        let ent = payload["entitlement"]
+            .as_str()
+            .and_then(|id| self.policy.catalog.get(id))
+            .cloned();
+        let Some((ent, key)) = ent.and_then(|e| e.policy_key().map(|k| (e, k))) else {
+            // Gone from the catalog: a later removal on the same target prunes.
+            return self.complete_only(job).await;
+        };
+        let mut guard = self.lock_target(&key).await?;
+        let started = std::time::Instant::now();
+        let result = self.providers.get(ent.kind).prune_denies(&ent).await;
+        crate::metrics::upstream(
+            ent.kind.as_str(),
+            "prune",
+            started.elapsed(),
+            result.is_ok(),
+        );
+        let now_ms = self.now_ms();
+        let mut tx = guard.change_tx(&self.store).await?;
+        let outcome = match result {
+            Ok(pruned) => {
+                if let Some(p) = &pruned
+                    && p.pruned > 0
+                {
+                    self.audit(
+                        &mut tx,
+                        NewEvent {
+                            actor: "system",
+                            action: "sessions.denies_pruned",
+                            request_id: None,
+                            entitlement: Some(&ent.id),
+                            data: json!({ "pruned": p.pruned, "remaining": p.remaining }),
+                        },
+                    )
+                    .await?;
+                }
+                if let Some(next) = pruned.and_then(|p| p.next) {
+                    self.queue_prune(&mut tx, &ent, next, now_ms).await?;
+                }
+                jobs::complete(&mut tx, job.id, now_ms).await?;
+                JobOutcome::Done
+            }
+            Err(e) => JobOutcome::RetryAt(now_ms + backoff_ms(job.attempts), e.to_string()),
         };
         tx.commit().await?;
         drop(guard);

@@ -1,5 +1,5 @@
-//! The IAM calls the broker makes (`GetRolePolicy`, `PutRolePolicy`),
-//! through `aws-sdk-iam`.
+//! The IAM calls the broker makes (`GetRole`, `GetRolePolicy`,
+//! `PutRolePolicy`, `DeleteRolePolicy`), through `aws-sdk-iam`.
 //!
 //! IAM is a global service with one endpoint per partition, so a role in
 //! another partition than the broker's region needs a client of its own:
@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use super::validate::RoleArn;
 use super::{CallError, Class, Shared, call};
@@ -77,6 +78,26 @@ impl Iam {
         Ok(client)
     }
 
+    /// `GetRole`: the role's maximum session duration.
+    pub(super) async fn max_session_duration(
+        &self,
+        role: &RoleArn<'_>,
+    ) -> Result<Duration, CallError> {
+        let op = "iam GetRole";
+        let client = self.client(op, role.partition)?;
+        let out = call(&self.shared.tuning, op, || {
+            client.get_role().role_name(role.name).send()
+        })
+        .await?;
+        let seconds = out
+            .role()
+            .and_then(aws_sdk_iam::types::Role::max_session_duration)
+            .and_then(|s| u64::try_from(s).ok())
+            // IAM's default when a role does not say.
+            .unwrap_or(3600);
+        Ok(Duration::from_secs(seconds))
+    }
+
     /// `GetRolePolicy`: the inline policy `name` of the role, decoded; `None`
     /// when the role has no such policy.
     pub(super) async fn get_role_policy(
@@ -122,6 +143,29 @@ impl Iam {
         })
         .await?;
         Ok(())
+    }
+
+    /// `DeleteRolePolicy`: removes the inline policy `name`; a policy that is
+    /// not there is removed already.
+    pub(super) async fn delete_role_policy(
+        &self,
+        role: &RoleArn<'_>,
+        name: &str,
+    ) -> Result<(), CallError> {
+        let op = "iam DeleteRolePolicy";
+        let client = self.client(op, role.partition)?;
+        match call(&self.shared.tuning, op, || {
+            client
+                .delete_role_policy()
+                .role_name(role.name)
+                .policy_name(name)
+                .send()
+        })
+        .await
+        {
+            Err(e) if !e.is("NoSuchEntity") => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 

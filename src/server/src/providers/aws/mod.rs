@@ -27,13 +27,14 @@ use super::{ProviderError, Providers};
 use crate::config::AwsConfig;
 use crate::policy::catalog::Kind;
 
+pub mod deny;
 mod iam;
 mod identity_center;
 mod role;
 pub mod validate;
 
 pub use identity_center::AwsIdentityCenter;
-pub use role::{AwsRole, REVOKE_POLICY_NAME};
+pub use role::{AwsRole, REVOKE_POLICY_NAME, SESSIONS_POLICY_NAME};
 pub use validate::sts_session_seconds;
 
 /// Timeouts, retry and polling limits of the AWS providers.
@@ -59,6 +60,11 @@ pub struct Tuning {
     pub poll_deadline: Duration,
     /// Identity Center assignment operations in flight per instance.
     pub max_in_flight: usize,
+    /// The longest session of a role or permission set, for pruning the
+    /// broker's deny statements; `None` (the default) asks AWS (the role's
+    /// `MaxSessionDuration`, the permission set's `SessionDuration`). Tests
+    /// set a short one.
+    pub session_lifetime: Option<Duration>,
 }
 
 impl Default for Tuning {
@@ -74,6 +80,7 @@ impl Default for Tuning {
             poll_max: Duration::from_secs(5),
             poll_deadline: Duration::from_mins(5),
             max_in_flight: 15,
+            session_lifetime: None,
         }
     }
 }

@@ -1,7 +1,11 @@
-//! `aws_role`: STS sessions minted on demand, console federation, and
-//! "revoke all sessions" of a role.
+//! `aws_role`: STS sessions minted on demand, console federation, the
+//! per-person deny that ends a grant's sessions at its removal, and "revoke
+//! all sessions" of a role.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_sts::types::Tag;
@@ -10,19 +14,29 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
 use url::Url;
 
+use super::deny::{self, Merged, Who};
 use super::iam::Iam;
 use super::validate::{
-    MAX_CHAINED_SECONDS, parse_role_arn, session_name, tag_value, validate_duration,
+    MAX_CHAINED_SECONDS, RoleArn, parse_role_arn, session_name, tag_value, validate_duration,
     validate_session_policy, validate_tag_key, validate_tag_value,
 };
 use super::{CallError, Class, Shared, call, http_error, retry, retry_after};
 use crate::config::AwsConfig;
-use crate::policy::catalog::Target;
-use crate::providers::{AwsCredentials, GrantProvider, GrantRecord, GrantSpec, ProviderError};
+use crate::policy::catalog::{Entitlement, Target};
+use crate::providers::{
+    AwsCredentials, GrantProvider, GrantRecord, GrantSpec, ProviderError, Pruned, SessionsEnded,
+};
 
 /// Name of the inline role policy that denies sessions issued before a time
 /// (the name the AWS console's "Revoke active sessions" uses).
 pub const REVOKE_POLICY_NAME: &str = "AWSRevokeOlderSessions";
+
+/// Name of the broker's inline role policy that denies the sessions of
+/// people whose grants ended ([`deny`]).
+pub const SESSIONS_POLICY_NAME: &str = "JitRevokedSessions";
+
+/// How long a role's maximum session duration is remembered.
+const LIFETIME_TTL: std::time::Duration = std::time::Duration::from_mins(10);
 
 /// Session tag carrying the request id.
 const TAG_REQUEST: &str = "jit:request-id";
@@ -31,9 +45,9 @@ const TAG_REQUESTER: &str = "jit:requester";
 
 /// STS `AssumeRole` sessions for `aws_role` entitlements.
 ///
-/// Nothing exists upstream between mints: `grant` only checks the target,
-/// `revoke` has nothing to remove (sessions are short; see
-/// [`AwsRole::revoke_all_sessions`]).
+/// Nothing exists upstream between mints: `grant` only checks the target
+/// and `revoke` has nothing to remove; `end_sessions` denies the grantee's
+/// sessions issued so far in the role's [`SESSIONS_POLICY_NAME`] policy.
 pub struct AwsRole {
     shared: Shared,
     sts: aws_sdk_sts::Client,
@@ -42,6 +56,21 @@ pub struct AwsRole {
     console_destination: String,
     issuer: String,
     temporary_base: OnceCell<bool>,
+    /// One read-modify-write of a role's policy at a time in this broker
+    /// (across brokers the caller holds a database lock too).
+    policy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Roles' maximum session durations, and when they were read.
+    lifetimes: Mutex<HashMap<String, (time::Duration, Instant)>>,
+    /// Per `role|source identity`: the issue time (AWS's clock) of the last
+    /// session this broker minted, and the cutoff of the last deny it wrote.
+    sessions: Mutex<HashMap<String, Sessions>>,
+}
+
+/// What this broker knows of one person's sessions of one role.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sessions {
+    last_issued: Option<OffsetDateTime>,
+    denied_before: Option<OffsetDateTime>,
 }
 
 impl fmt::Debug for AwsRole {
@@ -107,8 +136,221 @@ impl AwsRole {
             console_destination: cfg.console_url.clone(),
             issuer: issuer.to_owned(),
             temporary_base: OnceCell::new(),
+            policy_locks: Mutex::default(),
+            lifetimes: Mutex::default(),
+            sessions: Mutex::default(),
             shared,
         }
+    }
+
+    fn sessions_key(role_arn: &str, identity: &str) -> String {
+        format!("{role_arn}|{identity}")
+    }
+
+    fn sessions(&self, role_arn: &str, identity: &str) -> Sessions {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&Self::sessions_key(role_arn, identity))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn update_sessions(&self, role_arn: &str, identity: &str, f: impl FnOnce(&mut Sessions)) {
+        let mut map = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        f(map
+            .entry(Self::sessions_key(role_arn, identity))
+            .or_default());
+    }
+
+    /// The lock on one role's policy.
+    fn policy_lock(&self, role_arn: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .policy_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map.len() > 10_000 {
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        map.entry(role_arn.to_owned()).or_default().clone()
+    }
+
+    /// The longest session of the role: how long after its cutoff a deny
+    /// statement still matters.
+    async fn lifetime(
+        &self,
+        arn: &RoleArn<'_>,
+        role_arn: &str,
+    ) -> Result<time::Duration, ProviderError> {
+        if let Some(fixed) = self.shared.tuning.session_lifetime {
+            return Ok(time::Duration::try_from(fixed).unwrap_or(time::Duration::HOUR));
+        }
+        if let Some((d, at)) = self
+            .lifetimes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(role_arn)
+            && at.elapsed() < LIFETIME_TTL
+        {
+            return Ok(*d);
+        }
+        let d = self.iam.max_session_duration(arn).await?;
+        let d = time::Duration::try_from(d).unwrap_or(time::Duration::hours(12));
+        self.lifetimes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(role_arn.to_owned(), (d, Instant::now()));
+        Ok(d)
+    }
+
+    /// Writes a merged policy: put, or delete when it holds nothing.
+    async fn write(&self, arn: &RoleArn<'_>, merged: &Merged) -> Result<(), CallError> {
+        match &merged.document {
+            Some(document) => {
+                self.iam
+                    .put_role_policy(arn, SESSIONS_POLICY_NAME, document)
+                    .await
+            }
+            None => self.iam.delete_role_policy(arn, SESSIONS_POLICY_NAME).await,
+        }
+    }
+
+    /// Denies `identity`'s sessions of the role issued before now (the
+    /// deny of [`deny`], merged into [`SESSIONS_POLICY_NAME`]); falls back to
+    /// every session of the role when the policy would not fit.
+    async fn deny_sessions(
+        &self,
+        role_arn: &str,
+        identity: &str,
+    ) -> Result<SessionsEnded, ProviderError> {
+        let arn = parse_role_arn(role_arn).map_err(ProviderError::Permanent)?;
+        let lock = self.policy_lock(role_arn);
+        let _turn = lock.lock().await;
+        let lifetime = self.lifetime(&arn, role_arn).await?;
+        let now = OffsetDateTime::now_utc();
+        // Every session minted so far, by AWS's clock too.
+        let mut cutoff = deny::cutoff_after(now);
+        if let Some(issued) = self.sessions(role_arn, identity).last_issued {
+            cutoff = cutoff.max(deny::cutoff_after(issued + time::Duration::MILLISECOND));
+        }
+        let existing = self.iam.get_role_policy(&arn, SESSIONS_POLICY_NAME).await?;
+        let bad = |e: String| {
+            ProviderError::Permanent(format!(
+                "role `{role_arn}`, inline policy `{SESSIONS_POLICY_NAME}`: {e}"
+            ))
+        };
+        let (mut merged, mut everyone) = deny::merge_within_budget(
+            existing.as_deref(),
+            Who::SourceIdentity(identity),
+            cutoff,
+            now,
+            lifetime,
+        )
+        .map_err(bad)?;
+        match self.write(&arn, &merged).await {
+            Ok(()) => {}
+            // The role's other inline policies leave less room than the
+            // budget: IAM counts them all together.
+            Err(e) if e.is("LimitExceeded") && !everyone => {
+                merged = deny::merge(
+                    existing.as_deref(),
+                    Some((Who::Everyone, cutoff)),
+                    now,
+                    lifetime,
+                )
+                .map_err(bad)?;
+                everyone = true;
+                self.write(&arn, &merged).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.update_sessions(role_arn, identity, |s| {
+            s.denied_before = Some(s.denied_before.map_or(cutoff, |d| d.max(cutoff)));
+        });
+        // A deny of every session issued up to this very second covers this
+        // grantee's already: theirs is not written.
+        let covered = !everyone
+            && !merged
+                .document
+                .as_deref()
+                .is_some_and(|d| d.contains(&Who::SourceIdentity(identity).sid()));
+        let everyone = everyone || covered;
+        let issued_before = deny::stamp(cutoff);
+        if everyone {
+            tracing::warn!(
+                aws.role_arn = role_arn,
+                aws.source_identity = identity,
+                aws.revoked_before = %issued_before,
+                "the role's inline policy is full: denied every session of the role issued before the cutoff"
+            );
+        } else {
+            tracing::info!(
+                aws.role_arn = role_arn,
+                aws.source_identity = identity,
+                aws.revoked_before = %issued_before,
+                "denied the sessions of the grantee"
+            );
+        }
+        let mut details = serde_json::json!({
+            "policy": SESSIONS_POLICY_NAME,
+            "role_arn": role_arn,
+            "source_identity": identity,
+            "issued_before": issued_before,
+            "scope": if everyone { "role" } else { "user" },
+            "statements": merged.denies,
+            "pruned": merged.pruned,
+        });
+        if covered {
+            details["fallback"] = serde_json::json!(
+                "an earlier deny of every session of the role issued before the cutoff covers \
+                 this grantee's"
+            );
+        } else if everyone {
+            details["fallback"] = serde_json::json!(format!(
+                "the role's inline policies would exceed {} characters: every session of the \
+                 role issued before the cutoff is denied, not only this grantee's",
+                deny::POLICY_BUDGET
+            ));
+        }
+        Ok(SessionsEnded {
+            details,
+            prune_at: merged.next_expiry,
+        })
+    }
+
+    /// Drops the statements of [`SESSIONS_POLICY_NAME`] whose sessions
+    /// have all expired (the policy goes when none is left).
+    async fn prune(&self, role_arn: &str) -> Result<Option<Pruned>, ProviderError> {
+        let arn = parse_role_arn(role_arn).map_err(ProviderError::Permanent)?;
+        let lock = self.policy_lock(role_arn);
+        let _turn = lock.lock().await;
+        let Some(existing) = self.iam.get_role_policy(&arn, SESSIONS_POLICY_NAME).await? else {
+            return Ok(None);
+        };
+        let lifetime = self.lifetime(&arn, role_arn).await?;
+        let merged = deny::merge(Some(&existing), None, OffsetDateTime::now_utc(), lifetime)
+            .map_err(|e| {
+                ProviderError::Permanent(format!(
+                    "role `{role_arn}`, inline policy `{SESSIONS_POLICY_NAME}`: {e}"
+                ))
+            })?;
+        if merged.changed {
+            self.write(&arn, &merged).await?;
+            tracing::info!(
+                aws.role_arn = role_arn,
+                pruned = merged.pruned,
+                remaining = merged.denies,
+                "pruned expired session denies"
+            );
+        }
+        Ok(Some(Pruned {
+            pruned: merged.pruned,
+            remaining: merged.denies,
+            next: merged.next_expiry,
+        }))
     }
 
     /// True when the broker runs on temporary credentials (cached once the
@@ -142,6 +384,19 @@ impl AwsRole {
         };
         let name = session_name(&spec.grantee.email);
         let tags = session_tags(spec)?;
+        // A deny this broker wrote a moment ago covers sessions issued up to
+        // its cutoff (the next whole second): a new grant's first session
+        // waits for it to pass rather than be denied.
+        if let Some(before) = self.sessions(role_arn, &name).denied_before {
+            let wait = before - OffsetDateTime::now_utc();
+            if wait.is_positive() && wait <= time::Duration::seconds(2) {
+                tokio::time::sleep(
+                    std::time::Duration::try_from(wait).unwrap_or_default()
+                        + std::time::Duration::from_millis(5),
+                )
+                .await;
+            }
+        }
         let duration = i32::try_from(seconds).map_err(|_| {
             ProviderError::Permanent(format!("session duration {seconds}s is too long"))
         })?;
@@ -177,6 +432,12 @@ impl AwsRole {
         let expiration = expires.format(&Rfc3339).map_err(|e| {
             ProviderError::Transient(format!("sts AssumeRole: bad expiration: {e}"))
         })?;
+        // The session's issue time by AWS's clock: a later deny's cutoff
+        // must not be earlier, whatever the broker's clock says.
+        let issued = expires - time::Duration::seconds(i64::from(duration));
+        self.update_sessions(role_arn, &name, |s| {
+            s.last_issued = Some(s.last_issued.map_or(issued, |l| l.max(issued)));
+        });
         tracing::info!(
             request.id = %spec.request_id,
             user.id = %spec.grantee.key,
@@ -353,10 +614,29 @@ impl GrantProvider for AwsRole {
         })
     }
 
-    async fn revoke(&self, _spec: &GrantSpec<'_>) -> Result<(), ProviderError> {
-        // STS sessions cannot be revoked one by one; they are short, and
-        // `revoke_all_sessions` cuts them all when it matters.
-        Ok(())
+    async fn revoke(&self, spec: &GrantSpec<'_>) -> Result<(), ProviderError> {
+        // Nothing to remove: the sessions are ended by `end_sessions`.
+        let (role_arn, policy) = target(spec)?;
+        check_target(role_arn, policy)
+    }
+
+    async fn end_sessions(
+        &self,
+        spec: &GrantSpec<'_>,
+    ) -> Result<Option<SessionsEnded>, ProviderError> {
+        let (role_arn, _) = target(spec)?;
+        let identity = session_name(&spec.grantee.email);
+        self.deny_sessions(role_arn, &identity).await.map(Some)
+    }
+
+    async fn prune_denies(
+        &self,
+        entitlement: &Entitlement,
+    ) -> Result<Option<Pruned>, ProviderError> {
+        match &entitlement.target {
+            Target::AwsRole { role_arn, .. } => self.prune(role_arn).await,
+            _ => Ok(None),
+        }
     }
 
     async fn mint_credentials(

@@ -1,0 +1,244 @@
+//! Honest revocation through the broker: a revoke or an expiry ends the
+//! sessions the grant handed out (not only the grant), on SQLite and
+//! PostgreSQL, against moto through the fault proxy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jit_api::RequestState;
+use jit_server::http::AuthMode;
+use jit_server::providers::Providers;
+use jit_server::providers::aws::{AwsProviders, Tuning};
+use jit_server::service::grants::JobOutcome;
+use jit_server::store::jobs;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::broker_aws::{aws_broker_with, broker_credentials, events, tuning};
+use crate::fault_proxy::{Fault, FaultProxy};
+use crate::sessions::{cutoff, deny_for, role_policy};
+use crate::support::server::{Caller, Engine, TestBroker};
+
+/// Everyone may ask for the sandbox (the demo catalog lets only requesters).
+const EVERYONE_SANDBOX: &str = r#"
+@id("test-everyone-sandbox")
+permit (principal, action == Action::"request", resource == Entitlement::"aws-sandbox");
+"#;
+
+/// An active `aws-sandbox` grant of `who`, and the issue time of the session it minted.
+async fn active_with_session(b: &TestBroker, who: &Caller) -> (uuid::Uuid, OffsetDateTime) {
+    let r = who.request("aws-sandbox", "1h").await;
+    b.run_jobs().await;
+    assert_eq!(who.show(r.id).await.state, RequestState::Active);
+    let (status, body) = who
+        .post(&format!("/requests/{}/credentials", r.id), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expires = OffsetDateTime::parse(body["Expiration"].as_str().unwrap(), &Rfc3339).unwrap();
+    let seconds: i64 = events(b, "credentials.minted")
+        .await
+        .last()
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).unwrap()["session_seconds"]
+                .as_i64()
+                .unwrap()
+        })
+        .unwrap();
+    (r.id, expires - time::Duration::seconds(seconds))
+}
+
+async fn a_revoke_ends_the_grantees_sessions(engine: Engine) {
+    let env = aws_broker_with(
+        engine,
+        Tuning {
+            session_lifetime: Some(Duration::from_secs(4)),
+            ..tuning()
+        },
+        None,
+        EVERYONE_SANDBOX,
+    )
+    .await;
+    let b = &env.b;
+    let role = &env.sandbox_role.1;
+    let alice = b.login("alice").await;
+    let oscar = b.login("oscar").await;
+    let (first, issued) = active_with_session(b, &alice).await;
+    let (oscars, _) = active_with_session(b, &oscar).await;
+
+    let (status, body) = alice
+        .post(&format!("/requests/{first}/revoke"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    b.run_jobs().await;
+    let (policy, _) = role_policy(&env.moto.url, role).await.unwrap();
+    let deny = deny_for(&policy, "aws:SourceIdentity", "alice@example.com").unwrap();
+    let first_cutoff = cutoff(deny);
+    assert!(first_cutoff >= issued, "{first_cutoff} < {issued}");
+    assert!(
+        deny_for(&policy, "aws:SourceIdentity", "oscar@example.com").is_none(),
+        "oscar's live grant is untouched: {policy}"
+    );
+    let removed = events(b, "grant.removed").await;
+    assert_eq!(removed.len(), 1);
+    let data: Value = serde_json::from_str(&removed[0].data).unwrap();
+    assert_eq!(data["sessions"]["scope"], "user", "{data}");
+    assert_eq!(data["sessions"]["source_identity"], "alice@example.com");
+    assert_eq!(
+        OffsetDateTime::parse(
+            data["sessions"]["issued_before"].as_str().unwrap(),
+            &Rfc3339
+        )
+        .unwrap(),
+        first_cutoff
+    );
+
+    // Overlapping grants of one person: a removal that a live grant still
+    // explains denies nothing (the live grant's sessions carry the same
+    // source identity).
+    let (second, _) = active_with_session(b, &alice).await;
+    let (status, body) = alice
+        .post(
+            &format!("/requests/{second}/extend"),
+            json!({ "by": "30m", "justification": "more" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ext: jit_api::Request = serde_json::from_value(body).unwrap();
+    b.run_jobs().await;
+    assert_eq!(alice.show(ext.id).await.state, RequestState::Active);
+    let puts = env.proxy.count("PutRolePolicy");
+    let (status, body) = alice
+        .post(&format!("/requests/{second}/revoke"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    b.run_jobs().await;
+    assert_eq!(
+        env.proxy.count("PutRolePolicy"),
+        puts,
+        "no deny while the extension lives"
+    );
+    let skipped = events(b, "grant.removal_skipped").await;
+    assert_eq!(skipped.last().unwrap().request_id, Some(second.to_string()));
+    // The extension ends early: now the deny moves on.
+    let (status, body) = alice
+        .post(&format!("/requests/{}/revoke", ext.id), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    b.run_jobs().await;
+    let (policy, _) = role_policy(&env.moto.url, role).await.unwrap();
+    let moved = cutoff(deny_for(&policy, "aws:SourceIdentity", "alice@example.com").unwrap());
+    assert!(moved >= first_cutoff, "{moved} < {first_cutoff}");
+    assert!(deny_for(&policy, "aws:SourceIdentity", "oscar@example.com").is_none());
+
+    // Oscar's grant expires: his deny is written at expiry.
+    b.advance(Duration::from_mins(61)).await;
+    assert_eq!(oscar.show(oscars).await.state, RequestState::Expired);
+    let (policy, _) = role_policy(&env.moto.url, role).await.unwrap();
+    assert!(deny_for(&policy, "aws:SourceIdentity", "oscar@example.com").is_some());
+
+    // Once every session they target has expired (4 s here), the denies go.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    b.advance(Duration::from_secs(10)).await;
+    assert!(
+        role_policy(&env.moto.url, role).await.is_none(),
+        "pruned and deleted"
+    );
+    let pruned = events(b, "sessions.denies_pruned").await;
+    assert!(!pruned.is_empty());
+    assert_eq!(pruned[0].entitlement.as_deref(), Some("aws-sandbox"));
+    b.audit_actions(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_ends_the_grantees_sessions_sqlite() {
+    a_revoke_ends_the_grantees_sessions(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_ends_the_grantees_sessions_postgres() {
+    a_revoke_ends_the_grantees_sessions(Engine::Postgres).await;
+}
+
+/// Two brokers on one PostgreSQL database end grants on one role at the
+/// same moment; IAM answers slowly, so their policy updates would overlap:
+/// the database lock makes them take turns and no statement is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_revoking_on_one_role_lose_no_deny() {
+    let env = aws_broker_with(Engine::Postgres, tuning(), None, EVERYONE_SANDBOX).await;
+    let b = &env.b;
+    // The second broker: its own providers (its own in-process locks).
+    let proxy2 = FaultProxy::start(&env.moto.url).await;
+    let aws2 = AwsProviders::with_credentials(
+        &env.moto.config(&proxy2.url),
+        "http://127.0.0.1",
+        broker_credentials(),
+        tuning(),
+    )
+    .await;
+    let mut config = (*b.app.config).clone();
+    config.policy.dir = env.policies.path().to_owned();
+    let second = jit_server::server::build(
+        config,
+        true,
+        AuthMode::Dev,
+        aws2.install(Providers::simulated()),
+        Arc::new(b.clock.clone()),
+    )
+    .await
+    .unwrap()
+    .app;
+
+    let users = ["alice", "bob", "carol", "dave", "oscar", "mallory"];
+    let mut ids = Vec::new();
+    for user in users {
+        let who = b.login(user).await;
+        let r = who.request("aws-sandbox", "1h").await;
+        ids.push((who, r.id));
+    }
+    b.run_jobs().await;
+    for (who, id) in &ids {
+        assert_eq!(who.show(*id).await.state, RequestState::Active);
+    }
+    for proxy in [&env.proxy, &proxy2] {
+        proxy.script(
+            "GetRolePolicy",
+            100,
+            Fault::Delay(Duration::from_millis(150)),
+        );
+    }
+    for (who, id) in &ids {
+        let (status, body) = who.post(&format!("/requests/{id}/revoke"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Each broker takes half of the removals; all run at once.
+    let now = b.app.now_ms();
+    let mut runs = Vec::new();
+    for app in [&b.app, &second] {
+        let claimed = jobs::claim(&app.store, now, 60_000, 3).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        for job in claimed {
+            assert_eq!(job.kind, "deprovision");
+            let app = app.clone();
+            runs.push(tokio::spawn(
+                async move { app.run_job(&job).await.unwrap() },
+            ));
+        }
+    }
+    for run in futures_util::future::join_all(runs).await {
+        assert_eq!(run.unwrap(), JobOutcome::Done);
+    }
+    b.run_jobs().await;
+    let (policy, _) = role_policy(&env.moto.url, &env.sandbox_role.1)
+        .await
+        .unwrap();
+    for user in users {
+        let email = format!("{user}@example.com");
+        assert!(
+            deny_for(&policy, "aws:SourceIdentity", &email).is_some(),
+            "{email} lost: {policy}"
+        );
+    }
+    assert_eq!(events(b, "grant.removed").await.len(), users.len());
+}
