@@ -1,13 +1,13 @@
 // The broker's own sign-in page, which only development mode shows (production signs in at the
 // identity provider): screenshots, accessibility, the development banner, and its CSRF check; the
-// way out to the signed-out page and back in; last, that the session cookies are in neither the
-// broker log nor the audit table.
+// way out to the signed-out page and back in; the AWS console of a simulated grant, a page that
+// says so; last, that the session cookies are in neither the broker log nor the audit table.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { problems } from './lib/a11y.mjs';
-import { everyView, launchBrowser, newContext, startDevBroker } from './lib/harness.mjs';
+import { everyView, launchBrowser, newContext, startDevBroker, waitFor } from './lib/harness.mjs';
 import { selfCheck } from './lib/secrets.mjs';
 
 let broker;
@@ -59,6 +59,33 @@ describe('development mode sign-in page', { timeout: 120_000 }, () => {
     await Promise.all([page.waitForURL(`${broker.base}/login`), page.getByRole('link', { name: 'Sign in again' }).click()]);
     await page.getByRole('heading', { level: 1, name: 'Sign in to jit' }).waitFor();
     assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
+    await context.close();
+  });
+
+  it('opens the "console" of a simulated grant on a page that says it is simulated', async () => {
+    const context = await newContext(browser, broker.base);
+    const page = await context.newPage();
+    await page.goto(`${broker.base}/login?next=/requests/new`);
+    await page.locator('input[name=user][value=alice]').check();
+    await Promise.all([page.waitForURL(`${broker.base}/requests/new`), page.locator('#sign-in').click()]);
+    await page.locator('input[name=entitlement][value=aws-sandbox]').check();
+    await page.getByLabel('Justification').fill('try the console');
+    await Promise.all([page.waitForURL(/\/requests\/[0-9a-f-]{36}$/), page.locator('#submit-request').click()]);
+    const requestUrl = page.url();
+    await waitFor('the simulated grant to become active', async () => {
+      await page.reload();
+      return (await page.locator('#state').textContent()).trim() === 'active';
+    });
+    await Promise.all([
+      page.waitForURL(`${broker.base}/simulated/console/${requestUrl.split('/').pop()}`),
+      page.locator('#open-console').click(),
+    ]);
+    await page.getByRole('heading', { level: 1, name: 'Simulated AWS console' }).waitFor();
+    assert.match(await page.locator('main').textContent(), /no console session was opened/);
+    const found = await everyView(page, '02-simulated-console-dev', { check: problems, phone: false });
+    assert.deepEqual(found, [], 'accessibility problems on the simulated console page');
+    assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
+    await broker.secrets.addCookies(context, 'alice');
     await context.close();
   });
 

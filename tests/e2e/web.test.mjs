@@ -4,7 +4,9 @@
 // One story, step by step (each step needs the ones before): alice asks for access; mallory can
 // neither see a way to approve nor forge one; bob follows the link in his email, signs in, and
 // approves with the keyboard in a browser without JavaScript; alice gets AWS credentials, which
-// cross-site forms cannot take away; carol reads the audit log; alice's CLI tokens reach the API.
+// cross-site forms cannot take away, and opens the AWS console (a federation stand-in on another
+// origin) from a form under the strict CSP; carol reads the audit log and signs out at the
+// provider, whose next sign-in asks for her password again; alice's CLI tokens reach the API.
 // Every page is screenshotted in light and dark theme at desktop and phone width
 // (target/screenshots/), and checked for labels, landmarks, contrast, overflow, inline code and
 // leaks. Last, no secret given to or obtained from the broker may be in its log or audit table.
@@ -15,8 +17,8 @@ import { after, before, describe, it } from 'node:test';
 
 import { problems, tabTo } from './lib/a11y.mjs';
 import {
-  csrfOf, deviceTokens, everyView, launchBrowser, mailText, newContext, readMails, screenshot, signIn, startBroker,
-  waitFor,
+  csrfOf, deviceTokens, everyView, launchBrowser, mailText, newContext, peerEnv, readMails, screenshot, signIn,
+  startBroker, startFederation, waitFor,
 } from './lib/harness.mjs';
 import { selfCheck } from './lib/secrets.mjs';
 
@@ -25,6 +27,7 @@ const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 
 let broker;
 let browser;
+let federation;
 const contexts = {};
 const pages = {};
 let requestId;
@@ -55,12 +58,14 @@ async function reloadState(page) {
 describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
   before(async () => {
     browser = await launchBrowser();
-    broker = await startBroker();
+    federation = await startFederation();
+    broker = await startBroker({ federationUrl: federation.url });
   });
 
   after(async () => {
     await browser?.close();
     await broker?.stop();
+    await federation?.stop();
   });
 
   it('answers with strict security headers and no HSTS over plain http', async () => {
@@ -265,6 +270,47 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     assert.equal(await reloadState(page), 'active', 'a forged post revoked the grant');
   });
 
+  it('opens the AWS console for alice at the federation endpoint through a page of its own, under the strict CSP', async () => {
+    const page = pages.alice;
+    const isLogin = (url) => url.href.startsWith(federation.url) && url.searchParams.get('Action') === 'login';
+    // First with the federation endpoint held (204: the browser stays), to look at the page
+    // that hands over; then its link goes on.
+    let held = 0;
+    await page.route(isLogin, (route) => {
+      held += 1;
+      return route.fulfill({ status: 204 });
+    });
+    await page.goto(requestUrl);
+    const [post] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/console') && r.request().method() === 'POST'),
+      page.locator('#open-console').click(),
+    ]);
+    assert.equal(post.status(), 200, 'the console form is answered with a page of the broker');
+    assert.match(post.headers()['cache-control'] ?? '', /no-store/);
+    await page.getByRole('heading', { level: 1, name: 'Opening the AWS console' }).waitFor();
+    await waitFor('the page to go on to the federation endpoint by itself', () => held === 1);
+    await shootAndCheck(page, '16-console-handoff', { phone: false });
+    await page.unroute(isLogin);
+    await Promise.all([
+      page.waitForURL(isLogin),
+      page.getByRole('link', { name: 'Continue to the AWS console' }).click(),
+    ]);
+    await page.getByRole('heading', { name: 'AWS Management Console (stand-in)' }).waitFor();
+
+    // And without holding anything: the click on "Open AWS console" lands there by itself.
+    await page.goto(requestUrl);
+    await Promise.all([page.waitForURL(isLogin), page.locator('#open-console').click()]);
+    await page.getByRole('heading', { name: 'AWS Management Console (stand-in)' }).waitFor();
+    const url = new URL(page.url());
+    assert.ok(federation.calls.tokens.includes(url.searchParams.get('SigninToken')), 'a sign-in token the endpoint gave');
+    assert.equal(url.searchParams.get('Destination'), 'https://console.aws.amazon.com/');
+    assert.equal(federation.calls.logins.length, 2, 'the browser reached the federation endpoint twice');
+    assert.equal(federation.calls.tokens.length, 2, 'one sign-in token per click');
+    for (const token of federation.calls.tokens) broker.secrets.add('a console sign-in token', token, { minLength: 16 });
+    assert.deepEqual(contexts.alice.problems, [], 'the browser reported CSP violations on the way');
+    await page.goto(requestUrl);
+  });
+
   it('shows carol the verified audit log with the sign-ins and the decision', async () => {
     contexts.carol = await newContext(browser, broker.base);
     const page = await signIn(contexts.carol, broker.base, 'carol', '/audit');
@@ -313,6 +359,41 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     assert.equal((await me.json()).email, 'alice@example.com');
     const refused = await fetch(`${broker.base}/api/v1/me`, { headers: { authorization: `Bearer ${tokens.id_token}` } });
     assert.equal(refused.status, 401, 'an ID token was taken as an access token');
+  });
+
+  it('signs carol out at the identity provider, whose next sign-in asks for her password again', async () => {
+    const idp = peerEnv('JIT_TEST_IDP_URL').replace(/\/$/, '');
+    const isEndSession = (url) => url.href.startsWith(`${idp}/session/end?`);
+    const page = await contexts.carol.newPage();
+    await page.goto(`${broker.base}/audit`);
+    // The page that hands over, held at the provider's door (204) to look at it first.
+    await page.route(isEndSession, (route) => route.fulfill({ status: 204 }));
+    await Promise.all([
+      page.waitForResponse((r) => r.url() === `${broker.base}/logout` && r.status() === 200),
+      page.getByRole('button', { name: 'Sign out' }).click(),
+    ]);
+    await page.getByRole('heading', { level: 1, name: 'Signing you out' }).waitFor();
+    assert.equal(await page.locator('header .who').count(), 0, 'the page still shows a signed-in user');
+    await shootAndCheck(page, '17-signing-out', { phone: false });
+    await page.unroute(isEndSession);
+    const [endSession] = await Promise.all([
+      page.waitForRequest((r) => isEndSession(new URL(r.url())) && r.method() === 'GET'),
+      page.getByRole('link', { name: 'Continue to sign out at your identity provider' }).click(),
+    ]);
+    const query = new URL(endSession.url()).searchParams;
+    assert.equal(query.get('post_logout_redirect_uri'), `${broker.base}/signed-out`);
+    assert.ok(query.get('id_token_hint'), 'the provider is told whose session ends');
+    // The provider asks before it ends its session, then sends the browser back.
+    await Promise.all([
+      page.waitForURL(`${broker.base}/signed-out`),
+      page.getByRole('button', { name: 'Yes, sign me out' }).click(),
+    ]);
+    await page.getByRole('heading', { level: 1, name: 'You are signed out' }).waitFor();
+    // Its session is gone too: the next sign-in shows the provider's login form.
+    await page.goto(`${broker.base}/login`, { waitUntil: 'domcontentloaded' });
+    await page.locator('input[name=login]').waitFor();
+    assert.ok(page.url().startsWith(idp), `not at the provider: ${page.url()}`);
+    assert.deepEqual(contexts.carol.problems, [], 'the browser reported CSP violations on the way');
   });
 
   it('saw no CSP violation or script error in any page', () => {

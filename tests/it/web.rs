@@ -639,7 +639,7 @@ async fn https_public_url_makes_the_cookie_secure_and_host_prefixed_and_sends_hs
             &[("csrf", &csrf)],
         )
         .await;
-    assert_eq!(right.status, 303, "{}", right.body);
+    assert_eq!(right.status, 200, "{}", right.body);
 }
 
 #[tokio::test]
@@ -666,10 +666,19 @@ async fn logout_ends_the_session_on_the_server_and_is_audited() {
     assert_eq!(browser.get(&format!("{}/", broker.url)).await.status, 200);
     assert!(broker.events("auth.signed_out").await.is_empty());
 
+    // A page of the broker's own that goes on to the provider by GET (a redirect of the form
+    // post to another origin would break `form-action 'self'` in browsers).
     let out = browser
         .post(&logout, &broker.origin(), &[("csrf", &csrf)])
         .await;
-    assert_eq!(out.status, 303, "{}", out.body);
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(out.header("cache-control"), Some("no-store"));
+    assert!(
+        out.header("content-security-policy")
+            .is_some_and(|csp| csp.contains("form-action 'self'")),
+        "{:?}",
+        out.header("content-security-policy")
+    );
     let cleared = out
         .set_cookies
         .iter()
@@ -696,7 +705,60 @@ async fn logout_ends_the_session_on_the_server_and_is_audited() {
 
     // The provider ends its own session (RP-initiated logout, after its confirmation form),
     // then sends the browser to the signed-out page.
-    let end_session = out.location.clone().unwrap();
+    let back = end_session_at_the_provider(&mut browser, &out, &broker).await;
+    // The signed-out page says so and offers a new sign-in; it does not start one by itself.
+    let page = browser.get(back.as_str()).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("You are signed out"), "{}", page.body);
+    assert!(page.body.contains(r#"href="/login""#), "{}", page.body);
+    assert!(
+        page.set_cookies.is_empty(),
+        "{:?}",
+        page.set_cookies.iter().map(|c| &c.raw).collect::<Vec<_>>()
+    );
+    // The provider's session is gone: signing in again asks for the login.
+    let again = browser.walk(&format!("{}/", broker.url), "bob").await;
+    assert!(
+        again.iter().any(|p| p.body.contains("name=\"login\"")),
+        "signed back in without a login form"
+    );
+    // A logout with no session left ends on the signed-out page too.
+    let stale = Browser::new()
+        .post(&logout, &broker.origin(), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(stale.location.as_ref().map(Url::path), Some("/signed-out"));
+}
+
+/// Follows the page `POST /logout` answered with to the provider's end-session endpoint,
+/// confirms there, and returns where the provider sends the browser back to.
+async fn end_session_at_the_provider(
+    browser: &mut Browser,
+    out: &Page,
+    broker: &OidcBroker,
+) -> Url {
+    let attribute = |before: &str| {
+        out.body
+            .split(before)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no {before}: {}", out.body))
+            .to_owned()
+    };
+    let refresh = attribute(r#"<meta http-equiv="refresh" content="0; url="#);
+    assert_eq!(
+        refresh,
+        attribute("<p><a href=\""),
+        "the link goes elsewhere"
+    );
+    let refresh = refresh.replace("&#38;", "&").replace("&amp;", "&");
+    let end_session = Url::parse(&refresh).unwrap();
+    assert!(
+        end_session.as_str().starts_with(&format!(
+            "{}/session/end?",
+            peer_env("JIT_TEST_IDP_URL").trim_end_matches('/')
+        )),
+        "{end_session}"
+    );
     let query: HashMap<_, _> = end_session.query_pairs().into_owned().collect();
     assert!(query.contains_key("id_token_hint"), "{end_session}");
     assert_eq!(
@@ -721,27 +783,7 @@ async fn logout_ends_the_session_on_the_server_and_is_audited() {
         back.as_str().split('?').next(),
         Some(format!("{}/signed-out", broker.url).as_str())
     );
-    // The signed-out page says so and offers a new sign-in; it does not start one by itself.
-    let page = browser.get(back.as_str()).await;
-    assert_eq!(page.status, 200);
-    assert!(page.body.contains("You are signed out"), "{}", page.body);
-    assert!(page.body.contains(r#"href="/login""#), "{}", page.body);
-    assert!(
-        page.set_cookies.is_empty(),
-        "{:?}",
-        page.set_cookies.iter().map(|c| &c.raw).collect::<Vec<_>>()
-    );
-    // The provider's session is gone: signing in again asks for the login.
-    let again = browser.walk(&format!("{}/", broker.url), "bob").await;
-    assert!(
-        again.iter().any(|p| p.body.contains("name=\"login\"")),
-        "signed back in without a login form"
-    );
-    // A logout with no session left ends on the signed-out page too.
-    let stale = Browser::new()
-        .post(&logout, &broker.origin(), &[("csrf", &csrf)])
-        .await;
-    assert_eq!(stale.location.as_ref().map(Url::path), Some("/signed-out"));
+    back
 }
 
 /// Form fields or request headers.

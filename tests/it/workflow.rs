@@ -847,3 +847,23 @@ each_engine!(
         );
     }
 );
+
+/// A simulated grant's console is a page of the broker that says so; the API gives its
+/// absolute URL (it used to be `about:blank#…`, which browsers refuse to be sent to).
+#[tokio::test]
+async fn the_console_of_a_simulated_grant_is_a_page_of_the_broker() {
+    let b = start(Engine::Sqlite).await;
+    let alice = b.login("alice").await;
+    let r = alice.request("aws-sandbox", "1h").await;
+    let r = active(&b, &alice, r.id).await;
+    let (status, body) = alice
+        .post(&format!("/requests/{}/console-url", r.id), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["url"], format!("{}/simulated/console/{}", b.url, r.id));
+    assert!(
+        b.audit_actions(Some(r.id))
+            .await
+            .contains(&"console.signin".to_owned())
+    );
+}

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -162,7 +163,7 @@ async function auditExport(serverBin, args, env) {
  * server's own http://127.0.0.1:PORT. Returns `secrets` (what the broker was given; the tests add
  * what they obtain) and `auditExport()` for the leak check, which must run before `stop()`.
  */
-export async function startBroker({ publicUrl } = {}) {
+export async function startBroker({ publicUrl, federationUrl } = {}) {
   const serverBin = peerEnv('JIT_TEST_SERVER_BIN');
   const idp = peerEnv('JIT_TEST_IDP_URL').replace(/\/$/, '');
   const moto = peerEnv('JIT_TEST_MOTO_URL');
@@ -189,7 +190,9 @@ export async function startBroker({ publicUrl } = {}) {
     const policies = join(dir, 'policies');
     writePolicies(policies);
     const config = join(dir, 'jit.toml');
-    writeFileSync(config, brokerConfig({ port, publicUrl: publicUrl ?? base, dir, idp, moto, smtpPort, policies }));
+    writeFileSync(config, brokerConfig({
+      port, publicUrl: publicUrl ?? base, dir, idp, moto, smtpPort, policies, federationUrl,
+    }));
     const env = brokerEnv();
     const server = startChild('jit-server', serverBin, ['serve', '--config', config],
       { env, log: join(logs, 'server.log'), ready: (o) => o.includes('jit-server listening') });
@@ -244,7 +247,7 @@ export async function startDevBroker() {
   };
 }
 
-function brokerConfig({ port, publicUrl, dir, idp, moto, smtpPort, policies }) {
+function brokerConfig({ port, publicUrl, dir, idp, moto, smtpPort, policies, federationUrl }) {
   return `[server]
 bind = "127.0.0.1:${port}"
 public_url = ${toml(publicUrl)}
@@ -268,6 +271,7 @@ tenant_id = "11111111-2222-3333-4444-555555555555"
 [aws]
 region = "us-east-1"
 endpoint_url = ${toml(moto)}
+${federationUrl ? `federation_url = ${toml(federationUrl)}` : ''}
 
 [notify.email]
 smtp_url = ${toml(`smtp://127.0.0.1:${smtpPort}`)}
@@ -307,6 +311,39 @@ async function stopChild(child) {
   const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
   await exited;
   clearTimeout(timer);
+}
+
+/**
+ * A stand-in for the AWS federation endpoint (`https://signin.aws.amazon.com/federation`; no
+ * emulator exists) on its own origin: `Action=getSigninToken` with a `Session` answers a fresh
+ * random `SigninToken` (the broker asks for it server-side), `Action=login` with a token it gave
+ * out answers a page titled "AWS Management Console (stand-in)" (where the browser lands).
+ * Records both; `tokens` lists the tokens given out, for the leak check.
+ */
+export async function startFederation() {
+  const calls = { tokens: [], logins: [] };
+  const server = createHttpServer((req, res) => {
+    const url = new URL(req.url, 'http://stand-in');
+    const action = url.searchParams.get('Action');
+    if (url.pathname === '/federation' && action === 'getSigninToken' && url.searchParams.get('Session')) {
+      const token = randomBytes(24).toString('base64url');
+      calls.tokens.push(token);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ SigninToken: token }));
+    } else if (url.pathname === '/federation' && action === 'login'
+      && calls.tokens.includes(url.searchParams.get('SigninToken'))) {
+      calls.logins.push({ destination: url.searchParams.get('Destination'), issuer: url.searchParams.get('Issuer') });
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end('<!doctype html><html lang="en"><title>AWS Management Console (stand-in)</title>'
+        + '<h1>AWS Management Console (stand-in)</h1>');
+    } else {
+      res.writeHead(400, { 'content-type': 'text/plain' });
+      res.end('unexpected request');
+    }
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${server.address().port}/federation`;
+  return { url, calls, stop: () => new Promise((r) => server.close(r)) };
 }
 
 /** Messages the sink stored so far: `{ to: [...], raw }`. */

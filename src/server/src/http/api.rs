@@ -565,9 +565,14 @@ async fn console_url(
     Bearer(user): Bearer,
     Id(id): Id,
 ) -> Result<Json<jit_api::ConsoleUrl>, ApiError> {
-    Ok(Json(jit_api::ConsoleUrl {
-        url: web.app.console_url(&user, id).await?,
-    }))
+    let url = web.app.console_url(&user, id).await?;
+    // The simulated provider's console is a page of the broker's own: a path.
+    let url = if url.starts_with('/') {
+        format!("{}{url}", web.auth.public_url)
+    } else {
+        url
+    };
+    Ok(Json(jit_api::ConsoleUrl { url }))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -608,21 +608,30 @@ async fn logout(
             .audit_auth(&d.user.email, "auth.signed_out", json!({}), None)
             .await?;
     }
-    let target = match (&web.auth.mode, &data) {
-        (AuthMode::Oidc(identity), Some(d)) => identity
-            .oidc
-            .end_session_url(
-                d.id_token.as_deref(),
-                Some(&format!("{}/signed-out", web.auth.public_url)),
-            )
-            .map_or_else(|| "/signed-out".to_owned(), |u| u.to_string()),
-        _ => "/signed-out".to_owned(),
+    let end_session = match (&web.auth.mode, &data) {
+        (AuthMode::Oidc(identity), Some(d)) => identity.oidc.end_session_url(
+            d.id_token.as_deref(),
+            Some(&format!("{}/signed-out", web.auth.public_url)),
+        ),
+        _ => None,
     };
-    Ok((
-        [(header::SET_COOKIE, web.auth.clear_cookie())],
-        Redirect::to(&target),
-    )
-        .into_response())
+    let clear = [(header::SET_COOKIE, web.auth.clear_cookie())];
+    // To the provider by GET from a page of ours: a redirect of this form post to another
+    // origin is blocked by `form-action 'self'` (see `handoff`).
+    Ok(match end_session {
+        Some(url) => (
+            clear,
+            super::handoff::leaving(
+                super::ui::Chrome::anonymous(web.app.dev),
+                "Signing you out",
+                "Your jit session has ended. Your identity provider now ends its own session, then sends you back here.",
+                "Continue to sign out at your identity provider",
+                url.as_str(),
+            ),
+        )
+            .into_response(),
+        None => (clear, Redirect::to("/signed-out")).into_response(),
+    })
 }
 
 #[derive(Deserialize)]

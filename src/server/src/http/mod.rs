@@ -22,6 +22,7 @@ use crate::service::{App, ServiceError};
 mod api;
 mod assets;
 pub mod auth;
+mod handoff;
 mod health;
 pub mod openapi;
 mod ui;
@@ -57,6 +58,7 @@ pub fn router(web: Web) -> Router {
         .nest("/api/v1", api::routes())
         .merge(ui::routes())
         .merge(auth::routes())
+        .merge(handoff::routes())
         .merge(assets::routes())
         .fallback(ui::not_found)
         .with_state(web)

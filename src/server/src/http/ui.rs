@@ -52,7 +52,8 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    fn new(web: &Web, s: &SignedIn) -> Self {
+    /// For a signed-in user's page.
+    pub(super) fn new(web: &Web, s: &SignedIn) -> Self {
         Self {
             dev: web.app.dev,
             me: Some(s.user.clone()),
@@ -85,7 +86,7 @@ impl Chrome {
 }
 
 /// A time as pages show it: `2026-11-29 09:52:15 UTC`.
-fn when(ms: i64) -> String {
+pub(super) fn when(ms: i64) -> String {
     let fmt =
         time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     crate::clock::from_ms(ms).format(&fmt).unwrap_or_default()
@@ -165,6 +166,13 @@ struct ErrorPage {
 
 /// A page-level error.
 pub struct UiError(StatusCode, String, Option<Box<Chrome>>);
+
+impl UiError {
+    /// An error page with `status` and `message`.
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into(), None)
+    }
+}
 
 impl From<ServiceError> for UiError {
     fn from(e: ServiceError) -> Self {
@@ -540,7 +548,13 @@ async fn request_action(
         }
         "console" => {
             let url = web.app.console_url(&s.user, id).await?;
-            Ok(Redirect::to(&url).into_response())
+            Ok(super::handoff::leaving(
+                Chrome::new(&web, &s),
+                "Opening the AWS console",
+                "You are being signed in to the AWS console as the role of this grant. The sign-in link works once, within 15 minutes.",
+                "Continue to the AWS console",
+                &url,
+            ))
         }
         _ => {
             return Err(UiError(

@@ -53,10 +53,8 @@ impl GrantProvider for Simulated {
         spec: &GrantSpec<'_>,
         _session_seconds: u64,
     ) -> Result<String, ProviderError> {
-        Ok(format!(
-            "about:blank#simulated-console-for-{}",
-            spec.request_id
-        ))
+        // A page of the broker's own that says the console is simulated (`http::handoff`).
+        Ok(format!("/simulated/console/{}", spec.request_id))
     }
 
     fn simulated(&self) -> bool {
