@@ -7,6 +7,7 @@ mod arm_fake;
 mod aws;
 mod azure;
 mod broker_aws;
+mod broker_azure;
 mod broker_entra;
 mod chaos;
 mod cli_e2e;
