@@ -11,6 +11,7 @@ mod broker_azure;
 mod broker_entra;
 mod chaos;
 mod cli_e2e;
+mod db_roles;
 mod fault_proxy;
 mod graph;
 mod graph_fake;

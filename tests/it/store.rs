@@ -176,8 +176,101 @@ both_backends!(migrations_are_idempotent, |db| {
         db.name()
     );
     assert!(db.store.migrate().await.unwrap().is_empty());
-    let n = ints(&db.store, "SELECT COUNT(*) FROM schema_migrations").await;
+    let n = ints(
+        &db.store,
+        "SELECT COUNT(*) FROM _sqlx_migrations WHERE success",
+    )
+    .await;
     assert_eq!(n, [3]);
+    db.store.check_migrations().await.unwrap();
+    assert!(db.store.pending_migrations().await.unwrap().is_empty());
+});
+
+/// Changes the recorded checksum of migration 1, which is what the database sees when the
+/// landed file `0001_init.sql` was edited after it was applied.
+async fn edit_migration_1(db: &TestDb) {
+    db.exec(match db.backend() {
+        Backend::Sqlite => "UPDATE _sqlx_migrations SET checksum = X'00' WHERE version = 1",
+        Backend::Postgres => {
+            "UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea WHERE version = 1"
+        }
+    })
+    .await
+    .unwrap();
+}
+
+both_backends!(an_edited_migration_stops_migrate_and_the_start, |db| {
+    edit_migration_1(&db).await;
+    for e in [
+        db.store.migrate().await.unwrap_err(),
+        db.store.check_migrations().await.unwrap_err(),
+    ] {
+        let e = e.to_string();
+        assert!(
+            e.contains("migration `0001_init` was changed after it was applied"),
+            "{}: {e}",
+            db.name()
+        );
+    }
+    let mut config = jit_server::config::Config::default();
+    config.database.url.clone_from(&db.url);
+    let started = jit_server::server::build(
+        config,
+        true,
+        jit_server::http::AuthMode::Dev,
+        jit_server::providers::Providers::simulated(),
+        std::sync::Arc::new(jit_server::clock::SystemClock),
+    )
+    .await;
+    let e = format!("{:#}", started.err().expect("the broker started"));
+    assert!(e.contains("`0001_init` was changed"), "{}: {e}", db.name());
+});
+
+both_backends!(
+    a_database_migrated_by_an_earlier_jit_gains_checksums,
+    |db| {
+        // What an earlier jit left: its own table of versions, no checksums.
+        db.exec(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
+         INSERT INTO schema_migrations VALUES (1, 'init', 0), (2, 'audit_pending', 0), (3, 'audit_seq_not_null', 0);
+         DROP TABLE _sqlx_migrations;",
+    )
+    .await
+    .unwrap();
+        let e = db.store.check_migrations().await.unwrap_err().to_string();
+        assert!(
+            e.contains("0001_init, 0002_audit_pending, 0003_audit_seq_not_null pending")
+                && e.contains("earlier jit"),
+            "{}: {e}",
+            db.name()
+        );
+        assert!(
+            db.store.migrate().await.unwrap().is_empty(),
+            "nothing is run again"
+        );
+        db.store.check_migrations().await.unwrap();
+        edit_migration_1(&db).await;
+        assert!(
+            db.store.check_migrations().await.is_err(),
+            "checksums hold from now on"
+        );
+    }
+);
+
+both_backends!(an_empty_database_names_every_migration_pending, |db| {
+    let fresh = TestDb::unmigrated(db.backend()).await;
+    let e = fresh
+        .store
+        .check_migrations()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("0001_init, 0002_audit_pending, 0003_audit_seq_not_null pending")
+            && e.contains("jit-server migrate"),
+        "{}: {e}",
+        db.name()
+    );
 });
 
 mod concurrent_migrations_apply_once {

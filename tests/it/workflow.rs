@@ -55,15 +55,7 @@ each_engine!(request_approve_activate_expire, |engine| async move {
     assert_eq!(alice.show(r.id).await.state, RequestState::Expired);
     assert_eq!(
         b.audit_actions(Some(r.id)).await,
-        [
-            "request.created",
-            "request.approval",
-            "request.approved",
-            "grant.activated",
-            "grant.expiring_soon",
-            "grant.expired",
-            "grant.removed"
-        ]
+        crate::support::server::EXPIRED_GRANT_TRAIL
     );
 });
 

@@ -194,6 +194,13 @@ pub struct DatabaseConfig {
     /// Pool size (PostgreSQL; SQLite writes through one connection).
     #[serde(default = "default_pool")]
     pub max_connections: u32,
+    /// What `jit-server migrate` connects as: the owner of the tables (default: `url`).
+    #[serde(default)]
+    pub migrate_url: Option<String>,
+    /// PostgreSQL: the role `serve` connects as (through `url`). `migrate` grants it exactly
+    /// what the broker needs; `serve` then runs no DDL and refuses to run as the owner.
+    #[serde(default)]
+    pub app_role: Option<String>,
 }
 
 impl Default for DatabaseConfig {
@@ -201,7 +208,16 @@ impl Default for DatabaseConfig {
         Self {
             url: default_db_url(),
             max_connections: default_pool(),
+            migrate_url: None,
+            app_role: None,
         }
+    }
+}
+
+impl DatabaseConfig {
+    /// The URL `jit-server migrate` connects with.
+    pub fn migrate_url(&self) -> &str {
+        self.migrate_url.as_deref().unwrap_or(&self.url)
     }
 }
 
@@ -703,6 +719,34 @@ impl Config {
                 "database.url",
                 "must start with `sqlite:` or `postgres://`",
             ));
+        }
+        if let Some(m) = &self.database.migrate_url
+            && db.starts_with("sqlite:") != m.starts_with("sqlite:")
+        {
+            return Err(ConfigError::invalid(
+                "database.migrate_url",
+                "must be a URL of the same database engine as `database.url`",
+            ));
+        }
+        if let Some(role) = &self.database.app_role {
+            if db.starts_with("sqlite:") {
+                return Err(ConfigError::invalid(
+                    "database.app_role",
+                    "is for PostgreSQL; on SQLite the file's permissions are the boundary",
+                ));
+            }
+            let mut chars = role.chars();
+            let ident = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && role.len() <= 63;
+            if !ident {
+                return Err(ConfigError::invalid(
+                    "database.app_role",
+                    format!("`{role}` is not a plain role name (a-z, 0-9, _; like `jit_app`)"),
+                ));
+            }
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::invalid(

@@ -35,7 +35,9 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
-    /// Apply database migrations (serve also does it at start).
+    /// Apply database migrations as the owner of the tables (`database.migrate_url`, default
+    /// `database.url`) and grant `database.app_role` what `serve` needs. `serve` applies them
+    /// itself unless `database.app_role` is set.
     Migrate,
     /// Audit log commands.
     Audit {
@@ -107,8 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let config = Config::load(cli.config.as_deref())?;
-            let store =
-                Store::connect(&config.database.url, config.database.max_connections).await?;
+            let store = Store::connect(config.database.migrate_url(), 1).await?;
             let applied = store.migrate().await?;
             if applied.is_empty() {
                 println!("database is up to date");
@@ -117,19 +118,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("applied {m}");
                 }
             }
+            if let Some(role) = &config.database.app_role {
+                store.grant_app_role(role).await?;
+                println!("role `{role}` may do what `jit-server serve` needs, and no more");
+            }
+            store.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => {
             let config = Config::load(cli.config.as_deref())?;
             let store =
                 Store::connect(&config.database.url, config.database.max_connections).await?;
-            let pending = store.pending_migrations().await?;
-            if !pending.is_empty() {
-                anyhow::bail!(
-                    "the database (`database.url`) is not migrated ({} pending): run `jit-server migrate` first",
-                    pending.join(", ")
-                );
-            }
+            store.check_migrations().await?;
             match command {
                 AuditCommand::Verify { from } => verify(&store, from).await,
                 AuditCommand::Export { format, from } => {

@@ -69,7 +69,7 @@ pub async fn build(
     let store = Store::connect(&config.database.url, config.database.max_connections)
         .await
         .with_context(|| "cannot open the database (`database.url`)")?;
-    store.migrate().await.context("database migration failed")?;
+    prepare_database(&store, config.database.app_role.as_deref()).await?;
     // PostgreSQL: chain the audit events a stopped broker left written but not
     // chained; the store keeps chaining from here on.
     crate::store::audit::caught_up(&store)
@@ -118,6 +118,29 @@ pub async fn build(
         auth: Arc::new(auth),
     };
     Ok(Broker { app, web })
+}
+
+/// With `database.app_role` (PostgreSQL), checks that the broker connects as that role and
+/// that every migration is applied, and runs no DDL; otherwise applies what is missing. Either
+/// way a migration that was edited after it was applied stops the start, named.
+async fn prepare_database(store: &Store, app_role: Option<&str>) -> anyhow::Result<()> {
+    if let Some(role) = app_role {
+        store
+            .check_app_role(role)
+            .await
+            .context("config: `database.app_role`")?;
+        store.check_migrations().await?;
+        return Ok(());
+    }
+    store.migrate().await.context("database migration failed")?;
+    if store.backend() == crate::store::Backend::Postgres {
+        tracing::warn!(
+            "the broker connects as the owner of its tables, who can switch the audit log's \
+             triggers off: set `database.app_role` and run `jit-server migrate` as the owner \
+             (docs/deploy.md, \"PostgreSQL roles\")"
+        );
+    }
+    Ok(())
 }
 
 fn init_logging(format: &str) {

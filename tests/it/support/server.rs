@@ -16,6 +16,17 @@ use jit_server::service::App;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// The audit trail of a request that was approved, activated and ran to its end.
+pub const EXPIRED_GRANT_TRAIL: [&str; 7] = [
+    "request.created",
+    "request.approval",
+    "request.approved",
+    "grant.activated",
+    "grant.expiring_soon",
+    "grant.expired",
+    "grant.removed",
+];
+
 /// Which database engine a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -98,8 +109,18 @@ pub async fn start_with_auth(
     providers: Providers,
     tweak: impl FnOnce(&mut Config),
 ) -> TestBroker {
+    start_on(fresh_db(engine).await, auth, providers, tweak).await
+}
+
+/// Starts a broker on a database the test prepared (the configuration's URL is the
+/// database's unless `tweak` changes it).
+pub async fn start_on(
+    db: FreshDb,
+    auth: AuthMode,
+    providers: Providers,
+    tweak: impl FnOnce(&mut Config),
+) -> TestBroker {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let db = fresh_db(engine).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = Config::default();

@@ -15,7 +15,7 @@ pub mod audit;
 pub mod db;
 pub mod export;
 pub mod jobs;
-mod migrate;
+pub mod migrate;
 mod pgtx;
 pub mod requests;
 mod seal;
@@ -65,6 +65,10 @@ pub enum StoreError {
     /// The database URL or file cannot be used.
     #[error("database: {0}")]
     Open(String),
+    /// The migrations applied to the database do not match this build's, or the
+    /// application role cannot be used (says what to do).
+    #[error("{0}")]
+    Migration(String),
 }
 
 impl StoreError {
@@ -381,14 +385,33 @@ impl Store {
         }
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations, after checking that none applied was edited
+    /// since (`store::migrate`); returns the names of those it applied.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
         migrate::run(self).await
     }
 
-    /// Migrations not yet applied.
+    /// Migrations not yet applied; an error when an applied one was edited.
     pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
         migrate::pending(self).await
+    }
+
+    /// Checks, without changing anything, that every migration is applied
+    /// and none was edited since; the error says which and what to do.
+    pub async fn check_migrations(&self) -> Result<(), StoreError> {
+        migrate::check(self).await
+    }
+
+    /// PostgreSQL: grants the application role exactly what `serve` needs
+    /// ([`migrate::APP_GRANTS`]), revoking the rest.
+    pub async fn grant_app_role(&self, role: &str) -> Result<(), StoreError> {
+        migrate::grant_app_role(self, role).await
+    }
+
+    /// PostgreSQL: the connection is the application role and cannot switch
+    /// the audit triggers off or change the audit tables.
+    pub async fn check_app_role(&self, role: &str) -> Result<(), StoreError> {
+        migrate::check_app_role(self, role).await
     }
 
     /// Which engine.
