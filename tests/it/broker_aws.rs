@@ -17,6 +17,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_identitystore::types::{AlternateIdentifier, Email, Name, UniqueAttribute};
 use jit_api::RequestState;
 use jit_server::config::AwsConfig;
+use jit_server::http::AuthMode;
 use jit_server::providers::Providers;
 use jit_server::providers::aws::{AwsProviders, REVOKE_POLICY_NAME, Tuning};
 use jit_server::store::{Store, query_built};
@@ -24,8 +25,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fault_proxy::{Fault, FaultProxy};
+use crate::support::audit_fault::AuditFault;
 use crate::support::peer_env;
-use crate::support::server::{Engine, TestBroker, start_with};
+use crate::support::server::{Engine, TestBroker, start_on, start_with};
 
 /// The account moto answers for.
 pub(crate) const ACCOUNT: &str = "123456789012";
@@ -364,20 +366,35 @@ pub(crate) struct AwsBroker {
     /// `aws-billing-sso`'s permission set.
     pub(crate) ps: String,
     pub(crate) policies: tempfile::TempDir,
+    /// The switch of a failing audit store, when asked for.
+    pub(crate) audit: Option<AuditFault>,
+}
+
+/// What [`aws_broker_with`] sets up beyond the defaults.
+#[derive(Default)]
+pub(crate) struct Options {
+    /// AWS limits ([`tuning`] when `None`).
+    pub(crate) tuning: Option<Tuning>,
+    /// `aws-billing-sso`'s permission set (a new unused ARN when `None`).
+    pub(crate) ps: Option<String>,
+    /// Cedar policies added to the bundled ones.
+    pub(crate) cedar: &'static str,
+    /// The broker runs on a database whose audit writes can be made to fail.
+    pub(crate) audit_fault: bool,
 }
 
 async fn aws_broker(engine: Engine) -> AwsBroker {
-    aws_broker_with(engine, tuning(), None, "").await
+    aws_broker_with(engine, Options::default()).await
 }
 
-/// [`aws_broker`] with AWS limits `tuning`, the permission set `ps` (a new
-/// unused ARN when `None`) and `cedar` added to the policies.
-pub(crate) async fn aws_broker_with(
-    engine: Engine,
-    tuning: Tuning,
-    ps: Option<String>,
-    cedar: &str,
-) -> AwsBroker {
+/// [`aws_broker`] with `options`.
+pub(crate) async fn aws_broker_with(engine: Engine, options: Options) -> AwsBroker {
+    let Options {
+        tuning: aws_tuning,
+        ps,
+        cedar,
+        audit_fault,
+    } = options;
     let moto = Moto::connect().await;
     let proxy = FaultProxy::start(&moto.url).await;
     let admin_role = moto.role().await;
@@ -404,16 +421,28 @@ pub(crate) async fn aws_broker_with(
         &moto.config(&proxy.url),
         "http://127.0.0.1",
         credentials,
-        tuning,
+        aws_tuning.unwrap_or_else(tuning),
     )
     .await;
     let mut providers = aws.install(Providers::simulated());
     providers.session_revoker = Some(aws.role.clone());
     let dir = policies.path().to_owned();
-    let b = start_with(engine, providers, |c| {
-        c.policy.dir = dir;
-    })
-    .await;
+    let (b, audit) = if audit_fault {
+        let (fault, db) = AuditFault::new(engine).await;
+        let (url, role) = (fault.broker_url.clone(), fault.role.clone());
+        let b = start_on(db, AuthMode::Dev, providers, |c| {
+            c.policy.dir = dir;
+            c.database.url = url;
+            c.database.app_role = role;
+        })
+        .await;
+        (b, Some(fault))
+    } else {
+        (
+            start_with(engine, providers, |c| c.policy.dir = dir).await,
+            None,
+        )
+    };
     AwsBroker {
         b,
         moto,
@@ -423,6 +452,7 @@ pub(crate) async fn aws_broker_with(
         sandbox_role,
         ps,
         policies,
+        audit,
     }
 }
 

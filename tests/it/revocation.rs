@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::broker_aws::{aws_broker_with, broker_credentials, events, tuning};
+use crate::broker_aws::{Options, aws_broker_with, broker_credentials, events, tuning};
 use crate::fault_proxy::{Fault, FaultProxy};
 use crate::sessions::{cutoff, deny_for, role_policy};
 use crate::support::server::{Caller, Engine, TestBroker};
@@ -52,12 +52,14 @@ async fn active_with_session(b: &TestBroker, who: &Caller) -> (uuid::Uuid, Offse
 async fn a_revoke_ends_the_grantees_sessions(engine: Engine) {
     let env = aws_broker_with(
         engine,
-        Tuning {
-            session_lifetime: Some(Duration::from_secs(4)),
-            ..tuning()
+        Options {
+            tuning: Some(Tuning {
+                session_lifetime: Some(Duration::from_secs(4)),
+                ..tuning()
+            }),
+            cedar: EVERYONE_SANDBOX,
+            ..Options::default()
         },
-        None,
-        EVERYONE_SANDBOX,
     )
     .await;
     let b = &env.b;
@@ -166,7 +168,14 @@ async fn a_revoke_ends_the_grantees_sessions_postgres() {
 /// the database lock makes them take turns and no statement is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_brokers_revoking_on_one_role_lose_no_deny() {
-    let env = aws_broker_with(Engine::Postgres, tuning(), None, EVERYONE_SANDBOX).await;
+    let env = aws_broker_with(
+        Engine::Postgres,
+        Options {
+            cedar: EVERYONE_SANDBOX,
+            ..Options::default()
+        },
+    )
+    .await;
     let b = &env.b;
     // The second broker: its own providers (its own in-process locks).
     let proxy2 = FaultProxy::start(&env.moto.url).await;
@@ -241,4 +250,89 @@ async fn two_brokers_revoking_on_one_role_lose_no_deny() {
         );
     }
     assert_eq!(events(b, "grant.removed").await.len(), users.len());
+}
+
+async fn no_audit_row_no_session(engine: Engine) {
+    let env = aws_broker_with(
+        engine,
+        Options {
+            audit_fault: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let b = &env.b;
+    let fault = env.audit.as_ref().unwrap();
+    let alice = b.login("alice").await;
+    let r = alice.request("aws-sandbox", "1h").await;
+    b.run_jobs().await;
+    assert_eq!(alice.show(r.id).await.state, RequestState::Active);
+
+    // The audit store fails: no session, and AWS is not even asked.
+    fault.fail().await;
+    for what in ["credentials", "console-url"] {
+        let (status, body) = alice
+            .post(&format!("/requests/{}/{what}", r.id), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    }
+    assert_eq!(
+        env.proxy.count("AssumeRole"),
+        0,
+        "no STS call without an audit row"
+    );
+    fault.heal().await;
+    let (status, body) = alice
+        .post(&format!("/requests/{}/credentials", r.id), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(env.proxy.count("AssumeRole"), 1);
+    let minted = events(b, "credentials.minted").await;
+    assert_eq!(minted.len(), 1);
+    assert!(
+        minted[0]
+            .data
+            .contains(body["AccessKeyId"].as_str().unwrap())
+    );
+
+    // The store fails while STS answers: the session is withdrawn (the
+    // person's deny covers it) and the caller gets no credentials.
+    env.proxy
+        .script("AssumeRole", 1, Fault::Delay(Duration::from_millis(800)));
+    let call = {
+        let alice = alice.clone();
+        let path = format!("/requests/{}/credentials", r.id);
+        tokio::spawn(async move { alice.post(&path, json!({})).await })
+    };
+    while env.proxy.count("AssumeRole") < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fault.fail().await;
+    let (status, body) = call.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "audit_unavailable");
+    assert!(body.get("SecretAccessKey").is_none());
+    let (policy, _) = role_policy(&env.moto.url, &env.sandbox_role.1)
+        .await
+        .unwrap();
+    let deny = deny_for(&policy, "aws:SourceIdentity", "alice@example.com").unwrap();
+    assert!(cutoff(deny) >= OffsetDateTime::now_utc() - time::Duration::seconds(3));
+    fault.heal().await;
+    assert_eq!(
+        events(b, "credentials.minted").await.len(),
+        1,
+        "the withdrawn one is not"
+    );
+    b.audit_actions(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_audit_row_no_session_sqlite() {
+    no_audit_row_no_session(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_audit_row_no_session_postgres() {
+    no_audit_row_no_session(Engine::Postgres).await;
 }

@@ -16,6 +16,7 @@
     reason = "each test module uses a different part of the harness"
 )]
 
+pub mod audit_fault;
 pub mod db;
 pub mod server;
 pub mod smtp;

@@ -533,6 +533,7 @@ async fn review(
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
         (status = 409, description = "the request is not active", body = ErrorBody),
         (status = 502, description = "AWS refused or could not be reached", body = ErrorBody),
+        (status = 503, description = "code `audit_unavailable`: the audit log cannot be written, so no credentials are minted (AWS is not asked)", body = ErrorBody),
     ),
 )]
 async fn credentials(
@@ -558,6 +559,7 @@ async fn credentials(
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
         (status = 409, description = "the request is not active", body = ErrorBody),
         (status = 502, description = "AWS refused or could not be reached", body = ErrorBody),
+        (status = 503, description = "code `audit_unavailable`: the audit log cannot be written, so no session is minted (AWS is not asked)", body = ErrorBody),
     ),
 )]
 async fn console_url(

@@ -158,6 +158,9 @@ impl From<ServiceError> for ApiError {
                 tracing::warn!(error = %m, "upstream failure");
                 Self(StatusCode::BAD_GATEWAY, "upstream_error", m)
             }
+            ServiceError::AuditUnavailable(m) => {
+                Self(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", m)
+            }
             ServiceError::AuditDamaged(m) => {
                 tracing::error!(error = %m, "audit log damaged");
                 Self(StatusCode::INTERNAL_SERVER_ERROR, "audit_damaged", m)

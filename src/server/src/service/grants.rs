@@ -16,7 +16,7 @@ use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
 use crate::providers::{GrantSpec, Grantee, ProviderError, SessionsEnded};
-use crate::store::audit::NewEvent;
+use crate::store::audit::{self, NewEvent};
 use crate::store::jobs::{self, Job};
 use crate::store::requests::{self as store, Changes, RequestRow};
 use crate::store::{Backend, Tx, query, query_built};
@@ -789,53 +789,171 @@ impl App {
         user: &User,
         id: Uuid,
     ) -> Result<jit_api::Credentials, ServiceError> {
-        let (row, ent, grantee) = self.own_active_role(user, id).await?;
-        let seconds = self.session_seconds(&row, &ent);
-        let spec = Self::spec_for(&row, &ent, &grantee);
-        let started = std::time::Instant::now();
-        let minted = self
-            .providers
-            .get(ent.kind)
-            .mint_credentials(&spec, seconds)
-            .await;
-        crate::metrics::upstream(ent.kind.as_str(), "mint", started.elapsed(), minted.is_ok());
-        let creds = minted
-            .map_err(|e| ServiceError::Upstream(format!("could not mint credentials: {e}")))?;
-        self.audit_alone(NewEvent {
-            actor: &user.email,
-            action: "credentials.minted",
-            request_id: Some(id),
-            entitlement: Some(&ent.id),
-            data: json!({
-                "access_key_id": creds.access_key_id,
-                "expiration": creds.expiration,
-                "session_seconds": seconds,
-            }),
-        })
-        .await?;
-        Ok(creds)
+        match self.issue_session(user, id, Session::Credentials).await? {
+            Issued::Credentials(c) => Ok(c),
+            Issued::Console(_) => Err(ServiceError::Internal(anyhow::anyhow!(
+                "wrong session kind"
+            ))),
+        }
     }
 
     /// A console sign-in URL for the owner of an active `aws_role` grant.
     pub async fn console_url(&self, user: &User, id: Uuid) -> Result<String, ServiceError> {
+        match self.issue_session(user, id, Session::Console).await? {
+            Issued::Console(url) => Ok(url),
+            Issued::Credentials(_) => Err(ServiceError::Internal(anyhow::anyhow!(
+                "wrong session kind"
+            ))),
+        }
+    }
+
+    /// Mints a session for the owner of an active `aws_role` grant and
+    /// records it: no audit row, no session.
+    ///
+    /// The event is known to be writable before STS is asked (a probe writes
+    /// it and rolls back: a failing audit store answers `AuditUnavailable`
+    /// and AWS sees no call), and the session is handed out only once the
+    /// event, with what only the call tells (the access key id), has
+    /// committed. The two writes are short transactions of their own, so
+    /// SQLite's one writer is not held across the STS round trip (every other
+    /// write would wait for it). Should the second fail all the same, the
+    /// session is ended as a removal ends it (the person's deny) before the
+    /// error is returned, and the failure is recorded when the log takes it.
+    /// The grant's object stays locked throughout: a removal of the grant
+    /// waits for the mint, so its deny covers this session.
+    async fn issue_session(
+        &self,
+        user: &User,
+        id: Uuid,
+        kind: Session,
+    ) -> Result<Issued, ServiceError> {
+        let (action, op) = match kind {
+            Session::Credentials => ("credentials.minted", "mint"),
+            Session::Console => ("console.signin", "console"),
+        };
+        let (row, _, _) = self.own_active_role(user, id).await?;
+        let mut guard = self.lock_target(&row.target_key).await?;
+        // Again under the lock: revoked meanwhile means no session.
         let (row, ent, grantee) = self.own_active_role(user, id).await?;
         let seconds = self.session_seconds(&row, &ent);
         let spec = Self::spec_for(&row, &ent, &grantee);
-        let url = self
-            .providers
-            .get(ent.kind)
-            .console_url(&spec, seconds)
-            .await
-            .map_err(|e| ServiceError::Upstream(format!("could not open the console: {e}")))?;
-        self.audit_alone(NewEvent {
+        let event = |data: serde_json::Value| NewEvent {
             actor: &user.email,
-            action: "console.signin",
+            action,
             request_id: Some(id),
             entitlement: Some(&ent.id),
-            data: json!({ "session_seconds": seconds }),
-        })
-        .await?;
-        Ok(url)
+            data,
+        };
+        if let Err(e) = audit::probe(
+            &self.store,
+            self.now(),
+            event(json!({ "session_seconds": seconds })),
+        )
+        .await
+        {
+            tracing::error!(error = %e, request.id = %id, "audit log not writable: no session minted");
+            return Err(ServiceError::AuditUnavailable(
+                "the audit log cannot be written right now, so no session is issued; try again shortly"
+                    .to_owned(),
+            ));
+        }
+        let provider = self.providers.get(ent.kind);
+        let started = std::time::Instant::now();
+        let issued = match kind {
+            Session::Credentials => provider
+                .mint_credentials(&spec, seconds)
+                .await
+                .map(Issued::Credentials),
+            Session::Console => provider
+                .console_url(&spec, seconds)
+                .await
+                .map(Issued::Console),
+        };
+        crate::metrics::upstream(ent.kind.as_str(), op, started.elapsed(), issued.is_ok());
+        let value = issued.map_err(|e| match kind {
+            Session::Credentials => {
+                ServiceError::Upstream(format!("could not mint credentials: {e}"))
+            }
+            Session::Console => ServiceError::Upstream(format!("could not open the console: {e}")),
+        })?;
+        let facts = match &value {
+            Issued::Credentials(c) => json!({
+                "access_key_id": c.access_key_id,
+                "expiration": c.expiration,
+            }),
+            Issued::Console(_) => json!({}),
+        };
+        let mut data = json!({ "session_seconds": seconds });
+        if let (Some(all), Some(more)) = (data.as_object_mut(), facts.as_object()) {
+            all.extend(more.clone());
+        }
+        let recorded = async {
+            let mut tx = guard.change_tx(&self.store).await?;
+            self.audit(&mut tx, event(data.clone())).await?;
+            tx.commit().await?;
+            Ok::<(), ServiceError>(())
+        }
+        .await;
+        drop(guard);
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, request.id = %id, "a minted session could not be recorded: ending it");
+            self.withdraw_session(&row, &ent, &grantee, action, &data)
+                .await;
+            return Err(ServiceError::AuditUnavailable(
+                "the audit log cannot be written right now, so the session was withdrawn; try again shortly"
+                    .to_owned(),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// Ends a session that was minted but could not be recorded (the
+    /// person's deny, as a removal writes it), records why when the log
+    /// takes it, and queues the deny's pruning.
+    async fn withdraw_session(
+        &self,
+        row: &RequestRow,
+        ent: &Entitlement,
+        grantee: &Grantee,
+        action: &str,
+        minted: &serde_json::Value,
+    ) {
+        let result = async {
+            let mut guard = self.lock_target(&row.target_key).await?;
+            if let Some(key) = ent.policy_key() {
+                guard.lock_also(self, &key).await?;
+            }
+            let spec = Self::spec_for(row, ent, grantee);
+            let ended = self
+                .providers
+                .get(ent.kind)
+                .end_sessions(&spec)
+                .await
+                .map_err(|e| ServiceError::Upstream(e.to_string()))?;
+            let now_ms = self.now_ms();
+            let mut tx = guard.change_tx(&self.store).await?;
+            if let Some(at) = ended.as_ref().and_then(|s| s.prune_at) {
+                self.queue_prune(&mut tx, ent, at, now_ms).await?;
+            }
+            tx.commit().await?;
+            drop(guard);
+            self.audit_alone(NewEvent {
+                actor: "system",
+                action: "credentials.withdrawn",
+                request_id: Some(row.id),
+                entitlement: Some(&ent.id),
+                data: json!({
+                    "reason": format!("`{action}` could not be recorded"),
+                    "minted": minted,
+                    "sessions": ended.map(|s| s.details),
+                }),
+            })
+            .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, request.id = %row.id, "could not withdraw or record a session that was not recorded");
+        }
     }
 
     fn spec_for<'a>(
@@ -854,6 +972,19 @@ impl App {
             overlapping: false,
         }
     }
+}
+
+/// Which session [`App::issue_session`] mints.
+#[derive(Debug, Clone, Copy)]
+enum Session {
+    Credentials,
+    Console,
+}
+
+/// What it handed out.
+enum Issued {
+    Credentials(jit_api::Credentials),
+    Console(String),
 }
 
 /// Delay before retrying a job that failed with an internal error.

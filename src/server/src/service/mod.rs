@@ -70,6 +70,10 @@ pub enum ServiceError {
     /// A cloud said no or did not answer.
     #[error("{0}")]
     Upstream(String),
+    /// The audit log cannot be written now, so nothing that needs an audit
+    /// row is done (credentials are not minted).
+    #[error("{0}")]
+    AuditUnavailable(String),
     /// A row of the audit log cannot be read: the table was changed outside
     /// the broker. Says which row; never a secret (the log holds none).
     #[error("{0}")]

@@ -297,6 +297,22 @@ pub async fn append_alone(
     }
 }
 
+/// Whether `event` can be written now: appends it in a transaction of its
+/// own, sends it, and rolls back. Used before an action that cannot be
+/// taken back once done (an STS session), so that its event, written
+/// after it, is known to be writable (`App::mint_credentials`).
+pub async fn probe(
+    store: &Store,
+    at: OffsetDateTime,
+    event: NewEvent<'_>,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    append(&mut tx, at, event).await?;
+    // PostgreSQL holds the insert back until the next statement: send it.
+    query("SELECT 1").fetch_one(&mut tx).await?;
+    tx.rollback().await
+}
+
 const PENDING_INSERT: &str =
     "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data) VALUES";
 
