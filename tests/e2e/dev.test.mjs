@@ -89,6 +89,34 @@ describe('development mode sign-in page', { timeout: 120_000 }, () => {
     await context.close();
   });
 
+  it('says in words what an Azure role grants: the role and the scope', async () => {
+    const context = await newContext(browser, broker.base);
+    const page = await context.newPage();
+    await page.goto(`${broker.base}/login?next=/requests/new`);
+    await page.locator('input[name=user][value=alice]').check();
+    await Promise.all([page.waitForURL(`${broker.base}/requests/new`), page.locator('#sign-in').click()]);
+    const reader = page.locator('input[name=entitlement][value=azure-platform-reader]');
+    const option = page.locator('label', { has: reader });
+    assert.match(await option.textContent(), /Reader at management group mg-platform/);
+    const contributor = page.locator('label', { has: page.locator('input[name=entitlement][value=azure-prod-contributor]') });
+    assert.match(await contributor.textContent(), /Contributor at subscription 6e0a1d7c-3b52-4f1e-9c8d-2a4b6c8e0f13/);
+    await reader.check();
+    await page.getByLabel('Justification').fill('read the platform policies');
+    await Promise.all([page.waitForURL(/\/requests\/[0-9a-f-]{36}$/), page.locator('#submit-request').click()]);
+    assert.equal((await page.locator('#target').textContent()).trim(), 'Reader at management group mg-platform');
+    await waitFor('the simulated Azure grant to become active', async () => {
+      await page.reload();
+      return (await page.locator('#state').textContent()).trim() === 'active';
+    });
+    const found = await everyView(page, '03-azure-grant-dev', { check: problems, phone: false });
+    assert.deepEqual(found, [], 'accessibility problems on the Azure request page');
+    await page.goto(`${broker.base}/`);
+    assert.match(await page.locator('.cards').textContent(), /Reader at management group mg-platform/);
+    assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
+    await broker.secrets.addCookies(context, 'alice');
+    await context.close();
+  });
+
   it('kept the session cookie out of the broker log and the audit table', async () => {
     selfCheck();
     assert.ok(broker.secrets.items.length > 0, 'no session cookie was collected');

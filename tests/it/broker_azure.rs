@@ -188,10 +188,20 @@ async fn contributor_is_granted_then_revoked(engine: Engine) {
         )
         .await;
     assert!(env.arm.assignments().is_empty(), "nothing before the grant");
+    // Before ARM has named the subscription, the scope shows by its id.
+    assert_eq!(
+        env.show(id).await["target"],
+        format!("Contributor at subscription {PROD_SUB}")
+    );
     b.run_jobs().await;
     let shown = env.show(id).await;
     assert_eq!(shown["state"], "active", "{shown}");
     assert_eq!(shown["simulated"], false);
+    // ARM's answers named it: the scope in words.
+    assert_eq!(
+        shown["target"],
+        format!("Contributor at subscription “Production” ({PROD_SUB})")
+    );
     let held = env.only_assignment();
     assert_eq!(held.principal, alice.oid.clone().unwrap());
     assert_eq!(held.role, CONTRIBUTOR);
@@ -258,6 +268,7 @@ async fn reader_is_extended_kept_and_removed_at_expiry(engine: Engine) {
     b.run_jobs().await;
     let first = env.show(id).await;
     assert_eq!(first["state"], "active", "{first}");
+    assert_eq!(first["target"], "Reader at management group mg-platform");
     let held = env.only_assignment();
     assert_eq!(held.scope, Scope::ManagementGroup(PLATFORM_MG.to_owned()));
     assert_eq!(held.role, READER);
@@ -473,10 +484,11 @@ async fn a_refused_assignment_fails_the_grant_and_tells_the_requester(engine: En
         }
     }
     let mail = told.unwrap_or_else(|| panic!("alice was not told: {:#?}", sink.mails()));
+    let raw = mail.raw.replace("=\r\n", "");
+    assert!(raw.contains(&format!("/requests/{id}")), "{raw}");
     assert!(
-        mail.raw.contains(&format!("/requests/{id}")),
-        "{}",
-        mail.raw
+        raw.contains(&format!("Contributor at subscription {PROD_SUB}")),
+        "the mail says what was asked for: {raw}"
     );
     env.arm.assert_no_violations();
 }
@@ -509,14 +521,23 @@ async fn development_mode_simulates_azure_roles(engine: Engine) {
         assert_eq!(shown.kind, "azure_role");
     }
     let (_, list) = alice.get("/entitlements").await;
-    let kinds: Vec<&str> = list
+    let azure: Vec<(&str, &str)> = list
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["id"].as_str().unwrap().starts_with("azure-"))
-        .map(|e| e["kind"].as_str().unwrap())
+        .map(|e| (e["kind"].as_str().unwrap(), e["target"].as_str().unwrap()))
         .collect();
-    assert_eq!(kinds, ["azure_role", "azure_role"]);
+    assert_eq!(
+        azure,
+        [
+            ("azure_role", "Reader at management group mg-platform"),
+            (
+                "azure_role",
+                "Contributor at subscription 6e0a1d7c-3b52-4f1e-9c8d-2a4b6c8e0f13"
+            ),
+        ]
+    );
     let (status, _) = alice
         .post(
             &format!("/requests/{}/revoke", contributor.id),

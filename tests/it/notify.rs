@@ -48,6 +48,7 @@ fn request() -> Request {
         simulated: false,
         failure_reason: None,
         kind: "aws_role".to_owned(),
+        target: "role arn:aws:iam::111111111111:role/JitAdmin".to_owned(),
     }
 }
 

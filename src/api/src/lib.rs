@@ -177,6 +177,12 @@ pub struct Request {
     #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub kind: String,
+    /// What the entitlement grants, in words: the role, and for Azure the scope by the
+    /// names Azure gives it (`Contributor at subscription “Production” (…)`); empty when
+    /// the entitlement left the catalog.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    #[serde(default)]
+    pub target: String,
 }
 
 /// Body of `POST /api/v1/requests`.
@@ -313,7 +319,7 @@ pub struct Entitlement {
     pub id: String,
     /// Human title.
     pub title: String,
-    /// `aws_role`, `aws_identity_center`, `entra_role` or `entra_group`.
+    /// `aws_role`, `aws_identity_center`, `entra_role`, `entra_group` or `azure_role`.
     pub kind: String,
     /// Longest grant, e.g. `4h`.
     pub max_duration: String,
@@ -329,6 +335,10 @@ pub struct Entitlement {
     #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub break_glass: bool,
+    /// What it grants, in words (see [`Request::target`]).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    #[serde(default)]
+    pub target: String,
 }
 
 /// Temporary AWS credentials (`POST /requests/{id}/credentials`).

@@ -183,11 +183,12 @@ pub fn status(requests: &[Request], now: OffsetDateTime, limit: Option<usize>) -
                     short_id(&r.id),
                     r.expires_at.map_or_else(|| "-".to_owned(), timestamp),
                     time_left(r, now),
+                    r.target.clone(),
                 ]
             })
             .collect();
         out.push_str(&indent(&table(
-            &["ENTITLEMENT", "ID", "EXPIRES", "LEFT"],
+            &["ENTITLEMENT", "ID", "EXPIRES", "LEFT", "GRANTS"],
             &rows,
         )));
     }
@@ -272,11 +273,16 @@ pub fn request_detail(
     let mut pairs = vec![
         ("Request", req.id.to_string()),
         ("Entitlement", req.entitlement.clone()),
+    ];
+    if !req.target.is_empty() {
+        pairs.push(("Grants", req.target.clone()));
+    }
+    pairs.extend([
         ("Requester", req.requester.clone()),
         ("State", req.state.to_string()),
         ("Duration", req.duration.clone()),
         ("Reason", req.justification.clone()),
-    ];
+    ]);
     if let Some(t) = &req.ticket {
         pairs.push(("Ticket", t.clone()));
     }
@@ -390,11 +396,20 @@ pub fn entitlements(list: &[Entitlement]) -> String {
                     e.approvals_required.to_string()
                 },
                 if e.require_mfa { "yes" } else { "no" }.to_owned(),
+                e.target.clone(),
             ]
         })
         .collect();
     table(
-        &["ID", "TITLE", "KIND", "MAX DURATION", "APPROVALS", "MFA"],
+        &[
+            "ID",
+            "TITLE",
+            "KIND",
+            "MAX DURATION",
+            "APPROVALS",
+            "MFA",
+            "GRANTS",
+        ],
         &rows,
     )
 }
@@ -490,6 +505,7 @@ mod tests {
             simulated: false,
             failure_reason: None,
             kind: "aws_role".into(),
+            target: "role arn:aws:iam::111111111111:role/JitAdmin".into(),
         }
     }
 
@@ -553,6 +569,7 @@ mod tests {
                 require_mfa: true,
                 require_ticket: false,
                 break_glass: false,
+                target: "role arn:aws:iam::111111111111:role/JitAdmin".into(),
             },
             Entitlement {
                 id: "dev".into(),
@@ -563,13 +580,14 @@ mod tests {
                 require_mfa: false,
                 require_ticket: false,
                 break_glass: false,
+                target: "Reader at management group mg-dev".into(),
             },
         ]);
         assert_eq!(
             out,
-            "ID              TITLE                           KIND                 MAX DURATION  APPROVALS  MFA\n\
-             aws-prod-admin  AWS production — administrator  aws_role             4h            1          yes\n\
-             dev             Dev                             aws_identity_center  8h            auto       no\n"
+            "ID              TITLE                           KIND                 MAX DURATION  APPROVALS  MFA  GRANTS\n\
+             aws-prod-admin  AWS production — administrator  aws_role             4h            1          yes  role arn:aws:iam::111111111111:role/JitAdmin\n\
+             dev             Dev                             aws_identity_center  8h            auto       no   Reader at management group mg-dev\n"
         );
     }
 
@@ -585,7 +603,9 @@ mod tests {
         let out = status(&[active, pending], now, Some(20));
         assert!(out.starts_with("Active grants\n"), "{out}");
         assert!(
-            out.contains("aws-prod-admin  0b7c6f2e  2026-11-29 09:30:00 UTC  30m left"),
+            out.contains(
+                "aws-prod-admin  0b7c6f2e  2026-11-29 09:30:00 UTC  30m left  role arn:aws:iam::111111111111:role/JitAdmin"
+            ),
             "{out}"
         );
         assert!(
@@ -618,6 +638,10 @@ mod tests {
         );
         let out = request_detail(&req, &[], at("2026-11-29T09:00:00Z"));
         assert!(out.contains("State:        denied"), "{out}");
+        assert!(
+            out.contains("Grants:       role arn:aws:iam::111111111111:role/JitAdmin"),
+            "{out}"
+        );
         assert!(
             out.contains("2026-11-29 08:05:00 UTC  denied by bob@example.com"),
             "{out}"

@@ -416,6 +416,7 @@ mod tests {
             simulated: false,
             failure_reason: None,
             kind: "aws_role".into(),
+            target: String::new(),
         }
     }
 

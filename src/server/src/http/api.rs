@@ -207,6 +207,7 @@ async fn entitlements(
                 require_mfa: e.require_mfa,
                 require_ticket: e.require_ticket,
                 break_glass: web.app.may_break_glass(&user, e),
+                target: web.app.providers.describe(e),
             })
             .collect(),
     )

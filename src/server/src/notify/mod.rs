@@ -333,12 +333,15 @@ impl Notification {
         } else {
             format!("{title} ({})", q.entitlement)
         };
-        let mut facts = vec![
-            Fact::new("Entitlement", entitlement),
+        let mut facts = vec![Fact::new("Entitlement", entitlement)];
+        if !q.target.trim().is_empty() {
+            facts.push(Fact::new("Grants", q.target.clone()));
+        }
+        facts.extend([
             Fact::new("Requester", q.requester.clone()),
             Fact::new("Duration", q.duration.clone()),
             Fact::new("Justification", q.justification.clone()),
-        ];
+        ]);
         if let Some(ticket) = &q.ticket {
             facts.push(Fact::new("Ticket", ticket.clone()));
         }
@@ -664,6 +667,7 @@ pub(crate) mod tests {
                 simulated: false,
                 failure_reason: None,
                 kind: "aws_role".to_owned(),
+                target: "role arn:aws:iam::111111111111:role/JitAdmin".to_owned(),
             },
             entitlement_title: "AWS production — administrator".to_owned(),
             actor: None,

@@ -8,7 +8,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::policy::catalog::{Entitlement, Kind};
+use crate::policy::catalog::{Entitlement, Kind, Target};
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -306,6 +306,45 @@ impl Providers {
             Kind::AzureRole => self.azure_role = provider,
         }
         self
+    }
+
+    /// What an entitlement grants, in words: `role arn:…`, `Contributor at
+    /// subscription “Production” (…)` (Azure scopes and roles by the names ARM
+    /// gave the broker so far, else by id).
+    pub fn describe(&self, entitlement: &Entitlement) -> String {
+        match &entitlement.target {
+            Target::AwsRole { role_arn, .. } => format!("role {role_arn}"),
+            Target::AwsIdentityCenter {
+                account_id,
+                permission_set_arn,
+            } => format!("permission set {permission_set_arn} in account {account_id}"),
+            Target::EntraRole {
+                role_definition_id,
+                directory_scope_id,
+            } if directory_scope_id == "/" => {
+                format!("directory role {role_definition_id} in the whole directory")
+            }
+            Target::EntraRole {
+                role_definition_id,
+                directory_scope_id,
+            } => format!("directory role {role_definition_id} at {directory_scope_id}"),
+            Target::EntraGroup {
+                group_id,
+                access_id,
+            } => format!("{access_id} of group {group_id}"),
+            Target::AzureRole {
+                scope,
+                role_definition,
+                condition,
+            } => {
+                let words = self.azure_names.describe(role_definition, scope);
+                if condition.is_some() {
+                    format!("{words}, under a condition")
+                } else {
+                    words
+                }
+            }
+        }
     }
 
     /// The provider of a kind.

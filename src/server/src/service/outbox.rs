@@ -43,7 +43,11 @@ impl App {
         let Some(ent) = self.policy.catalog.get(&row.entitlement) else {
             return Ok(());
         };
-        let view = RequestView { row, approvals };
+        let view = RequestView {
+            target: self.providers.describe(ent),
+            row,
+            approvals,
+        };
         let recipients = told.kind.recipients(
             &Audience {
                 requester: &view.row.requester_email,

@@ -21,12 +21,17 @@ pub struct RequestView {
     pub row: RequestRow,
     /// Decisions.
     pub approvals: Vec<ApprovalRow>,
+    /// What the entitlement grants, in words ([`App::describe`]).
+    pub target: String,
 }
 
 impl RequestView {
     /// Wire form.
     pub fn to_api(&self) -> jit_api::Request {
-        self.row.to_api(&self.approvals)
+        jit_api::Request {
+            target: self.target.clone(),
+            ..self.row.to_api(&self.approvals)
+        }
     }
 }
 
@@ -271,6 +276,7 @@ impl App {
         // What was just written, and nobody has decided on it yet (an
         // automatic approval is no approver's decision).
         Ok(RequestView {
+            target: self.describe(&row.entitlement),
             row,
             approvals: Vec::new(),
         })
@@ -869,7 +875,20 @@ impl App {
         let (row, approvals) = store::get_with_approvals(&self.store, id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no request `{id}`")))?;
-        Ok(RequestView { row, approvals })
+        Ok(RequestView {
+            target: self.describe(&row.entitlement),
+            row,
+            approvals,
+        })
+    }
+
+    /// What entitlement `id` grants, in words (empty when it left the catalog).
+    pub fn describe(&self, id: &str) -> String {
+        self.policy
+            .catalog
+            .get(id)
+            .map(|e| self.providers.describe(e))
+            .unwrap_or_default()
     }
 
     /// Reads a request the user may see.
@@ -930,6 +949,7 @@ impl App {
             .into_iter()
             .map(|row| RequestView {
                 approvals: approvals.remove(&row.id).unwrap_or_default(),
+                target: self.describe(&row.entitlement),
                 row,
             })
             .collect())

@@ -134,6 +134,7 @@ impl RequestRow {
             simulated: self.simulated,
             failure_reason: self.failure_reason.clone(),
             kind: self.kind.clone(),
+            target: String::new(),
         }
     }
 }
