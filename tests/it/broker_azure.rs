@@ -251,6 +251,23 @@ async fn contributor_is_granted_then_revoked(engine: Engine) {
         ["grant.revoked", "grant.removal_retry", "grant.removed"]
     );
     assert_eq!(env.show(id).await["state"], "revoked");
+    // Upstream calls are timed and counted per kind, as for the other providers.
+    let metrics = b
+        .http
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "jit_upstream_duration_seconds_count{provider=\"azure_role\",op=\"grant\"}",
+        "jit_upstream_duration_seconds_count{provider=\"azure_role\",op=\"revoke\"}",
+        "jit_upstream_errors_total{provider=\"azure_role\",op=\"revoke\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     env.arm.assert_no_violations();
 }
 both_engines!(contributor_is_granted_then_revoked);

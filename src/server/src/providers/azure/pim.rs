@@ -34,7 +34,9 @@ use crate::policy::azure::AzureScope;
 use crate::policy::catalog::{Entitlement, Target};
 use crate::providers::graph::TICKET_SYSTEM;
 use crate::providers::microsoft::flow::{self, Assign};
-use crate::providers::microsoft::{ApiError, Held, encode, iso_duration, pim_time, seconds_until};
+use crate::providers::microsoft::{
+    ApiError, Held, Tuning, encode, iso_duration, pim_time, seconds_until,
+};
 use crate::providers::{GrantRecord, GrantSpec, ProviderError};
 
 /// What an `azure_role` entitlement grants.
@@ -554,7 +556,7 @@ impl Pim {
                         )));
                     }
                     polls += 1;
-                    tokio::time::sleep(self.client.tuning().poll_interval).await;
+                    tokio::time::sleep(poll_wait(self.client.tuning(), polls)).await;
                     response = match self.client.get(&target.request_path(name)).await {
                         Ok(v) => v,
                         // Not readable yet (replication): check again.
@@ -587,6 +589,16 @@ impl Pim {
             }),
         }
     }
+}
+
+/// The pause before the `n`th read of a pending request: `poll_interval`,
+/// doubling, at most `max_backoff` (ARM gives no hint; PIM provisions "within
+/// seconds", Terraform reads every 10 s at the least).
+fn poll_wait(tuning: &Tuning, n: u32) -> std::time::Duration {
+    tuning
+        .poll_interval
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(tuning.max_backoff.max(tuning.poll_interval))
 }
 
 /// `end` rounded up to a whole second (PIM covers the whole window).
@@ -627,6 +639,13 @@ mod tests {
             whole_second_end(t + time::Duration::milliseconds(1)),
             t + time::Duration::seconds(1)
         );
+    }
+
+    #[test]
+    fn polls_back_off_to_a_bound() {
+        let tuning = Tuning::default();
+        let waits: Vec<u64> = (1..=6).map(|n| poll_wait(&tuning, n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 30, 30]);
     }
 
     #[test]
