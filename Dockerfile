@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# jit broker image: `jit-server` (and the `jit` client) on Debian bookworm-slim, as uid 10001.
+# jit broker image: `jit-server` (and the `jit` client: `jit` and `jit-client`) on Debian
+# bookworm-slim, as uid 10001.
 #
 #   docker build -t jit .
 #   docker run --rm -p 8080:8080 -v "$PWD/jit.toml:/etc/jit/jit.toml:ro" \
@@ -16,11 +17,13 @@ WORKDIR /build
 COPY Cargo.toml Cargo.lock ./
 COPY src/api/Cargo.toml src/api/Cargo.toml
 COPY src/cli/Cargo.toml src/cli/Cargo.toml
+COPY src/cli-base/Cargo.toml src/cli-base/Cargo.toml
 COPY src/server/Cargo.toml src/server/askama.toml src/server/
 # (The test and bench targets named in src/server/Cargo.toml need no files for a build.)
-RUN mkdir -p src/api/src src/cli/src src/server/src \
-    && touch src/api/src/lib.rs src/cli/src/lib.rs src/server/src/lib.rs \
+RUN mkdir -p src/api/src src/cli/src src/cli-base/src src/server/src \
+    && touch src/api/src/lib.rs src/cli/src/lib.rs src/cli-base/src/lib.rs src/server/src/lib.rs \
     && echo 'fn main() {}' > src/cli/src/main.rs \
+    && echo 'fn main() {}' > src/cli/src/client.rs \
     && echo 'fn main() {}' > src/server/src/main.rs \
     && cargo build --release --locked -p jit-server -p jit \
     && rm -rf src
@@ -36,7 +39,8 @@ COPY templates templates
 RUN find src -name '*.rs' -exec touch {} + \
     && cargo build --release --locked -p jit-server -p jit \
     && install -D -m 0755 target/release/jit-server /out/jit-server \
-    && install -D -m 0755 target/release/jit /out/jit
+    && install -D -m 0755 target/release/jit /out/jit \
+    && install -D -m 0755 target/release/jit-client /out/jit-client
 
 ############################ runtime ############################
 FROM debian:bookworm-slim
@@ -54,7 +58,9 @@ RUN apt-get update \
     && mkdir -p /app /etc/jit /var/lib/jit \
     && chown jit:jit /var/lib/jit
 
-COPY --from=builder /out/jit-server /out/jit /usr/local/bin/
+# `jit` runs `jit-client` from its own directory for everything but a cached
+# `credential-process` answer: they are installed together.
+COPY --from=builder /out/jit-server /out/jit /out/jit-client /usr/local/bin/
 # The policy directory is read at start-up (`policy.dir`); mount your own over it.
 COPY policies /app/policies
 # Templates are compiled into the binary; this copy is for reference when customising.

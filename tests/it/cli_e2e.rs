@@ -189,6 +189,25 @@ fn aws_with_credential_process(world: &World, user: &User, entitlement: &str) ->
     user.record(harness::Running::spawn(cmd, "aws sts get-caller-identity").wait())
 }
 
+/// A hit prints the cache file byte for byte, in each form `jit` answers itself and in one
+/// it hands to `jit-client` (an option after the entitlement), and leaves the cache as is.
+fn assert_hits_print_the_file(world: &World, user: &User, entitlement: &str, file: &Path) {
+    let server = world.broker.url.as_str();
+    let server_eq = format!("--server={server}");
+    for args in [
+        &["credential-process", entitlement][..],
+        &["--server", server, "credential-process", entitlement],
+        &[&server_eq, "credential-process", entitlement],
+        &["credential-process", entitlement, "--server", server],
+    ] {
+        let hit = user.command(args).output().unwrap();
+        assert!(hit.status.success(), "{args:?}: {hit:?}");
+        assert_eq!(hit.stdout, std::fs::read(file).unwrap(), "{args:?}");
+        assert!(hit.stderr.is_empty(), "{args:?}: {hit:?}");
+    }
+    assert_eq!(user.cache_files(), [file]);
+}
+
 /// Rewrites the `Expiration` of a cached credential file.
 fn set_expiration(file: &Path, at: OffsetDateTime) {
     let mut creds: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
@@ -569,6 +588,7 @@ fn cached_credentials_are_served_without_the_broker_and_renewed_near_expiry() {
     );
     assert_eq!(grant.state, RequestState::Active);
 
+    // A miss: `jit` hands it to `jit-client`, which mints and caches.
     let first = alice.jit(&["credential-process", "e2e-sandbox"]).ok();
     let creds = credentials(&first);
     let files = alice.cache_files();
@@ -576,6 +596,7 @@ fn cached_credentials_are_served_without_the_broker_and_renewed_near_expiry() {
     let file = files[0].clone();
     assert_eq!(std::fs::read_to_string(&file).unwrap(), first.stdout);
     assert_private(&alice);
+    assert_hits_print_the_file(&world, &alice, "e2e-sandbox", &file);
     let aws = aws_with_credential_process(&world, &alice, "e2e-sandbox").ok();
     assert_eq!(
         aws.json()["Arn"],
@@ -591,6 +612,7 @@ fn cached_credentials_are_served_without_the_broker_and_renewed_near_expiry() {
     let fresh = credentials(&renewed);
     assert_ne!(fresh["AccessKeyId"], creds["AccessKeyId"], "a new session");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), renewed.stdout);
+    assert_hits_print_the_file(&world, &alice, "e2e-sandbox", &file);
     assert_eq!(mode(&file), 0o600);
     let expires = OffsetDateTime::parse(fresh["Expiration"].as_str().unwrap(), &Rfc3339).unwrap();
     assert!(expires - OffsetDateTime::now_utc() > time::Duration::minutes(5));

@@ -264,7 +264,10 @@ fn parse_duration_arg(text: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     use clap::CommandFactory;
+    use jit_cli_base::front::credential_process_args;
 
     use super::*;
 
@@ -387,6 +390,101 @@ mod tests {
             assert!(parse(&["completions", shell]).is_ok(), "{shell}");
         }
         assert!(parse(&["completions", "tcsh"]).is_err());
+    }
+
+    fn argv(words: &[&str]) -> Vec<OsString> {
+        std::iter::once("jit")
+            .chain(words.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    /// `jit` answers these command lines itself on a cache hit (`jit_cli_base::front`):
+    /// it must read them as `jit-client` (clap) does.
+    #[test]
+    fn the_credential_process_shortcut_reads_what_clap_reads() {
+        let accepted: &[&[&str]] = &[
+            &["credential-process", "prod-admin"],
+            &["credential-process", "help"],
+            &["credential-process", "credential-process"],
+            &["credential-process", "x y"],
+            &["credential-process", "d\u{e9}j\u{e0}-vu"],
+            &[
+                "--server",
+                "https://b.example",
+                "credential-process",
+                "prod",
+            ],
+            &["--server=https://b.example/", "credential-process", "prod"],
+            &[
+                "--server",
+                "http://127.0.0.1:8080",
+                "credential-process",
+                "a=b",
+            ],
+        ];
+        for words in accepted {
+            let argv = argv(words);
+            let (server, entitlement) = credential_process_args(&argv)
+                .unwrap_or_else(|| panic!("{words:?} should take the shortcut"));
+            let cli = Cli::try_parse_from(&argv).unwrap();
+            let Command::CredentialProcess(arg) = cli.command else {
+                panic!("clap reads {words:?} as another command")
+            };
+            assert_eq!(arg.entitlement, entitlement, "{words:?}");
+            // Without `--server`, clap takes `JIT_SERVER` and so does the shortcut's caller.
+            let expected = server
+                .map(str::to_owned)
+                .or_else(|| std::env::var("JIT_SERVER").ok());
+            assert_eq!(cli.server, expected, "{words:?}");
+        }
+
+        let refused: &[&[&str]] = &[
+            &[],
+            &["--version"],
+            &["--help"],
+            &["credential-process"],
+            &["credential-process", "--help"],
+            &["credential-process", "-h"],
+            &["credential-process", "prod", "--help"],
+            &["credential-process", "prod", "extra"],
+            &[
+                "credential-process",
+                "prod",
+                "--server",
+                "https://b.example",
+            ],
+            &["credential-process", "--", "prod"],
+            &["credential-process", ""],
+            &["credential-process", "-"],
+            &["credential-proces", "prod"],
+            &["help", "credential-process"],
+            &["--server", "credential-process", "prod"],
+            &["--server", "-x", "credential-process", "prod"],
+            &["--server=", "credential-process", "prod"],
+            &["--server=-x", "credential-process", "prod"],
+            &["--server", "", "credential-process", "prod"],
+            &[
+                "--server",
+                "a",
+                "--server",
+                "b",
+                "credential-process",
+                "prod",
+            ],
+            &["-o", "json", "credential-process", "prod"],
+            &["--output=table", "credential-process", "prod"],
+        ];
+        for words in refused {
+            assert_eq!(credential_process_args(&argv(words)), None, "{words:?}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let mut odd = argv(&["credential-process"]);
+            odd.push(OsString::from_vec(vec![b'p', 0xff]));
+            assert_eq!(credential_process_args(&odd), None);
+        }
     }
 
     #[test]

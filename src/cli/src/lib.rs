@@ -2,19 +2,21 @@
 //! (`/api/v1`), sign-in (device flow or development mode), an on-disk AWS
 //! credential cache, and the commands the `jit` binary runs.
 //!
-//! It depends on `jit-api` and client-side crates only: never on the server.
+//! It depends on `jit-api`, `jit-cli-base` (errors, files, settings and the credential
+//! cache, shared with the small `jit` program) and client-side crates only: never on the
+//! server. This is the `jit-client` program; `jit` runs it for every command but a
+//! `credential-process` cache hit.
 
 pub mod api;
 pub mod args;
 pub mod browser;
 pub mod commands;
-pub mod credcache;
-pub mod dirs;
-pub mod error;
 pub mod http;
 pub mod oauth;
 pub mod output;
 pub mod session;
+
+pub use jit_cli_base::{credcache, dirs, error};
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -24,7 +26,8 @@ use clap::error::ErrorKind;
 
 pub use error::{CliError, EXIT_ERROR, EXIT_NOT_GRANTED};
 
-/// Runs `jit` with the process arguments; prints errors as one line on stderr.
+/// Runs `jit-client` (what `jit` runs) with the process arguments; prints errors as one
+/// line on stderr.
 pub fn run() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match args::Cli::try_parse_from(&argv) {

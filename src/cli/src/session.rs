@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+pub use jit_cli_base::settings::{Settings, normalize_server, resolve_server};
 use serde::{Deserialize, Serialize};
 
 use crate::dirs::{Dirs, file_error, read_optional, remove_optional, write_private};
@@ -9,52 +10,6 @@ use crate::error::{CliError, Result};
 
 /// Refresh the access token when it expires within this many seconds.
 pub const REFRESH_MARGIN_SECS: i64 = 60;
-
-/// Non-secret settings saved by `jit login` (`config.json`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settings {
-    /// The broker URL last signed in to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-}
-
-impl Settings {
-    /// Loads the settings; missing file = defaults.
-    pub fn load(dirs: &Dirs) -> Result<Self> {
-        let path = dirs.settings_file();
-        match read_optional(&path).map_err(|e| file_error("read", &path, &e))? {
-            None => Ok(Self::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                CliError::new(format!("`{}` is not valid: {e}", path.display()))
-                    .hint("delete it and run `jit login --server URL`")
-            }),
-        }
-    }
-
-    /// Saves the settings (0600).
-    pub fn save(&self, dirs: &Dirs) -> Result<()> {
-        let path = dirs.settings_file();
-        let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|e| CliError::new(format!("cannot encode settings: {e}")))?;
-        write_private(&path, &bytes).map_err(|e| file_error("write", &path, &e))
-    }
-}
-
-/// Normalises a broker URL: trims spaces and trailing slashes.
-pub fn normalize_server(url: &str) -> String {
-    url.trim().trim_end_matches('/').to_owned()
-}
-
-/// Picks the broker URL: `--server`/`JIT_SERVER` first, then the one saved at login.
-pub fn resolve_server(flag: Option<&str>, settings: &Settings) -> Result<String> {
-    flag.map(normalize_server)
-        .filter(|s| !s.is_empty())
-        .or_else(|| settings.server.as_deref().map(normalize_server))
-        .ok_or_else(|| {
-            CliError::new("no jit server configured")
-                .hint("run `jit login --server https://jit.example.com` or set `JIT_SERVER`")
-        })
-}
 
 /// Signed-in tokens for one broker (`tokens.json`, 0600).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,23 +192,6 @@ mod tests {
         );
         // Unknown lifetime: use it; a 401 triggers the refresh.
         assert_eq!(session(None, true).token_state(now), TokenState::Fresh);
-    }
-
-    #[test]
-    fn server_resolution_order() {
-        let saved = Settings {
-            server: Some("https://saved.example/".into()),
-        };
-        assert_eq!(
-            resolve_server(Some("https://flag.example/"), &saved).unwrap(),
-            "https://flag.example"
-        );
-        assert_eq!(
-            resolve_server(None, &saved).unwrap(),
-            "https://saved.example"
-        );
-        let err = resolve_server(None, &Settings::default()).unwrap_err();
-        assert!(err.line().contains("jit login --server"), "{}", err.line());
     }
 
     #[test]

@@ -47,9 +47,10 @@ fn newest(path: &Path) -> Option<SystemTime> {
 
 /// The `jit` binary next to the `jit-server` this test binary was built
 /// with (same target directory and profile, so `CARGO_TARGET_DIR` and
-/// `--release` are honoured). `scripts/test` builds it with the workspace;
-/// when it is missing or older than the CLI's sources (e.g. `cargo test -p
-/// jit-server --test it` alone), it is built here once per test run.
+/// `--release` are honoured), with `jit-client` beside it. `scripts/test` builds
+/// them with the workspace; when `jit` is missing or older than the CLI's sources
+/// (e.g. `cargo test -p jit-server --test it` alone), both are built here once per
+/// test run.
 pub fn jit_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -60,6 +61,8 @@ pub fn jit_bin() -> &'static Path {
         let sources = [
             root.join("src/cli/src"),
             root.join("src/cli/Cargo.toml"),
+            root.join("src/cli-base/src"),
+            root.join("src/cli-base/Cargo.toml"),
             root.join("src/api/src"),
             root.join("src/api/Cargo.toml"),
             root.join("Cargo.lock"),
@@ -77,7 +80,7 @@ pub fn jit_bin() -> &'static Path {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let mut cmd = Command::new(cargo);
             cmd.current_dir(&root)
-                .args(["build", "-p", "jit", "--bin", "jit"]);
+                .args(["build", "-p", "jit", "--bins"]);
             match dir.file_name().and_then(|n| n.to_str()) {
                 Some("debug") | None => {}
                 Some("release") => {

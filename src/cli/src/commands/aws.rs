@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use jit_api::{ConsoleUrl, Credentials, Request, RequestState};
 use serde_json::json;
-use time::OffsetDateTime;
 
 use super::requests::list_requests;
 use super::{Ctx, emit, emit_json};
@@ -27,12 +26,11 @@ pub(super) fn credential_process(ctx: &Ctx, entitlement: &str) -> Result<ExitCod
 /// The `credential_process` JSON line for `entitlement`: from the cache while
 /// it has more than five minutes left, else minted by the broker and cached.
 ///
-/// The cache-hit path reads the settings file and the cache file only: no
-/// HTTP client, no token file.
+/// `jit` itself answers a hit from the same lookup (`jit_cli_base::front`), so this
+/// runs for a hit only when `jit-client` is started directly.
 fn credentials_json(ctx: &Ctx, entitlement: &str) -> Result<Vec<u8>> {
-    let server = ctx.server()?;
-    let path = credcache::cache_path(&ctx.dirs.cache, &server, entitlement);
-    if let Some(line) = credcache::read_fresh(&path, OffsetDateTime::now_utc()) {
+    let (path, cached) = credcache::lookup(&ctx.dirs, ctx.server_flag.as_deref(), entitlement)?;
+    if let Some(line) = cached {
         return Ok(line);
     }
     let mut api = ctx.api()?;
@@ -42,11 +40,22 @@ fn credentials_json(ctx: &Ctx, entitlement: &str) -> Result<Vec<u8>> {
         &json!({}),
         Retry::Idempotent,
     )?;
-    let creds = ProcessCredentials::from(minted.value);
+    let creds = process_credentials(minted.value);
     if creds.expires().is_some() {
         credcache::store(&path, &creds)?;
     }
     Ok(creds.to_json_line())
+}
+
+/// The broker's credentials as `credential_process` prints them (Version 1).
+fn process_credentials(c: Credentials) -> ProcessCredentials {
+    ProcessCredentials {
+        version: 1,
+        access_key_id: c.access_key_id,
+        secret_access_key: c.secret_access_key,
+        session_token: c.session_token,
+        expiration: c.expiration,
+    }
 }
 
 /// My active grant for `entitlement` with the latest expiry.
@@ -170,6 +179,7 @@ pub(super) fn console(ctx: &Ctx, args: &ConsoleArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use time::OffsetDateTime;
     use time::format_description::well_known::Rfc3339;
 
     use super::*;

@@ -40,7 +40,12 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jit"));
+        self.program(Path::new(env!("CARGO_BIN_EXE_jit")), args)
+    }
+
+    /// `program ARGS…` in this environment.
+    fn program(&self, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .env("HOME", &self.root)
             .env("JIT_CONFIG_DIR", &self.dirs.config)
@@ -150,16 +155,100 @@ fn credential_process_serves_a_fresh_cache_without_the_server() {
     assert_eq!(printed["SecretAccessKey"], "cached-secret-key");
     assert_eq!(printed["SessionToken"], "cached-session-token");
     assert_eq!(printed["Expiration"], creds.expiration.as_str());
+    let file = credcache::cache_path(&env.dirs.cache, &server, "prod-admin");
+    assert_eq!(
+        out.stdout,
+        std::fs::read(&file).unwrap(),
+        "the file, byte for byte"
+    );
 
     // `--server` / `JIT_SERVER` select the cache entry too.
     let other = dead_server();
     env.cache(&other, "prod-admin", Duration::minutes(45));
+    let other_file =
+        std::fs::read(credcache::cache_path(&env.dirs.cache, &other, "prod-admin")).unwrap();
     let out = env
         .command(&["credential-process", "prod-admin"])
         .env("JIT_SERVER", &other)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, other_file);
+    for args in [
+        &["--server", &other, "credential-process", "prod-admin"][..],
+        &[
+            &format!("--server={other}/"),
+            "credential-process",
+            "prod-admin",
+        ],
+        // Not a form `jit` answers itself: `jit-client` does, from the same file.
+        &["credential-process", "prod-admin", "--server", &other],
+    ] {
+        let out = env.jit(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_eq!(out.stdout, other_file, "{args:?}");
+    }
+}
+
+/// `jit` is a small program of its own: it answers a fresh cache entry without
+/// `jit-client` (copied alone into an empty directory here), links no HTTP client, TLS or
+/// argument parser, and hands everything else to `jit-client` beside it.
+#[test]
+fn jit_answers_a_cache_hit_alone_and_hands_the_rest_to_jit_client() {
+    let front = std::fs::read(env!("CARGO_BIN_EXE_jit")).unwrap();
+    for name in [
+        "rustls",
+        "aws_lc",
+        "reqwest",
+        "hyper",
+        "tokio",
+        "clap_builder",
+    ] {
+        assert!(
+            !front.windows(name.len()).any(|w| w == name.as_bytes()),
+            "the jit program links {name}"
+        );
+    }
+    let env = Env::new("front");
+    let server = dead_server();
+    env.save_server(&server);
+    env.cache(&server, "prod-admin", Duration::minutes(45));
+    let file = std::fs::read(credcache::cache_path(
+        &env.dirs.cache,
+        &server,
+        "prod-admin",
+    ))
+    .unwrap();
+    let alone = env.root.join("bin");
+    std::fs::create_dir(&alone).unwrap();
+    let jit = alone.join("jit");
+    std::fs::copy(env!("CARGO_BIN_EXE_jit"), &jit).unwrap();
+    let run = |args: &[&str]| env.program(&jit, args).output().unwrap();
+    let out = run(&["credential-process", "prod-admin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, file);
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+
+    let client = alone.join("jit-client").display().to_string();
+    for args in [&["credential-process", "prod-read"][..], &["--version"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let line = assert_one_error_line(&out);
+        assert!(
+            line.starts_with(&format!("error: cannot run `{client}`: ")),
+            "{line}"
+        );
+        assert!(line.contains("install `jit-client` beside `jit`"), "{line}");
+    }
+
+    // With `jit-client` beside it (the build directory), help and usage still say `jit`.
+    let out = env.jit(&["--help"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Usage: jit [OPTIONS] <COMMAND>"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

@@ -150,7 +150,6 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::testutil::tempdir;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
         let map: HashMap<String, OsString> = pairs
@@ -193,8 +192,8 @@ mod tests {
     #[test]
     fn private_files_are_0600_in_0700_dirs() {
         use std::os::unix::fs::PermissionsExt;
-        let root = tempdir();
-        let dir = root.join("a/b");
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
         let file = dir.join("secret.json");
         write_private(&file, b"{}").unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -214,6 +213,5 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![OsString::from("secret.json")]);
-        fs::remove_dir_all(&root).unwrap();
     }
 }

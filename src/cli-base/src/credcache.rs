@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::dirs::{file_error, read_optional, remove_optional, write_private};
+use crate::dirs::{Dirs, file_error, read_optional, remove_optional, write_private};
 use crate::error::Result;
+use crate::settings::{Settings, resolve_server};
 
 /// A cached credential is served only while it has more than this left.
 pub const MIN_REMAINING_SECS: i64 = 5 * 60;
@@ -44,18 +45,6 @@ impl fmt::Debug for ProcessCredentials {
             .field("access_key_id", &self.access_key_id)
             .field("expiration", &self.expiration)
             .finish_non_exhaustive()
-    }
-}
-
-impl From<jit_api::Credentials> for ProcessCredentials {
-    fn from(c: jit_api::Credentials) -> Self {
-        Self {
-            version: 1,
-            access_key_id: c.access_key_id,
-            secret_access_key: c.secret_access_key,
-            session_token: c.session_token,
-            expiration: c.expiration,
-        }
     }
 }
 
@@ -108,6 +97,20 @@ pub fn read_fresh(path: &Path, now: OffsetDateTime) -> Option<Vec<u8>> {
     creds.is_fresh(now).then_some(bytes)
 }
 
+/// The cache file of `entitlement` on the broker that `server_flag` (`--server` or
+/// `JIT_SERVER`), else the saved settings, name, and its JSON line when it is fresh now.
+/// Reads the settings file and the cache file only: no HTTP client, no token file.
+pub fn lookup(
+    dirs: &Dirs,
+    server_flag: Option<&str>,
+    entitlement: &str,
+) -> Result<(PathBuf, Option<Vec<u8>>)> {
+    let server = resolve_server(server_flag, &Settings::load(dirs)?)?;
+    let path = cache_path(&dirs.cache, &server, entitlement);
+    let line = read_fresh(&path, OffsetDateTime::now_utc());
+    Ok((path, line))
+}
+
 /// Stores `creds` (0600, atomic replace).
 pub fn store(path: &Path, creds: &ProcessCredentials) -> Result<()> {
     write_private(path, &creds.to_json_line()).map_err(|e| file_error("write", path, &e))
@@ -146,7 +149,6 @@ mod tests {
     use time::Duration;
 
     use super::*;
-    use crate::testutil::tempdir;
 
     fn creds(expiration: OffsetDateTime) -> ProcessCredentials {
         ProcessCredentials {
@@ -184,9 +186,10 @@ mod tests {
 
     #[test]
     fn cache_serves_fresh_entries_only() {
-        let root = tempdir();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
         let now = OffsetDateTime::now_utc();
-        let path = cache_path(&root, "http://127.0.0.1:8080", "prod-admin");
+        let path = cache_path(root, "http://127.0.0.1:8080", "prod-admin");
         assert!(read_fresh(&path, now).is_none(), "empty cache must miss");
 
         let fresh = creds(now + Duration::minutes(50));
@@ -215,9 +218,43 @@ mod tests {
                 .mode();
             assert_eq!(dir_mode & 0o777, 0o700);
         }
-        assert_eq!(clear_all(&root).unwrap(), 1);
+        assert_eq!(clear_all(root).unwrap(), 1);
         assert!(read_fresh(&path, now).is_none());
-        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn lookup_finds_the_entry_of_the_broker_in_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            config: tmp.path().join("config"),
+            cache: tmp.path().join("cache"),
+        };
+        let err = lookup(&dirs, None, "prod-admin").unwrap_err();
+        assert!(
+            err.line().contains("no jit server configured"),
+            "{}",
+            err.line()
+        );
+        Settings {
+            server: Some("https://saved.example".into()),
+        }
+        .save(&dirs)
+        .unwrap();
+        let fresh = creds(OffsetDateTime::now_utc() + Duration::minutes(50));
+        let saved = cache_path(&dirs.cache, "https://saved.example", "prod-admin");
+        store(&saved, &fresh).unwrap();
+        assert_eq!(
+            lookup(&dirs, None, "prod-admin").unwrap(),
+            (saved.clone(), Some(fresh.to_json_line()))
+        );
+        // `--server` (or `JIT_SERVER`) wins over the saved one, trailing slash or not.
+        let (other, line) = lookup(&dirs, Some("https://other.example/"), "prod-admin").unwrap();
+        assert_eq!(
+            other,
+            cache_path(&dirs.cache, "https://other.example", "prod-admin")
+        );
+        assert_eq!(line, None);
+        assert_eq!(lookup(&dirs, None, "prod-read").unwrap().1, None);
     }
 
     #[test]
