@@ -139,6 +139,8 @@ pub(crate) fn entitlement(id: &str, target: Target) -> Entitlement {
         approvals_required: 0,
         pending_ttl: 3600,
         require_mfa: false,
+        auth_context: None,
+        approve_auth_context: None,
         require_ticket: false,
         ticket_pattern: None,
         max_extensions: 2,

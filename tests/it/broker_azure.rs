@@ -100,6 +100,7 @@ impl AzureBroker {
             roles: vec![],
             mfa: true,
             auth_time: Some(time::OffsetDateTime::now_utc().unix_timestamp()),
+            acrs: vec![],
         }
     }
 

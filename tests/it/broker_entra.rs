@@ -71,6 +71,7 @@ impl EntraBroker {
             roles: vec![],
             mfa: true,
             auth_time: Some(time::OffsetDateTime::now_utc().unix_timestamp()),
+            acrs: vec![],
         }
     }
 

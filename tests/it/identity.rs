@@ -34,7 +34,7 @@ use url::Url;
 
 use crate::support::peer_env;
 
-mod browser;
+pub(crate) mod browser;
 mod forged;
 mod overage;
 mod signin;

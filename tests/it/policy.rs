@@ -54,6 +54,7 @@ fn user(p: &Principal) -> User {
         roles: vec![],
         mfa: p.mfa,
         auth_time: Some(time::OffsetDateTime::now_utc().unix_timestamp()),
+        acrs: vec![],
     }
 }
 

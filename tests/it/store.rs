@@ -105,6 +105,7 @@ fn user(key: &str) -> User {
         roles: vec![],
         mfa: false,
         auth_time: None,
+        acrs: vec![],
     }
 }
 

@@ -27,7 +27,8 @@ use crate::support::{init, peer_env};
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const HTTPS_PUBLIC_URL: &str = "https://jit.example.test";
 
-/// The catalog of these tests: AWS roles only; `aws-prod-break` needs MFA and approvers may ask for it.
+/// The catalog of these tests: AWS roles only; `aws-prod-break` needs MFA and approvers may ask for
+/// it; `aws-prod-context` needs authentication context `c1` to request and `c2` to approve.
 const ENTITLEMENTS: &str = r#"
 [[entitlement]]
 id = "aws-prod-admin"
@@ -54,6 +55,25 @@ kind = "aws_role"
 role_arn = "arn:aws:iam::123456789012:role/JitSandbox"
 max_duration = "2h"
 approvals_required = 1
+
+[[entitlement]]
+id = "aws-prod-context"
+title = "AWS production — behind an authentication context"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitContext"
+max_duration = "2h"
+approvals_required = 1
+auth_context = "c1"
+approve_auth_context = "c2"
+
+[[entitlement]]
+id = "aws-prod-approve-context"
+title = "AWS production — approvers need an authentication context"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitApproveContext"
+max_duration = "2h"
+approvals_required = 1
+approve_auth_context = "c2"
 "#;
 
 const EXTRA_CEDAR: &str = r#"
@@ -928,25 +948,10 @@ async fn a_request_for_an_mfa_entitlement_without_mfa_steps_up_at_the_provider()
     let create = format!("{}/requests", broker.url);
     let page = browser.post(&create, &broker.origin(), &fields).await;
     assert_eq!(page.status, 303, "{}", page.body);
-    let step_up = page.location.unwrap();
-    assert_eq!(step_up.path(), "/login");
-    let q: HashMap<String, String> = step_up.query_pairs().into_owned().collect();
-    assert_eq!(
-        q.get("step_up").map(String::as_str),
-        Some("3600"),
-        "{step_up}"
-    );
-    assert_eq!(
-        q.get("next").map(String::as_str),
-        Some("/requests/new"),
-        "{step_up}"
-    );
     assert!(broker.events("request.created").await.is_empty());
 
-    // The provider is told to authenticate again, recently.
-    let login = browser.get(step_up.as_str()).await;
-    let authorize = login.location.unwrap();
-    let q: HashMap<String, String> = authorize.query_pairs().into_owned().collect();
+    // Straight to the provider, told to authenticate again, recently.
+    let (authorize, q) = at_the_provider(&page);
     assert_eq!(
         q.get("prompt").map(String::as_str),
         Some("login"),
@@ -957,6 +962,7 @@ async fn a_request_for_an_mfa_entitlement_without_mfa_steps_up_at_the_provider()
         Some("3600"),
         "{authorize}"
     );
+    assert!(!q.contains_key("claims"), "{authorize}");
 
     // Bob signs in again with MFA (the provider shows its login form despite his session there),
     // comes back to the form, and now the request goes through.
@@ -967,6 +973,7 @@ async fn a_request_for_an_mfa_entitlement_without_mfa_steps_up_at_the_provider()
     );
     let last = pages.last().unwrap();
     assert_eq!(last.url.path(), "/requests/new");
+    assert_eq!(last.field("duration"), "30m");
     let csrf = last.field("csrf");
     let fields = [
         ("csrf", csrf.as_str()),
@@ -1028,10 +1035,311 @@ async fn development_sign_in_returns_only_to_local_paths() {
     }
 }
 
+/// A redirect to the provider's authorization endpoint: the URL and its query.
+fn at_the_provider(page: &Page) -> (Url, HashMap<String, String>) {
+    let authorize = page.location.clone().expect("a redirect");
+    assert!(
+        authorize
+            .as_str()
+            .starts_with(&format!("{}/auth?", peer_env("JIT_TEST_IDP_URL"))),
+        "{authorize}"
+    );
+    let query = authorize.query_pairs().into_owned().collect();
+    (authorize, query)
+}
+
+/// Text as askama escapes it in a page.
 fn html_escaped(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#x27;")
+    text.replace('&', "&#38;")
+        .replace('<', "&#60;")
+        .replace('>', "&#62;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+/// An `auth_context` entitlement sends the requester through the provider again with the claims
+/// request for the context, and back to the form with what she typed; the approver of an
+/// `approve_auth_context` entitlement is sent the same way, his comment kept. The audit events
+/// record the context satisfied and the sign-in time.
+#[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story from the refusal to the audit event, told in order"
+)]
+async fn authentication_contexts_step_up_at_the_provider_and_keep_the_form() {
+    let broker = start(false).await;
+    let mut alice = Browser::new();
+    let pages = alice.sign_in(&broker, "alice", "/requests/new").await;
+    let csrf = pages.last().unwrap().field("csrf");
+    let justification = "incident INC-9: ünïcødé & <angle> \"quotes\"";
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("entitlement", "aws-prod-context"),
+        ("duration", "45m"),
+        ("justification", justification),
+        ("ticket", "INC-9"),
+    ];
+    let create = format!("{}/requests", broker.url);
+    let page = alice.post(&create, &broker.origin(), &fields).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert!(broker.events("request.created").await.is_empty());
+    // Straight to the provider, asking for the context in the ID token.
+    let (authorize, q) = at_the_provider(&page);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&q["claims"]).unwrap(),
+        serde_json::json!({"id_token": {"acrs": {"essential": true, "value": "c1"}}})
+    );
+    assert_eq!(q["max_age"], "3600");
+    assert!(!q.contains_key("prompt"), "{authorize}");
+    // Alice signs in with MFA anyway: the provider grants `c1` without asking again.
+    let pages = alice.walk(authorize.as_str(), "alice").await;
+    let back = pages.last().unwrap();
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(back.url.path(), "/requests/new");
+    assert_eq!(back.url.query(), Some("resume=1"));
+    assert_eq!(back.field("duration"), "45m");
+    assert_eq!(back.field("ticket"), "INC-9");
+    assert!(
+        back.body
+            .contains(&format!(">{}</textarea>", html_escaped(justification))),
+        "the justification is not kept: {}",
+        back.body
+    );
+    assert!(
+        back.body
+            .contains(r#"value="aws-prod-context" required checked"#),
+        "the entitlement is not chosen: {}",
+        back.body
+    );
+    let csrf = back.field("csrf");
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("entitlement", "aws-prod-context"),
+        ("duration", "45m"),
+        ("justification", justification),
+        ("ticket", "INC-9"),
+    ];
+    let page = alice.post(&create, &broker.origin(), &fields).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let request_path = page.location.unwrap().path().to_owned();
+    let created = broker.events("request.created").await;
+    assert_eq!(created.len(), 1);
+    let data: serde_json::Value = serde_json::from_str(&created[0].data).unwrap();
+    assert_eq!(data["auth_context"], "c1", "{data}");
+    assert!(
+        data["auth_time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{data}"
+    );
+    assert_eq!(data["justification"], justification);
+    let signed_in = broker.events("auth.signed_in").await;
+    assert!(
+        signed_in.last().unwrap().data.contains(r#""acrs":["c1"]"#),
+        "{}",
+        signed_in.last().unwrap().data
+    );
+
+    // Bob approves with a comment: without `c2` (and without MFA) he is sent to sign in again,
+    // the provider asks for his login, and the comment is still there when he is back.
+    let mut bob = Browser::new();
+    let pages = bob.sign_in(&broker, "bob", &request_path).await;
+    let csrf = pages.last().unwrap().field("csrf");
+    let approve = format!("{}{request_path}/approve", broker.url);
+    let comment = "ok for INC-9 — d’accord";
+    let page = bob
+        .post(
+            &approve,
+            &broker.origin(),
+            &[("csrf", &csrf), ("comment", comment)],
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let (authorize, q) = at_the_provider(&page);
+    assert!(q["claims"].contains(r#""value":"c2""#), "{authorize}");
+    assert!(broker.events("request.approval").await.is_empty());
+    let pages = bob.walk(authorize.as_str(), "bob+mfa").await;
+    assert!(
+        pages.iter().any(|p| p.body.contains("name=\"login\"")),
+        "the provider did not ask bob for his login again"
+    );
+    let back = pages.last().unwrap();
+    assert_eq!(back.url.path(), request_path);
+    assert!(
+        back.body
+            .contains(&format!(">{}</textarea>", html_escaped(comment))),
+        "the comment is not kept: {}",
+        back.body
+    );
+    let csrf = back.field("csrf");
+    let page = bob
+        .post(
+            &approve,
+            &broker.origin(),
+            &[("csrf", &csrf), ("comment", comment)],
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let approval = broker.events("request.approval").await;
+    assert_eq!(approval.len(), 1);
+    let data: serde_json::Value = serde_json::from_str(&approval[0].data).unwrap();
+    assert_eq!(data["auth_context"], "c2", "{data}");
+    assert_eq!(data["comment"], comment);
+    assert!(data["auth_time"].is_string(), "{data}");
+}
+
+/// Over the API the same rules answer with RFC 9470's challenge: 401, `WWW-Authenticate: Bearer
+/// error="insufficient_user_authentication", acr_values="c1", max_age=3600` and the error body
+/// `step_up_required`; a token from a sign-in that asked for the context passes. Denying takes
+/// no step-up; approving does.
+#[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story from the refusal to the audit event, told in order"
+)]
+async fn the_api_challenges_for_the_authentication_context_as_rfc_9470_says() {
+    use crate::identity::browser::{access_token, device_tokens_with};
+    use base64::Engine as _;
+    let broker = start(false).await;
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{}/api/v1{path}", broker.url);
+    let claims = |context: &str| {
+        serde_json::json!({
+            "access_token": {"acrs": {"essential": true, "value": context}},
+            "id_token": {"acrs": {"essential": true, "value": context}},
+        })
+        .to_string()
+    };
+    let scope = "openid profile email groups access";
+    let plain = access_token(&device_tokens_with("alice", scope, &[]).await);
+    let body = serde_json::json!({
+        "entitlement": "aws-prod-context", "duration": "30m", "justification": "INC-9"
+    });
+    let refused = http
+        .post(api("/requests"))
+        .bearer_auth(&plain)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for part in [
+        "Bearer ",
+        r#"error="insufficient_user_authentication""#,
+        r#"acr_values="c1""#,
+        "max_age=3600",
+    ] {
+        assert!(challenge.contains(part), "{part} not in {challenge}");
+    }
+    let entra_claims = challenge
+        .split(r#"claims=""#)
+        .nth(1)
+        .and_then(|c| c.split('"').next())
+        .unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(entra_claims)
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&decoded).unwrap(),
+        serde_json::json!({"access_token": {"acrs": {"essential": true, "value": "c1"}}})
+    );
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "step_up_required", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("authentication context `c1`"),
+        "{error}"
+    );
+    assert!(broker.events("request.created").await.is_empty());
+
+    // Signed in again asking for `c1`: filed, and the audit event says with what.
+    let stepped =
+        access_token(&device_tokens_with("alice", scope, &[("claims", &claims("c1"))]).await);
+    let created = http
+        .post(api("/requests"))
+        .bearer_auth(&stepped)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let request: serde_json::Value = created.json().await.unwrap();
+    let id = request["id"].as_str().unwrap().to_owned();
+    let data: serde_json::Value =
+        serde_json::from_str(&broker.events("request.created").await[0].data).unwrap();
+    assert_eq!(data["auth_context"], "c1", "{data}");
+
+    // Approving needs `c2` of the approver; a context he has not got is no help.
+    let bob_c1 =
+        access_token(&device_tokens_with("bob+mfa", scope, &[("claims", &claims("c1"))]).await);
+    let approve = api(&format!("/requests/{id}/approve"));
+    let refused = http
+        .post(&approve)
+        .bearer_auth(&bob_c1)
+        .json(&serde_json::json!({"comment": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains(r#"acr_values="c2""#), "{challenge}");
+    assert_eq!(
+        refused.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "step_up_required"
+    );
+    let bob_c2 =
+        access_token(&device_tokens_with("bob+mfa", scope, &[("claims", &claims("c2"))]).await);
+    let approved = http
+        .post(&approve)
+        .bearer_auth(&bob_c2)
+        .json(&serde_json::json!({"comment": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let data: serde_json::Value =
+        serde_json::from_str(&broker.events("request.approval").await[0].data).unwrap();
+    assert_eq!(data["auth_context"], "c2", "{data}");
+    // Without the second factor the provider leaves `c2` out: still refused. Denying grants
+    // nothing: no step-up.
+    let bob_plain =
+        access_token(&device_tokens_with("bob", scope, &[("claims", &claims("c2"))]).await);
+    let other = http
+        .post(api("/requests"))
+        .bearer_auth(&plain)
+        .json(&serde_json::json!({
+            "entitlement": "aws-prod-approve-context", "duration": "30m", "justification": "INC-10"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201, "requesting needs no context here");
+    let other: serde_json::Value = other.json().await.unwrap();
+    let other_id = other["id"].as_str().unwrap();
+    let refused = http
+        .post(api(&format!("/requests/{other_id}/approve")))
+        .bearer_auth(&bob_plain)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let denied = http
+        .post(api(&format!("/requests/{other_id}/deny")))
+        .bearer_auth(&bob_plain)
+        .json(&serde_json::json!({"comment": "no"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 200);
 }

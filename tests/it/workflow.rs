@@ -802,6 +802,7 @@ each_engine!(
                     roles: vec![],
                     mfa: true,
                     auth_time: None,
+                    acrs: vec![],
                 };
                 app.decide(&approver, r.id, jit_api::Decision::Approve, None)
                     .await
@@ -858,4 +859,81 @@ async fn the_console_of_a_simulated_grant_is_a_page_of_the_broker() {
             .await
             .contains(&"console.signin".to_owned())
     );
+}
+
+/// The step-up rules of the service (development mode asks nothing, so they are checked here on
+/// a broker told it is not): the authentication context must be in `acrs`; a sign-in older than
+/// `oidc.mfa_max_age` is refused where the token says when it was, accepted where it does not
+/// (Entra's access tokens: Conditional Access decides); `require_mfa` needs `amr` and a time.
+#[tokio::test]
+async fn step_up_rules_for_authentication_contexts_and_mfa() {
+    use jit_server::policy::catalog::Target;
+    use jit_server::service::ServiceError;
+    let b = start(Engine::Sqlite).await;
+    let mut app = b.app.clone();
+    app.dev = false;
+    let now = app.now().unix_timestamp();
+    let mut ent = crate::aws::entitlement(
+        "ctx",
+        Target::EntraRole {
+            role_definition_id: "r".to_owned(),
+            directory_scope_id: "/".to_owned(),
+        },
+    );
+    ent.auth_context = Some("c1".to_owned());
+    ent.approve_auth_context = Some("c2".to_owned());
+    let user = |acrs: &[&str], auth_time: Option<i64>, mfa: bool| jit_server::domain::User {
+        key: "t/u".to_owned(),
+        oid: Some("u".to_owned()),
+        name: "U".to_owned(),
+        email: "u@example.com".to_owned(),
+        groups: vec![],
+        roles: vec![],
+        mfa,
+        auth_time,
+        acrs: acrs.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let refused = |r: Result<_, ServiceError>| match r {
+        Err(ServiceError::StepUpRequired(s)) => s,
+        other => panic!("expected a step-up, got {other:?}"),
+    };
+
+    let ok = app
+        .check_step_up(&user(&["c1"], Some(now - 60), false), &ent)
+        .unwrap();
+    assert_eq!(ok.auth_context.as_deref(), Some("c1"));
+    assert_eq!(ok.auth_time, Some(now - 60));
+    // No `auth_time` (an Entra access token): the context alone counts.
+    app.check_step_up(&user(&["c2", "c1"], None, false), &ent)
+        .unwrap();
+    let s = refused(app.check_step_up(&user(&[], Some(now), true), &ent));
+    assert_eq!(s.auth_context.as_deref(), Some("c1"));
+    assert_eq!(s.max_age, 3600);
+    assert!(!s.mfa);
+    assert!(
+        s.message.contains("authentication context `c1`"),
+        "{}",
+        s.message
+    );
+    let s = refused(app.check_step_up(&user(&["c1"], Some(now - 3601), false), &ent));
+    assert!(s.message.contains("at most 1h"), "{}", s.message);
+    // Approving asks for its own context.
+    let s = refused(app.check_approve_step_up(&user(&["c1"], Some(now), false), &ent));
+    assert_eq!(s.auth_context.as_deref(), Some("c2"));
+    app.check_approve_step_up(&user(&["c2"], Some(now), false), &ent)
+        .unwrap();
+
+    // `require_mfa` (issuers that send `amr`): MFA, and a time to judge it by.
+    ent.auth_context = None;
+    ent.require_mfa = true;
+    let s = refused(app.check_step_up(&user(&[], Some(now), false), &ent));
+    assert!(s.mfa && s.auth_context.is_none(), "{s:?}");
+    refused(app.check_step_up(&user(&[], None, true), &ent));
+    refused(app.check_step_up(&user(&[], Some(now - 7200), true), &ent));
+    let ok = app
+        .check_step_up(&user(&[], Some(now), true), &ent)
+        .unwrap();
+    assert_eq!(ok.auth_context, None);
+    // Development mode asks nothing.
+    b.app.check_step_up(&user(&[], None, false), &ent).unwrap();
 }

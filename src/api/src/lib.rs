@@ -327,6 +327,10 @@ pub struct Entitlement {
     pub approvals_required: u32,
     /// The sign-in must carry MFA.
     pub require_mfa: bool,
+    /// Requesting it needs this Entra authentication context (`c1`…): `jit` signs in again
+    /// asking for it when the broker says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_context: Option<String>,
     /// Whether a ticket reference is required.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]

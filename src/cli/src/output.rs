@@ -395,7 +395,7 @@ pub fn entitlements(list: &[Entitlement]) -> String {
                 } else {
                     e.approvals_required.to_string()
                 },
-                if e.require_mfa { "yes" } else { "no" }.to_owned(),
+                step_up(e),
                 e.target.clone(),
             ]
         })
@@ -407,11 +407,21 @@ pub fn entitlements(list: &[Entitlement]) -> String {
             "KIND",
             "MAX DURATION",
             "APPROVALS",
-            "MFA",
+            "STEP-UP",
             "GRANTS",
         ],
         &rows,
     )
+}
+
+/// What requesting needs of the sign-in: `mfa`, an authentication context, both, or `no`.
+fn step_up(e: &Entitlement) -> String {
+    match (e.require_mfa, &e.auth_context) {
+        (false, None) => "no".to_owned(),
+        (true, None) => "mfa".to_owned(),
+        (false, Some(context)) => context.clone(),
+        (true, Some(context)) => format!("mfa, {context}"),
+    }
 }
 
 /// `jit whoami`.
@@ -567,6 +577,7 @@ mod tests {
                 max_duration: "4h".into(),
                 approvals_required: 1,
                 require_mfa: true,
+                auth_context: None,
                 require_ticket: false,
                 break_glass: false,
                 target: "role arn:aws:iam::111111111111:role/JitAdmin".into(),
@@ -578,16 +589,30 @@ mod tests {
                 max_duration: "8h".into(),
                 approvals_required: 0,
                 require_mfa: false,
+                auth_context: None,
                 require_ticket: false,
                 break_glass: false,
                 target: "Reader at management group mg-dev".into(),
             },
+            Entitlement {
+                id: "entra-admin".into(),
+                title: "Entra admin".into(),
+                kind: "entra_role".into(),
+                max_duration: "1h".into(),
+                approvals_required: 1,
+                require_mfa: false,
+                auth_context: Some("c1".into()),
+                require_ticket: false,
+                break_glass: false,
+                target: "User Administrator in the directory".into(),
+            },
         ]);
         assert_eq!(
             out,
-            "ID              TITLE                           KIND                 MAX DURATION  APPROVALS  MFA  GRANTS\n\
-             aws-prod-admin  AWS production — administrator  aws_role             4h            1          yes  role arn:aws:iam::111111111111:role/JitAdmin\n\
-             dev             Dev                             aws_identity_center  8h            auto       no   Reader at management group mg-dev\n"
+            "ID              TITLE                           KIND                 MAX DURATION  APPROVALS  STEP-UP  GRANTS\n\
+             aws-prod-admin  AWS production — administrator  aws_role             4h            1          mfa      role arn:aws:iam::111111111111:role/JitAdmin\n\
+             dev             Dev                             aws_identity_center  8h            auto       no       Reader at management group mg-dev\n\
+             entra-admin     Entra admin                     entra_role           1h            1          c1       User Administrator in the directory\n"
         );
     }
 

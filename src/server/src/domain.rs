@@ -78,6 +78,9 @@ pub struct User {
     pub mfa: bool,
     /// Unix seconds of the sign-in (`auth_time`).
     pub auth_time: Option<i64>,
+    /// Entra authentication contexts the sign-in satisfied (`acrs`, e.g. `["c1"]`).
+    #[serde(default)]
+    pub acrs: Vec<String>,
 }
 
 /// A refused action, with a reason the caller may read.
@@ -329,6 +332,7 @@ mod tests {
             roles: vec![],
             mfa: false,
             auth_time: None,
+            acrs: vec![],
         }
     }
 

@@ -161,12 +161,19 @@ pub(super) fn field_of(body: &str, name: &str) -> String {
 /// The device authorization grant as `jit login` runs it, with the approval scripted at the
 /// provider; the token response.
 pub(super) async fn device_tokens(login: &str, scope: &str, resource: Option<&str>) -> Value {
+    let mut extra = Vec::new();
+    if let Some(resource) = resource {
+        extra.push(("resource", resource));
+    }
+    device_tokens_with(login, scope, &extra).await
+}
+
+/// [`device_tokens`] with more parameters for the device authorization request (`claims`, …).
+pub(crate) async fn device_tokens_with(login: &str, scope: &str, extra: &[(&str, &str)]) -> Value {
     let issuer = idp();
     let http = reqwest::Client::new();
     let mut form = vec![("client_id", "jit-cli"), ("scope", scope)];
-    if let Some(resource) = resource {
-        form.push(("resource", resource));
-    }
+    form.extend_from_slice(extra);
     let device: Value = http
         .post(format!("{issuer}/device/auth"))
         .form(&form)
@@ -231,6 +238,6 @@ pub(super) async fn poll_device(http: &reqwest::Client, issuer: &str, device_cod
         .unwrap()
 }
 
-pub(super) fn access_token(tokens: &Value) -> String {
+pub(crate) fn access_token(tokens: &Value) -> String {
     tokens["access_token"].as_str().unwrap().to_owned()
 }

@@ -234,7 +234,7 @@ async fn step_up_forces_a_fresh_sign_in_with_mfa() {
     // a provider that ignores prompt=login: the old auth_time is refused
     clock.advance(time::Duration::minutes(5));
     let (url, state) = identity.oidc.begin("/", None);
-    let state = tweak(&state, "max_age", json!(300));
+    let state = tweak(&tweak(&state, "max_age", json!(300)), "fresh", json!(true));
     let walk = browser.sign_in(&url, &redirect, "bob").await;
     assert!(!walk.login_form);
     let (code, returned) = callback(&walk.end);
@@ -354,4 +354,89 @@ async fn discovery_failures_name_the_issuer_key() {
         .unwrap()
         .to_string();
     assert!(e.contains("oidc.tenant_id"), "{e}");
+}
+
+/// Entra's step-up: the authentication context is asked for with the `claims` parameter and
+/// comes back in `acrs` only when the sign-in satisfied it (the fixture's contexts demand MFA,
+/// as a Conditional Access policy would); a sign-in without it is refused. The CLI asks for it
+/// on the device flow, for its access token.
+#[tokio::test]
+async fn an_authentication_context_is_asked_for_and_must_come_back_in_acrs() {
+    use jit_server::identity::oidc::Require;
+    init();
+    let (identity, redirect) = fixture_identity(Arc::new(SystemClock), None).await;
+    let require = Require {
+        fresh_login: false,
+        max_age: Some(Duration::from_hours(1)),
+        auth_context: Some("c1".to_owned()),
+    };
+    let (url, state) = identity.oidc.begin_with("/requests/new?resume=1", &require);
+    let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let claims: Value = serde_json::from_str(&q["claims"]).unwrap();
+    assert_eq!(
+        claims,
+        json!({"id_token": {"acrs": {"essential": true, "value": "c1"}}})
+    );
+    assert_eq!(q["max_age"], "3600");
+    assert!(!q.contains_key("prompt"), "{url}");
+    assert!(state.is_step_up());
+
+    // Bob without a second factor: the provider leaves `c1` out, the broker refuses the sign-in.
+    let mut browser = Browser::new();
+    let walk = browser.sign_in(&url, &redirect, "bob").await;
+    let (code, returned) = callback(&walk.end);
+    let e = identity
+        .oidc
+        .complete(&state, &code, &returned)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), AuthErrorKind::SignInFailed);
+    assert!(
+        e.reason().contains("authentication context `c1`"),
+        "{}",
+        e.reason()
+    );
+
+    // Asked again, the provider wants the login once more (his session lacks MFA); with it, `c1`.
+    let (url, state) = identity.oidc.begin_with("/requests/new?resume=1", &require);
+    let walk = browser.sign_in(&url, &redirect, "bob+mfa").await;
+    assert!(
+        walk.login_form,
+        "the provider did not ask for the login again"
+    );
+    let (code, returned) = callback(&walk.end);
+    let stepped = identity
+        .oidc
+        .complete(&state, &code, &returned)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.reason()));
+    assert_eq!(stepped.user.acrs, ["c1"]);
+    assert_eq!(stepped.return_to, "/requests/new?resume=1");
+    // Not asked, not given; an unknown context is not given either.
+    let (url, state) = identity.oidc.begin("/", None);
+    let walk = browser.sign_in(&url, &redirect, "bob").await;
+    let (code, returned) = callback(&walk.end);
+    let plain = identity
+        .oidc
+        .complete(&state, &code, &returned)
+        .await
+        .unwrap();
+    assert!(plain.user.acrs.is_empty(), "{:?}", plain.user.acrs);
+
+    // The device flow, as `jit` signs in again: the context for the access token.
+    let claims = json!({"access_token": {"acrs": {"essential": true, "value": "c1"}},
+                        "id_token": {"acrs": {"essential": true, "value": "c1"}}})
+    .to_string();
+    let tokens = device_tokens_with(
+        "alice",
+        "openid profile access",
+        &[("claims", claims.as_str()), ("max_age", "3600")],
+    )
+    .await;
+    let access = access_token(&tokens);
+    assert_eq!(payload_of(&access)["acrs"], json!(["c1"]));
+    let user = identity.bearer.validate(&access).await.unwrap();
+    assert_eq!(user.acrs, ["c1"]);
+    let plain = device_tokens("alice", "openid profile access", None).await;
+    assert!(payload_of(&access_token(&plain)).get("acrs").is_none());
 }

@@ -21,7 +21,14 @@
 //   can get a genuine token for another API;
 // - consent is automatic (like an admin-consented Entra app);
 // - `interval: 1` is added to the device authorization response (oidc-provider sends none, so clients
-//   would wait 5 s per poll).
+//   would wait 5 s per poll);
+// - Entra's Conditional Access *authentication contexts* (IDP_AUTH_CONTEXTS, default c1,c2,c3): a client
+//   asks for one with the `claims` parameter, `{"id_token":{"acrs":{"essential":true,"value":"c1"}}}` for
+//   the ID token or `{"access_token":{"acrs":…}}` for the access token (also on the device flow, as MSAL
+//   sends it), and the token's `acrs` then lists the contexts asked for and satisfied. Every context here
+//   stands for a policy that demands MFA: a sign-in without it is asked for the login again (as Entra
+//   would ask for the second factor); `<login>+mfa` or alice satisfy it. Contexts asked for and not
+//   satisfied are left out of `acrs`, as Entra leaves them out.
 //
 // Users (login name -> claims; any other login gets `<login>@example.com`, no groups):
 //   alice    Alice Admin     groups grp-jit-requesters, grp-prod-admins; role jit.admin; always signs in with MFA
@@ -45,9 +52,10 @@
 //   WEB_ANY_LOOPBACK=1         0 = only WEB_REDIRECTS are accepted
 //   IDP_DEVICE_INTERVAL=1      polling interval advertised by /device/auth
 //   IDP_ACCESS_TOKEN_TTL=3600  IDP_ID_TOKEN_TTL=3600 (seconds)
+//   IDP_AUTH_CONTEXTS=c1,c2,c3 the tenant's authentication contexts
 import { generateKeyPairSync, createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
 
 const HOST = process.env.IDP_HOST ?? '127.0.0.1';
 const PORT = Number(process.env.IDP_PORT ?? 4000);
@@ -60,6 +68,8 @@ const API_SCOPE = 'access';
 const WEB_REDIRECTS = (process.env.WEB_REDIRECTS ?? process.env.WEB_REDIRECT ?? 'http://127.0.0.1:3000/auth/callback')
   .split(',').map((s) => s.trim()).filter(Boolean);
 const WEB_ANY_LOOPBACK = (process.env.WEB_ANY_LOOPBACK ?? '1') !== '0';
+const AUTH_CONTEXTS = new Set((process.env.IDP_AUTH_CONTEXTS ?? 'c1,c2,c3').split(',').map((c) => c.trim())
+  .filter(Boolean));
 const ACCESS_TOKEN_TTL = Number(process.env.IDP_ACCESS_TOKEN_TTL ?? 3600);
 const ID_TOKEN_TTL = Number(process.env.IDP_ID_TOKEN_TTL ?? 3600);
 
@@ -122,6 +132,48 @@ function claimsFor(login) {
   return claims;
 }
 
+// ---- authentication contexts (Entra Conditional Access) ----
+// The tenant's contexts that `request` (one member of a claims request: `id_token` or `access_token`)
+// asks for in `acrs`, as `value` or `values`.
+function askedContexts(request) {
+  const acrs = request?.acrs;
+  if (!acrs || typeof acrs !== 'object') return [];
+  const wanted = Array.isArray(acrs.values) ? acrs.values : [acrs.value];
+  return wanted.filter((c) => typeof c === 'string' && AUTH_CONTEXTS.has(c));
+}
+
+// Every context here demands MFA, as a Conditional Access policy bound to it would.
+function satisfies(amr) {
+  return Array.isArray(amr) && amr.includes('mfa');
+}
+
+// The `acrs` of a token for the claims request member `request`, signed in with `amr`.
+function acrsFor(request, amr) {
+  return satisfies(amr) ? askedContexts(request) : [];
+}
+
+// What a token is being made from (an authorization code, a device code, a refresh token).
+function sourceOf(ctx) {
+  const e = ctx.oidc.entities;
+  return e.AuthorizationCode ?? e.DeviceCode ?? e.RefreshToken;
+}
+
+// A sign-in that asks for a context its session cannot satisfy shows the login form again, as
+// Entra would ask for the second factor (once: whatever the user does then, the token tells).
+const policy = interactionPolicy.base();
+policy.get('login').checks.add(new interactionPolicy.Check(
+  'auth_context',
+  'the authentication context asks for multi-factor authentication',
+  (ctx) => {
+    const { oidc } = ctx;
+    const asked = [...askedContexts(oidc.claims?.id_token), ...askedContexts(oidc.claims?.access_token)];
+    if (asked.length === 0 || oidc.result?.login || satisfies(oidc.session.amr)) {
+      return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    }
+    return interactionPolicy.Check.REQUEST_PROMPT;
+  },
+));
+
 const MFA_SUFFIX = '+mfa';
 function isLoopbackUrl(value, path) {
   let url;
@@ -158,6 +210,7 @@ const configuration = {
   scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
   claims: {
     acr: null,
+    acrs: null,
     auth_time: null,
     sid: null,
     openid: ['sub', 'oid', 'tid', 'roles', 'amr'],
@@ -168,9 +221,15 @@ const configuration = {
   // Entra puts the claims straight into the ID token; oidc-provider by default only does that
   // when no access token is issued.  false = put them into the id_token of the code flow too.
   conformIdTokenClaims: false,
-  findAccount: async (ctx, sub) => ({
+  // `token` is what the token is made from (code, device code, refresh token): its `amr` says how
+  // the user signed in; `asked` is the claims request's `id_token` member.
+  findAccount: async (ctx, sub, token) => ({
     accountId: sub,
-    async claims() { return claimsFor(sub); },
+    async claims(use, scope, asked) {
+      const claims = claimsFor(sub);
+      const acrs = use === 'id_token' ? acrsFor(asked, token?.amr) : [];
+      return acrs.length > 0 ? { ...claims, acrs } : claims;
+    },
   }),
   // auto-consent (like an admin-consented Entra app): no consent screen in scripted logins
   loadExistingGrant: async (ctx) => {
@@ -178,7 +237,9 @@ const configuration = {
     if (grantId) return ctx.oidc.provider.Grant.find(grantId);
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
     grant.addOIDCScope('openid email profile groups offline_access');
-    grant.addOIDCClaims(['sub', 'oid', 'tid', 'email', 'email_verified', 'name', 'preferred_username', 'groups', 'roles', 'amr']);
+    grant.addOIDCClaims([
+      'sub', 'oid', 'tid', 'email', 'email_verified', 'name', 'preferred_username', 'groups', 'roles', 'amr', 'acrs',
+    ]);
     grant.addResourceScope(API_AUDIENCE, API_SCOPE);
     grant.addResourceScope(OTHER_AUDIENCE, API_SCOPE);
     await grant.save();
@@ -197,9 +258,14 @@ const configuration = {
     } else {
       out.groups = c.groups;
     }
+    const source = sourceOf(ctx);
+    const acrs = acrsFor(source?.claims?.access_token, source?.amr);
+    if (acrs.length > 0) out.acrs = acrs;
     return out;
   },
+  interactions: { policy },
   features: {
+    claimsParameter: { enabled: true },        // `claims` (authentication contexts in `acrs`)
     devInteractions: { enabled: true },        // built-in login form: any login, any password
     deviceFlow: { enabled: true },             // /device/auth + /device (user code page)
     revocation: { enabled: true },

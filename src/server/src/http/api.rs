@@ -205,6 +205,7 @@ async fn entitlements(
                 max_duration: jit_api::format_duration(e.max_duration),
                 approvals_required: e.approvals_required,
                 require_mfa: e.require_mfa,
+                auth_context: e.auth_context.clone(),
                 require_ticket: e.require_ticket,
                 break_glass: web.app.may_break_glass(&user, e),
                 target: web.app.providers.describe(e),

@@ -88,6 +88,7 @@ pub fn demo_user(name: &str) -> Option<User> {
             roles: vec![],
             mfa: true,
             auth_time: None,
+            acrs: vec![],
         })
 }
 
@@ -221,10 +222,10 @@ impl Auth {
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "session store failure");
-    ApiError(
+    ApiError::new(
         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
-        "internal error; the broker logged the cause".to_owned(),
+        "internal error; the broker logged the cause",
     )
 }
 
@@ -262,6 +263,37 @@ pub struct SessionData {
     /// ID token for RP-initiated logout (never logged).
     #[serde(default)]
     pub id_token: Option<String>,
+    /// What the user had typed when a step-up sent them to sign in again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<super::step_up::Draft>,
+}
+
+/// What the pre-login session holds until the callback: the sign-in state and, for a step-up,
+/// the form that was being sent.
+#[derive(Serialize, Deserialize)]
+struct PreLogin {
+    #[serde(flatten)]
+    state: LoginState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    draft: Option<super::step_up::Draft>,
+}
+
+/// Starts a sign-in at the provider that must show `require`: a pre-login session holding the
+/// state (and `draft`), and the redirect there. Development mode has no provider: its sign-in
+/// page.
+pub(super) async fn start_sign_in(
+    web: &Web,
+    next: &str,
+    require: &crate::identity::oidc::Require,
+    draft: Option<super::step_up::Draft>,
+) -> Result<Response, ApiError> {
+    let AuthMode::Oidc(identity) = &web.auth.mode else {
+        return Ok(Redirect::to(&format!("/login?next={}", urlencode(next))).into_response());
+    };
+    let (url, state) = identity.oidc.begin_with(next, require);
+    let data = serde_json::to_string(&PreLogin { state, draft }).map_err(internal)?;
+    let (cookie, _) = web.auth.start_session(web, None, &data).await?;
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response())
 }
 
 /// A signed-in browser user (pages). Redirects to `/login` otherwise.
@@ -270,6 +302,8 @@ pub struct SignedIn {
     pub user: User,
     /// Their session (CSRF token).
     pub session: SessionRow,
+    /// What they had typed when a step-up sent them to sign in again.
+    pub draft: Option<super::step_up::Draft>,
 }
 
 /// Why a page could not resolve a user.
@@ -307,6 +341,7 @@ impl FromRequestParts<Web> for SignedIn {
         Ok(Self {
             user: data.user,
             session,
+            draft: data.draft,
         })
     }
 }
@@ -343,10 +378,10 @@ impl FromRequestParts<Web> for Bearer {
                     .map_err(|e| {
                         tracing::info!(reason = %e.reason(), "bearer token refused");
                         if e.status() == 503 {
-                            ApiError(
+                            ApiError::new(
                                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                                 "unavailable",
-                                e.public_message().to_owned(),
+                                e.public_message(),
                             )
                         } else {
                             ApiError::unauthorized(format!(
@@ -443,13 +478,14 @@ async fn login_page(
             };
             Ok(([(header::SET_COOKIE, cookie)], page).into_response())
         }
-        AuthMode::Oidc(identity) => {
-            let (url, state) = identity
-                .oidc
-                .begin(&next, q.step_up.map(std::time::Duration::from_secs));
-            let state = serde_json::to_string(&state).map_err(internal)?;
-            let (cookie, _) = web.auth.start_session(&web, None, &state).await?;
-            Ok(([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response())
+        AuthMode::Oidc(_) => {
+            let max_age = q.step_up.map(std::time::Duration::from_secs);
+            let require = crate::identity::oidc::Require {
+                fresh_login: max_age.is_some(),
+                max_age,
+                auth_context: None,
+            };
+            start_sign_in(&web, &next, &require, None).await
         }
     }
 }
@@ -484,6 +520,7 @@ async fn dev_login(
     let data = serde_json::to_string(&SessionData {
         user: user.clone(),
         id_token: None,
+        draft: None,
     })
     .map_err(internal)?;
     let (cookie, _) = web.auth.start_session(&web, Some(&user), &data).await?;
@@ -555,7 +592,11 @@ async fn callback(
     let (Some(code), Some(state)) = (q.code, q.state) else {
         return Err(refuse("callback without code or state".to_owned()).await);
     };
-    let Ok(login_state) = serde_json::from_str::<LoginState>(&pre.data) else {
+    let Ok(PreLogin {
+        state: login_state,
+        draft,
+    }) = serde_json::from_str::<PreLogin>(&pre.data)
+    else {
         return Err(refuse("pre-login session holds no sign-in state".to_owned()).await);
     };
     let signin = match identity.oidc.complete(&login_state, &code, &state).await {
@@ -567,16 +608,16 @@ async fn callback(
     let data = serde_json::to_string(&SessionData {
         user: user.clone(),
         id_token: Some(signin.id_token.expose().to_owned()),
+        draft,
     })
     .map_err(internal)?;
     let (cookie, _) = web.auth.start_session(&web, Some(&user), &data).await?;
+    let mut event = json!({ "method": "oidc", "mfa": user.mfa });
+    if !user.acrs.is_empty() {
+        event["acrs"] = json!(user.acrs);
+    }
     web.app
-        .audit_auth(
-            &user.email,
-            "auth.signed_in",
-            json!({ "method": "oidc", "mfa": user.mfa }),
-            Some(&user),
-        )
+        .audit_auth(&user.email, "auth.signed_in", event, Some(&user))
         .await?;
     Ok((
         [(header::SET_COOKIE, cookie)],
@@ -663,6 +704,7 @@ async fn dev_token(
     let data = serde_json::to_string(&SessionData {
         user: user.clone(),
         id_token: None,
+        draft: None,
     })
     .map_err(internal)?;
     sessions::insert(

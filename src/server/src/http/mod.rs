@@ -17,6 +17,7 @@ use jit_api::ErrorBody;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::service::step_up::StepUp;
 use crate::service::{App, ServiceError};
 
 mod api;
@@ -25,6 +26,7 @@ pub mod auth;
 mod handoff;
 mod health;
 pub mod openapi;
+pub mod step_up;
 mod ui;
 
 pub use auth::AuthMode;
@@ -123,24 +125,50 @@ async fn security_headers(req: Request, next: Next, secure: bool) -> Response {
 
 /// A JSON API error: `{"error": {"code", "message"}}` with the right status.
 #[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub &'static str, pub String);
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `error.code`.
+    pub code: &'static str,
+    /// `error.message`.
+    pub message: String,
+    /// For `step_up_required`: what a new sign-in must show (sent as the RFC 9470 challenge).
+    pub step_up: Option<Box<StepUp>>,
+}
 
 impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            step_up: None,
+        }
+    }
     /// 400.
     pub fn bad_request(msg: impl Into<String>) -> Self {
-        Self(StatusCode::BAD_REQUEST, "invalid_request", msg.into())
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", msg)
     }
     /// 401.
     pub fn unauthorized(msg: impl Into<String>) -> Self {
-        Self(StatusCode::UNAUTHORIZED, "unauthorized", msg.into())
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
     }
     /// 403.
     pub fn forbidden(msg: impl Into<String>) -> Self {
-        Self(StatusCode::FORBIDDEN, "forbidden", msg.into())
+        Self::new(StatusCode::FORBIDDEN, "forbidden", msg)
     }
     /// 404.
     pub fn not_found(msg: impl Into<String>) -> Self {
-        Self(StatusCode::NOT_FOUND, "not_found", msg.into())
+        Self::new(StatusCode::NOT_FOUND, "not_found", msg)
+    }
+    /// 401 `step_up_required`, with the challenge that says what a new sign-in must show.
+    pub fn step_up(step_up: StepUp) -> Self {
+        Self {
+            message: step_up.message.clone(),
+            step_up: Some(Box::new(step_up)),
+            ..Self::new(StatusCode::UNAUTHORIZED, "step_up_required", "")
+        }
     }
 }
 
@@ -150,42 +178,115 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Forbidden(m) => Self::forbidden(m),
             ServiceError::NotFound(m) => Self::not_found(m),
-            ServiceError::Conflict(m) => Self(StatusCode::CONFLICT, "conflict", m),
-            ServiceError::StepUpRequired(m) => {
-                Self(StatusCode::UNAUTHORIZED, "step_up_required", m)
-            }
+            ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            ServiceError::StepUpRequired(step_up) => Self::step_up(step_up),
             ServiceError::Upstream(m) => {
                 tracing::warn!(error = %m, "upstream failure");
-                Self(StatusCode::BAD_GATEWAY, "upstream_error", m)
+                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", m)
             }
             ServiceError::AuditUnavailable(m) => {
-                Self(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", m)
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", m)
             }
             ServiceError::AuditDamaged(m) => {
                 tracing::error!(error = %m, "audit log damaged");
-                Self(StatusCode::INTERNAL_SERVER_ERROR, "audit_damaged", m)
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "audit_damaged", m)
             }
             ServiceError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
-                Self(
+                Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
-                    "internal error; the broker logged the cause".to_owned(),
+                    "internal error; the broker logged the cause",
                 )
             }
         }
     }
 }
 
+/// The `WWW-Authenticate` challenge of a step-up (RFC 9470 §3): `insufficient_user_authentication`
+/// with the authentication context in `acr_values` and the longest sign-in age in `max_age`;
+/// plus, for clients written for Entra (MSAL), the same context as Entra's own claims challenge
+/// asks for it, `claims` = base64 of `{"access_token":{"acrs":{"essential":true,"value":"c1"}}}`.
+pub fn step_up_challenge(step_up: &StepUp) -> String {
+    let max_age = step_up.max_age;
+    match &step_up.auth_context {
+        // Context ids are `c1`..`c99` (policy::catalog): nothing to quote.
+        Some(context) => {
+            let claims = serde_json::json!({
+                "access_token": { "acrs": { "essential": true, "value": context } }
+            });
+            let claims = base64::engine::general_purpose::STANDARD.encode(claims.to_string());
+            format!(
+                "Bearer realm=\"jit\", error=\"insufficient_user_authentication\", \
+                 error_description=\"a sign-in with authentication context {context} is required\", \
+                 acr_values=\"{context}\", max_age={max_age}, claims=\"{claims}\""
+            )
+        }
+        None => format!(
+            "Bearer realm=\"jit\", error=\"insufficient_user_authentication\", \
+             error_description=\"a recent sign-in with multi-factor authentication is required\", \
+             max_age={max_age}"
+        ),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.0, axum::Json(ErrorBody::new(self.1, self.2))).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"jit\""),
-            );
+        let challenge = self.step_up.as_deref().map(step_up_challenge);
+        let mut res = (
+            self.status,
+            axum::Json(ErrorBody::new(self.code, self.message)),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            let value = challenge
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+                .unwrap_or_else(|| HeaderValue::from_static("Bearer realm=\"jit\""));
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_up_challenges_follow_rfc_9470() {
+        let context = StepUp {
+            message: "`x` requires authentication context `c7`: sign in again".to_owned(),
+            auth_context: Some("c7".to_owned()),
+            mfa: false,
+            max_age: 900,
+        };
+        let challenge = step_up_challenge(&context);
+        assert!(
+            challenge.starts_with(
+                r#"Bearer realm="jit", error="insufficient_user_authentication", error_description=""#
+            ),
+            "{challenge}"
+        );
+        assert!(
+            challenge.contains(r#", acr_values="c7", max_age=900, claims=""#),
+            "{challenge}"
+        );
+        assert!(HeaderValue::from_str(&challenge).is_ok());
+        let mfa = step_up_challenge(&StepUp {
+            auth_context: None,
+            mfa: true,
+            ..context.clone()
+        });
+        assert!(
+            !mfa.contains("acr_values") && !mfa.contains("claims="),
+            "{mfa}"
+        );
+        assert!(mfa.ends_with("max_age=900"), "{mfa}");
+        let response = ApiError::step_up(context).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            HeaderValue::from_str(&challenge).unwrap()
+        );
     }
 }

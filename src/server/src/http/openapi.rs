@@ -80,13 +80,26 @@ impl Modify for Common {
                 ResponseBuilder::new()
                     .description(
                         "no valid bearer token (`unauthorized`), or the entitlement needs a \
-                         fresh sign-in with MFA (`step_up_required`)",
+                         stronger or more recent sign-in (`step_up_required`: requesting or \
+                         extending an entitlement with `auth_context` or `require_mfa`, \
+                         approving one with `approve_auth_context`). Sign in again as the \
+                         challenge says, then retry",
                     )
                     .header(
                         "WWW-Authenticate",
                         HeaderBuilder::new()
                             .schema(ObjectBuilder::new().schema_type(Type::String))
-                            .description(Some("`Bearer realm=\"jit\"`"))
+                            .description(Some(
+                                "`Bearer realm=\"jit\"`; for `step_up_required` the RFC 9470 \
+                                 challenge `Bearer realm=\"jit\", \
+                                 error=\"insufficient_user_authentication\", \
+                                 error_description=\"…\", acr_values=\"c1\", max_age=3600, \
+                                 claims=\"…\"`: `acr_values` is the Entra authentication context \
+                                 to satisfy (absent for MFA alone), `max_age` the oldest sign-in \
+                                 accepted in seconds, `claims` the same context as Entra's own \
+                                 claims challenge asks for it (base64 of \
+                                 `{\"access_token\":{\"acrs\":{\"essential\":true,\"value\":\"c1\"}}}`)",
+                            ))
                             .build(),
                     )
                     .content("application/json", error_content())

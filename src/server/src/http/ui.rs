@@ -15,6 +15,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::auth::SignedIn;
+use super::step_up::Draft;
 use super::{ApiError, Web};
 use crate::domain::User;
 use crate::service::ServiceError;
@@ -178,14 +179,14 @@ impl UiError {
 
 impl From<ServiceError> for UiError {
     fn from(e: ServiceError) -> Self {
-        let ApiError(status, _, message) = ApiError::from(e);
-        Self(status, message, None)
+        let e = ApiError::from(e);
+        Self(e.status, e.message, None)
     }
 }
 
 impl From<ApiError> for UiError {
     fn from(e: ApiError) -> Self {
-        Self(e.0, e.2, None)
+        Self(e.status, e.message, None)
     }
 }
 
@@ -243,6 +244,8 @@ struct EntOption {
     max: String,
     approvals: u32,
     mfa: bool,
+    /// Needs an authentication context: a step-up sign-in.
+    step_up: bool,
     ticket: bool,
     break_glass: bool,
     selected: bool,
@@ -255,6 +258,8 @@ struct NewRequestPage {
     options: Vec<EntOption>,
     /// Some option allows break-glass for this user: show the checkbox.
     break_glass: bool,
+    /// The checkbox was ticked in the form shown again.
+    break_glass_checked: bool,
     error: String,
     duration: String,
     justification: String,
@@ -265,6 +270,9 @@ struct NewRequestPage {
 struct NewQuery {
     #[serde(default)]
     entitlement: Option<String>,
+    /// Back from a step-up sign-in: show the form as it was sent.
+    #[serde(default)]
+    resume: Option<String>,
 }
 
 fn new_request_page(
@@ -286,6 +294,7 @@ fn new_request_page(
             max: jit_api::format_duration(e.max_duration),
             approvals: e.approvals_required,
             mfa: e.require_mfa,
+            step_up: e.auth_context.is_some(),
             ticket: e.require_ticket,
             break_glass: web.app.may_break_glass(&s.user, e),
             selected: selected == Some(e.id.as_str()),
@@ -299,6 +308,7 @@ fn new_request_page(
         duration: f.map_or_else(|| "1h".to_owned(), |f| f.duration.clone()),
         justification: f.map(|f| f.justification.clone()).unwrap_or_default(),
         ticket: f.and_then(|f| f.ticket.clone()).unwrap_or_default(),
+        break_glass_checked: f.is_some_and(|f| f.break_glass.is_some()),
     }
 }
 
@@ -307,6 +317,23 @@ async fn new_request(
     s: SignedIn,
     Query(q): Query<NewQuery>,
 ) -> NewRequestPage {
+    if let Some(draft) = s.draft.as_ref().filter(|_| q.resume.is_some()) {
+        let form = RequestForm {
+            csrf: String::new(),
+            entitlement: draft.entitlement.clone(),
+            duration: draft.duration.clone(),
+            justification: draft.justification.clone(),
+            ticket: Some(draft.ticket.clone()),
+            break_glass: draft.break_glass.then(|| "1".to_owned()),
+        };
+        return new_request_page(
+            &web,
+            &s,
+            Some(&draft.entitlement),
+            String::new(),
+            Some(&form),
+        );
+    }
     new_request_page(&web, &s, q.entitlement.as_deref(), String::new(), None)
 }
 
@@ -339,7 +366,17 @@ async fn create_request(
     };
     match web.app.create_request(&s.user, &input).await {
         Ok(v) => Ok(Redirect::to(&format!("/requests/{}", v.row.id)).into_response()),
-        Err(ServiceError::StepUpRequired(_)) => Ok(step_up_redirect(&web, "/requests/new")),
+        Err(ServiceError::StepUpRequired(step_up)) => {
+            let draft = Draft {
+                entitlement: f.entitlement,
+                duration: f.duration,
+                justification: f.justification,
+                ticket: f.ticket.unwrap_or_default(),
+                break_glass: f.break_glass.is_some(),
+                comment: String::new(),
+            };
+            Ok(super::step_up::sign_in_again(&web, &step_up, "/requests/new", draft).await?)
+        }
         Err(
             e @ (ServiceError::Invalid(_)
             | ServiceError::Forbidden(_)
@@ -362,20 +399,6 @@ fn refusal_status(e: &ServiceError) -> StatusCode {
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
-}
-
-fn step_up_redirect(web: &Web, next: &str) -> Response {
-    let max_age = web
-        .app
-        .config
-        .oidc
-        .as_ref()
-        .map_or(3600, |o| crate::config::Config::seconds(&o.mfa_max_age));
-    Redirect::to(&format!(
-        "/login?next={}&step_up={max_age}",
-        super::auth::urlencode(next)
-    ))
-    .into_response()
 }
 
 struct TimelineItem {
@@ -402,6 +425,9 @@ struct RequestPage {
     creds: Option<jit_api::Credentials>,
     region: String,
     notice: String,
+    /// The decision comment and extension a step-up interrupted (empty otherwise).
+    comment: String,
+    extend_by: String,
 }
 
 async fn request_page(
@@ -465,6 +491,8 @@ async fn request_page(
             .as_ref()
             .map_or_else(|| "us-east-1".to_owned(), |a| a.region.clone()),
         notice,
+        comment: String::new(),
+        extend_by: "30m".to_owned(),
     })
 }
 
@@ -497,10 +525,19 @@ async fn show_request(
     State(web): State<Web>,
     s: SignedIn,
     Path(id): Path<String>,
+    Query(q): Query<NewQuery>,
 ) -> Result<RequestPage, UiError> {
     let id = Uuid::parse_str(&id)
         .map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
-    request_page(&web, &s, id, None, String::new()).await
+    let mut page = request_page(&web, &s, id, None, String::new()).await?;
+    // Back from a step-up sign-in: the comment (and extension) as they were sent.
+    if let Some(draft) = s.draft.as_ref().filter(|_| q.resume.is_some()) {
+        page.comment.clone_from(&draft.comment);
+        if !draft.duration.is_empty() {
+            page.extend_by.clone_from(&draft.duration);
+        }
+    }
+    Ok(page)
 }
 
 #[derive(Deserialize, Default)]
@@ -570,8 +607,16 @@ async fn request_action(
     };
     match result {
         Ok(r) => Ok(r),
-        Err(ServiceError::StepUpRequired(_)) => {
-            Ok(step_up_redirect(&web, &format!("/requests/{id}")))
+        Err(ServiceError::StepUpRequired(step_up)) => {
+            let draft = Draft {
+                comment: f.comment.clone().unwrap_or_default(),
+                duration: f.by.clone().unwrap_or_default(),
+                ..Draft::default()
+            };
+            Ok(
+                super::step_up::sign_in_again(&web, &step_up, &format!("/requests/{id}"), draft)
+                    .await?,
+            )
         }
         Err(
             e @ (ServiceError::Invalid(_) | ServiceError::Forbidden(_) | ServiceError::Conflict(_)),

@@ -134,8 +134,7 @@ pub(crate) fn map_user(
     let groups = list(claims, &mapping.groups)?;
     let roles = list(claims, &mapping.roles)?;
     let mfa = list(claims, "amr")?.iter().any(|m| m == "mfa");
-    // Read for its type here; step-up reads the contexts themselves.
-    list(claims, "acrs")?;
+    let acrs = list(claims, "acrs")?;
     let auth_time = strict::numeric_date(claims, "auth_time")?;
     Ok(Mapped {
         user: User {
@@ -147,6 +146,7 @@ pub(crate) fn map_user(
             roles,
             mfa,
             auth_time,
+            acrs,
         },
         overage,
     })

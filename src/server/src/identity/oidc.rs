@@ -68,6 +68,26 @@ pub struct LoginState {
     /// Step-up: the sign-in must be at most this many seconds old.
     #[serde(default)]
     max_age: Option<u64>,
+    /// Step-up: the provider was told `prompt=login`; the authentication must come after `begin`.
+    #[serde(default)]
+    fresh: bool,
+    /// Step-up: this Entra authentication context was asked for and must come back in `acrs`.
+    #[serde(default)]
+    auth_context: Option<String>,
+}
+
+/// What a sign-in must show beyond who the user is (step-up).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Require {
+    /// `prompt=login`: authenticate now, whatever session the provider has (MFA step-up with
+    /// providers that send `amr`).
+    pub fresh_login: bool,
+    /// `max_age`: an authentication at most this old (checked against `auth_time`).
+    pub max_age: Option<Duration>,
+    /// An Entra authentication context (`c1`…): asked for with the `claims` parameter
+    /// `{"id_token":{"acrs":{"essential":true,"value":"c1"}}}`, and required in the ID token's
+    /// `acrs`.
+    pub auth_context: Option<String>,
 }
 
 impl LoginState {
@@ -83,7 +103,7 @@ impl LoginState {
 
     /// This sign-in forced a fresh authentication (step-up).
     pub fn is_step_up(&self) -> bool {
-        self.max_age.is_some()
+        self.max_age.is_some() || self.fresh || self.auth_context.is_some()
     }
 }
 
@@ -93,6 +113,8 @@ impl fmt::Debug for LoginState {
             .field("return_to", &self.return_to)
             .field("issued_at", &self.issued_at)
             .field("max_age", &self.max_age)
+            .field("fresh", &self.fresh)
+            .field("auth_context", &self.auth_context)
             .finish_non_exhaustive()
     }
 }
@@ -162,9 +184,22 @@ impl OidcClient {
 
     /// Starts a sign-in: the provider URL to redirect to, and the state to keep until the
     /// callback. `return_to` must be a local path (anything else becomes `/`). With
-    /// `force_login = Some(max_age)` (step-up) the provider is told `prompt=login` and `max_age`,
-    /// and [`OidcClient::complete`] insists on a fresh `auth_time`.
+    /// `force_login = Some(max_age)` (MFA step-up) the provider is told `prompt=login` and
+    /// `max_age`, and [`OidcClient::complete`] insists on a fresh `auth_time`.
     pub fn begin(&self, return_to: &str, force_login: Option<Duration>) -> (Url, LoginState) {
+        self.begin_with(
+            return_to,
+            &Require {
+                fresh_login: force_login.is_some(),
+                max_age: force_login,
+                auth_context: None,
+            },
+        )
+    }
+
+    /// Starts a sign-in that must show what `require` asks (see [`Require`]);
+    /// [`OidcClient::complete`] refuses one that does not.
+    pub fn begin_with(&self, return_to: &str, require: &Require) -> (Url, LoginState) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self
             .client
@@ -175,10 +210,18 @@ impl OidcClient {
             )
             .add_scopes(self.scopes.iter().cloned())
             .set_pkce_challenge(challenge);
-        if let Some(max_age) = force_login {
-            request = request
-                .add_prompt(CoreAuthPrompt::Login)
-                .set_max_age(max_age);
+        if require.fresh_login {
+            request = request.add_prompt(CoreAuthPrompt::Login);
+        }
+        if let Some(max_age) = require.max_age {
+            request = request.set_max_age(max_age);
+        }
+        let claims = require.auth_context.as_ref().map(|context| {
+            serde_json::json!({ "id_token": { "acrs": { "essential": true, "value": context } } })
+                .to_string()
+        });
+        if let Some(claims) = &claims {
+            request = request.add_extra_param("claims", claims);
         }
         let (url, csrf, nonce) = request.url();
         let state = LoginState {
@@ -187,7 +230,9 @@ impl OidcClient {
             pkce_verifier: verifier.secret().clone(),
             return_to: crate::domain::local_path(return_to),
             issued_at: self.shared.clock.now().unix_timestamp(),
-            max_age: force_login.map(|d| d.as_secs()),
+            max_age: require.max_age.map(|d| d.as_secs()),
+            fresh: require.fresh_login,
+            auth_context: require.auth_context.clone(),
         };
         (url, state)
     }
@@ -246,7 +291,8 @@ impl OidcClient {
             .ok_or_else(|| AuthError::sign_in("token response has no ID token"))?;
         let raw = id_token.to_string();
         let claims = self.verify_id_token(id_token, &raw, state).await?;
-        check_step_up(state, &claims, now.unix_timestamp())?;
+        check_step_up(state, &claims, now.unix_timestamp())
+            .map_err(|e| e.into_kind(AuthErrorKind::SignInFailed))?;
         let user = self
             .shared
             .user(&claims)
@@ -355,29 +401,38 @@ impl OidcClient {
     }
 }
 
-/// Step-up: the provider must have authenticated the user after `begin`, within `max_age`.
+/// Step-up: after `prompt=login` the provider must have authenticated the user after `begin`;
+/// with `max_age`, within it; with an authentication context, the ID token's `acrs` lists it.
 fn check_step_up(
     state: &LoginState,
     claims: &serde_json::Map<String, serde_json::Value>,
     now: i64,
 ) -> Result<(), AuthError> {
-    let Some(max_age) = state.max_age else {
-        return Ok(());
-    };
-    let auth_time = claims
-        .get("auth_time")
-        .and_then(serde_json::Value::as_i64)
-        .ok_or_else(|| AuthError::sign_in("step-up sign-in has no `auth_time`"))?;
-    if auth_time < state.issued_at - SKEW {
-        return Err(AuthError::sign_in(
-            "step-up: the provider did not authenticate the user again (`auth_time` predates the sign-in)",
-        ));
+    if state.fresh || state.max_age.is_some() {
+        let auth_time = strict::numeric_date(claims, "auth_time")?
+            .ok_or_else(|| AuthError::sign_in("step-up sign-in has no `auth_time`"))?;
+        if state.fresh && auth_time < state.issued_at - SKEW {
+            return Err(AuthError::sign_in(
+                "step-up: the provider did not authenticate the user again (`auth_time` predates the sign-in)",
+            ));
+        }
+        if let Some(max_age) = state.max_age {
+            let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
+            if now.saturating_sub(auth_time) > max_age.saturating_add(SKEW) {
+                return Err(AuthError::sign_in(
+                    "step-up: `auth_time` is older than `max_age`",
+                ));
+            }
+        }
     }
-    let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
-    if now.saturating_sub(auth_time) > max_age.saturating_add(SKEW) {
-        return Err(AuthError::sign_in(
-            "step-up: `auth_time` is older than `max_age`",
-        ));
+    if let Some(context) = &state.auth_context {
+        let granted = strict::strings(claims, "acrs")?.unwrap_or_default();
+        if !granted.contains(&context.as_str()) {
+            return Err(AuthError::sign_in(format!(
+                "step-up: the provider did not grant authentication context `{context}` (`acrs` {})",
+                shown(&granted.join(" "))
+            )));
+        }
     }
     Ok(())
 }
@@ -412,6 +467,8 @@ mod tests {
             return_to: "/".to_owned(),
             issued_at: 1,
             max_age: None,
+            fresh: false,
+            auth_context: None,
         };
         let shown = format!("{s:?}");
         assert!(!shown.contains("secret"), "{shown}");

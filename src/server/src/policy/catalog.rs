@@ -121,6 +121,10 @@ pub struct Entitlement {
     pub pending_ttl: u64,
     /// The sign-in must carry MFA and be recent.
     pub require_mfa: bool,
+    /// Requesting needs this Entra authentication context (`c1`…`c99`) in the token's `acrs`.
+    pub auth_context: Option<String>,
+    /// Approving needs this Entra authentication context in the approver's `acrs`.
+    pub approve_auth_context: Option<String>,
     /// A ticket reference is required.
     pub require_ticket: bool,
     /// Ticket shape, e.g. `INC-9*`.
@@ -198,6 +202,10 @@ struct RawEntitlement {
     pending_ttl: Option<String>,
     #[serde(default)]
     require_mfa: bool,
+    #[serde(default)]
+    auth_context: Option<String>,
+    #[serde(default)]
+    approve_auth_context: Option<String>,
     #[serde(default)]
     require_ticket: bool,
     #[serde(default)]
@@ -316,6 +324,24 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 
 fn duration(field: &str, value: &str) -> Result<u64, String> {
     jit_api::parse_duration(value).map_err(|e| format!("`{field}`: {e}"))
+}
+
+/// An Entra authentication context id: `c1` to `c99` (what the tenant's Conditional Access
+/// offers; it comes back in the token's `acrs`).
+fn auth_context(field: &str, value: Option<String>) -> Result<Option<String>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let number = value.strip_prefix('c').and_then(|n| n.parse::<u8>().ok());
+    let canonical = number.is_some_and(|n| (1..=99).contains(&n) && value == format!("c{n}"));
+    if canonical {
+        Ok(Some(value))
+    } else {
+        Err(format!(
+            "`{field}` `{}` is not an authentication context id (`c1` to `c99`, as Entra names them)",
+            value.escape_default()
+        ))
+    }
 }
 
 fn need(field: &str, value: Option<String>, kind: &str) -> Result<String, String> {
@@ -507,6 +533,9 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
             azure_target(raw.scope, raw.role_definition_id, raw.condition, k).map_err(ctx)?
         }
     };
+    let auth_ctx = auth_context("auth_context", raw.auth_context).map_err(ctx)?;
+    let approve_auth_ctx =
+        auth_context("approve_auth_context", raw.approve_auth_context).map_err(ctx)?;
     for address in &raw.notify.email {
         if !address.contains('@') || address.contains(['\r', '\n', ',', '<', '>']) {
             return Err(ctx(format!(
@@ -523,6 +552,8 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         approvals_required: raw.approvals_required,
         pending_ttl,
         require_mfa: raw.require_mfa,
+        auth_context: auth_ctx,
+        approve_auth_context: approve_auth_ctx,
         require_ticket: raw.require_ticket,
         ticket_pattern: raw.ticket_pattern,
         max_extensions: raw.max_extensions.unwrap_or(2),
@@ -598,6 +629,42 @@ max_duration = "8h"
         assert_eq!(e.max_duration, 4 * 3600);
         assert_eq!(e.line, 2);
         assert!(e.notify.teams);
+    }
+
+    #[test]
+    fn authentication_contexts_are_entra_ids() {
+        let entry = |extra: &str| {
+            format!(
+                "[[entitlement]]\nid = \"a\"\ntitle = \"A\"\nkind = \"entra_role\"\nrole_definition_id = \"r\"\nmax_duration = \"1h\"\n{extra}"
+            )
+        };
+        let c = Catalog::parse(
+            &entry("auth_context = \"c1\"\napprove_auth_context = \"c99\"\n"),
+            "e.toml",
+        )
+        .unwrap();
+        let e = c.get("a").unwrap();
+        assert_eq!(e.auth_context.as_deref(), Some("c1"));
+        assert_eq!(e.approve_auth_context.as_deref(), Some("c99"));
+        let plain = Catalog::parse(&entry(""), "e.toml").unwrap();
+        assert_eq!(plain.get("a").unwrap().auth_context, None);
+        for (extra, field) in [
+            ("auth_context = \"c0\"", "auth_context"),
+            ("auth_context = \"c100\"", "auth_context"),
+            ("auth_context = \"C1\"", "auth_context"),
+            ("auth_context = \"c01\"", "auth_context"),
+            ("auth_context = \"\"", "auth_context"),
+            ("approve_auth_context = \"mfa\"", "approve_auth_context"),
+            ("approve_auth_context = \"c1 \"", "approve_auth_context"),
+        ] {
+            let errors = Catalog::parse(&entry(extra), "e.toml").unwrap_err();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains(&format!("`{field}`")) && e.contains("c1` to `c99")),
+                "{extra}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod admin;
 pub mod grants;
 pub mod outbox;
 pub mod requests;
+pub mod step_up;
 
 /// Everything the use-cases need; cheap to clone.
 #[derive(Clone)]
@@ -64,9 +65,9 @@ pub enum ServiceError {
     /// The state does not allow it any more.
     #[error("{0}")]
     Conflict(String),
-    /// The sign-in is too weak or too old for this entitlement.
+    /// The sign-in is too weak or too old for this entitlement: what a new one must show.
     #[error("{0}")]
-    StepUpRequired(String),
+    StepUpRequired(step_up::StepUp),
     /// A cloud said no or did not answer.
     #[error("{0}")]
     Upstream(String),

@@ -69,35 +69,6 @@ impl App {
             .ok_or_else(|| ServiceError::NotFound(format!("unknown entitlement `{id}`")))
     }
 
-    /// Checks the step-up rule of `require_mfa` entitlements.
-    pub fn check_step_up(&self, user: &User, ent: &Entitlement) -> Result<(), ServiceError> {
-        if !ent.require_mfa || self.dev {
-            return Ok(());
-        }
-        let max_age = self
-            .config
-            .oidc
-            .as_ref()
-            .map_or(3600, |o| crate::config::Config::seconds(&o.mfa_max_age));
-        let now = self.now().unix_timestamp();
-        let fresh = user
-            .auth_time
-            .is_some_and(|t| now - t <= i64::try_from(max_age).unwrap_or(i64::MAX));
-        if !user.mfa {
-            return Err(ServiceError::StepUpRequired(format!(
-                "`{}` requires a sign-in with multi-factor authentication: sign in again",
-                ent.id
-            )));
-        }
-        if !fresh {
-            return Err(ServiceError::StepUpRequired(format!(
-                "`{}` requires a recent sign-in: sign in again",
-                ent.id
-            )));
-        }
-        Ok(())
-    }
-
     /// Files a request. Auto-approves or breaks glass when the policies allow.
     #[expect(
         clippy::too_many_lines,
@@ -120,7 +91,7 @@ impl App {
             ent.require_ticket,
             ent.ticket_pattern.as_deref(),
         )?;
-        self.check_step_up(user, ent)?;
+        let signed_in = self.check_step_up(user, ent)?;
         let now = self.now();
         let facts = RequestFacts {
             duration_seconds: duration,
@@ -202,19 +173,21 @@ impl App {
             reviewed_by: None,
             reviewed_at: None,
         };
+        let mut data = json!({
+            "duration_seconds": duration,
+            "justification": row.justification,
+            "ticket": row.ticket,
+            "break_glass": break_glass,
+            "approvals_required": row.approvals_required,
+            "policy_hash": self.policy.hash,
+        });
+        signed_in.record(&mut data);
         let created = NewEvent {
             actor: &user.email,
             action: "request.created",
             request_id: Some(id),
             entitlement: Some(&ent.id),
-            data: json!({
-                "duration_seconds": duration,
-                "justification": row.justification,
-                "ticket": row.ticket,
-                "break_glass": break_glass,
-                "approvals_required": row.approvals_required,
-                "policy_hash": self.policy.hash,
-            }),
+            data,
         };
         let approved = (auto || break_glass).then(|| NewEvent {
             actor: "system",
@@ -380,6 +353,11 @@ impl App {
                 row.state
             )));
         }
+        // Saying no takes no step-up: it grants nothing.
+        let signed_in = match decision {
+            Decision::Approve => self.check_approve_step_up(user, ent)?,
+            Decision::Deny => super::step_up::Satisfied::default(),
+        };
         let now_ms = self.now_ms();
         users::upsert(&mut tx, user, now_ms).await?;
         store::insert_approval(
@@ -440,6 +418,12 @@ impl App {
                     .filter(|a| a.decision == Decision::Approve)
                     .count();
                 let count = i64::try_from(count).unwrap_or(i64::MAX);
+                let mut data = json!({
+                    "comment": comment,
+                    "approvals": count,
+                    "approvals_required": row.approvals_required,
+                });
+                signed_in.record(&mut data);
                 let approval_event = self
                     .audit(
                         &mut tx,
@@ -448,11 +432,7 @@ impl App {
                             action: "request.approval",
                             request_id: Some(id),
                             entitlement: Some(&row.entitlement),
-                            data: json!({
-                                "comment": comment,
-                                "approvals": count,
-                                "approvals_required": row.approvals_required,
-                            }),
+                            data,
                         },
                     )
                     .await?;
@@ -668,7 +648,7 @@ impl App {
         check_duration(ent, by)?;
         let justification =
             domain::check_justification(justification.unwrap_or(&parent.justification))?;
-        self.check_step_up(user, ent)?;
+        let signed_in = self.check_step_up(user, ent)?;
         let now = self.now();
         let facts = RequestFacts {
             duration_seconds: by,
@@ -730,18 +710,21 @@ impl App {
             ..parent.clone()
         };
         store::insert(&mut tx, &row).await?;
+        let mut data =
+            json!({ "extends": parent.id, "by_seconds": by, "justification": row.justification });
+        signed_in.record(&mut data);
         let requested_event = self
             .audit(
-            &mut tx,
-            NewEvent {
-                actor: &user.email,
-                action: "request.extension_requested",
-                request_id: Some(new_id),
-                entitlement: Some(&ent.id),
-                data: json!({ "extends": parent.id, "by_seconds": by, "justification": row.justification }),
-            },
-        )
-        .await?;
+                &mut tx,
+                NewEvent {
+                    actor: &user.email,
+                    action: "request.extension_requested",
+                    request_id: Some(new_id),
+                    entitlement: Some(&ent.id),
+                    data,
+                },
+            )
+            .await?;
         if auto {
             self.approve_in_tx(
                 &mut tx,
