@@ -2,6 +2,8 @@
 //! sessions the grant handed out (not only the grant), on SQLite and
 //! PostgreSQL, against moto through the fault proxy.
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::broker_aws::{Options, aws_broker_with, broker_credentials, events, tuning};
 use crate::fault_proxy::{Fault, FaultProxy};
 use crate::sessions::{cutoff, deny_for, role_policy};
-use crate::support::server::{Caller, Engine, TestBroker};
+use crate::support::server::{Caller, Engine, TestBroker, server_bin};
 
 /// Everyone may ask for the sandbox (the demo catalog lets only requesters).
 const EVERYONE_SANDBOX: &str = r#"
@@ -319,11 +321,18 @@ async fn no_audit_row_no_session(engine: Engine) {
     let deny = deny_for(&policy, "aws:SourceIdentity", "alice@example.com").unwrap();
     assert!(cutoff(deny) >= OffsetDateTime::now_utc() - time::Duration::seconds(3));
     fault.heal().await;
+    b.run_jobs().await;
     assert_eq!(
         events(b, "credentials.minted").await.len(),
         1,
         "the withdrawn one is not"
     );
+    // Its withdrawal was held, and is in the chain now.
+    let withdrawn = events(b, "credentials.withdrawn").await;
+    assert_eq!(withdrawn.len(), 1);
+    let data: Value = serde_json::from_str(&withdrawn[0].data).unwrap();
+    assert!(data["held"]["n"].is_u64(), "{data}");
+    assert_eq!(data["sessions"]["source_identity"], "alice@example.com");
     b.audit_actions(None).await;
 }
 
@@ -335,4 +344,195 @@ async fn no_audit_row_no_session_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_audit_row_no_session_postgres() {
     no_audit_row_no_session(Engine::Postgres).await;
+}
+
+/// `jit-server audit verify` on the database as its owner, with the broker's
+/// spool: (exit code, stdout).
+fn verify_with_spool(owner_url: &str, spool: &Path) -> (i32, String) {
+    let out = Command::new(server_bin())
+        .args(["audit", "verify"])
+        .env("JIT_DATABASE__URL", owner_url)
+        .env("JIT_AUDIT__SPOOL", spool)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn removal_never_waits_for_the_audit_store(engine: Engine) {
+    let env = aws_broker_with(
+        engine,
+        Options {
+            audit_fault: true,
+            cedar: EVERYONE_SANDBOX,
+            ..Options::default()
+        },
+    )
+    .await;
+    let b = &env.b;
+    let fault = env.audit.as_ref().unwrap();
+    let owner_url = fault.owner_url.clone();
+    let role = &env.sandbox_role.1;
+    let alice = b.login("alice").await;
+    let oscar = b.login("oscar").await;
+    let carol = b.login("carol").await;
+    let dave = b.login("dave").await;
+    let (revoked, _) = active_with_session(b, &alice).await;
+    let (expiring, _) = active_with_session(b, &oscar).await;
+    let before = b.audit_actions(None).await.len();
+
+    fault.fail().await;
+    // Granting stays closed...
+    let (status, _) = dave
+        .post(
+            "/requests",
+            json!({
+                "entitlement": "aws-sandbox", "duration": "1h", "justification": "during the outage"
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    // ...taking away does not wait.
+    let (status, body) = alice
+        .post(
+            &format!("/requests/{revoked}/revoke"),
+            json!({ "reason": "done" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "revoked");
+    b.run_jobs().await;
+    let (policy, _) = role_policy(&env.moto.url, role).await.unwrap();
+    assert!(deny_for(&policy, "aws:SourceIdentity", "alice@example.com").is_some());
+    // At expiry the same.
+    b.advance(Duration::from_mins(61)).await;
+    assert_eq!(oscar.show(expiring).await.state, RequestState::Expired);
+    let (policy, _) = role_policy(&env.moto.url, role).await.unwrap();
+    assert!(deny_for(&policy, "aws:SourceIdentity", "oscar@example.com").is_some());
+
+    // Loud: not ready, a metric, verify names each held event.
+    let ready = b
+        .http
+        .get(format!("{}/readyz", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["audit"]["held"], 4, "{ready}");
+    let metrics = b
+        .http
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("jit_audit_held_events 4"), "{metrics}");
+    let (status, report) = carol.get("/audit/verify").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["held"], 4, "{report}");
+    let (code, out) = verify_with_spool(&owner_url, &b.spool);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("held: 4 events not in the chain yet"), "{out}");
+    for (action, id) in [
+        ("grant.revoked", revoked),
+        ("grant.removed", revoked),
+        ("grant.expired", expiring),
+        ("grant.removed", expiring),
+    ] {
+        assert!(
+            out.contains(&format!(": {action} by ")) && out.contains(&id.to_string()),
+            "{action} {id}: {out}"
+        );
+    }
+    assert_eq!(
+        b.audit_actions(None).await.len(),
+        before,
+        "nothing reached the chain"
+    );
+
+    // The store works again: the held events go into the chain, in order.
+    let spool_before = std::fs::read(&b.spool).unwrap();
+    fault.heal().await;
+    b.run_jobs().await;
+    let actions = b.audit_actions(None).await;
+    assert_eq!(
+        &actions[before..before + 4],
+        [
+            "grant.revoked",
+            "grant.removed",
+            "grant.expired",
+            "grant.removed"
+        ]
+    );
+    let held: Vec<Value> = jit_server::store::audit::list(
+        &b.app.store,
+        &jit_server::store::audit::Filter {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .rev()
+    .filter_map(|e| {
+        serde_json::from_str::<Value>(&e.data)
+            .unwrap()
+            .get("held")
+            .cloned()
+    })
+    .collect();
+    assert_eq!(held.len(), 4);
+    // Each held record links to the one before.
+    for pair in held.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a["n"] != b["n"] {
+            assert_eq!(b["n"].as_u64(), a["n"].as_u64().map(|n| n + 1));
+            assert_eq!(b["prev"], a["hash"]);
+        }
+    }
+    let (code, out) = verify_with_spool(&owner_url, &b.spool);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("audit chain ok") && !out.contains("held:"),
+        "{out}"
+    );
+    // A broker that died after the replay committed, before its spool said
+    // so, replays nothing twice.
+    let stale = b.spool.with_extension("stale");
+    std::fs::write(&stale, &spool_before).unwrap();
+    let mut restarted = b.app.clone();
+    restarted.spool = jit_server::store::held::Spool::open(&stale).unwrap();
+    assert_eq!(restarted.spool.waiting_events(), 4);
+    assert_eq!(restarted.replay_held().await.unwrap(), 0);
+    assert_eq!(restarted.spool.waiting_events(), 0);
+    assert_eq!(b.audit_actions(None).await, actions);
+    let ready = b
+        .http
+        .get(format!("{}/readyz", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(alice.show(revoked).await.state, RequestState::Revoked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_never_waits_for_the_audit_store_sqlite() {
+    removal_never_waits_for_the_audit_store(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_never_waits_for_the_audit_store_postgres() {
+    removal_never_waits_for_the_audit_store(Engine::Postgres).await;
 }

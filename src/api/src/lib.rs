@@ -502,6 +502,11 @@ pub struct VerifyReport {
     /// `seq` of NULL, below 1 or not a whole number) makes `ok` false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// Events the broker holds in its spool because the audit store failed
+    /// when they happened, not in the chain yet (it replays them in order as
+    /// soon as audit writes work again).
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// The error body of every failed API call: `{"error": {"code", "message"}}`.

@@ -462,6 +462,13 @@ pub fn verify_report(r: &VerifyReport) -> String {
     if r.pending > 0 {
         let _ = writeln!(out, "  {} more events written, not chained yet", r.pending);
     }
+    if r.held > 0 {
+        let _ = writeln!(
+            out,
+            "  {} events held by the broker while the audit store fails, not in the chain yet",
+            r.held
+        );
+    }
     out
 }
 
@@ -723,6 +730,7 @@ mod tests {
             problem: Some("hash mismatch".into()),
             pending: 0,
             rows: None,
+            held: 0,
         };
         let out = verify_report(&bad);
         assert!(out.contains("first bad seq: 7"), "{out}");
@@ -734,6 +742,7 @@ mod tests {
             problem: None,
             pending: 0,
             rows: Some(3),
+            held: 0,
         };
         assert_eq!(
             verify_report(&good),
@@ -744,6 +753,14 @@ mod tests {
             verify_report(&waiting).ends_with("2 more events written, not chained yet\n"),
             "{}",
             verify_report(&waiting)
+        );
+        let held = VerifyReport { held: 1, ..waiting };
+        assert!(
+            verify_report(&held).ends_with(
+                "1 events held by the broker while the audit store fails, not in the chain yet\n"
+            ),
+            "{}",
+            verify_report(&held)
         );
     }
 }

@@ -129,6 +129,38 @@ pub struct Config {
     /// `[scheduler]`.
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The file where a removal's audit events wait while the audit store
+    /// fails (docs/audit.md, "Held events"). Default: next to a SQLite
+    /// database (`<file>.audit-spool`), else `jit-audit-spool` in the
+    /// working directory.
+    #[serde(default)]
+    pub spool: Option<std::path::PathBuf>,
+}
+
+impl Config {
+    /// The audit spool's file (`audit.spool`, or its default).
+    pub fn audit_spool(&self) -> std::path::PathBuf {
+        if let Some(path) = &self.audit.spool {
+            return path.clone();
+        }
+        match self.database.url.strip_prefix("sqlite:") {
+            Some(rest) => {
+                let file = rest.split('?').next().unwrap_or(rest);
+                let file = file.strip_prefix("//").unwrap_or(file);
+                std::path::PathBuf::from(format!("{file}.audit-spool"))
+            }
+            None => std::path::PathBuf::from("jit-audit-spool"),
+        }
+    }
 }
 
 /// `[server]`.

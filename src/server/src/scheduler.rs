@@ -31,6 +31,7 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
     ));
     let mut next_reconcile = std::time::Instant::now();
     let checkpoints = tokio::spawn(checkpoint(app.clone(), shutdown.clone()));
+    let replays = tokio::spawn(replay_held(app.clone(), shutdown.clone()));
     let mut running = tokio::task::JoinSet::new();
     // Whether to claim at the top of the loop, and whether the last claim
     // filled every free slot (so more jobs may be due).
@@ -69,6 +70,7 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
                 if *shutdown.borrow() {
                     while running.join_next().await.is_some() {}
                     let _ = checkpoints.await;
+                    let _ = replays.await;
                     info!("scheduler stopped");
                     return;
                 }
@@ -99,9 +101,52 @@ async fn checkpoint(app: App, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Claims and runs the jobs due now, waiting for all of them; returns how
-/// many ran (tests drive the scheduler with it).
+/// How often held audit events are offered to the audit store again.
+const REPLAY_EVERY: Duration = Duration::from_secs(1);
+
+/// Offers the events held while the audit store failed to it again, every
+/// [`REPLAY_EVERY`], until `shutdown` (docs/audit.md, "Held events").
+async fn replay_held(app: App, mut shutdown: watch::Receiver<bool>) {
+    let mut failures = 0u64;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(REPLAY_EVERY) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+        if app.spool.waiting().is_empty() {
+            failures = 0;
+            continue;
+        }
+        match app.replay_held().await {
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                // Loud, but once a minute is enough: each held event was logged.
+                if failures % 60 == 1 {
+                    error!(
+                        error = %e,
+                        held = app.spool.waiting_events(),
+                        "held audit events still wait: the audit store refuses them"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Claims and runs the jobs due now, waiting for all of them, after offering
+/// held audit events to the store again; returns how many jobs ran (tests
+/// drive the scheduler with it).
 pub async fn run_due(app: &App) -> Result<usize, crate::store::StoreError> {
+    if !app.spool.waiting().is_empty()
+        && let Err(e) = app.replay_held().await
+    {
+        warn!(error = %e, "held audit events still wait");
+    }
     let due = jobs::claim(&app.store, app.now_ms(), LEASE_MS, BATCH).await?;
     let n = due.len();
     let mut set = tokio::task::JoinSet::new();

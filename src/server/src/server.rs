@@ -94,6 +94,16 @@ pub async fn build(
         Config::seconds(&config.server.session_idle_timeout),
         Config::seconds(&config.server.session_absolute_timeout),
     );
+    let spool_path = config.audit_spool();
+    let spool = crate::store::held::Spool::open(&spool_path)
+        .map_err(|e| anyhow::anyhow!("config: `audit.spool`: {e}"))?;
+    if !spool.waiting().is_empty() {
+        tracing::error!(
+            audit.spool = %spool_path.display(),
+            held = spool.waiting_events(),
+            "audit events held while the audit store failed wait to be chained"
+        );
+    }
     let config_notify = config.notify.clone();
     let app = App {
         store,
@@ -109,6 +119,7 @@ pub async fn build(
                 .map_err(|e| anyhow::anyhow!("config: `notify`: {e}"))?,
         ),
         audit_verified: Arc::default(),
+        spool,
     };
     app.record_policy_hash()
         .await

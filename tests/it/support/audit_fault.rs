@@ -23,6 +23,8 @@ pub struct AuditFault {
     pub broker_url: String,
     /// PostgreSQL: the broker's role (`database.app_role`).
     pub role: Option<String>,
+    /// The owner's URL (for `jit-server audit verify`).
+    pub owner_url: String,
     /// The owner's connection.
     owner: Store,
     engine: Engine,
@@ -62,6 +64,7 @@ impl AuditFault {
         let fault = Self {
             broker_url,
             role,
+            owner_url: db.url.clone(),
             owner,
             engine,
         };

@@ -84,6 +84,9 @@ pub struct TestBroker {
     pub clock: ManualClock,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// The broker's audit spool (`audit.spool`), in a directory of its own.
+    pub spool: PathBuf,
+    _spool_dir: tempfile::TempDir,
     _db: FreshDb,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -128,7 +131,10 @@ pub async fn start_on(
     config.database.max_connections = 20;
     config.server.public_url = format!("http://{addr}");
     config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
+    let spool_dir = tempfile::tempdir().unwrap();
+    config.audit.spool = Some(spool_dir.path().join("audit-spool"));
     tweak(&mut config);
+    let spool = config.audit_spool();
     let clock = ManualClock::new();
     let Broker { app, web } = build(config, true, auth, providers, Arc::new(clock.clone()))
         .await
@@ -145,6 +151,8 @@ pub async fn start_on(
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
+        spool,
+        _spool_dir: spool_dir,
         _db: db,
         _server: server,
     }

@@ -687,9 +687,10 @@ async fn audit_verify(
     audit::caught_up(&web.app.store)
         .await
         .map_err(crate::service::ServiceError::from)?;
-    let report = audit::verify(&web.app.store, None)
+    let mut report = audit::verify(&web.app.store, None)
         .await
         .map_err(crate::service::ServiceError::from)?;
+    report.held = u64::try_from(web.app.spool.waiting_events()).unwrap_or(u64::MAX);
     Ok(Json(report))
 }
 

@@ -1,4 +1,5 @@
-//! `/healthz` (alive), `/readyz` (database, policies, the IdP's signing keys), `/metrics` (Prometheus).
+//! `/healthz` (alive), `/readyz` (database, policies, the IdP's signing keys, no held audit
+//! events), `/metrics` (Prometheus).
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -38,7 +39,10 @@ async fn readyz(State(web): State<Web>) -> impl IntoResponse {
             )
         }
     };
-    let status = if db && policies && idp_ok {
+    // Events held while the audit store failed: new grants would not be
+    // recorded (they fail closed), so this broker is not ready for them.
+    let held = web.app.spool.waiting_events();
+    let status = if db && policies && idp_ok && held == 0 {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -51,6 +55,14 @@ async fn readyz(State(web): State<Web>) -> impl IntoResponse {
             "policies": policies,
             "policy_hash": web.app.policy.hash,
             "identity_provider": idp,
+            "audit": if held == 0 {
+                json!({ "held": 0 })
+            } else {
+                json!({
+                    "held": held,
+                    "problem": "the audit store failed: events wait in the spool to be chained",
+                })
+            },
         })),
     )
 }
@@ -77,6 +89,11 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
             "jit_jobs_due",
             "Jobs due and not yet done.",
             vec![(String::new(), backlog as f64)],
+        ),
+        (
+            "jit_audit_held_events",
+            "Audit events held in the spool while the audit store fails, not chained yet.",
+            vec![(String::new(), web.app.spool.waiting_events() as f64)],
         ),
         (
             "jit_scheduler_lag_seconds",

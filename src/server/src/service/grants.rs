@@ -15,8 +15,9 @@ use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
-use crate::providers::{GrantSpec, Grantee, ProviderError, SessionsEnded};
+use crate::providers::{GrantSpec, Grantee, ProviderError, Pruned, SessionsEnded};
 use crate::store::audit::{self, NewEvent};
+use crate::store::held::{Change, HeldEvent};
 use crate::store::jobs::{self, Job};
 use crate::store::requests::{self as store, Changes, RequestRow};
 use crate::store::{Backend, Tx, query, query_built};
@@ -468,10 +469,24 @@ impl App {
         Ok(outcome)
     }
 
-    /// Ends a grant whose window is over and queues the upstream removal.
+    /// Ends a grant whose window is over and queues the upstream removal
+    /// (its audit events held when they cannot be written: `service::held`).
     async fn expire(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+        match self.expire_tx(job, id, false).await {
+            Err(e) if e.is_store_failure() => {
+                tracing::warn!(error = %e, request.id = %id, "expiry: could not write; holding its audit events");
+                self.expire_tx(job, id, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn expire_tx(&self, job: &Job, id: Uuid, hold: bool) -> Result<JobOutcome, ServiceError> {
         let now_ms = self.now_ms();
         let mut tx = self.store.begin().await?;
+        if hold {
+            tx.hold_audit();
+        }
         let row = store::lock(&self.store, &mut tx, id).await?;
         if row.state != RequestState::Active {
             jobs::complete(&mut tx, job.id, now_ms).await?;
@@ -500,7 +515,8 @@ impl App {
         .await?;
         self.queue_deprovision(&mut tx, id, now_ms).await?;
         jobs::complete(&mut tx, job.id, now_ms).await?;
-        tx.commit().await?;
+        let change = super::requests::ended(&row, RequestState::Expired, now_ms);
+        self.commit_holding(tx, Some(change)).await?;
         self.wake.notify_one();
         Ok(JobOutcome::Done)
     }
@@ -569,8 +585,39 @@ impl App {
         } else {
             None
         };
-        let mut tx = guard.change_tx(&self.store).await?;
-        let outcome = match result {
+        let tx = guard.change_tx(&self.store).await?;
+        let removal = Removal {
+            job,
+            id,
+            ent: &ent,
+            holders: &holders,
+            result: &result,
+            now_ms,
+        };
+        let outcome = match self.record_removal(tx, &removal).await {
+            // The upstream work is done: only its record waits for the
+            // audit store, held meanwhile.
+            Err(e) if e.is_store_failure() => {
+                tracing::warn!(error = %e, request.id = %id, "removal: could not write; holding its audit events");
+                let mut tx = self.store.begin().await?;
+                tx.hold_audit();
+                self.record_removal(tx, &removal).await?
+            }
+            other => other?,
+        };
+        drop(guard);
+        Ok(outcome)
+    }
+
+    /// Records what a removal did, in `tx`, and commits it.
+    async fn record_removal(
+        &self,
+        mut tx: Tx,
+        r: &Removal<'_>,
+    ) -> Result<JobOutcome, ServiceError> {
+        let (id, ent, now_ms) = (r.id, r.ent, r.now_ms);
+        let mut change = None;
+        let outcome = match r.result {
             None => {
                 self.audit(
                     &mut tx,
@@ -579,17 +626,21 @@ impl App {
                         action: "grant.removal_skipped",
                         request_id: Some(id),
                         entitlement: Some(&ent.id),
-                        data: json!({ "still_needed_by": holders }),
+                        data: json!({ "still_needed_by": r.holders }),
                     },
                 )
                 .await?;
                 store::set_deprovisioned(&mut tx, id, now_ms).await?;
-                jobs::complete(&mut tx, job.id, now_ms).await?;
+                jobs::complete(&mut tx, r.job.id, now_ms).await?;
+                change = Some(Change::Deprovisioned {
+                    request: id.to_string(),
+                    at: now_ms,
+                });
                 JobOutcome::Done
             }
             Some(Ok(sessions)) => {
                 let mut data = json!({ "simulated": self.providers.get(ent.kind).simulated() });
-                if let Some(ended) = &sessions {
+                if let Some(ended) = sessions {
                     data["sessions"] = ended.details.clone();
                 }
                 self.audit(
@@ -604,15 +655,19 @@ impl App {
                 )
                 .await?;
                 store::set_deprovisioned(&mut tx, id, now_ms).await?;
-                if let Some(at) = sessions.and_then(|s| s.prune_at) {
-                    self.queue_prune(&mut tx, &ent, at, now_ms).await?;
+                if let Some(at) = sessions.as_ref().and_then(|s| s.prune_at) {
+                    self.queue_prune(&mut tx, ent, at, now_ms).await?;
                 }
-                jobs::complete(&mut tx, job.id, now_ms).await?;
+                jobs::complete(&mut tx, r.job.id, now_ms).await?;
+                change = Some(Change::Deprovisioned {
+                    request: id.to_string(),
+                    at: now_ms,
+                });
                 JobOutcome::Done
             }
             Some(Err(e)) => {
                 // Removal must happen: keep trying, and say so in the log once in a while.
-                if job.attempts == 1 || job.attempts % 10 == 0 {
+                if r.job.attempts == 1 || r.job.attempts % 10 == 0 {
                     self.audit(
                         &mut tx,
                         NewEvent {
@@ -620,16 +675,15 @@ impl App {
                             action: "grant.removal_retry",
                             request_id: Some(id),
                             entitlement: Some(&ent.id),
-                            data: json!({ "error": e.to_string(), "attempts": job.attempts }),
+                            data: json!({ "error": e.to_string(), "attempts": r.job.attempts }),
                         },
                     )
                     .await?;
                 }
-                JobOutcome::RetryAt(now_ms + backoff_ms(job.attempts), e.to_string())
+                JobOutcome::RetryAt(now_ms + backoff_ms(r.job.attempts), e.to_string())
             }
         };
-        tx.commit().await?;
-        drop(guard);
+        self.commit_holding(tx, change).await?;
         Ok(outcome)
     }
 
@@ -706,10 +760,32 @@ impl App {
             result.is_ok(),
         );
         let now_ms = self.now_ms();
-        let mut tx = guard.change_tx(&self.store).await?;
+        let tx = guard.change_tx(&self.store).await?;
+        let outcome = match self.record_prune(tx, job, &ent, &result, now_ms).await {
+            Err(e) if e.is_store_failure() => {
+                tracing::warn!(error = %e, "pruning: could not write; holding its audit events");
+                let mut tx = self.store.begin().await?;
+                tx.hold_audit();
+                self.record_prune(tx, job, &ent, &result, now_ms).await?
+            }
+            other => other?,
+        };
+        drop(guard);
+        Ok(outcome)
+    }
+
+    /// Records what a pruning pass did, in `tx`, and commits it.
+    async fn record_prune(
+        &self,
+        mut tx: Tx,
+        job: &Job,
+        ent: &Entitlement,
+        result: &Result<Option<Pruned>, ProviderError>,
+        now_ms: i64,
+    ) -> Result<JobOutcome, ServiceError> {
         let outcome = match result {
             Ok(pruned) => {
-                if let Some(p) = &pruned
+                if let Some(p) = pruned
                     && p.pruned > 0
                 {
                     self.audit(
@@ -724,16 +800,15 @@ impl App {
                     )
                     .await?;
                 }
-                if let Some(next) = pruned.and_then(|p| p.next) {
-                    self.queue_prune(&mut tx, &ent, next, now_ms).await?;
+                if let Some(next) = pruned.as_ref().and_then(|p| p.next) {
+                    self.queue_prune(&mut tx, ent, next, now_ms).await?;
                 }
                 jobs::complete(&mut tx, job.id, now_ms).await?;
                 JobOutcome::Done
             }
             Err(e) => JobOutcome::RetryAt(now_ms + backoff_ms(job.attempts), e.to_string()),
         };
-        tx.commit().await?;
-        drop(guard);
+        self.commit_holding(tx, None).await?;
         Ok(outcome)
     }
 
@@ -937,7 +1012,7 @@ impl App {
             }
             tx.commit().await?;
             drop(guard);
-            self.audit_alone(NewEvent {
+            let event = NewEvent {
                 actor: "system",
                 action: "credentials.withdrawn",
                 request_id: Some(row.id),
@@ -947,8 +1022,14 @@ impl App {
                     "minted": minted,
                     "sessions": ended.map(|s| s.details),
                 }),
-            })
-            .await
+            };
+            match self.audit_alone(event.clone()).await {
+                Err(e) if e.is_store_failure() => {
+                    self.hold(vec![HeldEvent::new(self.now_ms(), &event)], None)
+                        .await
+                }
+                other => other,
+            }
         }
         .await;
         if let Err(e) = result {
@@ -972,6 +1053,16 @@ impl App {
             overlapping: false,
         }
     }
+}
+
+/// What a removal did, for its record ([`App::record_removal`]).
+struct Removal<'a> {
+    job: &'a Job,
+    id: Uuid,
+    ent: &'a Entitlement,
+    holders: &'a [Uuid],
+    result: &'a Option<Result<Option<SessionsEnded>, ProviderError>>,
+    now_ms: i64,
 }
 
 /// Which session [`App::issue_session`] mints.

@@ -21,6 +21,7 @@ use crate::store::{Store, StoreError, Tx};
 
 pub mod admin;
 pub mod grants;
+pub mod held;
 pub mod outbox;
 pub mod requests;
 pub mod step_up;
@@ -46,6 +47,8 @@ pub struct App {
     pub target_locks: Arc<grants::TargetLocks>,
     /// Email and Teams delivery for the outbox.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Where a removal's audit events wait while the audit store fails.
+    pub spool: Arc<crate::store::held::Spool>,
     /// How far the audit page's verification got ([`App::audit_state`]).
     pub audit_verified: Arc<tokio::sync::Mutex<Option<crate::store::audit::Verified>>>,
 }
@@ -225,8 +228,9 @@ impl App {
     /// holds everything committed before the read.
     pub async fn audit_state(&self) -> Result<jit_api::VerifyReport, ServiceError> {
         let mut mark = self.audit_verified.lock().await;
-        let (report, next) = audit::verify_since(&self.store, mark.as_ref()).await?;
+        let (mut report, next) = audit::verify_since(&self.store, mark.as_ref()).await?;
         *mark = next;
+        report.held = u64::try_from(self.spool.waiting_events()).unwrap_or(u64::MAX);
         Ok(report)
     }
 }

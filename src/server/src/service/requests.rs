@@ -515,6 +515,10 @@ impl App {
     }
 
     /// Ends an approved or active grant early (the requester or an admin).
+    ///
+    /// Taking access away never waits for the audit store: when the events
+    /// cannot be written, the revocation runs again with them held in the
+    /// spool (`service::held`), and its removal goes ahead.
     pub async fn revoke(
         &self,
         user: &User,
@@ -522,7 +526,29 @@ impl App {
         reason: Option<&str>,
     ) -> Result<RequestView, ServiceError> {
         let reason = domain::check_comment(reason)?;
+        match self.revoke_tx(user, id, reason.as_deref(), false).await {
+            Err(e) if e.is_store_failure() => {
+                tracing::warn!(error = %e, request.id = %id, "revoke: could not write; holding its audit events");
+                self.revoke_tx(user, id, reason.as_deref(), true).await?;
+            }
+            other => other?,
+        }
+        self.wake.notify_one();
+        self.view(id).await
+    }
+
+    /// The revocation's transaction; `hold`: its audit events go to the spool.
+    async fn revoke_tx(
+        &self,
+        user: &User,
+        id: Uuid,
+        reason: Option<&str>,
+        hold: bool,
+    ) -> Result<(), ServiceError> {
         let mut tx = self.store.begin().await?;
+        if hold {
+            tx.hold_audit();
+        }
         let row = self.lock_visible(&mut tx, user, id).await?;
         let admin = self.is_admin(user);
         if row.requester_key != user.key && !admin {
@@ -543,14 +569,12 @@ impl App {
                 action: "grant.revoked",
                 data: json!({ "reason": reason, "by_admin": row.requester_key != user.key }),
                 kind: NotificationKind::Revoked,
-                comment: reason.as_deref(),
+                comment: reason,
             },
         )
         .await?;
         self.queue_deprovision(&mut tx, id, now_ms).await?;
-        tx.commit().await?;
-        self.wake.notify_one();
-        self.view(id).await
+        self.commit_holding(tx, Some(ended(&row, to, now_ms))).await
     }
 
     /// Ends `row` inside `tx`: moves it from its state to `to` with `ended_at`
@@ -1029,6 +1053,16 @@ impl App {
     pub fn seconds_left(&self, row: &RequestRow) -> i64 {
         row.expires_at
             .map_or(0, |e| ((e - self.now_ms()) / 1000).max(0))
+    }
+}
+
+/// The held form of `row` ending in `to` at `at`.
+pub(crate) fn ended(row: &RequestRow, to: RequestState, at: i64) -> crate::store::held::Change {
+    crate::store::held::Change::Ended {
+        request: row.id.to_string(),
+        from: row.state.as_str().to_owned(),
+        to: to.as_str().to_owned(),
+        at,
     }
 }
 

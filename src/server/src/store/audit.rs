@@ -173,6 +173,10 @@ pub async fn append(
     at: OffsetDateTime,
     event: NewEvent<'_>,
 ) -> Result<(), StoreError> {
+    if let Some(held) = &mut tx.held {
+        held.push(super::held::HeldEvent::new(to_ms(at), &event));
+        return Ok(());
+    }
     if tx.backend() == super::Backend::Postgres {
         return append_all(tx, at, vec![event]).await;
     }
@@ -243,6 +247,14 @@ pub async fn append_all(
     events: Vec<NewEvent<'_>>,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
+        return Ok(());
+    }
+    if let Some(held) = &mut tx.held {
+        held.extend(
+            events
+                .iter()
+                .map(|e| super::held::HeldEvent::new(to_ms(at), e)),
+        );
         return Ok(());
     }
     if tx.backend() != super::Backend::Postgres {
@@ -670,6 +682,7 @@ async fn verify_chain(
         problem: stray,
         pending: 0,
         rows: Some(rows),
+        held: 0,
     };
     Ok((report, ok.then_some(chain.prev_hash)))
 }
@@ -981,6 +994,7 @@ fn bad(checked: u64, last_seq: Option<i64>, seq: i64, why: &str) -> jit_api::Ver
         problem: Some(why.to_owned()),
         pending: 0,
         rows: None,
+        held: 0,
     }
 }
 

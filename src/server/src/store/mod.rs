@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 pub mod audit;
 pub mod db;
 pub mod export;
+pub mod held;
 pub mod jobs;
 pub mod migrate;
 mod pgtx;
@@ -260,6 +261,8 @@ pub struct Tx {
     conn: TxInner,
     /// PostgreSQL: audit events went to `audit_pending`; chain them after commit.
     pub(crate) chain_after_commit: bool,
+    /// Audit events held instead of written ([`Tx::hold_audit`]).
+    pub(crate) held: Option<Vec<held::HeldEvent>>,
     store: Store,
 }
 
@@ -312,12 +315,26 @@ impl Tx {
         self.store.backend()
     }
 
+    /// From now on this transaction collects its audit events instead of
+    /// writing them (the audit store is failing; see [`held`]). The caller
+    /// takes them with [`Tx::take_held`] and makes them durable elsewhere
+    /// before it commits.
+    pub fn hold_audit(&mut self) {
+        self.held.get_or_insert_with(Vec::new);
+    }
+
+    /// The events held so far.
+    pub fn take_held(&mut self) -> Vec<held::HeldEvent> {
+        self.held.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Commits.
     pub async fn commit(self) -> Result<(), StoreError> {
         let Self {
             conn,
             chain_after_commit,
             store,
+            ..
         } = self;
         match conn {
             TxInner::Sqlite(mut t) => {
@@ -448,6 +465,7 @@ impl Store {
         Ok(Tx {
             conn,
             chain_after_commit: false,
+            held: None,
             store: self.clone(),
         })
     }
