@@ -661,6 +661,8 @@ async fn production_brokers_keep_tokens_and_keys_out_of_logs() {
     let role = moto.role().await;
     let billing = moto.permission_set();
     let fake = crate::graph_fake::GraphFake::start().await;
+    // The example catalog's Azure roles: ARM tokens from the same login.
+    let arm = crate::arm_fake::ArmFake::start(fake.login()).await;
     let graph = fake.config();
     let graph_secret = graph.client_secret.as_ref().unwrap().expose().to_owned();
     let policies = policy_dir(|text| {
@@ -701,8 +703,11 @@ client_id = "{}"
 client_secret = "env:JIT_TEST_GRAPH_SECRET"
 graph_url = "{}"
 login_url = "{}"
+
+[azure]
+arm_url = "{}"
 "#,
-            graph.tenant_id, graph.client_id, graph.graph_url, graph.login_url
+            graph.tenant_id, graph.client_id, graph.graph_url, graph.login_url, arm.base
         ),
     )
     .unwrap();
@@ -812,8 +817,17 @@ login_url = "{}"
             Some(&[("csrf", csrf.as_str())]),
         )
         .await;
-    assert_eq!(out.status, 303, "{}", out.body);
-    let to = out.location.clone().unwrap();
+    // Answered with a page of ours that goes on to the provider by GET (http::handoff).
+    assert_eq!(out.status, 200, "{}", out.body);
+    let refresh = out
+        .body
+        .split(r#"<meta http-equiv="refresh" content="0; url="#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no refresh: {}", out.body))
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    let to = url::Url::parse(&refresh).unwrap();
     let query: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
     assert!(query.contains_key("id_token_hint"), "{to}");
     // and the provider sends the browser back to the signed-out page, not to a new sign-in
@@ -832,6 +846,15 @@ login_url = "{}"
         .map(|h| h.trim_start_matches("Bearer ").to_owned())
         .collect();
     assert!(!graph_tokens.is_empty(), "the brokers called Graph");
+    // And ARM, with a token of its own from the same login.
+    let arm_tokens: Vec<String> = arm
+        .requests()
+        .iter()
+        .filter_map(|r| r.headers.get("authorization"))
+        .map(|h| h.trim_start_matches("Bearer ").to_owned())
+        .collect();
+    assert!(!arm_tokens.is_empty(), "the brokers called ARM");
+    arm.assert_no_violations();
     drop(brokers);
 
     let mut secrets = vec![
@@ -847,6 +870,7 @@ login_url = "{}"
     }
     secrets.extend(browser.cookies.values().filter(|v| v.len() >= 16).cloned());
     secrets.extend(graph_tokens);
+    secrets.extend(arm_tokens);
     secrets.sort();
     secrets.dedup();
     let all: String = logs
