@@ -644,3 +644,109 @@ fn cached_credentials_are_served_without_the_broker_and_renewed_near_expiry() {
     }
     world.assert_no_secret_leaked(&secrets);
 }
+
+/// Step-up over the API: `jit request` for an entitlement behind an authentication context
+/// meets the broker's RFC 9470 challenge, says why, signs in again through the device flow
+/// asking for the context, and retries once: the request is filed. A sign-in as someone else is
+/// refused, and so is a provider that does not grant the context.
+#[test]
+fn jit_request_meets_the_step_up_challenge_signs_in_again_and_succeeds() {
+    let world = World::start();
+    let idp = world.peers.idp.clone();
+    let alice = world.signed_in("alice");
+    let plain = alice.tokens()["access_token"].as_str().unwrap().to_owned();
+    let args = [
+        "-o",
+        "json",
+        "request",
+        "e2e-context",
+        "--duration",
+        "30m",
+        "--reason",
+        "INC-77: rotate the deploy key",
+    ];
+
+    // Bob's sign-in cannot stand in for alice's.
+    let out = alice.sign_in_at_the_provider(alice.spawn(&args), &idp, "bob+mfa");
+    ends_in_error(
+        &out,
+        "error: that sign-in was as bob@example.com, not as alice@example.com who is signed in to jit",
+    );
+    assert_eq!(
+        alice.tokens()["access_token"],
+        plain.as_str(),
+        "bob's tokens were kept"
+    );
+    // Alice, whose sign-ins carry MFA: the provider grants `c1`, the request goes through.
+    let out = alice.sign_in_at_the_provider(alice.spawn(&args), &idp, "alice");
+    let out = out.ok();
+    assert!(
+        out.stderr
+            .contains("`POST /requests` needs authentication context `c1`"),
+        "{out:#?}"
+    );
+    let filed = request(&out);
+    assert_eq!(filed.entitlement, "e2e-context");
+    assert!(
+        matches!(filed.state, RequestState::Approved | RequestState::Active),
+        "{filed:?}"
+    );
+    // The new tokens are kept, with the context: the next call needs no new sign-in.
+    let stepped = alice.tokens()["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(stepped, plain);
+    let claims = jwt_claims(&stepped);
+    assert_eq!(claims["acrs"], serde_json::json!(["c1"]), "{claims}");
+    let shown = alice
+        .jit(&["-o", "json", "show", &filed.id.to_string()])
+        .ok();
+    assert!(shown.stderr.is_empty(), "{shown:#?}");
+
+    // Bob's sign-in without MFA does not get `c1`: one try, then a clear error.
+    let bob = world.signed_in("bob");
+    let out = bob.sign_in_at_the_provider(
+        bob.spawn(&[
+            "request",
+            "e2e-context",
+            "--duration",
+            "30m",
+            "--reason",
+            "x",
+        ]),
+        &idp,
+        "bob",
+    );
+    ends_in_error(
+        &out,
+        "the identity provider did not give the sign-in authentication context `c1`",
+    );
+
+    let mut secrets = token_secrets(&alice);
+    secrets.extend(token_secrets(&bob));
+    secrets.push(plain);
+    world.assert_no_secret_leaked(&secrets);
+}
+
+/// The claims of a JWT, unverified (the test reads what the provider put in).
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// A command that signed in again on the way failed: exit 1, nothing on stdout, and its last
+/// stderr line is the one-line error containing `needle`.
+#[track_caller]
+fn ends_in_error(out: &Out, needle: &str) {
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    let last = out.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(needle),
+        "{needle:?}: {out:#?}"
+    );
+}

@@ -2,6 +2,7 @@
 
 use reqwest::Method;
 use reqwest::StatusCode;
+use reqwest::header::WWW_AUTHENTICATE;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -11,6 +12,7 @@ use crate::error::{CliError, Result};
 use crate::http::{Http, Retry, check_secure_url};
 use crate::oauth;
 use crate::session::{Session, TokenState};
+use crate::step_up::Challenge;
 
 /// An API answer: its typed form and the JSON text exactly as sent (for `--output json`).
 #[derive(Debug, Clone)]
@@ -28,6 +30,9 @@ pub struct Api {
     server: String,
     session: Session,
     dirs: Dirs,
+    allow_insecure: bool,
+    /// A browser can be opened for a sign-in the broker asks for (step-up).
+    graphical: bool,
 }
 
 /// Fetches `GET /api/v1/cli-config` (no sign-in needed).
@@ -48,8 +53,14 @@ pub fn cli_config(http: &Http, server: &str) -> Result<jit_api::CliConfig> {
 }
 
 impl Api {
-    /// A client for `server` with the saved sign-in (refreshed when due).
-    pub fn connect(dirs: &Dirs, server: &str, allow_insecure: bool) -> Result<Self> {
+    /// A client for `server` with the saved sign-in (refreshed when due). `graphical`: a
+    /// browser may be opened when the broker asks for a new sign-in (step-up).
+    pub fn connect(
+        dirs: &Dirs,
+        server: &str,
+        allow_insecure: bool,
+        graphical: bool,
+    ) -> Result<Self> {
         check_secure_url(server, allow_insecure)?;
         let session = Session::load_for(dirs, server)?;
         Ok(Self {
@@ -57,6 +68,8 @@ impl Api {
             server: server.to_owned(),
             session,
             dirs: dirs.clone(),
+            allow_insecure,
+            graphical,
         })
     }
 
@@ -117,6 +130,7 @@ impl Api {
     ) -> Result<String> {
         let url = format!("{}/api/v1{path}", self.server);
         let mut refreshed = self.ensure_fresh_token()?;
+        let mut stepped_up = false;
         loop {
             let token = self.session.access_token.clone();
             let resp = self.http.send(retry, |c| {
@@ -130,7 +144,27 @@ impl Api {
                 req
             })?;
             let status = resp.status();
+            let challenge = (status == StatusCode::UNAUTHORIZED)
+                .then(|| resp.headers().get(WWW_AUTHENTICATE)?.to_str().ok())
+                .flatten()
+                .and_then(Challenge::parse);
             let bytes = resp.bytes().map_err(|e| crate::http::transport_error(&e))?;
+            if let Some(challenge) = challenge {
+                // The broker wants a stronger or more recent sign-in: one, then the call again
+                // (it was refused, so it did nothing).
+                if stepped_up {
+                    return Err(api_error(status, &bytes).hint(format!(
+                        "the identity provider did not give the sign-in {challenge}; ask your administrators what it takes"
+                    )));
+                }
+                eprintln!(
+                    "`{} {path}` needs {challenge}: signing in again.",
+                    method.as_str()
+                );
+                self.step_up(&challenge)?;
+                stepped_up = true;
+                continue;
+            }
             if status == StatusCode::UNAUTHORIZED && !refreshed && self.session.can_refresh() {
                 // The token may have been revoked or the clocks disagree: renew once.
                 self.refresh()?;
@@ -164,6 +198,64 @@ impl Api {
             TokenState::SignInAgain => Err(CliError::new("your sign-in has expired")
                 .hint(format!("run `{}`", self.session.login_hint()))),
         }
+    }
+
+    /// Signs in again through the device flow as `challenge` asks, as the same user, and keeps
+    /// the new tokens.
+    fn step_up(&mut self, challenge: &Challenge) -> Result<()> {
+        let again = || format!("run `{}`", self.session.login_hint());
+        if self.session.dev_user.is_some() {
+            return Err(CliError::new(format!(
+                "the broker asks for {challenge}, which development sign-ins cannot give"
+            ))
+            .hint(again()));
+        }
+        let cfg = cli_config(&self.http, &self.server)?;
+        let before = self.user_id(&self.session.access_token)?;
+        let graphical = self.graphical;
+        let open = |url: &str| crate::browser::open(url, graphical);
+        let (tokens, endpoints) = oauth::device_sign_in(
+            &self.http,
+            &cfg,
+            self.allow_insecure,
+            &open,
+            Some(challenge),
+        )?;
+        let session = crate::session::session_from(
+            &self.server,
+            tokens,
+            Some(endpoints.token),
+            Some(cfg.client_id.clone()),
+            cfg.scopes.clone(),
+            None,
+        );
+        let after = self.user_id(&session.access_token)?;
+        if after.id != before.id {
+            return Err(CliError::new(format!(
+                "that sign-in was as {}, not as {} who is signed in to jit",
+                after.email, before.email
+            ))
+            .hint(again()));
+        }
+        self.session = session;
+        self.session.save(&self.dirs)
+    }
+
+    /// Whoever `token` is for (`GET /api/v1/me`).
+    fn user_id(&self, token: &str) -> Result<jit_api::Me> {
+        let url = format!("{}/api/v1/me", self.server);
+        let resp = self
+            .http
+            .send(Retry::Idempotent, |c| c.get(&url).bearer_auth(token))?;
+        let status = resp.status();
+        let bytes = resp.bytes().map_err(|e| crate::http::transport_error(&e))?;
+        if !status.is_success() {
+            return Err(
+                api_error(status, &bytes).hint(format!("run `{}`", self.session.login_hint()))
+            );
+        }
+        serde_json::from_slice::<jit_api::Me>(&bytes)
+            .map_err(|e| CliError::new(format!("unexpected answer from the broker: {e}")))
     }
 
     fn refresh(&mut self) -> Result<()> {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod oauth;
 pub mod output;
 pub mod session;
+pub mod step_up;
 
 pub use jit_cli_base::{credcache, dirs, error};
 

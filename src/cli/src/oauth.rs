@@ -148,19 +148,20 @@ struct OAuthErrorBody {
     error_description: Option<String>,
 }
 
-/// Asks the identity provider for a device code and user code.
+/// Asks the identity provider for a device code and user code; `extra` adds parameters
+/// (`claims`, `max_age` for a step-up).
 pub fn start_device(
     http: &Http,
     endpoints: &Endpoints,
     client_id: &str,
     scopes: &[String],
+    extra: &[(&str, String)],
 ) -> Result<DeviceAuthorization> {
     let scope = scopes.join(" ");
     let url = &endpoints.device_authorization;
-    let resp = http.send(Retry::Once, |c| {
-        c.post(url)
-            .form(&[("client_id", client_id), ("scope", scope.as_str())])
-    })?;
+    let mut form = vec![("client_id", client_id), ("scope", scope.as_str())];
+    form.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    let resp = http.send(Retry::Once, |c| c.post(url).form(&form))?;
     let status = resp.status();
     let body = resp.bytes().map_err(|e| crate::http::transport_error(&e))?;
     if !status.is_success() {
@@ -252,6 +253,52 @@ pub fn poll_device(
             Poll::Failed(err) => return Err(err),
         }
     }
+}
+
+/// A device sign-in from start to end: the code on stderr (and the page opened by `open` when
+/// it can), then polling until the user finished. `step_up` asks for what the broker's
+/// challenge wants (`claims`, `max_age`). The tokens, and the endpoints used.
+pub fn device_sign_in(
+    http: &Http,
+    cfg: &CliConfig,
+    allow_insecure: bool,
+    open: &dyn Fn(&str) -> bool,
+    step_up: Option<&crate::step_up::Challenge>,
+) -> Result<(TokenResponse, Endpoints)> {
+    let endpoints = endpoints(http, cfg, allow_insecure)?;
+    let extra = step_up
+        .map(crate::step_up::Challenge::params)
+        .unwrap_or_default();
+    let auth = start_device(http, &endpoints, &cfg.client_id, &cfg.scopes, &extra)?;
+    eprintln!(
+        "To sign in, open {} and enter the code {}",
+        auth.verification_uri, auth.user_code
+    );
+    let open_url = auth
+        .verification_uri_complete
+        .as_deref()
+        .unwrap_or(&auth.verification_uri);
+    if let Some(complete) = &auth.verification_uri_complete {
+        eprintln!("(or open {complete})");
+    }
+    if open(open_url) {
+        eprintln!(
+            "A browser window was opened; check that it shows the code {}.",
+            auth.user_code
+        );
+    }
+    eprintln!(
+        "Waiting for the sign-in to finish (the code is valid for {})…",
+        crate::output::span(i64::try_from(auth.expires_in).unwrap_or(i64::MAX))
+    );
+    let tokens = poll_device(
+        http,
+        &endpoints,
+        &cfg.client_id,
+        &auth,
+        &mut std::thread::sleep,
+    )?;
+    Ok((tokens, endpoints))
 }
 
 /// Trades a refresh token for new tokens (`grant_type=refresh_token`).

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dirs::{Dirs, file_error, read_optional, remove_optional, write_private};
 use crate::error::{CliError, Result};
+use crate::oauth::TokenResponse;
 
 /// Refresh the access token when it expires within this many seconds.
 pub const REFRESH_MARGIN_SECS: i64 = 60;
@@ -128,6 +129,29 @@ impl Session {
     pub fn remove(dirs: &Dirs) -> Result<bool> {
         let path = dirs.tokens_file();
         remove_optional(&path).map_err(|e| file_error("remove", &path, &e))
+    }
+}
+
+/// A session from a token answer.
+pub fn session_from(
+    server: &str,
+    tokens: TokenResponse,
+    token_endpoint: Option<String>,
+    client_id: Option<String>,
+    scopes: Vec<String>,
+    dev_user: Option<String>,
+) -> Session {
+    Session {
+        server: server.to_owned(),
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        expires_at: tokens
+            .expires_in
+            .map(|s| crate::api::now_unix().saturating_add_unsigned(s)),
+        token_endpoint,
+        client_id,
+        scopes,
+        dev_user,
     }
 }
 

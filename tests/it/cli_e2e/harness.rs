@@ -382,6 +382,15 @@ max_duration = "2h"
 approvals_required = 1
 
 [[entitlement]]
+id = "e2e-context"
+title = "End-to-end — behind an authentication context"
+kind = "aws_role"
+role_arn = "{sandbox}"
+max_duration = "2h"
+approvals_required = 0
+auth_context = "c1"
+
+[[entitlement]]
 id = "e2e-sandbox"
 title = "End-to-end — sandbox"
 kind = "aws_role"
@@ -401,8 +410,9 @@ permit (principal in Group::"grp-jit-requesters", action == Action::"request", r
 permit (
   principal in Group::"grp-jit-approvers",
   action == Action::"request",
-  resource == Entitlement::"e2e-team"
-);
+  resource
+)
+when { resource == Entitlement::"e2e-team" || resource == Entitlement::"e2e-context" };
 
 @id("approvers-approve")
 permit (principal in Group::"grp-jit-approvers", action == Action::"approve", resource);
@@ -649,10 +659,19 @@ impl User {
     /// provider's device page and sign-in) done by `approve_device.sh`.
     pub fn login(&self, server: &str, issuer: &str) -> Out {
         let running = self.spawn(&["login", "--server", server, "--no-browser"]);
+        self.sign_in_at_the_provider(running, issuer, &self.login)
+    }
+
+    /// The browser half of a device sign-in `running` (a `jit login`, or any command the
+    /// broker asked to sign in again) started: reads the code and page from its stderr, signs
+    /// in there as `login` with `approve_device.sh`, and waits for the command. Its stderr
+    /// lines before the code are in the result's `stderr` too.
+    pub fn sign_in_at_the_provider(&self, running: Running, issuer: &str, login: &str) -> Out {
         let (mut code, mut page) = (None, None);
         while code.is_none() || page.is_none() {
             let Some(line) = running.next_line(Duration::from_secs(30)) else {
-                panic!("jit login ended early: {:#?}", running.wait());
+                let what = running.what.clone();
+                panic!("{what} ended before a sign-in: {:#?}", running.wait());
             };
             if let Some((_, c)) = line.split_once(" and enter the code ") {
                 code = Some(c.trim().to_owned());
@@ -668,7 +687,7 @@ impl User {
         let mut browser = Command::new("bash");
         browser
             .arg(script)
-            .args([issuer, &page, &code, &self.login, "confirm"]);
+            .args([issuer, &page, &code, login, "confirm"]);
         Running::spawn(browser, "approve_device.sh").wait().ok();
         self.record(running.wait())
     }

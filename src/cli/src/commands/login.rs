@@ -6,14 +6,14 @@ use jit_api::{CliConfig, Me};
 use serde_json::json;
 
 use super::{Ctx, emit, emit_json, emit_value, prompt};
-use crate::api::{self, now_unix};
+use crate::api;
 use crate::args::LoginArgs;
 use crate::credcache;
 use crate::error::{CliError, Result};
 use crate::http::{Http, check_secure_url};
-use crate::oauth::{self, TokenResponse};
+use crate::oauth;
 use crate::output;
-use crate::session::{Session, Settings};
+use crate::session::{Session, Settings, session_from};
 
 pub(super) fn login(ctx: &Ctx, args: &LoginArgs) -> Result<ExitCode> {
     let server = ctx.server()?;
@@ -90,36 +90,8 @@ fn device_login(
     cfg: &CliConfig,
     args: &LoginArgs,
 ) -> Result<Session> {
-    let endpoints = oauth::endpoints(http, cfg, ctx.allow_insecure)?;
-    let auth = oauth::start_device(http, &endpoints, &cfg.client_id, &cfg.scopes)?;
-    eprintln!(
-        "To sign in, open {} and enter the code {}",
-        auth.verification_uri, auth.user_code
-    );
-    let open_url = auth
-        .verification_uri_complete
-        .as_deref()
-        .unwrap_or(&auth.verification_uri);
-    if let Some(complete) = &auth.verification_uri_complete {
-        eprintln!("(or open {complete})");
-    }
-    if !args.no_browser && crate::browser::open(open_url, ctx.graphical) {
-        eprintln!(
-            "A browser window was opened; check that it shows the code {}.",
-            auth.user_code
-        );
-    }
-    eprintln!(
-        "Waiting for the sign-in to finish (the code is valid for {})…",
-        output::span(i64::try_from(auth.expires_in).unwrap_or(i64::MAX))
-    );
-    let tokens = oauth::poll_device(
-        http,
-        &endpoints,
-        &cfg.client_id,
-        &auth,
-        &mut std::thread::sleep,
-    )?;
+    let open = |url: &str| !args.no_browser && crate::browser::open(url, ctx.graphical);
+    let (tokens, endpoints) = oauth::device_sign_in(http, cfg, ctx.allow_insecure, &open, None)?;
     Ok(session_from(
         server,
         tokens,
@@ -128,29 +100,6 @@ fn device_login(
         cfg.scopes.clone(),
         None,
     ))
-}
-
-/// A session from a token answer.
-pub fn session_from(
-    server: &str,
-    tokens: TokenResponse,
-    token_endpoint: Option<String>,
-    client_id: Option<String>,
-    scopes: Vec<String>,
-    dev_user: Option<String>,
-) -> Session {
-    Session {
-        server: server.to_owned(),
-        access_token: tokens.access_token,
-        refresh_token: tokens.refresh_token,
-        expires_at: tokens
-            .expires_in
-            .map(|s| now_unix().saturating_add_unsigned(s)),
-        token_endpoint,
-        client_id,
-        scopes,
-        dev_user,
-    }
 }
 
 pub(super) fn logout(ctx: &Ctx) -> Result<ExitCode> {

@@ -53,7 +53,12 @@ impl Ctx {
 
     /// A signed-in API client.
     pub fn api(&self) -> Result<Api> {
-        Api::connect(&self.dirs, &self.server()?, self.allow_insecure)
+        Api::connect(
+            &self.dirs,
+            &self.server()?,
+            self.allow_insecure,
+            self.graphical,
+        )
     }
 
     /// True for `--output json`.

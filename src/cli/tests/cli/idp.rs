@@ -29,7 +29,7 @@ fn start(issuer: &str) -> (Http, Endpoints, DeviceAuthorization) {
     let cfg = config(issuer);
     let endpoints = oauth::endpoints(&http, &cfg, false).unwrap();
     assert_eq!(endpoints.token, format!("{issuer}/token"));
-    let auth = oauth::start_device(&http, &endpoints, &cfg.client_id, &cfg.scopes).unwrap();
+    let auth = oauth::start_device(&http, &endpoints, &cfg.client_id, &cfg.scopes, &[]).unwrap();
     assert!(!auth.user_code.is_empty());
     assert!(
         auth.verification_uri.starts_with(issuer),
@@ -135,7 +135,8 @@ fn an_unknown_client_is_reported_in_one_line() {
     let http = Http::new().unwrap();
     let cfg = config(&issuer);
     let endpoints = oauth::endpoints(&http, &cfg, false).unwrap();
-    let err = oauth::start_device(&http, &endpoints, "no-such-client", &cfg.scopes).unwrap_err();
+    let err =
+        oauth::start_device(&http, &endpoints, "no-such-client", &cfg.scopes, &[]).unwrap_err();
     let line = err.line();
     assert!(
         line.starts_with(

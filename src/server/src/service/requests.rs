@@ -91,7 +91,6 @@ impl App {
             ent.require_ticket,
             ent.ticket_pattern.as_deref(),
         )?;
-        let signed_in = self.check_step_up(user, ent)?;
         let now = self.now();
         let facts = RequestFacts {
             duration_seconds: duration,
@@ -109,6 +108,8 @@ impl App {
                     ent.id
                 ))
             })?;
+        // After the policy: nobody is sent to sign in again for what they may not ask for.
+        let signed_in = self.check_step_up(user, ent)?;
         let break_glass = if input.break_glass {
             if !ent.break_glass {
                 return Err(ServiceError::Invalid(format!(
@@ -672,7 +673,6 @@ impl App {
         check_duration(ent, by)?;
         let justification =
             domain::check_justification(justification.unwrap_or(&parent.justification))?;
-        let signed_in = self.check_step_up(user, ent)?;
         let now = self.now();
         let facts = RequestFacts {
             duration_seconds: by,
@@ -690,6 +690,7 @@ impl App {
                     ent.id
                 ))
             })?;
+        let signed_in = self.check_step_up(user, ent)?;
         let auto = self
             .policy
             .authorize_entitlement(user, Action::AutoApprove, ent, &facts)
