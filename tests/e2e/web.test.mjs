@@ -337,6 +337,54 @@ describe('web UI in headless Chromium', { timeout: 240_000 }, () => {
     await shootAndCheck(page, '14-admin');
   });
 
+  it('sends alice back to the provider for the authentication context of an entitlement, and keeps what she typed', async () => {
+    const idp = peerEnv('JIT_TEST_IDP_URL').replace(/\/$/, '');
+    const page = pages.alice;
+    await page.goto(`${broker.base}/requests/new`);
+    await page.locator('input[name=entitlement][value=aws-prod-context]').check();
+    await page.getByLabel('Duration').fill('45m');
+    const justification = 'INC-5150: ünïcødé — "page the on-call" & <check>';
+    await page.getByLabel('Justification').fill(justification);
+    await page.getByLabel(/^Ticket/).fill('INC-5150');
+    // Her session has no `acrs`: the form post is answered with a page that goes on to the
+    // provider with the claims request. Held there once (204) to look at it, then followed.
+    const isAuthorize = (url) => url.href.startsWith(`${idp}/auth?`);
+    let held;
+    await page.route(isAuthorize, (route) => {
+      held = route.request().url();
+      return route.fulfill({ status: 204 });
+    });
+    await page.locator('#submit-request').click();
+    await page.getByRole('heading', { level: 1, name: 'Signing you in again' }).waitFor();
+    await waitFor('the page to go on to the provider by itself', () => held);
+    assert.match(await page.locator('main').textContent(), /authentication context `c1`/);
+    await shootAndCheck(page, '14a-step-up-handoff', { phone: false });
+    await page.unroute(isAuthorize);
+    const [authorize] = await Promise.all([
+      page.waitForRequest((r) => isAuthorize(new URL(r.url()))),
+      page.waitForURL(`${broker.base}/requests/new?resume=1`),
+      page.getByRole('link', { name: 'Continue to your identity provider' }).click(),
+    ]);
+    assert.equal(authorize.url(), held, 'the link and the refresh go to the same place');
+    const query = new URL(authorize.url()).searchParams;
+    assert.deepEqual(JSON.parse(query.get('claims')), { id_token: { acrs: { essential: true, value: 'c1' } } });
+    assert.equal(query.get('max_age'), '3600');
+    // Back with the form as she sent it (her sign-ins carry MFA: the provider asked nothing).
+    assert.equal(await page.locator('input[name=entitlement][value=aws-prod-context]').isChecked(), true);
+    assert.equal(await page.getByLabel('Duration').inputValue(), '45m');
+    assert.equal(await page.getByLabel('Justification').inputValue(), justification);
+    assert.equal(await page.getByLabel(/^Ticket/).inputValue(), 'INC-5150');
+    await shootAndCheck(page, '14b-new-request-after-step-up', { phone: false });
+    await Promise.all([
+      page.waitForURL(new RegExp(`/requests/${UUID}$`)),
+      page.locator('#submit-request').click(),
+    ]);
+    assert.equal(await stateOf(page), 'pending');
+    assert.equal((await page.locator('.facts dd.pre').textContent()).trim(), justification);
+    // The timeline names the context she satisfied.
+    assert.match(await page.locator('.timeline').textContent(), /auth context: c1/);
+  });
+
   it('answers unknown pages with an error page that leaks nothing', async () => {
     const page = pages.alice;
     const res = await page.goto(`${broker.base}/requests/00000000-0000-4000-8000-000000000000`);

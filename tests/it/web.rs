@@ -756,22 +756,7 @@ async fn end_session_at_the_provider(
     out: &Page,
     broker: &OidcBroker,
 ) -> Url {
-    let attribute = |before: &str| {
-        out.body
-            .split(before)
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no {before}: {}", out.body))
-            .to_owned()
-    };
-    let refresh = attribute(r#"<meta http-equiv="refresh" content="0; url="#);
-    assert_eq!(
-        refresh,
-        attribute("<p><a href=\""),
-        "the link goes elsewhere"
-    );
-    let refresh = refresh.replace("&#38;", "&").replace("&amp;", "&");
-    let end_session = Url::parse(&refresh).unwrap();
+    let end_session = handoff_target(out);
     assert!(
         end_session.as_str().starts_with(&format!(
             "{}/session/end?",
@@ -947,10 +932,9 @@ async fn a_request_for_an_mfa_entitlement_without_mfa_steps_up_at_the_provider()
     ];
     let create = format!("{}/requests", broker.url);
     let page = browser.post(&create, &broker.origin(), &fields).await;
-    assert_eq!(page.status, 303, "{}", page.body);
     assert!(broker.events("request.created").await.is_empty());
 
-    // Straight to the provider, told to authenticate again, recently.
+    // To the provider, told to authenticate again, recently.
     let (authorize, q) = at_the_provider(&page);
     assert_eq!(
         q.get("prompt").map(String::as_str),
@@ -1035,9 +1019,32 @@ async fn development_sign_in_returns_only_to_local_paths() {
     }
 }
 
-/// A redirect to the provider's authorization endpoint: the URL and its query.
+/// Where a page of the broker that hands over to another site (`http::handoff`: a form post's
+/// answer) sends the browser: its refresh, which its link must equal.
+fn handoff_target(page: &Page) -> Url {
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let attribute = |before: &str| {
+        page.body
+            .split(before)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no {before}: {}", page.body))
+            .to_owned()
+    };
+    let refresh = attribute(r#"<meta http-equiv="refresh" content="0; url="#);
+    assert_eq!(
+        refresh,
+        attribute("<p><a href=\""),
+        "the link goes elsewhere"
+    );
+    Url::parse(&refresh.replace("&#38;", "&").replace("&amp;", "&")).unwrap()
+}
+
+/// A form post answered with the way to the provider's authorization endpoint (by a handoff
+/// page, as `form-action 'self'` wants): the URL and its query.
 fn at_the_provider(page: &Page) -> (Url, HashMap<String, String>) {
-    let authorize = page.location.clone().expect("a redirect");
+    let authorize = handoff_target(page);
     assert!(
         authorize
             .as_str()
@@ -1081,9 +1088,8 @@ async fn authentication_contexts_step_up_at_the_provider_and_keep_the_form() {
     ];
     let create = format!("{}/requests", broker.url);
     let page = alice.post(&create, &broker.origin(), &fields).await;
-    assert_eq!(page.status, 303, "{}", page.body);
     assert!(broker.events("request.created").await.is_empty());
-    // Straight to the provider, asking for the context in the ID token.
+    // To the provider, asking for the context in the ID token.
     let (authorize, q) = at_the_provider(&page);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&q["claims"]).unwrap(),
@@ -1152,7 +1158,6 @@ async fn authentication_contexts_step_up_at_the_provider_and_keep_the_form() {
             &[("csrf", &csrf), ("comment", comment)],
         )
         .await;
-    assert_eq!(page.status, 303, "{}", page.body);
     let (authorize, q) = at_the_provider(&page);
     assert!(q["claims"].contains(r#""value":"c2""#), "{authorize}");
     assert!(broker.events("request.approval").await.is_empty());

@@ -140,6 +140,16 @@ pending_ttl = "2h"
 notify = { email = ["bob@example.com"] }
 
 [[entitlement]]
+id = "aws-prod-context"
+title = "AWS production — incident responder"
+kind = "aws_role"
+role_arn = "arn:aws:iam::123456789012:role/JitIncident"
+max_duration = "2h"
+approvals_required = 1
+auth_context = "c1"
+notify = { email = ["bob@example.com"] }
+
+[[entitlement]]
 id = "aws-sandbox"
 title = "AWS sandbox — power user"
 kind = "aws_role"

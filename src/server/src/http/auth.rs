@@ -279,21 +279,21 @@ struct PreLogin {
 }
 
 /// Starts a sign-in at the provider that must show `require`: a pre-login session holding the
-/// state (and `draft`), and the redirect there. Development mode has no provider: its sign-in
-/// page.
+/// state (and `draft`); its cookie and the provider URL to send the browser to. `None` in
+/// development mode, which has no provider.
 pub(super) async fn start_sign_in(
     web: &Web,
     next: &str,
     require: &crate::identity::oidc::Require,
     draft: Option<super::step_up::Draft>,
-) -> Result<Response, ApiError> {
+) -> Result<Option<(HeaderValue, url::Url)>, ApiError> {
     let AuthMode::Oidc(identity) = &web.auth.mode else {
-        return Ok(Redirect::to(&format!("/login?next={}", urlencode(next))).into_response());
+        return Ok(None);
     };
     let (url, state) = identity.oidc.begin_with(next, require);
     let data = serde_json::to_string(&PreLogin { state, draft }).map_err(internal)?;
     let (cookie, _) = web.auth.start_session(web, None, &data).await?;
-    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response())
+    Ok(Some((cookie, url)))
 }
 
 /// A signed-in browser user (pages). Redirects to `/login` otherwise.
@@ -485,7 +485,13 @@ async fn login_page(
                 max_age,
                 auth_context: None,
             };
-            start_sign_in(&web, &next, &require, None).await
+            // A GET: a redirect to the provider is what browsers follow here.
+            Ok(match start_sign_in(&web, &next, &require, None).await? {
+                Some((cookie, url)) => {
+                    ([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response()
+                }
+                None => Redirect::to("/login").into_response(),
+            })
         }
     }
 }

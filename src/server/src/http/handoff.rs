@@ -1,4 +1,5 @@
-//! Form posts that lead to another site: sign-out at the identity provider, the AWS console.
+//! Form posts that lead to another site: sign-out at the identity provider, the AWS console,
+//! a step-up sign-in (`http::step_up`).
 //!
 //! The broker's CSP says `form-action 'self'`, and browsers apply it to every redirect that
 //! follows a form submission: a `303` from `POST /logout` to the provider's end-session URL, or

@@ -1,9 +1,12 @@
 //! Step-up on pages: a form the service refused with [`StepUp`] sends the person through the
 //! identity provider again (the `claims` request for an authentication context, `prompt=login`
-//! for MFA, `max_age`), keeping what they typed in the pre-login session; the callback moves it
-//! into the new session, and the form comes back filled in (`?resume=1`) to be sent again.
+//! for MFA, `max_age`), by a page of ours that goes on by GET (a redirect of the form post to the
+//! provider would break `form-action 'self'`), keeping what they typed in the pre-login session;
+//! the callback moves it into the new session, and the form comes back filled in (`?resume=1`)
+//! to be sent again.
 
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, Web};
@@ -38,7 +41,8 @@ fn require(step_up: &StepUp) -> Require {
 }
 
 /// Sends the browser to sign in again as `step_up` asks, then back to `back` (a local path;
-/// `?resume=1` is added) with `draft` kept.
+/// `?resume=1` is added) with `draft` kept. This answers a form post: the way to the provider
+/// is a page of our own that goes on by GET, as `form-action 'self'` wants (`handoff`).
 pub(super) async fn sign_in_again(
     web: &Web,
     step_up: &StepUp,
@@ -46,7 +50,24 @@ pub(super) async fn sign_in_again(
     draft: Draft,
 ) -> Result<Response, ApiError> {
     let next = format!("{back}?resume=1");
-    super::auth::start_sign_in(web, &next, &require(step_up), Some(draft)).await
+    let Some((cookie, url)) =
+        super::auth::start_sign_in(web, &next, &require(step_up), Some(draft)).await?
+    else {
+        return Ok(
+            Redirect::to(&format!("/login?next={}", super::auth::urlencode(&next))).into_response(),
+        );
+    };
+    let page = super::handoff::leaving(
+        super::ui::Chrome::anonymous(web.app.dev),
+        "Signing you in again",
+        &format!(
+            "{}. Your identity provider checks your sign-in, then brings you back to the form as you sent it.",
+            step_up.message
+        ),
+        "Continue to your identity provider",
+        url.as_str(),
+    );
+    Ok(([(header::SET_COOKIE, cookie)], page).into_response())
 }
 
 #[cfg(test)]
