@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::fault_proxy::{Fault, FaultProxy};
 use crate::support::peer_env;
 
-const ACCOUNT: &str = "123456789012";
+pub(crate) const ACCOUNT: &str = "123456789012";
 const ISSUER: &str = "https://jit.example.com";
 
 pub(crate) fn random_hex(n: usize) -> String {
@@ -394,6 +394,7 @@ async fn the_broker_refuses_what_sts_would_refuse_before_calling_it() {
             account_id: ACCOUNT.to_owned(),
             permission_set_arn:
                 "arn:aws:sso:::permissionSet/ssoins-1111111111111111/ps-2222222222222222".to_owned(),
+            revoke_sessions: true,
         },
     );
     assert!(
@@ -897,6 +898,7 @@ pub(crate) fn ic_entitlement(id: &str, permission_set: &str) -> Entitlement {
         Target::AwsIdentityCenter {
             account_id: ACCOUNT.to_owned(),
             permission_set_arn: permission_set.to_owned(),
+            revoke_sessions: true,
         },
     )
 }

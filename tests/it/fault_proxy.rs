@@ -127,6 +127,8 @@ struct Inner {
     client: reqwest::Client,
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Recorded>>,
+    /// (what the client says, what the peer says), replaced both ways.
+    rewrites: Mutex<Vec<(String, String)>>,
 }
 
 /// The running proxy; stops when dropped.
@@ -155,6 +157,7 @@ impl FaultProxy {
                 .unwrap(),
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            rewrites: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -173,6 +176,19 @@ impl FaultProxy {
             remaining: times,
             fault,
         });
+    }
+
+    /// Replaces `client` by `peer` in the bodies passed through, and back in
+    /// the answers (for what the peer spells differently: moto names
+    /// permission sets `arn:aws:sso:::instance/…/ps-…`, AWS
+    /// `arn:aws:sso:::permissionSet/…/ps-…`). What was recorded is what the
+    /// client sent.
+    pub fn rewrite(&self, client: &str, peer: &str) {
+        self.inner
+            .rewrites
+            .lock()
+            .unwrap()
+            .push((client.to_owned(), peer.to_owned()));
     }
 
     /// Every request for `operation` so far.
@@ -290,6 +306,23 @@ async fn forward(
     parts: &axum::http::request::Parts,
     body: Bytes,
 ) -> (u16, HeaderMap, Bytes) {
+    let rewrites = inner.rewrites.lock().unwrap().clone();
+    let swap = |bytes: &[u8], to_peer: bool| -> Bytes {
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        for (client, peer) in &rewrites {
+            text = if to_peer {
+                text.replace(client.as_str(), peer)
+            } else {
+                text.replace(peer.as_str(), client)
+            };
+        }
+        Bytes::from(text)
+    };
+    let body = if rewrites.is_empty() {
+        body
+    } else {
+        swap(&body, true)
+    };
     let path = parts
         .uri
         .path_and_query()
@@ -307,6 +340,11 @@ async fn forward(
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.unwrap();
+    let bytes = if rewrites.is_empty() {
+        bytes
+    } else {
+        swap(&bytes, false)
+    };
     (status, headers, bytes)
 }
 

@@ -244,6 +244,56 @@ fn policy_check_reports_file_and_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind `gcp_role`"));
 }
 
+/// `jit-server policy check DIR`: (passed, stderr).
+fn policy_check(dir: &std::path::Path) -> (bool, String) {
+    let out = Command::new(server_bin())
+        .args(["policy", "check"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn policy_check_names_a_wrong_revoke_sessions() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(dir.path().join("entitlements.toml")).unwrap();
+    assert!(policy_check(dir.path()).0, "the example catalog passes");
+    // `revoke_sessions` is an Identity Center key, a boolean.
+    for (edit, says) in [
+        (
+            text.replacen(
+                "kind = \"aws_role\"",
+                "kind = \"aws_role\"\nrevoke_sessions = false",
+                1,
+            ),
+            "`revoke_sessions` does not apply to kind `aws_role`",
+        ),
+        (
+            text.replacen("revoke_sessions = true", "revoke_sessions = \"no\"", 1),
+            "`revoke_sessions` must be true or false",
+        ),
+    ] {
+        std::fs::write(dir.path().join("entitlements.toml"), edit).unwrap();
+        let (passed, err) = policy_check(dir.path());
+        assert!(!passed);
+        assert!(
+            err.contains("entitlements.toml:") && err.contains(says),
+            "{err}"
+        );
+    }
+}
+
 /// A broker killed with a due expiry performs it after restart; the chain still verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_broker_expires_after_restart() {

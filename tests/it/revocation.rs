@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::broker_aws::{Options, aws_broker_with, broker_credentials, events, tuning};
 use crate::fault_proxy::{Fault, FaultProxy};
-use crate::sessions::{cutoff, deny_for, role_policy};
+use crate::sessions::{cutoff, deny_for, ps_policy, real_permission_set, role_policy, user_deny};
 use crate::support::server::{Caller, Engine, TestBroker, server_bin};
 
 /// Everyone may ask for the sandbox (the demo catalog lets only requesters).
@@ -535,4 +535,68 @@ async fn removal_never_waits_for_the_audit_store_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removal_never_waits_for_the_audit_store_postgres() {
     removal_never_waits_for_the_audit_store(Engine::Postgres).await;
+}
+
+async fn identity_center_revoke_ends_portal_sessions(engine: Engine) {
+    let moto = crate::broker_aws::Moto::connect().await;
+    let (ps, ps_moto) = real_permission_set(&moto.sso, &moto.instance_arn, "PT1H").await;
+    let env = aws_broker_with(
+        engine,
+        Options {
+            ps: Some(ps.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    env.proxy.rewrite(&ps, &ps_moto);
+    let b = &env.b;
+    let alice_id = env.moto.user("alice@example.com").await;
+    let alice = b.login("alice").await;
+    let bob = b.login("bob").await;
+    let r = alice.request("aws-billing-sso", "1h").await;
+    bob.approve(r.id).await;
+    b.run_jobs().await;
+    assert_eq!(alice.show(r.id).await.state, RequestState::Active);
+    assert_eq!(
+        env.moto.assigned(&ps_moto).await,
+        std::slice::from_ref(&alice_id)
+    );
+
+    let (status, body) = alice
+        .post(&format!("/requests/{}/revoke", r.id), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    b.run_jobs().await;
+    assert!(env.moto.assigned(&ps_moto).await.is_empty());
+    let policy = ps_policy(&env.moto.sso, &env.moto.instance_arn, &ps_moto).await;
+    assert!(user_deny(&policy, &alice_id).is_some(), "{policy}");
+    assert_eq!(policy["Statement"][0]["Sid"], "OperatorReadOnly");
+    assert_eq!(env.proxy.count("ProvisionPermissionSet"), 1);
+    let removed = events(b, "grant.removed").await;
+    let data: Value = serde_json::from_str(&removed[0].data).unwrap();
+    assert_eq!(data["sessions"]["user_id"], alice_id.as_str(), "{data}");
+    // A prune is due once the session duration has passed.
+    let due: Vec<String> = jit_server::store::query(
+        "SELECT payload FROM jobs WHERE kind = 'prune_denies' AND done_at IS NULL",
+    )
+    .fetch_all(&b.app.store)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.try_get("payload").unwrap())
+    .collect();
+    assert_eq!(
+        due,
+        [json!({ "entitlement": "aws-billing-sso" }).to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_center_revoke_ends_portal_sessions_sqlite() {
+    identity_center_revoke_ends_portal_sessions(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_center_revoke_ends_portal_sessions_postgres() {
+    identity_center_revoke_ends_portal_sessions(Engine::Postgres).await;
 }

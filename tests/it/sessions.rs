@@ -10,7 +10,7 @@ use jit_server::policy::catalog::Entitlement;
 use jit_server::providers::aws::deny::POLICY_BUDGET;
 use jit_server::providers::aws::{SESSIONS_POLICY_NAME, Tuning};
 use jit_server::providers::{GrantProvider, Grantee, ProviderError, SessionsEnded};
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -61,6 +61,27 @@ pub(crate) fn deny_for<'a>(policy: &'a Value, key: &str, identity: &str) -> Opti
         .unwrap()
         .iter()
         .find(|s| s["Condition"]["StringEquals"][key] == identity)
+}
+
+/// An environment whose roles and permission sets keep sessions 2 s.
+async fn short_lived() -> Env {
+    env_with(
+        Tuning {
+            session_lifetime: Some(Duration::from_secs(2)),
+            ..tuning()
+        },
+        broker_credentials(None),
+        None,
+    )
+    .await
+}
+
+/// Sleeps until `t` (AWS's time) has passed.
+async fn sleep_until(t: OffsetDateTime) {
+    tokio::time::sleep(
+        std::time::Duration::try_from(t - OffsetDateTime::now_utc()).unwrap_or_default(),
+    )
+    .await;
 }
 
 /// A statement's `aws:TokenIssueTime` cutoff.
@@ -142,15 +163,7 @@ async fn a_removal_denies_that_grantees_sessions_and_nobody_elses() {
 
 #[tokio::test]
 async fn denies_are_pruned_once_their_sessions_have_expired() {
-    let env = env_with(
-        Tuning {
-            session_lifetime: Some(Duration::from_secs(2)),
-            ..tuning()
-        },
-        broker_credentials(None),
-        None,
-    )
-    .await;
+    let env = short_lived().await;
     let (role_arn, role_name) = create_role(&env.moto).await;
     let ent = role_entitlement(&role_arn, None);
     let alice = grantee(&unique_email("alice"));
@@ -165,10 +178,7 @@ async fn denies_are_pruned_once_their_sessions_have_expired() {
     assert_eq!(early.next, Some(prune_at));
     assert!(role_policy(&env.moto, &role_name).await.is_some());
 
-    tokio::time::sleep(
-        std::time::Duration::try_from(prune_at - OffsetDateTime::now_utc()).unwrap_or_default(),
-    )
-    .await;
+    sleep_until(prune_at).await;
     let late = env.aws.role.prune_denies(&ent).await.unwrap().unwrap();
     assert_eq!((late.pruned, late.remaining, late.next), (1, 0, None));
     assert!(
@@ -338,4 +348,184 @@ async fn a_missing_role_is_a_clear_error_and_statements_not_ours_are_kept() {
     assert_eq!(list.len(), 2, "{policy}");
     assert_eq!(list[0], serde_json::from_str::<Value>(theirs).unwrap());
     assert!(deny_for(&policy, "aws:SourceIdentity", &alice.email).is_some());
+}
+
+// ---------------------------------------------------- aws_identity_center
+
+/// A permission set made in moto, as AWS spells it and as moto does (a
+/// proxy must translate: [`crate::fault_proxy::FaultProxy::rewrite`]), with
+/// the operator's own inline policy.
+pub(crate) async fn real_permission_set(
+    sso: &aws_sdk_ssoadmin::Client,
+    instance: &str,
+    session: &str,
+) -> (String, String) {
+    let created = sso
+        .create_permission_set()
+        .instance_arn(instance)
+        .name(format!("jit-test-{}", crate::aws::random_hex(8)))
+        .session_duration(session)
+        .send()
+        .await
+        .unwrap();
+    let moto = created
+        .permission_set()
+        .unwrap()
+        .permission_set_arn()
+        .unwrap()
+        .to_owned();
+    let aws = format!(
+        "arn:aws:sso:::permissionSet/{}",
+        moto.strip_prefix("arn:aws:sso:::instance/").unwrap()
+    );
+    sso.put_inline_policy_to_permission_set()
+        .instance_arn(instance)
+        .permission_set_arn(&moto)
+        .inline_policy(OPERATOR_POLICY)
+        .send()
+        .await
+        .unwrap();
+    (aws, moto)
+}
+
+/// The operator's own statements in a permission set's inline policy.
+pub(crate) const OPERATOR_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"OperatorReadOnly","Effect":"Allow","Action":["s3:Get*","s3:List*"],"Resource":"*"}]}"#;
+
+/// A permission set's inline policy, straight from moto.
+pub(crate) async fn ps_policy(
+    sso: &aws_sdk_ssoadmin::Client,
+    instance: &str,
+    moto_arn: &str,
+) -> Value {
+    let out = sso
+        .get_inline_policy_for_permission_set()
+        .instance_arn(instance)
+        .permission_set_arn(moto_arn)
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(out.inline_policy().unwrap_or("{}")).unwrap_or_default()
+}
+
+/// The broker's deny for an Identity Store user in a permission set's policy.
+pub(crate) fn user_deny<'a>(policy: &'a Value, user: &str) -> Option<&'a Value> {
+    deny_for(policy, "identitystore:userId", user)
+}
+
+#[tokio::test]
+async fn identity_center_removal_denies_the_users_portal_sessions() {
+    let env = env().await;
+    let (ps, ps_moto) = real_permission_set(&env.sso, &env.instance, "PT2H").await;
+    env.proxy.rewrite(&ps, &ps_moto);
+    let ent = crate::aws::ic_entitlement("ic-sessions", &ps);
+    let email = unique_email("ada");
+    let user = crate::aws::create_user(&env, &email, &email).await;
+    let other = unique_email("ben");
+    let other_id = crate::aws::create_user(&env, &other, &other).await;
+    let ada = grantee(&email);
+    let ic = env.aws.identity_center.clone();
+    ic.grant(&spec(&ada, &ent)).await.unwrap();
+    ic.revoke(&spec(&ada, &ent)).await.unwrap();
+    let ended = ic.end_sessions(&spec(&ada, &ent)).await.unwrap().unwrap();
+
+    let policy = ps_policy(&env.sso, &env.instance, &ps_moto).await;
+    let list = policy["Statement"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{policy}");
+    assert_eq!(
+        list[0]["Sid"], "OperatorReadOnly",
+        "the operator's statement stays first"
+    );
+    let deny = user_deny(&policy, &user).unwrap();
+    assert_eq!(
+        deny["Condition"]["StringEquals"]["aws:PrincipalAccount"],
+        crate::aws::ACCOUNT
+    );
+    assert!(cutoff(deny) <= OffsetDateTime::now_utc() + time::Duration::seconds(1));
+    assert!(user_deny(&policy, &other_id).is_none());
+    // Provisioned to the entitlement's account.
+    let provisioned = env.proxy.requests("ProvisionPermissionSet");
+    assert_eq!(provisioned.len(), 1);
+    let body: Value = serde_json::from_str(&provisioned[0].body).unwrap();
+    assert_eq!(body["TargetId"], crate::aws::ACCOUNT);
+    assert_eq!(body["TargetType"], "AWS_ACCOUNT");
+    assert_eq!(body["PermissionSetArn"], ps.as_str());
+    assert_eq!(ended.details["user_id"], user.as_str());
+    assert_eq!(ended.details["scope"], "user");
+    // Pruned after the permission set's session duration (PT2H).
+    assert_eq!(
+        ended.prune_at,
+        Some(cutoff(deny) + time::Duration::hours(2))
+    );
+    let early = ic.prune_denies(&ent).await.unwrap().unwrap();
+    assert_eq!((early.pruned, early.remaining), (0, 1));
+    assert_eq!(
+        env.proxy.count("ProvisionPermissionSet"),
+        1,
+        "nothing changed"
+    );
+
+    // Told not to: nothing is written.
+    let quiet = jit_server::policy::catalog::Entitlement {
+        target: jit_server::policy::catalog::Target::AwsIdentityCenter {
+            account_id: crate::aws::ACCOUNT.to_owned(),
+            permission_set_arn: ps.clone(),
+            revoke_sessions: false,
+        },
+        ..ent.clone()
+    };
+    let ben = grantee(&other);
+    assert_eq!(ic.end_sessions(&spec(&ben, &quiet)).await.unwrap(), None);
+    assert_eq!(env.proxy.count("PutInlinePolicyToPermissionSet"), 1);
+}
+
+#[tokio::test]
+async fn identity_center_denies_are_pruned_and_provisioning_is_followed() {
+    let env = short_lived().await;
+    let (ps, ps_moto) = real_permission_set(&env.sso, &env.instance, "PT1H").await;
+    env.proxy.rewrite(&ps, &ps_moto);
+    let ent = crate::aws::ic_entitlement("ic-prune", &ps);
+    let email = unique_email("cy");
+    let user = crate::aws::create_user(&env, &email, &email).await;
+    let cy = grantee(&email);
+    let ic = env.aws.identity_center.clone();
+    // Identity Center provisions asynchronously: the broker follows it.
+    env.proxy
+        .script("ProvisionPermissionSet", 1, Fault::in_progress());
+    env.proxy.script(
+        "DescribePermissionSetProvisioningStatus",
+        1,
+        Fault::Respond {
+            status: 200,
+            headers: vec![("content-type".into(), "application/x-amz-json-1.1".into())],
+            body: json!({ "PermissionSetProvisioningStatus": {
+                "Status": "SUCCEEDED", "RequestId": "5a1f2c3d-0000-4000-8000-000000000000"
+            }})
+            .to_string(),
+        },
+    );
+    let ended = ic.end_sessions(&spec(&cy, &ent)).await.unwrap().unwrap();
+    assert_eq!(
+        env.proxy.count("DescribePermissionSetProvisioningStatus"),
+        1
+    );
+    assert!(user_deny(&ps_policy(&env.sso, &env.instance, &ps_moto).await, &user).is_some());
+
+    let prune_at = ended.prune_at.unwrap();
+    sleep_until(prune_at).await;
+    let late = ic.prune_denies(&ent).await.unwrap().unwrap();
+    assert_eq!((late.pruned, late.remaining, late.next), (1, 0, None));
+    let policy = ps_policy(&env.sso, &env.instance, &ps_moto).await;
+    assert_eq!(
+        policy,
+        serde_json::from_str::<Value>(OPERATOR_POLICY).unwrap(),
+        "only the operator's statement is left"
+    );
+    assert_eq!(
+        env.proxy.count("ProvisionPermissionSet"),
+        2,
+        "the pruned policy is provisioned"
+    );
+    // A permission set that does not exist has no sessions to end.
+    let gone = crate::aws::ic_entitlement("ic-gone", &crate::aws::permission_set(&env));
+    assert_eq!(ic.end_sessions(&spec(&cy, &gone)).await.unwrap(), None);
 }

@@ -64,6 +64,10 @@ pub enum Target {
         account_id: String,
         /// `arn:aws:sso:::permissionSet/…`.
         permission_set_arn: String,
+        /// At removal, end the grantee's role sessions opened through the
+        /// access portal (a deny in the permission set's inline policy, then
+        /// `ProvisionPermissionSet`); catalog key `revoke_sessions`, default true.
+        revoke_sessions: bool,
     },
     /// `entra_role`.
     EntraRole {
@@ -150,6 +154,7 @@ impl Entitlement {
             Target::AwsIdentityCenter {
                 account_id,
                 permission_set_arn,
+                ..
             } => format!("aws_ic|{account_id}|{permission_set_arn}|{user_key}"),
             Target::EntraRole {
                 role_definition_id,
@@ -178,6 +183,11 @@ impl Entitlement {
     pub fn policy_key(&self) -> Option<String> {
         match &self.target {
             Target::AwsRole { role_arn, .. } => Some(format!("aws_role_policy|{role_arn}")),
+            Target::AwsIdentityCenter {
+                permission_set_arn,
+                revoke_sessions: true,
+                ..
+            } => Some(format!("aws_ic_policy|{permission_set_arn}")),
             _ => None,
         }
     }
@@ -228,6 +238,8 @@ struct RawEntitlement {
     account_id: Option<String>,
     #[serde(default)]
     permission_set_arn: Option<String>,
+    #[serde(default)]
+    revoke_sessions: Option<toml::Value>,
     // entra_role
     #[serde(default)]
     role_definition_id: Option<String>,
@@ -458,6 +470,20 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
     if let Some(f) = foreign.first() {
         return Err(ctx(format!("`{f}` does not apply to kind `{k}`")));
     }
+    if kind != Kind::AwsIdentityCenter && raw.revoke_sessions.is_some() {
+        return Err(ctx(format!(
+            "`revoke_sessions` does not apply to kind `{k}` (only aws_identity_center)"
+        )));
+    }
+    let revoke_sessions = match &raw.revoke_sessions {
+        None => true,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(ctx(format!(
+                "`revoke_sessions` must be true or false, not `{other}`"
+            )));
+        }
+    };
     let target = match kind {
         Kind::AwsRole => {
             let role_arn = need("role_arn", raw.role_arn, k).map_err(ctx)?;
@@ -510,6 +536,7 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
             Target::AwsIdentityCenter {
                 account_id,
                 permission_set_arn,
+                revoke_sessions,
             }
         }
         Kind::EntraRole => Target::EntraRole {
@@ -629,6 +656,48 @@ max_duration = "8h"
         assert_eq!(e.max_duration, 4 * 3600);
         assert_eq!(e.line, 2);
         assert!(e.notify.teams);
+    }
+
+    #[test]
+    fn revoke_sessions_is_for_identity_center_and_on_by_default() {
+        let c = Catalog::parse(GOOD, "e.toml").unwrap();
+        let revokes = |c: &Catalog| {
+            matches!(
+                c.get("ic").unwrap().target,
+                Target::AwsIdentityCenter {
+                    revoke_sessions: true,
+                    ..
+                }
+            )
+        };
+        assert!(revokes(&c));
+        assert!(c.get("ic").unwrap().policy_key().is_some());
+        let off = GOOD.replace(
+            "max_duration = \"8h\"",
+            "max_duration = \"8h\"\nrevoke_sessions = false",
+        );
+        let c = Catalog::parse(&off, "e.toml").unwrap();
+        assert!(!revokes(&c));
+        assert_eq!(c.get("ic").unwrap().policy_key(), None);
+        let wrong = GOOD.replace(
+            "require_mfa = true",
+            "require_mfa = true\nrevoke_sessions = true",
+        );
+        let errs = Catalog::parse(&wrong, "e.toml").unwrap_err();
+        assert!(
+            errs[0].starts_with("e.toml:2:")
+                && errs[0].contains("`revoke_sessions` does not apply to kind `aws_role`"),
+            "{errs:?}"
+        );
+        let bad = GOOD.replace(
+            "max_duration = \"8h\"",
+            "max_duration = \"8h\"\nrevoke_sessions = \"yes\"",
+        );
+        let errs = Catalog::parse(&bad, "e.toml").unwrap_err();
+        assert!(
+            errs[0].contains("revoke_sessions") || errs[0].contains("bool"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -317,6 +317,7 @@ impl Providers {
             Target::AwsIdentityCenter {
                 account_id,
                 permission_set_arn,
+                ..
             } => format!("permission set {permission_set_arn} in account {account_id}"),
             Target::EntraRole {
                 role_definition_id,

@@ -18,6 +18,9 @@
 //! everyone (`jitAll`, the documented role-wide deny) replaces every
 //! per-person statement it covers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
@@ -35,13 +38,63 @@ pub const SID_EVERYONE: &str = "jitAll";
 /// role Identity Center provisions.
 pub const POLICY_BUDGET: usize = 10_240;
 
+/// How long a target's longest session is remembered.
+const LIFETIME_TTL: std::time::Duration = std::time::Duration::from_mins(10);
+
+/// One read-modify-write of a policy at a time, per policy, in this broker
+/// (across brokers the caller holds a database lock as well).
+#[derive(Debug, Default)]
+pub(crate) struct PolicyLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl PolicyLocks {
+    /// The lock of the policy `key`.
+    pub(crate) fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() > 10_000 {
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        map.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+/// The longest session of roles and permission sets, as AWS said a moment ago.
+#[derive(Debug, Default)]
+pub(crate) struct Lifetimes(Mutex<HashMap<String, (Duration, std::time::Instant)>>);
+
+impl Lifetimes {
+    /// What AWS said for `key` less than ten minutes ago.
+    pub(crate) fn get(&self, key: &str) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < LIFETIME_TTL)
+            .map(|(d, _)| *d)
+    }
+
+    /// Remembers what AWS said for `key`.
+    pub(crate) fn put(&self, key: &str, lifetime: Duration) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned(), (lifetime, std::time::Instant::now()));
+    }
+}
+
 /// Whose sessions a deny statement matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Who<'a> {
     /// `aws:SourceIdentity` equals this (`aws_role` sessions).
     SourceIdentity(&'a str),
-    /// `identitystore:userId` equals this (Identity Center sessions).
-    IdentityStoreUser(&'a str),
+    /// `identitystore:userId` equals `user` and `aws:PrincipalAccount`
+    /// equals `account` (Identity Center sessions of one account: a permission
+    /// set's policy is provisioned to every account that uses it).
+    IdentityStoreUser {
+        /// Identity Store user id.
+        user: &'a str,
+        /// 12-digit account id.
+        account: &'a str,
+    },
     /// Every session.
     Everyone,
 }
@@ -49,12 +102,14 @@ pub enum Who<'a> {
 impl Who<'_> {
     /// The statement id: `jit` and 16 hex digits of the person's key.
     pub fn sid(&self) -> String {
-        let (kind, value) = match self {
-            Self::SourceIdentity(v) => ("source-identity", *v),
-            Self::IdentityStoreUser(v) => ("identitystore-user", *v),
+        let key = match self {
+            Self::SourceIdentity(v) => format!("source-identity\n{v}"),
+            Self::IdentityStoreUser { user, account } => {
+                format!("identitystore-user\n{user}\n{account}")
+            }
             Self::Everyone => return SID_EVERYONE.to_owned(),
         };
-        let digest = Sha256::digest(format!("{kind}\n{value}").as_bytes());
+        let digest = Sha256::digest(key.as_bytes());
         format!("{SID_PREFIX}{}", &hex::encode(digest)[..16])
     }
 }
@@ -87,8 +142,11 @@ pub fn statement(who: Who<'_>, cutoff: OffsetDateTime) -> Value {
         Who::SourceIdentity(v) => {
             condition.insert("StringEquals".into(), json!({ "aws:SourceIdentity": v }));
         }
-        Who::IdentityStoreUser(v) => {
-            condition.insert("StringEquals".into(), json!({ "identitystore:userId": v }));
+        Who::IdentityStoreUser { user, account } => {
+            condition.insert(
+                "StringEquals".into(),
+                json!({ "identitystore:userId": user, "aws:PrincipalAccount": account }),
+            );
         }
         Who::Everyone => {}
     }
@@ -270,6 +328,7 @@ mod tests {
     struct Context<'a> {
         source_identity: Option<&'a str>,
         identity_store_user: Option<&'a str>,
+        principal_account: Option<&'a str>,
         token_issue_time: Option<OffsetDateTime>,
     }
 
@@ -279,6 +338,7 @@ mod tests {
             match key.to_ascii_lowercase().as_str() {
                 "aws:sourceidentity" => self.source_identity.map(str::to_owned),
                 "identitystore:userid" => self.identity_store_user.map(str::to_owned),
+                "aws:principalaccount" => self.principal_account.map(str::to_owned),
                 "aws:tokenissuetime" => self.token_issue_time.and_then(|t| t.format(&Rfc3339).ok()),
                 _ => None,
             }
@@ -337,10 +397,16 @@ mod tests {
             s.to_string(),
             r#"{"Sid":"jitca8b18d6d5e69971","Effect":"Deny","Action":"*","Resource":"*","Condition":{"StringEquals":{"aws:SourceIdentity":"alice@example.com"},"DateLessThan":{"aws:TokenIssueTime":"2026-05-07T23:47:00Z"}}}"#
         );
-        let s = statement(Who::IdentityStoreUser("906722b2b4-0a8b"), CUT);
+        let s = statement(
+            Who::IdentityStoreUser {
+                user: "906722b2b4-0a8b",
+                account: "111111111111",
+            },
+            CUT,
+        );
         assert_eq!(
             s.to_string(),
-            r#"{"Sid":"jitf9f21f3479e4bb44","Effect":"Deny","Action":"*","Resource":"*","Condition":{"StringEquals":{"identitystore:userId":"906722b2b4-0a8b"},"DateLessThan":{"aws:TokenIssueTime":"2026-05-07T23:47:00Z"}}}"#
+            r#"{"Sid":"jit0743df915852ceea","Effect":"Deny","Action":"*","Resource":"*","Condition":{"StringEquals":{"identitystore:userId":"906722b2b4-0a8b","aws:PrincipalAccount":"111111111111"},"DateLessThan":{"aws:TokenIssueTime":"2026-05-07T23:47:00Z"}}}"#
         );
         let s = statement(Who::Everyone, CUT);
         assert_eq!(
@@ -376,6 +442,7 @@ mod tests {
         let alice = |issued| Context {
             source_identity: Some("alice@example.com"),
             identity_store_user: None,
+            principal_account: Some("111111111111"),
             token_issue_time: Some(issued),
         };
         assert!(denied(&doc, &alice(CUT - Duration::minutes(30))));
@@ -404,21 +471,34 @@ mod tests {
         // Identity Center: the user id instead of the source identity.
         let doc = merge(
             None,
-            Some((Who::IdentityStoreUser("u-1"), CUT)),
+            Some((
+                Who::IdentityStoreUser {
+                    user: "u-1",
+                    account: "111111111111",
+                },
+                CUT,
+            )),
             CUT,
             Duration::HOUR,
         )
         .unwrap()
         .document
         .unwrap();
-        let user = |id, issued| Context {
+        let user = |id, account, issued| Context {
             source_identity: None,
             identity_store_user: Some(id),
+            principal_account: Some(account),
             token_issue_time: Some(issued),
         };
-        assert!(denied(&doc, &user("u-1", CUT - Duration::minutes(1))));
-        assert!(!denied(&doc, &user("u-1", CUT + Duration::minutes(1))));
-        assert!(!denied(&doc, &user("u-2", CUT - Duration::minutes(1))));
+        let early = CUT - Duration::minutes(1);
+        assert!(denied(&doc, &user("u-1", "111111111111", early)));
+        assert!(!denied(
+            &doc,
+            &user("u-1", "111111111111", CUT + Duration::minutes(1))
+        ));
+        assert!(!denied(&doc, &user("u-2", "111111111111", early)));
+        // The same permission set in another account: untouched.
+        assert!(!denied(&doc, &user("u-1", "222222222222", early)));
 
         // Everyone: any session issued before the cutoff.
         let doc = merge(None, Some((Who::Everyone, CUT)), CUT, Duration::HOUR)
@@ -462,7 +542,13 @@ mod tests {
             {"Effect":"Deny","Action":"iam:*","Resource":"*"}]}"#;
         let merged = merge(
             Some(operator),
-            Some((Who::IdentityStoreUser("u-1"), CUT)),
+            Some((
+                Who::IdentityStoreUser {
+                    user: "u-1",
+                    account: "111111111111",
+                },
+                CUT,
+            )),
             CUT,
             Duration::HOUR,
         )
@@ -478,7 +564,13 @@ mod tests {
         // A second person, later; then the first expires.
         let two = merge(
             merged.document.as_deref(),
-            Some((Who::IdentityStoreUser("u-2"), CUT + Duration::minutes(30))),
+            Some((
+                Who::IdentityStoreUser {
+                    user: "u-2",
+                    account: "111111111111",
+                },
+                CUT + Duration::minutes(30),
+            )),
             CUT + Duration::minutes(30),
             Duration::HOUR,
         )
@@ -566,7 +658,10 @@ mod tests {
         assert!(merge_within_budget(Some(&big), Who::Everyone, CUT, CUT, Duration::HOUR).is_err());
         let err = merge_within_budget(
             Some(&big),
-            Who::IdentityStoreUser("u-1"),
+            Who::IdentityStoreUser {
+                user: "u-1",
+                account: "111111111111",
+            },
             CUT,
             CUT,
             Duration::HOUR,

@@ -14,13 +14,17 @@ use aws_sdk_ssoadmin::types::{
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::deny::{Lifetimes, PolicyLocks};
 use super::validate::{validate_account_id, validate_instance_arn, validate_permission_set_arn};
 use super::{CallError, Shared, call};
 use crate::config::AwsConfig;
 use crate::policy::catalog::{Entitlement, Kind, Target};
 use crate::providers::{
-    GrantProvider, GrantRecord, GrantSpec, LiveGrant, ProviderError, ReconcileReport,
+    GrantProvider, GrantRecord, GrantSpec, LiveGrant, ProviderError, Pruned, ReconcileReport,
+    SessionsEnded,
 };
+
+mod sessions;
 
 /// Identity Center account assignments for `aws_identity_center` entitlements.
 pub struct AwsIdentityCenter {
@@ -33,6 +37,10 @@ pub struct AwsIdentityCenter {
     permits: Semaphore,
     /// `account|permission set|principal` being created now; reconcile leaves them alone.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// One read-modify-write of a permission set's inline policy at a time.
+    policy_locks: PolicyLocks,
+    /// Permission sets' session durations.
+    lifetimes: Lifetimes,
 }
 
 impl fmt::Debug for AwsIdentityCenter {
@@ -117,6 +125,7 @@ fn target(e: &Entitlement) -> Result<(&str, &str), ProviderError> {
         Target::AwsIdentityCenter {
             account_id,
             permission_set_arn,
+            ..
         } => {
             validate_account_id(account_id).map_err(ProviderError::Permanent)?;
             validate_permission_set_arn(permission_set_arn).map_err(ProviderError::Permanent)?;
@@ -142,6 +151,8 @@ impl AwsIdentityCenter {
             identity_store_id: cfg.identity_store_id.clone(),
             permits: Semaphore::new(shared.tuning.max_in_flight.max(1)),
             in_flight: Arc::default(),
+            policy_locks: PolicyLocks::default(),
+            lifetimes: Lifetimes::default(),
             shared: shared.clone(),
         }
     }
@@ -659,6 +670,20 @@ impl GrantProvider for AwsIdentityCenter {
             principal: &principal,
         };
         self.delete(instance, &a, email).await
+    }
+
+    async fn end_sessions(
+        &self,
+        spec: &GrantSpec<'_>,
+    ) -> Result<Option<SessionsEnded>, ProviderError> {
+        self.deny_sessions(spec).await
+    }
+
+    async fn prune_denies(
+        &self,
+        entitlement: &Entitlement,
+    ) -> Result<Option<Pruned>, ProviderError> {
+        self.prune(entitlement).await
     }
 
     async fn reconcile(

@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 use aws_sdk_sts::types::Tag;
@@ -14,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use super::deny::{self, Merged, Who};
+use super::deny::{self, Lifetimes, Merged, PolicyLocks, Who};
 use super::iam::Iam;
 use super::validate::{
     MAX_CHAINED_SECONDS, RoleArn, parse_role_arn, session_name, tag_value, validate_duration,
@@ -35,9 +34,6 @@ pub const REVOKE_POLICY_NAME: &str = "AWSRevokeOlderSessions";
 /// people whose grants ended ([`deny`]).
 pub const SESSIONS_POLICY_NAME: &str = "JitRevokedSessions";
 
-/// How long a role's maximum session duration is remembered.
-const LIFETIME_TTL: std::time::Duration = std::time::Duration::from_mins(10);
-
 /// Session tag carrying the request id.
 const TAG_REQUEST: &str = "jit:request-id";
 /// Session tag carrying the requester's email.
@@ -56,11 +52,10 @@ pub struct AwsRole {
     console_destination: String,
     issuer: String,
     temporary_base: OnceCell<bool>,
-    /// One read-modify-write of a role's policy at a time in this broker
-    /// (across brokers the caller holds a database lock too).
-    policy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Roles' maximum session durations, and when they were read.
-    lifetimes: Mutex<HashMap<String, (time::Duration, Instant)>>,
+    /// One read-modify-write of a role's policy at a time in this broker.
+    policy_locks: PolicyLocks,
+    /// Roles' maximum session durations.
+    lifetimes: Lifetimes,
     /// Per `role|source identity`: the issue time (AWS's clock) of the last
     /// session this broker minted, and the cutoff of the last deny it wrote.
     sessions: Mutex<HashMap<String, Sessions>>,
@@ -136,8 +131,8 @@ impl AwsRole {
             console_destination: cfg.console_url.clone(),
             issuer: issuer.to_owned(),
             temporary_base: OnceCell::new(),
-            policy_locks: Mutex::default(),
-            lifetimes: Mutex::default(),
+            policy_locks: PolicyLocks::default(),
+            lifetimes: Lifetimes::default(),
             sessions: Mutex::default(),
             shared,
         }
@@ -166,18 +161,6 @@ impl AwsRole {
             .or_default());
     }
 
-    /// The lock on one role's policy.
-    fn policy_lock(&self, role_arn: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self
-            .policy_locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if map.len() > 10_000 {
-            map.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        map.entry(role_arn.to_owned()).or_default().clone()
-    }
-
     /// The longest session of the role: how long after its cutoff a deny
     /// statement still matters.
     async fn lifetime(
@@ -188,21 +171,12 @@ impl AwsRole {
         if let Some(fixed) = self.shared.tuning.session_lifetime {
             return Ok(time::Duration::try_from(fixed).unwrap_or(time::Duration::HOUR));
         }
-        if let Some((d, at)) = self
-            .lifetimes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(role_arn)
-            && at.elapsed() < LIFETIME_TTL
-        {
-            return Ok(*d);
+        if let Some(d) = self.lifetimes.get(role_arn) {
+            return Ok(d);
         }
         let d = self.iam.max_session_duration(arn).await?;
         let d = time::Duration::try_from(d).unwrap_or(time::Duration::hours(12));
-        self.lifetimes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(role_arn.to_owned(), (d, Instant::now()));
+        self.lifetimes.put(role_arn, d);
         Ok(d)
     }
 
@@ -227,7 +201,7 @@ impl AwsRole {
         identity: &str,
     ) -> Result<SessionsEnded, ProviderError> {
         let arn = parse_role_arn(role_arn).map_err(ProviderError::Permanent)?;
-        let lock = self.policy_lock(role_arn);
+        let lock = self.policy_locks.get(role_arn);
         let _turn = lock.lock().await;
         let lifetime = self.lifetime(&arn, role_arn).await?;
         let now = OffsetDateTime::now_utc();
@@ -325,7 +299,7 @@ impl AwsRole {
     /// have all expired (the policy goes when none is left).
     async fn prune(&self, role_arn: &str) -> Result<Option<Pruned>, ProviderError> {
         let arn = parse_role_arn(role_arn).map_err(ProviderError::Permanent)?;
-        let lock = self.policy_lock(role_arn);
+        let lock = self.policy_locks.get(role_arn);
         let _turn = lock.lock().await;
         let Some(existing) = self.iam.get_role_policy(&arn, SESSIONS_POLICY_NAME).await? else {
             return Ok(None);
