@@ -424,8 +424,6 @@ pub fn routes() -> Router<Web> {
 struct LoginQuery {
     #[serde(default)]
     next: Option<String>,
-    #[serde(default)]
-    step_up: Option<u64>,
 }
 
 /// Only local paths are accepted as return targets, in development mode as in production
@@ -479,13 +477,9 @@ async fn login_page(
             Ok(([(header::SET_COOKIE, cookie)], page).into_response())
         }
         AuthMode::Oidc(_) => {
-            let max_age = q.step_up.map(std::time::Duration::from_secs);
-            let require = crate::identity::oidc::Require {
-                fresh_login: max_age.is_some(),
-                max_age,
-                auth_context: None,
-            };
-            // A GET: a redirect to the provider is what browsers follow here.
+            let require = crate::identity::oidc::Require::default();
+            // A GET: a redirect to the provider is what browsers follow here (a step-up starts
+            // from the form that needs it: `step_up::sign_in_again`).
             Ok(match start_sign_in(&web, &next, &require, None).await? {
                 Some((cookie, url)) => {
                     ([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response()
