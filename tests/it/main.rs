@@ -25,6 +25,7 @@ mod policy;
 mod process;
 mod revocation;
 mod sessions;
+mod sqlite_engine;
 mod store;
 mod support;
 mod tamper;

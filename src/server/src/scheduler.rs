@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::service::App;
 use crate::service::grants::{JobOutcome, internal_retry_ms};
-use crate::store::{Backend, CHECKPOINT_EVERY, jobs};
+use crate::store::jobs;
 
 /// How long a claimed job stays ours before others may take it, unless renewed.
 const LEASE_MS: i64 = 5_000;
@@ -30,7 +30,6 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
         &app.config.scheduler.reconcile_every,
     ));
     let mut next_reconcile = std::time::Instant::now();
-    let checkpoints = tokio::spawn(checkpoint(app.clone(), shutdown.clone()));
     let replays = tokio::spawn(replay_held(app.clone(), shutdown.clone()));
     let mut running = tokio::task::JoinSet::new();
     // Whether to claim at the top of the loop, and whether the last claim
@@ -69,7 +68,6 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     while running.join_next().await.is_some() {}
-                    let _ = checkpoints.await;
                     let _ = replays.await;
                     info!("scheduler stopped");
                     return;
@@ -77,27 +75,6 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
                 true
             }
         };
-    }
-}
-
-/// Checkpoints the database every [`CHECKPOINT_EVERY`] until `shutdown`
-/// (SQLite; see [`crate::store::Store::checkpoint`]).
-async fn checkpoint(app: App, mut shutdown: watch::Receiver<bool>) {
-    if app.store.backend() != Backend::Sqlite {
-        return;
-    }
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    return;
-                }
-            }
-        }
-        if let Err(e) = app.store.checkpoint().await {
-            warn!(error = %e, "could not checkpoint the database");
-        }
     }
 }
 

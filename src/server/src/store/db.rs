@@ -1,10 +1,9 @@
 //! One small query interface over the two engines.
 //!
-//! SQLite runs in process through rusqlite: a statement is a function call of
-//! a few microseconds on the calling task, with no thread hand-off (sqlx's
-//! SQLite driver sends every statement to a worker thread and back, about
-//! 100 µs each on a small VM, which bounded the broker's throughput;
-//! docs/performance.md). PostgreSQL runs through sqlx's native driver.
+//! SQLite runs in process through rusqlite, off the async runtime
+//! ([`super::sqlite`]): writes on the one writer thread, a transaction's
+//! statements there too, reads on blocking threads. PostgreSQL runs through
+//! sqlx's native driver.
 //!
 //! The schema keeps to two column types, BIGINT and TEXT, so a bound value
 //! is an [`Arg`] and a read value a [`Cell`] of one of those. Placeholders are
@@ -19,7 +18,10 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Column as _, Postgres, Row as _, TypeInfo as _, ValueRef as _};
 
 use super::pgtx::Write;
-use super::{Store, StoreError, Tx};
+use super::{Store, StoreError, Tx, sqlite};
+
+/// Rows read ahead at a time by [`Query::for_each`] on SQLite.
+const BATCH: usize = 256;
 
 /// A value bound to a placeholder: a BIGINT or a TEXT, either maybe NULL
 /// (PostgreSQL needs the type of a NULL too).
@@ -313,6 +315,8 @@ impl Query {
     }
 
     /// Every row, one at a time to `each`, without holding them all (exports).
+    /// On SQLite the rows are read on a blocking thread and come over in
+    /// batches of [`BATCH`], at most two batches ahead of `each`.
     pub async fn for_each(
         self,
         store: &Store,
@@ -321,15 +325,44 @@ impl Query {
         let mut n = 0;
         match store.engine() {
             super::Engine::Sqlite(db) => {
-                let conn = db.reader()?;
-                let mut stmt = conn.prepare_cached(&self.sql)?;
-                bind_sqlite(&mut stmt, &self.args)?;
-                let names = column_names(&stmt);
-                let mut rows = stmt.raw_query();
-                while let Some(r) = rows.next()? {
-                    each(sqlite_row(&names, r)?)?;
-                    n += 1;
-                }
+                let (batches, rows) = tokio::sync::mpsc::channel(2);
+                let reading = sqlite::read(&db.readers, move |conn| {
+                    let mut stmt = conn.prepare_cached(&self.sql)?;
+                    bind_sqlite(&mut stmt, &self.args)?;
+                    let names = column_names(&stmt);
+                    let mut rows = stmt.raw_query();
+                    let mut batch = Vec::with_capacity(BATCH);
+                    while let Some(r) = rows.next()? {
+                        batch.push(sqlite_row(&names, r)?);
+                        if batch.len() == BATCH
+                            && batches
+                                .blocking_send(std::mem::replace(
+                                    &mut batch,
+                                    Vec::with_capacity(BATCH),
+                                ))
+                                .is_err()
+                        {
+                            // `each` failed: its error is the answer.
+                            return Ok(());
+                        }
+                    }
+                    let _ = batches.blocking_send(batch);
+                    Ok(())
+                });
+                let consuming = async {
+                    // Dropped at the end, also on an error of `each`: that stops the reader.
+                    let mut rows = rows;
+                    while let Some(batch) = rows.recv().await {
+                        for row in batch {
+                            each(row)?;
+                            n += 1;
+                        }
+                    }
+                    Ok::<_, StoreError>(())
+                };
+                let (read, consumed) = tokio::join!(reading, consuming);
+                consumed?;
+                read?;
             }
             super::Engine::Postgres(db) => {
                 let mut names = None;
@@ -347,22 +380,32 @@ impl Query {
     async fn run(self, on: On<'_>, want: Want) -> Result<Out, StoreError> {
         match on {
             On::Tx(tx) => match tx.conn().await? {
-                super::TxConn::Sqlite(conn) => run_sqlite(conn, &self.sql, &self.args, want),
+                super::TxConn::Sqlite(t) => {
+                    t.run(move |conn| run_sqlite(conn, &self.sql, &self.args, want))
+                        .await
+                }
                 super::TxConn::Postgres(conn) => self.run_pg(conn, want).await,
             },
             On::Store(store) => match store.engine() {
                 super::Engine::Sqlite(db) => {
-                    {
-                        let conn = db.reader()?;
-                        let mut stmt = conn.prepare_cached(&self.sql)?;
-                        if stmt.readonly() {
-                            bind_sqlite(&mut stmt, &self.args)?;
-                            return collect_sqlite(&conn, &mut stmt, want);
+                    // A read on a reader; a write on the writer thread, in turn.
+                    let (sql, args) = (self.sql.clone(), self.args.clone());
+                    let read = sqlite::read(&db.readers, move |conn| {
+                        let mut stmt = conn.prepare_cached(&sql)?;
+                        if !stmt.readonly() {
+                            return Ok(None);
+                        }
+                        bind_sqlite(&mut stmt, &args)?;
+                        collect_sqlite(conn, &mut stmt, want).map(Some)
+                    })
+                    .await?;
+                    match read {
+                        Some(out) => Ok(out),
+                        None => {
+                            db.write(move |conn| run_sqlite(conn, &self.sql, &self.args, want))
+                                .await
                         }
                     }
-                    // A write: on the one writing connection, in turn.
-                    let conn = db.writer.lock().await;
-                    run_sqlite(&conn, &self.sql, &self.args, want)
                 }
                 super::Engine::Postgres(db) => {
                     let mut conn = db.pool.acquire().await?;
@@ -414,7 +457,10 @@ impl Query {
 pub async fn batch<'a>(on: impl Into<On<'a>>, sql: &str) -> Result<(), StoreError> {
     match on.into() {
         On::Tx(tx) => match tx.conn().await? {
-            super::TxConn::Sqlite(conn) => conn.execute_batch(sql)?,
+            super::TxConn::Sqlite(t) => {
+                let sql = sql.to_owned();
+                t.run(move |conn| Ok(conn.execute_batch(&sql)?)).await?;
+            }
             super::TxConn::Postgres(conn) => {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                     .execute(conn)
@@ -422,7 +468,10 @@ pub async fn batch<'a>(on: impl Into<On<'a>>, sql: &str) -> Result<(), StoreErro
             }
         },
         On::Store(store) => match store.engine() {
-            super::Engine::Sqlite(db) => db.writer.lock().await.execute_batch(sql)?,
+            super::Engine::Sqlite(db) => {
+                let sql = sql.to_owned();
+                db.write(move |conn| Ok(conn.execute_batch(&sql)?)).await?;
+            }
             super::Engine::Postgres(db) => {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                     .execute(&db.pool)

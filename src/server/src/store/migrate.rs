@@ -310,33 +310,42 @@ async fn run_sqlite(store: &Store) -> Result<Vec<String>, StoreError> {
     let mut done = Vec::new();
     loop {
         let mut tx = store.begin().await?;
-        let TxConn::Sqlite(conn) = tx.conn().await? else {
+        let TxConn::Sqlite(writer) = tx.conn().await? else {
             unreachable!("a SQLite store")
         };
-        conn.execute_batch(TABLE_SQLITE)?;
-        adopt_legacy_sqlite(conn)?;
-        let pending = assess(&applied_sqlite(conn)?, Backend::Sqlite)?;
-        let Some(next) = pending.first() else {
-            tx.commit().await?;
-            return Ok(done);
-        };
-        let m = next.to_sqlx(Backend::Sqlite);
-        let started = Instant::now();
-        conn.execute_batch(next.sqlite)
-            .map_err(|e| StoreError::Migration(format!("migration `{}` failed: {e}", next.id())))?;
-        conn.execute(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-             VALUES (?1, ?2, TRUE, ?3, ?4)",
-            rusqlite::params![
-                m.version,
-                m.description.as_ref(),
-                m.checksum.as_ref(),
-                i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX)
-            ],
-        )?;
+        // On the writer thread, inside the transaction.
+        let applied = writer.run(apply_next_sqlite).await?;
         tx.commit().await?;
-        done.push(next.id());
+        match applied {
+            Some(id) => done.push(id),
+            None => return Ok(done),
+        }
     }
+}
+
+/// Applies the first pending migration, if any, and records it; returns its name.
+fn apply_next_sqlite(conn: &mut rusqlite::Connection) -> Result<Option<String>, StoreError> {
+    conn.execute_batch(TABLE_SQLITE)?;
+    adopt_legacy_sqlite(conn)?;
+    let pending = assess(&applied_sqlite(conn)?, Backend::Sqlite)?;
+    let Some(next) = pending.first() else {
+        return Ok(None);
+    };
+    let m = next.to_sqlx(Backend::Sqlite);
+    let started = Instant::now();
+    conn.execute_batch(next.sqlite)
+        .map_err(|e| StoreError::Migration(format!("migration `{}` failed: {e}", next.id())))?;
+    conn.execute(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (?1, ?2, TRUE, ?3, ?4)",
+        rusqlite::params![
+            m.version,
+            m.description.as_ref(),
+            m.checksum.as_ref(),
+            i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX)
+        ],
+    )?;
+    Ok(Some(next.id()))
 }
 
 fn applied_sqlite(conn: &rusqlite::Connection) -> Result<Vec<Applied>, StoreError> {
@@ -403,16 +412,18 @@ async fn status(store: &Store) -> Result<Status, StoreError> {
             (applied, legacy)
         }
         Engine::Sqlite(db) => {
-            let conn = db.reader()?;
-            let applied = applied_sqlite(&conn)?;
-            let legacy = applied.is_empty()
-                && conn
-                    .prepare(
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' \
-                         AND name = 'schema_migrations'",
-                    )?
-                    .exists([])?;
-            (applied, legacy)
+            super::sqlite::read(&db.readers, |conn| {
+                let applied = applied_sqlite(conn)?;
+                let legacy = applied.is_empty()
+                    && conn
+                        .prepare(
+                            "SELECT 1 FROM sqlite_master WHERE type = 'table' \
+                             AND name = 'schema_migrations'",
+                        )?
+                        .exists([])?;
+                Ok((applied, legacy))
+            })
+            .await?
         }
     };
     Ok(Status {

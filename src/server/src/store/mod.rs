@@ -2,14 +2,13 @@
 //! the small query interface of [`db`]: ids are TEXT, times are BIGINT unix
 //! milliseconds, flags are BIGINT 0/1, JSON is TEXT, and placeholders are `$n`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use thiserror::Error;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub mod audit;
 pub mod db;
@@ -21,16 +20,12 @@ mod pgtx;
 pub mod requests;
 mod seal;
 pub mod sessions;
+mod sqlite;
 pub mod users;
 
 pub use db::{query, query_built};
 pub use pgtx::Write;
-
-/// How often a broker on SQLite checkpoints the write-ahead log.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-/// How long a SQLite statement waits for a lock another process holds.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub use sqlite::CHECKPOINT_EVERY;
 
 /// Which engine is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,31 +110,9 @@ pub struct Store {
 )]
 pub(crate) enum Engine {
     /// SQLite in process.
-    Sqlite(Sqlite),
+    Sqlite(sqlite::Sqlite),
     /// PostgreSQL through a pool.
     Postgres(Postgres),
-}
-
-/// A SQLite database: one connection writes, any number read.
-///
-/// SQLite has one write lock per database. A second connection that finds
-/// it taken sleeps in the busy handler (1, 2, 5, 10 ms, …) rather than
-/// taking it the moment it is free, so the broker writes through one
-/// connection and its writers queue for it in order instead.
-pub(crate) struct Sqlite {
-    path: PathBuf,
-    /// The writing connection; holding the lock is holding the turn.
-    pub(crate) writer: Arc<Mutex<rusqlite::Connection>>,
-    /// Idle read-only connections (WAL: readers never wait for the writer).
-    readers: SyncMutex<Vec<rusqlite::Connection>>,
-}
-
-impl std::fmt::Debug for Sqlite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sqlite")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A PostgreSQL database.
@@ -157,93 +130,7 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
-/// A read-only SQLite connection, back to the idle ones when dropped.
-pub(crate) struct Reader<'a> {
-    conn: Option<rusqlite::Connection>,
-    db: &'a Sqlite,
-}
-
-impl std::ops::Deref for Reader<'_> {
-    type Target = rusqlite::Connection;
-
-    fn deref(&self) -> &rusqlite::Connection {
-        // Present until drop.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!())
-    }
-}
-
-impl Drop for Reader<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let mut idle = self
-                .db
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < 16 {
-                idle.push(conn);
-            }
-        }
-    }
-}
-
-impl Sqlite {
-    fn open(path: &Path) -> Result<Self, StoreError> {
-        use rusqlite::OpenFlags;
-        let writer = rusqlite::Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| StoreError::Open(format!("cannot open `{}`: {e}", path.display())))?;
-        writer.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
-        writer.set_prepared_statement_cache_capacity(128);
-        // The broker checkpoints the write-ahead log in the background
-        // (`Store::checkpoint`); the automatic checkpoint, which runs with an
-        // fsync inside whichever commit crosses its threshold, is only the backstop.
-        writer.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;",
-        )?;
-        Ok(Self {
-            path: path.to_owned(),
-            writer: Arc::new(Mutex::new(writer)),
-            readers: SyncMutex::new(Vec::new()),
-        })
-    }
-
-    /// An idle reader, or a new one.
-    pub(crate) fn reader(&self) -> Result<Reader<'_>, StoreError> {
-        let idle = self
-            .readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = if let Some(conn) = idle {
-            conn
-        } else {
-            let conn = open_reader(&self.path)?;
-            conn.set_prepared_statement_cache_capacity(128);
-            conn
-        };
-        Ok(Reader {
-            conn: Some(conn),
-            db: self,
-        })
-    }
-}
-
-/// A read-only connection to the SQLite file at `path`.
-pub(crate) fn open_reader(path: &Path) -> Result<rusqlite::Connection, StoreError> {
-    use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
-    Ok(conn)
-}
+pub(crate) use sqlite::open_reader;
 
 /// How to reach the database outside the store's connections, for the bulk
 /// read of `audit verify`.
@@ -267,28 +154,14 @@ pub struct Tx {
 }
 
 enum TxInner {
-    Sqlite(SqliteTx),
+    Sqlite(sqlite::SqliteTx),
     Postgres(pgtx::PgTx),
 }
 
-/// The SQLite writer inside `BEGIN IMMEDIATE`; rolls back when dropped open.
-struct SqliteTx {
-    conn: OwnedMutexGuard<rusqlite::Connection>,
-    open: bool,
-}
-
-impl Drop for SqliteTx {
-    fn drop(&mut self) {
-        if self.open {
-            // Nothing to report to: the transaction is abandoned.
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
-}
-
-/// The connection of a transaction, for [`db`].
+/// The connection of a transaction, for [`db`]: on SQLite the writer
+/// thread's turn, whose statements run there ([`sqlite::SqliteTx::run`]).
 pub(crate) enum TxConn<'a> {
-    Sqlite(&'a mut rusqlite::Connection),
+    Sqlite(&'a sqlite::SqliteTx),
     Postgres(&'a mut sqlx::PgConnection),
 }
 
@@ -297,7 +170,7 @@ impl Tx {
     /// the transaction begun, the deferred writes sent).
     pub(crate) async fn conn(&mut self) -> Result<TxConn<'_>, StoreError> {
         match &mut self.conn {
-            TxInner::Sqlite(t) => Ok(TxConn::Sqlite(&mut t.conn)),
+            TxInner::Sqlite(t) => Ok(TxConn::Sqlite(t)),
             TxInner::Postgres(t) => Ok(TxConn::Postgres(t.open().await?)),
         }
     }
@@ -337,10 +210,7 @@ impl Tx {
             ..
         } = self;
         match conn {
-            TxInner::Sqlite(mut t) => {
-                t.conn.execute_batch("COMMIT")?;
-                t.open = false;
-            }
+            TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
         }
         if chain_after_commit && let Engine::Postgres(pg) = store.engine() {
@@ -352,10 +222,7 @@ impl Tx {
     /// Rolls back.
     pub async fn rollback(self) -> Result<(), StoreError> {
         match self.conn {
-            TxInner::Sqlite(mut t) => {
-                t.open = false;
-                t.conn.execute_batch("ROLLBACK")?;
-            }
+            TxInner::Sqlite(t) => t.rollback().await?,
             TxInner::Postgres(t) => t.rollback().await?,
         }
         Ok(())
@@ -368,7 +235,7 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let engine = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = sqlite_path(rest)?;
-            Engine::Sqlite(Sqlite::open(&path)?)
+            Engine::Sqlite(sqlite::Sqlite::open(&path)?)
         } else {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -397,7 +264,7 @@ impl Store {
     /// How to reach the database without the store's connections (bulk reads).
     pub(crate) fn native(&self) -> Native {
         match &*self.engine {
-            Engine::Sqlite(db) => Native::Sqlite(db.path.clone()),
+            Engine::Sqlite(db) => Native::Sqlite(db.readers.path.clone()),
             Engine::Postgres(db) => Native::Postgres(Box::new(db.options.clone())),
         }
     }
@@ -448,18 +315,15 @@ impl Store {
         }
     }
 
-    /// Begins a write transaction. On SQLite it waits for the writing
-    /// connection and takes the write lock at once (`BEGIN IMMEDIATE`), so
-    /// read-then-write sequences never race. On PostgreSQL it takes a
+    /// Begins a write transaction. On SQLite it waits for the writer
+    /// thread's turn and takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// read-then-write sequences never race; its statements run on that
+    /// thread ([`sqlite`]). On PostgreSQL it takes a
     /// connection; `BEGIN` goes with the first statement that needs it, and
     /// deferred writes wait to go together (`store/pgtx.rs`).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let conn = match &*self.engine {
-            Engine::Sqlite(db) => {
-                let conn = db.writer.clone().lock_owned().await;
-                conn.execute_batch("BEGIN IMMEDIATE")?;
-                TxInner::Sqlite(SqliteTx { conn, open: true })
-            }
+            Engine::Sqlite(db) => TxInner::Sqlite(db.begin().await?),
             Engine::Postgres(db) => TxInner::Postgres(pgtx::PgTx::new(db.pool.acquire().await?)),
         };
         Ok(Tx {
@@ -482,41 +346,27 @@ impl Store {
     /// Closes the connections (PostgreSQL: the pool; SQLite: the idle readers).
     pub async fn close(&self) {
         match &*self.engine {
-            Engine::Sqlite(db) => db
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear(),
+            Engine::Sqlite(db) => db.readers.clear(),
             Engine::Postgres(db) => db.pool.close().await,
         }
     }
 
     /// SQLite: copies the write-ahead log back into the database file and
-    /// syncs it (`PRAGMA wal_checkpoint(PASSIVE)`: readers and writers go on
-    /// meanwhile), on a connection and a thread of its own. The scheduler
-    /// calls it every [`CHECKPOINT_EVERY`], so the `fsync` is not paid by a
-    /// request. PostgreSQL: nothing to do.
+    /// syncs it now (`PRAGMA wal_checkpoint(PASSIVE)`: readers and writers go
+    /// on meanwhile), on the checkpointer's thread, which also does so every
+    /// [`CHECKPOINT_EVERY`] by itself. PostgreSQL: nothing to do.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        if let Engine::Sqlite(db) = &*self.engine {
-            let path = db.path.clone();
-            tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-                let conn = rusqlite::Connection::open_with_flags(
-                    &path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
-                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| StoreError::Open(format!("checkpoint: {e}")))??;
+        match &*self.engine {
+            Engine::Sqlite(db) => db.checkpoint().await,
+            Engine::Postgres(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        if let Engine::Sqlite(db) = &*self.engine {
+            db.check()?;
+        }
         query("SELECT 1").fetch_one(self).await?;
         Ok(())
     }
