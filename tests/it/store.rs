@@ -1610,6 +1610,82 @@ both_backends!(csv_export_quotes_and_defuses_formulas, |db| {
     assert_eq!((n, text), (0, format!("{CSV_HEADER}\r\n")));
 });
 
+/// The chunks of [`export::stream`] with `filter`.
+async fn stream_chunks(db: &TestDb, format: ExportFormat, filter: audit::Filter) -> Vec<String> {
+    use futures_util::TryStreamExt as _;
+    export::stream(db.store.clone(), format, filter)
+        .map_ok(|chunk| String::from_utf8(chunk).unwrap())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+both_backends!(
+    a_streamed_export_reads_a_page_at_a_time_and_keeps_to_the_filters,
+    |db| {
+        seed(&db.store, 2_100).await.unwrap();
+        // Everything: the same text as the whole export, one chunk per page of 1,000 events.
+        let chunks = stream_chunks(&db, ExportFormat::Csv, audit::Filter::default()).await;
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.matches("\r\n").count()).collect();
+        assert_eq!(
+            sizes,
+            [1_001, 1_000, 100],
+            "{}: header + rows per chunk",
+            db.name()
+        );
+        assert_eq!(
+            chunks.concat(),
+            export_text(&db, ExportFormat::Csv, 1).await.1
+        );
+
+        // The page's filters: alice's events (even i) before the 2,001st second, exactly one
+        // page, oldest first; the page after it is empty and ends the stream.
+        let filter = audit::Filter {
+            actor: Some("alice@example.com".to_owned()),
+            until: Some(T0 + 2_001 * 1_000),
+            ..audit::Filter::default()
+        };
+        let chunks = stream_chunks(&db, ExportFormat::Jsonl, filter).await;
+        assert_eq!(chunks.len(), 1, "{}", db.name());
+        let seqs: Vec<i64> = chunks[0]
+            .lines()
+            .map(|l| serde_json::from_str::<jit_api::AuditEvent>(l).unwrap())
+            .inspect(|ev| assert_eq!(ev.actor, "alice@example.com"))
+            .map(|ev| ev.seq)
+            .collect();
+        assert_eq!(seqs, (1..=1_000).map(|i| i * 2).collect::<Vec<_>>());
+
+        // Entitlement, action prefix and days together; none matching is an empty stream (CSV: the
+        // header alone).
+        let filter = audit::Filter {
+            entitlement: Some("aws-prod-admin".to_owned()),
+            action: Some("request.".to_owned()),
+            since: Some(T0 + 2_050 * 1_000),
+            ..audit::Filter::default()
+        };
+        let text = stream_chunks(&db, ExportFormat::Jsonl, filter)
+            .await
+            .concat();
+        let want = (2_050..=2_100).filter(|i| i % 3 != 0).count();
+        assert_eq!(text.lines().count(), want, "{}: {text}", db.name());
+        let none = audit::Filter {
+            action: Some("grant.".to_owned()),
+            ..audit::Filter::default()
+        };
+        assert_eq!(
+            stream_chunks(&db, ExportFormat::Csv, none.clone())
+                .await
+                .concat(),
+            format!("{CSV_HEADER}\r\n")
+        );
+        assert!(
+            stream_chunks(&db, ExportFormat::Jsonl, none)
+                .await
+                .is_empty()
+        );
+    }
+);
+
 both_backends!(ocsf_export_is_ocsf_shaped_and_keeps_the_chain, |db| {
     seed_hostile(&db.store).await;
     let (n, text) = export_text(&db, ExportFormat::Ocsf, 1).await;

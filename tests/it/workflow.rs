@@ -937,3 +937,106 @@ async fn step_up_rules_for_authentication_contexts_and_mfa() {
     // Development mode asks nothing.
     b.app.check_step_up(&user(&[], None, false), &ent).unwrap();
 }
+
+// The audit page's export links carry its filters, and the export answers with the events the
+// filters let through, oldest first (every one, not a page); only auditors may export.
+each_engine!(
+    the_audit_export_keeps_to_the_pages_filters,
+    |engine| async move {
+        let b = start(engine).await;
+        let alice = b.login("alice").await;
+        let bob = b.login("bob").await;
+        let mut mine = Vec::new();
+        for entitlement in ["aws-prod-admin", "aws-prod-readonly", "aws-sandbox"] {
+            let r = alice.request(entitlement, "1h").await;
+            // events of other actors between hers
+            if r.state == RequestState::Pending {
+                let (status, body) = bob.approve(r.id).await;
+                assert_eq!(status, StatusCode::OK, "{engine:?}: {body}");
+            }
+            mine.push(r.id);
+        }
+        jit_server::store::audit::caught_up(&b.app.store)
+            .await
+            .unwrap();
+        let first = jit_server::store::audit::for_request(&b.app.store, mine[0])
+            .await
+            .unwrap();
+        let actor = first[0].actor.clone();
+
+        let carol = b.browser_login("carol").await;
+        let filters = format!(
+            "&actor={}&action=request.",
+            url::form_urlencoded::byte_serialize(actor.as_bytes()).collect::<String>()
+        );
+        let (status, page) = b.page(&carol, &format!("/audit?{}", &filters[1..])).await;
+        assert_eq!(status, StatusCode::OK, "{engine:?}: {page}");
+        let escaped = filters.replace('&', "&#38;");
+        assert!(
+            page.contains(&format!(r#"href="/audit/export?format=csv{escaped}""#))
+                && page.contains(&format!(r#"href="/audit/export?format=jsonl{escaped}""#)),
+            "{engine:?}: the export links lose the filters: {page}"
+        );
+
+        let (status, text) = b
+            .page(&carol, &format!("/audit/export?format=jsonl{filters}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{engine:?}: {text}");
+        let events: Vec<jit_api::AuditEvent> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let want = jit_server::store::audit::list(
+            &b.app.store,
+            &jit_server::store::audit::Filter {
+                actor: Some(actor.clone()),
+                action: Some("request.".to_owned()),
+                limit: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let want: Vec<i64> = want.iter().rev().map(|e| e.seq).collect();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            want,
+            "{engine:?}"
+        );
+        assert!(want.len() >= 3, "{engine:?}: {want:?}");
+        assert!(
+            events
+                .iter()
+                .all(|e| e.actor == actor && e.action.starts_with("request.")),
+            "{engine:?}: {text}"
+        );
+        let requests: std::collections::HashSet<_> =
+            events.iter().filter_map(|e| e.request_id).collect();
+        assert_eq!(requests, mine.iter().copied().collect(), "{engine:?}");
+
+        // CSV the same way, with its header
+        let (status, csv) = b
+            .page(&carol, &format!("/audit/export?format=csv{filters}"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(csv.starts_with(jit_server::store::export::CSV_HEADER));
+        assert_eq!(
+            csv.matches("\r\n").count(),
+            want.len() + 1,
+            "{engine:?}: {csv}"
+        );
+
+        // a bad day is a clear error; a requester may not export
+        let (status, text) = b
+            .page(&carol, "/audit/export?format=csv&since=yesterday")
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{engine:?}: {text}");
+        assert!(
+            text.contains("`yesterday` is not a date"),
+            "{engine:?}: {text}"
+        );
+        let alice_web = b.browser_login("alice").await;
+        let (status, _) = b.page(&alice_web, "/audit/export?format=csv").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{engine:?}");
+    }
+);

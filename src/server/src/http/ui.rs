@@ -21,6 +21,7 @@ use crate::domain::User;
 use crate::service::ServiceError;
 use crate::service::requests::RequestView;
 use crate::store::audit;
+use crate::store::export::{self, ExportFormat};
 
 pub(super) fn routes() -> Router<Web> {
     Router::new()
@@ -713,6 +714,18 @@ fn nonempty(s: Option<&String>) -> Option<String> {
     s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
+/// The audit page's filters (actor, entitlement, action, days from and to), shared by its export.
+fn audit_filter(q: &AuditQuery) -> Result<audit::Filter, UiError> {
+    Ok(audit::Filter {
+        actor: nonempty(q.actor.as_ref()),
+        entitlement: nonempty(q.entitlement.as_ref()),
+        action: nonempty(q.action.as_ref()),
+        since: parse_day(q.since.as_deref())?,
+        until: parse_day(q.until.as_deref())?.map(|u| u + 86_400_000),
+        ..audit::Filter::default()
+    })
+}
+
 async fn audit_page(
     State(web): State<Web>,
     s: SignedIn,
@@ -726,14 +739,9 @@ async fn audit_page(
         ));
     }
     let filter = audit::Filter {
-        actor: nonempty(q.actor.as_ref()),
-        entitlement: nonempty(q.entitlement.as_ref()),
-        action: nonempty(q.action.as_ref()),
-        request_id: None,
-        since: parse_day(q.since.as_deref())?,
-        until: parse_day(q.until.as_deref())?.map(|u| u + 86_400_000),
         before_seq: q.before,
         limit: 50,
+        ..audit_filter(&q)?
     };
     let (events, damaged) = match audit::list(&web.app.store, &filter).await {
         Ok(events) => (events, String::new()),
@@ -803,10 +811,14 @@ struct ExportQuery {
     format: String,
 }
 
+/// The events the audit page shows with its filters, oldest first, as a download: streamed a
+/// page of events at a time, so the broker holds one page whatever the log's size (an error
+/// part way ends the download unfinished rather than short and complete-looking).
 async fn audit_export(
     State(web): State<Web>,
     s: SignedIn,
     Query(q): Query<ExportQuery>,
+    Query(filters): Query<AuditQuery>,
 ) -> Result<Response, UiError> {
     if !web.app.is_auditor(&s.user) {
         return Err(UiError(
@@ -815,9 +827,9 @@ async fn audit_export(
             None,
         ));
     }
-    let (ctype, ext) = match q.format.as_str() {
-        "csv" => ("text/csv; charset=utf-8", "csv"),
-        "jsonl" => ("application/x-ndjson", "jsonl"),
+    let (format, ctype) = match q.format.as_str() {
+        "csv" => (ExportFormat::Csv, "text/csv; charset=utf-8"),
+        "jsonl" => (ExportFormat::Jsonl, "application/x-ndjson"),
         _ => {
             return Err(UiError(
                 StatusCode::BAD_REQUEST,
@@ -826,27 +838,17 @@ async fn audit_export(
             ));
         }
     };
-    let mut out = Vec::new();
-    crate::store::export::export(
-        &web.app.store,
-        ext.parse()
-            .map_err(|e: crate::store::export::UnknownFormat| {
-                UiError(StatusCode::BAD_REQUEST, e.to_string(), None)
-            })?,
-        1,
-        &mut out,
-    )
-    .await
-    .map_err(ServiceError::from)?;
+    let filter = audit_filter(&filters)?;
+    let body = export::stream(web.app.store.clone(), format, filter);
     Ok((
         [
             (header::CONTENT_TYPE, ctype.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"jit-audit.{ext}\""),
+                format!("attachment; filename=\"jit-audit.{format}\""),
             ),
         ],
-        out,
+        axum::body::Body::from_stream(body),
     )
         .into_response())
 }

@@ -403,54 +403,85 @@ pub struct Filter {
 /// Lists events newest first.
 pub async fn list(store: &Store, f: &Filter) -> Result<Vec<Event>, StoreError> {
     caught_up(store).await?;
-    let mut sql = String::from("SELECT * FROM audit_events WHERE 1 = 1");
-    let mut args: Vec<Arg> = Vec::new();
-    let mut push = |sql: &mut String, cond: &str, arg: Arg| {
-        args.push(arg);
-        sql.push_str(&cond.replace('?', &format!("${}", args.len())));
-    };
-    if let Some(a) = &f.actor {
-        push(&mut sql, " AND actor = ?", Arg::Text(a.clone()));
-    }
-    if let Some(e) = &f.entitlement {
-        push(&mut sql, " AND entitlement = ?", Arg::Text(e.clone()));
-    }
-    if let Some(a) = &f.action {
-        if let Some(prefix) = a.strip_suffix('.') {
-            push(
-                &mut sql,
-                " AND action LIKE ?",
-                Arg::Text(format!("{prefix}.%")),
-            );
-        } else {
-            push(&mut sql, " AND action = ?", Arg::Text(a.clone()));
-        }
-    }
-    if let Some(r) = f.request_id {
-        push(&mut sql, " AND request_id = ?", Arg::Text(r.to_string()));
-    }
-    if let Some(s) = f.since {
-        push(&mut sql, " AND at >= ?", Arg::Int(s));
-    }
-    if let Some(u) = f.until {
-        push(&mut sql, " AND at < ?", Arg::Int(u));
-    }
+    let mut w = Where::of(f);
     if let Some(b) = f.before_seq {
-        push(&mut sql, " AND seq < ?", Arg::Int(b));
+        w.push(" AND seq < ?", Arg::Int(b));
     }
-    push(
-        &mut sql,
+    w.push(
         " ORDER BY seq DESC LIMIT ?",
         Arg::Int(f.limit.clamp(1, 10_000)),
     );
-    let mut q = query_built(sql);
-    for a in args {
-        q = match a {
-            Arg::Text(t) => q.bind(t),
-            Arg::Int(i) => q.bind(i),
+    events(w.query().fetch_all(store).await)
+}
+
+/// Events that match `f` (its `before_seq` and `limit` aside) with `seq` above `after`, oldest
+/// first, at most `limit`: one page of an export ([`super::export::stream`]).
+pub async fn page_after(
+    store: &Store,
+    f: &Filter,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    let mut w = Where::of(f);
+    w.push(" AND seq > ?", Arg::Int(after));
+    w.push(" ORDER BY seq LIMIT ?", Arg::Int(limit.clamp(1, 10_000)));
+    events(w.query().fetch_all(store).await)
+}
+
+/// A `SELECT` of events built condition by condition, `?` standing for the next placeholder.
+struct Where {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Where {
+    /// The conditions of `f` apart from `before_seq` and `limit`.
+    fn of(f: &Filter) -> Self {
+        let mut w = Self {
+            sql: String::from("SELECT * FROM audit_events WHERE 1 = 1"),
+            args: Vec::new(),
         };
+        if let Some(a) = &f.actor {
+            w.push(" AND actor = ?", Arg::Text(a.clone()));
+        }
+        if let Some(e) = &f.entitlement {
+            w.push(" AND entitlement = ?", Arg::Text(e.clone()));
+        }
+        if let Some(a) = &f.action {
+            if let Some(prefix) = a.strip_suffix('.') {
+                w.push(" AND action LIKE ?", Arg::Text(format!("{prefix}.%")));
+            } else {
+                w.push(" AND action = ?", Arg::Text(a.clone()));
+            }
+        }
+        if let Some(r) = f.request_id {
+            w.push(" AND request_id = ?", Arg::Text(r.to_string()));
+        }
+        if let Some(s) = f.since {
+            w.push(" AND at >= ?", Arg::Int(s));
+        }
+        if let Some(u) = f.until {
+            w.push(" AND at < ?", Arg::Int(u));
+        }
+        w
     }
-    events(q.fetch_all(store).await)
+
+    fn push(&mut self, cond: &str, arg: Arg) {
+        self.args.push(arg);
+        self.sql
+            .push_str(&cond.replace('?', &format!("${}", self.args.len())));
+    }
+
+    fn query(self) -> db::Query {
+        let mut q = query_built(self.sql);
+        for a in self.args {
+            q = match a {
+                Arg::Text(t) => q.bind(t),
+                Arg::Int(i) => q.bind(i),
+            };
+        }
+        q
+    }
 }
 
 /// The events of `rows`; a row that cannot be read as an event (a `seq` of

@@ -80,21 +80,68 @@ pub async fn export(
     let mut line = Vec::with_capacity(1024);
     let n = audit::for_each(store, from, |ev| {
         line.clear();
-        match format {
-            ExportFormat::Jsonl => serde_json::to_writer(&mut line, &ev.to_api())?,
-            ExportFormat::Csv => csv_row(&ev, &mut line),
-            ExportFormat::Ocsf => serde_json::to_writer(&mut line, &ocsf(&ev))?,
-        }
-        line.extend_from_slice(if format == ExportFormat::Csv {
-            b"\r\n"
-        } else {
-            b"\n"
-        });
+        event_line(format, &ev, &mut line)?;
         out.write_all(&line)
     })
     .await?;
     out.flush().map_err(io)?;
     Ok(n)
+}
+
+/// Events read per page by [`stream`].
+const PAGE: i64 = 1_000;
+
+/// The events that match `filter` (its `before_seq` and `limit` aside), oldest first, in
+/// `format` (CSV with its header), as one chunk of bytes per page of [`PAGE`] events. A page is
+/// read only once the chunk before it has been taken, so a response body holds one page
+/// whatever the log's size. An error ends the stream with it.
+pub fn stream(
+    store: Store,
+    format: ExportFormat,
+    filter: audit::Filter,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, StoreError>> + Send + 'static {
+    // The `seq` the next page starts after; `None` once the last page is out.
+    futures_util::stream::try_unfold(Some(0), move |after| {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let mut chunk = Vec::new();
+            if after == 0 {
+                audit::caught_up(&store).await?;
+                if format == ExportFormat::Csv {
+                    chunk.extend_from_slice(CSV_HEADER.as_bytes());
+                    chunk.extend_from_slice(b"\r\n");
+                }
+            }
+            let page = audit::page_after(&store, &filter, after, PAGE).await?;
+            for ev in &page {
+                event_line(format, ev, &mut chunk)
+                    .map_err(|e| StoreError::Corrupt(format!("export: {e}")))?;
+            }
+            let next = match page.last() {
+                Some(last) if i64::try_from(page.len()) == Ok(PAGE) => Some(last.seq),
+                _ => None,
+            };
+            Ok((!chunk.is_empty()).then_some((chunk, next)))
+        }
+    })
+}
+
+/// Appends `ev` to `out` as one line of `format` (CSV: a row).
+fn event_line(format: ExportFormat, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    match format {
+        ExportFormat::Jsonl => serde_json::to_writer(&mut *out, &ev.to_api())?,
+        ExportFormat::Csv => csv_row(ev, out),
+        ExportFormat::Ocsf => serde_json::to_writer(&mut *out, &ocsf(ev))?,
+    }
+    out.extend_from_slice(if format == ExportFormat::Csv {
+        b"\r\n"
+    } else {
+        b"\n"
+    });
+    Ok(())
 }
 
 fn rfc3339(ms: i64) -> String {
