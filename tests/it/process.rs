@@ -119,6 +119,17 @@ fn invalid_config_names_the_key() {
         ),
         ("", Some(("JIT_SCHEDULER__TICK", "often")), "scheduler.tick"),
         ("[server]\ntypo = 1\n", None, "typo"),
+        // The key as the file spells it, not the config library's `default.entra.client_secret`.
+        (
+            "[entra]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = 1\n",
+            None,
+            "error: config: `entra.client_secret`: invalid type: found signed int `1`, expected a string (in ",
+        ),
+        (
+            "",
+            Some(("JIT_DATABASE__MAX_CONNECTIONS", "many")),
+            "error: config: `database.max_connections`: invalid type: found string \"many\", expected u32 (from `JIT_DATABASE__MAX_CONNECTIONS`)",
+        ),
     ] {
         std::fs::write(&cfg, toml).unwrap();
         let mut cmd = Command::new(server_bin());
@@ -130,6 +141,7 @@ fn invalid_config_names_the_key() {
         assert!(!out.status.success(), "{toml}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{toml:?}: {err}");
+        assert!(!err.contains("default."), "{toml:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one message: {err}");
     }
 }
@@ -343,6 +355,10 @@ async fn killed_broker_expires_after_restart() {
 async fn audit_commands_on_an_unmigrated_database_say_to_migrate() {
     for engine in ENGINES {
         let db = fresh_db(engine).await;
+        if let Some(file) = jit_server::store::sqlite_file(&db.url) {
+            // An empty file: a database nobody migrated (a missing one is another error).
+            std::fs::write(file, b"").unwrap();
+        }
         for args in [["audit", "verify"], ["audit", "export"]] {
             let out = Command::new(server_bin())
                 .args(args)
@@ -439,4 +455,131 @@ async fn policy_changes_are_audited() {
     .unwrap();
     run();
     assert_eq!(hashes().await, 2, "a changed policy set is recorded");
+}
+
+/// `jit-server audit export | head -n 2` (docs/deploy.md pipes the export): the reader gets
+/// whole events, and the export ends quietly with exit 0 when it goes away.
+#[tokio::test]
+async fn audit_export_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    for engine in ENGINES {
+        let db = fresh_db(engine).await;
+        let store = jit_server::store::Store::connect(&db.url, 1).await.unwrap();
+        store.migrate().await.unwrap();
+        // More than a pipe holds, so the export is still writing when the reader leaves.
+        let note = "x".repeat(10_000);
+        for _ in 0..100 {
+            jit_server::store::audit::append_alone(
+                &store,
+                time::OffsetDateTime::now_utc(),
+                jit_server::store::audit::NewEvent {
+                    actor: "system",
+                    action: "test.filler",
+                    request_id: None,
+                    entitlement: None,
+                    data: json!({ "note": note }),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        jit_server::store::audit::caught_up(&store).await.unwrap();
+        store.close().await;
+        for format in ["jsonl", "csv", "ocsf"] {
+            let mut child = Command::new(server_bin())
+                .args(["audit", "export", "--format", format])
+                .env("JIT_DATABASE__URL", &db.url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            let first = lines.next().unwrap().unwrap();
+            let second = lines.next().unwrap().unwrap();
+            drop(lines);
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{engine:?} {format}: {err}");
+            assert!(
+                err.starts_with("database: ") && err.lines().count() == 1,
+                "{engine:?} {format}: nothing but the database it opened: {err}"
+            );
+            if format == "csv" {
+                assert!(first.starts_with("seq,"), "{first}");
+                assert!(second.starts_with("1,"), "{second}");
+            } else {
+                let event: Value = serde_json::from_str(&second).unwrap();
+                assert!(event.to_string().contains("test.filler"), "{second}");
+            }
+        }
+    }
+}
+
+/// After the dev tour, the audit commands find the dev broker's database with `--dev` and say
+/// which database they opened; without `--dev` they say where it is, and create nothing.
+#[tokio::test]
+async fn audit_commands_open_the_dev_database_with_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = ServerProcess::start_dev_in(dir.path());
+    let alice = dev_token(&http, &server.url, "alice").await;
+    let res = http
+        .post(format!("{}/api/v1/requests", server.url))
+        .bearer_auth(&alice)
+        .json(&json!({"entitlement": "aws-sandbox", "duration": "1h", "justification": "tour"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    drop(server);
+    assert!(dir.path().join("jit-dev.db").exists());
+    let run = |args: &[&str]| {
+        let out = Command::new(server_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("JIT_DATABASE__URL")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [["audit", "verify"], ["audit", "export"]] {
+        let (ok, _, err) = run(&args);
+        assert!(!ok, "{args:?}");
+        assert_eq!(
+            err,
+            "error: no database at `jit.db`: the development broker's is `jit-dev.db`: add `--dev`\n",
+            "{args:?}"
+        );
+        assert!(
+            !dir.path().join("jit.db").exists(),
+            "{args:?} created an empty database"
+        );
+    }
+    let (ok, out, err) = run(&["audit", "verify", "--dev"]);
+    assert!(ok, "{err}");
+    assert_eq!(err, "database: sqlite://jit-dev.db\n");
+    assert!(out.starts_with("audit chain ok: "), "{out}");
+    let (ok, out, err) = run(&["audit", "export", "--dev", "--format", "jsonl"]);
+    assert!(ok, "{err}");
+    assert!(err.starts_with("database: sqlite://jit-dev.db\n"), "{err}");
+    assert!(out.contains("\"request.created\""), "{out}");
+
+    // Nothing there at all: `--dev` says who creates it.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(server_bin())
+        .args(["audit", "verify", "--dev"])
+        .current_dir(empty.path())
+        .env_remove("JIT_DATABASE__URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: no database at `jit-dev.db`: the development broker creates it (`jit-server serve --dev`)\n"
+    );
+    assert!(!empty.path().join("jit-dev.db").exists());
 }

@@ -251,7 +251,19 @@ impl DatabaseConfig {
     pub fn migrate_url(&self) -> &str {
         self.migrate_url.as_deref().unwrap_or(&self.url)
     }
+
+    /// Development mode (`--dev`): the default database becomes [`DEV_DATABASE_URL`], so
+    /// `serve --dev` and the audit commands with `--dev` open the same file; a URL the
+    /// configuration sets stays.
+    pub fn use_dev_database(&mut self) {
+        if self.url == default_db_url() {
+            DEV_DATABASE_URL.clone_into(&mut self.url);
+        }
+    }
 }
+
+/// The database of `jit-server serve --dev` (unless `database.url` says otherwise).
+pub const DEV_DATABASE_URL: &str = "sqlite://jit-dev.db";
 
 fn default_db_url() -> String {
     "sqlite://jit.db".to_owned()
@@ -593,6 +605,31 @@ fn default_reconcile() -> String {
     "5m".to_owned()
 }
 
+/// One line for a configuration error: the key as the file spells it (figment's own message
+/// says `default.entra.client_secret`, its profile leaking in), what is wrong, and where the
+/// value came from (the file, or the `JIT_SECTION__KEY` variable).
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let source = e.metadata.as_ref().map(|md| match &md.source {
+        Some(source) => format!(" (in {source})"),
+        None if md.name.contains("environment") && !e.path.is_empty() => format!(
+            " (from `JIT_{}`)",
+            e.path
+                .iter()
+                .map(|k| k.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join("__")
+        ),
+        None => String::new(),
+    });
+    let source = source.unwrap_or_default();
+    if key.is_empty() {
+        format!("{}{source}", e.kind)
+    } else {
+        format!("`{key}`: {}{source}", e.kind)
+    }
+}
+
 impl Config {
     /// Loads `path` (if given) and `JIT_SECTION__KEY` overrides, then validates.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -617,15 +654,9 @@ impl Config {
     }
 
     fn extract(figment: &Figment) -> Result<Self, ConfigError> {
-        let config: Self = figment.extract().map_err(|e| {
-            let key = e.path.join(".");
-            let msg = e.to_string();
-            if key.is_empty() || msg.contains(&key) {
-                ConfigError::Parse(msg)
-            } else {
-                ConfigError::Parse(format!("`{key}`: {msg}"))
-            }
-        })?;
+        let config: Self = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(&e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -926,6 +957,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_connections"), "{e}");
+        // The key as the file spells it: no `default.` profile from the config library.
+        let e = load_str("[database]\nmax_connections = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config: `database.max_connections`: invalid type: found string \"many\", expected u32 (in ")
+                && e.ends_with("jit.toml)")
+                && !e.contains("default."),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use jit_server::config::Config;
+use jit_server::config::{Config, DEV_DATABASE_URL, DatabaseConfig};
 use jit_server::policy::PolicySet;
 use jit_server::server;
 use jit_server::store::Store;
@@ -41,6 +41,10 @@ enum Command {
     Migrate,
     /// Audit log commands.
     Audit {
+        /// The development database (`jit-dev.db`, the one `serve --dev` uses) unless
+        /// `database.url` is set.
+        #[arg(long, global = true)]
+        dev: bool,
         #[command(subcommand)]
         command: AuditCommand,
     },
@@ -127,11 +131,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { command } => {
-            let config = Config::load(cli.config.as_deref())?;
-            let store =
-                Store::connect(&config.database.url, config.database.max_connections).await?;
-            store.check_migrations().await?;
+        Command::Audit { dev, command } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            if dev {
+                config.database.use_dev_database();
+            }
+            let store = open_existing(&config.database, dev).await?;
             match command {
                 AuditCommand::Verify { from } => {
                     let chain = verify(&store, from).await?;
@@ -149,11 +154,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .map_err(|e: jit_server::store::export::UnknownFormat| {
                                 anyhow::anyhow!("{e}")
                             })?;
-                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    let n = export(&store, format, from, &mut out).await?;
-                    std::io::Write::flush(&mut out)?;
-                    eprintln!("exported {n} events");
-                    Ok(ExitCode::SUCCESS)
+                    let mut out = Stdout::new(std::io::BufWriter::new(std::io::stdout().lock()));
+                    let result = export(&store, format, from, &mut out)
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .and_then(|n| Ok(std::io::Write::flush(&mut out).map(|()| n)?));
+                    match result {
+                        // The reader went away (`… | head`): what it read is all it wanted.
+                        Err(_) if out.closed => Ok(ExitCode::SUCCESS),
+                        Err(e) => Err(e),
+                        Ok(n) => {
+                            eprintln!("exported {n} events");
+                            Ok(ExitCode::SUCCESS)
+                        }
+                    }
                 }
             }
         }
@@ -183,6 +197,73 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// Opens the database the audit commands read, and says on stderr which one. A SQLite file
+/// that does not exist is an error, not a new empty database (the development broker's is
+/// `jit-dev.db`: `--dev`).
+async fn open_existing(database: &DatabaseConfig, dev: bool) -> anyhow::Result<Store> {
+    let url = &database.url;
+    if let Some(file) = jit_server::store::sqlite_file(url)
+        && !file.exists()
+    {
+        let hint = if dev {
+            "the development broker creates it (`jit-server serve --dev`)"
+        } else if jit_server::store::sqlite_file(DEV_DATABASE_URL).is_some_and(|f| f.exists()) {
+            "the development broker's is `jit-dev.db`: add `--dev`"
+        } else {
+            "set `database.url` (or `JIT_DATABASE__URL`) to the broker's database"
+        };
+        anyhow::bail!("no database at `{}`: {hint}", file.display());
+    }
+    eprintln!("database: {}", shown_url(url));
+    let store = Store::connect(url, database.max_connections).await?;
+    store.check_migrations().await?;
+    Ok(store)
+}
+
+/// A database URL without its password.
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Standard output that notices when its reader went away (`jit-server audit export | head`):
+/// the export then ends quietly instead of reporting a broken pipe.
+struct Stdout<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W> Stdout<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            closed: false,
+        }
+    }
+
+    fn seen(&mut self, e: std::io::Error) -> std::io::Error {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            self.closed = true;
+        }
+        e
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Stdout<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.seen(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().map_err(|e| self.seen(e))
     }
 }
 

@@ -182,9 +182,7 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
                 "development mode only listens on loopback: `server.bind` is `{addr}`; use 127.0.0.1 (dev mode must never be reachable from other machines)"
             );
         }
-        if config.database.url == "sqlite://jit.db" {
-            "sqlite://jit-dev.db".clone_into(&mut config.database.url);
-        }
+        config.database.use_dev_database();
     } else if config.oidc.is_none() {
         bail!(
             "config: `oidc`: required outside development mode (try `jit-server serve --dev` to explore jit locally)"

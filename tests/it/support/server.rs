@@ -362,12 +362,23 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start_dev`], with more environment (later entries win).
     pub fn start_dev_with(dir: &std::path::Path, db_url: &str, env: &[(&str, &str)]) -> Self {
+        let mut env = env.to_vec();
+        env.insert(0, ("JIT_DATABASE__URL", db_url));
+        Self::spawn_dev(dir, &env)
+    }
+
+    /// `jit-server serve --dev` in `dir` on the database it picks itself (`jit-dev.db` there).
+    pub fn start_dev_in(dir: &std::path::Path) -> Self {
+        Self::spawn_dev(dir, &[])
+    }
+
+    fn spawn_dev(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut child = Command::new(server_bin())
             .args(["serve", "--dev"])
             .current_dir(dir)
             .env("JIT_SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("JIT_DATABASE__URL", db_url)
+            .env_remove("JIT_DATABASE__URL")
             .env(
                 "JIT_POLICY__DIR",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"),

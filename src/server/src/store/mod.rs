@@ -374,6 +374,11 @@ impl Store {
 
 /// The file of a `sqlite:` URL (what follows the scheme): `//PATH` or `PATH`,
 /// optionally `?mode=rwc`, the default.
+/// The file a `sqlite:` URL names (`None` for other URLs or a malformed one).
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    sqlite_path(url.strip_prefix("sqlite:")?).ok()
+}
+
 fn sqlite_path(rest: &str) -> Result<PathBuf, StoreError> {
     let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
     let path = path.strip_prefix("//").unwrap_or(path);
@@ -414,5 +419,10 @@ mod tests {
         for bad in ["", "//", ":memory:", "//x.db?cache=shared"] {
             assert!(sqlite_path(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            sqlite_file("sqlite://jit-dev.db"),
+            Some(PathBuf::from("jit-dev.db"))
+        );
+        assert_eq!(sqlite_file("postgres://db/jit"), None);
     }
 }
