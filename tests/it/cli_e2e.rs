@@ -3,7 +3,7 @@
 //! signed in through the device flow with their own config and cache
 //! directories, and the AWS CLI calling `jit credential-process`.
 
-mod harness;
+pub(crate) mod harness;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -310,6 +310,14 @@ pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
         },
         |d| d.message.clone(),
     );
+    // Brokers say "run `jit login`" in their 401 message; the hint says it once, with the
+    // server and user to sign in with.
+    let message = match status {
+        StatusCode::UNAUTHORIZED => message
+            .strip_suffix(": run `jit login`")
+            .map_or(message.clone(), str::to_owned),
+        _ => message,
+    };
     let err = CliError::new(message);
     match status {
         StatusCode::UNAUTHORIZED => err.hint("run `jit login`"),
@@ -339,6 +347,21 @@ mod tests {
         assert_eq!(
             api_error(StatusCode::UNAUTHORIZED, body).line(),
             "error: token expired: run `jit login`"
+        );
+    }
+
+    #[test]
+    fn the_brokers_own_login_advice_is_not_repeated() {
+        let body = br#"{"error":{"code":"unauthorized","message":"invalid or expired token: run `jit login`"}}"#;
+        assert_eq!(
+            api_error(StatusCode::UNAUTHORIZED, body).line(),
+            "error: invalid or expired token: run `jit login`"
+        );
+        assert_eq!(
+            api_error(StatusCode::UNAUTHORIZED, body)
+                .hint("run `jit login --server http://127.0.0.1:8080 --user alice`")
+                .line(),
+            "error: invalid or expired token: run `jit login --server http://127.0.0.1:8080 --user alice`"
         );
     }
 

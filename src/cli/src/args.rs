@@ -57,7 +57,7 @@ Examples:
     #[command(after_help = "\
 Examples:
   jit request aws-prod-admin --duration 1h --reason \"INC-4711: fix replication\" --wait
-  jit request entra-global-reader --duration 30m --reason \"audit prep\" --ticket CHG-12
+  jit request entra-user-admin --duration 30m --reason \"unlock a locked-out user\" --ticket INC-4711
   jit request aws-prod-admin --duration 1h --reason \"outage\" --break-glass
 
 Exit codes with --wait: 0 when access is active; 2 when the request was denied,
@@ -501,5 +501,36 @@ mod tests {
                 "`jit {name} --help` has no example:\n{help}"
             );
         }
+    }
+
+    /// The examples name entitlements of the example catalog (`policies/entitlements.toml`),
+    /// so a newcomer can run them against `jit-server serve --dev` as they are.
+    #[test]
+    fn examples_name_entitlements_of_the_example_catalog() {
+        let catalog = include_str!("../../../policies/entitlements.toml");
+        let mut cmd = Cli::command();
+        let mut helps = vec![cmd.render_long_help().to_string()];
+        for sub in cmd.get_subcommands_mut() {
+            helps.push(sub.render_long_help().to_string());
+        }
+        let mut named = 0;
+        for help in &helps {
+            for line in help.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                for pair in words.windows(3) {
+                    if pair[0] == "jit"
+                        && ["request", "exec", "console", "credential-process"].contains(&pair[1])
+                    {
+                        named += 1;
+                        assert!(
+                            catalog.contains(&format!("id = \"{}\"", pair[2])),
+                            "`{}` in the help is not in the example catalog: {line}",
+                            pair[2]
+                        );
+                    }
+                }
+            }
+        }
+        assert!(named >= 6, "{named}");
     }
 }

@@ -101,13 +101,14 @@ pub fn span(secs: i64) -> String {
     }
 }
 
-/// "in 42m" / "3h ago" relative to `now`.
-pub fn relative(at: OffsetDateTime, now: OffsetDateTime) -> String {
-    let secs = (at - now).whole_seconds();
-    if secs >= 0 {
-        format!("in {}", span(secs))
+/// "3h ago" for something that happened at `at`; "just now" within the second, and for a
+/// time a little ahead of this machine's clock (the broker's clock is not ours).
+pub fn ago(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    let secs = (now - at).whole_seconds();
+    if secs < 1 {
+        "just now".to_owned()
     } else {
-        format!("{} ago", span(-secs))
+        format!("{} ago", span(secs))
     }
 }
 
@@ -142,6 +143,28 @@ pub fn approvals_progress(req: &Request) -> String {
     } else {
         format!("{got}/{} approvals", req.approvals_required)
     }
+}
+
+/// `jit show`'s approvals: "auto-approved", "break-glass (reviewed afterwards)", or
+/// "1 of 2: bob@example.com".
+pub fn approvals_detail(req: &Request) -> String {
+    if req.approvals_required == 0 {
+        return "auto-approved".to_owned();
+    }
+    let approvers: Vec<&str> = req
+        .approvals
+        .iter()
+        .filter(|a| a.decision == Decision::Approve)
+        .map(|a| a.approver.as_str())
+        .collect();
+    if req.break_glass && approvers.is_empty() {
+        return "none: break-glass".to_owned();
+    }
+    let mut out = format!("{} of {}", approvers.len(), req.approvals_required);
+    if !approvers.is_empty() {
+        let _ = write!(out, ": {}", approvers.join(", "));
+    }
+    out
 }
 
 /// One line describing where a request stands, for progress output.
@@ -212,7 +235,7 @@ pub fn status(requests: &[Request], now: OffsetDateTime, limit: Option<usize>) -
                 r.entitlement.clone(),
                 r.state.to_string(),
                 r.duration.clone(),
-                relative(r.created_at, now),
+                ago(r.created_at, now),
                 detail(r, now),
             ]
         })
@@ -286,7 +309,7 @@ pub fn request_detail(
     if let Some(t) = &req.ticket {
         pairs.push(("Ticket", t.clone()));
     }
-    pairs.push(("Approvals", approvals_progress(req)));
+    pairs.push(("Approvals", approvals_detail(req)));
     if req.state == RequestState::Active {
         pairs.push(("Time left", time_left(req, now)));
     }
@@ -391,7 +414,7 @@ pub fn entitlements(list: &[Entitlement]) -> String {
                 e.kind.clone(),
                 e.max_duration.clone(),
                 if e.approvals_required == 0 {
-                    "auto".to_owned()
+                    "auto-approved".to_owned()
                 } else {
                     e.approvals_required.to_string()
                 },
@@ -570,8 +593,11 @@ mod tests {
         assert_eq!(span(90_000), "1d1h");
         assert_eq!(span(-5), "0s");
         let now = at("2026-11-29T08:00:00Z");
-        assert_eq!(relative(now + Duration::minutes(42), now), "in 42m");
-        assert_eq!(relative(now - Duration::hours(3), now), "3h ago");
+        assert_eq!(ago(now - Duration::hours(3), now), "3h ago");
+        assert_eq!(ago(now - Duration::seconds(1), now), "1s ago");
+        // Filed a moment ago by a broker whose clock runs ahead: not "in 0s".
+        assert_eq!(ago(now, now), "just now");
+        assert_eq!(ago(now + Duration::seconds(2), now), "just now");
     }
 
     #[test]
@@ -616,10 +642,10 @@ mod tests {
         ]);
         assert_eq!(
             out,
-            "ID              TITLE                           KIND                 MAX DURATION  APPROVALS  STEP-UP  GRANTS\n\
-             aws-prod-admin  AWS production — administrator  aws_role             4h            1          mfa      role arn:aws:iam::111111111111:role/JitAdmin\n\
-             dev             Dev                             aws_identity_center  8h            auto       no       Reader at management group mg-dev\n\
-             entra-admin     Entra admin                     entra_role           1h            1          c1       User Administrator in the directory\n"
+            "ID              TITLE                           KIND                 MAX DURATION  APPROVALS      STEP-UP  GRANTS\n\
+             aws-prod-admin  AWS production — administrator  aws_role             4h            1              mfa      role arn:aws:iam::111111111111:role/JitAdmin\n\
+             dev             Dev                             aws_identity_center  8h            auto-approved  no       Reader at management group mg-dev\n\
+             entra-admin     Entra admin                     entra_role           1h            1              c1       User Administrator in the directory\n"
         );
     }
 
@@ -647,6 +673,33 @@ mod tests {
         let empty = status(&[], now, None);
         assert!(empty.contains("No active grants."), "{empty}");
         assert!(empty.contains("jit request"), "{empty}");
+    }
+
+    #[test]
+    fn approvals_name_the_approvers_once() {
+        let now = at("2026-11-29T09:00:00Z");
+        let mut req = request(RequestState::Active);
+        req.approvals_required = 2;
+        for who in ["bob@example.com", "dave@example.com"] {
+            req.approvals.push(Approval {
+                approver: who.into(),
+                decision: Decision::Approve,
+                comment: None,
+                at: at("2026-11-29T08:05:00Z"),
+            });
+        }
+        let out = request_detail(&req, &[], now);
+        assert!(
+            out.contains("Approvals:    2 of 2: bob@example.com, dave@example.com\n"),
+            "{out}"
+        );
+        req.approvals.clear();
+        req.approvals_required = 0;
+        let out = request_detail(&req, &[], now);
+        assert!(out.contains("Approvals:    auto-approved\n"), "{out}");
+        req.approvals_required = 1;
+        let out = request_detail(&req, &[], now);
+        assert!(out.contains("Approvals:    0 of 1\n"), "{out}");
     }
 
     #[test]

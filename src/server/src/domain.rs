@@ -190,9 +190,13 @@ pub fn check_ticket(
     let ticket = ticket.map(str::trim).filter(|t| !t.is_empty());
     let Some(ticket) = ticket else {
         return if required {
-            Err(RuleError::Ticket(
-                "is required for this entitlement".to_owned(),
-            ))
+            Err(RuleError::Ticket(match pattern {
+                Some(pattern) => format!(
+                    "is required for this entitlement, in the format {}",
+                    ticket_format(pattern)
+                ),
+                None => "is required for this entitlement".to_owned(),
+            }))
         } else {
             Ok(None)
         };
@@ -215,10 +219,50 @@ pub fn check_ticket(
         && !ticket_matches(ticket, pattern)
     {
         return Err(RuleError::Ticket(format!(
-            "`{ticket}` does not match the format `{pattern}`"
+            "`{ticket}` does not match the format {}",
+            ticket_format(pattern)
         )));
     }
     Ok(Some(ticket.to_owned()))
+}
+
+/// A ticket pattern as people read it: "`INC-9*` (like `INC-1234`)".
+pub fn ticket_format(pattern: &str) -> String {
+    format!("`{pattern}` (like `{}`)", ticket_example(pattern))
+}
+
+/// A ticket that matches `pattern`: `9` a digit, `A` a letter, `X*` one or more of `X`
+/// (written three times more), e.g. `INC-9*` gives `INC-1234`.
+pub fn ticket_example(pattern: &str) -> String {
+    const DIGITS: &[u8] = b"1234567890";
+    const LETTERS: &[u8] = b"ABCDEFGHIJ";
+    let mut out = String::new();
+    let (mut digits, mut letters) = (0, 0);
+    let mut write = |p: char, out: &mut String| match p {
+        '9' => {
+            out.push(char::from(DIGITS[digits % DIGITS.len()]));
+            digits += 1;
+        }
+        'A' => {
+            out.push(char::from(LETTERS[letters % LETTERS.len()]));
+            letters += 1;
+        }
+        other => out.push(other),
+    };
+    let mut last = None;
+    for p in pattern.chars() {
+        if p == '*' {
+            if let Some(l) = last.filter(|l| matches!(l, '9' | 'A')) {
+                for _ in 0..3 {
+                    write(l, &mut out);
+                }
+            }
+        } else {
+            write(p, &mut out);
+            last = Some(p);
+        }
+    }
+    out
 }
 
 #[expect(clippy::many_single_char_names, reason = "a tiny two-cursor matcher")]
@@ -380,6 +424,24 @@ mod tests {
         );
         assert!(check_ticket(Some("INC-"), true, Some("INC-9*")).is_err());
         assert!(check_ticket(Some("CHG-12"), true, Some("INC-9*")).is_err());
+        // The errors say the format with an example that passes.
+        assert_eq!(
+            check_ticket(Some("CHG-12"), true, Some("INC-9*"))
+                .unwrap_err()
+                .to_string(),
+            "ticket `CHG-12` does not match the format `INC-9*` (like `INC-1234`)"
+        );
+        assert_eq!(
+            check_ticket(None, true, Some("INC-9*"))
+                .unwrap_err()
+                .to_string(),
+            "ticket is required for this entitlement, in the format `INC-9*` (like `INC-1234`)"
+        );
+        for pattern in ["INC-9*", "CHG-99999", "AA-9", "A*-9*", "X*"] {
+            let example = ticket_example(pattern);
+            assert!(ticket_matches(&example, pattern), "{pattern}: {example}");
+        }
+        assert_eq!(ticket_example("CHG-99999"), "CHG-12345");
         assert!(check_ticket(Some("INC-12x"), true, Some("INC-9*")).is_err());
         assert!(check_ticket(Some("a b"), false, None).is_err());
         assert!(check_ticket(Some("INC-1\r\nBcc: x"), false, None).is_err());

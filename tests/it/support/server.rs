@@ -364,16 +364,20 @@ impl ServerProcess {
     pub fn start_dev_with(dir: &std::path::Path, db_url: &str, env: &[(&str, &str)]) -> Self {
         let mut env = env.to_vec();
         env.insert(0, ("JIT_DATABASE__URL", db_url));
-        Self::spawn_dev(dir, &env)
+        Self::spawn_dev(dir, free_port(), &env)
     }
 
     /// `jit-server serve --dev` in `dir` on the database it picks itself (`jit-dev.db` there).
     pub fn start_dev_in(dir: &std::path::Path) -> Self {
-        Self::spawn_dev(dir, &[])
+        Self::spawn_dev(dir, free_port(), &[])
     }
 
-    fn spawn_dev(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+    /// [`ServerProcess::start_dev`] on a given port (a broker started again where it was).
+    pub fn start_dev_on(dir: &std::path::Path, db_url: &str, port: u16) -> Self {
+        Self::spawn_dev(dir, port, &[("JIT_DATABASE__URL", db_url)])
+    }
+
+    fn spawn_dev(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(server_bin())
             .args(["serve", "--dev"])
             .current_dir(dir)

@@ -2,12 +2,14 @@
 
 use std::process::ExitCode;
 
-use jit_api::{ConsoleUrl, Credentials, Request, RequestState};
+use jit_api::{
+    ConsoleUrl, CreateRequest, Credentials, DurationInput, Entitlement, Request, RequestState,
+};
 use serde_json::json;
 
-use super::requests::list_requests;
-use super::{Ctx, emit, emit_json};
-use crate::api::Api;
+use super::requests::{file, list_requests, not_granted, summary, wait_until_settled};
+use super::{Ctx, emit, emit_json, prompt};
+use crate::api::{Api, Fetched};
 use crate::args::{ConsoleArgs, ExecArgs};
 use crate::credcache::{self, ProcessCredentials};
 use crate::error::{CliError, Result};
@@ -58,26 +60,126 @@ fn process_credentials(c: Credentials) -> ProcessCredentials {
     }
 }
 
-/// My active grant for `entitlement` with the latest expiry.
+/// My active grant for `entitlement` with the latest expiry. Without one, at a terminal: asks
+/// for a reason, files the request (or waits for the one already pending) and goes on once
+/// it is granted; elsewhere an error with the exact command to run.
 pub fn active_grant(api: &mut Api, entitlement: &str) -> Result<Request> {
     let list = list_requests(api, &[("mine", "true"), ("state", "active")])?;
     if let Some(best) = pick_active(list.value, entitlement) {
         return Ok(best);
     }
-    // Say why: a request may still be waiting for approval.
-    let pending = list_requests(api, &[("mine", "true"), ("state", "pending")])
-        .ok()
-        .and_then(|l| l.value.into_iter().find(|r| r.entitlement == entitlement));
-    Err(match pending {
-        Some(p) => CliError::new(format!(
-            "no active grant for `{entitlement}`: request {} is still pending",
-            short_id(&p.id)
-        ))
-        .hint(format!("follow it with `jit show {}`", short_id(&p.id))),
-        None => CliError::new(format!("no active grant for `{entitlement}`")).hint(format!(
-            "run `jit request {entitlement} --duration 1h --reason \"…\" --wait`"
-        )),
-    })
+    let catalog = super::catalog::requestable(api)?;
+    let Some(ent) = catalog.iter().find(|e| e.id == entitlement) else {
+        return Err(super::catalog::unknown(entitlement, &catalog));
+    };
+    // A request may still be waiting for approval.
+    let pending = list_requests(api, &[("mine", "true"), ("state", "pending")])?
+        .value
+        .into_iter()
+        .find(|r| r.entitlement == entitlement);
+    let interactive = super::interactive();
+    let filed = match pending {
+        Some(p) if interactive => {
+            eprintln!(
+                "No active grant for `{entitlement}` yet: request {} is {}; waiting for it \
+                 (Ctrl-C stops waiting, the request goes on).",
+                short_id(&p.id),
+                crate::output::approvals_progress(&p)
+            );
+            let raw = serde_json::to_string(&p).unwrap_or_default();
+            Fetched { value: p, raw }
+        }
+        Some(p) => {
+            return Err(CliError::new(format!(
+                "no active grant for `{entitlement}`: request {} is still pending",
+                short_id(&p.id)
+            ))
+            .hint(format!(
+                "wait for it with `jit show {}`, or run this at a terminal to wait here",
+                short_id(&p.id)
+            )));
+        }
+        None if interactive => match ask_to_request(api, ent)? {
+            Some(created) => created,
+            None => return Err(no_grant(ent)),
+        },
+        None => return Err(no_grant(ent)),
+    };
+    let settled = wait_until_settled(api, filed)?;
+    if settled.value.state != RequestState::Active {
+        return Err(not_granted(&settled.value));
+    }
+    eprint!(
+        "{}",
+        summary(&settled.value, time::OffsetDateTime::now_utc())
+            .lines()
+            .next()
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default()
+    );
+    Ok(settled.value)
+}
+
+/// The duration a request filed for a missing grant asks for: an hour, or the entitlement's
+/// maximum when that is shorter.
+fn default_duration(ent: &Entitlement) -> String {
+    match jit_api::parse_duration(&ent.max_duration) {
+        Ok(max) if max < 3600 => ent.max_duration.clone(),
+        _ => "1h".to_owned(),
+    }
+}
+
+/// The command that files the request for a missing grant.
+fn request_command(ent: &Entitlement) -> String {
+    let ticket = if ent.require_ticket {
+        " --ticket ID"
+    } else {
+        ""
+    };
+    format!(
+        "jit request {} --duration {} --reason \"…\"{ticket} --wait",
+        ent.id,
+        default_duration(ent)
+    )
+}
+
+/// No grant, and nobody at a terminal to ask (or the question was declined).
+fn no_grant(ent: &Entitlement) -> CliError {
+    CliError::new(format!("no active grant for `{}`", ent.id))
+        .hint(format!("run `{}`", request_command(ent)))
+}
+
+/// Offers to file the request at the terminal: `None` when the reason is left empty.
+fn ask_to_request(api: &mut Api, ent: &Entitlement) -> Result<Option<Fetched<Request>>> {
+    let duration = default_duration(ent);
+    let approval = match ent.approvals_required {
+        0 => "auto-approved".to_owned(),
+        1 => "needs 1 approval".to_owned(),
+        n => format!("needs {n} approvals"),
+    };
+    eprintln!(
+        "No active grant for `{}` ({}). Request it now for {duration} ({approval})?",
+        ent.id, ent.title
+    );
+    let Some(reason) = prompt("Reason (empty to cancel): ") else {
+        return Ok(None);
+    };
+    let ticket = if ent.require_ticket {
+        let Some(ticket) = prompt("Ticket: ") else {
+            return Ok(None);
+        };
+        Some(ticket)
+    } else {
+        None
+    };
+    let body = CreateRequest {
+        entitlement: ent.id.clone(),
+        duration: DurationInput::Text(duration),
+        justification: reason,
+        ticket,
+        break_glass: false,
+    };
+    file(api, &body).map(Some)
 }
 
 /// Picks the active request for `entitlement` that runs longest.

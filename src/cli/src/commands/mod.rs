@@ -1,6 +1,7 @@
 //! The commands: each turns parsed arguments into API calls and output.
 
 mod aws;
+mod catalog;
 mod login;
 mod requests;
 
@@ -153,10 +154,15 @@ fn audit_verify(ctx: &Ctx) -> Result<ExitCode> {
     Err(CliError::new(msg).hint("investigate with `jit-server audit verify` against the database"))
 }
 
+/// Someone is at a terminal to answer: stdin and stderr are both terminals.
+pub fn interactive() -> bool {
+    io::stdin().is_terminal() && io::stderr().is_terminal()
+}
+
 /// Reads one line from the terminal after a prompt on stderr; `None` when
-/// stdin or stderr is not a terminal.
+/// stdin or stderr is not a terminal, or the answer is empty.
 pub fn prompt(question: &str) -> Option<String> {
-    if !io::stdin().is_terminal() || !io::stderr().is_terminal() {
+    if !interactive() {
         return None;
     }
     eprint!("{question}");

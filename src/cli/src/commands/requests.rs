@@ -34,8 +34,23 @@ pub(super) fn request(ctx: &Ctx, args: &RequestArgs) -> Result<ExitCode> {
         ticket: args.ticket.clone(),
         break_glass: args.break_glass,
     };
-    let created = api.post::<Request>("/requests", &body, Retry::Once)?;
+    let created = file(&mut api, &body)?;
     finish(ctx, &mut api, created, args.wait)
+}
+
+/// `POST /requests`; a refusal says what to change: the nearest entitlement name for an
+/// unknown one, `--ticket` for a missing or malformed ticket.
+pub(super) fn file(api: &mut Api, body: &CreateRequest) -> Result<Fetched<Request>> {
+    api.post::<Request>("/requests", body, Retry::Once)
+        .map_err(|err| {
+            if err.message().starts_with("unknown entitlement") {
+                super::catalog::unknown_from_broker(api, &body.entitlement, err)
+            } else if err.message().starts_with("ticket ") {
+                err.or_hint("add `--ticket ID`")
+            } else {
+                err
+            }
+        })
 }
 
 pub(super) fn extend(ctx: &Ctx, args: &ExtendArgs) -> Result<ExitCode> {
@@ -73,7 +88,10 @@ pub fn settled(state: RequestState) -> bool {
 }
 
 /// Polls the request every second until [`settled`], showing progress on stderr.
-fn wait_until_settled(api: &mut Api, first: Fetched<Request>) -> Result<Fetched<Request>> {
+pub(super) fn wait_until_settled(
+    api: &mut Api,
+    first: Fetched<Request>,
+) -> Result<Fetched<Request>> {
     let id = first.value.id;
     let mut progress = Progress::new();
     let mut last = first;

@@ -150,7 +150,11 @@ fn card(web: &Web, v: &RequestView) -> Card {
         } else {
             String::new()
         },
-        approvals: format!("{approved} of {}", r.approvals_required),
+        approvals: if r.approvals_required == 0 {
+            "auto-approved".to_owned()
+        } else {
+            format!("{approved} of {}", r.approvals_required)
+        },
         simulated: r.simulated,
         break_glass: r.break_glass,
         failure: r.failure_reason.clone().unwrap_or_default(),
@@ -248,6 +252,10 @@ struct EntOption {
     /// Needs an authentication context: a step-up sign-in.
     step_up: bool,
     ticket: bool,
+    /// The ticket pattern (`INC-9*`), empty without one.
+    ticket_pattern: String,
+    /// A ticket that matches it (`INC-1234`).
+    ticket_like: String,
     break_glass: bool,
     selected: bool,
 }
@@ -262,9 +270,27 @@ struct NewRequestPage {
     /// The checkbox was ticked in the form shown again.
     break_glass_checked: bool,
     error: String,
+    /// `error` in pieces: (is it a `code` span, its text), so user input shows as code and
+    /// not between literal backticks.
+    error_parts: Vec<(bool, String)>,
+    /// The request the refusal is about (an open one for the same entitlement), to link.
+    error_link: String,
     duration: String,
     justification: String,
     ticket: String,
+}
+
+/// A message split at its backticks: the odd pieces are code (`` `aws-sandbox` ``).
+fn code_spans(message: &str) -> Vec<(bool, String)> {
+    if message.matches('`').count() % 2 == 1 {
+        return vec![(false, message.to_owned())];
+    }
+    message
+        .split('`')
+        .enumerate()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(i, text)| (i % 2 == 1, text.to_owned()))
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -297,6 +323,12 @@ fn new_request_page(
             mfa: e.require_mfa,
             step_up: e.auth_context.is_some(),
             ticket: e.require_ticket,
+            ticket_pattern: e.ticket_pattern.clone().unwrap_or_default(),
+            ticket_like: e
+                .ticket_pattern
+                .as_deref()
+                .map(crate::domain::ticket_example)
+                .unwrap_or_default(),
             break_glass: web.app.may_break_glass(&s.user, e),
             selected: selected == Some(e.id.as_str()),
         })
@@ -305,7 +337,9 @@ fn new_request_page(
         chrome: Chrome::at(web, s, "new"),
         break_glass: options.iter().any(|o| o.break_glass),
         options,
+        error_parts: code_spans(&error),
         error,
+        error_link: String::new(),
         duration: f.map_or_else(|| "1h".to_owned(), |f| f.duration.clone()),
         justification: f.map(|f| f.justification.clone()).unwrap_or_default(),
         ticket: f.and_then(|f| f.ticket.clone()).unwrap_or_default(),
@@ -385,7 +419,13 @@ async fn create_request(
             | ServiceError::NotFound(_)),
         ) => {
             let status = refusal_status(&e);
-            let page = new_request_page(&web, &s, Some(&f.entitlement), e.to_string(), Some(&f));
+            let mut page =
+                new_request_page(&web, &s, Some(&f.entitlement), e.to_string(), Some(&f));
+            if matches!(e, ServiceError::Conflict(_))
+                && let Ok(Some(open)) = web.app.open_request(&s.user, &f.entitlement).await
+            {
+                page.error_link = format!("/requests/{}", open.id);
+            }
             Ok((status, page).into_response())
         }
         Err(e) => Err(e.into()),

@@ -69,12 +69,39 @@ impl App {
             .ok_or_else(|| ServiceError::NotFound(format!("unknown entitlement `{id}`")))
     }
 
-    /// Files a request. Auto-approves or breaks glass when the policies allow.
+    /// Files a request. Auto-approves or breaks glass when the policies allow. Refused when
+    /// the user has an open request for it already, naming that one ([`App::open_request`]).
+    pub async fn create_request(
+        &self,
+        user: &User,
+        input: &CreateRequest,
+    ) -> Result<RequestView, ServiceError> {
+        match self.file_request(user, input).await {
+            // The database refused a second open request (`requests_one_open`): say which.
+            Err(ServiceError::Conflict(why)) => Err(ServiceError::Conflict(
+                match self.open_request(user, &input.entitlement).await {
+                    Ok(Some(open)) => already_open(&open),
+                    _ => why,
+                },
+            )),
+            other => other,
+        }
+    }
+
+    /// The user's open (pending, approved or active) request for `entitlement`, if any.
+    pub async fn open_request(
+        &self,
+        user: &User,
+        entitlement: &str,
+    ) -> Result<Option<RequestRow>, ServiceError> {
+        Ok(store::open_request(&self.store, &user.key, entitlement).await?)
+    }
+
     #[expect(
         clippy::too_many_lines,
         reason = "one linear sequence of checks; splitting it hides the order"
     )]
-    pub async fn create_request(
+    async fn file_request(
         &self,
         user: &User,
         input: &CreateRequest,
@@ -156,7 +183,12 @@ impl App {
             duration_secs: i64::try_from(duration).unwrap_or(i64::MAX),
             justification,
             ticket,
-            approvals_required: i64::from(ent.approvals_required.max(1)),
+            // Auto-approved: none needed, said the same way everywhere (API, pages, audit).
+            approvals_required: if auto {
+                0
+            } else {
+                i64::from(ent.approvals_required.max(1))
+            },
             break_glass,
             extends_id: None,
             root_id: id,
@@ -719,7 +751,11 @@ impl App {
             duration_secs: i64::try_from(by).unwrap_or(i64::MAX),
             justification,
             state: RequestState::Pending,
-            approvals_required: i64::from(ent.approvals_required.max(1)),
+            approvals_required: if auto {
+                0
+            } else {
+                i64::from(ent.approvals_required.max(1))
+            },
             break_glass: false,
             created_at: now_ms,
             pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
@@ -1064,6 +1100,30 @@ pub(crate) fn ended(row: &RequestRow, to: RequestState, at: i64) -> crate::store
         from: row.state.as_str().to_owned(),
         to: to.as_str().to_owned(),
         at,
+    }
+}
+
+/// Why a second request for the same entitlement is refused, in the words of its state: an
+/// active grant is extended, a pending request waits for its decision.
+pub fn already_open(open: &RequestRow) -> String {
+    let id = open.id.simple().to_string();
+    let short = &id[id.len() - 8..];
+    let ent = &open.entitlement;
+    match (open.state, open.expires_at) {
+        (RequestState::Active, Some(until)) => format!(
+            "you already have access to `{ent}` until {} (request {short}): extend it to keep it longer",
+            from_ms(until)
+                .format(time::macros::format_description!(
+                    "[year]-[month]-[day] [hour]:[minute] UTC"
+                ))
+                .unwrap_or_default()
+        ),
+        (RequestState::Active, None) => format!(
+            "you already have access to `{ent}` (request {short}): extend it to keep it longer"
+        ),
+        (state, _) => format!(
+            "you already have a request for `{ent}` that is {state} (request {short}): wait for it, or cancel it"
+        ),
     }
 }
 

@@ -200,6 +200,24 @@ pub async fn get(store: &Store, id: Uuid) -> Result<Option<RequestRow>, StoreErr
     row.as_ref().map(RequestRow::from_row).transpose()
 }
 
+/// The open (pending, approved or active) request of `requester_key` for `entitlement`, not an
+/// extension: the one `requests_one_open` lets exist.
+pub async fn open_request(
+    store: &Store,
+    requester_key: &str,
+    entitlement: &str,
+) -> Result<Option<RequestRow>, StoreError> {
+    let row = query(
+        "SELECT * FROM requests WHERE requester_key = $1 AND entitlement = $2
+         AND state IN ('pending','approved','active') AND extends_id IS NULL",
+    )
+    .bind(requester_key)
+    .bind(entitlement)
+    .fetch_optional(store)
+    .await?;
+    row.as_ref().map(RequestRow::from_row).transpose()
+}
+
 /// Reads a request and, when recorded, its requester as a grantee, in one statement.
 pub async fn get_for_grant(
     store: &Store,
