@@ -24,6 +24,7 @@ mod openapi;
 mod outbox;
 mod policy;
 mod process;
+mod report;
 mod revocation;
 mod sessions;
 mod sqlite_engine;

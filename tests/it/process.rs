@@ -546,8 +546,12 @@ async fn audit_commands_open_the_dev_database_with_dev() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    for args in [["audit", "verify"], ["audit", "export"]] {
-        let (ok, _, err) = run(&args);
+    for args in [
+        &["audit", "verify"][..],
+        &["audit", "export"],
+        &["report", "access", "--from", "2026-01-01"],
+    ] {
+        let (ok, _, err) = run(args);
         assert!(!ok, "{args:?}");
         assert_eq!(
             err,
@@ -567,6 +571,10 @@ async fn audit_commands_open_the_dev_database_with_dev() {
     assert!(ok, "{err}");
     assert!(err.starts_with("database: sqlite://jit-dev.db\n"), "{err}");
     assert!(out.contains("\"request.created\""), "{out}");
+    let (ok, out, err) = run(&["report", "access", "--dev", "--from", "2000-01-01"]);
+    assert!(ok, "{err}");
+    assert!(err.starts_with("database: sqlite://jit-dev.db\n"), "{err}");
+    assert!(out.starts_with("section,seq,at,request_id,"), "{out}");
 
     // Nothing there at all: `--dev` says who creates it.
     let empty = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! `jit-server`: serve | migrate | audit verify | audit export | policy check.
+//! `jit-server`: serve | migrate | audit verify | audit export | report access | policy check.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use jit_server::server;
 use jit_server::store::Store;
 use jit_server::store::audit;
 use jit_server::store::export::{ExportFormat, export};
+use jit_server::store::report;
 
 /// The jit broker: just-in-time privileged access for AWS and Entra ID.
 #[derive(Parser)]
@@ -48,6 +49,15 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Reports for auditors.
+    Report {
+        /// The development database (`jit-dev.db`, the one `serve --dev` uses) unless
+        /// `database.url` is set.
+        #[arg(long, global = true)]
+        dev: bool,
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Policy commands.
     Policy {
         #[command(subcommand)]
@@ -73,6 +83,25 @@ enum AuditCommand {
         /// Start at this sequence number.
         #[arg(long, default_value_t = 1)]
         from: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The access review: who held which entitlement in the period, when and how long, why,
+    /// approved by whom, break-glass and its review, credentials and console sign-ins; then
+    /// the unreviewed break-glass uses and the reconciliation findings. From the audit log:
+    /// one grant row per `grant.activated` event (its `seq`).
+    Access {
+        /// Start of the period: a day (`2026-11-01`, midnight UTC) or RFC 3339.
+        #[arg(long)]
+        from: String,
+        /// End of the period, not included (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// csv (RFC 4180) or jsonl.
+        #[arg(long, default_value = "csv")]
+        format: String,
     },
 }
 
@@ -171,6 +200,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Report {
+            dev,
+            command: ReportCommand::Access { from, to, format },
+        } => report_access(cli.config.as_deref(), dev, &from, to.as_deref(), &format).await,
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => {
@@ -196,6 +229,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+    }
+}
+
+/// `jit-server report access`: the access review of a period, to stdout.
+async fn report_access(
+    config: Option<&std::path::Path>,
+    dev: bool,
+    from: &str,
+    to: Option<&str>,
+    format: &str,
+) -> anyhow::Result<ExitCode> {
+    let format: report::Format = format.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let from = report::parse_time(from).map_err(|e| anyhow::anyhow!("`--from`: {e}"))?;
+    let to = match to {
+        Some(to) => report::parse_time(to).map_err(|e| anyhow::anyhow!("`--to`: {e}"))?,
+        None => jit_server::clock::to_ms(time::OffsetDateTime::now_utc()),
+    };
+    if to <= from {
+        anyhow::bail!("`--to` must be after `--from`");
+    }
+    let mut config = Config::load(config)?;
+    if dev {
+        config.database.use_dev_database();
+    }
+    let store = open_existing(&config.database, dev).await?;
+    let rows = report::access(&store, from, to).await?;
+    let mut out = Stdout::new(std::io::BufWriter::new(std::io::stdout().lock()));
+    match report::write(&rows, format, &mut out) {
+        // The reader went away (`… | head`).
+        Err(_) if out.closed => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+        Ok(n) => {
+            eprintln!("{n} rows");
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

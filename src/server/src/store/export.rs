@@ -167,7 +167,7 @@ fn csv_row(ev: &Event, out: &mut Vec<u8>) {
 
 /// One CSV cell: quoted when it holds a separator, quote or line break (quotes doubled), and
 /// prefixed with `'` when a spreadsheet would read it as a formula.
-fn csv_cell(v: &str, out: &mut Vec<u8>) {
+pub(crate) fn csv_cell(v: &str, out: &mut Vec<u8>) {
     let formula = v.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let quote = formula || v.contains([',', '"', '\n', '\r']);
     if quote {

@@ -17,6 +17,7 @@ pub mod held;
 pub mod jobs;
 pub mod migrate;
 mod pgtx;
+pub mod report;
 pub mod requests;
 mod seal;
 pub mod sessions;
