@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use jit_server::domain::User;
-use jit_server::policy::{Action, PolicySet, RequestFacts, RequestResource};
+use jit_server::policy::{Action, PolicySet, RequestFacts, RequestResource, act};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -78,28 +78,45 @@ fn decide(policy: &PolicySet, case: &Case) -> (bool, Vec<String>) {
                 break_glass: action == Action::BreakGlass,
                 now,
             };
-            policy.authorize_entitlement(&u, action, ent, &facts)
+            match action {
+                Action::Request => policy
+                    .authorize_entitlement::<act::Request>(&u, ent, &facts)
+                    .map(|a| a.policies().to_vec()),
+                Action::AutoApprove => policy
+                    .authorize_entitlement::<act::AutoApprove>(&u, ent, &facts)
+                    .map(|a| a.policies().to_vec()),
+                _ => policy
+                    .authorize_entitlement::<act::BreakGlass>(&u, ent, &facts)
+                    .map(|a| a.policies().to_vec()),
+            }
         }
         Action::Approve => {
             let r = case.request.as_ref().expect("request");
             let ent = policy.catalog.get(&r.entitlement).expect("entitlement");
-            policy.authorize_request(
-                &u,
-                &RequestResource {
-                    id: "00000000-0000-0000-0000-000000000001",
-                    requester_key: &format!("test/{}", r.requester),
-                    requester_email: &format!("{}@example.com", r.requester),
-                    entitlement: ent,
-                    duration_seconds: jit_api::parse_duration(&r.duration).unwrap(),
-                    break_glass: r.break_glass,
-                },
-                now,
-            )
+            policy
+                .authorize_request(
+                    &u,
+                    &RequestResource {
+                        id: "00000000-0000-0000-0000-000000000001",
+                        requester_key: &format!("test/{}", r.requester),
+                        requester_email: &format!("{}@example.com", r.requester),
+                        entitlement: ent,
+                        duration_seconds: jit_api::parse_duration(&r.duration).unwrap(),
+                        break_glass: r.break_glass,
+                    },
+                    now,
+                )
+                .map(|a| a.policies().to_vec())
         }
-        Action::Admin | Action::Audit => policy.authorize_broker(&u, action),
+        Action::Admin => policy
+            .authorize_broker::<act::Admin>(&u)
+            .map(|a| a.policies().to_vec()),
+        Action::Audit => policy
+            .authorize_broker::<act::Audit>(&u)
+            .map(|a| a.policies().to_vec()),
     };
     match result {
-        Ok(a) => (true, a.policies),
+        Ok(policies) => (true, policies),
         Err(d) => {
             assert!(d.errors.is_empty(), "evaluation errors: {:?}", d.errors);
             (false, d.policies)
@@ -155,5 +172,128 @@ fn bundled_policies_equal_the_policies_directory() {
     assert_eq!(
         dir.hash, bundled.hash,
         "serve --dev must run the example policies as shipped"
+    );
+}
+
+fn someone(name: &str, groups: &[&str]) -> User {
+    user(&Principal {
+        name: name.to_owned(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        mfa: true,
+    })
+}
+
+/// `approvable` narrows lists in SQL: it must hold every entitlement whose
+/// requests the exact decision allows, whoever asked, for how long, and with
+/// or without break-glass; and it must narrow (a sandbox-only approver is
+/// told only the sandbox, a requester nothing).
+#[test]
+fn approvable_holds_every_entitlement_the_exact_decision_allows() {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
+    let policy = PolicySet::load(root).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let principals = [
+        someone("approver", &["grp-jit-approvers"]),
+        someone("oncall-approver", &["grp-jit-approvers", "grp-oncall"]),
+        someone("prod-admin", &["grp-prod-admins"]),
+        someone("requester", &["grp-jit-requesters"]),
+        someone("auditor", &["grp-jit-auditors"]),
+        someone("nobody", &[]),
+    ];
+    let requesters = [
+        someone("alice", &["grp-jit-requesters"]),
+        principals[2].clone(),
+    ];
+    let mut allowed_somewhere = 0;
+    for p in &principals {
+        let approvable = policy.approvable(p, now).unwrap().entitlements;
+        for ent in policy.catalog.iter() {
+            for r in &requesters {
+                for duration_seconds in [60, 3600, 86_400 * 30] {
+                    for break_glass in [false, true] {
+                        let exact = policy.authorize_request(
+                            p,
+                            &RequestResource {
+                                id: "00000000-0000-0000-0000-000000000002",
+                                requester_key: &r.key,
+                                requester_email: &r.email,
+                                entitlement: ent,
+                                duration_seconds,
+                                break_glass,
+                            },
+                            now,
+                        );
+                        if exact.is_ok() {
+                            allowed_somewhere += 1;
+                            assert!(
+                                approvable.contains(&ent.id),
+                                "{} may approve {} but approvable says {approvable:?}",
+                                p.name,
+                                ent.id
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(allowed_somewhere > 0);
+    assert_eq!(
+        policy.approvable(&principals[2], now).unwrap().entitlements,
+        vec!["aws-sandbox".to_owned()]
+    );
+    assert!(
+        policy
+            .approvable(&principals[3], now)
+            .unwrap()
+            .entitlements
+            .is_empty()
+    );
+    assert_eq!(
+        policy
+            .approvable(&principals[0], now)
+            .unwrap()
+            .entitlements
+            .len(),
+        policy.catalog.iter().count()
+    );
+}
+
+/// The user's entities are cached per policy set, but a user whose groups or
+/// attributes changed is decided on what they are now.
+#[test]
+fn a_cached_user_is_decided_on_their_current_groups() {
+    let policy = PolicySet::bundled().unwrap();
+    let mut u = someone("dana", &["grp-jit-auditors"]);
+    assert!(policy.authorize_broker::<act::Audit>(&u).is_ok());
+    assert!(policy.authorize_broker::<act::Admin>(&u).is_err());
+    u.groups = vec!["grp-jit-requesters".to_owned()];
+    assert!(policy.authorize_broker::<act::Audit>(&u).is_err());
+    u.groups = vec!["grp-jit-admins".to_owned()];
+    let admin = policy.authorize_broker::<act::Admin>(&u).unwrap();
+    assert!(admin.is_for(&u));
+    assert_eq!(admin.resource(), "jit");
+    assert_eq!(admin.policies(), ["admins-administer"]);
+}
+
+/// Requests are made at run time: a policy naming one cannot be narrowed by
+/// entitlement and is refused at load, with the file named.
+#[test]
+fn a_policy_naming_a_request_is_refused() {
+    let mut files: Vec<(String, String)> = jit_server::policy::BUNDLED
+        .iter()
+        .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+        .collect();
+    files.push((
+        "extra.cedar".to_owned(),
+        "@id(\"one-request\")\npermit (principal, action == Action::\"approve\", resource == Request::\"r1\");\n"
+            .to_owned(),
+    ));
+    let errors = PolicySet::from_files(&files, "test").unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("extra.cedar") && e.contains("cannot name a request")),
+        "{errors:?}"
     );
 }

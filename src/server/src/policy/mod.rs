@@ -10,20 +10,19 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr;
 
-use cedar_policy::{
-    Authorizer, Context, Decision, Entities, EntityUid, PolicySet as CedarPolicySet, Request,
-    Schema, ValidationMode, Validator,
-};
+use cedar_policy::{Authorizer, PolicySet as CedarPolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-use crate::domain::User;
 
 pub mod azure;
 pub mod catalog;
+mod decide;
 
 pub use catalog::{Catalog, Entitlement, Kind};
+pub use decide::{
+    Act, Approvable, Authorized, Denied, OnBroker, OnEntitlement, RequestFacts, RequestResource,
+    act,
+};
 
 /// Files of the bundled example policy set (`policies/`), for `serve --dev`.
 pub const BUNDLED: &[(&str, &str)] = &[
@@ -94,64 +93,6 @@ impl Action {
     }
 }
 
-/// Proof that the policies allowed `action`; only [`PolicySet`] makes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorized {
-    action: Action,
-    /// `@id`s of the policies that determined the decision.
-    pub policies: Vec<String>,
-}
-
-impl Authorized {
-    /// The action it authorizes.
-    pub fn action(&self) -> Action {
-        self.action
-    }
-}
-
-/// A refusal, with the determining policy ids (empty when nothing permitted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denied {
-    /// `@id`s of forbid policies that applied.
-    pub policies: Vec<String>,
-    /// Evaluation errors (logged, never shown).
-    pub errors: Vec<String>,
-}
-
-/// Facts about a request for the Cedar `context`.
-#[derive(Debug, Clone, Default)]
-pub struct RequestFacts<'a> {
-    /// Asked duration.
-    pub duration_seconds: u64,
-    /// Justification text.
-    pub justification: &'a str,
-    /// Ticket, if any.
-    pub ticket: Option<&'a str>,
-    /// Is this an extension.
-    pub extension: bool,
-    /// Break-glass asked.
-    pub break_glass: bool,
-    /// Now, unix seconds.
-    pub now: i64,
-}
-
-/// What an approver decides on.
-#[derive(Debug, Clone)]
-pub struct RequestResource<'a> {
-    /// Request id.
-    pub id: &'a str,
-    /// Requester key.
-    pub requester_key: &'a str,
-    /// Requester email.
-    pub requester_email: &'a str,
-    /// Entitlement.
-    pub entitlement: &'a Entitlement,
-    /// Duration.
-    pub duration_seconds: u64,
-    /// Break-glass.
-    pub break_glass: bool,
-}
-
 /// The loaded catalog and Cedar policies.
 pub struct PolicySet {
     /// The catalog.
@@ -165,6 +106,8 @@ pub struct PolicySet {
     /// Where it came from.
     pub source: String,
     authorizer: Authorizer,
+    /// Cedar entities of the catalog and of the users seen, for this set only.
+    native: decide::Native,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -300,13 +243,20 @@ impl PolicySet {
                     }
                     None => errors.push(format!("{at}: policy has no @id(\"…\") annotation")),
                 }
-                // Entitlement ids named by policies must exist in the catalog.
+                // Entitlement ids named by policies must exist in the catalog;
+                // requests are made at run time and cannot be named (lists are
+                // narrowed by entitlement before the exact decision,
+                // `PolicySet::approvable`).
                 for uid in entity_literals(&p.to_string()) {
                     if let Some(ent) = uid.strip_prefix("Entitlement::") {
                         let ent = ent.trim_matches('"');
                         if catalog.get(ent).is_none() {
                             errors.push(format!("{at}: unknown entitlement `{ent}`"));
                         }
+                    } else if uid.starts_with("Request::") {
+                        errors.push(format!(
+                            "{at}: a policy cannot name a request ({uid}): requests are made at run time"
+                        ));
                     }
                 }
             }
@@ -326,7 +276,10 @@ impl PolicySet {
             hasher.update(text.as_bytes());
             hasher.update([0]);
         }
+        let native =
+            decide::Native::new(catalog.iter()).map_err(|e| vec![format!("{source}: {e}")])?;
         Ok(Self {
+            native,
             catalog,
             schema,
             policies,
@@ -336,169 +289,10 @@ impl PolicySet {
             authorizer: Authorizer::new(),
         })
     }
-
-    /// Decides `action` by `user` on an entitlement.
-    pub fn authorize_entitlement(
-        &self,
-        user: &User,
-        action: Action,
-        ent: &Entitlement,
-        facts: &RequestFacts<'_>,
-    ) -> Result<Authorized, Denied> {
-        let resource = entity_uid("Entitlement", &ent.id);
-        let mut entities = user_entities(user);
-        entities.push(entitlement_entity(ent));
-        let context = json!({
-            "duration_seconds": i64::try_from(facts.duration_seconds).unwrap_or(i64::MAX),
-            "justification": facts.justification,
-            "has_ticket": facts.ticket.is_some(),
-            "ticket": facts.ticket.unwrap_or(""),
-            "mfa": user.mfa,
-            "auth_age_seconds": user.auth_time.map_or(i64::MAX, |t| (facts.now - t).max(0)),
-            "hour_utc": (facts.now.rem_euclid(86_400)) / 3600,
-            "weekday": ((facts.now.div_euclid(86_400)) + 4).rem_euclid(7),
-            "extension": facts.extension,
-            "break_glass": facts.break_glass,
-        });
-        self.decide(user, action, resource, entities, context)
-    }
-
-    /// Decides `approve` by `user` on a request.
-    pub fn authorize_request(
-        &self,
-        user: &User,
-        request: &RequestResource<'_>,
-        now: i64,
-    ) -> Result<Authorized, Denied> {
-        let mut entities = user_entities(user);
-        entities.push(entitlement_entity(request.entitlement));
-        let requester = entity_uid("User", request.requester_key);
-        if request.requester_key != user.key {
-            entities.push(json!({
-                "uid": {"type": "User", "id": request.requester_key},
-                "attrs": {"email": request.requester_email, "name": request.requester_email, "mfa": false},
-                "parents": [],
-            }));
-        }
-        entities.push(json!({
-            "uid": {"type": "Request", "id": request.id},
-            "attrs": {
-                "requester": requester,
-                "entitlement": entity_uid("Entitlement", &request.entitlement.id),
-                "duration_seconds": i64::try_from(request.duration_seconds).unwrap_or(i64::MAX),
-                "break_glass": request.break_glass,
-            },
-            "parents": [],
-        }));
-        let context = json!({
-            "mfa": user.mfa,
-            "hour_utc": (now.rem_euclid(86_400)) / 3600,
-        });
-        self.decide(
-            user,
-            Action::Approve,
-            entity_uid("Request", request.id),
-            entities,
-            context,
-        )
-    }
-
-    /// Decides a broker-wide action (`admin`, `audit`).
-    pub fn authorize_broker(&self, user: &User, action: Action) -> Result<Authorized, Denied> {
-        let mut entities = user_entities(user);
-        entities.push(json!({"uid": {"type": "Broker", "id": "jit"}, "attrs": {}, "parents": []}));
-        self.decide(
-            user,
-            action,
-            entity_uid("Broker", "jit"),
-            entities,
-            json!({}),
-        )
-    }
-
-    fn decide(
-        &self,
-        user: &User,
-        action: Action,
-        resource: Value,
-        entities: Vec<Value>,
-        context: Value,
-    ) -> Result<Authorized, Denied> {
-        let fail = |e: String| Denied {
-            policies: vec![],
-            errors: vec![e],
-        };
-        let action_uid = EntityUid::from_json(json!({"type": "Action", "id": action.as_str()}))
-            .map_err(|e| fail(e.to_string()))?;
-        let principal =
-            EntityUid::from_json(entity_uid("User", &user.key)).map_err(|e| fail(e.to_string()))?;
-        let resource = EntityUid::from_json(resource).map_err(|e| fail(e.to_string()))?;
-        let entities = Entities::from_json_value(Value::Array(entities), Some(&self.schema))
-            .map_err(|e| fail(flatten(&e)))?;
-        let context = Context::from_json_value(context, Some((&self.schema, &action_uid)))
-            .map_err(|e| fail(flatten(&e)))?;
-        let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
-            .map_err(|e| fail(flatten(&e)))?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
-        let policies: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|id| {
-                self.ids
-                    .get(&id.to_string())
-                    .cloned()
-                    .unwrap_or_else(|| id.to_string())
-            })
-            .collect();
-        match response.decision() {
-            Decision::Allow => Ok(Authorized { action, policies }),
-            Decision::Deny => Err(Denied {
-                policies,
-                errors: response
-                    .diagnostics()
-                    .errors()
-                    .map(ToString::to_string)
-                    .collect(),
-            }),
-        }
-    }
 }
 
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
-}
-
-fn entity_uid(kind: &str, id: &str) -> Value {
-    json!({"type": kind, "id": id})
-}
-
-fn user_entities(user: &User) -> Vec<Value> {
-    let mut out = vec![json!({
-        "uid": {"type": "User", "id": user.key},
-        "attrs": {"email": user.email, "name": user.name, "mfa": user.mfa},
-        "parents": user.groups.iter().chain(user.roles.iter())
-            .map(|g| json!({"type": "Group", "id": g})).collect::<Vec<_>>(),
-    })];
-    for g in user.groups.iter().chain(user.roles.iter()) {
-        out.push(json!({"uid": {"type": "Group", "id": g}, "attrs": {}, "parents": []}));
-    }
-    out.dedup();
-    out
-}
-
-fn entitlement_entity(ent: &Entitlement) -> Value {
-    json!({
-        "uid": {"type": "Entitlement", "id": ent.id},
-        "attrs": {
-            "kind": ent.kind.as_str(),
-            "approvals_required": i64::from(ent.approvals_required),
-            "require_mfa": ent.require_mfa,
-            "max_duration_seconds": i64::try_from(ent.max_duration).unwrap_or(i64::MAX),
-        },
-        "parents": [],
-    })
 }
 
 /// `Type::"id"` literals in a policy's text.

@@ -6,7 +6,7 @@ use super::grants::JobOutcome;
 use super::{App, ServiceError};
 use crate::domain::User;
 use crate::policy::catalog::Target;
-use crate::policy::{Action, Kind};
+use crate::policy::{Kind, act};
 use crate::providers::{LiveGrant, ProviderError};
 use crate::store::audit::NewEvent;
 use crate::store::jobs::{self, Job};
@@ -32,7 +32,7 @@ impl App {
         entitlement: &str,
     ) -> Result<(String, String), ServiceError> {
         self.policy
-            .authorize_broker(user, Action::Admin)
+            .authorize_broker::<act::Admin>(user)
             .map_err(|_| ServiceError::Forbidden("only admins revoke all sessions".to_owned()))?;
         let ent = self.policy.catalog.get(entitlement).ok_or_else(|| {
             ServiceError::NotFound(format!("unknown entitlement `{entitlement}`"))

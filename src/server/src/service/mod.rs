@@ -210,14 +210,14 @@ impl App {
     /// Is the user an admin by policy.
     pub fn is_admin(&self, user: &User) -> bool {
         self.policy
-            .authorize_broker(user, crate::policy::Action::Admin)
+            .authorize_broker::<crate::policy::act::Admin>(user)
             .is_ok()
     }
 
     /// Is the user an auditor (or admin) by policy.
     pub fn is_auditor(&self, user: &User) -> bool {
         self.policy
-            .authorize_broker(user, crate::policy::Action::Audit)
+            .authorize_broker::<crate::policy::act::Audit>(user)
             .is_ok()
     }
 

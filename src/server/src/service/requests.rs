@@ -9,7 +9,7 @@ use super::{App, ServiceError};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
-use crate::policy::{Action, Entitlement, RequestFacts, RequestResource};
+use crate::policy::{Entitlement, RequestFacts, RequestResource, act};
 use crate::store::audit::NewEvent;
 use crate::store::requests::{self as store, ApprovalRow, Changes, ListFilter, RequestRow};
 use crate::store::{Tx, jobs, users};
@@ -128,7 +128,7 @@ impl App {
             now: now.unix_timestamp(),
         };
         self.policy
-            .authorize_entitlement(user, Action::Request, ent, &facts)
+            .authorize_entitlement::<act::Request>(user, ent, &facts)
             .map_err(|_| {
                 ServiceError::Forbidden(format!(
                     "policy does not allow you to request `{}`",
@@ -145,7 +145,7 @@ impl App {
                 )));
             }
             self.policy
-                .authorize_entitlement(user, Action::BreakGlass, ent, &facts)
+                .authorize_entitlement::<act::BreakGlass>(user, ent, &facts)
                 .map_err(|_| {
                     ServiceError::Forbidden(format!(
                         "policy does not allow you to break glass on `{}`",
@@ -160,7 +160,7 @@ impl App {
             && ent.approvals_required == 0
             && self
                 .policy
-                .authorize_entitlement(user, Action::AutoApprove, ent, &facts)
+                .authorize_entitlement::<act::AutoApprove>(user, ent, &facts)
                 .is_ok();
         let id = Uuid::now_v7();
         let now_ms = crate::clock::to_ms(now);
@@ -715,7 +715,7 @@ impl App {
             now: now.unix_timestamp(),
         };
         self.policy
-            .authorize_entitlement(user, Action::Request, ent, &facts)
+            .authorize_entitlement::<act::Request>(user, ent, &facts)
             .map_err(|_| {
                 ServiceError::Forbidden(format!(
                     "policy does not allow you to request `{}`",
@@ -725,7 +725,7 @@ impl App {
         let signed_in = self.check_step_up(user, ent)?;
         let auto = self
             .policy
-            .authorize_entitlement(user, Action::AutoApprove, ent, &facts)
+            .authorize_entitlement::<act::AutoApprove>(user, ent, &facts)
             .is_ok();
         let now_ms = crate::clock::to_ms(now);
         let new_id = Uuid::now_v7();
@@ -1059,7 +1059,7 @@ impl App {
                     now,
                 };
                 self.policy
-                    .authorize_entitlement(user, Action::Request, e, &facts)
+                    .authorize_entitlement::<act::Request>(user, e, &facts)
                     .is_ok()
             })
             .collect()
@@ -1070,9 +1070,8 @@ impl App {
         ent.break_glass
             && self
                 .policy
-                .authorize_entitlement(
+                .authorize_entitlement::<act::BreakGlass>(
                     user,
-                    Action::BreakGlass,
                     ent,
                     &RequestFacts {
                         duration_seconds: 3600,

@@ -1,0 +1,685 @@
+//! Decisions: the actions as types, the [`Authorized`] proofs only this module
+//! makes, and the Cedar inputs built natively (no JSON on the way).
+//!
+//! A decision needs the principal's entities (the user and the groups it is
+//! in), the resource's and a context. The user's part and the catalog's
+//! entitlements are built once per user and kept with the policy set that
+//! made them ([`PolicySet`] is one generation: a new set starts empty), so a
+//! decision on an entitlement builds only its context.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use cedar_policy::{
+    Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
+    RestrictedExpression, Schema,
+};
+
+use super::{Action, Entitlement, PolicySet};
+use crate::domain::User;
+
+/// The actions as types, for [`Authorized`].
+pub mod act {
+    /// Ask for an entitlement.
+    #[derive(Debug)]
+    pub enum Request {}
+    /// Be approved without a human.
+    #[derive(Debug)]
+    pub enum AutoApprove {}
+    /// Be granted at once, reviewed afterwards.
+    #[derive(Debug)]
+    pub enum BreakGlass {}
+    /// Approve, deny or review someone's request.
+    #[derive(Debug)]
+    pub enum Approve {}
+    /// Administer the broker.
+    #[derive(Debug)]
+    pub enum Admin {}
+    /// Read the whole audit log and every request.
+    #[derive(Debug)]
+    pub enum Audit {}
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::act::Request {}
+    impl Sealed for super::act::AutoApprove {}
+    impl Sealed for super::act::BreakGlass {}
+    impl Sealed for super::act::Approve {}
+    impl Sealed for super::act::Admin {}
+    impl Sealed for super::act::Audit {}
+}
+
+/// An action of [`act`]; implemented there only.
+pub trait Act: sealed::Sealed {
+    /// Its Cedar action.
+    const ACTION: Action;
+}
+
+/// An action on a catalog entitlement.
+pub trait OnEntitlement: Act {}
+
+/// An action on the broker as a whole.
+pub trait OnBroker: Act {}
+
+macro_rules! acts {
+    ($($t:ident => $a:ident: $on:ident),* $(,)?) => {$(
+        impl Act for act::$t {
+            const ACTION: Action = Action::$a;
+        }
+        impl $on for act::$t {}
+    )*};
+}
+
+acts! {
+    Request => Request: OnEntitlement,
+    AutoApprove => AutoApprove: OnEntitlement,
+    BreakGlass => BreakGlass: OnEntitlement,
+    Approve => Approve: OnEntitlement,
+    Admin => Admin: OnBroker,
+    Audit => Audit: OnBroker,
+}
+
+/// Proof that the policies allowed action `A` to one user on one resource.
+///
+/// Only the policy module makes one, so a function that takes it cannot be
+/// reached without a decision:
+///
+/// ```compile_fail
+/// use jit_server::policy::{Authorized, act};
+/// let forged: Authorized<act::Admin> = Authorized {
+///     principal: "dev/mallory".to_owned(),
+///     resource: "jit".to_owned(),
+///     policies: vec![],
+///     act: std::marker::PhantomData,
+/// };
+/// ```
+#[derive(Debug)]
+pub struct Authorized<A: Act> {
+    principal: String,
+    resource: String,
+    policies: Vec<String>,
+    act: PhantomData<fn() -> A>,
+}
+
+impl<A: Act> Authorized<A> {
+    /// The key of the user it was decided for.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
+    /// The resource's id: an entitlement id, a request id, or `jit` for the broker.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// `@id`s of the policies that determined the decision.
+    pub fn policies(&self) -> &[String] {
+        &self.policies
+    }
+
+    /// Whether it was decided for `user`.
+    pub fn is_for(&self, user: &User) -> bool {
+        self.principal == user.key
+    }
+}
+
+/// A refusal, with the determining policy ids (empty when nothing permitted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// `@id`s of forbid policies that applied.
+    pub policies: Vec<String>,
+    /// Evaluation errors (logged, never shown).
+    pub errors: Vec<String>,
+}
+
+impl Denied {
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "used as `map_err(Denied::error)` on owned errors"
+    )]
+    fn error(e: impl ToString) -> Self {
+        Self {
+            policies: vec![],
+            errors: vec![e.to_string()],
+        }
+    }
+}
+
+/// Facts about a request for the Cedar `context`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts<'a> {
+    /// Asked duration.
+    pub duration_seconds: u64,
+    /// Justification text.
+    pub justification: &'a str,
+    /// Ticket, if any.
+    pub ticket: Option<&'a str>,
+    /// Is this an extension.
+    pub extension: bool,
+    /// Break-glass asked.
+    pub break_glass: bool,
+    /// Now, unix seconds.
+    pub now: i64,
+}
+
+/// What an approver decides on.
+#[derive(Debug, Clone)]
+pub struct RequestResource<'a> {
+    /// Request id.
+    pub id: &'a str,
+    /// Requester key.
+    pub requester_key: &'a str,
+    /// Requester email.
+    pub requester_email: &'a str,
+    /// Entitlement.
+    pub entitlement: &'a Entitlement,
+    /// Duration.
+    pub duration_seconds: u64,
+    /// Break-glass.
+    pub break_glass: bool,
+}
+
+/// Which requests' entitlements a user might approve: a superset of what the
+/// exact decision allows, for narrowing a list in SQL ([`PolicySet::approvable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approvable {
+    /// Entitlement ids, in catalog order.
+    pub entitlements: Vec<String>,
+}
+
+/// The Cedar parts of a loaded policy set that do not change: type names,
+/// action and broker ids, the catalog as entities, and the per-user cache.
+pub(super) struct Native {
+    user_type: EntityTypeName,
+    group_type: EntityTypeName,
+    request_type: EntityTypeName,
+    entitlement_type: EntityTypeName,
+    actions: HashMap<Action, EntityUid>,
+    broker: EntityUid,
+    /// The catalog's entitlements and the broker, in every user's entities.
+    shared: Vec<Entity>,
+    /// Entitlement uid by id.
+    entitlement_uids: HashMap<String, EntityUid>,
+    users: Mutex<UserCache>,
+}
+
+/// The users' entities, by a hash of everything they are built from.
+struct UserCache {
+    hasher: std::collections::hash_map::RandomState,
+    map: HashMap<u64, Arc<UserEntities>>,
+}
+
+/// Cap of the user cache: past it, it starts again (one rebuild per user).
+const USER_CACHE_CAP: usize = 10_000;
+
+/// One user's part of every decision.
+struct UserEntities {
+    key: String,
+    email: String,
+    name: String,
+    mfa: bool,
+    groups: Vec<String>,
+    roles: Vec<String>,
+    uid: EntityUid,
+    /// The user, their groups, the catalog and the broker.
+    entities: Entities,
+}
+
+impl UserEntities {
+    fn is(&self, user: &User) -> bool {
+        self.key == user.key
+            && self.email == user.email
+            && self.name == user.name
+            && self.mfa == user.mfa
+            && self.groups == user.groups
+            && self.roles == user.roles
+    }
+}
+
+fn type_name(name: &str) -> Result<EntityTypeName, String> {
+    name.parse()
+        .map_err(|e: cedar_policy::ParseErrors| e.to_string())
+}
+
+fn uid(kind: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(kind.clone(), EntityId::new(id))
+}
+
+fn long(n: u64) -> RestrictedExpression {
+    RestrictedExpression::new_long(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_owned())
+}
+
+fn attrs<const N: usize>(
+    pairs: [(&str, RestrictedExpression); N],
+) -> HashMap<String, RestrictedExpression> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+impl Native {
+    /// The parts of `catalog`'s policy set that never change.
+    pub(super) fn new<'a>(
+        catalog: impl IntoIterator<Item = &'a Entitlement>,
+    ) -> Result<Self, String> {
+        let action_type = type_name("Action")?;
+        let entitlement_type = type_name("Entitlement")?;
+        let broker = uid(&type_name("Broker")?, "jit");
+        let actions = [
+            Action::Request,
+            Action::AutoApprove,
+            Action::BreakGlass,
+            Action::Approve,
+            Action::Admin,
+            Action::Audit,
+        ]
+        .into_iter()
+        .map(|a| (a, uid(&action_type, a.as_str())))
+        .collect();
+        let mut shared = vec![Entity::new_no_attrs(broker.clone(), HashSet::new())];
+        let mut entitlement_uids = HashMap::new();
+        for ent in catalog {
+            let id = uid(&entitlement_type, &ent.id);
+            shared.push(entitlement_entity(id.clone(), ent)?);
+            entitlement_uids.insert(ent.id.clone(), id);
+        }
+        Ok(Self {
+            user_type: type_name("User")?,
+            group_type: type_name("Group")?,
+            request_type: type_name("Request")?,
+            entitlement_type,
+            actions,
+            broker,
+            shared,
+            entitlement_uids,
+            users: Mutex::new(UserCache {
+                hasher: std::collections::hash_map::RandomState::new(),
+                map: HashMap::new(),
+            }),
+        })
+    }
+
+    /// `user`'s entities, from the cache or built now.
+    fn user(&self, user: &User, schema: &Schema) -> Result<Arc<UserEntities>, Denied> {
+        let cache = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = cache.hasher.hash_one((
+            &user.key,
+            &user.email,
+            &user.name,
+            user.mfa,
+            &user.groups,
+            &user.roles,
+        ));
+        if let Some(found) = cache.map.get(&key)
+            && found.is(user)
+        {
+            return Ok(Arc::clone(found));
+        }
+        drop(cache);
+        let built = Arc::new(self.build_user(user, schema)?);
+        let mut cache = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.map.len() >= USER_CACHE_CAP {
+            cache.map.clear();
+        }
+        cache.map.insert(key, Arc::clone(&built));
+        Ok(built)
+    }
+
+    fn build_user(&self, user: &User, schema: &Schema) -> Result<UserEntities, Denied> {
+        let groups: HashSet<EntityUid> = user
+            .groups
+            .iter()
+            .chain(&user.roles)
+            .map(|g| uid(&self.group_type, g))
+            .collect();
+        let me = uid(&self.user_type, &user.key);
+        let entity = Entity::new(
+            me.clone(),
+            user_attrs(&user.email, &user.name, user.mfa),
+            groups.clone(),
+        )
+        .map_err(Denied::error)?;
+        let entities = Entities::from_entities(
+            std::iter::once(entity)
+                .chain(
+                    groups
+                        .into_iter()
+                        .map(|g| Entity::new_no_attrs(g, HashSet::new())),
+                )
+                .chain(self.shared.iter().cloned()),
+            Some(schema),
+        )
+        .map_err(Denied::error)?;
+        Ok(UserEntities {
+            key: user.key.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            mfa: user.mfa,
+            groups: user.groups.clone(),
+            roles: user.roles.clone(),
+            uid: me,
+            entities,
+        })
+    }
+
+    fn action(&self, action: Action) -> Result<&EntityUid, Denied> {
+        self.actions
+            .get(&action)
+            .ok_or_else(|| Denied::error(format!("no action `{}`", action.as_str())))
+    }
+
+    /// The request entity (and its requester, when another user) for `approve`.
+    fn request_entities(
+        &self,
+        user: &User,
+        r: &RequestResource<'_>,
+    ) -> Result<(EntityUid, Vec<Entity>), Denied> {
+        let id = uid(&self.request_type, r.id);
+        let requester = uid(&self.user_type, r.requester_key);
+        let entitlement = self
+            .entitlement_uids
+            .get(&r.entitlement.id)
+            .cloned()
+            .unwrap_or_else(|| uid(&self.entitlement_type, &r.entitlement.id));
+        let mut out = vec![
+            Entity::new(
+                id.clone(),
+                attrs([
+                    (
+                        "requester",
+                        RestrictedExpression::new_entity_uid(requester.clone()),
+                    ),
+                    (
+                        "entitlement",
+                        RestrictedExpression::new_entity_uid(entitlement),
+                    ),
+                    ("duration_seconds", long(r.duration_seconds)),
+                    ("break_glass", RestrictedExpression::new_bool(r.break_glass)),
+                ]),
+                HashSet::new(),
+            )
+            .map_err(Denied::error)?,
+        ];
+        if r.requester_key != user.key {
+            out.push(
+                Entity::new(
+                    requester,
+                    user_attrs(r.requester_email, r.requester_email, false),
+                    HashSet::new(),
+                )
+                .map_err(Denied::error)?,
+            );
+        }
+        Ok((id, out))
+    }
+}
+
+/// A user's attributes.
+fn user_attrs(email: &str, name: &str, mfa: bool) -> HashMap<String, RestrictedExpression> {
+    attrs([
+        ("email", string(email)),
+        ("name", string(name)),
+        ("mfa", RestrictedExpression::new_bool(mfa)),
+    ])
+}
+
+/// An entitlement's entity.
+fn entitlement_entity(id: EntityUid, ent: &Entitlement) -> Result<Entity, String> {
+    Entity::new(
+        id,
+        attrs([
+            ("kind", string(ent.kind.as_str())),
+            (
+                "approvals_required",
+                long(u64::from(ent.approvals_required)),
+            ),
+            (
+                "require_mfa",
+                RestrictedExpression::new_bool(ent.require_mfa),
+            ),
+            ("max_duration_seconds", long(ent.max_duration)),
+        ]),
+        HashSet::new(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Hour of the day (UTC) of unix seconds `now`.
+fn hour_utc(now: i64) -> i64 {
+    now.rem_euclid(86_400) / 3600
+}
+
+impl PolicySet {
+    /// Decides action `A` by `user` on entitlement `ent`.
+    pub fn authorize_entitlement<A: OnEntitlement>(
+        &self,
+        user: &User,
+        ent: &Entitlement,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Authorized<A>, Denied> {
+        let cached = self.native.user(user, &self.schema)?;
+        let context = Context::from_pairs([
+            ("duration_seconds".to_owned(), long(facts.duration_seconds)),
+            ("justification".to_owned(), string(facts.justification)),
+            (
+                "has_ticket".to_owned(),
+                RestrictedExpression::new_bool(facts.ticket.is_some()),
+            ),
+            ("ticket".to_owned(), string(facts.ticket.unwrap_or(""))),
+            ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
+            (
+                "auth_age_seconds".to_owned(),
+                RestrictedExpression::new_long(
+                    user.auth_time.map_or(i64::MAX, |t| (facts.now - t).max(0)),
+                ),
+            ),
+            (
+                "hour_utc".to_owned(),
+                RestrictedExpression::new_long(hour_utc(facts.now)),
+            ),
+            (
+                "weekday".to_owned(),
+                RestrictedExpression::new_long((facts.now.div_euclid(86_400) + 4).rem_euclid(7)),
+            ),
+            (
+                "extension".to_owned(),
+                RestrictedExpression::new_bool(facts.extension),
+            ),
+            (
+                "break_glass".to_owned(),
+                RestrictedExpression::new_bool(facts.break_glass),
+            ),
+        ])
+        .map_err(Denied::error)?;
+        if let Some(resource) = self.native.entitlement_uids.get(&ent.id) {
+            return self.decide(
+                &cached,
+                A::ACTION,
+                resource,
+                &ent.id,
+                &cached.entities,
+                context,
+            );
+        }
+        // Not from this catalog: its entity is added for this decision.
+        let resource = uid(&self.native.entitlement_type, &ent.id);
+        let entities = cached
+            .entities
+            .clone()
+            .add_entities(
+                [entitlement_entity(resource.clone(), ent).map_err(Denied::error)?],
+                Some(&self.schema),
+            )
+            .map_err(Denied::error)?;
+        self.decide(&cached, A::ACTION, &resource, &ent.id, &entities, context)
+    }
+
+    /// Decides `approve` by `user` on a request.
+    pub fn authorize_request(
+        &self,
+        user: &User,
+        request: &RequestResource<'_>,
+        now: i64,
+    ) -> Result<Authorized<act::Approve>, Denied> {
+        let cached = self.native.user(user, &self.schema)?;
+        let (resource, extra) = self.native.request_entities(user, request)?;
+        let entities = cached
+            .entities
+            .clone()
+            .add_entities(extra, Some(&self.schema))
+            .map_err(Denied::error)?;
+        let context = Context::from_pairs([
+            ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
+            (
+                "hour_utc".to_owned(),
+                RestrictedExpression::new_long(hour_utc(now)),
+            ),
+        ])
+        .map_err(Denied::error)?;
+        self.decide(
+            &cached,
+            Action::Approve,
+            &resource,
+            request.id,
+            &entities,
+            context,
+        )
+    }
+
+    /// Decides broker-wide action `A` (`admin`, `audit`) by `user`.
+    pub fn authorize_broker<A: OnBroker>(&self, user: &User) -> Result<Authorized<A>, Denied> {
+        let cached = self.native.user(user, &self.schema)?;
+        self.decide(
+            &cached,
+            A::ACTION,
+            &self.native.broker,
+            "jit",
+            &cached.entities,
+            Context::empty(),
+        )
+    }
+
+    /// The entitlements whose requests `user` might approve at `now`: every
+    /// entitlement for which some request (any requester, duration or
+    /// break-glass) could be allowed. Decided by Cedar's partial evaluation
+    /// with the request's attributes unknown, so the set holds everything the
+    /// exact decision ([`PolicySet::authorize_request`]) can allow; it may
+    /// hold more, which that decision then refuses.
+    pub fn approvable(&self, user: &User, now: i64) -> Result<Approvable, Denied> {
+        let cached = self.native.user(user, &self.schema)?;
+        let action = self.native.action(Action::Approve)?.clone();
+        let context = Context::from_pairs([
+            ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
+            (
+                "hour_utc".to_owned(),
+                RestrictedExpression::new_long(hour_utc(now)),
+            ),
+        ])
+        .map_err(Denied::error)?;
+        let mut entitlements = Vec::new();
+        for ent in self.catalog.iter() {
+            let Some(ent_uid) = self.native.entitlement_uids.get(&ent.id) else {
+                continue;
+            };
+            let resource = uid(&self.native.request_type, "*");
+            let request = Entity::new(
+                resource.clone(),
+                attrs([
+                    ("requester", RestrictedExpression::new_unknown("requester")),
+                    (
+                        "entitlement",
+                        RestrictedExpression::new_entity_uid(ent_uid.clone()),
+                    ),
+                    (
+                        "duration_seconds",
+                        RestrictedExpression::new_unknown("duration_seconds"),
+                    ),
+                    (
+                        "break_glass",
+                        RestrictedExpression::new_unknown("break_glass"),
+                    ),
+                ]),
+                HashSet::new(),
+            )
+            .map_err(Denied::error)?;
+            let entities = cached
+                .entities
+                .clone()
+                .add_entities([request], None)
+                .map_err(Denied::error)?;
+            let query = Request::builder()
+                .principal(cached.uid.clone())
+                .action(action.clone())
+                .resource(resource)
+                .context(context.clone())
+                .build();
+            let answer = self
+                .authorizer
+                .is_authorized_partial(&query, &self.policies, &entities);
+            if answer.decision() != Some(Decision::Deny) {
+                entitlements.push(ent.id.clone());
+            }
+        }
+        Ok(Approvable { entitlements })
+    }
+
+    fn decide<A: Act>(
+        &self,
+        user: &UserEntities,
+        action: Action,
+        resource: &EntityUid,
+        resource_id: &str,
+        entities: &Entities,
+        context: Context,
+    ) -> Result<Authorized<A>, Denied> {
+        let action = self.native.action(action)?;
+        let request = Request::new(
+            user.uid.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            Some(&self.schema),
+        )
+        .map_err(Denied::error)?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, entities);
+        let policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| {
+                self.ids
+                    .get(&id.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| id.to_string())
+            })
+            .collect();
+        match response.decision() {
+            Decision::Allow => Ok(Authorized {
+                principal: user.key.clone(),
+                resource: resource_id.to_owned(),
+                policies,
+                act: PhantomData,
+            }),
+            Decision::Deny => Err(Denied {
+                policies,
+                errors: response
+                    .diagnostics()
+                    .errors()
+                    .map(ToString::to_string)
+                    .collect(),
+            }),
+        }
+    }
+}
