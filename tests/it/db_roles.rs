@@ -64,7 +64,9 @@ async fn serve_as_the_application_role_works_end_to_end_and_cannot_touch_the_aud
     // Before `migrate`: serve names what is missing and creates nothing.
     let e = format!("{:#}", build_as(&app_url, &role).await.unwrap_err());
     assert!(
-        e.contains("0001_init, 0002_audit_pending, 0003_audit_seq_not_null pending")
+        e.contains(
+            "0001_init, 0002_audit_pending, 0003_audit_seq_not_null, 0004_requests_newest_first pending"
+        )
             && e.contains("jit-server migrate"),
         "{e}"
     );
@@ -140,7 +142,7 @@ fn migrate_as_owner(app_url: &str, owner_url: &str, role: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("applied 0003_audit_seq_not_null")
+        stdout.contains("applied 0004_requests_newest_first")
             && stdout.contains(&format!(
                 "role `{role}` may do what `jit-server serve` needs"
             )),

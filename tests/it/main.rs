@@ -22,6 +22,7 @@ mod multi;
 mod notify;
 mod openapi;
 mod outbox;
+mod paging;
 mod policy;
 mod process;
 mod report;

@@ -369,8 +369,8 @@ async fn audit_commands_on_an_unmigrated_database_say_to_migrate() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 err.contains(
-                    "not migrated (0001_init, 0002_audit_pending, 0003_audit_seq_not_null \
-                     pending): run `jit-server migrate`"
+                    "not migrated (0001_init, 0002_audit_pending, 0003_audit_seq_not_null, \
+                     0004_requests_newest_first pending): run `jit-server migrate`"
                 ),
                 "{engine:?} {args:?}: {err}"
             );

@@ -182,7 +182,7 @@ both_backends!(migrations_are_idempotent, |db| {
         "SELECT COUNT(*) FROM _sqlx_migrations WHERE success",
     )
     .await;
-    assert_eq!(n, [3]);
+    assert_eq!(n, [4]);
     db.store.check_migrations().await.unwrap();
     assert!(db.store.pending_migrations().await.unwrap().is_empty());
 });
@@ -230,24 +230,27 @@ both_backends!(an_edited_migration_stops_migrate_and_the_start, |db| {
 both_backends!(
     a_database_migrated_by_an_earlier_jit_gains_checksums,
     |db| {
-        // What an earlier jit left: its own table of versions, no checksums.
+        // What an earlier jit left: its own table of versions, no checksums, and
+        // the schema of its three migrations.
         db.exec(
         "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);
          INSERT INTO schema_migrations VALUES (1, 'init', 0), (2, 'audit_pending', 0), (3, 'audit_seq_not_null', 0);
-         DROP TABLE _sqlx_migrations;",
+         DROP TABLE _sqlx_migrations;
+         DROP INDEX requests_newest_first;",
     )
     .await
     .unwrap();
         let e = db.store.check_migrations().await.unwrap_err().to_string();
         assert!(
-            e.contains("0001_init, 0002_audit_pending, 0003_audit_seq_not_null pending")
+            e.contains("0001_init, 0002_audit_pending, 0003_audit_seq_not_null, 0004_requests_newest_first pending")
                 && e.contains("earlier jit"),
             "{}: {e}",
             db.name()
         );
-        assert!(
-            db.store.migrate().await.unwrap().is_empty(),
-            "nothing is run again"
+        assert_eq!(
+            db.store.migrate().await.unwrap(),
+            ["0004_requests_newest_first"],
+            "nothing is run again, what came later is"
         );
         db.store.check_migrations().await.unwrap();
         edit_migration_1(&db).await;
@@ -267,8 +270,9 @@ both_backends!(an_empty_database_names_every_migration_pending, |db| {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("0001_init, 0002_audit_pending, 0003_audit_seq_not_null pending")
-            && e.contains("jit-server migrate"),
+        e.contains(
+            "0001_init, 0002_audit_pending, 0003_audit_seq_not_null, 0004_requests_newest_first pending"
+        ) && e.contains("jit-server migrate"),
         "{}: {e}",
         db.name()
     );
@@ -303,7 +307,12 @@ mod concurrent_migrations_apply_once {
         applied.sort();
         assert_eq!(
             applied,
-            ["0001_init", "0002_audit_pending", "0003_audit_seq_not_null"],
+            [
+                "0001_init",
+                "0002_audit_pending",
+                "0003_audit_seq_not_null",
+                "0004_requests_newest_first"
+            ],
             "{}",
             db.name()
         );

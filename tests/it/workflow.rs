@@ -7,20 +7,7 @@ use jit_api::RequestState;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::server::{ENGINES, Engine, TestBroker, start};
-
-/// Runs a test body once per engine.
-macro_rules! each_engine {
-    ($name:ident, $body:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $name() {
-            for engine in ENGINES {
-                let f: fn(Engine) -> _ = $body;
-                f(engine).await;
-            }
-        }
-    };
-}
+use crate::support::server::{ENGINES, Engine, TestBroker, each_engine, start};
 
 async fn active(
     b: &TestBroker,

@@ -470,9 +470,13 @@ pub struct AuditEvent {
 pub struct AuditPage {
     /// Events, newest first.
     pub events: Vec<AuditEvent>,
-    /// Pass as `before` for the next page.
+    /// Pass as `before` for the next page (the same as `next`, as a number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_before: Option<i64>,
+    /// Where the next page starts: pass it as `after` with the same filters.
+    /// Absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Outcome of an audit chain verification.

@@ -39,6 +39,21 @@ pub enum Engine {
 /// Both engines.
 pub const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
 
+/// Runs a test body, `|engine| async move { … }`, once per engine (the caller
+/// imports `ENGINES` and `Engine`).
+macro_rules! each_engine {
+    ($name:ident, $body:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            for engine in ENGINES {
+                let f: fn(Engine) -> _ = $body;
+                f(engine).await;
+            }
+        }
+    };
+}
+pub(crate) use each_engine;
+
 /// A fresh database URL for `engine`; the guard removes it.
 pub struct FreshDb {
     /// Connection URL.

@@ -258,13 +258,20 @@ struct ListQuery {
     /// Only the caller's own requests.
     #[serde(default)]
     mine: Option<bool>,
+    /// Only requests after this one: the `after` of the previous page's `next` link.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    after: Option<String>,
     /// At most this many (clamped to 1..=500; default 100).
     #[serde(default)]
     limit: Option<i64>,
 }
 
 /// The requests the caller may see (own ones, those the caller may decide, all for auditors and
-/// admins), newest first.
+/// admins), newest first, a page at a time: when there are more, the response has a
+/// `Link: <…?after=CURSOR&limit=N…>; rel="next"` header (RFC 8288) whose URL, the same query with
+/// `after` set, gives the next page; the last page has none. Each page holds `limit` requests
+/// unless the list ends there.
 #[utoipa::path(
     get,
     operation_id = "list_requests",
@@ -273,15 +280,15 @@ struct ListQuery {
     security(("bearer" = [])),
     params(ListQuery),
     responses(
-        (status = 200, description = "matching requests", body = Vec<jit_api::Request>),
-        (status = 400, description = "malformed query", body = ErrorBody),
+        (status = 200, description = "a page of matching requests; when more follow, a `Link: <URL>; rel=\"next\"` header names the next page", body = Vec<jit_api::Request>),
+        (status = 400, description = "malformed query or cursor", body = ErrorBody),
     ),
 )]
 async fn list(
     State(web): State<Web>,
     Bearer(user): Bearer,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<jit_api::Request>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let states = match q.state.as_deref() {
         None | Some("") => vec![],
@@ -294,21 +301,44 @@ async fn list(
             })
             .collect::<Result<_, _>>()?,
     };
-    let views = web
+    let after = q
+        .after
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let page = web
         .app
-        .list_visible(
-            &user,
-            states,
-            q.mine.unwrap_or(false),
-            q.limit.unwrap_or(100).clamp(1, 500),
-        )
+        .list_visible(&user, states, q.mine.unwrap_or(false), after, limit)
         .await?;
-    Ok(Json(
-        views
-            .iter()
-            .map(super::super::service::requests::RequestView::to_api)
-            .collect(),
-    ))
+    let body: Vec<jit_api::Request> = page
+        .items
+        .iter()
+        .map(super::super::service::requests::RequestView::to_api)
+        .collect();
+    let mut response = Json(body).into_response();
+    if let Some(next) = page.next {
+        let mut query = vec![("after", next.to_string()), ("limit", limit.to_string())];
+        if let Some(s) = q.state.filter(|s| !s.is_empty()) {
+            query.push(("state", s));
+        }
+        if let Some(m) = q.mine {
+            query.push(("mine", m.to_string()));
+        }
+        next_link(&mut response, "/api/v1/requests", &query);
+    }
+    Ok(response)
+}
+
+/// Adds `Link: <path?query>; rel="next"` to `response`.
+fn next_link(response: &mut Response, path: &str, query: &[(&str, String)]) {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("<{path}?{query}>; rel=\"next\"")) {
+        response.headers_mut().insert(axum::http::header::LINK, v);
+    }
 }
 
 /// One request, if the caller may see it.
@@ -600,7 +630,13 @@ struct AuditQuery {
     /// Only events before this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     until: Option<time::OffsetDateTime>,
-    /// Only events with a smaller `seq`: the `next_before` of the previous page.
+    /// Only events after this one in the list's order (smaller `seq`): the `next` of the previous
+    /// page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    after: Option<String>,
+    /// The same as `after`, as a number (the `next_before` of the previous page; kept for clients
+    /// written before `after`).
     #[serde(default)]
     before: Option<i64>,
     /// At most this many (clamped to 1..=1000; default 100).
@@ -608,8 +644,11 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
-/// Audit events, newest first. Auditors read everything; others only the timeline of a request
-/// they may see (`request_id` required).
+/// Audit events, newest first, a page at a time. Auditors read everything; others only the
+/// timeline of a request they may see (`request_id` required). When there are more, the page's
+/// `next` (and `next_before`, the same as a number) is where the next one starts: pass it as
+/// `after` with the same filters; the response also has a `Link: <…>; rel="next"` header with
+/// that URL. The last page has neither.
 #[utoipa::path(
     get,
     operation_id = "list_audit_events",
@@ -618,8 +657,8 @@ struct AuditQuery {
     security(("bearer" = [])),
     params(AuditQuery),
     responses(
-        (status = 200, description = "a page of events", body = jit_api::AuditPage),
-        (status = 400, description = "malformed query", body = ErrorBody),
+        (status = 200, description = "a page of events; when more follow, `next` and a `Link: <URL>; rel=\"next\"` header name the next page", body = jit_api::AuditPage),
+        (status = 400, description = "malformed query or cursor", body = ErrorBody),
         (status = 403, description = "not an auditor, and no `request_id` given", body = ErrorBody),
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
         (status = 500, description = "internal error; or, with code `audit_damaged`, a row of the audit log cannot be read (the table was changed outside the broker): the message names it", body = ErrorBody),
@@ -629,7 +668,7 @@ async fn audit_list(
     State(web): State<Web>,
     Bearer(user): Bearer,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<jit_api::AuditPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let auditor = web.app.is_auditor(&user);
     if !auditor {
@@ -639,29 +678,60 @@ async fn audit_list(
         };
         web.app.get_visible(&user, id).await?;
     }
+    let after = match q.after.as_deref() {
+        None => q.before,
+        Some(a) => Some(a.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "`{a}` is not a cursor of the audit log (pass the `next` of the previous page)"
+            ))
+        })?),
+    };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let events = audit::list(
-        &web.app.store,
-        &audit::Filter {
-            actor: q.actor,
-            entitlement: q.entitlement,
-            action: q.action,
-            request_id: q.request_id,
-            since: q.since.map(crate::clock::to_ms),
-            until: q.until.map(crate::clock::to_ms),
-            before_seq: q.before,
-            limit,
-        },
-    )
-    .await
-    .map_err(crate::service::ServiceError::from)?;
-    let next_before = (i64::try_from(events.len()).unwrap_or(0) == limit)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
-    Ok(Json(jit_api::AuditPage {
+    let filter = audit::Filter {
+        actor: q.actor,
+        entitlement: q.entitlement,
+        action: q.action,
+        request_id: q.request_id,
+        since: q.since.map(crate::clock::to_ms),
+        until: q.until.map(crate::clock::to_ms),
+        before_seq: after,
+        // One more tells whether a next page exists.
+        limit: limit + 1,
+    };
+    let mut events = audit::list(&web.app.store, &filter)
+        .await
+        .map_err(crate::service::ServiceError::from)?;
+    let next_before = if i64::try_from(events.len()).unwrap_or(i64::MAX) > limit {
+        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        events.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    let mut response = Json(jit_api::AuditPage {
         events: events.iter().map(audit::Event::to_api).collect(),
         next_before,
-    }))
+        next: next_before.map(|n| n.to_string()),
+    })
+    .into_response();
+    if let Some(n) = next_before {
+        let mut query = vec![("after", n.to_string()), ("limit", limit.to_string())];
+        let texts = [
+            ("actor", filter.actor),
+            ("entitlement", filter.entitlement),
+            ("action", filter.action),
+            ("request_id", filter.request_id.map(|r| r.to_string())),
+            ("since", q.since.and_then(rfc3339)),
+            ("until", q.until.and_then(rfc3339)),
+        ];
+        query.extend(texts.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        next_link(&mut response, "/api/v1/audit", &query);
+    }
+    Ok(response)
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> Option<String> {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// Verifies the whole audit hash chain (auditors only).

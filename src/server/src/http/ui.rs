@@ -226,8 +226,12 @@ struct HomePage {
 }
 
 async fn home(State(web): State<Web>, s: SignedIn) -> Result<HomePage, UiError> {
-    let mine = web.app.list_visible(&s.user, vec![], true, 50).await?;
+    let mine = web
+        .app
+        .list_visible(&s.user, vec![], true, None, 50)
+        .await?;
     let (active, recent): (Vec<_>, Vec<_>) = mine
+        .items
         .iter()
         .map(|v| card(&web, v))
         .partition(|c| c.state == "active");
@@ -944,12 +948,13 @@ async fn admin_page(web: &Web, s: &SignedIn, notice: String) -> Result<AdminPage
             &s.user,
             vec![RequestState::Active, RequestState::Approved],
             false,
+            None,
             500,
         )
         .await?;
     Ok(AdminPage {
         chrome: Chrome::at(web, s, "admin"),
-        active: active.iter().map(|v| card(web, v)).collect(),
+        active: active.items.iter().map(|v| card(web, v)).collect(),
         roles: web
             .app
             .policy

@@ -83,6 +83,7 @@ const SOURCES: &[Source] = &[
     migration!(1, "0001_init"),
     migration!(2, "0002_audit_pending"),
     migration!(3, "0003_audit_seq_not_null"),
+    migration!(4, "0004_requests_newest_first"),
 ];
 
 /// What `serve` connecting as `database.app_role` may do, table by table: exactly what its
@@ -643,6 +644,13 @@ mod tests {
             .iter()
             .map(|s| s.id())
             .collect();
-        assert_eq!(pending, ["0002_audit_pending", "0003_audit_seq_not_null"]);
+        assert_eq!(
+            pending,
+            [
+                "0002_audit_pending",
+                "0003_audit_seq_not_null",
+                "0004_requests_newest_first"
+            ]
+        );
     }
 }

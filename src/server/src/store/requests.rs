@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use jit_api::{Decision, RequestState};
 use uuid::Uuid;
 
-use super::db::{query, query_built};
+use super::db::{Arg, query, query_built};
 use super::{Store, StoreError, Tx, Write, uuid_col};
 use crate::clock::from_ms;
 
@@ -506,48 +506,116 @@ pub async fn approvals_tx(tx: &mut Tx, request: Uuid) -> Result<Vec<ApprovalRow>
     rows.iter().map(approval_from_row).collect()
 }
 
+/// Where a page of requests starts: after the request created at
+/// `created_at` (unix ms) with id `id`, in the list's order (newest first).
+/// Its text form, `<created_at>.<id>`, is the `after` of `GET /api/v1/requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Creation time of the last request of the previous page.
+    pub created_at: i64,
+    /// Its id.
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The cursor after `row`.
+    pub fn after(row: &RequestRow) -> Self {
+        Self {
+            created_at: row.created_at,
+            id: row.id,
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_at, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("`{s}` is not a cursor of this list (pass the `after` of a `next` link)");
+        let (at, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Self {
+            created_at: at.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// What to list.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     /// Only this requester.
     pub requester_key: Option<String>,
+    /// Only requests on these entitlements (none when empty)…
+    pub entitlements_in: Option<Vec<String>>,
+    /// …or, with `entitlements_in`, of this requester (what a user may see:
+    /// their own, and those on entitlements they might decide on).
+    pub or_requester: Option<String>,
     /// Only these states.
     pub states: Vec<RequestState>,
     /// Only this entitlement.
     pub entitlement: Option<String>,
     /// Only unreviewed break-glass requests.
     pub unreviewed_break_glass: bool,
-    /// Page size.
+    /// Only requests after this one (keyset pagination).
+    pub after: Option<Cursor>,
+    /// Page size (at least 1).
     pub limit: i64,
 }
 
-/// Lists requests, newest first.
+/// Lists requests, newest first (`created_at`, then `id`, descending).
 pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, StoreError> {
     let mut sql = String::from("SELECT * FROM requests WHERE 1 = 1");
-    let mut binds: Vec<String> = Vec::new();
+    let mut binds: Vec<Arg> = Vec::new();
+    let mut mark = |v: Arg| {
+        binds.push(v);
+        format!("${}", binds.len())
+    };
     if let Some(k) = &f.requester_key {
-        binds.push(k.clone());
-        let _ = write!(sql, " AND requester_key = ${}", binds.len());
+        let _ = write!(sql, " AND requester_key = {}", mark(k.into()));
+    }
+    if let Some(ents) = &f.entitlements_in {
+        let mut any = Vec::new();
+        if !ents.is_empty() {
+            let marks: Vec<String> = ents.iter().map(|e| mark(e.into())).collect();
+            any.push(format!("entitlement IN ({})", marks.join(", ")));
+        }
+        if let Some(k) = &f.or_requester {
+            any.push(format!("requester_key = {}", mark(k.into())));
+        }
+        if any.is_empty() {
+            any.push("1 = 0".to_owned());
+        }
+        let _ = write!(sql, " AND ({})", any.join(" OR "));
     }
     if let Some(e) = &f.entitlement {
-        binds.push(e.clone());
-        let _ = write!(sql, " AND entitlement = ${}", binds.len());
+        let _ = write!(sql, " AND entitlement = {}", mark(e.into()));
     }
     if !f.states.is_empty() {
-        let mut marks = Vec::new();
-        for s in &f.states {
-            binds.push(s.as_str().to_owned());
-            marks.push(format!("${}", binds.len()));
-        }
+        let marks: Vec<String> = f.states.iter().map(|s| mark(s.as_str().into())).collect();
         let _ = write!(sql, " AND state IN ({})", marks.join(", "));
     }
     if f.unreviewed_break_glass {
         sql.push_str(" AND break_glass = 1 AND reviewed_at IS NULL");
     }
+    if let Some(c) = f.after {
+        let at = mark(c.created_at.into());
+        let id = mark(c.id.to_string().into());
+        let _ = write!(
+            sql,
+            " AND (created_at < {at} OR (created_at = {at} AND id < {id}))"
+        );
+    }
     let _ = write!(
         sql,
-        " ORDER BY created_at DESC, id LIMIT {}",
-        f.limit.clamp(1, 1000)
+        " ORDER BY created_at DESC, id DESC LIMIT {}",
+        mark(f.limit.max(1).into())
     );
     let mut q = query_built(sql);
     for b in binds {
