@@ -670,14 +670,6 @@ async fn audit_list(
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let auditor = web.app.is_auditor(&user);
-    if !auditor {
-        // Others see the timeline of requests they may see, nothing else.
-        let Some(id) = q.request_id else {
-            return Err(ApiError::forbidden("only auditors read the audit log"));
-        };
-        web.app.get_visible(&user, id).await?;
-    }
     let after = match q.after.as_deref() {
         None => q.before,
         Some(a) => Some(a.parse::<i64>().map_err(|_| {
@@ -698,9 +690,12 @@ async fn audit_list(
         // One more tells whether a next page exists.
         limit: limit + 1,
     };
-    let mut events = audit::list(&web.app.store, &filter)
-        .await
-        .map_err(crate::service::ServiceError::from)?;
+    // Auditors read everything; others the timeline of a request they may see, nothing else.
+    let mut events = match (web.app.authorize_audit(&user), q.request_id) {
+        (Ok(auditor), _) => web.app.audit_events(&auditor, &filter).await?,
+        (Err(_), Some(id)) => web.app.request_events(&user, id, &filter).await?,
+        (Err(refused), None) => return Err(refused.into()),
+    };
     let next_before = if i64::try_from(events.len()).unwrap_or(i64::MAX) > limit {
         events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         events.last().map(|e| e.seq)
@@ -750,18 +745,11 @@ async fn audit_verify(
     State(web): State<Web>,
     Bearer(user): Bearer,
 ) -> Result<Json<jit_api::VerifyReport>, ApiError> {
-    if !web.app.is_auditor(&user) {
-        return Err(ApiError::forbidden("only auditors verify the audit log"));
-    }
-    // Everything committed before this call, chained first.
-    audit::caught_up(&web.app.store)
-        .await
-        .map_err(crate::service::ServiceError::from)?;
-    let mut report = audit::verify(&web.app.store, None)
-        .await
-        .map_err(crate::service::ServiceError::from)?;
-    report.held = u64::try_from(web.app.spool.waiting_events()).unwrap_or(u64::MAX);
-    Ok(Json(report))
+    let auditor = web
+        .app
+        .authorize_audit(&user)
+        .map_err(|_| ApiError::forbidden("only auditors verify the audit log"))?;
+    Ok(Json(web.app.verify_audit(&auditor).await?))
 }
 
 /// Body of `POST /api/v1/admin/revoke-sessions`.

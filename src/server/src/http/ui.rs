@@ -775,25 +775,25 @@ async fn audit_page(
     s: SignedIn,
     Query(q): Query<AuditQuery>,
 ) -> Result<AuditPage, UiError> {
-    if !web.app.is_auditor(&s.user) {
-        return Err(UiError(
+    let auditor = web.app.authorize_audit(&s.user).map_err(|e| {
+        UiError(
             StatusCode::FORBIDDEN,
-            "only auditors read the audit log".to_owned(),
+            e.to_string(),
             Some(Box::new(Chrome::new(&web, &s))),
-        ));
-    }
+        )
+    })?;
     let filter = audit::Filter {
         before_seq: q.before,
         limit: 50,
         ..audit_filter(&q)?
     };
-    let (events, damaged) = match audit::list(&web.app.store, &filter).await {
+    let (events, damaged) = match web.app.audit_events(&auditor, &filter).await {
         Ok(events) => (events, String::new()),
-        Err(e @ crate::store::StoreError::AuditDamaged(_)) => {
+        Err(e @ ServiceError::AuditDamaged(_)) => {
             tracing::error!(error = %e, "audit log damaged");
             (Vec::new(), e.to_string())
         }
-        Err(e) => return Err(ServiceError::from(e).into()),
+        Err(e) => return Err(e.into()),
     };
     let report = web.app.audit_state().await?;
     let mut query = String::new();

@@ -16,10 +16,11 @@ use crate::config::Config;
 use crate::domain::{RuleError, User};
 use crate::policy::PolicySet;
 use crate::providers::Providers;
-use crate::store::audit::{self, NewEvent};
+use crate::store::audit::{self as audit_store, NewEvent};
 use crate::store::{Store, StoreError, Tx};
 
 pub mod admin;
+pub mod audit;
 pub mod grants;
 pub mod held;
 pub mod outbox;
@@ -127,7 +128,7 @@ impl App {
     /// Appends an audit event inside `tx`; returns an id of the event, unique
     /// to it (notifications are keyed by it).
     pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<Uuid, ServiceError> {
-        audit::append(tx, self.now(), event).await?;
+        audit_store::append(tx, self.now(), event).await?;
         Ok(Uuid::now_v7())
     }
 
@@ -139,14 +140,14 @@ impl App {
         events: Vec<NewEvent<'_>>,
     ) -> Result<Vec<Uuid>, ServiceError> {
         let ids = events.iter().map(|_| Uuid::now_v7()).collect();
-        audit::append_all(tx, self.now(), events).await?;
+        audit_store::append_all(tx, self.now(), events).await?;
         Ok(ids)
     }
 
     /// Records an event that comes with no other change (a credential mint, a
     /// console sign-in, an admin action): a transaction of its own.
     pub async fn audit_alone(&self, event: NewEvent<'_>) -> Result<(), ServiceError> {
-        Ok(audit::append_alone(&self.store, self.now(), event).await?)
+        Ok(audit_store::append_alone(&self.store, self.now(), event).await?)
     }
 
     /// Records a sign-in, sign-out or refused sign-in.
@@ -178,7 +179,7 @@ impl App {
 
     /// Records the loaded policy set's hash when it differs from the last one recorded.
     pub async fn record_policy_hash(&self) -> Result<bool, ServiceError> {
-        let last = audit::last_of(&self.store, "policy.loaded").await?;
+        let last = audit_store::last_of(&self.store, "policy.loaded").await?;
         let same = last.as_ref().is_some_and(|e| {
             serde_json::from_str::<serde_json::Value>(&e.data)
                 .ok()
@@ -222,13 +223,13 @@ impl App {
     }
 
     /// The audit chain's state for the audit page: verified in full once,
-    /// then only the rows added since ([`audit::verify_since`]); one check
+    /// then only the rows added since ([`audit_store::verify_since`]); one check
     /// at a time, so page loads do not pile up verifications. It checks the
-    /// chain as it stands: after a read that caught up ([`audit::list`]), that
+    /// chain as it stands: after a read that caught up ([`audit_store::list`]), that
     /// holds everything committed before the read.
     pub async fn audit_state(&self) -> Result<jit_api::VerifyReport, ServiceError> {
         let mut mark = self.audit_verified.lock().await;
-        let (mut report, next) = audit::verify_since(&self.store, mark.as_ref()).await?;
+        let (mut report, next) = audit_store::verify_since(&self.store, mark.as_ref()).await?;
         *mark = next;
         report.held = u64::try_from(self.spool.waiting_events()).unwrap_or(u64::MAX);
         Ok(report)

@@ -1,0 +1,80 @@
+//! Reading the audit log: pages of events and the chain's verification.
+//!
+//! Reading the whole log is a privileged act: these functions take the proof
+//! that the policies allowed it ([`Authorized<act::Audit>`], made only by the
+//! policy module through [`App::authorize_audit`]), so no caller reaches them
+//! without a decision. A proof for another action does not do:
+//!
+//! ```compile_fail
+//! # async fn f(app: &jit_server::service::App, user: &jit_server::domain::User) {
+//! use jit_server::policy::act;
+//! let admin = app.policy.authorize_broker::<act::Admin>(user).unwrap();
+//! app.verify_audit(&admin).await; // an admin's proof is not an auditor's
+//! # }
+//! ```
+//!
+//! while the auditor's does:
+//!
+//! ```no_run
+//! # async fn f(app: &jit_server::service::App, user: &jit_server::domain::User) {
+//! let auditor = app.authorize_audit(user).unwrap();
+//! app.verify_audit(&auditor).await.unwrap();
+//! # }
+//! ```
+//!
+//! Anyone may read the events of a request they may see
+//! ([`App::request_events`]).
+
+use uuid::Uuid;
+
+use super::{App, ServiceError};
+use crate::domain::User;
+use crate::policy::{Authorized, act};
+use crate::store::audit::{self, Event, Filter};
+
+impl App {
+    /// The proof that `user` may read the whole audit log, or why not.
+    pub fn authorize_audit(&self, user: &User) -> Result<Authorized<act::Audit>, ServiceError> {
+        self.policy
+            .authorize_broker::<act::Audit>(user)
+            .map_err(|_| ServiceError::Forbidden("only auditors read the audit log".to_owned()))
+    }
+
+    /// Events matching `filter`, newest first, from the whole log.
+    pub async fn audit_events(
+        &self,
+        _auditor: &Authorized<act::Audit>,
+        filter: &Filter,
+    ) -> Result<Vec<Event>, ServiceError> {
+        Ok(audit::list(&self.store, filter).await?)
+    }
+
+    /// Events matching `filter` about request `id`, which `user` must be
+    /// allowed to see (its requester, someone who may decide on it, an
+    /// auditor); else not found.
+    pub async fn request_events(
+        &self,
+        user: &User,
+        id: Uuid,
+        filter: &Filter,
+    ) -> Result<Vec<Event>, ServiceError> {
+        self.get_visible(user, id).await?;
+        let filter = Filter {
+            request_id: Some(id),
+            ..filter.clone()
+        };
+        Ok(audit::list(&self.store, &filter).await?)
+    }
+
+    /// Verifies the whole hash chain, after chaining everything committed
+    /// before the call; `held` counts events waiting in the spool.
+    pub async fn verify_audit(
+        &self,
+        _auditor: &Authorized<act::Audit>,
+    ) -> Result<jit_api::VerifyReport, ServiceError> {
+        audit::caught_up(&self.store).await?;
+        let mut report = audit::verify(&self.store, None).await?;
+        report.held = u64::try_from(self.spool.waiting_events()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+}
