@@ -780,9 +780,13 @@ async fn revoke_sessions(
     Bearer(user): Bearer,
     Body(body): Body<RevokeSessionsBody>,
 ) -> Result<Json<jit_api::RevokedSessions>, ApiError> {
+    let admin = web
+        .app
+        .authorize_admin(&user)
+        .map_err(|_| ApiError::forbidden("only admins revoke all sessions"))?;
     let (role_arn, issued_before) = web
         .app
-        .revoke_all_sessions(&user, &body.entitlement)
+        .revoke_all_sessions(&user, &admin, &body.entitlement)
         .await?;
     Ok(Json(jit_api::RevokedSessions {
         role_arn,

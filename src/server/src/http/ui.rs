@@ -920,7 +920,18 @@ async fn admin_revoke_sessions(
     Form(f): Form<RevokeSessionsForm>,
 ) -> Result<Response, UiError> {
     web.auth.check_form(&headers, &s.session, &f.csrf)?;
-    let notice = match web.app.revoke_all_sessions(&s.user, &f.entitlement).await {
+    let admin = web.app.authorize_admin(&s.user).map_err(|_| {
+        UiError(
+            StatusCode::FORBIDDEN,
+            "only admins revoke all sessions".to_owned(),
+            Some(Box::new(Chrome::new(&web, &s))),
+        )
+    })?;
+    let notice = match web
+        .app
+        .revoke_all_sessions(&s.user, &admin, &f.entitlement)
+        .await
+    {
         Ok((arn, before)) => format!("every session of {arn} issued before {before} is now denied"),
         Err(
             e @ (ServiceError::Invalid(_) | ServiceError::Upstream(_) | ServiceError::NotFound(_)),
@@ -935,13 +946,13 @@ async fn admin(State(web): State<Web>, s: SignedIn) -> Result<AdminPage, UiError
 }
 
 async fn admin_page(web: &Web, s: &SignedIn, notice: String) -> Result<AdminPage, UiError> {
-    if !web.app.is_admin(&s.user) {
-        return Err(UiError(
+    web.app.authorize_admin(&s.user).map_err(|e| {
+        UiError(
             StatusCode::FORBIDDEN,
-            "only admins administer the broker".to_owned(),
+            e.to_string(),
             Some(Box::new(Chrome::new(web, s))),
-        ));
-    }
+        )
+    })?;
     let active = web
         .app
         .list_visible(

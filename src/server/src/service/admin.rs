@@ -6,7 +6,7 @@ use super::grants::JobOutcome;
 use super::{App, ServiceError};
 use crate::domain::User;
 use crate::policy::catalog::Target;
-use crate::policy::{Kind, act};
+use crate::policy::{Authorized, Kind, act};
 use crate::providers::{LiveGrant, ProviderError};
 use crate::store::audit::NewEvent;
 use crate::store::jobs::{self, Job};
@@ -24,16 +24,27 @@ const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 const REMOVAL_GRACE_MS: i64 = 120_000;
 
 impl App {
+    /// The proof that `user` may administer the broker, or why not.
+    pub fn authorize_admin(&self, user: &User) -> Result<Authorized<act::Admin>, ServiceError> {
+        self.policy
+            .authorize_broker::<act::Admin>(user)
+            .map_err(|_| ServiceError::Forbidden("only admins administer the broker".to_owned()))
+    }
+
     /// "Revoke all sessions" of an `aws_role` entitlement's role: every STS
-    /// session issued before now stops working (admins only).
+    /// session issued before now stops working. Done by `user`, whose
+    /// `admin` proof it takes.
     pub async fn revoke_all_sessions(
         &self,
         user: &User,
+        admin: &Authorized<act::Admin>,
         entitlement: &str,
     ) -> Result<(String, String), ServiceError> {
-        self.policy
-            .authorize_broker::<act::Admin>(user)
-            .map_err(|_| ServiceError::Forbidden("only admins revoke all sessions".to_owned()))?;
+        if !admin.is_for(user) {
+            return Err(ServiceError::Forbidden(
+                "only admins revoke all sessions".to_owned(),
+            ));
+        }
         let ent = self.policy.catalog.get(entitlement).ok_or_else(|| {
             ServiceError::NotFound(format!("unknown entitlement `{entitlement}`"))
         })?;
