@@ -244,3 +244,66 @@ async fn access_report_matches_the_audit_log_row_for_row() {
         );
     }
 }
+
+/// The access review page: auditors only, the grants of the period with the filters, the
+/// unreviewed break-glass uses, and downloads that are the report of the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_access_review_page_filters_and_downloads() {
+    for engine in ENGINES {
+        let b = start(engine).await;
+        let alice = b.login("alice").await;
+        let oscar = b.login("oscar").await;
+        let sandbox = alice.request("aws-sandbox", "1h").await;
+        let (status, body) = oscar
+            .post(
+                "/requests",
+                json!({"entitlement": "aws-billing-sso", "duration": "1h",
+                       "justification": "outage", "break_glass": true}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let glass: jit_api::Request = serde_json::from_value(body).unwrap();
+        b.run_jobs().await;
+
+        let alice_cookie = b.browser_login("alice").await;
+        let (status, _) = b.page(&alice_cookie, "/reports/access").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{engine:?}");
+        let carol = b.browser_login("carol").await;
+        let (status, page) = b.page(&carol, "/reports/access").await;
+        assert_eq!(status, StatusCode::OK, "{engine:?}: {page}");
+        for want in [
+            format!("<a href=\"/requests/{}\">view", sandbox.id),
+            format!("<a href=\"/requests/{}\">view", glass.id),
+            "<td>auto-approved</td>".to_owned(),
+            "break-glass (reviewed by nobody yet)".to_owned(),
+            format!("<a href=\"/requests/{}\">review it</a>", glass.id),
+        ] {
+            assert!(page.contains(&want), "{engine:?}: {want}: {page}");
+        }
+        let (_, page) = b
+            .page(&carol, "/reports/access?requester=oscar%40example.com")
+            .await;
+        assert!(page.contains(&glass.id.to_string()), "{page}");
+        assert!(!page.contains(&sandbox.id.to_string()), "{page}");
+        let (_, page) = b
+            .page(&carol, "/reports/access?from=2001-01-01&to=2001-01-31")
+            .await;
+        assert!(page.contains("No grants in this period."), "{page}");
+        let (status, _) = b.page(&carol, "/reports/access?from=someday").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // The download is the command line's report for the same period.
+        let (status, csv) = b
+            .page(
+                &carol,
+                "/reports/access/export?format=csv&from=2000-01-01&to=2099-12-31",
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(csv, report(&b.app.config.database.url, "csv"), "{engine:?}");
+        assert_eq!(
+            read_csv(&csv).len(),
+            3,
+            "two grants and one unreviewed use: {csv}"
+        );
+    }
+}

@@ -26,6 +26,7 @@ pub mod auth;
 mod handoff;
 mod health;
 pub mod openapi;
+mod review;
 pub mod step_up;
 mod ui;
 
@@ -59,6 +60,7 @@ pub fn router(web: Web) -> Router {
         .merge(health::routes())
         .nest("/api/v1", api::routes())
         .merge(ui::routes())
+        .merge(review::routes())
         .merge(auth::routes())
         .merge(handoff::routes())
         .merge(assets::routes())

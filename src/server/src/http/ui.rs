@@ -67,7 +67,7 @@ impl Chrome {
     }
 
     /// The same, for a page of navigation entry `section`.
-    fn at(web: &Web, s: &SignedIn, section: &'static str) -> Self {
+    pub(super) fn at(web: &Web, s: &SignedIn, section: &'static str) -> Self {
         Self {
             section,
             ..Self::new(web, s)

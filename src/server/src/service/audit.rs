@@ -77,4 +77,15 @@ impl App {
         report.held = u64::try_from(self.spool.waiting_events()).unwrap_or(u64::MAX);
         Ok(report)
     }
+
+    /// The access review of `[from_ms, to_ms)` (`store::report`), read from the whole log.
+    pub async fn access_review(
+        &self,
+        _auditor: &Authorized<act::Audit>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::store::report::Row>, ServiceError> {
+        audit::caught_up(&self.store).await?;
+        Ok(crate::store::report::access(&self.store, from_ms, to_ms).await?)
+    }
 }
