@@ -32,6 +32,7 @@ mod sqlite_engine;
 mod store;
 mod support;
 mod tamper;
+mod wait;
 mod web;
 mod wording;
 mod workflow;

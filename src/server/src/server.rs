@@ -70,6 +70,10 @@ pub async fn build(
         .await
         .with_context(|| "cannot open the database (`database.url`)")?;
     prepare_database(&store, config.database.app_role.as_deref()).await?;
+    store
+        .share_changes()
+        .await
+        .context("cannot listen for request changes on the database")?;
     // PostgreSQL: chain the audit events a stopped broker left written but not
     // chained; the store keeps chaining from here on.
     crate::store::audit::caught_up(&store)
@@ -226,14 +230,17 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let scheduler = tokio::spawn(crate::scheduler::run(broker.app.clone(), tick, stop_rx));
     let router = http::router(broker.web.clone());
+    let changes = broker.app.store.changes().clone();
     tracing::info!(address = %local, dev, "jit-server listening");
     eprintln!(
         "jit-server listening on http://{local}{}",
         if dev { " (development mode)" } else { "" }
     );
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             shutdown_signal().await;
+            // Long polls answer now rather than hold the shutdown up.
+            changes.end_waits();
         })
         .await
         .context("server failed")?;

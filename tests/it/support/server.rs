@@ -61,6 +61,21 @@ pub struct FreshDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl FreshDb {
+    /// The same PostgreSQL database again, for a second broker sharing it
+    /// (SQLite databases are not shared between brokers).
+    pub fn shared(&self) -> Self {
+        assert!(
+            self.url.starts_with("postgres"),
+            "only a PostgreSQL database is shared"
+        );
+        Self {
+            url: self.url.clone(),
+            _dir: None,
+        }
+    }
+}
+
 /// Creates a fresh, empty database.
 pub async fn fresh_db(engine: Engine) -> FreshDb {
     match engine {

@@ -348,10 +348,12 @@ fn next_link(response: &mut Response, path: &str, query: &[(&str, String)]) {
     path = "/api/v1/requests/{id}",
     tag = "requests",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "request id")),
+    params(("id" = Uuid, Path, description = "request id"), super::wait::WaitQuery),
     responses(
-        (status = 200, description = "the request", body = jit_api::Request),
-        (status = 400, description = "malformed path", body = ErrorBody),
+        (status = 200, description = "the request; with `wait`, once it is in a state named or \
+            has ended, or as it stands when `timeout` runs out (a long poll instead of polling)",
+            body = jit_api::Request),
+        (status = 400, description = "malformed path or query", body = ErrorBody),
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
     ),
 )]
@@ -359,8 +361,18 @@ async fn show(
     State(web): State<Web>,
     Bearer(user): Bearer,
     Id(id): Id,
+    q: Result<Query<super::wait::WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<jit_api::Request>, ApiError> {
-    Ok(Json(web.app.get_visible(&user, id).await?.to_api()))
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let view = match q.parse()? {
+        None => web.app.get_visible(&user, id).await?,
+        Some(w) => {
+            web.app
+                .wait_visible(&user, id, &w.states, w.timeout)
+                .await?
+        }
+    };
+    Ok(Json(view.to_api()))
 }
 
 async fn decide(

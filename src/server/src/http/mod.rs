@@ -29,6 +29,7 @@ pub mod openapi;
 mod review;
 pub mod step_up;
 mod ui;
+mod wait;
 
 pub use auth::AuthMode;
 

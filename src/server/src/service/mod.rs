@@ -26,6 +26,7 @@ pub mod held;
 pub mod outbox;
 pub mod requests;
 pub mod step_up;
+pub mod wait;
 
 /// Everything the use-cases need; cheap to clone.
 #[derive(Clone)]

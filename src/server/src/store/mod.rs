@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use thiserror::Error;
 
 pub mod audit;
+pub mod changes;
 pub mod db;
 pub mod export;
 pub mod held;
@@ -101,6 +102,7 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     engine: Arc<Engine>,
+    changes: Arc<changes::Changes>,
 }
 
 /// The engine and its connections.
@@ -151,6 +153,8 @@ pub struct Tx {
     pub(crate) chain_after_commit: bool,
     /// Audit events held instead of written ([`Tx::hold_audit`]).
     pub(crate) held: Option<Vec<held::HeldEvent>>,
+    /// Requests whose state changed: their waiters are woken after commit.
+    pub(crate) changed: Vec<uuid::Uuid>,
     store: Store,
 }
 
@@ -207,6 +211,7 @@ impl Tx {
         let Self {
             conn,
             chain_after_commit,
+            changed,
             store,
             ..
         } = self;
@@ -217,6 +222,7 @@ impl Tx {
         if chain_after_commit && let Engine::Postgres(pg) = store.engine() {
             pg.sealer.kick(&pg.pool);
         }
+        store.changes.committed(changed);
         Ok(())
     }
 
@@ -255,7 +261,23 @@ impl Store {
         };
         Ok(Self {
             engine: Arc::new(engine),
+            changes: Arc::new(changes::Changes::new()),
         })
+    }
+
+    /// Who waits for which request to change ([`changes`]).
+    pub fn changes(&self) -> &Arc<changes::Changes> {
+        &self.changes
+    }
+
+    /// PostgreSQL: from now on this broker hears of the request changes
+    /// other brokers make and tells them of its own ([`changes`]). SQLite:
+    /// nothing to do, the broker is alone.
+    pub async fn share_changes(&self) -> Result<(), StoreError> {
+        if let Engine::Postgres(db) = &*self.engine {
+            self.changes.listen(&db.options).await?;
+        }
+        Ok(())
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -331,6 +353,7 @@ impl Store {
             conn,
             chain_after_commit: false,
             held: None,
+            changed: Vec::new(),
             store: self.clone(),
         })
     }
@@ -346,6 +369,7 @@ impl Store {
 
     /// Closes the connections (PostgreSQL: the pool; SQLite: the idle readers).
     pub async fn close(&self) {
+        self.changes.stop();
         match &*self.engine {
             Engine::Sqlite(db) => db.readers.clear(),
             Engine::Postgres(db) => db.pool.close().await,

@@ -349,6 +349,9 @@ pub async fn change_state(
     .execute(&mut *tx)
     .await
     .map_err(|e| StoreError::from_insert(e, "another open request holds this entitlement"))?;
+    if done == 1 {
+        tx.changed.push(id);
+    }
     Ok(done == 1)
 }
 
