@@ -91,6 +91,8 @@ impl Fault {
 pub struct Recorded {
     /// Operation name.
     pub operation: String,
+    /// Method and path with query (`GET /api/v1/requests/…?wait=active`).
+    pub target: String,
     /// Request body as text.
     pub body: String,
     /// Whether a fault was applied.
@@ -244,6 +246,7 @@ async fn handle(State(inner): State<Arc<Inner>>, request: Request) -> Response {
     };
     inner.log.lock().unwrap().push(Recorded {
         operation: op,
+        target: format!("{} {}", parts.method, parts.uri),
         body: String::from_utf8_lossy(&body).into_owned(),
         faulted: fault.is_some(),
         authorization: parts

@@ -222,3 +222,89 @@ async fn a_client_waiting_on_one_broker_hears_of_a_change_on_another() {
         at.duration_since(granted)
     );
 }
+
+/// `jit request --wait` waits with one long poll instead of a poll series,
+/// and ends the moment access is granted. A proxy in front of the broker
+/// counts the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jit_request_wait_asks_once_and_ends_at_the_grant() {
+    let jit = tokio::task::spawn_blocking(crate::cli_e2e::harness::jit_bin)
+        .await
+        .unwrap();
+    for engine in ENGINES {
+        let b = start(engine).await;
+        let proxy = crate::fault_proxy::FaultProxy::start(&b.url).await;
+        let home = tempfile::tempdir().unwrap();
+        let command = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(jit);
+            cmd.env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", home.path())
+                .env("JIT_CONFIG_DIR", home.path().join("config"))
+                .env("JIT_CACHE_DIR", home.path().join("cache"))
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd
+        };
+        let login = command(&["login", "--server", &proxy.url, "--user", "alice"])
+            .output()
+            .unwrap();
+        assert!(login.status.success(), "{login:?}");
+        let waiting = command(&[
+            "-o",
+            "json",
+            "request",
+            "aws-prod-admin",
+            "--duration",
+            "1h",
+            "--reason",
+            "wait test",
+            "--wait",
+        ])
+        .spawn()
+        .unwrap();
+        until_watched(&b, 1).await;
+        // Long enough for a poller to have asked again.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let id = proxy
+            .all()
+            .iter()
+            .find_map(|r| {
+                r.target
+                    .strip_prefix("GET /api/v1/requests/")
+                    .and_then(|rest| rest.split_once('?'))
+                    .map(|(id, _)| id.to_owned())
+            })
+            .unwrap();
+        let bob = b.login("bob").await;
+        let (status, body) = bob.approve(id.parse().unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.run_jobs().await;
+        let granted = Instant::now();
+        let out = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let took = granted.elapsed();
+        assert!(out.status.success(), "{engine:?}: {out:?}");
+        let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(done["state"], "active", "{engine:?}: {done}");
+        assert!(
+            took < PROMPT,
+            "{engine:?}: jit ended {took:?} after the grant"
+        );
+        let reads: Vec<String> = proxy
+            .all()
+            .into_iter()
+            .map(|r| r.target)
+            .filter(|t| t.starts_with(&format!("GET /api/v1/requests/{id}")))
+            .collect();
+        assert_eq!(reads.len(), 1, "{engine:?}: {reads:?}");
+        assert!(
+            reads[0].contains("wait=active%2Cexpired%2Cdenied%2Ccancelled%2Ctimed_out%2Crevoked%2Cfailed&timeout=25s"),
+            "{reads:?}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jit_api::{
@@ -20,8 +20,11 @@ use crate::error::{CliError, EXIT_NOT_GRANTED, Result};
 use crate::http::Retry;
 use crate::output::{self, short_id};
 
-/// How often `--wait` polls.
+/// The least time between two reads of a request while waiting, should the
+/// broker answer at once (one older than the long poll).
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How long one long poll may last: under the CLI's 30 s request timeout.
+const WAIT_PER_CALL: &str = "25s";
 /// Requests shown by `jit status` without `--all`.
 const STATUS_LIMIT: usize = 20;
 
@@ -87,30 +90,60 @@ pub fn settled(state: RequestState) -> bool {
     state == RequestState::Active || state.is_terminal()
 }
 
-/// Polls the request every second until [`settled`], showing progress on stderr.
+/// Waits for the request until [`settled`], showing progress on stderr.
 pub(super) fn wait_until_settled(
     api: &mut Api,
     first: Fetched<Request>,
 ) -> Result<Fetched<Request>> {
     let id = first.value.id;
     let mut progress = Progress::new();
+    progress.show(&output::state_line(&first.value, OffsetDateTime::now_utc()));
+    let last = wait_for(api, first, |r| {
+        progress.show(&output::state_line(r, OffsetDateTime::now_utc()));
+    })
+    .map_err(|e| {
+        progress.clear();
+        CliError::new(format!("stopped waiting: {}", e.message())).hint(format!(
+            "the request goes on; follow it with `jit show {}`",
+            short_id(&id)
+        ))
+    })?;
+    progress.clear();
+    Ok(last)
+}
+
+/// Waits until the request `first` is [`settled`] and returns it as it is then, calling
+/// `seen` with each answer on the way. Each call is a long poll
+/// (`GET /requests/{id}?wait=…&timeout=25s`) that the broker answers as soon as the request
+/// settles, so access is used the moment it is granted; an answer that comes back sooner
+/// than [`POLL_EVERY`] with nothing changed (a broker without the long poll) is followed by
+/// a pause, so waiting never turns into a busy loop.
+pub fn wait_for(
+    api: &mut Api,
+    first: Fetched<Request>,
+    mut seen: impl FnMut(&Request),
+) -> Result<Fetched<Request>> {
+    let id = first.value.id;
+    let path = format!("/requests/{id}");
+    let states = RequestState::ALL
+        .into_iter()
+        .filter(|s| settled(*s))
+        .map(RequestState::as_str)
+        .collect::<Vec<_>>()
+        .join(",");
+    let query = [("wait", states.as_str()), ("timeout", WAIT_PER_CALL)];
     let mut last = first;
-    progress.show(&output::state_line(&last.value, OffsetDateTime::now_utc()));
     while !settled(last.value.state) {
-        std::thread::sleep(POLL_EVERY);
-        let next = api
-            .get::<Request>(&format!("/requests/{id}"), &[])
-            .map_err(|e| {
-                progress.clear();
-                CliError::new(format!("stopped waiting: {}", e.message())).hint(format!(
-                    "the request goes on; follow it with `jit show {}`",
-                    short_id(&id)
-                ))
-            })?;
-        progress.show(&output::state_line(&next.value, OffsetDateTime::now_utc()));
+        let asked = Instant::now();
+        let next = api.get::<Request>(&path, &query)?;
+        seen(&next.value);
+        if next.value.state == last.value.state
+            && let Some(rest) = POLL_EVERY.checked_sub(asked.elapsed())
+        {
+            std::thread::sleep(rest);
+        }
         last = next;
     }
-    progress.clear();
     Ok(last)
 }
 
