@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::issuer::Issuer;
-use common::{CpuTimes, Engine, engines, fresh_db, machine};
+use common::{CpuTimes, Engine, engines, env_or, fresh_db, machine, quantiles_ms, start_up};
 use jit_server::clock::SystemClock;
 use jit_server::config::Config;
 use jit_server::http::{self, AuthMode};
@@ -151,22 +151,9 @@ async fn flow(
 }
 
 /// `(p50, p99, max)` in milliseconds.
-fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    v.sort_unstable();
-    let at = |q: f64| {
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "an index into a vector of at most millions"
-        )]
-        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i].as_secs_f64() * 1000.0
-    };
-    (at(0.50), at(0.99), at(1.0))
+fn percentiles(v: Vec<Duration>) -> (f64, f64, f64) {
+    let [p50, p99, max] = quantiles_ms(v, [0.50, 0.99, 1.0]);
+    (p50, p99, max)
 }
 
 /// Results of one run.
@@ -337,25 +324,9 @@ async fn arrivals(
     (samples, failures, elapsed)
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; this harness has no options of its own.
-    if std::env::args().any(|a| a == "--list") {
+    if !start_up() {
         return;
-    }
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    // The broker's log on stderr, filtered as `JIT_LOG` says (none by default).
-    if let Ok(filter) = std::env::var("JIT_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
     }
     let secs: u64 = env_or("JIT_BENCH_LOAD_SECS", 20);
     let rates: Vec<u64> = std::env::var("JIT_BENCH_LOAD_RATES")

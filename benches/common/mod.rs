@@ -180,3 +180,47 @@ pub fn machine() -> String {
         .unwrap_or_default();
     format!("{cpus} CPU(s) {model}, load average {load}")
 }
+
+/// The value of the environment variable `name`, or `default` when it is unset or unreadable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The start of a plain benchmark binary: false for `--list` (`cargo bench` passes `--bench`;
+/// these harnesses have no options of their own), else installs the TLS provider and the
+/// broker's log on stderr, filtered as `JIT_LOG` says (none by default).
+pub fn start_up() -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return false;
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if let Ok(filter) = std::env::var("JIT_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    true
+}
+
+/// The `q` quantiles (0.5 for the median, 1.0 for the maximum) of `v`, in milliseconds, by the
+/// nearest-rank method; NaN each when `v` is empty.
+pub fn quantiles_ms<const N: usize>(mut v: Vec<std::time::Duration>, q: [f64; N]) -> [f64; N] {
+    if v.is_empty() {
+        return [f64::NAN; N];
+    }
+    v.sort_unstable();
+    q.map(|q| {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a vector of at most millions"
+        )]
+        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i].as_secs_f64() * 1000.0
+    })
+}
