@@ -11,6 +11,7 @@
 
 use jit_server::store::Store;
 
+pub mod chain;
 pub mod issuer;
 
 /// The environment variable naming the PostgreSQL server to benchmark on.
