@@ -64,10 +64,7 @@ async fn serve_as_the_application_role_works_end_to_end_and_cannot_touch_the_aud
     // Before `migrate`: serve names what is missing and creates nothing.
     let e = format!("{:#}", build_as(&app_url, &role).await.unwrap_err());
     assert!(
-        e.contains(
-            "0001_init, 0002_audit_pending, 0003_audit_seq_not_null, 0004_requests_newest_first pending"
-        )
-            && e.contains("jit-server migrate"),
+        e.contains(&crate::support::db::all_pending()) && e.contains("jit-server migrate"),
         "{e}"
     );
     let mut owner = PgConnection::connect(&owner_url).await.unwrap();
@@ -142,7 +139,7 @@ fn migrate_as_owner(app_url: &str, owner_url: &str, role: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("applied 0004_requests_newest_first")
+        stdout.contains(&format!("applied {}", crate::support::db::MIGRATIONS[3]))
             && stdout.contains(&format!(
                 "role `{role}` may do what `jit-server serve` needs"
             )),

@@ -10,6 +10,8 @@ mod broker_aws;
 mod broker_azure;
 mod broker_entra;
 mod chaos;
+mod checkpoints;
+mod checkpoints_aws;
 mod cli_e2e;
 mod cli_messages;
 mod db_roles;

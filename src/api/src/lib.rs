@@ -511,6 +511,49 @@ pub struct VerifyReport {
     /// soon as audit writes work again).
     #[serde(default)]
     pub held: u64,
+    /// The chain held against the signed checkpoints (absent when none were read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointReport>,
+}
+
+/// The audit chain held against its signed checkpoints.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointReport {
+    /// Checkpoints whose signature, place in the chain of checkpoints and claim on the
+    /// database held.
+    pub checked: u64,
+    /// The newest checkpoint that covers the chain: everything up to its `seq` is as it was
+    /// when it was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<CheckpointInfo>,
+    /// Chained events after the newest checkpoint: verified as a chain, not yet covered by a
+    /// signature.
+    pub not_covered: u64,
+    /// The checkpoint that disproves the database (its claim no longer holds there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disproved_by: Option<u64>,
+}
+
+/// A signed checkpoint of the audit chain.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// 1, 2, 3, … without gaps.
+    pub number: u64,
+    /// The newest `seq` of the chain it covers.
+    pub seq: i64,
+    /// That row's hash.
+    pub head_hash: String,
+    /// Rows from 1 to `seq` when it was signed.
+    pub event_count: u64,
+    /// When it was signed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Which broker signed it.
+    pub broker_id: String,
+    /// The id of the key that signed it.
+    pub key_id: String,
 }
 
 /// The error body of every failed API call: `{"error": {"code", "message"}}`.

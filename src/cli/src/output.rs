@@ -482,6 +482,36 @@ pub fn me(me: &Me, server: &str) -> String {
 /// `jit audit verify`, table form.
 pub fn verify_report(r: &VerifyReport) -> String {
     let mut out = verify_chain(r);
+    if let Some(c) = &r.checkpoints {
+        match &c.newest {
+            Some(cp) => {
+                let _ = writeln!(
+                    out,
+                    "  signed checkpoint {} covers seq 1 to {} (signed {} by {}, key {})",
+                    cp.number,
+                    cp.seq,
+                    cp.at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    cp.broker_id,
+                    cp.key_id
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  no signed checkpoint covers the chain yet");
+            }
+        }
+        if c.not_covered > 0 {
+            let _ = writeln!(
+                out,
+                "  {} events after it verified as a chain only, not yet covered by a checkpoint",
+                c.not_covered
+            );
+        }
+        if let Some(n) = c.disproved_by {
+            let _ = writeln!(out, "  disproved by checkpoint {n}");
+        }
+    }
     if r.pending > 0 {
         let _ = writeln!(out, "  {} more events written, not chained yet", r.pending);
     }
@@ -784,6 +814,7 @@ mod tests {
             pending: 0,
             rows: None,
             held: 0,
+            checkpoints: None,
         };
         let out = verify_report(&bad);
         assert!(out.contains("first bad seq: 7"), "{out}");
@@ -796,10 +827,35 @@ mod tests {
             pending: 0,
             rows: Some(3),
             held: 0,
+            checkpoints: None,
         };
         assert_eq!(
             verify_report(&good),
             "audit chain ok: 3 events checked (last seq 3)\n"
+        );
+        let covered = VerifyReport {
+            checkpoints: Some(jit_api::CheckpointReport {
+                checked: 4,
+                newest: Some(jit_api::CheckpointInfo {
+                    number: 4,
+                    seq: 2,
+                    head_hash: "ab".repeat(32),
+                    event_count: 2,
+                    at: at("2026-12-04T10:00:00Z"),
+                    broker_id: "jit-1".into(),
+                    key_id: "0123456789abcdef0123456789abcdef".into(),
+                }),
+                not_covered: 1,
+                disproved_by: None,
+            }),
+            ..good.clone()
+        };
+        let text = verify_report(&covered);
+        assert!(
+            text.contains(
+                "signed checkpoint 4 covers seq 1 to 2 (signed 2026-12-04T10:00:00Z by jit-1"
+            ) && text.contains("1 events after it verified as a chain only, not yet covered"),
+            "{text}"
         );
         let waiting = VerifyReport { pending: 2, ..good };
         assert!(

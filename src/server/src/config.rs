@@ -134,16 +134,73 @@ pub struct Config {
     pub audit: AuditConfig,
 }
 
-/// `[audit]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[audit]`: signed checkpoints of the audit chain (docs/audit.md, "Signed checkpoints") and
+/// the spool of held events ("Held events").
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    /// The checkpoint signing key: `kms:<key id, ARN or alias>` (an `ECC_NIST_P256` KMS key), or
+    /// an Ed25519 private key (PKCS#8 PEM, from `jit-server audit keygen`) as `file:PATH` or
+    /// `env:NAME`. Unset: no checkpoints.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// The public key `audit verify` checks checkpoints with: a PEM file (`file:PATH`) or
+    /// `kms:<key>`. Default: the signing key's.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// How often a checkpoint is signed when the chain has grown (and at shutdown).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: String,
+    /// Where checkpoints go: `s3://bucket/prefix` (Object Lock), `file:///directory`.
+    #[serde(default)]
+    pub checkpoint_sinks: Vec<String>,
+    /// How long S3 keeps each checkpoint locked (COMPLIANCE mode), in days.
+    #[serde(default = "default_checkpoint_retention_days")]
+    pub checkpoint_retention_days: u32,
+    /// The name this broker signs checkpoints with (default: the host's name).
+    #[serde(default)]
+    pub broker_id: Option<String>,
     /// The file where a removal's audit events wait while the audit store
     /// fails (docs/audit.md, "Held events"). Default: next to a SQLite
     /// database (`<file>.audit-spool`), else `jit-audit-spool` in the
     /// working directory.
     #[serde(default)]
     pub spool: Option<std::path::PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            public_key: None,
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_sinks: Vec::new(),
+            checkpoint_retention_days: default_checkpoint_retention_days(),
+            broker_id: None,
+            spool: None,
+        }
+    }
+}
+
+fn default_checkpoint_every() -> String {
+    "1m".to_owned()
+}
+fn default_checkpoint_retention_days() -> u32 {
+    2557
+}
+
+impl AuditConfig {
+    /// The broker's name in checkpoints: `audit.broker_id`, else the host's name.
+    pub fn broker_id(&self) -> String {
+        self.broker_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "jit".to_owned())
+        })
+    }
 }
 
 impl Config {
@@ -770,6 +827,7 @@ impl Config {
             ("scheduler.tick", &self.scheduler.tick),
             ("scheduler.reconcile_every", &self.scheduler.reconcile_every),
             ("notify.expiry_warning", &self.notify.expiry_warning),
+            ("audit.checkpoint_every", &self.audit.checkpoint_every),
         ] {
             jit_api::parse_duration(value).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
         }
@@ -871,6 +929,7 @@ impl Config {
                     .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
             }
         }
+        self.validate_audit()?;
         if let Some(email) = &self.notify.email {
             let url = Url::parse(email.smtp_url.expose())
                 .map_err(|_| ConfigError::invalid("notify.email.smtp_url", "not a URL"))?;
@@ -886,6 +945,45 @@ impl Config {
                     "must not be empty",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_audit(&self) -> Result<(), ConfigError> {
+        let audit = &self.audit;
+        for sink in &audit.checkpoint_sinks {
+            crate::checkpoint::sink::SinkSpec::parse(sink)
+                .map_err(|e| ConfigError::invalid("audit.checkpoint_sinks", e))?;
+        }
+        match (&audit.signing_key, audit.checkpoint_sinks.is_empty()) {
+            (Some(_), true) => {
+                return Err(ConfigError::invalid(
+                    "audit.checkpoint_sinks",
+                    "a signing key needs at least one sink off the database host \
+                     (`s3://bucket/prefix` or `file:///directory`)",
+                ));
+            }
+            (None, false) => {
+                return Err(ConfigError::invalid(
+                    "audit.signing_key",
+                    "checkpoint sinks need a signing key (`jit-server audit keygen`, or `kms:<key>`)",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(key) = &audit.signing_key
+            && key.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "audit.signing_key",
+                "must not be empty",
+            ));
+        }
+        if audit.checkpoint_retention_days == 0 {
+            return Err(ConfigError::invalid(
+                "audit.checkpoint_retention_days",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

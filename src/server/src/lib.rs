@@ -4,7 +4,10 @@
 //! [`domain`] (pure rules) and [`policy`] (Cedar), with [`store`] holding all
 //! SQL and [`providers`] every cloud call. [`scheduler`] runs durable jobs.
 
+pub mod checkpoint;
 pub mod clock;
+#[cfg(feature = "aws")]
+pub mod cloud;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -1,9 +1,13 @@
-//! `jit-server`: serve | migrate | audit verify | audit export | report access | policy check.
+//! `jit-server`: serve | migrate | audit verify | audit keygen | audit export | report access |
+//! policy check.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use jit_server::checkpoint::keys;
+use jit_server::checkpoint::sink::{Sink, SinkSpec};
+use jit_server::checkpoint::{PublicKey, Signer as _};
 use jit_server::config::{Config, DEV_DATABASE_URL, DatabaseConfig};
 use jit_server::policy::PolicySet;
 use jit_server::server;
@@ -70,12 +74,42 @@ enum AuditCommand {
     /// Recompute the hash chain straight from the database; names the first bad sequence number,
     /// and the events this machine's broker holds in its spool (`audit.spool`) while the audit
     /// store fails.
+    ///
+    /// With signed checkpoints (`--checkpoints`, or `audit.checkpoint_sinks` in the
+    /// configuration), also check each checkpoint's signature and chain, and that the database
+    /// still holds what each one signed: names the checkpoint that disproves it. With `--export`,
+    /// verify an export instead, with no database.
+    #[command(after_help = "Examples:
+  jit-server audit verify
+  jit-server audit verify --checkpoints s3://jit-audit/prod --public-key checkpoint.pub
+  jit-server audit verify --checkpoints file:///var/lib/jit/checkpoints --public-key kms:alias/jit-audit
+  jit-server audit verify --export audit.jsonl --public-key checkpoint.pub")]
     Verify {
-        /// Start at this sequence number (trusting the row before it).
+        /// Start at this sequence number (trusting the row before it; not with checkpoints).
         #[arg(long)]
         from: Option<i64>,
+        /// The sink to read signed checkpoints from: `s3://bucket/prefix` or `file:///dir`
+        /// (default: the first of `audit.checkpoint_sinks`).
+        #[arg(long, value_name = "SINK")]
+        checkpoints: Option<String>,
+        /// A public key to verify checkpoints with: a PEM file or `kms:<key>`. Give it again for
+        /// keys used before a rotation (default: `audit.public_key`, else the signing key's).
+        #[arg(long = "public-key", value_name = "KEY")]
+        public_key: Vec<String>,
+        /// Verify this JSON Lines export (`audit export --format jsonl`, checkpoints included)
+        /// instead of the database.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
     },
-    /// Export audit events to stdout.
+    /// Write a new Ed25519 key pair for signing checkpoints (`audit.signing_key = "file:…"`)
+    /// and print its public key.
+    Keygen {
+        /// The private key file (PKCS#8 PEM, mode 0600); the public key goes to `FILE.pub`.
+        #[arg(long, value_name = "FILE", default_value = "jit-checkpoint.key")]
+        out: PathBuf,
+    },
+    /// Export audit events to stdout; JSON Lines and OCSF also carry the signed checkpoints,
+    /// as records of their own after the events.
     Export {
         /// jsonl, csv or ocsf.
         #[arg(long, default_value = "jsonl")]
@@ -142,23 +176,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server::serve(cli.config.as_deref(), dev).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate => {
+        Command::Migrate => migrate(cli.config.as_deref()).await,
+        Command::Audit {
+            command: AuditCommand::Keygen { out },
+            ..
+        } => keygen(&out),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    from,
+                    checkpoints,
+                    public_key,
+                    export: Some(file),
+                },
+            ..
+        } => {
+            if from.is_some() || checkpoints.is_some() {
+                anyhow::bail!(
+                    "`--export` reads everything from the file: no `--from` or `--checkpoints`"
+                );
+            }
             let config = Config::load(cli.config.as_deref())?;
-            let store = Store::connect(config.database.migrate_url(), 1).await?;
-            let applied = store.migrate().await?;
-            if applied.is_empty() {
-                println!("database is up to date");
-            } else {
-                for m in applied {
-                    println!("applied {m}");
-                }
-            }
-            if let Some(role) = &config.database.app_role {
-                store.grant_app_role(role).await?;
-                println!("role `{role}` may do what `jit-server serve` needs, and no more");
-            }
-            store.close().await;
-            Ok(ExitCode::SUCCESS)
+            let keys = public_keys(&public_key, &config).await?;
+            let report = jit_server::checkpoint::verify::against_export(&file, &keys)?;
+            Ok(print_report(
+                &report,
+                Some(&file.display().to_string()),
+                true,
+            ))
         }
         Command::Audit { dev, command } => {
             let mut config = Config::load(cli.config.as_deref())?;
@@ -167,8 +212,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let store = open_existing(&config.database, dev).await?;
             match command {
-                AuditCommand::Verify { from } => {
-                    let chain = verify(&store, from).await?;
+                AuditCommand::Keygen { .. } => unreachable!("handled above"),
+                AuditCommand::Verify {
+                    from,
+                    checkpoints,
+                    public_key,
+                    ..
+                } => {
+                    let chain = verify(&store, &config, from, checkpoints, &public_key).await?;
                     let held = held_events(&config.audit_spool());
                     Ok(if chain == ExitCode::SUCCESS {
                         held
@@ -177,26 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     })
                 }
                 AuditCommand::Export { format, from } => {
-                    let format: ExportFormat =
-                        format
-                            .parse()
-                            .map_err(|e: jit_server::store::export::UnknownFormat| {
-                                anyhow::anyhow!("{e}")
-                            })?;
-                    let mut out = Stdout::new(std::io::BufWriter::new(std::io::stdout().lock()));
-                    let result = export(&store, format, from, &mut out)
-                        .await
-                        .map_err(anyhow::Error::from)
-                        .and_then(|n| Ok(std::io::Write::flush(&mut out).map(|()| n)?));
-                    match result {
-                        // The reader went away (`… | head`): what it read is all it wanted.
-                        Err(_) if out.closed => Ok(ExitCode::SUCCESS),
-                        Err(e) => Err(e),
-                        Ok(n) => {
-                            eprintln!("exported {n} events");
-                            Ok(ExitCode::SUCCESS)
-                        }
-                    }
+                    export_to_stdout(&store, &format, from).await
                 }
             }
         }
@@ -263,6 +295,27 @@ async fn report_access(
         Err(e) => Err(e.into()),
         Ok(n) => {
             eprintln!("{n} rows");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `jit-server audit export`: the events from `from` on to stdout in `format`.
+async fn export_to_stdout(store: &Store, format: &str, from: i64) -> anyhow::Result<ExitCode> {
+    let format: ExportFormat = format
+        .parse()
+        .map_err(|e: jit_server::store::export::UnknownFormat| anyhow::anyhow!("{e}"))?;
+    let mut out = Stdout::new(std::io::BufWriter::new(std::io::stdout().lock()));
+    let result = export(store, format, from, &mut out)
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|n| Ok(std::io::Write::flush(&mut out).map(|()| n)?));
+    match result {
+        // The reader went away (`… | head`): what it read is all it wanted.
+        Err(_) if out.closed => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e),
+        Ok(n) => {
+            eprintln!("exported {n} events");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -380,9 +433,103 @@ fn held_events(spool: &std::path::Path) -> ExitCode {
     }
 }
 
-/// `jit-server audit verify`: exit 0 when the chain verifies, 2 when it does not.
-async fn verify(store: &Store, from: Option<i64>) -> anyhow::Result<ExitCode> {
-    let report = audit::verify(store, from).await?;
+/// `jit-server migrate`: as the owner, then the application role's grants.
+async fn migrate(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let store = Store::connect(config.database.migrate_url(), 1).await?;
+    let applied = store.migrate().await?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        for m in applied {
+            println!("applied {m}");
+        }
+    }
+    if let Some(role) = &config.database.app_role {
+        store.grant_app_role(role).await?;
+        println!("role `{role}` may do what `jit-server serve` needs, and no more");
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `jit-server audit verify`: exit 0 when the chain verifies (and no checkpoint disproves
+/// it), 2 when it does not.
+async fn verify(
+    store: &Store,
+    config: &Config,
+    from: Option<i64>,
+    sink: Option<String>,
+    keys: &[String],
+) -> anyhow::Result<ExitCode> {
+    let sink = sink.or_else(|| {
+        from.is_none()
+            .then(|| config.audit.checkpoint_sinks.first().cloned())
+            .flatten()
+    });
+    let Some(sink) = sink else {
+        return Ok(print_report(
+            &audit::verify(store, from).await?,
+            None,
+            false,
+        ));
+    };
+    if from.is_some() {
+        anyhow::bail!(
+            "`--from` and `--checkpoints` do not go together: checkpoints are held against the whole chain"
+        );
+    }
+    let keys = public_keys(keys, config).await?;
+    let spec = SinkSpec::parse(&sink).map_err(|e| anyhow::anyhow!("--checkpoints: {e}"))?;
+    let sink = Sink::open(&spec, config.aws.as_ref(), 1).await?;
+    let cps = sink
+        .list()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read checkpoints from `{spec}`: {e}"))?;
+    let report = jit_server::checkpoint::verify::against(store, &cps, &keys).await?;
+    Ok(print_report(&report, Some(&spec.to_string()), false))
+}
+
+/// The public keys to verify checkpoints with: `--public-key` (each a PEM file or `kms:…`),
+/// else `audit.public_key`, else the signing key's.
+async fn public_keys(given: &[String], config: &Config) -> anyhow::Result<Vec<PublicKey>> {
+    let aws = config.aws.as_ref();
+    let mut keys = Vec::new();
+    for raw in given {
+        keys.push(
+            keys::load_public_key(raw, aws)
+                .await
+                .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?,
+        );
+    }
+    if keys.is_empty() {
+        if let Some(raw) = &config.audit.public_key {
+            keys.push(
+                keys::load_public_key(raw, aws)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("config: `audit.public_key`: {e}"))?,
+            );
+        } else if let Some(raw) = &config.audit.signing_key {
+            let signer = keys::load_signer(raw, aws)
+                .await
+                .map_err(|e| anyhow::anyhow!("config: `audit.signing_key`: {e}"))?;
+            keys.push(signer.public_key().clone());
+        }
+    }
+    if keys.is_empty() {
+        anyhow::bail!(
+            "no public key to verify checkpoints with: give `--public-key FILE` (or `kms:<key>`)"
+        );
+    }
+    Ok(keys)
+}
+
+/// Prints a report: the summary on stdout when it holds, the problem on stderr when not.
+fn print_report(
+    report: &jit_api::VerifyReport,
+    source: Option<&str>,
+    from_export: bool,
+) -> ExitCode {
     if report.pending > 0 {
         // Not an error: a broker chains them moments after they are written.
         eprintln!(
@@ -390,6 +537,30 @@ async fn verify(store: &Store, from: Option<i64>) -> anyhow::Result<ExitCode> {
                  verified; a running broker chains them within a second",
             report.pending
         );
+    }
+    let mut lines = Vec::new();
+    if let Some(c) = &report.checkpoints {
+        let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
+        lines.push(match &c.newest {
+            Some(cp) => format!(
+                "checkpoints{from}: {} verified; the newest, {} (signed {} by {}, key {}), covers seq 1 to {}",
+                c.checked,
+                cp.number,
+                cp.at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                cp.broker_id,
+                cp.key_id,
+                cp.seq
+            ),
+            None => format!("checkpoints{from}: none covers the chain"),
+        });
+        if c.not_covered > 0 {
+            lines.push(format!(
+                "not yet covered: {} events after the newest checkpoint, verified as a chain only",
+                c.not_covered
+            ));
+        }
     }
     if report.ok {
         println!(
@@ -401,10 +572,14 @@ async fn verify(store: &Store, from: Option<i64>) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default(),
             report
                 .rows
+                .filter(|_| !from_export)
                 .map(|n| format!(" ({n} rows in the table)"))
                 .unwrap_or_default()
         );
-        Ok(ExitCode::SUCCESS)
+        for line in lines {
+            println!("{line}");
+        }
+        ExitCode::SUCCESS
     } else {
         let at = report
             .first_bad_seq
@@ -412,8 +587,44 @@ async fn verify(store: &Store, from: Option<i64>) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         eprintln!(
             "audit chain broken: {at}{}",
-            report.problem.unwrap_or_default()
+            report.problem.as_deref().unwrap_or_default()
         );
-        Ok(ExitCode::from(2))
+        for line in lines {
+            eprintln!("{line}");
+        }
+        ExitCode::from(2)
     }
+}
+
+/// `jit-server audit keygen`: a new key pair; refuses to overwrite.
+fn keygen(out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let (signer, private_pem) = keys::generate()?;
+    let public_path = PathBuf::from(format!("{}.pub", out.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut private = options
+        .open(out)
+        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", out.display()))?;
+    private.write_all(private_pem.as_bytes())?;
+    private.sync_all()?;
+    let public_pem = signer.public_key().to_pem();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&public_path)
+        .and_then(|mut f| f.write_all(public_pem.as_bytes()))
+        .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", public_path.display()))?;
+    eprintln!(
+        "wrote the private key to {} (keep it off the database host; `audit.signing_key = \"file:{}\"`) \
+         and the public key to {} (key id {}):",
+        out.display(),
+        out.display(),
+        public_path.display(),
+        signer.public_key().key_id()
+    );
+    print!("{public_pem}");
+    Ok(ExitCode::SUCCESS)
 }

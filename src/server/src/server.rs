@@ -108,6 +108,11 @@ pub async fn build(
             "audit events held while the audit store failed wait to be chained"
         );
     }
+    // Boxed: opening the sinks and the signer is a large future, and `build` is awaited in many places.
+    let checkpoints = Box::pin(crate::checkpoint::writer::Checkpointer::from_config(
+        &config,
+    ))
+    .await?;
     let config_notify = config.notify.clone();
     let app = App {
         store,
@@ -124,6 +129,7 @@ pub async fn build(
         ),
         audit_verified: Arc::default(),
         spool,
+        checkpoints,
     };
     app.record_policy_hash()
         .await
@@ -228,7 +234,17 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
     let tick = Duration::from_secs(Config::seconds(&config.scheduler.tick));
     let broker = build(config, dev, auth, providers, clock).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(crate::scheduler::run(broker.app.clone(), tick, stop_rx));
+    let scheduler = tokio::spawn(crate::scheduler::run(
+        broker.app.clone(),
+        tick,
+        stop_rx.clone(),
+    ));
+    // Signed audit checkpoints, and the last one at shutdown, after the scheduler's work.
+    let checkpoints = broker
+        .app
+        .checkpoints
+        .clone()
+        .map(|c| tokio::spawn(c.run(broker.app.clone(), stop_rx)));
     let router = http::router(broker.web.clone());
     let changes = broker.app.store.changes().clone();
     tracing::info!(address = %local, dev, "jit-server listening");
@@ -246,6 +262,9 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
         .context("server failed")?;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    if let Some(checkpoints) = checkpoints {
+        let _ = checkpoints.await;
+    }
     broker.app.store.close().await;
     Ok(())
 }

@@ -25,6 +25,20 @@ use sqlx::postgres::PgConnection;
 
 use super::{init, peer_env};
 
+/// Every migration this build has, in order (as `jit-server migrate` names them).
+pub const MIGRATIONS: [&str; 5] = [
+    "0001_init",
+    "0002_audit_pending",
+    "0003_audit_seq_not_null",
+    "0004_requests_newest_first",
+    "0005_audit_checkpoints",
+];
+
+/// How errors list every migration as pending: `0001_init, …, 0005_… pending`.
+pub fn all_pending() -> String {
+    format!("{} pending", MIGRATIONS.join(", "))
+}
+
 /// A migrated store in a database of its own.
 #[derive(Debug)]
 pub struct TestDb {

@@ -30,6 +30,11 @@ pub fn peer_env(name: &str) -> String {
     })
 }
 
+/// GETs `url` and reads its JSON body, whatever the status.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Once per process: what every test needs before it builds TLS clients.
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();

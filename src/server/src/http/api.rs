@@ -749,7 +749,7 @@ fn rfc3339(t: time::OffsetDateTime) -> Option<String> {
     tag = "audit",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the verification report (`ok` false names the first bad row)", body = jit_api::VerifyReport),
+        (status = 200, description = "the verification report (`ok` false names the first bad row); with signed checkpoints, `checkpoints` names the newest that covers the chain and how many events are not yet covered", body = jit_api::VerifyReport),
         (status = 403, description = "not an auditor", body = ErrorBody),
     ),
 )]

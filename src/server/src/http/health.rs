@@ -63,8 +63,70 @@ async fn readyz(State(web): State<Web>) -> impl IntoResponse {
                     "problem": "the audit store failed: events wait in the spool to be chained",
                 })
             },
+            "audit_checkpoints": checkpoint_status(&web),
         })),
     )
+}
+
+/// The checkpoint writer's state: sinks that fail show here (and in the metrics) but never
+/// make the broker unready, since grants do not wait for them.
+fn checkpoint_status(web: &Web) -> serde_json::Value {
+    let Some(c) = &web.app.checkpoints else {
+        return json!("not configured (`audit.signing_key`)");
+    };
+    let status = c.status();
+    json!({
+        "key_id": c.public_key().key_id(),
+        "newest": status.newest.map(|n| json!({ "number": n.number, "seq": n.seq, "at": crate::clock::to_ms(n.at) })),
+        "alarm": status.alarm,
+        "sinks": status.sinks.iter().map(|s| json!({
+            "sink": s.name, "ok": s.ok, "error": s.error, "backlog": s.backlog,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `jit_audit_checkpoint_alarm`, `jit_audit_checkpoint_age_seconds` and
+/// `jit_audit_checkpoint_backlog{sink}` (none without a signing key).
+fn checkpoint_gauges(web: &Web, now_ms: i64) -> Vec<crate::metrics::Gauge<'static>> {
+    let Some(c) = &web.app.checkpoints else {
+        return Vec::new();
+    };
+    let status = c.status();
+    #[expect(clippy::cast_precision_loss, reason = "gauges are floats")]
+    let age = status.newest.map_or(0.0, |n| {
+        (now_ms - crate::clock::to_ms(n.at)).max(0) as f64 / 1000.0
+    });
+    #[expect(clippy::cast_precision_loss, reason = "gauges are floats")]
+    let backlog = status
+        .sinks
+        .iter()
+        .map(|s| {
+            (
+                format!("sink=\"{}\"", crate::metrics::label(&s.name)),
+                s.backlog as f64,
+            )
+        })
+        .collect();
+    vec![
+        (
+            "jit_audit_checkpoint_alarm",
+            "1 while no audit checkpoint was written for 3 intervals while the chain grew, or the chain does not verify.",
+            vec![(
+                String::new(),
+                if status.alarm.is_some() { 1.0 } else { 0.0 },
+            )],
+        ),
+        (
+            "jit_audit_checkpoint_age_seconds",
+            "Age of the newest signed audit checkpoint.",
+            vec![(String::new(), age)],
+        ),
+        (
+            "jit_audit_checkpoint_backlog",
+            "Checkpoints not yet written to a sink.",
+            backlog,
+        ),
+    ]
 }
 
 async fn metrics(State(web): State<Web>) -> impl IntoResponse {
@@ -76,7 +138,7 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
         .await
         .unwrap_or((0, None));
     #[expect(clippy::cast_precision_loss, reason = "gauges are floats")]
-    let body = crate::metrics::render(&[
+    let mut gauges = vec![
         (
             "jit_requests",
             "Requests by state.",
@@ -103,6 +165,8 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
                 oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0),
             )],
         ),
-    ]);
+    ];
+    gauges.extend(checkpoint_gauges(&web, now));
+    let body = crate::metrics::render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -734,9 +734,34 @@ struct AuditPage {
     next: String,
     /// Why these events cannot be listed: the audit log is damaged (empty when they can).
     damaged: String,
+    /// The newest signed checkpoint covering the chain (empty without a signing key).
+    checkpoint: String,
     verified: bool,
     verify_text: String,
     query: String,
+}
+
+/// "signed checkpoint 41 covers events 1 to 1300 (…); 6 events not yet covered".
+fn checkpoint_text(report: Option<&jit_api::CheckpointReport>) -> String {
+    let Some(report) = report else {
+        return String::new();
+    };
+    let uncovered = match report.not_covered {
+        0 => String::new(),
+        1 => "; 1 event not yet covered".to_owned(),
+        n => format!("; {n} events not yet covered"),
+    };
+    match &report.newest {
+        Some(cp) => format!(
+            "signed checkpoint {} covers events 1 to {} (signed {} by {}, key {}){uncovered}",
+            cp.number,
+            cp.seq,
+            when(crate::clock::to_ms(cp.at)),
+            cp.broker_id,
+            cp.key_id
+        ),
+        None => format!("no signed checkpoint yet{uncovered}"),
+    }
 }
 
 fn parse_day(s: Option<&str>) -> Result<Option<i64>, UiError> {
@@ -833,6 +858,7 @@ async fn audit_page(
         since: q.since.unwrap_or_default(),
         until: q.until.unwrap_or_default(),
         damaged,
+        checkpoint: checkpoint_text(report.checkpoints.as_ref()),
         verified: report.ok,
         verify_text: if report.ok {
             format!("chain verified: {} events", report.checked)

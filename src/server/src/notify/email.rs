@@ -145,12 +145,15 @@ impl Mailer {
 
     /// Sends `n` to one recipient.
     pub async fn send_to(&self, recipient: &str, n: &Notification) -> Result<(), NotifyError> {
-        let message = self.render(recipient, n)?;
+        self.transmit(self.render(recipient, n)?).await?;
+        tracing::debug!(request.id = %n.request.id, kind = ?n.kind, "notification email sent");
+        Ok(())
+    }
+
+    /// Hands `message` to the relay, within [`SEND_TIMEOUT`].
+    async fn transmit(&self, message: MailMessage) -> Result<(), NotifyError> {
         match tokio::time::timeout(SEND_TIMEOUT, self.transport.send(message)).await {
-            Ok(Ok(_)) => {
-                tracing::debug!(request.id = %n.request.id, kind = ?n.kind, "notification email sent");
-                Ok(())
-            }
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(classify(&e)),
             Err(_) => Err(NotifyError::transient(
                 CHANNEL,
@@ -159,21 +162,35 @@ impl Mailer {
         }
     }
 
+    /// Sends a plain-text alert that concerns no request (the audit checkpoint alarm).
+    pub async fn send_alert(
+        &self,
+        recipient: &str,
+        subject: &str,
+        text: &str,
+    ) -> Result<(), NotifyError> {
+        let to = mailbox(recipient)?;
+        let message = MailMessage::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(format!("[jit] {}", header_text(subject, SUBJECT_MAX)))
+            .message_id(Some(format!("<{}@{}>", Uuid::new_v4(), self.domain)))
+            .header(AutoSubmitted)
+            .header(header::ContentType::TEXT_PLAIN)
+            .body(body_text(text, VALUE_MAX))
+            .map_err(|e| {
+                NotifyError::permanent(CHANNEL, format!("cannot build the message: {e}"))
+            })?;
+        self.transmit(message).await
+    }
+
     /// The complete message for `recipient`.
     pub(crate) fn render(
         &self,
         recipient: &str,
         n: &Notification,
     ) -> Result<MailMessage, NotifyError> {
-        let to = parse_mailbox(recipient).ok_or_else(|| {
-            NotifyError::permanent(
-                CHANNEL,
-                format!(
-                    "recipient `{}` is not a valid address",
-                    header_text(recipient, 100)
-                ),
-            )
-        })?;
+        let to = mailbox(recipient)?;
         let message = n.message(n.view_for(recipient));
         let (subject, text, html) = render_bodies(&message, &n.link)?;
         MailMessage::builder()
@@ -187,6 +204,19 @@ impl Mailer {
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| NotifyError::permanent(CHANNEL, format!("cannot build the message: {e}")))
     }
+}
+
+/// A recipient's mailbox, or why it is not one.
+fn mailbox(recipient: &str) -> Result<Mailbox, NotifyError> {
+    parse_mailbox(recipient).ok_or_else(|| {
+        NotifyError::permanent(
+            CHANNEL,
+            format!(
+                "recipient `{}` is not a valid address",
+                header_text(recipient, 100)
+            ),
+        )
+    })
 }
 
 /// Subject, text part and HTML part of a message.

@@ -611,6 +611,17 @@ impl Notifier {
             .collect()
     }
 
+    /// Emails a plain-text alert to each of `recipients` (when email is configured); failures
+    /// are logged, never returned: an alert must not stop what raised it.
+    pub async fn alert(&self, recipients: &[String], subject: &str, text: &str) {
+        let Some(mailer) = &self.mailer else { return };
+        for to in recipients {
+            if let Err(e) = mailer.send_alert(to, subject, text).await {
+                tracing::error!(error = %e, "cannot send an alert email");
+            }
+        }
+    }
+
     /// Whether any channel is configured at all.
     pub fn is_configured(&self) -> bool {
         self.mailer.is_some() || self.teams.is_some()

@@ -67,7 +67,8 @@ impl App {
     }
 
     /// Verifies the whole hash chain, after chaining everything committed
-    /// before the call; `held` counts events waiting in the spool.
+    /// before the call; `held` counts events waiting in the spool, and `checkpoints` names the
+    /// newest signed checkpoint that covers the chain.
     pub async fn verify_audit(
         &self,
         _auditor: &Authorized<act::Audit>,
@@ -75,6 +76,7 @@ impl App {
         audit::caught_up(&self.store).await?;
         let mut report = audit::verify(&self.store, None).await?;
         report.held = u64::try_from(self.spool.waiting_events()).unwrap_or(u64::MAX);
+        self.attach_checkpoint(&mut report).await?;
         Ok(report)
     }
 

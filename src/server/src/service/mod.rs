@@ -53,6 +53,8 @@ pub struct App {
     pub spool: Arc<crate::store::held::Spool>,
     /// How far the audit page's verification got ([`App::audit_state`]).
     pub audit_verified: Arc<tokio::sync::Mutex<Option<crate::store::audit::Verified>>>,
+    /// The signed checkpoint writer (`[audit]`), when a signing key is configured.
+    pub checkpoints: Option<Arc<crate::checkpoint::writer::Checkpointer>>,
 }
 
 /// A refused or failed use-case.
@@ -233,6 +235,19 @@ impl App {
         let (mut report, next) = audit_store::verify_since(&self.store, mark.as_ref()).await?;
         *mark = next;
         report.held = u64::try_from(self.spool.waiting_events()).unwrap_or(u64::MAX);
+        self.attach_checkpoint(&mut report).await?;
         Ok(report)
+    }
+
+    /// With a signing key: which recorded checkpoint covers the chain of `report`, checked
+    /// with this broker's public key.
+    async fn attach_checkpoint(
+        &self,
+        report: &mut jit_api::VerifyReport,
+    ) -> Result<(), ServiceError> {
+        if let Some(c) = &self.checkpoints {
+            crate::checkpoint::verify::attach_newest(&self.store, c.public_key(), report).await?;
+        }
+        Ok(())
     }
 }

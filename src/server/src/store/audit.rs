@@ -594,6 +594,68 @@ async fn verify_ranges(
     Ok((report, head))
 }
 
+/// Verifies the chain after row `seq`, which must still hold `hash` (`seq` 0: the whole
+/// chain), and returns the report and the newest row's hash when every row passed: how the
+/// checkpoint writer checks what it is about to sign, from the previous checkpoint on. The
+/// rows up to `seq` are not read again, but counted (none may be missing).
+pub async fn verify_after(
+    store: &Store,
+    seq: i64,
+    hash: &str,
+) -> Result<(jit_api::VerifyReport, Option<String>), StoreError> {
+    if seq > 0 {
+        match stored_hash(store, seq).await? {
+            Some(stored) if stored == hash => {}
+            Some(_) => {
+                let why = "the row no longer holds the hash that was signed";
+                return Ok((bad(0, None, seq, why), None));
+            }
+            None => return Ok((bad(0, None, seq, "row is missing"), None)),
+        }
+    }
+    let (report, head) = verify_with_head(store, Some(seq + 1)).await?;
+    // Nothing after the anchor: the head is the anchor's.
+    let head = head.filter(|_| report.ok).map(|h| {
+        if report.last_seq.is_none() {
+            hash.to_owned()
+        } else {
+            h
+        }
+    });
+    Ok((report, head))
+}
+
+/// The stored hashes of the rows at `seqs` (those that exist).
+pub async fn hashes_at(
+    store: &Store,
+    seqs: &[i64],
+) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+    let mut out = std::collections::HashMap::with_capacity(seqs.len());
+    for chunk in seqs.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let mut q = query_built(format!(
+            "SELECT seq, hash FROM audit_events WHERE seq IN ({})",
+            marks.join(", ")
+        ));
+        for seq in chunk {
+            q = q.bind(*seq);
+        }
+        for row in q.fetch_all(store).await? {
+            out.insert(row.try_get::<i64>("seq")?, row.try_get::<String>("hash")?);
+        }
+    }
+    Ok(out)
+}
+
+/// Rows in the table.
+pub async fn row_count(store: &Store) -> Result<u64, StoreError> {
+    let n: i64 = query("SELECT COUNT(*) AS n FROM audit_events")
+        .fetch_one(store)
+        .await?
+        .try_get("n")?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// The stored hash of row `seq`, if there is one.
 async fn stored_hash(store: &Store, seq: i64) -> Result<Option<String>, StoreError> {
     query("SELECT hash FROM audit_events WHERE seq = $1")
@@ -666,15 +728,7 @@ async fn verify_chain(
         let why = "row is missing (the chain cannot start there)";
         return Ok((bad(0, None, from - 1, why), None));
     };
-    // Only whole numbers: on a SQLite file edited by hand a `seq` may hold text, which sorts
-    // after every number (such a row is found by `count_rows`).
-    let head: Option<i64> = query(
-        "SELECT CAST(MAX(seq) AS BIGINT) AS head FROM audit_events
-         WHERE seq <= 9223372036854775807",
-    )
-    .fetch_one(store)
-    .await?
-    .try_get("head")?;
+    let head = head_seq(store).await?;
     let ranges = split(from, head.unwrap_or(0), max_ranges, min_range);
     // One task (SQLite: one blocking thread) per range, so they use all cores.
     let scans = ranges.into_iter().map(|(start, end)| {
@@ -699,7 +753,7 @@ async fn verify_chain(
     };
     for range in futures_util::future::try_join_all(scans).await? {
         if let Err(report) = chain.join(range) {
-            return Ok((report, None));
+            return Ok((*report, None));
         }
     }
     let last = chain.last_seq.unwrap_or(from - 1);
@@ -714,6 +768,7 @@ async fn verify_chain(
         pending: 0,
         rows: Some(rows),
         held: 0,
+        checkpoints: None,
     };
     Ok((report, ok.then_some(chain.prev_hash)))
 }
@@ -785,6 +840,16 @@ async fn count_rows(
             )),
         ));
     }
+    let below = u64::try_from(from - 1).unwrap_or(0);
+    if known.saturating_sub(walked) != below {
+        return Ok((
+            total,
+            Some(format!(
+                "rows below seq {from} are missing: the table holds {} of the {below} before it",
+                known.saturating_sub(walked)
+            )),
+        ));
+    }
     if walked != checked {
         return Ok((
             total,
@@ -794,6 +859,19 @@ async fn count_rows(
         ));
     }
     Ok((total, None))
+}
+
+/// The newest `seq` of the chain (none when empty). Only whole numbers: on a SQLite file
+/// edited by hand a `seq` may hold text, which sorts after every number (such a row is found
+/// by `count_rows`).
+pub async fn head_seq(store: &Store) -> Result<Option<i64>, StoreError> {
+    query(
+        "SELECT CAST(MAX(seq) AS BIGINT) AS head FROM audit_events
+         WHERE seq <= 9223372036854775807",
+    )
+    .fetch_one(store)
+    .await?
+    .try_get("head")
 }
 
 /// `[start, end)` ranges covering `from..=head`, the last one open-ended so
@@ -915,21 +993,36 @@ struct Joined {
 
 impl Joined {
     /// Appends the next range; the report at the first row that fails.
-    fn join(&mut self, range: Range) -> Result<(), jit_api::VerifyReport> {
+    fn join(&mut self, range: Range) -> Result<(), Box<jit_api::VerifyReport>> {
         let Some((first_seq, first_prev)) = &range.first else {
             if let Some((_, why)) = range.failure {
                 // Its first row could not be read: that is where the chain stops.
-                return Err(bad(self.checked, self.last_seq, self.next_seq, &why));
+                return Err(Box::new(bad(
+                    self.checked,
+                    self.last_seq,
+                    self.next_seq,
+                    &why,
+                )));
             }
             // An empty range: nothing to join (a gap shows at the next row).
             return Ok(());
         };
         if let Some(why) = link(*first_seq, first_prev, self.next_seq, &self.prev_hash) {
-            return Err(bad(self.checked, self.last_seq, self.next_seq, &why));
+            return Err(Box::new(bad(
+                self.checked,
+                self.last_seq,
+                self.next_seq,
+                &why,
+            )));
         }
         if let Some((seq, why)) = range.failure {
             let last_seq = range.last.as_ref().map(|(s, _)| *s).or(self.last_seq);
-            return Err(bad(self.checked + range.checked, last_seq, seq, &why));
+            return Err(Box::new(bad(
+                self.checked + range.checked,
+                last_seq,
+                seq,
+                &why,
+            )));
         }
         if let Some((seq, hash)) = range.last {
             self.checked += range.checked;
@@ -1026,6 +1119,7 @@ fn bad(checked: u64, last_seq: Option<i64>, seq: i64, why: &str) -> jit_api::Ver
         pending: 0,
         rows: None,
         held: 0,
+        checkpoints: None,
     }
 }
 

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use time::format_description::well_known::Rfc3339;
 
 use super::audit::{self, Event};
+use super::db::query;
 use super::{Store, StoreError};
 use crate::clock::from_ms;
 
@@ -65,7 +66,9 @@ impl fmt::Display for ExportFormat {
     }
 }
 
-/// Writes every event with `seq >= from` to `out` in `format`; returns how many.
+/// Writes every event with `seq >= from` to `out` in `format`, then (JSON Lines and OCSF) the
+/// signed checkpoints that cover a `seq` from `from` on, as records of their own; returns how
+/// many events.
 pub async fn export(
     store: &Store,
     format: ExportFormat,
@@ -84,6 +87,25 @@ pub async fn export(
         out.write_all(&line)
     })
     .await?;
+    if format != ExportFormat::Csv {
+        query("SELECT body FROM audit_checkpoints WHERE seq >= $1 ORDER BY number")
+            .bind(from)
+            .for_each(store, |row| {
+                let body: Value = serde_json::from_str(&row.try_get::<String>("body")?)
+                    .map_err(|e| StoreError::Corrupt(format!("audit_checkpoints: {e}")))?;
+                line.clear();
+                let record = match format {
+                    ExportFormat::Ocsf => ocsf_checkpoint(&body),
+                    _ => json!({ "record": "checkpoint", "checkpoint": body }),
+                };
+                serde_json::to_writer(&mut line, &record)
+                    .map_err(|e| StoreError::Corrupt(format!("export: {e}")))?;
+                line.push(b'\n');
+                out.write_all(&line)
+                    .map_err(|e| StoreError::Corrupt(format!("export: {e}")))
+            })
+            .await?;
+    }
     out.flush().map_err(io)?;
     Ok(n)
 }
@@ -142,6 +164,44 @@ fn event_line(format: ExportFormat, ev: &Event, out: &mut Vec<u8>) -> serde_json
         b"\n"
     });
     Ok(())
+}
+
+/// A signed checkpoint in OCSF form: a Base Event (0, activity Other) with `event_code`
+/// `audit.checkpoint`; the checkpoint, signature included, travels in `unmapped`.
+pub fn ocsf_checkpoint(cp: &Value) -> Value {
+    let number = cp["number"].as_u64().unwrap_or(0);
+    let at_ms = cp["at"]
+        .as_str()
+        .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+        .map_or(0, crate::clock::to_ms);
+    json!({
+        "class_uid": 0,
+        "class_name": "Base Event",
+        "category_uid": 0,
+        "category_name": "Uncategorized",
+        "activity_id": 99,
+        "activity_name": "Other",
+        "type_uid": 99,
+        "type_name": "Base Event: Other",
+        "time": at_ms,
+        "severity_id": 1,
+        "severity": "Informational",
+        "status_id": 1,
+        "status": "Success",
+        "message": format!(
+            "signed checkpoint {number} covers the audit chain up to seq {}",
+            cp["seq"]
+        ),
+        "metadata": {
+            "version": OCSF_VERSION,
+            "product": product(),
+            "uid": format!("checkpoint-{number}"),
+            "event_code": "audit.checkpoint",
+            "log_name": "audit_checkpoints",
+        },
+        "actor": { "app_name": "jit" },
+        "unmapped": { "checkpoint": cp },
+    })
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -230,6 +290,11 @@ fn classify(ev: &Event) -> Classified {
     }
 }
 
+/// OCSF `metadata.product`.
+fn product() -> Value {
+    json!({ "name": "jit", "vendor_name": "jit", "version": env!("CARGO_PKG_VERSION") })
+}
+
 /// An OCSF `user` object for an actor or subject name.
 fn ocsf_user(name: &str) -> Value {
     let mut user = Map::new();
@@ -270,11 +335,7 @@ pub fn ocsf(ev: &Event) -> Value {
         },
         "metadata": {
             "version": OCSF_VERSION,
-            "product": {
-                "name": "jit",
-                "vendor_name": "jit",
-                "version": env!("CARGO_PKG_VERSION"),
-            },
+            "product": product(),
             "uid": ev.seq.to_string(),
             "sequence": ev.seq,
             "event_code": ev.action,

@@ -84,6 +84,7 @@ const SOURCES: &[Source] = &[
     migration!(2, "0002_audit_pending"),
     migration!(3, "0003_audit_seq_not_null"),
     migration!(4, "0004_requests_newest_first"),
+    migration!(5, "0005_audit_checkpoints"),
 ];
 
 /// What `serve` connecting as `database.app_role` may do, table by table: exactly what its
@@ -98,6 +99,7 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("sessions", "SELECT, INSERT, UPDATE, DELETE"),
     ("audit_events", "SELECT, INSERT"),
     ("audit_pending", "SELECT, INSERT, DELETE"),
+    ("audit_checkpoints", "SELECT, INSERT"),
     ("_sqlx_migrations", "SELECT"),
 ];
 
@@ -649,7 +651,8 @@ mod tests {
             [
                 "0002_audit_pending",
                 "0003_audit_seq_not_null",
-                "0004_requests_newest_first"
+                "0004_requests_newest_first",
+                "0005_audit_checkpoints"
             ]
         );
     }

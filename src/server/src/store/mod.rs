@@ -12,6 +12,7 @@ use thiserror::Error;
 
 pub mod audit;
 pub mod changes;
+pub mod checkpoints;
 pub mod db;
 pub mod export;
 pub mod held;

@@ -1,0 +1,571 @@
+//! The checkpoint writer: every `audit.checkpoint_every`, and at shutdown, when the chain has
+//! grown, one broker signs its head and writes the checkpoint to every sink.
+//!
+//! A round, on PostgreSQL under a transaction-scoped advisory lock (only one broker of a
+//! cluster writes a given checkpoint; the others skip the round):
+//! 1. the newest checkpoint recorded in the database (`audit_checkpoints`) is the previous one;
+//!    one signed by this broker's key must verify with it;
+//! 2. the chain after the previous checkpoint's `seq` is verified, anchored on the hash that
+//!    checkpoint signed: a broker never signs over a chain that was changed since;
+//! 3. the new checkpoint is signed and written to every sink, oldest unsent first; it is
+//!    recorded in the database when at least one sink holds it.
+//!
+//! A sink that fails keeps its checkpoints in a backlog, retried every round; nothing here
+//! ever holds up a grant (SQLite's write lock is not taken across a round). When no checkpoint
+//! has been written for 3 intervals while the chain grew, or the chain does not verify, the
+//! broker raises an alarm: an error in the log, `jit_audit_checkpoint_alarm` 1, and an email
+//! to `notify.security_emails`.
+
+use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+use tracing::{error, info, warn};
+
+use super::sink::{Sink, SinkError, SinkSpec};
+use super::{Checkpoint, Claim, GENESIS, PublicKey, Signer};
+use crate::config::Config;
+use crate::store::checkpoints::{self, Stored};
+use crate::store::{Backend, Store, StoreError, audit, query};
+
+/// Advisory lock id of the checkpoint writer on PostgreSQL.
+const CHECKPOINT_LOCK: i64 = 7_301_003;
+/// Longest a sink write may take.
+const SINK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Checkpoints kept for a failing sink at most (the oldest go first).
+const BACKLOG_MAX: usize = 10_000;
+/// Intervals without a checkpoint, while the chain grew, before the alarm.
+const ALARM_AFTER: u32 = 3;
+
+/// What a round did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Signed and written to at least one sink.
+    Written(Box<Checkpoint>),
+    /// The chain has not grown since the newest checkpoint.
+    Unchanged,
+    /// Another broker holds the writer's lock.
+    OtherBroker,
+}
+
+/// A round that could not write.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// The chain (or the previous checkpoint) does not verify: nothing is signed.
+    #[error("{0}")]
+    Refused(String),
+    /// No sink took the checkpoint.
+    #[error("no sink took checkpoint {0}: {1}")]
+    Sinks(u64, String),
+    /// Signing failed.
+    #[error("cannot sign checkpoint: {0}")]
+    Sign(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A sink's state, for `/readyz` and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkStatus {
+    /// `s3://…` or `file://…`.
+    pub name: String,
+    /// Whether its last write succeeded.
+    pub ok: bool,
+    /// The last error, while it lasts.
+    pub error: Option<String>,
+    /// Checkpoints not yet written to it.
+    pub backlog: usize,
+}
+
+/// The writer's state, for `/readyz`, the metrics and the pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Each sink.
+    pub sinks: Vec<SinkStatus>,
+    /// The newest checkpoint recorded (by any broker), as of the last round.
+    pub newest: Option<jit_api::CheckpointInfo>,
+    /// Why the alarm is raised, while it is.
+    pub alarm: Option<String>,
+}
+
+struct Slot {
+    sink: Sink,
+    backlog: Vec<Checkpoint>,
+}
+
+/// The writer of one broker.
+pub struct Checkpointer {
+    signer: Arc<dyn Signer>,
+    every: Duration,
+    broker_id: String,
+    security_emails: Vec<String>,
+    /// One round at a time; the sinks and what was written but not recorded.
+    inner: Mutex<Inner>,
+    status: SyncMutex<Status>,
+    /// When this writer started (the alarm's clock before any checkpoint exists).
+    started_ms: SyncMutex<Option<i64>>,
+}
+
+struct Inner {
+    slots: Vec<Slot>,
+    /// Written to a sink, not yet in `audit_checkpoints` (the insert failed).
+    unrecorded: Option<Checkpoint>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("key", &self.signer.public_key().key_id())
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpointer {
+    /// The writer `[audit]` configures; none without a signing key.
+    pub async fn from_config(config: &Config) -> anyhow::Result<Option<Arc<Self>>> {
+        let audit = &config.audit;
+        let Some(raw) = &audit.signing_key else {
+            return Ok(None);
+        };
+        let signer = super::keys::load_signer(raw, config.aws.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("config: `audit.signing_key`: {e}"))?;
+        let retention = u64::from(audit.checkpoint_retention_days) * 86_400;
+        let mut sinks = Vec::new();
+        for text in &audit.checkpoint_sinks {
+            let spec = SinkSpec::parse(text)
+                .map_err(|e| anyhow::anyhow!("config: `audit.checkpoint_sinks`: {e}"))?;
+            sinks.push(
+                Sink::open(&spec, config.aws.as_ref(), retention)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("config: `audit.checkpoint_sinks`: {e}"))?,
+            );
+        }
+        let every = Duration::from_secs(Config::seconds(&audit.checkpoint_every));
+        Ok(Some(Arc::new(Self::new(
+            signer,
+            sinks,
+            every,
+            audit.broker_id(),
+            config.notify.security_emails.clone(),
+        ))))
+    }
+
+    /// A writer over `sinks`.
+    pub fn new(
+        signer: Arc<dyn Signer>,
+        sinks: Vec<Sink>,
+        every: Duration,
+        broker_id: String,
+        security_emails: Vec<String>,
+    ) -> Self {
+        let status = Status {
+            sinks: sinks
+                .iter()
+                .map(|s| SinkStatus {
+                    name: s.name(),
+                    ok: true,
+                    error: None,
+                    backlog: 0,
+                })
+                .collect(),
+            newest: None,
+            alarm: None,
+        };
+        Self {
+            signer,
+            every,
+            broker_id,
+            security_emails,
+            inner: Mutex::new(Inner {
+                slots: sinks
+                    .into_iter()
+                    .map(|sink| Slot {
+                        sink,
+                        backlog: Vec::new(),
+                    })
+                    .collect(),
+                unrecorded: None,
+            }),
+            status: SyncMutex::new(status),
+            started_ms: SyncMutex::new(None),
+        }
+    }
+
+    /// The public key of this broker's signing key.
+    pub fn public_key(&self) -> &PublicKey {
+        self.signer.public_key()
+    }
+
+    /// How often it runs.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// The state as of the last round.
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// One round at time `now_ms` (see the module's documentation).
+    pub async fn round(&self, store: &Store, now_ms: i64) -> Result<Outcome, RoundError> {
+        let started = std::time::Instant::now();
+        let mut inner = self.inner.lock().await;
+        self.started_ms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(now_ms);
+        // PostgreSQL: one writer at a time across brokers, for as long as this transaction
+        // lives. SQLite has one broker, and its write lock must not be held across a round.
+        let mut lock = None;
+        if store.backend() == Backend::Postgres {
+            let mut tx = store.begin().await?;
+            let got: i64 =
+                query("SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN 1 ELSE 0 END AS got")
+                    .bind(CHECKPOINT_LOCK)
+                    .fetch_one(&mut tx)
+                    .await?
+                    .try_get("got")?;
+            if got == 0 {
+                return Ok(Outcome::OtherBroker);
+            }
+            lock = Some(tx);
+        }
+        let result = self.locked_round(store, &mut inner, now_ms).await;
+        if let Some(tx) = lock {
+            tx.commit().await?;
+        }
+        self.update_sinks(&inner);
+        crate::metrics::observe(
+            "jit_audit_checkpoint_seconds",
+            String::new(),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn locked_round(
+        &self,
+        store: &Store,
+        inner: &mut Inner,
+        now_ms: i64,
+    ) -> Result<Outcome, RoundError> {
+        let mut newest = checkpoints::newest(store).await?;
+        // A checkpoint that reached a sink but not the database: record it first.
+        if let Some(cp) = inner.unrecorded.take() {
+            let follows = match &newest {
+                Some(n) => n.number + 1 == cp.number && n.hash == cp.prev,
+                None => cp.number == 1,
+            };
+            if follows {
+                let stored = stored(&cp);
+                checkpoints::insert(store, &stored).await?;
+                newest = Some(stored);
+            }
+        }
+        let previous = match &newest {
+            Some(n) => Some(self.previous(n)?),
+            None => None,
+        };
+        self.set_newest(previous.as_ref());
+        let (anchor_seq, anchor_hash) = previous
+            .as_ref()
+            .map_or((0, audit::GENESIS.to_owned()), |p| {
+                (p.seq, p.head_hash.clone())
+            });
+        let (report, head) = audit::verify_after(store, anchor_seq, &anchor_hash).await?;
+        let Some(head) = head.filter(|_| report.ok) else {
+            let at = report
+                .first_bad_seq
+                .map(|s| format!("first bad seq {s}: "))
+                .unwrap_or_default();
+            let after = previous
+                .as_ref()
+                .map(|p| format!(" after checkpoint {} (seq {})", p.number, p.seq))
+                .unwrap_or_default();
+            return Err(RoundError::Refused(format!(
+                "the audit chain does not verify{after}: {at}{}; nothing is signed",
+                report.problem.unwrap_or_default()
+            )));
+        };
+        let seq = report.last_seq.unwrap_or(anchor_seq);
+        if seq == anchor_seq {
+            self.flush(inner).await;
+            return Ok(Outcome::Unchanged);
+        }
+        let claim = Claim {
+            number: previous.as_ref().map_or(1, |p| p.number + 1),
+            prev: previous
+                .as_ref()
+                .map_or_else(|| GENESIS.to_owned(), |p| p.hash.clone()),
+            seq,
+            head_hash: head,
+            // Every row from 1 to `seq` is there: the walk checked those after the anchor,
+            // and its count that none before it is missing.
+            event_count: u64::try_from(seq).unwrap_or(0),
+            at: now_ms,
+            broker_id: self.broker_id.clone(),
+        };
+        let cp = Checkpoint::sign(claim, self.signer.as_ref())
+            .await
+            .map_err(|e| RoundError::Sign(e.to_string()))?;
+        for slot in &mut inner.slots {
+            slot.backlog.push(cp.clone());
+            if slot.backlog.len() > BACKLOG_MAX {
+                slot.backlog.remove(0);
+            }
+        }
+        let errors = self.flush(inner).await;
+        let somewhere = inner
+            .slots
+            .iter()
+            .any(|s| !s.backlog.iter().any(|b| b.number == cp.number));
+        if !somewhere {
+            // Nowhere off the host: forget it; the next round signs afresh.
+            for slot in &mut inner.slots {
+                slot.backlog.retain(|b| b.number != cp.number);
+            }
+            return Err(RoundError::Sinks(cp.number, errors.join("; ")));
+        }
+        if let Err(e) = checkpoints::insert(store, &stored(&cp)).await {
+            inner.unrecorded = Some(cp);
+            return Err(e.into());
+        }
+        self.set_newest(Some(&cp));
+        info!(
+            checkpoint.number = cp.number,
+            checkpoint.seq = cp.seq,
+            "audit checkpoint signed"
+        );
+        Ok(Outcome::Written(Box::new(cp)))
+    }
+
+    /// The previous checkpoint, from its stored form; one signed with this broker's key must
+    /// verify with it (one from a key used before is taken as it is: the sinks' chain of
+    /// checkpoints, verified with every key, is what shows a forgery).
+    fn previous(&self, stored: &Stored) -> Result<Checkpoint, RoundError> {
+        let refuse = |why: String| {
+            RoundError::Refused(format!(
+                "the newest checkpoint in the database ({}) cannot be used: {why}; nothing is signed",
+                stored.number
+            ))
+        };
+        let cp =
+            Checkpoint::from_json(&stored.body, "audit_checkpoints").map_err(|e| refuse(e.0))?;
+        if cp.number != stored.number || cp.hash != stored.hash || cp.seq != stored.seq {
+            return Err(refuse("its row does not match its body".to_owned()));
+        }
+        if cp.key_id == self.signer.public_key().key_id() {
+            cp.verify(self.signer.public_key())
+                .map_err(|e| refuse(e.0))?;
+        } else if cp.claim().hash() != cp.hash {
+            return Err(refuse("its fields do not match its hash".to_owned()));
+        }
+        Ok(cp)
+    }
+
+    /// Writes each sink's backlog, oldest first; returns the errors met.
+    async fn flush(&self, inner: &mut Inner) -> Vec<String> {
+        let mut errors = Vec::new();
+        for slot in &mut inner.slots {
+            let name = crate::metrics::label(&slot.sink.name());
+            while let Some(cp) = slot.backlog.first() {
+                let result = tokio::time::timeout(SINK_TIMEOUT, slot.sink.put(cp))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(SinkError::Io(format!(
+                            "no answer within {}s",
+                            SINK_TIMEOUT.as_secs()
+                        )))
+                    });
+                match result {
+                    Ok(()) => {
+                        crate::metrics::inc(
+                            "jit_audit_checkpoints_total",
+                            format!("sink=\"{name}\""),
+                        );
+                        slot.backlog.remove(0);
+                    }
+                    Err(e) => {
+                        crate::metrics::inc(
+                            "jit_audit_checkpoint_errors_total",
+                            format!("sink=\"{name}\""),
+                        );
+                        warn!(sink = %slot.sink.name(), error = %e, "cannot write an audit checkpoint; will retry");
+                        errors.push(format!("{}: {e}", slot.sink.name()));
+                        if matches!(e, SinkError::Conflict(_)) {
+                            // Retrying cannot help; the alarm and the log say it.
+                            slot.backlog.remove(0);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        for (i, slot) in inner.slots.iter().enumerate() {
+            if let Some(s) = status.sinks.get_mut(i) {
+                let error = errors
+                    .iter()
+                    .find(|e| e.starts_with(&format!("{}: ", slot.sink.name())))
+                    .cloned();
+                s.ok = error.is_none();
+                s.error = error;
+            }
+        }
+        errors
+    }
+
+    fn update_sinks(&self, inner: &Inner) {
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        for (i, slot) in inner.slots.iter().enumerate() {
+            if let Some(s) = status.sinks.get_mut(i) {
+                s.backlog = slot.backlog.len();
+            }
+        }
+    }
+
+    fn set_newest(&self, cp: Option<&Checkpoint>) {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .newest = cp.map(Checkpoint::to_api);
+    }
+
+    /// Why the alarm should be raised at `now_ms`, if it should: a round refused to sign, or
+    /// no checkpoint for [`ALARM_AFTER`] intervals while the chain grew.
+    async fn alarm_reason(
+        &self,
+        store: &Store,
+        now_ms: i64,
+        round: &Result<Outcome, RoundError>,
+    ) -> Result<Option<String>, StoreError> {
+        if let Err(RoundError::Refused(why)) = round {
+            return Ok(Some(why.clone()));
+        }
+        let newest = checkpoints::newest(store).await?;
+        let head = audit::head_seq(store).await?;
+        let covered = newest.as_ref().map_or(0, |n| n.seq);
+        if head.unwrap_or(0) <= covered {
+            return Ok(None);
+        }
+        let since = match &newest {
+            Some(n) => Checkpoint::from_json(&n.body, "audit_checkpoints")
+                .map_or(0, |c| crate::clock::to_ms(c.at)),
+            None => self
+                .started_ms
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or(now_ms),
+        };
+        let limit =
+            i64::try_from(self.every.as_millis() * u128::from(ALARM_AFTER)).unwrap_or(i64::MAX);
+        if now_ms - since <= limit {
+            return Ok(None);
+        }
+        let last = match round {
+            Err(e) => format!(": {e}"),
+            Ok(_) => String::new(),
+        };
+        Ok(Some(format!(
+            "no audit checkpoint has been written for {}s while the chain grew to seq {}{last}",
+            (now_ms - since) / 1000,
+            head.unwrap_or(0)
+        )))
+    }
+
+    /// Raises or clears the alarm after a round.
+    async fn check_alarm(
+        &self,
+        store: &Store,
+        now_ms: i64,
+        round: &Result<Outcome, RoundError>,
+        notifier: &crate::notify::Notifier,
+    ) {
+        let reason = match self.alarm_reason(store, now_ms, round).await {
+            Ok(reason) => reason,
+            Err(e) => Some(format!("cannot check the audit checkpoints: {e}")),
+        };
+        let was = std::mem::replace(
+            &mut self
+                .status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .alarm,
+            reason.clone(),
+        );
+        match (was, reason) {
+            (None, Some(why)) => {
+                error!(alarm = %why, "audit checkpoint alarm");
+                notifier
+                    .alert(
+                        &self.security_emails,
+                        "audit checkpoint alarm",
+                        &format!(
+                            "The jit broker {} raised the audit checkpoint alarm:\n\n{why}\n\n\
+                             Signed checkpoints of the audit log are not being written off the \
+                             database host. See /readyz and the broker's log.",
+                            self.broker_id
+                        ),
+                    )
+                    .await;
+            }
+            (Some(_), None) => info!("audit checkpoint alarm cleared"),
+            (Some(_), Some(why)) => error!(alarm = %why, "audit checkpoint alarm persists"),
+            (None, None) => {}
+        }
+    }
+
+    /// Runs rounds every interval until `stop`, then a last one (the shutdown checkpoint).
+    pub async fn run(self: Arc<Self>, app: crate::service::App, mut stop: watch::Receiver<bool>) {
+        info!(
+            every_s = self.every.as_secs(),
+            sinks = self.status().sinks.len(),
+            "audit checkpoints started"
+        );
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.every) => {}
+                _ = stop.changed() => break,
+            }
+            let now = app.now_ms();
+            let result = self.round(&app.store, now).await;
+            if let Err(e) = &result {
+                error!(error = %e, "audit checkpoint round failed");
+            }
+            self.check_alarm(&app.store, now, &result, &app.notifier)
+                .await;
+        }
+        match tokio::time::timeout(SINK_TIMEOUT, self.round(&app.store, app.now_ms())).await {
+            Ok(Ok(Outcome::Written(cp))) => {
+                info!(checkpoint.number = cp.number, "shutdown checkpoint written");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!(error = %e, "shutdown checkpoint failed"),
+            Err(_) => error!("shutdown checkpoint took too long"),
+        }
+    }
+
+    /// One round and the alarm check, as [`Checkpointer::run`] does each interval (tests).
+    pub async fn tick(&self, app: &crate::service::App) -> Result<Outcome, RoundError> {
+        let now = app.now_ms();
+        let result = self.round(&app.store, now).await;
+        self.check_alarm(&app.store, now, &result, &app.notifier)
+            .await;
+        result
+    }
+}
+
+fn stored(cp: &Checkpoint) -> Stored {
+    Stored {
+        number: cp.number,
+        seq: cp.seq,
+        hash: cp.hash.clone(),
+        body: cp.to_json(),
+    }
+}
