@@ -87,7 +87,13 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
+        // serde's own type error quotes the value (`found unsigned int `12345``): a secret
+        // written as a number would reach the error line, so it gets a message of its own.
+        let raw = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a string: the secret itself, `env:NAME` or `file:PATH` (the value is not shown)",
+            )
+        })?;
         Self::resolve(&raw).map_err(serde::de::Error::custom)
     }
 }
@@ -1035,6 +1041,17 @@ mod tests {
         let c = load_str("").unwrap();
         assert_eq!(c.server.bind, "127.0.0.1:8080");
         assert_eq!(c.database.url, "sqlite://jit.db");
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_quoted_in_the_error() {
+        let e =
+            load_str("[entra]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = 91827364\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("entra.client_secret"), "{e}");
+        assert!(e.contains("expected a string"), "{e}");
+        assert!(!e.contains("91827364"), "{e}");
     }
 
     #[test]
