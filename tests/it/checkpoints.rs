@@ -18,7 +18,7 @@ use jit_server::store::{Backend, db};
 use reqwest::StatusCode;
 
 use crate::support::db::disable_audit_triggers;
-use crate::support::server::{ENGINES, Engine, TestBroker, server_bin, start_with};
+use crate::support::server::{ENGINES, Engine, TestBroker, run_ok, server_bin, start_with};
 
 /// A key pair written to `dir`: (`file:` reference of the private key, public key file).
 pub fn key_files(dir: &Path, name: &str) -> (String, PathBuf, PublicKey) {
@@ -401,22 +401,17 @@ async fn serve_checkpoints_every_interval_and_at_shutdown() {
         head.last_seq,
         "the shutdown checkpoint covers everything"
     );
-    let out = Command::new(server_bin())
-        .args([
-            "audit",
-            "verify",
-            "--checkpoints",
-            &sink_url,
-            "--public-key",
-        ])
-        .arg(&public)
-        .env("JIT_DATABASE__URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(server_bin())
+            .args([
+                "audit",
+                "verify",
+                "--checkpoints",
+                &sink_url,
+                "--public-key",
+            ])
+            .arg(&public)
+            .env("JIT_DATABASE__URL", &db.url),
     );
 }
 

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::chaos::{audit_verify, dev_token};
-use crate::support::server::{ENGINES, Engine, ServerProcess, fresh_db, server_bin};
+use crate::support::server::{ENGINES, Engine, ServerProcess, fresh_db, run_ok, server_bin};
 
 async fn state(http: &reqwest::Client, url: &str, token: &str, id: &str) -> String {
     let v: Value = http
@@ -152,34 +152,21 @@ fn env_overrides_the_file() {
     let cfg = dir.path().join("jit.toml");
     std::fs::write(&cfg, "[database]\nurl = \"mysql://wrong\"\n").unwrap();
     let db = format!("sqlite://{}", dir.path().join("env.db").display());
-    let out = Command::new(server_bin())
-        .args(["--config", cfg.to_str().unwrap(), "migrate"])
-        .env("JIT_DATABASE__URL", &db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(server_bin())
+            .args(["--config", cfg.to_str().unwrap(), "migrate"])
+            .env("JIT_DATABASE__URL", &db),
     );
     assert!(dir.path().join("env.db").exists());
 }
 
 #[test]
 fn policy_check_reports_file_and_line() {
-    let ok = Command::new(server_bin())
-        .args([
-            "policy",
-            "check",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    run_ok(Command::new(server_bin()).args([
+        "policy",
+        "check",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"),
+    ]));
     let dir = tempfile::tempdir().unwrap();
     let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
     for f in [
@@ -381,20 +368,13 @@ async fn audit_commands_on_an_unmigrated_database_say_to_migrate() {
 #[test]
 fn example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(server_bin())
+    run_ok(Command::new(server_bin())
         .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../../jit.example.toml"), "migrate"])
         .env("JIT_SESSION_KEY", "c2Vzc2lvbi1rZXktZm9yLXRlc3RzLW9ubHktbm90LWEtc2VjcmV0LWF0LWFsbC0xMjM0NTY3ODkwMTIzNDU2Nzg5MA==")
         .env("JIT_OIDC_CLIENT_SECRET", "test-client-secret")
         .env("JIT_ENTRA_CLIENT_SECRET", "test-entra-secret")
         .env("JIT_TEAMS_WEBHOOK", "http://127.0.0.1:9/webhook")
-        .env("JIT_DATABASE__URL", format!("sqlite://{}", dir.path().join("e.db").display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env("JIT_DATABASE__URL", format!("sqlite://{}", dir.path().join("e.db").display())));
 }
 
 /// The loaded policy set's hash is audited at start, and again only when it changes.

@@ -10,28 +10,23 @@ use jit_server::store::audit::{self, Filter, NewEvent};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::server::{ENGINES, server_bin, start};
+use crate::support::server::{ENGINES, run_ok, server_bin, start};
 
 /// `jit-server report access` on `db_url` in `format`: stdout.
 fn report(db_url: &str, format: &str) -> String {
-    let out = Command::new(server_bin())
-        .args([
-            "report",
-            "access",
-            "--from",
-            "2000-01-01",
-            "--to",
-            "2100-01-01T00:00:00Z",
-            "--format",
-            format,
-        ])
-        .env("JIT_DATABASE__URL", db_url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(server_bin())
+            .args([
+                "report",
+                "access",
+                "--from",
+                "2000-01-01",
+                "--to",
+                "2100-01-01T00:00:00Z",
+                "--format",
+                format,
+            ])
+            .env("JIT_DATABASE__URL", db_url),
     );
     String::from_utf8(out.stdout).unwrap()
 }

@@ -376,6 +376,17 @@ pub fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jit-server"))
 }
 
+/// Runs `cmd` to its end and checks that it succeeded (failing with its stderr); its output.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A `jit-server` child process.
 pub struct ServerProcess {
     /// The child.
