@@ -17,7 +17,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use common::chain::build_chain;
-use common::{engines, fresh_db, machine};
+use common::{engines, env_or, fresh_db, machine};
 use futures_util::TryStreamExt as _;
 use jit_server::store::audit::Filter;
 use jit_server::store::export::{self, ExportFormat};
@@ -48,10 +48,7 @@ impl Write for Count {
 
 fn main() {
     println!("machine: {}", machine());
-    let total: usize = std::env::var("JIT_BENCH_EXPORT_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let total: usize = env_or("JIT_BENCH_EXPORT_ROWS", 1_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

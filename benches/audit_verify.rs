@@ -17,16 +17,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::chain::build_chain;
-use common::{engines, fresh_db, machine};
+use common::{engines, env_or, fresh_db, machine};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use jit_server::store::audit;
 
 fn bench(c: &mut Criterion) {
     println!("machine: {}", machine());
-    let total: usize = std::env::var("JIT_BENCH_VERIFY_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let total: usize = env_or("JIT_BENCH_VERIFY_ROWS", 1_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
