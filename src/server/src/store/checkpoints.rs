@@ -53,13 +53,15 @@ pub async fn insert<'a>(on: impl Into<On<'a>>, cp: &Stored) -> Result<(), StoreE
     Ok(())
 }
 
-/// Every checkpoint covering a `seq` from `from_seq` on, oldest first (exports).
-pub async fn covering_from(store: &Store, from_seq: i64) -> Result<Vec<Stored>, StoreError> {
-    query("SELECT number, seq, hash, body FROM audit_checkpoints WHERE seq >= $1 ORDER BY number")
+/// The signed JSON of every checkpoint covering a `seq` from `from_seq` on, oldest first, one
+/// at a time to `each`, without holding them all (exports).
+pub async fn for_each_covering(
+    store: &Store,
+    from_seq: i64,
+    mut each: impl FnMut(String) -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
+    query("SELECT body FROM audit_checkpoints WHERE seq >= $1 ORDER BY number")
         .bind(from_seq)
-        .fetch_all(store)
-        .await?
-        .iter()
-        .map(Stored::from_row)
-        .collect()
+        .for_each(store, |row| each(row.try_get("body")?))
+        .await
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use time::format_description::well_known::Rfc3339;
 
 use super::audit::{self, Event};
-use super::db::query;
+use super::checkpoints;
 use super::{Store, StoreError};
 use crate::clock::from_ms;
 
@@ -88,23 +88,21 @@ pub async fn export(
     })
     .await?;
     if format != ExportFormat::Csv {
-        query("SELECT body FROM audit_checkpoints WHERE seq >= $1 ORDER BY number")
-            .bind(from)
-            .for_each(store, |row| {
-                let body: Value = serde_json::from_str(&row.try_get::<String>("body")?)
-                    .map_err(|e| StoreError::Corrupt(format!("audit_checkpoints: {e}")))?;
-                line.clear();
-                let record = match format {
-                    ExportFormat::Ocsf => ocsf_checkpoint(&body),
-                    _ => json!({ "record": "checkpoint", "checkpoint": body }),
-                };
-                serde_json::to_writer(&mut line, &record)
-                    .map_err(|e| StoreError::Corrupt(format!("export: {e}")))?;
-                line.push(b'\n');
-                out.write_all(&line)
-                    .map_err(|e| StoreError::Corrupt(format!("export: {e}")))
-            })
-            .await?;
+        checkpoints::for_each_covering(store, from, |body| {
+            let body: Value = serde_json::from_str(&body)
+                .map_err(|e| StoreError::Corrupt(format!("audit_checkpoints: {e}")))?;
+            line.clear();
+            let record = match format {
+                ExportFormat::Ocsf => ocsf_checkpoint(&body),
+                _ => json!({ "record": "checkpoint", "checkpoint": body }),
+            };
+            serde_json::to_writer(&mut line, &record)
+                .map_err(|e| StoreError::Corrupt(format!("export: {e}")))?;
+            line.push(b'\n');
+            out.write_all(&line)
+                .map_err(|e| StoreError::Corrupt(format!("export: {e}")))
+        })
+        .await?;
     }
     out.flush().map_err(io)?;
     Ok(n)
