@@ -632,10 +632,9 @@ pub async fn hashes_at(
 ) -> Result<std::collections::HashMap<i64, String>, StoreError> {
     let mut out = std::collections::HashMap::with_capacity(seqs.len());
     for chunk in seqs.chunks(500) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let mut q = query_built(format!(
-            "SELECT seq, hash FROM audit_events WHERE seq IN ({})",
-            marks.join(", ")
+            "SELECT seq, hash FROM audit_events WHERE seq IN {}",
+            db::values_list(1, chunk.len())
         ));
         for seq in chunk {
             q = q.bind(*seq);

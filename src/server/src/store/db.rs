@@ -201,7 +201,8 @@ pub fn query_built(sql: String) -> Query {
 }
 
 /// The placeholders of a multi-row `VALUES` list: `rows` tuples of
-/// `columns` each, numbered on (`($1, $2), ($3, $4)` for 2 × 2).
+/// `columns` each, numbered on (`($1, $2), ($3, $4)` for 2 × 2); one row of
+/// `n` is the list of an `IN`.
 pub(crate) fn values_list(rows: usize, columns: usize) -> String {
     let tuple = |r: usize| {
         let slots: Vec<String> = (1..=columns)

@@ -484,10 +484,9 @@ pub async fn approvals_of(
     let mut out: std::collections::HashMap<Uuid, Vec<ApprovalRow>> =
         std::collections::HashMap::new();
     for chunk in requests.chunks(500) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let mut q = query_built(format!(
-            "SELECT * FROM approvals WHERE request_id IN ({}) ORDER BY at, approver_key",
-            marks.join(", ")
+            "SELECT * FROM approvals WHERE request_id IN {} ORDER BY at, approver_key",
+            super::db::values_list(1, chunk.len())
         ));
         for id in chunk {
             q = q.bind(id.to_string());
