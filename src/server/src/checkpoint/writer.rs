@@ -533,13 +533,8 @@ impl Checkpointer {
                 () = tokio::time::sleep(self.every) => {}
                 _ = stop.changed() => break,
             }
-            let now = app.now_ms();
-            let result = self.round(&app.store, now).await;
-            if let Err(e) = &result {
-                error!(error = %e, "audit checkpoint round failed");
-            }
-            self.check_alarm(&app.store, now, &result, &app.notifier)
-                .await;
+            // Logged and alarmed there.
+            let _ = self.tick(&app).await;
         }
         match tokio::time::timeout(SINK_TIMEOUT, self.round(&app.store, app.now_ms())).await {
             Ok(Ok(Outcome::Written(cp))) => {
@@ -551,10 +546,14 @@ impl Checkpointer {
         }
     }
 
-    /// One round and the alarm check, as [`Checkpointer::run`] does each interval (tests).
+    /// One round at the broker's time, its failure logged, and the alarm check: what
+    /// [`Checkpointer::run`] does each interval.
     pub async fn tick(&self, app: &crate::service::App) -> Result<Outcome, RoundError> {
         let now = app.now_ms();
         let result = self.round(&app.store, now).await;
+        if let Err(e) = &result {
+            error!(error = %e, "audit checkpoint round failed");
+        }
         self.check_alarm(&app.store, now, &result, &app.notifier)
             .await;
         result
