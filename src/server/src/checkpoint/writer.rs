@@ -371,9 +371,11 @@ impl Checkpointer {
 
     /// Writes each sink's backlog, oldest first; returns the errors met.
     async fn flush(&self, inner: &mut Inner) -> Vec<String> {
-        let mut errors = Vec::new();
+        // Each sink's error, in the order of the slots (and of `status.sinks`).
+        let mut failed: Vec<Option<String>> = Vec::with_capacity(inner.slots.len());
         for slot in &mut inner.slots {
             let name = crate::metrics::label(&slot.sink.name());
+            let mut error = None;
             while let Some(cp) = slot.backlog.first() {
                 let result = tokio::time::timeout(SINK_TIMEOUT, slot.sink.put(cp))
                     .await
@@ -397,7 +399,7 @@ impl Checkpointer {
                             format!("sink=\"{name}\""),
                         );
                         warn!(sink = %slot.sink.name(), error = %e, "cannot write an audit checkpoint; will retry");
-                        errors.push(format!("{}: {e}", slot.sink.name()));
+                        error = Some(format!("{}: {e}", slot.sink.name()));
                         if matches!(e, SinkError::Conflict(_)) {
                             // Retrying cannot help; the alarm and the log say it.
                             slot.backlog.remove(0);
@@ -406,19 +408,14 @@ impl Checkpointer {
                     }
                 }
             }
+            failed.push(error);
         }
         let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        for (i, slot) in inner.slots.iter().enumerate() {
-            if let Some(s) = status.sinks.get_mut(i) {
-                let error = errors
-                    .iter()
-                    .find(|e| e.starts_with(&format!("{}: ", slot.sink.name())))
-                    .cloned();
-                s.ok = error.is_none();
-                s.error = error;
-            }
+        for (s, error) in status.sinks.iter_mut().zip(&failed) {
+            s.ok = error.is_none();
+            s.error.clone_from(error);
         }
-        errors
+        failed.into_iter().flatten().collect()
     }
 
     fn update_sinks(&self, inner: &Inner) {
