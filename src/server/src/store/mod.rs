@@ -398,13 +398,13 @@ impl Store {
     }
 }
 
-/// The file of a `sqlite:` URL (what follows the scheme): `//PATH` or `PATH`,
-/// optionally `?mode=rwc`, the default.
 /// The file a `sqlite:` URL names (`None` for other URLs or a malformed one).
 pub fn sqlite_file(url: &str) -> Option<PathBuf> {
     sqlite_path(url.strip_prefix("sqlite:")?).ok()
 }
 
+/// The file of a `sqlite:` URL (what follows the scheme): `//PATH` or `PATH`,
+/// optionally `?mode=rwc`, the default.
 fn sqlite_path(rest: &str) -> Result<PathBuf, StoreError> {
     let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
     let path = path.strip_prefix("//").unwrap_or(path);
