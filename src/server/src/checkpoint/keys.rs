@@ -111,9 +111,7 @@ impl PublicKey {
 /// Something that signs checkpoints.
 #[async_trait]
 pub trait Signer: Send + Sync {
-    /// Its algorithm.
-    fn alg(&self) -> Alg;
-    /// Its public key.
+    /// Its public key (which names the algorithm).
     fn public_key(&self) -> &PublicKey;
     /// Signs `message` (the canonical bytes of a checkpoint).
     async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
@@ -152,10 +150,6 @@ impl Ed25519Signer {
 
 #[async_trait]
 impl Signer for Ed25519Signer {
-    fn alg(&self) -> Alg {
-        Alg::Ed25519
-    }
-
     fn public_key(&self) -> &PublicKey {
         &self.public
     }

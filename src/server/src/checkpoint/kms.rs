@@ -88,10 +88,6 @@ impl KmsSigner {
 
 #[async_trait]
 impl Signer for KmsSigner {
-    fn alg(&self) -> Alg {
-        Alg::EcdsaP256Sha256
-    }
-
     fn public_key(&self) -> &PublicKey {
         &self.public
     }

@@ -137,7 +137,7 @@ impl Checkpoint {
             event_count: claim.event_count,
             at,
             broker_id: claim.broker_id,
-            alg: signer.alg(),
+            alg: signer.public_key().alg(),
             key_id: signer.public_key().key_id(),
             signature: base64::engine::general_purpose::STANDARD.encode(signature),
         })
