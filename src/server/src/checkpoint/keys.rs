@@ -197,7 +197,6 @@ pub async fn load_public_key(
             ));
         }
     }
-    let _ = aws;
     PublicKey::from_file(std::path::Path::new(
         raw.strip_prefix("file:").unwrap_or(raw),
     ))
