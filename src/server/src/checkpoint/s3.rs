@@ -3,6 +3,8 @@
 //! `audit.checkpoint_retention_days` from now: nobody, the bucket's owner and the root user
 //! included, can delete or overwrite that version before then.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -186,7 +188,7 @@ impl S3Sink {
     /// marker (which a plain DELETE adds, locked or not) hides nothing. Two versions of one
     /// name with different content are two checkpoints with one number: refused.
     pub async fn list(&self) -> Result<Vec<Checkpoint>, SinkError> {
-        let mut out: Vec<Checkpoint> = Vec::new();
+        let mut out: BTreeMap<u64, Checkpoint> = BTreeMap::new();
         let prefix = self.key("checkpoint-");
         let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
         loop {
@@ -213,20 +215,22 @@ impl S3Sink {
                     .await?
                     .ok_or_else(|| SinkError::Io(format!("`{key}` vanished while listing")))?;
                 let cp = Checkpoint::from_json(&text, key).map_err(|e| SinkError::Invalid(e.0))?;
-                match out.iter().find(|c| c.number == cp.number) {
-                    Some(same) if *same == cp => {}
-                    Some(_) => {
+                match out.entry(cp.number) {
+                    Entry::Occupied(same) if *same.get() == cp => {}
+                    Entry::Occupied(_) => {
                         return Err(SinkError::Invalid(format!(
                             "`{key}` has versions with different checkpoints: two checkpoints \
                              numbered {}",
                             cp.number
                         )));
                     }
-                    None => out.push(cp),
+                    Entry::Vacant(slot) => {
+                        slot.insert(cp);
+                    }
                 }
             }
             if page.is_truncated() != Some(true) {
-                return Ok(out);
+                return Ok(out.into_values().collect());
             }
             key_marker = page.next_key_marker().map(str::to_owned);
             version_marker = page.next_version_id_marker().map(str::to_owned);
