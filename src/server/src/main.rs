@@ -206,11 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))
         }
         Command::Audit { dev, command } => {
-            let mut config = Config::load(cli.config.as_deref())?;
-            if dev {
-                config.database.use_dev_database();
-            }
-            let store = open_existing(&config.database, dev).await?;
+            let (config, store) = open_configured(cli.config.as_deref(), dev).await?;
             match command {
                 AuditCommand::Keygen { .. } => unreachable!("handled above"),
                 AuditCommand::Verify {
@@ -282,11 +278,7 @@ async fn report_access(
     if to <= from {
         anyhow::bail!("`--to` must be after `--from`");
     }
-    let mut config = Config::load(config)?;
-    if dev {
-        config.database.use_dev_database();
-    }
-    let store = open_existing(&config.database, dev).await?;
+    let (_, store) = open_configured(config, dev).await?;
     let rows = report::access(&store, from, to).await?;
     let mut out = Stdout::new(std::io::BufWriter::new(std::io::stdout().lock()));
     match report::write(&rows, format, &mut out) {
@@ -319,6 +311,20 @@ async fn export_to_stdout(store: &Store, format: &str, from: i64) -> anyhow::Res
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The configuration (with `--dev`, on the development database unless `database.url` is set)
+/// and the existing database it names ([`open_existing`]).
+async fn open_configured(
+    config: Option<&std::path::Path>,
+    dev: bool,
+) -> anyhow::Result<(Config, Store)> {
+    let mut config = Config::load(config)?;
+    if dev {
+        config.database.use_dev_database();
+    }
+    let store = open_existing(&config.database, dev).await?;
+    Ok((config, store))
 }
 
 /// Opens the database the audit commands read, and says on stderr which one. A SQLite file
