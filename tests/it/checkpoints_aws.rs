@@ -30,25 +30,15 @@ pub struct Moto {
 }
 
 impl Moto {
-    pub fn new() -> Self {
+    pub async fn new() -> Self {
         let url = peer_env("JIT_TEST_MOTO_URL");
+        let sdk = crate::aws::sdk_config(&url, credentials()).await;
         let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::Config::builder()
-                .behavior_version_latest()
-                .credentials_provider(credentials())
-                .region(aws_sdk_s3::config::Region::new(REGION))
-                .endpoint_url(&url)
+            aws_sdk_s3::config::Builder::from(&sdk)
                 .force_path_style(true)
                 .build(),
         );
-        let kms = aws_sdk_kms::Client::from_conf(
-            aws_sdk_kms::Config::builder()
-                .behavior_version_latest()
-                .credentials_provider(credentials())
-                .region(aws_sdk_kms::config::Region::new(REGION))
-                .endpoint_url(&url)
-                .build(),
-        );
+        let kms = aws_sdk_kms::Client::new(&sdk);
         Self { url, s3, kms }
     }
 
@@ -140,7 +130,7 @@ async fn sign_in(http: &reqwest::Client, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kms_signed_checkpoints_land_locked_in_s3_and_verify_from_there() {
     crate::support::init();
-    let moto = Moto::new();
+    let moto = Moto::new().await;
     let (bucket, unlocked) = (moto.bucket(true).await, moto.bucket(false).await);
     let key_id = moto.signing_key().await;
     let dir = tempfile::tempdir().unwrap();
