@@ -121,9 +121,9 @@ fn invalid_config_names_the_key() {
         ("[server]\ntypo = 1\n", None, "typo"),
         // The key as the file spells it, not the config library's `default.entra.client_secret`.
         (
-            "[entra]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = 1\n",
+            "[entra]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = 424242\n",
             None,
-            "error: config: `entra.client_secret`: invalid type: found signed int `1`, expected a string (in ",
+            "error: config: `entra.client_secret`: expected a string: the secret itself, `env:NAME` or `file:PATH` (the value is not shown) (in ",
         ),
         (
             "",
@@ -142,6 +142,7 @@ fn invalid_config_names_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{toml:?}: {err}");
         assert!(!err.contains("default."), "{toml:?}: {err}");
+        assert!(!err.contains("424242"), "a secret is never quoted: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one message: {err}");
     }
 }
