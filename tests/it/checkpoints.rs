@@ -18,7 +18,7 @@ use jit_server::store::{Backend, db};
 use reqwest::StatusCode;
 
 use crate::support::db::disable_audit_triggers;
-use crate::support::server::{ENGINES, Engine, TestBroker, run_ok, server_bin, start_with};
+use crate::support::server::{ENGINES, Engine, TestBroker, run, run_ok, server_bin, start_with};
 
 /// A key pair written to `dir`: (`file:` reference of the private key, public key file).
 pub fn key_files(dir: &Path, name: &str) -> (String, PathBuf, PublicKey) {
@@ -96,17 +96,10 @@ async fn sink_list(dir: &Path) -> Vec<jit_server::checkpoint::Checkpoint> {
 
 /// `jit-server audit …` against the broker's database; exit code, stdout, stderr.
 fn cli(b: &TestBroker, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(server_bin())
+    run(Command::new(server_bin())
         .args(args)
         .env("JIT_DATABASE__URL", b.app.config.database.url.as_str())
-        .env_remove("JIT_CONFIG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .env_remove("JIT_CONFIG"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

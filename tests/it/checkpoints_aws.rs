@@ -14,7 +14,7 @@ use base64::Engine as _;
 
 use crate::checkpoints::key_files;
 use crate::support::peer_env;
-use crate::support::server::{Engine, ServerProcess, fresh_db, server_bin};
+use crate::support::server::{Engine, ServerProcess, fresh_db, run, server_bin};
 
 const REGION: &str = "us-east-1";
 
@@ -103,18 +103,11 @@ impl Moto {
 }
 
 fn verify_cli(db_url: &str, env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(server_bin())
+    run(Command::new(server_bin())
         .args(["audit", "verify"])
         .args(args)
         .env("JIT_DATABASE__URL", db_url)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
 }
 
 async fn sign_in(http: &reqwest::Client, url: &str) {

@@ -376,6 +376,16 @@ pub fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jit-server"))
 }
 
+/// Runs `cmd` to its end: exit code (-1 for a signal), stdout, stderr.
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `cmd` to its end and checks that it succeeded (failing with its stderr); its output.
 pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().unwrap();
