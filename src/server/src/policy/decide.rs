@@ -44,12 +44,6 @@ pub mod act {
 
 mod sealed {
     pub trait Sealed {}
-    impl Sealed for super::act::Request {}
-    impl Sealed for super::act::AutoApprove {}
-    impl Sealed for super::act::BreakGlass {}
-    impl Sealed for super::act::Approve {}
-    impl Sealed for super::act::Admin {}
-    impl Sealed for super::act::Audit {}
 }
 
 /// An action of [`act`]; implemented there only.
@@ -66,6 +60,7 @@ pub trait OnBroker: Act {}
 
 macro_rules! acts {
     ($($t:ident => $a:ident: $on:ident),* $(,)?) => {$(
+        impl sealed::Sealed for act::$t {}
         impl Act for act::$t {
             const ACTION: Action = Action::$a;
         }
@@ -460,6 +455,18 @@ fn hour_utc(now: i64) -> i64 {
     now.rem_euclid(86_400) / 3600
 }
 
+/// The context of an `approve` decision by `user` at unix seconds `now`.
+fn approve_context(user: &User, now: i64) -> Result<Context, Denied> {
+    Context::from_pairs([
+        ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
+        (
+            "hour_utc".to_owned(),
+            RestrictedExpression::new_long(hour_utc(now)),
+        ),
+    ])
+    .map_err(Denied::error)
+}
+
 impl PolicySet {
     /// Decides action `A` by `user` on entitlement `ent`.
     pub fn authorize_entitlement<A: OnEntitlement>(
@@ -503,14 +510,7 @@ impl PolicySet {
         ])
         .map_err(Denied::error)?;
         if let Some(resource) = self.native.entitlement_uids.get(&ent.id) {
-            return self.decide(
-                &cached,
-                A::ACTION,
-                resource,
-                &ent.id,
-                &cached.entities,
-                context,
-            );
+            return self.decide(&cached, resource, &ent.id, &cached.entities, context);
         }
         // Not from this catalog: its entity is added for this decision.
         let resource = uid(&self.native.entitlement_type, &ent.id);
@@ -522,7 +522,7 @@ impl PolicySet {
                 Some(&self.schema),
             )
             .map_err(Denied::error)?;
-        self.decide(&cached, A::ACTION, &resource, &ent.id, &entities, context)
+        self.decide(&cached, &resource, &ent.id, &entities, context)
     }
 
     /// Decides `approve` by `user` on a request.
@@ -539,22 +539,8 @@ impl PolicySet {
             .clone()
             .add_entities(extra, Some(&self.schema))
             .map_err(Denied::error)?;
-        let context = Context::from_pairs([
-            ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
-            (
-                "hour_utc".to_owned(),
-                RestrictedExpression::new_long(hour_utc(now)),
-            ),
-        ])
-        .map_err(Denied::error)?;
-        self.decide(
-            &cached,
-            Action::Approve,
-            &resource,
-            request.id,
-            &entities,
-            context,
-        )
+        let context = approve_context(user, now)?;
+        self.decide(&cached, &resource, request.id, &entities, context)
     }
 
     /// Decides broker-wide action `A` (`admin`, `audit`) by `user`.
@@ -562,7 +548,6 @@ impl PolicySet {
         let cached = self.native.user(user, &self.schema)?;
         self.decide(
             &cached,
-            A::ACTION,
             &self.native.broker,
             "jit",
             &cached.entities,
@@ -579,14 +564,7 @@ impl PolicySet {
     pub fn approvable(&self, user: &User, now: i64) -> Result<Approvable, Denied> {
         let cached = self.native.user(user, &self.schema)?;
         let action = self.native.action(Action::Approve)?.clone();
-        let context = Context::from_pairs([
-            ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
-            (
-                "hour_utc".to_owned(),
-                RestrictedExpression::new_long(hour_utc(now)),
-            ),
-        ])
-        .map_err(Denied::error)?;
+        let context = approve_context(user, now)?;
         let mut entitlements = Vec::new();
         for ent in self.catalog.iter() {
             let Some(ent_uid) = self.native.entitlement_uids.get(&ent.id) else {
@@ -634,16 +612,16 @@ impl PolicySet {
         Ok(Approvable { entitlements })
     }
 
+    /// Decides action `A` by `user` on `resource`.
     fn decide<A: Act>(
         &self,
         user: &UserEntities,
-        action: Action,
         resource: &EntityUid,
         resource_id: &str,
         entities: &Entities,
         context: Context,
     ) -> Result<Authorized<A>, Denied> {
-        let action = self.native.action(action)?;
+        let action = self.native.action(A::ACTION)?;
         let request = Request::new(
             user.uid.clone(),
             action.clone(),
