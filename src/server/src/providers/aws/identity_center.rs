@@ -68,6 +68,20 @@ impl Op {
     }
 }
 
+/// An asynchronous operation's status and failure reason, as last read
+/// (`None`: not known yet).
+type Status = Option<(StatusValues, Option<String>)>;
+
+/// How an asynchronous operation ended, as [`AwsIdentityCenter::follow`] saw it.
+#[derive(Debug)]
+enum Followed {
+    Succeeded,
+    /// With Identity Center's reason, when it gave one.
+    Failed(Option<String>),
+    /// Still in progress at the deadline, or no request id to follow.
+    Pending,
+}
+
 /// One assignment: account, permission set, principal.
 #[derive(Debug, Clone)]
 struct Assignment<'a> {
@@ -370,58 +384,80 @@ impl AwsIdentityCenter {
             .and_then(AccountAssignmentOperationStatus::request_id)
             .unwrap_or_default()
             .to_owned();
-        let mut status = status.and_then(|s| {
+        let status = status.and_then(|s| {
             s.status()
                 .cloned()
                 .map(|v| (v, s.failure_reason().map(str::to_owned)))
         });
+        let followed = self
+            .follow(status, &request_id, || {
+                self.describe(op, instance, &request_id)
+            })
+            .await?;
+        match followed {
+            Followed::Succeeded => {
+                tracing::info!(
+                    aws.request_id = %request_id,
+                    aws.account_id = a.account,
+                    aws.permission_set_arn = a.permission_set,
+                    aws.principal_id = a.principal,
+                    "account assignment {} succeeded",
+                    op.verb()
+                );
+                Ok(request_id)
+            }
+            Followed::Failed(reason) => Err(ProviderError::Permanent(format!(
+                "Identity Center could not {} the assignment of {}: {}",
+                op.verb(),
+                a.describe(who),
+                reason.as_deref().unwrap_or("no reason given")
+            ))),
+            Followed::Pending if request_id.is_empty() => Err(ProviderError::Transient(format!(
+                "sso-admin: the {} answer carries no request id to follow",
+                op.verb()
+            ))),
+            Followed::Pending => Err(ProviderError::Transient(format!(
+                "account assignment {} `{request_id}` still in progress after {}s",
+                op.verb(),
+                self.shared.tuning.poll_deadline.as_secs()
+            ))),
+        }
+    }
+
+    /// Follows an asynchronous operation from its first `status`: asks
+    /// `describe` again, with growing waits, until the operation ends or
+    /// [`super::Tuning::poll_deadline`] would pass. `Pending` at once when
+    /// there is no `request_id` to ask about.
+    async fn follow<F, Fut>(
+        &self,
+        mut status: Status,
+        request_id: &str,
+        describe: F,
+    ) -> Result<Followed, CallError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Status, CallError>>,
+    {
         let deadline = Instant::now() + self.shared.tuning.poll_deadline;
         let mut wait = self.shared.tuning.poll_initial;
         loop {
             match status {
-                Some((StatusValues::Succeeded, _)) => {
-                    tracing::info!(
-                        aws.request_id = %request_id,
-                        aws.account_id = a.account,
-                        aws.permission_set_arn = a.permission_set,
-                        aws.principal_id = a.principal,
-                        "account assignment {} succeeded",
-                        op.verb()
-                    );
-                    return Ok(request_id);
-                }
-                Some((StatusValues::Failed, reason)) => {
-                    return Err(ProviderError::Permanent(format!(
-                        "Identity Center could not {} the assignment of {}: {}",
-                        op.verb(),
-                        a.describe(who),
-                        reason.as_deref().unwrap_or("no reason given")
-                    )));
-                }
+                Some((StatusValues::Succeeded, _)) => return Ok(Followed::Succeeded),
+                Some((StatusValues::Failed, reason)) => return Ok(Followed::Failed(reason)),
                 _ => {}
             }
-            if request_id.is_empty() {
-                return Err(ProviderError::Transient(format!(
-                    "sso-admin: the {} answer carries no request id to follow",
-                    op.verb()
-                )));
-            }
-            if Instant::now() + wait > deadline {
-                return Err(ProviderError::Transient(format!(
-                    "account assignment {} `{request_id}` still in progress after {}s",
-                    op.verb(),
-                    self.shared.tuning.poll_deadline.as_secs()
-                )));
+            if request_id.is_empty() || Instant::now() + wait > deadline {
+                return Ok(Followed::Pending);
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2)
                 .min(self.shared.tuning.poll_max)
                 .max(Duration::from_millis(1));
-            status = match self.describe(op, instance, &request_id).await {
+            status = match describe().await {
                 Ok(s) => s,
                 // Not visible yet (eventual consistency): keep polling.
                 Err(e) if e.is("ResourceNotFoundException") => None,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
         }
     }
@@ -569,7 +605,7 @@ impl AwsIdentityCenter {
         op: Op,
         instance: &str,
         request_id: &str,
-    ) -> Result<Option<(StatusValues, Option<String>)>, CallError> {
+    ) -> Result<Status, CallError> {
         let status = match op {
             Op::Create => {
                 call(

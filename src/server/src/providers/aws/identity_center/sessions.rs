@@ -10,15 +10,12 @@
 //! statements in that policy are kept as they are (merged by `Sid`: the
 //! broker's start with `jit`).
 
-use std::time::Duration;
-
-use aws_sdk_ssoadmin::types::{PermissionSetProvisioningStatus, ProvisionTargetType, StatusValues};
+use aws_sdk_ssoadmin::types::{PermissionSetProvisioningStatus, ProvisionTargetType};
 use time::OffsetDateTime;
-use tokio::time::Instant;
 
 use super::super::deny::{self, Merged, Who};
 use super::super::{CallError, call};
-use super::{AwsIdentityCenter, target};
+use super::{AwsIdentityCenter, Followed, Status, target};
 use crate::policy::catalog::{Entitlement, Target};
 use crate::providers::{GrantSpec, ProviderError, Pruned, SessionsEnded};
 
@@ -46,6 +43,15 @@ pub(super) fn iso_duration(text: &str) -> Option<time::Duration> {
         };
     }
     (number.is_empty() && total > 0).then(|| time::Duration::seconds(total))
+}
+
+/// A provisioning's status and failure reason.
+fn status_of(status: Option<&PermissionSetProvisioningStatus>) -> Status {
+    status.and_then(|s| {
+        s.status()
+            .cloned()
+            .map(|v| (v, s.failure_reason().map(str::to_owned)))
+    })
 }
 
 /// Whether an entitlement asks for its sessions to be ended.
@@ -196,41 +202,13 @@ impl AwsIdentityCenter {
             },
         )
         .await?;
-        let mut status = out.permission_set_provisioning_status().cloned();
+        let status = out.permission_set_provisioning_status();
         let request_id = status
-            .as_ref()
             .and_then(PermissionSetProvisioningStatus::request_id)
             .unwrap_or_default()
             .to_owned();
-        let deadline = Instant::now() + self.shared.tuning.poll_deadline;
-        let mut wait = self.shared.tuning.poll_initial;
-        loop {
-            match status
-                .as_ref()
-                .and_then(PermissionSetProvisioningStatus::status)
-            {
-                Some(StatusValues::Succeeded) => return Ok(request_id),
-                Some(StatusValues::Failed) => {
-                    return Err(ProviderError::Transient(format!(
-                        "Identity Center could not provision permission set `{ps}` to account {account}: {}",
-                        status
-                            .as_ref()
-                            .and_then(PermissionSetProvisioningStatus::failure_reason)
-                            .unwrap_or("no reason given")
-                    )));
-                }
-                _ => {}
-            }
-            if request_id.is_empty() || Instant::now() + wait > deadline {
-                return Err(ProviderError::Transient(format!(
-                    "provisioning of permission set `{ps}` to account {account} still in progress"
-                )));
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2)
-                .min(self.shared.tuning.poll_max)
-                .max(Duration::from_millis(1));
-            status = match call(
+        let describe = || async {
+            let out = call(
                 &self.shared.tuning,
                 "sso-admin DescribePermissionSetProvisioningStatus",
                 || {
@@ -241,13 +219,21 @@ impl AwsIdentityCenter {
                         .send()
                 },
             )
-            .await
-            {
-                Ok(out) => out.permission_set_provisioning_status().cloned(),
-                // Not visible yet: keep polling.
-                Err(e) if e.is("ResourceNotFoundException") => None,
-                Err(e) => return Err(e.into()),
-            };
+            .await?;
+            Ok(status_of(out.permission_set_provisioning_status()))
+        };
+        match self
+            .follow(status_of(status), &request_id, describe)
+            .await?
+        {
+            Followed::Succeeded => Ok(request_id),
+            Followed::Failed(reason) => Err(ProviderError::Transient(format!(
+                "Identity Center could not provision permission set `{ps}` to account {account}: {}",
+                reason.as_deref().unwrap_or("no reason given")
+            ))),
+            Followed::Pending => Err(ProviderError::Transient(format!(
+                "provisioning of permission set `{ps}` to account {account} still in progress"
+            ))),
         }
     }
 
