@@ -366,6 +366,39 @@ async fn overlapping_grants_extend_and_never_shorten() {
     env.arm.assert_no_violations();
 }
 
+/// Standing access the broker did not make (a permanent assignment) covers a
+/// grant, and the grant's end leaves it in place.
+#[tokio::test]
+async fn a_permanent_assignment_covers_a_grant_and_outlives_its_end() {
+    let env = env().await;
+    let who = oid();
+    env.arm
+        .seed(RoleAssignment::new(sub(), CONTRIBUTOR, &who, None));
+    let g = grantee(Some(&who));
+    let ent = env.catalog.get("sub-contributor").unwrap();
+    let s = spec(
+        &g,
+        ent,
+        OffsetDateTime::now_utc() + minutes(30),
+        None,
+        false,
+    );
+
+    let record = env.provider.grant(&s).await.unwrap();
+    assert_eq!(record.details["arm"]["request_type"], "none");
+    assert_eq!(record.details["arm"]["covered_until"], "no expiry");
+    env.provider.revoke(&s).await.unwrap();
+
+    assert!(
+        env.arm.puts("AdminRemove").is_empty(),
+        "no AdminRemove is sent"
+    );
+    let held = env.arm.assignments();
+    assert_eq!(held.len(), 1, "the standing assignment stays");
+    assert_eq!(held[0].end, None);
+    env.arm.assert_no_violations();
+}
+
 #[tokio::test]
 async fn removal_goes_through_the_five_minute_floor_and_throttling() {
     let env = env().await;

@@ -448,6 +448,46 @@ async fn early_removal_is_refused_for_five_minutes_then_done() {
     fake.assert_no_violations();
 }
 
+/// Standing access the broker did not make (a permanent assignment) covers a
+/// grant, and the grant's end leaves it in place: the broker removes only what
+/// it assigns, always until a time.
+#[tokio::test]
+async fn a_permanent_assignment_covers_a_grant_and_outlives_its_end() {
+    let fake = GraphFake::start().await;
+    let role = EntraRole::new(client_with(&fake, fast(), Arc::new(SystemClock)));
+    let cat = catalog();
+    let ent = cat.get("entra-admin").unwrap();
+    let erin = oid();
+    fake.seed_instance(role_instance(&erin, ROLE, None, "Assigned", "Direct"));
+    let g = grantee(Some(&erin));
+    let now = now_s();
+    let s = spec(
+        &g,
+        ent,
+        now,
+        now + minutes(60),
+        "x",
+        None,
+        false,
+        Uuid::new_v4(),
+    );
+
+    let record = role.grant(&s).await.unwrap();
+    assert_eq!(record.details["graph"]["action"], "none");
+    assert_eq!(record.details["graph"]["covered_until"], "no expiry");
+    role.revoke(&s).await.unwrap();
+
+    let left = fake.instances();
+    assert_eq!(left.len(), 1, "the standing assignment stays");
+    assert_eq!(left[0].end, None);
+    let actions: Vec<String> = bodies(&fake, ROLE_REQUESTS)
+        .iter()
+        .map(|b| b["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["adminAssign"], "no adminRemove is sent");
+    fake.assert_no_violations();
+}
+
 #[tokio::test]
 async fn token_is_cached_single_flight_and_renewed_before_expiry() {
     let fake = GraphFake::start().await;

@@ -351,17 +351,7 @@ impl Pim {
         target: &AzureTarget,
         principal: &str,
     ) -> Result<GrantRecord, ProviderError> {
-        let held: Vec<Instance> = self
-            .instances(&target.scope, &format!("principalId eq '{principal}'"))
-            .await?
-            .into_iter()
-            .filter(|i| {
-                i.role() == target.role
-                    && i.properties.principal_id.eq_ignore_ascii_case(principal)
-                    && i.direct()
-                    && i.assigned()
-            })
-            .collect();
+        let held = self.held_by(target, principal).await?;
         let mut ends = Vec::with_capacity(held.len());
         for instance in &held {
             ends.push((instance.end()?, instance));
@@ -412,10 +402,41 @@ impl Pim {
         Ok(self.record(target, &r, principal))
     }
 
+    /// The principal's direct, administrator-made assignments of `target`.
+    async fn held_by(
+        &self,
+        target: &AzureTarget,
+        principal: &str,
+    ) -> Result<Vec<Instance>, ProviderError> {
+        Ok(self
+            .instances(&target.scope, &format!("principalId eq '{principal}'"))
+            .await?
+            .into_iter()
+            .filter(|i| {
+                i.role() == target.role
+                    && i.properties.principal_id.eq_ignore_ascii_case(principal)
+                    && i.direct()
+                    && i.assigned()
+            })
+            .collect())
+    }
+
     /// Removes the assignment; one that is already gone counts as removed.
+    /// A permanent one is left alone: the broker only ever assigns until a
+    /// time, so a grant that found one adopted standing access it did not
+    /// make (reconciliation reports it as a finding).
     pub(crate) async fn revoke(&self, spec: &GrantSpec<'_>) -> Result<(), ProviderError> {
         let target = AzureTarget::of(spec.entitlement)?;
         let principal = flow::principal(spec)?;
+        let held = self.held_by(&target, principal).await?;
+        let mut ends = Vec::with_capacity(held.len());
+        for instance in &held {
+            ends.push(instance.end()?);
+        }
+        if Held::of(ends) == Held::Forever {
+            flow::leave_standing(spec, &self.describe(&target), principal);
+            return Ok(());
+        }
         let justification = format!("jit: access of request {} ended", spec.request_id);
         let say = Say {
             justification: &justification,

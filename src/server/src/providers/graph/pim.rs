@@ -305,11 +305,7 @@ impl Pim {
         target: &PimTarget,
         principal: &str,
     ) -> Result<GrantRecord, ProviderError> {
-        let listed = self.instances(target, Some(principal)).await?;
-        let instances: Vec<&Instance> = listed
-            .iter()
-            .filter(|i| i.direct() && i.assigned())
-            .collect();
+        let instances = self.held_by(target, principal).await?;
         let held = held(&instances)?;
         if held == Held::Not {
             let assign = self.assign(spec, target, principal);
@@ -338,9 +334,16 @@ impl Pim {
     }
 
     /// Removes the assignment; one that is already gone counts as removed.
+    /// A permanent one is left alone: the broker only ever assigns until a
+    /// time, so a grant that found one adopted standing access it did not
+    /// make (reconciliation reports it as a finding).
     pub(crate) async fn revoke(&self, spec: &GrantSpec<'_>) -> Result<(), ProviderError> {
         let target = PimTarget::of(self.kind, spec.entitlement)?;
         let principal = flow::principal(spec)?;
+        if held(&self.held_by(&target, principal).await?)? == Held::Forever {
+            flow::leave_standing(spec, &target.describe(), principal);
+            return Ok(());
+        }
         let justification = format!("jit: access of request {} ended", spec.request_id);
         self.remove(&target, principal, &justification).await
     }
@@ -357,6 +360,17 @@ impl Pim {
             Err(e) if e.code() == Some("RoleAssignmentDoesNotExist") => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The principal's direct, administrator-made instances of `target`.
+    async fn held_by(
+        &self,
+        target: &PimTarget,
+        principal: &str,
+    ) -> Result<Vec<Instance>, ProviderError> {
+        let mut listed = self.instances(target, Some(principal)).await?;
+        listed.retain(|i| i.direct() && i.assigned());
+        Ok(listed)
     }
 
     /// Active instances of `target`, direct and of the exact scope/access.
@@ -436,10 +450,10 @@ impl Pim {
 
 /// Only direct, administrator-made instances count: a principal's own
 /// activation of a PIM eligibility can end whenever they deactivate it.
-fn held(instances: &[&Instance]) -> Result<Held, ProviderError> {
+fn held(instances: &[Instance]) -> Result<Held, ProviderError> {
     let ends = instances
         .iter()
-        .map(|i| i.end())
+        .map(Instance::end)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Held::of(ends))
 }

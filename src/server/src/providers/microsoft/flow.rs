@@ -75,3 +75,14 @@ pub(crate) async fn assign_afresh(
         Err(Assign::Failed(e)) => Err(e),
     }
 }
+
+/// A grant ends on an assignment that never expires, which the broker did not
+/// make: it stays (it is standing access, reported by reconciliation), and the
+/// log says so.
+pub(crate) fn leave_standing(spec: &GrantSpec<'_>, target: &str, principal: &str) {
+    tracing::warn!(
+        request.id = %spec.request_id,
+        principal,
+        "the grant ended, but {target} is held by a permanent assignment the broker did not make: it is left in place (standing access; reconciliation reports it)"
+    );
+}
