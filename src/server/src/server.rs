@@ -234,6 +234,7 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
     let tick = Duration::from_secs(Config::seconds(&config.scheduler.tick));
     let broker = build(config, dev, auth, providers, clock).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    crate::metrics::spawn_upkeep();
     let scheduler = tokio::spawn(crate::scheduler::run(
         broker.app.clone(),
         tick,

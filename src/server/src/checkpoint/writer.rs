@@ -241,11 +241,7 @@ impl Checkpointer {
             tx.commit().await?;
         }
         self.update_sinks(&inner);
-        crate::metrics::observe(
-            "jit_audit_checkpoint_seconds",
-            String::new(),
-            started.elapsed(),
-        );
+        crate::metrics::observe("jit_audit_checkpoint_seconds", &[], started.elapsed());
         result
     }
 
@@ -374,7 +370,7 @@ impl Checkpointer {
         // Each sink's error, in the order of the slots (and of `status.sinks`).
         let mut failed: Vec<Option<String>> = Vec::with_capacity(inner.slots.len());
         for slot in &mut inner.slots {
-            let name = crate::metrics::label(&slot.sink.name());
+            let name = slot.sink.name();
             let mut error = None;
             while let Some(cp) = slot.backlog.first() {
                 let result = tokio::time::timeout(SINK_TIMEOUT, slot.sink.put(cp))
@@ -387,16 +383,13 @@ impl Checkpointer {
                     });
                 match result {
                     Ok(()) => {
-                        crate::metrics::inc(
-                            "jit_audit_checkpoints_total",
-                            format!("sink=\"{name}\""),
-                        );
+                        crate::metrics::inc("jit_audit_checkpoints_total", &[("sink", &name)]);
                         slot.backlog.remove(0);
                     }
                     Err(e) => {
                         crate::metrics::inc(
                             "jit_audit_checkpoint_errors_total",
-                            format!("sink=\"{name}\""),
+                            &[("sink", &name)],
                         );
                         warn!(sink = %slot.sink.name(), error = %e, "cannot write an audit checkpoint; will retry");
                         error = Some(format!("{}: {e}", slot.sink.name()));

@@ -87,7 +87,7 @@ fn checkpoint_status(web: &Web) -> serde_json::Value {
 
 /// `jit_audit_checkpoint_alarm`, `jit_audit_checkpoint_age_seconds` and
 /// `jit_audit_checkpoint_backlog{sink}` (none without a signing key).
-fn checkpoint_gauges(web: &Web, now_ms: i64) -> Vec<crate::metrics::Gauge<'static>> {
+fn checkpoint_gauges(web: &Web, now_ms: i64) -> Vec<crate::metrics::Gauge> {
     let Some(c) = &web.app.checkpoints else {
         return Vec::new();
     };
@@ -100,26 +100,18 @@ fn checkpoint_gauges(web: &Web, now_ms: i64) -> Vec<crate::metrics::Gauge<'stati
     let backlog = status
         .sinks
         .iter()
-        .map(|s| {
-            (
-                format!("sink=\"{}\"", crate::metrics::label(&s.name)),
-                s.backlog as f64,
-            )
-        })
+        .map(|s| (vec![("sink", s.name.clone())], s.backlog as f64))
         .collect();
     vec![
         (
             "jit_audit_checkpoint_alarm",
             "1 while no audit checkpoint was written for 3 intervals while the chain grew, or the chain does not verify.",
-            vec![(
-                String::new(),
-                if status.alarm.is_some() { 1.0 } else { 0.0 },
-            )],
+            vec![(Vec::new(), if status.alarm.is_some() { 1.0 } else { 0.0 })],
         ),
         (
             "jit_audit_checkpoint_age_seconds",
             "Age of the newest signed audit checkpoint.",
-            vec![(String::new(), age)],
+            vec![(Vec::new(), age)],
         ),
         (
             "jit_audit_checkpoint_backlog",
@@ -144,24 +136,24 @@ async fn metrics(State(web): State<Web>) -> impl IntoResponse {
             "Requests by state.",
             states
                 .into_iter()
-                .map(|(s, n)| (format!("state=\"{}\"", crate::metrics::label(&s)), n as f64))
+                .map(|(s, n)| (vec![("state", s)], n as f64))
                 .collect(),
         ),
         (
             "jit_jobs_due",
             "Jobs due and not yet done.",
-            vec![(String::new(), backlog as f64)],
+            vec![(Vec::new(), backlog as f64)],
         ),
         (
             "jit_audit_held_events",
             "Audit events held in the spool while the audit store fails, not chained yet.",
-            vec![(String::new(), web.app.spool.waiting_events() as f64)],
+            vec![(Vec::new(), web.app.spool.waiting_events() as f64)],
         ),
         (
             "jit_scheduler_lag_seconds",
             "Age of the oldest due job.",
             vec![(
-                String::new(),
+                Vec::new(),
                 oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0),
             )],
         ),

@@ -57,7 +57,7 @@ impl App {
             .await
             .map_err(|e| ServiceError::Internal(e.into()))?;
         for e in &held.events {
-            crate::metrics::inc("jit_audit_held_total", String::new());
+            crate::metrics::inc("jit_audit_held_total", &[]);
             tracing::error!(
                 audit.action = %e.action,
                 request.id = e.request_id.as_deref().unwrap_or(""),

@@ -279,9 +279,9 @@ pub async fn append_all(
 /// Counts an audit append (the statement or transaction that wrote it)
 /// that began at `started` in the metrics.
 pub(crate) fn measured(started: Instant, ok: bool) {
-    crate::metrics::observe("jit_audit_append_seconds", String::new(), started.elapsed());
+    crate::metrics::observe("jit_audit_append_seconds", &[], started.elapsed());
     if !ok {
-        crate::metrics::inc("jit_audit_append_errors_total", String::new());
+        crate::metrics::inc("jit_audit_append_errors_total", &[]);
     }
 }
 

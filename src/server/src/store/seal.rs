@@ -109,11 +109,7 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
             Ok(n) => {
                 failures = 0;
                 if n > 0 {
-                    crate::metrics::observe(
-                        "jit_audit_seal_seconds",
-                        String::new(),
-                        began.elapsed(),
-                    );
+                    crate::metrics::observe("jit_audit_seal_seconds", &[], began.elapsed());
                 }
                 shared.sealed.send_replace(round);
             }
@@ -123,7 +119,7 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
             }
             Err(e) => {
                 failures += 1;
-                crate::metrics::inc("jit_audit_seal_errors_total", String::new());
+                crate::metrics::inc("jit_audit_seal_errors_total", &[]);
                 warn!(error = %e, "could not chain pending audit events; will retry");
                 // Back off a little, but keep the sweep's pace at most.
                 tokio::time::sleep(Duration::from_millis(50 << failures.min(4))).await;
