@@ -1,0 +1,249 @@
+//! The audit page and its export.
+
+use std::fmt::Write as _;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::{Chrome, UiError, nonempty, when};
+use crate::http::Web;
+use crate::http::auth::SignedIn;
+use crate::service::ServiceError;
+use crate::store::audit;
+use crate::store::export::{self, ExportFormat};
+
+pub(super) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/audit", get(audit_page))
+        .route("/audit/export", get(audit_export))
+}
+
+#[derive(Deserialize, Default)]
+struct AuditQuery {
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    entitlement: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+struct AuditRow {
+    seq: i64,
+    at: String,
+    actor: String,
+    action: String,
+    entitlement: String,
+    request_id: String,
+    hash: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    rows: Vec<AuditRow>,
+    actor: String,
+    entitlement: String,
+    action: String,
+    since: String,
+    until: String,
+    next: String,
+    /// Why these events cannot be listed: the audit log is damaged (empty when they can).
+    damaged: String,
+    /// The newest signed checkpoint covering the chain (empty without a signing key).
+    checkpoint: String,
+    verified: bool,
+    verify_text: String,
+    query: String,
+}
+
+/// "signed checkpoint 41 covers events 1 to 1300 (…); 6 events not yet covered".
+fn checkpoint_text(report: Option<&jit_api::CheckpointReport>) -> String {
+    let Some(report) = report else {
+        return String::new();
+    };
+    let uncovered = match report.not_covered {
+        0 => String::new(),
+        1 => "; 1 event not yet covered".to_owned(),
+        n => format!("; {n} events not yet covered"),
+    };
+    match &report.newest {
+        Some(cp) => format!(
+            "signed checkpoint {} covers events 1 to {} (signed {} by {}, key {}){uncovered}",
+            cp.number,
+            cp.seq,
+            when(crate::clock::to_ms(cp.at)),
+            cp.broker_id,
+            cp.key_id
+        ),
+        None => format!("no signed checkpoint yet{uncovered}"),
+    }
+}
+
+fn parse_day(s: Option<&str>) -> Result<Option<i64>, UiError> {
+    let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(s, &fmt).map_err(|_| {
+        UiError(
+            StatusCode::BAD_REQUEST,
+            format!("`{s}` is not a date like 2026-11-29"),
+            None,
+        )
+    })?;
+    Ok(Some(crate::clock::to_ms(date.midnight().assume_utc())))
+}
+
+/// The audit page's filters (actor, entitlement, action, days from and to), shared by its export.
+fn audit_filter(q: &AuditQuery) -> Result<audit::Filter, UiError> {
+    Ok(audit::Filter {
+        actor: nonempty(q.actor.as_ref()),
+        entitlement: nonempty(q.entitlement.as_ref()),
+        action: nonempty(q.action.as_ref()),
+        since: parse_day(q.since.as_deref())?,
+        until: parse_day(q.until.as_deref())?.map(|u| u + 86_400_000),
+        ..audit::Filter::default()
+    })
+}
+
+async fn audit_page(
+    State(web): State<Web>,
+    s: SignedIn,
+    Query(q): Query<AuditQuery>,
+) -> Result<AuditPage, UiError> {
+    let auditor = web.app.authorize_audit(&s.user).map_err(|e| {
+        UiError(
+            StatusCode::FORBIDDEN,
+            e.to_string(),
+            Some(Box::new(Chrome::new(&web, &s))),
+        )
+    })?;
+    let filter = audit::Filter {
+        before_seq: q.before,
+        limit: 50,
+        ..audit_filter(&q)?
+    };
+    let (events, damaged) = match web.app.audit_events(&auditor, &filter).await {
+        Ok(events) => (events, String::new()),
+        Err(e @ ServiceError::AuditDamaged(_)) => {
+            tracing::error!(error = %e, "audit log damaged");
+            (Vec::new(), e.to_string())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let report = web.app.audit_state().await?;
+    let mut query = String::new();
+    for (k, v) in [
+        ("actor", &q.actor),
+        ("entitlement", &q.entitlement),
+        ("action", &q.action),
+        ("since", &q.since),
+        ("until", &q.until),
+    ] {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            let _ = write!(query, "&{k}={}", super::super::auth::urlencode(v));
+        }
+    }
+    Ok(AuditPage {
+        chrome: Chrome::at(&web, &s, "audit"),
+        next: if events.len() == 50 {
+            events.last().map(|e| e.seq.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        rows: events
+            .iter()
+            .map(|e| AuditRow {
+                seq: e.seq,
+                at: when(e.at),
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                entitlement: e.entitlement.clone().unwrap_or_default(),
+                request_id: e.request_id.clone().unwrap_or_default(),
+                hash: e.hash.chars().take(12).collect(),
+            })
+            .collect(),
+        actor: q.actor.unwrap_or_default(),
+        entitlement: q.entitlement.unwrap_or_default(),
+        action: q.action.unwrap_or_default(),
+        since: q.since.unwrap_or_default(),
+        until: q.until.unwrap_or_default(),
+        damaged,
+        checkpoint: checkpoint_text(report.checkpoints.as_ref()),
+        verified: report.ok,
+        verify_text: if report.ok {
+            format!("chain verified: {} events", report.checked)
+        } else {
+            format!(
+                "chain broken{}: {}",
+                report
+                    .first_bad_seq
+                    .map(|seq| format!(" at sequence {seq}"))
+                    .unwrap_or_default(),
+                report.problem.unwrap_or_default()
+            )
+        },
+        query,
+    })
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: String,
+}
+
+/// The events the audit page shows with its filters, oldest first, as a download: streamed a
+/// page of events at a time, so the broker holds one page whatever the log's size (an error
+/// part way ends the download unfinished rather than short and complete-looking).
+async fn audit_export(
+    State(web): State<Web>,
+    s: SignedIn,
+    Query(q): Query<ExportQuery>,
+    Query(filters): Query<AuditQuery>,
+) -> Result<Response, UiError> {
+    if !web.app.is_auditor(&s.user) {
+        return Err(UiError(
+            StatusCode::FORBIDDEN,
+            "only auditors export the audit log".to_owned(),
+            None,
+        ));
+    }
+    let (format, ctype) = match q.format.as_str() {
+        "csv" => (ExportFormat::Csv, "text/csv; charset=utf-8"),
+        "jsonl" => (ExportFormat::Jsonl, "application/x-ndjson"),
+        _ => {
+            return Err(UiError(
+                StatusCode::BAD_REQUEST,
+                "format must be `csv` or `jsonl`".to_owned(),
+                None,
+            ));
+        }
+    };
+    let filter = audit_filter(&filters)?;
+    let body = export::stream(web.app.store.clone(), format, filter);
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"jit-audit.{format}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}

@@ -1,0 +1,267 @@
+//! The server-rendered web UI (askama). Works without JavaScript; every
+//! state-changing form carries the session's CSRF token.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jit_api::{Decision, RequestState};
+
+mod admin;
+mod approvals;
+mod audit;
+mod new_request;
+mod request;
+
+use super::auth::SignedIn;
+use super::{ApiError, Web};
+use crate::domain::User;
+use crate::service::ServiceError;
+use crate::service::requests::RequestView;
+
+pub(super) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/", get(home))
+        .merge(new_request::routes())
+        .merge(request::routes())
+        .merge(approvals::routes())
+        .merge(audit::routes())
+        .merge(admin::routes())
+}
+
+/// Facts every page needs.
+pub struct Chrome {
+    /// Development-mode banner.
+    pub dev: bool,
+    /// Signed-in user.
+    pub me: Option<User>,
+    /// CSRF token for forms.
+    pub csrf_token: String,
+    /// Show the audit link.
+    pub auditor: bool,
+    /// Show the admin link.
+    pub admin: bool,
+    /// The navigation entry of this page (`aria-current`): `home`, `new`, `approvals`, `audit`, `admin`.
+    pub section: &'static str,
+}
+
+impl Chrome {
+    /// For a signed-in user's page.
+    pub(super) fn new(web: &Web, s: &SignedIn) -> Self {
+        Self {
+            dev: web.app.dev,
+            me: Some(s.user.clone()),
+            csrf_token: s.session.csrf_token.clone(),
+            auditor: web.app.is_auditor(&s.user),
+            admin: web.app.is_admin(&s.user),
+            section: "",
+        }
+    }
+
+    /// The same, for a page of navigation entry `section`.
+    pub(super) fn at(web: &Web, s: &SignedIn, section: &'static str) -> Self {
+        Self {
+            section,
+            ..Self::new(web, s)
+        }
+    }
+
+    /// For pages shown to nobody in particular (errors before sign-in).
+    pub(super) fn anonymous(dev: bool) -> Self {
+        Self {
+            dev,
+            me: None,
+            csrf_token: String::new(),
+            auditor: false,
+            admin: false,
+            section: "",
+        }
+    }
+}
+
+/// A time as pages show it: `2026-11-29 09:52:15 UTC`.
+pub(super) fn when(ms: i64) -> String {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    crate::clock::from_ms(ms).format(&fmt).unwrap_or_default()
+}
+
+/// A request as pages show it.
+pub struct Card {
+    id: String,
+    entitlement: String,
+    title: String,
+    kind: String,
+    target: String,
+    state: String,
+    requester: String,
+    duration: String,
+    justification: String,
+    ticket: String,
+    created: String,
+    expires: String,
+    left_secs: i64,
+    left: String,
+    approvals: String,
+    simulated: bool,
+    break_glass: bool,
+    failure: String,
+    extension: bool,
+    reviewed: String,
+}
+
+fn card(web: &Web, v: &RequestView) -> Card {
+    let r = &v.row;
+    let left = web.app.seconds_left(r);
+    let approved = v
+        .approvals
+        .iter()
+        .filter(|a| a.decision == Decision::Approve)
+        .count();
+    Card {
+        id: r.id.to_string(),
+        entitlement: r.entitlement.clone(),
+        title: web
+            .app
+            .policy
+            .catalog
+            .get(&r.entitlement)
+            .map_or_else(|| r.entitlement.clone(), |e| e.title.clone()),
+        kind: r.kind.clone(),
+        target: v.target.clone(),
+        state: r.state.to_string(),
+        requester: r.requester_email.clone(),
+        duration: jit_api::format_duration(u64::try_from(r.duration_secs).unwrap_or(0)),
+        justification: r.justification.clone(),
+        ticket: r.ticket.clone().unwrap_or_default(),
+        created: when(r.created_at),
+        expires: r.expires_at.map(when).unwrap_or_default(),
+        left_secs: left,
+        left: if r.state == RequestState::Active {
+            jit_api::format_duration(u64::try_from(left).unwrap_or(0))
+        } else {
+            String::new()
+        },
+        approvals: if r.approvals_required == 0 {
+            "auto-approved".to_owned()
+        } else {
+            format!("{approved} of {}", r.approvals_required)
+        },
+        simulated: r.simulated,
+        break_glass: r.break_glass,
+        failure: r.failure_reason.clone().unwrap_or_default(),
+        extension: r.extends_id.is_some(),
+        reviewed: r.reviewed_by.clone().unwrap_or_default(),
+    }
+}
+
+/// An error page that leaks nothing internal.
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    chrome: Chrome,
+    title: String,
+    message: String,
+}
+
+/// A page-level error.
+pub struct UiError(StatusCode, String, Option<Box<Chrome>>);
+
+impl UiError {
+    /// An error page with `status` and `message`.
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into(), None)
+    }
+}
+
+impl From<ServiceError> for UiError {
+    fn from(e: ServiceError) -> Self {
+        let e = ApiError::from(e);
+        Self(e.status, e.message, None)
+    }
+}
+
+impl From<ApiError> for UiError {
+    fn from(e: ApiError) -> Self {
+        Self(e.status, e.message, None)
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let title = self.0.canonical_reason().unwrap_or("Error").to_owned();
+        let page = ErrorPage {
+            chrome: self.2.map_or_else(|| Chrome::anonymous(false), |c| *c),
+            title,
+            message: self.1,
+        };
+        (self.0, page).into_response()
+    }
+}
+
+pub(super) async fn not_found(State(web): State<Web>) -> Response {
+    UiError(
+        StatusCode::NOT_FOUND,
+        "there is no page here".to_owned(),
+        Some(Box::new(Chrome::anonymous(web.app.dev))),
+    )
+    .into_response()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "home.html")]
+struct HomePage {
+    chrome: Chrome,
+    active: Vec<Card>,
+    recent: Vec<Card>,
+    pending_approvals: usize,
+}
+
+async fn home(State(web): State<Web>, s: SignedIn) -> Result<HomePage, UiError> {
+    let mine = web
+        .app
+        .list_visible(&s.user, vec![], true, None, 50)
+        .await?;
+    let (active, recent): (Vec<_>, Vec<_>) = mine
+        .items
+        .iter()
+        .map(|v| card(&web, v))
+        .partition(|c| c.state == "active");
+    let pending_approvals = web.app.pending_for(&s.user).await?.len();
+    Ok(HomePage {
+        chrome: Chrome::at(&web, &s, "home"),
+        active,
+        recent,
+        pending_approvals,
+    })
+}
+
+/// A message split at its backticks: the odd pieces are code (`` `aws-sandbox` ``).
+fn code_spans(message: &str) -> Vec<(bool, String)> {
+    if message.matches('`').count() % 2 == 1 {
+        return vec![(false, message.to_owned())];
+    }
+    message
+        .split('`')
+        .enumerate()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(i, text)| (i % 2 == 1, text.to_owned()))
+        .collect()
+}
+
+/// The status of a page shown again with the reason an action was refused.
+fn refusal_status(e: &ServiceError) -> StatusCode {
+    match e {
+        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ServiceError::Conflict(_) => StatusCode::CONFLICT,
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn nonempty(s: Option<&String>) -> Option<String> {
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
