@@ -20,6 +20,7 @@ mod graph;
 mod graph_fake;
 mod health;
 mod identity;
+mod layers;
 mod multi;
 mod notify;
 mod openapi;

@@ -818,7 +818,7 @@ impl Config {
             ));
         }
         if let Some(key) = &self.server.session_key {
-            crate::http::session_key_bytes(key.expose())
+            session_key_bytes(key.expose())
                 .map_err(|e| ConfigError::invalid("server.session_key", e))?;
         }
         for (key, value) in [
@@ -1011,6 +1011,16 @@ impl Config {
     pub fn seconds(value: &str) -> u64 {
         jit_api::parse_duration(value).unwrap_or(1)
     }
+}
+
+/// Decodes `server.session_key` (base64, at least 64 bytes).
+pub fn session_key_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim())
+        .map_err(|_| "must be base64 (e.g. `openssl rand -base64 64`)".to_owned())?;
+    if bytes.len() < 64 {
+        return Err(format!("must hold at least 64 bytes, has {}", bytes.len()));
+    }
+    Ok(bytes)
 }
 
 fn is_loopback_url(url: &Url) -> bool {

@@ -8,6 +8,19 @@ pub mod text;
 
 pub use text::local_path;
 
+/// Who receives a grant, as providers need to know them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grantee {
+    /// Broker user key.
+    pub key: String,
+    /// Email or user principal name (Identity Store user lookup, session names).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Entra object id (PIM `principalId`).
+    pub oid: Option<String>,
+}
+
 /// Something that moves a request from one state to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {

@@ -80,7 +80,7 @@ pub async fn build(
         .await
         .context("cannot chain the pending audit events")?;
     let key = match &config.server.session_key {
-        Some(k) => http::session_key_bytes(k.expose())
+        Some(k) => crate::config::session_key_bytes(k.expose())
             .map_err(|e| anyhow::anyhow!("config: `server.session_key`: {e}"))?,
         None if dev => {
             let mut k = vec![0u8; 64];

@@ -33,17 +33,6 @@ mod wait;
 
 pub use auth::AuthMode;
 
-/// Decodes `server.session_key` (base64, at least 64 bytes).
-pub fn session_key_bytes(text: &str) -> Result<Vec<u8>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| "must be base64 (e.g. `openssl rand -base64 64`)".to_owned())?;
-    if bytes.len() < 64 {
-        return Err(format!("must hold at least 64 bytes, has {}", bytes.len()));
-    }
-    Ok(bytes)
-}
-
 /// State shared by every handler.
 #[derive(Clone)]
 pub struct Web {

@@ -17,18 +17,7 @@ pub mod graph;
 pub mod microsoft;
 pub mod simulated;
 
-/// Who receives a grant, as providers need to know them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grantee {
-    /// Broker user key.
-    pub key: String,
-    /// Email or user principal name (Identity Store user lookup, session names).
-    pub email: String,
-    /// Display name.
-    pub name: String,
-    /// Entra object id (PIM `principalId`).
-    pub oid: Option<String>,
-}
+pub use crate::domain::Grantee;
 
 /// One grant to make or remove.
 #[derive(Debug, Clone)]

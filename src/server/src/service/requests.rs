@@ -1190,12 +1190,7 @@ pub fn already_open(open: &RequestRow) -> String {
     }
 }
 
-/// Human form of a unix-ms time.
-pub fn fmt_ms(ms: i64) -> String {
-    from_ms(ms)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+pub use crate::clock::fmt_ms;
 
 fn check_duration(ent: &Entitlement, secs: u64) -> Result<(), ServiceError> {
     if secs > ent.max_duration {

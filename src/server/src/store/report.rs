@@ -204,7 +204,7 @@ fn held_in(g: &Row, from_ms: i64, to_ms: i64) -> bool {
 }
 
 fn rfc3339(ms: i64) -> String {
-    super::super::service::requests::fmt_ms(ms)
+    crate::clock::fmt_ms(ms)
 }
 
 fn parse_ms(text: &str) -> Option<i64> {

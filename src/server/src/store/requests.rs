@@ -222,7 +222,7 @@ pub async fn open_request(
 pub async fn get_for_grant(
     store: &Store,
     id: Uuid,
-) -> Result<Option<(RequestRow, Option<crate::providers::Grantee>)>, StoreError> {
+) -> Result<Option<(RequestRow, Option<crate::domain::Grantee>)>, StoreError> {
     let Some(r) = query(
         "SELECT r.*, u.key AS grantee_key, u.email AS grantee_email, u.name AS grantee_name,
                 u.oid AS grantee_oid
@@ -235,7 +235,7 @@ pub async fn get_for_grant(
         return Ok(None);
     };
     let grantee = match r.try_get::<Option<String>>("grantee_key")? {
-        Some(key) => Some(crate::providers::Grantee {
+        Some(key) => Some(crate::domain::Grantee {
             key,
             email: r.try_get("grantee_email")?,
             name: r.try_get("grantee_name")?,

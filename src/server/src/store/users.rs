@@ -2,8 +2,8 @@
 
 use super::db::query;
 use super::{Store, StoreError, Tx, Write};
+use crate::domain::Grantee;
 use crate::domain::User;
-use crate::providers::Grantee;
 
 /// Records a user's profile, or refreshes it when it changed (`updated_at`
 /// is when it last changed).
