@@ -184,6 +184,7 @@ fn aws_with_credential_process(world: &World, user: &User, entitlement: &str) ->
     cmd.env("AWS_CONFIG_FILE", &config)
         .env("JIT_CONFIG_DIR", &user.config)
         .env("JIT_CACHE_DIR", &user.cache)
+        .env("JIT_TERMINAL_PROMPT", "0")
         .args(["sts", "get-caller-identity", "--profile", "e2e"])
         .args(["--endpoint-url", &world.peers.moto, "--output", "json"]);
     user.record(harness::Running::spawn(cmd, "aws sts get-caller-identity").wait())

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli_e2e::harness::{Out, StderrLog, User, jit_bin};
+use crate::support::peer_env;
 use crate::support::server::{Engine, ServerProcess, free_port, fresh_db};
 
 /// A user signed in to the development broker at `url` as the demo user `login`.
@@ -218,13 +219,21 @@ struct Terminal {
 }
 
 impl Terminal {
+    /// `jit ARGS…` at the terminal.
     fn start(user: &User, args: &str) -> Self {
+        Self::run(user, &format!("'{}' {args}", jit_bin().display()), &[])
+    }
+
+    /// The shell command `line` at the terminal, in `user`'s environment and `env`.
+    fn run(user: &User, line: &str, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new("script");
         user.env(&mut cmd);
+        // At this terminal, asking is the point.
+        cmd.env_remove("JIT_TERMINAL_PROMPT");
         // A terminal people use (without `TERM` the spinner stays hidden).
         cmd.env("TERM", "xterm");
-        let line = format!("'{}' {args}", jit_bin().display());
-        cmd.args(["-qec", &line, "/dev/null"])
+        cmd.envs(env.iter().copied());
+        cmd.args(["-qec", line, "/dev/null"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -356,4 +365,74 @@ fn credential_process_asks_for_a_missing_grant_at_a_terminal() {
     let out = alice.jit(&["credential-process", "aws-prod-readonly"]).ok();
     assert!(out.stdout.starts_with("{\"Version\":1"), "{out:#?}");
     assert!(out.stderr.is_empty(), "{out:#?}");
+}
+
+/// The AWS CLI runs `credential_process` with its stdout and stderr captured, but the person
+/// is still at the terminal: a missing grant is asked for there (`/dev/tty`), filed, and the
+/// AWS CLI gets the credentials. With `JIT_TERMINAL_PROMPT=0` nothing is asked and the AWS
+/// CLI shows the one line that names the command to run.
+#[test]
+fn credential_process_under_the_aws_cli_asks_at_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(fresh_db(Engine::Sqlite));
+    let server = ServerProcess::start_dev(dir.path(), &db.url);
+    let alice = dev_user(&server.url, "alice");
+    let config = alice.home.join("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile dev]\nregion = us-east-1\ncredential_process = '{}' credential-process aws-sandbox\n",
+            jit_bin().display()
+        ),
+    )
+    .unwrap();
+    let aws = std::path::Path::new(&peer_env("JIT_TEST_PEERS")).join("venv/bin/aws");
+    let line = format!(
+        "'{}' sts get-caller-identity --profile dev --endpoint-url {} --output json",
+        aws.display(),
+        peer_env("JIT_TEST_MOTO_URL")
+    );
+    let config = config.to_str().unwrap();
+    let env = [
+        ("AWS_CONFIG_FILE", config),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+
+    // Told not to ask: the AWS CLI fails with jit's line.
+    let mut quiet = env.to_vec();
+    quiet.push(("JIT_TERMINAL_PROMPT", "0"));
+    let term = Terminal::run(&alice, &line, &quiet);
+    let (code, screen) = term.finish();
+    assert_ne!(code, 0, "{screen}");
+    assert!(
+        screen.contains(
+            "error: no active grant for `aws-sandbox`: run `jit request aws-sandbox --duration \
+             1h --reason \"…\" --wait`"
+        ),
+        "{screen}"
+    );
+    assert!(!screen.contains("Reason"), "{screen}");
+
+    // Asked at the terminal: filed, auto-approved, and the AWS CLI signed in with it.
+    let mut term = Terminal::run(&alice, &line, &env);
+    term.wait_for(
+        "No active grant for `aws-sandbox` (AWS sandbox — power user). Request it now for 1h \
+         (auto-approved)?",
+    );
+    term.wait_for("Reason (empty to cancel): ");
+    term.type_line("try the new bucket policy");
+    let (code, screen) = term.finish();
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("\"Arn\""), "the AWS CLI answered: {screen}");
+    assert!(
+        screen.contains("for `aws-sandbox` (1h) is active until "),
+        "{screen}"
+    );
+    let id = newest_request(&alice, "aws-sandbox");
+    let granted = alice.jit(&["-o", "json", "show", &id]).ok().json();
+    assert_eq!(granted["state"], "active");
+    assert_eq!(granted["justification"], "try the new bucket policy");
 }

@@ -97,6 +97,9 @@ In ~/.aws/config:
   credential_process = jit credential-process aws-prod-admin
 
 Credentials are cached on disk (0600) and re-minted when less than 5 minutes remain.
+Without an active grant, jit asks at your terminal for a reason, files the request and waits
+for it (also under the AWS CLI, which captures its output); without a terminal, or with
+JIT_TERMINAL_PROMPT=0, it fails naming the command to run.
 
 Example:
   jit credential-process aws-prod-admin")]

@@ -619,13 +619,16 @@ impl User {
         }
     }
 
-    /// The environment `jit` runs with (and passes on to `credential_process`).
+    /// The environment `jit` runs with (and passes on to `credential_process`). It never asks
+    /// at the controlling terminal (`JIT_TERMINAL_PROMPT=0`): tests run from a developer's
+    /// terminal must not wait for an answer there.
     pub fn env(&self, cmd: &mut Command) {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
             .env("JIT_CONFIG_DIR", &self.config)
-            .env("JIT_CACHE_DIR", &self.cache);
+            .env("JIT_CACHE_DIR", &self.cache)
+            .env("JIT_TERMINAL_PROMPT", "0");
     }
 
     /// `jit ARGS…` as a command.

@@ -8,7 +8,7 @@ use jit_api::{
 use serde_json::json;
 
 use super::requests::{file, list_requests, not_granted, summary, wait_until_settled};
-use super::{Ctx, emit, emit_json, prompt};
+use super::{Ctx, emit, emit_json};
 use crate::api::{Api, Fetched};
 use crate::args::{ConsoleArgs, ExecArgs};
 use crate::credcache::{self, ProcessCredentials};
@@ -77,19 +77,19 @@ pub fn active_grant(api: &mut Api, entitlement: &str) -> Result<Request> {
         .value
         .into_iter()
         .find(|r| r.entitlement == entitlement);
-    let interactive = super::interactive();
-    let filed = match pending {
-        Some(p) if interactive => {
-            eprintln!(
+    let mut console = super::Console::open();
+    let filed = match (pending, console.as_mut()) {
+        (Some(p), Some(console)) => {
+            console.say(&format!(
                 "No active grant for `{entitlement}` yet: request {} is {}; waiting for it \
                  (Ctrl-C stops waiting, the request goes on).",
                 short_id(&p.id),
                 crate::output::approvals_progress(&p)
-            );
+            ));
             let raw = serde_json::to_string(&p).unwrap_or_default();
             Fetched { value: p, raw }
         }
-        Some(p) => {
+        (Some(p), None) => {
             return Err(CliError::new(format!(
                 "no active grant for `{entitlement}`: request {} is still pending",
                 short_id(&p.id)
@@ -99,24 +99,31 @@ pub fn active_grant(api: &mut Api, entitlement: &str) -> Result<Request> {
                 short_id(&p.id)
             )));
         }
-        None if interactive => match ask_to_request(api, ent)? {
+        (None, Some(console)) => match ask_to_request(api, console, ent)? {
             Some(created) => created,
             None => return Err(no_grant(ent)),
         },
-        None => return Err(no_grant(ent)),
+        (None, None) => return Err(no_grant(ent)),
     };
+    // Progress is shown on stderr; at the controlling terminal one line says what happens.
+    if let Some(console @ super::Console::Tty(_)) = console.as_mut() {
+        console.say(&format!(
+            "Waiting for request {} ({}); Ctrl-C stops waiting, the request goes on.",
+            short_id(&filed.value.id),
+            crate::output::approvals_progress(&filed.value)
+        ));
+    }
     let settled = wait_until_settled(api, filed)?;
     if settled.value.state != RequestState::Active {
         return Err(not_granted(&settled.value));
     }
-    eprint!(
-        "{}",
-        summary(&settled.value, time::OffsetDateTime::now_utc())
-            .lines()
-            .next()
-            .map(|l| format!("{l}\n"))
-            .unwrap_or_default()
-    );
+    let summary = summary(&settled.value, time::OffsetDateTime::now_utc());
+    if let Some(line) = summary.lines().next() {
+        match console.as_mut() {
+            Some(console) => console.say(line),
+            None => eprintln!("{line}"),
+        }
+    }
     Ok(settled.value)
 }
 
@@ -150,22 +157,26 @@ fn no_grant(ent: &Entitlement) -> CliError {
 }
 
 /// Offers to file the request at the terminal: `None` when the reason is left empty.
-fn ask_to_request(api: &mut Api, ent: &Entitlement) -> Result<Option<Fetched<Request>>> {
+fn ask_to_request(
+    api: &mut Api,
+    console: &mut super::Console,
+    ent: &Entitlement,
+) -> Result<Option<Fetched<Request>>> {
     let duration = default_duration(ent);
     let approval = match ent.approvals_required {
         0 => "auto-approved".to_owned(),
         1 => "needs 1 approval".to_owned(),
         n => format!("needs {n} approvals"),
     };
-    eprintln!(
+    console.say(&format!(
         "No active grant for `{}` ({}). Request it now for {duration} ({approval})?",
         ent.id, ent.title
-    );
-    let Some(reason) = prompt("Reason (empty to cancel): ") else {
+    ));
+    let Some(reason) = console.ask("Reason (empty to cancel): ") else {
         return Ok(None);
     };
     let ticket = if ent.require_ticket {
-        let Some(ticket) = prompt("Ticket: ") else {
+        let Some(ticket) = console.ask("Ticket: ") else {
             return Ok(None);
         };
         Some(ticket)

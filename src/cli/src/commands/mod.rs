@@ -5,7 +5,7 @@ mod catalog;
 mod login;
 mod requests;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::CommandFactory;
@@ -154,21 +154,69 @@ fn audit_verify(ctx: &Ctx) -> Result<ExitCode> {
     Err(CliError::new(msg).hint("investigate with `jit-server audit verify` against the database"))
 }
 
-/// Someone is at a terminal to answer: stdin and stderr are both terminals.
-pub fn interactive() -> bool {
-    io::stdin().is_terminal() && io::stderr().is_terminal()
+/// The terminal of the person running `jit`, to tell and to ask: stdin and stderr when both
+/// are one; otherwise the controlling terminal (`/dev/tty`), which is still theirs when a
+/// program runs `jit` with its output captured (the AWS CLI runs `credential_process` so).
+pub enum Console {
+    /// Stdin and stderr.
+    Std,
+    /// The controlling terminal.
+    Tty(std::fs::File),
 }
 
-/// Reads one line from the terminal after a prompt on stderr; `None` when
-/// stdin or stderr is not a terminal, or the answer is empty.
-pub fn prompt(question: &str) -> Option<String> {
-    if !interactive() {
-        return None;
+impl Console {
+    /// The terminal to ask at; `None` without one, or when `JIT_TERMINAL_PROMPT=0` (for
+    /// scripts that must never be asked, as `GIT_TERMINAL_PROMPT=0` is for git).
+    pub fn open() -> Option<Self> {
+        if std::env::var_os("JIT_TERMINAL_PROMPT").is_some_and(|v| v == "0") {
+            return None;
+        }
+        if io::stdin().is_terminal() && io::stderr().is_terminal() {
+            return Some(Self::Std);
+        }
+        // Fails (ENXIO) for a process without a controlling terminal: cron, CI, services.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .ok()
+            .map(Self::Tty)
     }
-    eprint!("{question}");
-    let _ = io::stderr().flush();
-    let mut line = String::new();
-    io::stdin().read_line(&mut line).ok()?;
-    let line = line.trim().to_owned();
-    (!line.is_empty()).then_some(line)
+
+    /// Writes `text` and a line break.
+    pub fn say(&mut self, text: &str) {
+        self.write(&format!("{text}\n"));
+    }
+
+    fn write(&mut self, text: &str) {
+        let _ = match self {
+            Self::Std => io::stderr().write_all(text.as_bytes()),
+            Self::Tty(tty) => tty.write_all(text.as_bytes()),
+        };
+    }
+
+    /// Reads one line after `question`; `None` when the answer is empty or cannot be read.
+    pub fn ask(&mut self, question: &str) -> Option<String> {
+        self.write(question);
+        let mut line = String::new();
+        match self {
+            Self::Std => {
+                let _ = io::stderr().flush();
+                io::stdin().read_line(&mut line).ok()?;
+            }
+            // A terminal in canonical mode hands over one line per read, so nothing past the
+            // answer is lost with the reader.
+            Self::Tty(tty) => {
+                io::BufReader::new(&*tty).read_line(&mut line).ok()?;
+            }
+        }
+        let line = line.trim().to_owned();
+        (!line.is_empty()).then_some(line)
+    }
+}
+
+/// Reads one line from the person at the terminal ([`Console`]) after `question`; `None`
+/// without a terminal, or when the answer is empty.
+pub fn prompt(question: &str) -> Option<String> {
+    Console::open()?.ask(question)
 }
