@@ -11,13 +11,23 @@ use serde_json::Value;
 
 use crate::cli_e2e::harness::{Out, StderrLog, User, jit_bin};
 use crate::support::peer_env;
-use crate::support::server::{Engine, ServerProcess, free_port, fresh_db};
+use crate::support::server::{Engine, FreshDb, ServerProcess, free_port, fresh_db};
 
 /// A user signed in to the development broker at `url` as the demo user `login`.
 fn dev_user(url: &str, login: &str) -> User {
     let user = User::new(login, &StderrLog::default());
     user.jit(&["login", "--server", url, "--user", login]).ok();
     user
+}
+
+/// A development broker on a fresh SQLite database (keep the first two as long as it runs).
+fn dev_broker() -> (tempfile::TempDir, FreshDb, ServerProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(fresh_db(Engine::Sqlite));
+    let server = ServerProcess::start_dev(dir.path(), &db.url);
+    (dir, db, server)
 }
 
 /// Stderr of a failed command: exactly `line`, exit 1, nothing on stdout.
@@ -301,11 +311,7 @@ impl Terminal {
 /// nothing.
 #[test]
 fn credential_process_asks_for_a_missing_grant_at_a_terminal() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(fresh_db(Engine::Sqlite));
-    let server = ServerProcess::start_dev(dir.path(), &db.url);
+    let (_dir, _db, server) = dev_broker();
     let alice = dev_user(&server.url, "alice");
     let bob = dev_user(&server.url, "bob");
     let dave = dev_user(&server.url, "dave");
@@ -373,11 +379,7 @@ fn credential_process_asks_for_a_missing_grant_at_a_terminal() {
 /// CLI shows the one line that names the command to run.
 #[test]
 fn credential_process_under_the_aws_cli_asks_at_the_terminal() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(fresh_db(Engine::Sqlite));
-    let server = ServerProcess::start_dev(dir.path(), &db.url);
+    let (_dir, _db, server) = dev_broker();
     let alice = dev_user(&server.url, "alice");
     let config = alice.home.join("aws-config");
     std::fs::write(
