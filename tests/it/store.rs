@@ -1768,3 +1768,69 @@ both_backends!(ocsf_export_is_ocsf_shaped_and_keeps_the_chain, |db| {
         events[0]["unmapped"]["request_id"]
     );
 });
+
+// ---------------------------------------------------------------------------------------------
+// reconciliation's view of ended grants
+// ---------------------------------------------------------------------------------------------
+
+both_backends!(
+    ended_grants_waiting_for_removal_are_read_without_a_cap,
+    |db| {
+        let store = &db.store;
+        let alice = user("alice");
+        add_user(store, &alice).await;
+        let since = T0 + 10_000;
+        // Each row's end is its `created_at`; its class, its justification (set below).
+        let row = |state: RequestState, at: i64, class: &str| {
+            let mut r = request(&alice, "aws-sandbox");
+            r.state = state;
+            r.created_at = at;
+            r.justification = class.to_owned();
+            r
+        };
+        let mut tx = store.begin().await.unwrap();
+        // More than any page or former cap (1,000) of grants that ended and wait for removal.
+        let mut want = HashSet::new();
+        for i in 0..1_100 {
+            let state = if i % 2 == 0 {
+                RequestState::Expired
+            } else {
+                RequestState::Revoked
+            };
+            let r = row(state, since + 1 + i, "waiting");
+            want.insert(r.id);
+            requests::insert(&mut tx, &r).await.unwrap();
+        }
+        // Not theirs: ended at `since`, already removed, never active, still active.
+        for r in [
+            row(RequestState::Expired, since, "waiting"),
+            row(RequestState::Revoked, since + 5, "removed"),
+            row(RequestState::Revoked, since + 5, "never active"),
+            row(RequestState::Active, since + 5, "active"),
+        ] {
+            requests::insert(&mut tx, &r).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        for sql in [
+            format!(
+                "UPDATE requests SET activated_at = {T0}, ended_at = created_at \
+             WHERE justification IN ('waiting', 'removed')"
+            ),
+            "UPDATE requests SET deprovisioned_at = created_at + 1 WHERE justification = 'removed'"
+                .to_owned(),
+            "UPDATE requests SET ended_at = created_at WHERE justification = 'never active'"
+                .to_owned(),
+            format!("UPDATE requests SET activated_at = {T0} WHERE justification = 'active'"),
+        ] {
+            db.exec(&sql).await.unwrap();
+        }
+        let got: HashSet<Uuid> = requests::ended_not_removed(store, since)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(got.len(), 1_100, "{}", db.name());
+        assert_eq!(got, want, "{}", db.name());
+    }
+);

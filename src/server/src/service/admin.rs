@@ -107,25 +107,7 @@ impl App {
         // Grants that just ended keep their assignment until their own
         // removal job runs (soon); only an overdue removal is the pass's to make.
         let grace_from = self.now_ms() - REMOVAL_GRACE_MS;
-        let ending: Vec<_> = store::list(
-            &self.store,
-            &ListFilter {
-                states: vec![
-                    jit_api::RequestState::Expired,
-                    jit_api::RequestState::Revoked,
-                ],
-                limit: 1000,
-                ..ListFilter::default()
-            },
-        )
-        .await?
-        .into_iter()
-        .filter(|r| {
-            r.activated_at.is_some()
-                && r.deprovisioned_at.is_none()
-                && r.ended_at.is_some_and(|e| e > grace_from)
-        })
-        .collect();
+        let ending = store::ended_not_removed(&self.store, grace_from).await?;
         // Their access may be gone already (a later grant's removal took it): not missing.
         let ending_ids: Vec<String> = ending.iter().map(|r| r.id.to_string()).collect();
         rows.extend(ending);

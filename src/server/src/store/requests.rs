@@ -627,6 +627,22 @@ pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, Stor
     rows.iter().map(RequestRow::from_row).collect()
 }
 
+/// Grants that ended (expired or revoked) after `since_ms` and whose access
+/// has not been removed yet: every one of them, however many.
+pub async fn ended_not_removed(
+    store: &Store,
+    since_ms: i64,
+) -> Result<Vec<RequestRow>, StoreError> {
+    let rows = query(
+        "SELECT * FROM requests WHERE state IN ('expired', 'revoked')
+         AND activated_at IS NOT NULL AND deprovisioned_at IS NULL AND ended_at > $1",
+    )
+    .bind(since_ms)
+    .fetch_all(store)
+    .await?;
+    rows.iter().map(RequestRow::from_row).collect()
+}
+
 /// Requests an approver has decided on, newest first.
 pub async fn decided_by(
     store: &Store,
