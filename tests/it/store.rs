@@ -240,7 +240,8 @@ both_backends!(
          INSERT INTO schema_migrations VALUES (1, 'init', 0), (2, 'audit_pending', 0), (3, 'audit_seq_not_null', 0);
          DROP TABLE _sqlx_migrations;
          DROP INDEX requests_newest_first;
-         DROP TABLE audit_checkpoints;",
+         DROP TABLE audit_checkpoints;
+         ALTER TABLE jobs DROP COLUMN failures;",
     )
     .await
     .unwrap();
@@ -258,7 +259,11 @@ both_backends!(
         );
         assert_eq!(
             db.store.migrate().await.unwrap(),
-            ["0004_requests_newest_first", "0005_audit_checkpoints"],
+            [
+                "0004_requests_newest_first",
+                "0005_audit_checkpoints",
+                "0006_jobs_failures"
+            ],
             "nothing is run again, what came later is"
         );
         db.store.check_migrations().await.unwrap();
@@ -1182,6 +1187,62 @@ both_backends!(an_expired_lease_makes_a_job_claimable_again, |db| {
         jobs::backlog(&db.store, T0 + 999_999).await.unwrap(),
         (0, None)
     );
+});
+
+// A broker killed while it holds a job is a claim, not a failure: the job's
+// next real failure waits the first retry's backoff, not 2^claims seconds.
+both_backends!(abandoned_claims_do_not_count_as_failures, |db| {
+    const LEASE: i64 = 1_000;
+    const ABANDONED: i64 = 6;
+    enqueue(&db.store, "deprovision", T0, None).await;
+    let mut now = T0;
+    for n in 1..=ABANDONED {
+        let got = jobs::claim(&db.store, now, LEASE, 10).await.unwrap();
+        assert_eq!(got.len(), 1, "{}: claim {n}", db.name());
+        assert_eq!((got[0].attempts, got[0].failures), (n, 0));
+        // the broker dies: nobody renews or releases the lease
+        now += LEASE;
+    }
+    let job = jobs::claim(&db.store, now, LEASE, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((job.attempts, job.failures), (ABANDONED + 1, 0));
+    assert_eq!(job.failure_number(), 1);
+    assert_eq!(
+        job.backoff_ms(),
+        2_000,
+        "{}: the first failure's backoff",
+        db.name()
+    );
+    assert_eq!(
+        jit_server::service::grants::internal_retry_ms(&job),
+        3_000,
+        "{}",
+        db.name()
+    );
+    // it fails once: due again after the first backoff, and claimable then
+    jobs::retry_later(&db.store, job.id, now + job.backoff_ms(), "throttled")
+        .await
+        .unwrap();
+    assert!(
+        jobs::claim(&db.store, now + 1_999, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let next = jobs::claim(&db.store, now + 2_000, LEASE, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((next.attempts, next.failures), (ABANDONED + 2, 1));
+    assert_eq!((next.failure_number(), next.backoff_ms()), (2, 4_000));
+    // abandoned again: still one failure
+    let again = jobs::claim(&db.store, now + 2_000 + LEASE, LEASE, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((again.failures, again.backoff_ms()), (1, 4_000));
 });
 
 both_backends!(several_jobs_go_in_one_statement, |db| {

@@ -158,15 +158,15 @@ async fn run_one(app: App, job: jobs::Job) {
         Ok(JobOutcome::Done) => {}
         Ok(JobOutcome::RetryAt(at, why)) => {
             crate::metrics::job_retried(&job.kind);
-            warn!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, reason = %why, "job will be retried");
+            warn!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, failures = job.failures, reason = %why, "job will be retried");
             if let Err(e) = jobs::retry_later(&app.store, job.id, at, &why).await {
                 error!(error = %e, "could not reschedule job");
             }
         }
         Err(e) => {
             crate::metrics::job_retried(&job.kind);
-            error!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, error = ?e, "job failed");
-            let at = app.now_ms() + internal_retry_ms(job.attempts);
+            error!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, failures = job.failures, error = ?e, "job failed");
+            let at = app.now_ms() + internal_retry_ms(&job);
             if let Err(e) = jobs::retry_later(&app.store, job.id, at, "internal error").await {
                 error!(error = %e, "could not reschedule job");
             }

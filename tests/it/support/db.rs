@@ -26,12 +26,13 @@ use sqlx::postgres::PgConnection;
 use super::{init, peer_env};
 
 /// Every migration this build has, in order (as `jit-server migrate` names them).
-pub const MIGRATIONS: [&str; 5] = [
+pub const MIGRATIONS: [&str; 6] = [
     "0001_init",
     "0002_audit_pending",
     "0003_audit_seq_not_null",
     "0004_requests_newest_first",
     "0005_audit_checkpoints",
+    "0006_jobs_failures",
 ];
 
 /// How errors list every migration as pending: `0001_init, …, 0005_… pending`.

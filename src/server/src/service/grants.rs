@@ -22,7 +22,8 @@ use crate::store::jobs::{self, Job};
 use crate::store::requests::{self as store, Changes, RequestRow};
 use crate::store::{Backend, Tx, query, query_built};
 
-/// Attempts before a grant that keeps failing transiently is marked failed.
+/// Failed attempts after which a grant that keeps failing transiently is
+/// marked failed (a broker that died holding the job does not count).
 const MAX_ACTIVATE_ATTEMPTS: i64 = 8;
 
 /// One lock per upstream object, so that a removal and a new grant of the
@@ -134,11 +135,6 @@ pub enum JobOutcome {
     Done,
     /// Try again at this unix-ms time.
     RetryAt(i64, String),
-}
-
-fn backoff_ms(attempts: i64) -> i64 {
-    let exp = u32::try_from(attempts.clamp(1, 10)).unwrap_or(10);
-    (1000_i64 << exp).min(300_000)
 }
 
 impl App {
@@ -410,7 +406,7 @@ impl App {
             Err(e) => {
                 let current = store::lock(&self.store, &mut tx, id).await?;
                 let permanent = matches!(e, ProviderError::Permanent(_))
-                    || job.attempts >= MAX_ACTIVATE_ATTEMPTS;
+                    || job.failure_number() >= MAX_ACTIVATE_ATTEMPTS;
                 if permanent && current.state == RequestState::Approved {
                     let reason = e.to_string();
                     store::set_state(
@@ -433,7 +429,7 @@ impl App {
                                 action: "grant.failed",
                                 request_id: Some(id),
                                 entitlement: Some(&ent.id),
-                                data: json!({ "reason": reason, "attempts": job.attempts }),
+                                data: json!({ "reason": reason, "attempts": job.failure_number() }),
                             },
                         )
                         .await?;
@@ -455,7 +451,7 @@ impl App {
                     tx.rollback().await?;
                     drop(guard);
                     return Ok(JobOutcome::RetryAt(
-                        now_ms + backoff_ms(job.attempts),
+                        now_ms + job.backoff_ms(),
                         e.to_string(),
                     ));
                 } else {
@@ -667,7 +663,8 @@ impl App {
             }
             Some(Err(e)) => {
                 // Removal must happen: keep trying, and say so in the log once in a while.
-                if r.job.attempts == 1 || r.job.attempts % 10 == 0 {
+                let failure = r.job.failure_number();
+                if failure == 1 || failure % 10 == 0 {
                     self.audit(
                         &mut tx,
                         NewEvent {
@@ -675,12 +672,12 @@ impl App {
                             action: "grant.removal_retry",
                             request_id: Some(id),
                             entitlement: Some(&ent.id),
-                            data: json!({ "error": e.to_string(), "attempts": r.job.attempts }),
+                            data: json!({ "error": e.to_string(), "attempts": failure }),
                         },
                     )
                     .await?;
                 }
-                JobOutcome::RetryAt(now_ms + backoff_ms(r.job.attempts), e.to_string())
+                JobOutcome::RetryAt(now_ms + r.job.backoff_ms(), e.to_string())
             }
         };
         self.commit_holding(tx, change).await?;
@@ -806,7 +803,7 @@ impl App {
                 jobs::complete(&mut tx, job.id, now_ms).await?;
                 JobOutcome::Done
             }
-            Err(e) => JobOutcome::RetryAt(now_ms + backoff_ms(job.attempts), e.to_string()),
+            Err(e) => JobOutcome::RetryAt(now_ms + job.backoff_ms(), e.to_string()),
         };
         self.commit_holding(tx, None).await?;
         Ok(outcome)
@@ -1079,6 +1076,6 @@ enum Issued {
 }
 
 /// Delay before retrying a job that failed with an internal error.
-pub fn internal_retry_ms(attempts: i64) -> i64 {
-    backoff_ms(attempts) + secs_ms(1)
+pub fn internal_retry_ms(job: &Job) -> i64 {
+    job.backoff_ms() + secs_ms(1)
 }

@@ -99,9 +99,9 @@ impl App {
                 tx.commit().await?;
                 Ok(super::grants::JobOutcome::Done)
             }
-            Err(e) if e.is_transient() && job.attempts < 30 => {
+            Err(e) if e.is_transient() && job.failure_number() < 30 => {
                 let wait = e.retry_after().map_or_else(
-                    || super::grants::internal_retry_ms(job.attempts),
+                    || super::grants::internal_retry_ms(job),
                     |d| i64::try_from(d.as_millis()).unwrap_or(3_600_000),
                 );
                 Ok(super::grants::JobOutcome::RetryAt(
@@ -123,7 +123,7 @@ impl App {
                             "channel": delivery.channel.name(),
                             "kind": delivery.notification.kind,
                             "error": e.to_string(),
-                            "attempts": job.attempts,
+                            "attempts": job.failure_number(),
                         }),
                     },
                 )

@@ -22,10 +22,32 @@ pub struct Job {
     pub request_id: Option<Uuid>,
     /// Kind-specific JSON.
     pub payload: String,
-    /// Attempts so far, this one included.
+    /// Claims so far, this one included: more than one means an earlier
+    /// run may have done part of the work (its broker may have died holding it).
     pub attempts: i64,
+    /// Runs that failed before this one ([`retry_later`]); a claim whose
+    /// broker died is not a failure.
+    pub failures: i64,
     /// Unix ms it was due.
     pub due_at: i64,
+}
+
+impl Job {
+    /// How long to wait before the next run when this one fails: 2 s after
+    /// the first failure, doubling with each further one, at most 5 min.
+    /// Only failures count: a job taken over from a dead broker is not
+    /// held back for its restarts.
+    #[must_use]
+    pub fn backoff_ms(&self) -> i64 {
+        let exp = u32::try_from((self.failures + 1).clamp(1, 10)).unwrap_or(10);
+        (1000_i64 << exp).min(300_000)
+    }
+
+    /// Which failure this run is if it fails (1 for the first).
+    #[must_use]
+    pub const fn failure_number(&self) -> i64 {
+        self.failures + 1
+    }
 }
 
 /// A job to enqueue.
@@ -106,7 +128,7 @@ pub async fn claim(
              SELECT id FROM jobs
              WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
              ORDER BY due_at LIMIT $3{skip})
-         RETURNING id, kind, request_id, payload, attempts, due_at"
+         RETURNING id, kind, request_id, payload, attempts, failures, due_at"
     );
     let rows = query_built(sql)
         .bind(now)
@@ -124,6 +146,7 @@ pub async fn claim(
                 request_id: request_id.as_deref().map(uuid_col).transpose()?,
                 payload: r.try_get("payload")?,
                 attempts: r.try_get("attempts")?,
+                failures: r.try_get("failures")?,
                 due_at: r.try_get("due_at")?,
             })
         })
@@ -151,19 +174,22 @@ pub async fn renew_lease(store: &Store, id: Uuid, locked_until: i64) -> Result<(
     Ok(())
 }
 
-/// Puts a job back for a later attempt.
+/// Puts a job back for a later attempt, counting a failure.
 pub async fn retry_later(
     store: &Store,
     id: Uuid,
     due_at: i64,
     error: &str,
 ) -> Result<(), StoreError> {
-    query("UPDATE jobs SET due_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3")
-        .bind(due_at)
-        .bind(truncate(error, 1000))
-        .bind(id.to_string())
-        .execute(store)
-        .await?;
+    query(
+        "UPDATE jobs SET due_at = $1, locked_until = NULL, last_error = $2, failures = failures + 1
+         WHERE id = $3",
+    )
+    .bind(due_at)
+    .bind(truncate(error, 1000))
+    .bind(id.to_string())
+    .execute(store)
+    .await?;
     Ok(())
 }
 

@@ -85,6 +85,7 @@ const SOURCES: &[Source] = &[
     migration!(3, "0003_audit_seq_not_null"),
     migration!(4, "0004_requests_newest_first"),
     migration!(5, "0005_audit_checkpoints"),
+    migration!(6, "0006_jobs_failures"),
 ];
 
 /// What `serve` connecting as `database.app_role` may do, table by table: exactly what its
@@ -652,7 +653,8 @@ mod tests {
                 "0002_audit_pending",
                 "0003_audit_seq_not_null",
                 "0004_requests_newest_first",
-                "0005_audit_checkpoints"
+                "0005_audit_checkpoints",
+                "0006_jobs_failures"
             ]
         );
     }
