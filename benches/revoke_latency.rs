@@ -3,7 +3,8 @@
 //! the real AWS providers against moto (docs/performance.md,
 //! docs/revocation.md). Target: p99 ≤ 2 s.
 //!
-//! An in-process broker with its real scheduler task (tick 1 s) grants
+//! An in-process broker with its real scheduler task (tick 1 s, the longest
+//! it sleeps) grants
 //! `aws-sandbox` (an `aws_role` entitlement on a role made in moto) to fresh
 //! requesters (API tokens from a stand-in OpenID provider, as the load bench
 //! does), mints one STS session each, then:
@@ -25,8 +26,9 @@
 //! `JIT_BENCH_REVOKE_DETAIL=1` lists each request's start and, after it, when
 //! it was ended (`grant.expired`, expiries only) and removed.
 //!
-//! The expire job is due at `expires_at` and claimed at the scheduler's next
-//! round, so expiry latency includes up to one tick (1 s, the default).
+//! The expire job is due at `expires_at`; the scheduler sleeps until the next
+//! job falls due (until 2026-12-04 it looked every tick, 1 s, which was most
+//! of the expiry latency).
 
 #![expect(clippy::expect_used, reason = "a benchmark aborts on set-up failure")]
 

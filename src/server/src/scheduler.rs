@@ -4,6 +4,12 @@
 //! jobs to a lease that runs out, after which this or another broker runs
 //! them again. The lease is short and renewed while a job runs, so a dead
 //! broker's jobs wait seconds, not minutes. Every job handler is idempotent.
+//!
+//! Between rounds the scheduler sleeps until the next job falls due, and at
+//! most `scheduler.tick`: a commit that queues or moves a job wakes it at
+//! once ([`crate::store::Store::job_wake`]), a job this broker retries moves
+//! its wake-up earlier, and the tick bounds how long it takes to see the jobs
+//! other brokers queued and the leases of a dead broker running out.
 
 use std::time::Duration;
 
@@ -23,7 +29,7 @@ const BATCH: i64 = 32;
 
 /// Runs until `shutdown` turns true: claims due jobs while fewer than
 /// [`BATCH`] run, and runs each as soon as it is claimed (a slow job does
-/// not hold up the others).
+/// not hold up the others); sleeps until the next job is due, at most `tick`.
 pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     info!(tick_ms = tick.as_millis(), "scheduler started");
     let reconcile_every = Duration::from_secs(crate::config::Config::seconds(
@@ -35,6 +41,8 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
     // Whether to claim at the top of the loop, and whether the last claim
     // filled every free slot (so more jobs may be due).
     let (mut claim_now, mut more) = (true, false);
+    // When to claim next unless woken sooner.
+    let mut next = tokio::time::Instant::now();
     loop {
         if std::time::Instant::now() >= next_reconcile {
             next_reconcile += reconcile_every;
@@ -53,18 +61,25 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
                     for job in due {
                         running.spawn(run_one(app.clone(), job));
                     }
+                    next = next_due(&app, tick).await;
                 }
                 Err(e) => {
                     more = false;
                     error!(error = %e, "scheduler round failed");
+                    next = tokio::time::Instant::now() + tick;
                 }
             }
         }
         claim_now = tokio::select! {
-            () = tokio::time::sleep(tick) => true,
+            () = tokio::time::sleep_until(next) => true,
             () = app.wake.notified() => true,
             // A slot is free: claim again if jobs may be waiting for one.
-            Some(_) = running.join_next(), if !running.is_empty() => more,
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok(Some(at)) = done {
+                    next = next.min(instant_at(&app, at));
+                }
+                more
+            }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     while running.join_next().await.is_some() {}
@@ -76,6 +91,26 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
             }
         };
     }
+}
+
+/// When to claim next: when the next job not yet due falls due, at most
+/// `tick` from now.
+async fn next_due(app: &App, tick: Duration) -> tokio::time::Instant {
+    let cap = tokio::time::Instant::now() + tick;
+    match jobs::next_due(&app.store, app.now_ms()).await {
+        Ok(Some(at)) => cap.min(instant_at(app, at)),
+        Ok(None) => cap,
+        Err(e) => {
+            warn!(error = %e, "could not read when the next job is due");
+            cap
+        }
+    }
+}
+
+/// The moment of the broker's clock's unix ms `at`, on the timer's clock.
+fn instant_at(app: &App, at: i64) -> tokio::time::Instant {
+    let ms = u64::try_from(at.saturating_sub(app.now_ms())).unwrap_or(0);
+    tokio::time::Instant::now() + Duration::from_millis(ms)
 }
 
 /// How often held audit events are offered to the audit store again.
@@ -134,8 +169,9 @@ pub async fn run_due(app: &App) -> Result<usize, crate::store::StoreError> {
     Ok(n)
 }
 
-/// Runs one claimed job, renewing its lease meanwhile, and records the outcome.
-async fn run_one(app: App, job: jobs::Job) {
+/// Runs one claimed job, renewing its lease meanwhile, and records the
+/// outcome; gives the time of its next attempt when it is to be retried.
+async fn run_one(app: App, job: jobs::Job) -> Option<i64> {
     let started = std::time::Instant::now();
     let late_ms = app.now_ms() - job.due_at;
     // A job may take longer than its lease (polling a cloud): keep it ours while it runs.
@@ -154,14 +190,15 @@ async fn run_one(app: App, job: jobs::Job) {
     let result = app.run_job(&job).await;
     renewer.abort();
     crate::metrics::job_ran(&job.kind, started.elapsed(), late_ms);
-    match result {
-        Ok(JobOutcome::Done) => {}
+    let at = match result {
+        Ok(JobOutcome::Done) => return None,
         Ok(JobOutcome::RetryAt(at, why)) => {
             crate::metrics::job_retried(&job.kind);
             warn!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, failures = job.failures, reason = %why, "job will be retried");
             if let Err(e) = jobs::retry_later(&app.store, job.id, at, &why).await {
                 error!(error = %e, "could not reschedule job");
             }
+            at
         }
         Err(e) => {
             crate::metrics::job_retried(&job.kind);
@@ -170,6 +207,8 @@ async fn run_one(app: App, job: jobs::Job) {
             if let Err(e) = jobs::retry_later(&app.store, job.id, at, "internal error").await {
                 error!(error = %e, "could not reschedule job");
             }
+            at
         }
-    }
+    };
+    Some(at)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rand::RngCore;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -114,6 +114,7 @@ pub async fn build(
     ))
     .await?;
     let config_notify = config.notify.clone();
+    let wake = store.job_wake().clone();
     let app = App {
         store,
         policy,
@@ -121,7 +122,7 @@ pub async fn build(
         clock,
         config: Arc::new(config),
         dev,
-        wake: Arc::new(Notify::new()),
+        wake,
         target_locks: Arc::default(),
         notifier: Arc::new(
             crate::notify::Notifier::from_config(&config_notify)

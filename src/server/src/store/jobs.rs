@@ -106,6 +106,7 @@ pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob<'_>], now: i64) -> Result<(
             .bind(job.due_at)
             .bind(now);
     }
+    tx.jobs_changed = true;
     q.defer(tx, Write::insert("jobs")).await
 }
 
@@ -195,12 +196,25 @@ pub async fn retry_later(
 
 /// Moves a pending job of `kind` for `request` to a new time (extensions).
 pub async fn reschedule(tx: &mut Tx, dedupe_key: &str, due_at: i64) -> Result<(), StoreError> {
+    tx.jobs_changed = true;
     query("UPDATE jobs SET due_at = $1 WHERE dedupe_key = $2 AND done_at IS NULL")
         .bind(due_at)
         .bind(dedupe_key)
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// When the next job not yet due at `now` falls due (unix ms), if any: how
+/// long the scheduler may sleep.
+pub async fn next_due(store: &Store, now: i64) -> Result<Option<i64>, StoreError> {
+    let row = query(
+        "SELECT due_at FROM jobs WHERE done_at IS NULL AND due_at > $1 ORDER BY due_at LIMIT 1",
+    )
+    .bind(now)
+    .fetch_optional(store)
+    .await?;
+    row.map(|r| r.try_get("due_at")).transpose()
 }
 
 /// Due jobs not yet done: (count, oldest due unix ms) for scheduler-lag metrics.

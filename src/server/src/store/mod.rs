@@ -104,6 +104,9 @@ impl StoreError {
 pub struct Store {
     engine: Arc<Engine>,
     changes: Arc<changes::Changes>,
+    /// Told when a transaction that queued or moved a job committed: the
+    /// scheduler's wake ([`Store::job_wake`]).
+    job_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The engine and its connections.
@@ -156,6 +159,8 @@ pub struct Tx {
     pub(crate) held: Option<Vec<held::HeldEvent>>,
     /// Requests whose state changed: their waiters are woken after commit.
     pub(crate) changed: Vec<uuid::Uuid>,
+    /// A job was queued or moved: the scheduler is woken after commit.
+    pub(crate) jobs_changed: bool,
     store: Store,
 }
 
@@ -213,6 +218,7 @@ impl Tx {
             conn,
             chain_after_commit,
             changed,
+            jobs_changed,
             store,
             ..
         } = self;
@@ -224,6 +230,9 @@ impl Tx {
             pg.sealer.kick(&pg.pool);
         }
         store.changes.committed(changed);
+        if jobs_changed {
+            store.job_wake.notify_one();
+        }
         Ok(())
     }
 
@@ -263,7 +272,14 @@ impl Store {
         Ok(Self {
             engine: Arc::new(engine),
             changes: Arc::new(changes::Changes::new()),
+            job_wake: Arc::default(),
         })
+    }
+
+    /// Wakes this broker's scheduler: told by every commit that queued or
+    /// moved a job (and by the service when a job is due at once).
+    pub fn job_wake(&self) -> &Arc<tokio::sync::Notify> {
+        &self.job_wake
     }
 
     /// Who waits for which request to change ([`changes`]).
@@ -355,6 +371,7 @@ impl Store {
             chain_after_commit: false,
             held: None,
             changed: Vec::new(),
+            jobs_changed: false,
             store: self.clone(),
         })
     }

@@ -1,0 +1,111 @@
+//! The scheduler sleeps until the next job falls due and is woken when a job
+//! is queued: with a tick of 30 s, jobs still run the moment they are due.
+
+use std::time::{Duration, Instant};
+
+use jit_api::RequestState;
+use jit_server::service::grants::PRUNE_DENIES;
+use jit_server::store::{jobs, query};
+use tokio::sync::watch;
+
+use crate::support::server::{ENGINES, Engine, TestBroker, start};
+
+/// Far longer than any wait below: a job found on time was not found by the tick.
+const TICK: Duration = Duration::from_secs(30);
+/// How late after its due time a job may run: far less than the tick, with
+/// room for a busy host (how soon is measured by `benches/revoke_latency.rs`).
+const PROMPT_MS: i64 = 3_000;
+
+/// Queues a job that completes when it runs (the pruning of an entitlement
+/// not in the catalog), due at `due_at`; its dedupe key names it.
+async fn queue(b: &TestBroker, due_at: i64) -> String {
+    let key = format!("test:{}", uuid::Uuid::now_v7());
+    let mut tx = b.app.store.begin().await.unwrap();
+    jobs::enqueue(
+        &mut tx,
+        PRUNE_DENIES,
+        None,
+        r#"{"entitlement":"not-in-the-catalog"}"#,
+        due_at,
+        Some(&key),
+        b.app.now_ms(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    key
+}
+
+async fn done_at(b: &TestBroker, key: &str) -> Option<i64> {
+    query("SELECT done_at FROM jobs WHERE dedupe_key = $1")
+        .bind(key)
+        .fetch_one(&b.app.store)
+        .await
+        .unwrap()
+        .try_get("done_at")
+        .unwrap()
+}
+
+/// Waits until the job `key` is done; when it was.
+async fn until_done(b: &TestBroker, key: &str) -> i64 {
+    let start = Instant::now();
+    loop {
+        if let Some(at) = done_at(b, key).await {
+            return at;
+        }
+        assert!(start.elapsed() < TICK / 2, "job {key} did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_run_when_due_not_at_the_next_tick() {
+    for engine in ENGINES {
+        on_time(engine).await;
+    }
+}
+
+async fn on_time(engine: Engine) {
+    let b = start(engine).await;
+    let (stop, stopped) = watch::channel(false);
+    let scheduler = tokio::spawn(jit_server::scheduler::run(b.app.clone(), TICK, stopped));
+
+    // An approval queues the activation: its commit wakes the scheduler.
+    let alice = b.login("alice").await;
+    let bob = b.login("bob").await;
+    let r = alice.request("aws-prod-admin", "1h").await;
+    let (status, body) = bob.approve(r.id).await;
+    assert_eq!(status, 200, "{body}");
+    let approved = Instant::now();
+    while alice.show(r.id).await.state != RequestState::Active {
+        assert!(
+            approved.elapsed() < Duration::from_millis(PROMPT_MS.unsigned_abs()),
+            "{engine:?}: not active {PROMPT_MS} ms after the approval"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A job due later runs when it is due.
+    let due = b.app.now_ms() + 1_500;
+    let key = queue(&b, due).await;
+    let ran = until_done(&b, &key).await;
+    assert!(
+        (due..due + PROMPT_MS).contains(&ran),
+        "{engine:?}: due at {due}, ran at {ran}"
+    );
+
+    // Asleep until a job due in 20 s, woken by one due sooner.
+    let later = queue(&b, b.app.now_ms() + 20_000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let due = b.app.now_ms() + 1_000;
+    let key = queue(&b, due).await;
+    let ran = until_done(&b, &key).await;
+    assert!(
+        (due..due + PROMPT_MS).contains(&ran),
+        "{engine:?}: due at {due}, ran at {ran}"
+    );
+    assert_eq!(done_at(&b, &later).await, None, "{engine:?}: ran early");
+
+    stop.send(true).unwrap();
+    scheduler.await.unwrap();
+}
