@@ -154,7 +154,8 @@ async fn malformed_waits_are_refused() {
 }
 
 /// Two brokers on one PostgreSQL database: a client waiting on one hears at
-/// once of an approval and a grant made through the other.
+/// once of an approval and a grant made through the other, by LISTEN/NOTIFY
+/// (the waiting broker's fallback re-read is set far beyond the test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_waiting_on_one_broker_hears_of_a_change_on_another() {
     let db = fresh_db(Engine::Postgres).await;
@@ -163,7 +164,7 @@ async fn a_client_waiting_on_one_broker_hears_of_a_change_on_another() {
         db,
         jit_server::http::AuthMode::Dev,
         jit_server::providers::Providers::simulated(),
-        |_| {},
+        |c| c.server.long_poll_reread = "10m".to_owned(),
     )
     .await;
     let b = start_on(

@@ -248,6 +248,10 @@ pub struct ServerConfig {
     /// Log format: `json` (default) or `text`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// The longest a long poll goes without reading its request again, in
+    /// case word of a change was lost (at least 1 s).
+    #[serde(default = "default_long_poll_reread")]
+    pub long_poll_reread: String,
 }
 
 impl Default for ServerConfig {
@@ -259,6 +263,7 @@ impl Default for ServerConfig {
             session_idle_timeout: default_idle(),
             session_absolute_timeout: default_absolute(),
             log_format: default_log_format(),
+            long_poll_reread: default_long_poll_reread(),
         }
     }
 }
@@ -268,6 +273,9 @@ fn default_bind() -> String {
 }
 fn default_public_url() -> String {
     "http://127.0.0.1:8080".to_owned()
+}
+fn default_long_poll_reread() -> String {
+    "5s".to_owned()
 }
 fn default_idle() -> String {
     "1h".to_owned()
@@ -830,6 +838,7 @@ impl Config {
                 "server.session_absolute_timeout",
                 &self.server.session_absolute_timeout,
             ),
+            ("server.long_poll_reread", &self.server.long_poll_reread),
             ("scheduler.tick", &self.scheduler.tick),
             ("scheduler.reconcile_every", &self.scheduler.reconcile_every),
             ("notify.expiry_warning", &self.notify.expiry_warning),

@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::requests::RequestView;
 use super::{App, ServiceError};
 use crate::domain::User;
-use crate::store::changes::REREAD_EVERY;
 
 /// The longest one wait may last: below the HTTP layer's one-minute limit,
 /// and below what proxies commonly allow an idle response.
@@ -24,7 +23,8 @@ impl App {
     ///
     /// It wakes on the commit of a change of the request, on this broker or
     /// another sharing the database (`store::changes`), and reads the request
-    /// again at least every [`REREAD_EVERY`] in case word of a change was lost.
+    /// again at least every `server.long_poll_reread` (5 s) in case word of a
+    /// change was lost.
     pub async fn wait_visible(
         &self,
         user: &User,
@@ -33,6 +33,9 @@ impl App {
         timeout: Duration,
     ) -> Result<RequestView, ServiceError> {
         let deadline = Instant::now() + timeout.min(MAX_WAIT);
+        let reread = Duration::from_secs(
+            crate::config::Config::seconds(&self.config.server.long_poll_reread).max(1),
+        );
         let watch = self.store.changes().watch(id);
         loop {
             // Listening before reading: a change committed after the read wakes us.
@@ -44,7 +47,7 @@ impl App {
             if states.contains(&state) || state.is_terminal() || now >= deadline || watch.ending() {
                 return Ok(view);
             }
-            let _ = tokio::time::timeout((deadline - now).min(REREAD_EVERY), changed).await;
+            let _ = tokio::time::timeout((deadline - now).min(reread), changed).await;
         }
     }
 }

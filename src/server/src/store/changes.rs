@@ -10,8 +10,8 @@
 //! close together go in one notification), and every broker `LISTEN`s on a
 //! connection of its own and wakes its waiters. A notification can be lost
 //! (the broker stops between commit and send, the listening connection
-//! drops): a waiter therefore re-reads at least every [`REREAD_EVERY`]
-//! anyway, and when the listening connection is lost and made again, every
+//! drops): a waiter therefore re-reads at least every
+//! `server.long_poll_reread` (5 s) anyway, and when the listening connection is lost and made again, every
 //! waiter re-reads at once.
 
 use std::collections::HashMap;
@@ -26,10 +26,6 @@ use uuid::Uuid;
 /// The PostgreSQL channel of state changes. Payload: the sending broker's id,
 /// then the request ids, separated by spaces.
 pub const CHANNEL: &str = "jit_request_changes";
-
-/// The longest a waiter goes without reading the request again, in case a
-/// notification was lost.
-pub const REREAD_EVERY: Duration = Duration::from_secs(5);
 
 /// Request ids per notification: a payload stays far below PostgreSQL's
 /// 8000-byte limit.
@@ -272,7 +268,7 @@ async fn send(
                 .execute(&pool)
                 .await
             {
-                // The waiters elsewhere read again within `REREAD_EVERY`.
+                // The waiters elsewhere read again within `server.long_poll_reread`.
                 tracing::warn!(error = %e, "cannot tell other brokers of a request change");
             }
         }
