@@ -572,3 +572,30 @@ async fn audit_commands_open_the_dev_database_with_dev() {
     );
     assert!(!empty.path().join("jit-dev.db").exists());
 }
+
+/// A PostgreSQL that does not answer is named with its cause, once, by the commands run by hand.
+#[test]
+fn an_unreachable_database_is_named_with_its_cause() {
+    let port = crate::support::server::free_port();
+    let url = format!("postgres://jit@127.0.0.1:{port}/jit");
+    let out = Command::new(server_bin())
+        .args(["audit", "verify"])
+        .env("JIT_DATABASE__URL", &url)
+        .env_remove("JIT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert_eq!(
+        line,
+        format!(
+            "error: database: cannot connect to PostgreSQL at 127.0.0.1:{port} (database `jit`): \
+             error communicating with database: Connection refused (os error 111)"
+        ),
+        "{err}"
+    );
+}

@@ -345,10 +345,13 @@ async fn open_existing(database: &DatabaseConfig, dev: bool) -> anyhow::Result<S
         anyhow::bail!("no database at `{}`: {hint}", file.display());
     }
     eprintln!("database: {}", shown_url(url));
-    let store = Store::connect(url, database.max_connections).await?;
+    let store = Store::connect_within(url, database.max_connections, COMMAND_DB_WAIT).await?;
     store.check_migrations().await?;
     Ok(store)
 }
+
+/// How long a command run by hand waits for PostgreSQL to answer.
+const COMMAND_DB_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A database URL without its password.
 fn shown_url(url: &str) -> String {
@@ -442,7 +445,7 @@ fn held_events(spool: &std::path::Path) -> ExitCode {
 /// `jit-server migrate`: as the owner, then the application role's grants.
 async fn migrate(config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
-    let store = Store::connect(config.database.migrate_url(), 1).await?;
+    let store = Store::connect_within(config.database.migrate_url(), 1, COMMAND_DB_WAIT).await?;
     let applied = store.migrate().await?;
     if applied.is_empty() {
         println!("database is up to date");

@@ -55,12 +55,13 @@ pub enum StoreError {
     /// table outside the broker (docs/audit.md, "No invisible rows").
     #[error("the audit log is damaged: {0}")]
     AuditDamaged(String),
-    /// PostgreSQL said no.
+    /// PostgreSQL said no. (Not a `source`: the message already holds it, and
+    /// `error: {:#}` would say it twice.)
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     /// SQLite said no.
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The database URL or file cannot be used.
     #[error("database: {0}")]
     Open(String),
@@ -68,6 +69,18 @@ pub enum StoreError {
     /// application role cannot be used (says what to do).
     #[error("{0}")]
     Migration(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
 }
 
 impl StoreError {
@@ -246,17 +259,65 @@ impl Tx {
     }
 }
 
+/// Opens and closes one connection, so that a database that is down or
+/// refuses the broker is named with its cause (the pool would only say it
+/// timed out). A refused or unreachable server is tried again until `wait`
+/// has passed (it may be starting); anything else (a wrong password, no
+/// such database) fails at once.
+async fn first_connection(options: &PgConnectOptions, wait: Duration) -> Result<(), StoreError> {
+    use sqlx::Connection as _;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let cause =
+            match tokio::time::timeout(left, sqlx::PgConnection::connect_with(options)).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    return Ok(());
+                }
+                Ok(Err(e)) if matches!(e, sqlx::Error::Io(_)) => e.to_string(),
+                Ok(Err(e)) => return Err(unreachable_db(options, &e.to_string())),
+                Err(_) => format!("no answer within {}s", wait.as_secs()),
+            };
+        if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
+            return Err(unreachable_db(options, &cause));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn unreachable_db(options: &PgConnectOptions, cause: &str) -> StoreError {
+    StoreError::Open(format!(
+        "cannot connect to PostgreSQL at {}:{} (database `{}`): {cause}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    ))
+}
+
 impl Store {
     /// Connects to `sqlite:PATH` / `sqlite://PATH` (the file is created if
-    /// missing) or `postgres://…`.
+    /// missing) or `postgres://…`, waiting up to 30 s for a PostgreSQL that is
+    /// starting.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_within(url, max_connections, Duration::from_secs(30)).await
+    }
+
+    /// [`Store::connect`], waiting at most `wait` for PostgreSQL to answer
+    /// (commands run by hand fail sooner than a starting broker).
+    pub async fn connect_within(
+        url: &str,
+        max_connections: u32,
+        wait: Duration,
+    ) -> Result<Self, StoreError> {
         let engine = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = sqlite_path(rest)?;
             Engine::Sqlite(sqlite::Sqlite::open(&path)?)
         } else {
             let options = PgConnectOptions::from_str(url)?;
+            first_connection(&options, wait).await?;
             let pool = PgPoolOptions::new()
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(wait)
                 .max_connections(max_connections.max(1))
                 // A broken connection fails its query (and the pool drops it);
                 // a round trip on every acquire costs more than it saves.
