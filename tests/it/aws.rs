@@ -138,6 +138,7 @@ pub(crate) fn entitlement(id: &str, target: Target) -> Entitlement {
         max_duration: 4 * 3600,
         approvals_required: 0,
         pending_ttl: 3600,
+        max_schedule_ahead: jit_server::policy::catalog::DEFAULT_MAX_SCHEDULE_AHEAD,
         require_mfa: false,
         auth_context: None,
         approve_auth_context: None,

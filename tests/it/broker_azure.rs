@@ -124,6 +124,7 @@ impl AzureBroker {
                     justification: "broker test".to_owned(),
                     ticket: ticket.map(str::to_owned),
                     break_glass: false,
+                    start_at: None,
                 },
             )
             .await

@@ -95,6 +95,7 @@ impl EntraBroker {
                     justification: "broker test".to_owned(),
                     ticket: ticket.map(str::to_owned),
                     break_glass: false,
+                    start_at: None,
                 },
             )
             .await

@@ -30,6 +30,7 @@ mod policy;
 mod process;
 mod report;
 mod revocation;
+mod scheduled;
 mod scheduler;
 mod sessions;
 mod sqlite_engine;

@@ -39,6 +39,7 @@ fn request() -> Request {
         ticket: Some("INC-1234".to_owned()),
         created_at: now,
         pending_until: Some(now + time::Duration::hours(1)),
+        start_at: None,
         activated_at: None,
         expires_at: None,
         approvals: vec![],

@@ -51,6 +51,7 @@ fn pending(who: &User, entitlement: &str, kind: &str, created_at: i64) -> Reques
         simulated: true,
         created_at,
         pending_until: Some(created_at + 86_400_000),
+        start_at: None,
         decided_at: None,
         activated_at: None,
         expires_at: None,

@@ -129,6 +129,7 @@ fn request(requester: &User, entitlement: &str) -> RequestRow {
         simulated: false,
         created_at: T0,
         pending_until: Some(T0 + 3_600_000),
+        start_at: None,
         decided_at: None,
         activated_at: None,
         expires_at: None,
@@ -241,7 +242,8 @@ both_backends!(
          DROP TABLE _sqlx_migrations;
          DROP INDEX requests_newest_first;
          DROP TABLE audit_checkpoints;
-         ALTER TABLE jobs DROP COLUMN failures;",
+         ALTER TABLE jobs DROP COLUMN failures;
+         ALTER TABLE requests DROP COLUMN start_at;",
     )
     .await
     .unwrap();
@@ -262,7 +264,8 @@ both_backends!(
             [
                 "0004_requests_newest_first",
                 "0005_audit_checkpoints",
-                "0006_jobs_failures"
+                "0006_jobs_failures",
+                "0007_scheduled_requests"
             ],
             "nothing is run again, what came later is"
         );

@@ -304,7 +304,7 @@ async fn jit_request_wait_asks_once_and_ends_at_the_grant() {
             .collect();
         assert_eq!(reads.len(), 1, "{engine:?}: {reads:?}");
         assert!(
-            reads[0].contains("wait=active%2Cexpired%2Cdenied%2Ccancelled%2Ctimed_out%2Crevoked%2Cfailed&timeout=25s"),
+            reads[0].contains("wait=scheduled%2Cactive%2Cexpired%2Cdenied%2Ccancelled%2Ctimed_out%2Crevoked%2Cfailed&timeout=25s"),
             "{reads:?}"
         );
     }

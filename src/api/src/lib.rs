@@ -24,6 +24,8 @@ pub enum RequestState {
     Pending,
     /// Approved; the grant is being made.
     Approved,
+    /// Approved in advance; the grant is made at `start_at`.
+    Scheduled,
     /// The grant exists in the cloud.
     Active,
     /// The grant ran out its window and was removed.
@@ -42,9 +44,10 @@ pub enum RequestState {
 
 impl RequestState {
     /// Every state, in lifecycle order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Pending,
         Self::Approved,
+        Self::Scheduled,
         Self::Active,
         Self::Expired,
         Self::Denied,
@@ -59,6 +62,7 @@ impl RequestState {
         match self {
             Self::Pending => "pending",
             Self::Approved => "approved",
+            Self::Scheduled => "scheduled",
             Self::Active => "active",
             Self::Expired => "expired",
             Self::Denied => "denied",
@@ -71,7 +75,10 @@ impl RequestState {
 
     /// True once nothing can happen to the request any more.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Self::Pending | Self::Approved | Self::Active)
+        !matches!(
+            self,
+            Self::Pending | Self::Approved | Self::Scheduled | Self::Active
+        )
     }
 }
 
@@ -147,6 +154,14 @@ pub struct Request {
     #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub pending_until: Option<OffsetDateTime>,
+    /// When a scheduled request's grant begins (it then ends at `start_at` + `duration`);
+    /// absent for a request that starts once approved.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_at: Option<OffsetDateTime>,
     /// When the grant became active.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -217,6 +232,16 @@ pub struct CreateRequest {
     /// Ask for break-glass: granted at once, reviewed afterwards.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub break_glass: bool,
+    /// Scheduled access: when the grant should begin (RFC 3339, in the future and at most the
+    /// entitlement's `max_schedule_ahead`, 7 days unless the catalog says otherwise). The
+    /// request is approved in advance, waits as `scheduled`, is granted at this time and ends
+    /// at `start_at` + `duration`. Absent: granted as soon as it is approved.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_at: Option<OffsetDateTime>,
 }
 
 /// A duration as the API accepts it: a string like `1h30m` or seconds as a number.

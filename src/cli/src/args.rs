@@ -156,7 +156,12 @@ pub struct RequestArgs {
     /// Emergency access: granted at once, everyone is notified, reviewed afterwards.
     #[arg(long)]
     pub break_glass: bool,
-    /// Wait until the request is active (or ends without access).
+    /// Scheduled access: start at this time (RFC 3339, e.g. `2026-12-24T09:00:00Z`), at most
+    /// 7 days ahead unless the entitlement allows more; approved in advance, it ends
+    /// `--duration` after it starts.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_arg)]
+    pub start_at: Option<time::OffsetDateTime>,
+    /// Wait until the request is active or scheduled (or ends without access).
     #[arg(long, short = 'w')]
     pub wait: bool,
 }
@@ -257,6 +262,12 @@ pub struct CompletionsArgs {
     /// Shell to generate for.
     #[arg(value_enum)]
     pub shell: Shell,
+}
+
+fn parse_start_arg(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
+        |_| format!("invalid time `{text}`: give a date and time like `2026-12-24T09:00:00Z`"),
+    )
 }
 
 fn parse_duration_arg(text: &str) -> Result<String, String> {

@@ -174,6 +174,10 @@ pub fn state_line(req: &Request, now: OffsetDateTime) -> String {
     match req.state {
         RequestState::Pending => format!("{id} `{ent}`: pending, {}", approvals_progress(req)),
         RequestState::Approved => format!("{id} `{ent}`: approved, granting access"),
+        RequestState::Scheduled => match req.start_at {
+            Some(start) => format!("{id} `{ent}`: scheduled, starts {}", timestamp(start)),
+            None => format!("{id} `{ent}`: scheduled"),
+        },
         RequestState::Active => match req.expires_at {
             Some(exp) => format!(
                 "{id} `{ent}`: active until {} ({})",
@@ -265,6 +269,10 @@ fn detail(r: &Request, now: OffsetDateTime) -> String {
     match r.state {
         RequestState::Pending => approvals_progress(r),
         RequestState::Active => time_left(r, now),
+        RequestState::Scheduled => r
+            .start_at
+            .map(|start| format!("starts {}", timestamp(start)))
+            .unwrap_or_default(),
         RequestState::Failed => r.failure_reason.clone().unwrap_or_default(),
         RequestState::Denied => r
             .approvals
@@ -310,6 +318,9 @@ pub fn request_detail(
         pairs.push(("Ticket", t.clone()));
     }
     pairs.push(("Approvals", approvals_detail(req)));
+    if let Some(start) = req.start_at {
+        pairs.push(("Starts", timestamp(start)));
+    }
     if req.state == RequestState::Active {
         pairs.push(("Time left", time_left(req, now)));
     }
@@ -566,6 +577,7 @@ mod tests {
             ticket: Some("INC-1".into()),
             created_at: at("2026-11-29T08:00:00Z"),
             pending_until: None,
+            start_at: None,
             activated_at: None,
             expires_at: None,
             approvals: vec![],

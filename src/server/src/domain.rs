@@ -40,6 +40,10 @@ pub enum Event {
     Expire,
     /// Ended early by the requester or an admin.
     Revoke,
+    /// The last required approval arrived for a request with a future `start_at`.
+    Schedule,
+    /// A scheduled request's `start_at` came: its grant is made now.
+    Start,
 }
 
 /// A transition the lifecycle does not allow.
@@ -54,17 +58,20 @@ pub struct IllegalTransition {
 
 /// The lifecycle of SPEC §4:
 /// `pending → approved → active → expired`, with `denied`, `cancelled`,
-/// `timed_out`, `revoked` and `failed` as the other ends.
+/// `timed_out`, `revoked` and `failed` as the other ends. A request with a future
+/// `start_at` goes `pending → scheduled → approved` instead (SPEC §10): it waits,
+/// cancellable, until its start, or fails when its window ended before it could start.
 pub fn transition(from: RequestState, event: Event) -> Result<RequestState, IllegalTransition> {
     use Event as E;
     use RequestState as S;
     let to = match (from, event) {
-        (S::Pending, E::Approve) => S::Approved,
+        (S::Pending, E::Approve) | (S::Scheduled, E::Start) => S::Approved,
+        (S::Pending, E::Schedule) => S::Scheduled,
         (S::Pending, E::Deny) => S::Denied,
-        (S::Pending | S::Approved, E::Cancel) => S::Cancelled,
+        (S::Pending | S::Approved | S::Scheduled, E::Cancel) => S::Cancelled,
         (S::Pending, E::TimeOut) => S::TimedOut,
         (S::Approved, E::Activate) => S::Active,
-        (S::Approved, E::Fail) => S::Failed,
+        (S::Approved | S::Scheduled, E::Fail) => S::Failed,
         (S::Active, E::Expire) => S::Expired,
         (S::Approved | S::Active, E::Revoke) => S::Revoked,
         _ => return Err(IllegalTransition { from, event }),
@@ -327,7 +334,7 @@ mod tests {
     use Event as E;
     use RequestState as S;
 
-    const EVENTS: [Event; 8] = [
+    const EVENTS: [Event; 10] = [
         E::Approve,
         E::Deny,
         E::Cancel,
@@ -336,6 +343,8 @@ mod tests {
         E::Fail,
         E::Expire,
         E::Revoke,
+        E::Schedule,
+        E::Start,
     ];
 
     #[test]
@@ -351,6 +360,10 @@ mod tests {
             (S::Approved, E::Revoke, S::Revoked),
             (S::Active, E::Expire, S::Expired),
             (S::Active, E::Revoke, S::Revoked),
+            (S::Pending, E::Schedule, S::Scheduled),
+            (S::Scheduled, E::Start, S::Approved),
+            (S::Scheduled, E::Cancel, S::Cancelled),
+            (S::Scheduled, E::Fail, S::Failed),
         ];
         for (from, ev, to) in legal {
             assert_eq!(transition(from, ev), Ok(to), "{from} {ev:?}");

@@ -26,13 +26,14 @@ use sqlx::postgres::PgConnection;
 use super::{init, peer_env};
 
 /// Every migration this build has, in order (as `jit-server migrate` names them).
-pub const MIGRATIONS: [&str; 6] = [
+pub const MIGRATIONS: [&str; 7] = [
     "0001_init",
     "0002_audit_pending",
     "0003_audit_seq_not_null",
     "0004_requests_newest_first",
     "0005_audit_checkpoints",
     "0006_jobs_failures",
+    "0007_scheduled_requests",
 ];
 
 /// How errors list every migration as pending: `0001_init, …, 0005_… pending`.

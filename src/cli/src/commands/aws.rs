@@ -189,6 +189,7 @@ fn ask_to_request(
         justification: reason,
         ticket,
         break_glass: false,
+        start_at: None,
     };
     file(api, &body).map(Some)
 }
@@ -309,6 +310,7 @@ mod tests {
             ticket: None,
             created_at: OffsetDateTime::parse("2026-11-29T08:00:00Z", &Rfc3339).unwrap(),
             pending_until: None,
+            start_at: None,
             activated_at: None,
             expires_at: expires.map(|e| OffsetDateTime::parse(e, &Rfc3339).unwrap()),
             approvals: vec![],

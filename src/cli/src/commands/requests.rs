@@ -36,6 +36,7 @@ pub(super) fn request(ctx: &Ctx, args: &RequestArgs) -> Result<ExitCode> {
         justification: args.reason.clone(),
         ticket: args.ticket.clone(),
         break_glass: args.break_glass,
+        start_at: args.start_at,
     };
     let created = file(&mut api, &body)?;
     finish(ctx, &mut api, created, args.wait)
@@ -79,15 +80,21 @@ fn finish(ctx: &Ctx, api: &mut Api, created: Fetched<Request>, wait: bool) -> Re
     } else {
         emit(&summary(&last.value, OffsetDateTime::now_utc()));
     }
-    if wait && last.value.state != RequestState::Active {
+    if wait
+        && !matches!(
+            last.value.state,
+            RequestState::Active | RequestState::Scheduled
+        )
+    {
         return Err(not_granted(&last.value));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// True once waiting is over: access is active or will never come.
+/// True once waiting is over: access is active, scheduled (approved for later), or will never
+/// come.
 pub fn settled(state: RequestState) -> bool {
-    state == RequestState::Active || state.is_terminal()
+    matches!(state, RequestState::Active | RequestState::Scheduled) || state.is_terminal()
 }
 
 /// Waits for the request until [`settled`], showing progress on stderr.
@@ -250,6 +257,10 @@ pub fn summary(req: &Request, now: OffsetDateTime) -> String {
         ),
         RequestState::Approved => format!(
             "{what} is approved; access is being granted.\nFollow it with `jit show {id}`.\n"
+        ),
+        RequestState::Scheduled => format!(
+            "{what} is scheduled: access starts at {}.\nCancel it before then with `jit cancel {id}`.\n",
+            req.start_at.map_or_else(String::new, output::timestamp)
         ),
         RequestState::Active => {
             let until = req.expires_at.map_or_else(String::new, |e| {
@@ -458,6 +469,7 @@ mod tests {
             ticket: None,
             created_at: OffsetDateTime::parse("2026-11-29T08:00:00Z", &Rfc3339).unwrap(),
             pending_until: None,
+            start_at: None,
             activated_at: None,
             expires_at: None,
             approvals: vec![],

@@ -29,6 +29,8 @@ pub struct Draft {
     pub break_glass: bool,
     /// A decision's comment.
     pub comment: String,
+    /// New request: the scheduled start, as typed.
+    pub start_at: String,
 }
 
 /// What the provider is asked for, for a refusal `step_up`.

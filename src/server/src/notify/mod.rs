@@ -669,6 +669,7 @@ pub(crate) mod tests {
                 ticket: Some("INC-1234".to_owned()),
                 created_at: datetime!(2026-05-01 12:00 UTC),
                 pending_until: Some(datetime!(2026-05-01 13:00 UTC)),
+                start_at: None,
                 activated_at: None,
                 expires_at: None,
                 approvals: vec![],

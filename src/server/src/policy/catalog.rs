@@ -123,6 +123,8 @@ pub struct Entitlement {
     pub approvals_required: u32,
     /// How long a request may stay pending, seconds.
     pub pending_ttl: u64,
+    /// How far ahead a request's `start_at` may be, seconds (scheduled access).
+    pub max_schedule_ahead: u64,
     /// The sign-in must carry MFA and be recent.
     pub require_mfa: bool,
     /// Requesting needs this Entra authentication context (`c1`…`c99`) in the token's `acrs`.
@@ -211,6 +213,8 @@ struct RawEntitlement {
     #[serde(default)]
     pending_ttl: Option<String>,
     #[serde(default)]
+    max_schedule_ahead: Option<String>,
+    #[serde(default)]
     require_mfa: bool,
     #[serde(default)]
     auth_context: Option<String>,
@@ -259,6 +263,8 @@ struct RawEntitlement {
 
 /// Default pending TTL: one hour.
 pub const DEFAULT_PENDING_TTL: u64 = 3600;
+/// How far ahead a request may be scheduled when the entitlement does not say: 7 days.
+pub const DEFAULT_MAX_SCHEDULE_AHEAD: u64 = 7 * 24 * 3600;
 /// Default STS session cap: one hour (role chaining).
 pub const DEFAULT_SESSION_SECONDS: u64 = 3600;
 /// STS minimum session length.
@@ -394,6 +400,13 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         .transpose()
         .map_err(ctx)?
         .unwrap_or(DEFAULT_PENDING_TTL);
+    let max_schedule_ahead = raw
+        .max_schedule_ahead
+        .as_deref()
+        .map(|v| duration("max_schedule_ahead", v))
+        .transpose()
+        .map_err(ctx)?
+        .unwrap_or(DEFAULT_MAX_SCHEDULE_AHEAD);
     if raw.approvals_required > 10 {
         return Err(ctx("`approvals_required` must be at most 10".to_owned()));
     }
@@ -578,6 +591,7 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         max_duration,
         approvals_required: raw.approvals_required,
         pending_ttl,
+        max_schedule_ahead,
         require_mfa: raw.require_mfa,
         auth_context: auth_ctx,
         approve_auth_context: approve_auth_ctx,

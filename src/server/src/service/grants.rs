@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::outbox::Told;
 use super::requests::{Ending, job, secs_ms};
+use super::scheduled::Started;
 use super::{App, ServiceError};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
@@ -272,6 +273,14 @@ impl App {
         let Some((row, grantee)) = store::get_for_grant(&self.store, id).await? else {
             return self.complete_only(job).await;
         };
+        let row = if row.state == RequestState::Scheduled {
+            match self.start_scheduled(job, &row).await? {
+                Started::Grant(row) => *row,
+                Started::Done(outcome) => return Ok(outcome),
+            }
+        } else {
+            row
+        };
         if row.state != RequestState::Approved {
             return self.complete_only(job).await;
         }
@@ -285,9 +294,22 @@ impl App {
                 .await?
                 .and_then(|p| p.expires_at)
                 .map_or(now_ms, |e| e.max(now_ms)),
-            None => now_ms,
+            // A scheduled request's window starts at its `start_at`, however late it starts.
+            None => row.start_at.unwrap_or(now_ms),
         };
         let ends = base + row.duration_secs * 1000;
+        if row.start_at.is_some() && ends <= now_ms {
+            // Approved (or started) only after its window: nothing to grant.
+            let mut tx = self.store.begin().await?;
+            let current = store::lock(&self.store, &mut tx, id).await?;
+            if current.state == RequestState::Approved {
+                self.fail_unstarted(&mut tx, job, &current, ends).await?;
+            } else {
+                jobs::complete(&mut tx, job.id, now_ms).await?;
+            }
+            tx.commit().await?;
+            return Ok(JobOutcome::Done);
+        }
         let mut guard = self.lock_target(&row.target_key).await?;
         // The object may exist already: another live grant holds it, an ended
         // grant's removal is still due (it will find this grant and keep the

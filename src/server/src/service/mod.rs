@@ -25,6 +25,7 @@ pub mod grants;
 pub mod held;
 pub mod outbox;
 pub mod requests;
+pub mod scheduled;
 pub mod step_up;
 pub mod wait;
 

@@ -128,6 +128,10 @@ impl App {
             ent.ticket_pattern.as_deref(),
         )?;
         let now = self.now();
+        let start_at = input
+            .start_at
+            .map(|at| check_start(ent, at, now, input.break_glass))
+            .transpose()?;
         let facts = RequestFacts {
             duration_seconds: duration,
             justification: &justification,
@@ -173,10 +177,15 @@ impl App {
                 .is_ok();
         let id = Uuid::now_v7();
         let now_ms = crate::clock::to_ms(now);
-        // Granted at once: the request is written approved (its two events,
-        // created and approved, are both recorded below).
+        // Granted at once: the request is written approved, or scheduled when it starts
+        // later (its two events, created and approved, are both recorded below).
         let (state, decided_at) = if auto || break_glass {
-            let to = domain::transition(RequestState::Pending, Event::Approve)
+            let event = if start_at.is_some() {
+                Event::Schedule
+            } else {
+                Event::Approve
+            };
+            let to = domain::transition(RequestState::Pending, event)
                 .map_err(|e| ServiceError::Conflict(e.to_string()))?;
             (to, Some(now_ms))
         } else {
@@ -205,6 +214,7 @@ impl App {
             simulated: self.providers.get(ent.kind).simulated(),
             created_at: now_ms,
             pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
+            start_at,
             decided_at,
             activated_at: None,
             expires_at: None,
@@ -224,6 +234,9 @@ impl App {
             "policy_hash": self.policy.hash,
         });
         signed_in.record(&mut data);
+        if let Some(start) = start_at {
+            data["start_at"] = json!(crate::clock::fmt_ms(start));
+        }
         let created = NewEvent {
             actor: &user.email,
             action: "request.created",
@@ -249,7 +262,7 @@ impl App {
             .audit_all(&mut tx, std::iter::once(created).chain(approved).collect())
             .await?;
         if auto || break_glass {
-            self.queue_activation(&mut tx, id, now_ms).await?;
+            self.queue_activation(&mut tx, &row, now_ms).await?;
             if break_glass {
                 self.notify(
                     &mut tx,
@@ -297,7 +310,8 @@ impl App {
         })
     }
 
-    /// Moves a locked pending request to approved and queues its activation.
+    /// Moves a locked pending request to approved (scheduled, when it starts later) and queues
+    /// its activation.
     async fn approve_in_tx(
         &self,
         tx: &mut Tx,
@@ -306,7 +320,13 @@ impl App {
         action: &str,
         data: serde_json::Value,
     ) -> Result<Uuid, ServiceError> {
-        let to = domain::transition(row.state, Event::Approve)
+        let now_ms = self.now_ms();
+        let event = if row.start_at.is_some_and(|start| start > now_ms) {
+            Event::Schedule
+        } else {
+            Event::Approve
+        };
+        let to = domain::transition(row.state, event)
             .map_err(|e| ServiceError::Conflict(e.to_string()))?;
         store::set_state(
             tx,
@@ -331,23 +351,25 @@ impl App {
                 },
             )
             .await?;
-        self.queue_activation(tx, row.id, self.now_ms()).await?;
+        self.queue_activation(tx, row, now_ms).await?;
         Ok(event)
     }
 
-    /// Queues the activation of approved request `id`.
+    /// Queues the activation of approved request `row`: now, or at its `start_at` when it is
+    /// scheduled (the job then starts it, `service::grants`).
     async fn queue_activation(
         &self,
         tx: &mut Tx,
-        id: Uuid,
+        row: &RequestRow,
         now_ms: i64,
     ) -> Result<(), ServiceError> {
+        let id = row.id;
         jobs::enqueue(
             tx,
             job::ACTIVATE,
             Some(id),
             "{}",
-            now_ms,
+            row.start_at.map_or(now_ms, |start| start.max(now_ms)),
             Some(&format!("activate:{id}")),
             now_ms,
         )
@@ -521,13 +543,20 @@ impl App {
         self.view(id).await
     }
 
-    /// Withdraws a pending or approved request (the requester only).
+    /// Withdraws a pending or approved request (the requester only), or a scheduled one before
+    /// it starts (the requester or an admin).
     pub async fn cancel(&self, user: &User, id: Uuid) -> Result<RequestView, ServiceError> {
         let mut tx = self.store.begin().await?;
         let row = self.lock_visible(&mut tx, user, id).await?;
-        if row.requester_key != user.key {
+        let by_admin = row.requester_key != user.key;
+        if by_admin && !(row.state == RequestState::Scheduled && self.is_admin(user)) {
             return Err(ServiceError::Forbidden(
-                "only the requester can cancel a request".to_owned(),
+                if row.state == RequestState::Scheduled {
+                    "only the requester or an admin can cancel a scheduled request"
+                } else {
+                    "only the requester can cancel a request"
+                }
+                .to_owned(),
             ));
         }
         let to = domain::transition(row.state, Event::Cancel)
@@ -541,7 +570,11 @@ impl App {
             Ending {
                 by: Some(&user.email),
                 action: "request.cancelled",
-                data: json!({ "was": row.state }),
+                data: if by_admin {
+                    json!({ "was": row.state, "by_admin": true })
+                } else {
+                    json!({ "was": row.state })
+                },
                 kind: NotificationKind::Cancelled,
                 comment: None,
             },
@@ -598,8 +631,13 @@ impl App {
                 "only the requester or an admin can revoke".to_owned(),
             ));
         }
-        let to = domain::transition(row.state, Event::Revoke)
-            .map_err(|_| ServiceError::Conflict(format!("request is {}, not active", row.state)))?;
+        let to = domain::transition(row.state, Event::Revoke).map_err(|_| {
+            ServiceError::Conflict(if row.state == RequestState::Scheduled {
+                "request is scheduled, not active: cancel it instead".to_owned()
+            } else {
+                format!("request is {}, not active", row.state)
+            })
+        })?;
         let now_ms = self.now_ms();
         self.end_request(
             &mut tx,
@@ -756,6 +794,7 @@ impl App {
         let row = RequestRow {
             id: new_id,
             extends_id: Some(parent.id),
+            start_at: None,
             root_id: parent.root_id,
             duration_secs: i64::try_from(by).unwrap_or(i64::MAX),
             justification,
@@ -1191,6 +1230,36 @@ pub fn already_open(open: &RequestRow) -> String {
 }
 
 pub use crate::clock::fmt_ms;
+
+/// Checks a requested `start_at`: in the future, at most the entitlement's
+/// `max_schedule_ahead` ahead, and not with break-glass (which grants at once). Unix ms.
+fn check_start(
+    ent: &Entitlement,
+    at: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+    break_glass: bool,
+) -> Result<i64, ServiceError> {
+    let shown = crate::clock::fmt_ms(crate::clock::to_ms(at));
+    if break_glass {
+        return Err(ServiceError::Invalid(
+            "break-glass grants at once: it cannot have a `start_at`".to_owned(),
+        ));
+    }
+    if at <= now {
+        return Err(ServiceError::Invalid(format!(
+            "`start_at` {shown} is not in the future: leave it out to start once approved"
+        )));
+    }
+    let ahead = (at - now).whole_seconds();
+    if u64::try_from(ahead).unwrap_or(u64::MAX) > ent.max_schedule_ahead {
+        return Err(ServiceError::Invalid(format!(
+            "`start_at` {shown} is more than {} ahead, the most `{}` allows (`max_schedule_ahead`)",
+            jit_api::format_duration(ent.max_schedule_ahead),
+            ent.id
+        )));
+    }
+    Ok(crate::clock::to_ms(at))
+}
 
 fn check_duration(ent: &Entitlement, secs: u64) -> Result<(), ServiceError> {
     if secs > ent.max_duration {

@@ -86,6 +86,7 @@ const SOURCES: &[Source] = &[
     migration!(4, "0004_requests_newest_first"),
     migration!(5, "0005_audit_checkpoints"),
     migration!(6, "0006_jobs_failures"),
+    migration!(7, "0007_scheduled_requests"),
 ];
 
 /// What `serve` connecting as `database.app_role` may do, table by table: exactly what its
@@ -654,7 +655,8 @@ mod tests {
                 "0003_audit_seq_not_null",
                 "0004_requests_newest_first",
                 "0005_audit_checkpoints",
-                "0006_jobs_failures"
+                "0006_jobs_failures",
+                "0007_scheduled_requests"
             ]
         );
     }

@@ -46,6 +46,8 @@ pub struct RequestRow {
     pub created_at: i64,
     /// Unix ms.
     pub pending_until: Option<i64>,
+    /// When a scheduled request's grant begins (unix ms).
+    pub start_at: Option<i64>,
     /// Unix ms.
     pub decided_at: Option<i64>,
     /// Unix ms.
@@ -91,6 +93,7 @@ impl RequestRow {
             simulated: row.try_get::<i64>("simulated")? != 0,
             created_at: row.try_get("created_at")?,
             pending_until: row.try_get("pending_until")?,
+            start_at: row.try_get("start_at")?,
             decided_at: row.try_get("decided_at")?,
             activated_at: row.try_get("activated_at")?,
             expires_at: row.try_get("expires_at")?,
@@ -117,6 +120,7 @@ impl RequestRow {
             ticket: self.ticket.clone(),
             created_at: from_ms(self.created_at),
             pending_until: self.pending_until.map(from_ms),
+            start_at: self.start_at.map(from_ms),
             activated_at: self.activated_at.map(from_ms),
             expires_at: self.expires_at.map(from_ms),
             approvals: approvals
@@ -160,8 +164,9 @@ pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
     query(
         "INSERT INTO requests (id, entitlement, kind, requester_key, requester_email, state,
             duration_secs, justification, ticket, approvals_required, break_glass, extends_id,
-            root_id, target_key, simulated, created_at, pending_until, decided_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            root_id, target_key, simulated, created_at, pending_until, decided_at, start_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+            $19)",
     )
     .bind(r.id.to_string())
     .bind(&r.entitlement)
@@ -181,6 +186,7 @@ pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
     .bind(r.created_at)
     .bind(r.pending_until)
     .bind(r.decided_at)
+    .bind(r.start_at)
     .defer(
         tx,
         Write::insert("requests").on_conflict(format!(
@@ -200,7 +206,7 @@ pub async fn get(store: &Store, id: Uuid) -> Result<Option<RequestRow>, StoreErr
     row.as_ref().map(RequestRow::from_row).transpose()
 }
 
-/// The open (pending, approved or active) request of `requester_key` for `entitlement`, not an
+/// The open (pending, approved, scheduled or active) request of `requester_key` for `entitlement`, not an
 /// extension: the one `requests_one_open` lets exist.
 pub async fn open_request(
     store: &Store,
@@ -209,7 +215,7 @@ pub async fn open_request(
 ) -> Result<Option<RequestRow>, StoreError> {
     let row = query(
         "SELECT * FROM requests WHERE requester_key = $1 AND entitlement = $2
-         AND state IN ('pending','approved','active') AND extends_id IS NULL",
+         AND state IN ('pending','approved','scheduled','active') AND extends_id IS NULL",
     )
     .bind(requester_key)
     .bind(entitlement)

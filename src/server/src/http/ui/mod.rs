@@ -103,6 +103,8 @@ pub struct Card {
     ticket: String,
     created: String,
     expires: String,
+    /// A scheduled request's start (`when`), empty otherwise.
+    starts: String,
     left_secs: i64,
     left: String,
     approvals: String,
@@ -138,7 +140,17 @@ fn card(web: &Web, v: &RequestView) -> Card {
         justification: r.justification.clone(),
         ticket: r.ticket.clone().unwrap_or_default(),
         created: when(r.created_at),
-        expires: r.expires_at.map(when).unwrap_or_default(),
+        expires: r
+            .expires_at
+            // Scheduled: it will end `duration` after its start.
+            .or_else(|| {
+                (r.state == RequestState::Scheduled)
+                    .then(|| r.start_at.map(|s| s + r.duration_secs * 1000))
+                    .flatten()
+            })
+            .map(when)
+            .unwrap_or_default(),
+        starts: r.start_at.map(when).unwrap_or_default(),
         left_secs: left,
         left: if r.state == RequestState::Active {
             jit_api::format_duration(u64::try_from(left).unwrap_or(0))

@@ -60,6 +60,9 @@ struct NewRequestPage {
     duration: String,
     justification: String,
     ticket: String,
+    /// Scheduled access: the start as typed (`YYYY-MM-DDTHH:MM`, UTC), empty to start once
+    /// approved.
+    start_at: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -112,6 +115,7 @@ fn new_request_page(
         duration: f.map_or_else(|| "1h".to_owned(), |f| f.duration.clone()),
         justification: f.map(|f| f.justification.clone()).unwrap_or_default(),
         ticket: f.and_then(|f| f.ticket.clone()).unwrap_or_default(),
+        start_at: f.map(|f| f.start_at.clone()).unwrap_or_default(),
         break_glass_checked: f.is_some_and(|f| f.break_glass.is_some()),
     }
 }
@@ -129,6 +133,7 @@ async fn new_request(
             justification: draft.justification.clone(),
             ticket: Some(draft.ticket.clone()),
             break_glass: draft.break_glass.then(|| "1".to_owned()),
+            start_at: draft.start_at.clone(),
         };
         return new_request_page(
             &web,
@@ -152,6 +157,31 @@ struct RequestForm {
     justification: String,
     ticket: Option<String>,
     break_glass: Option<String>,
+    start_at: String,
+}
+
+/// Reads the form's optional start: `YYYY-MM-DDTHH:MM` (what a `datetime-local` field sends,
+/// taken as UTC, as the page says), with seconds or as RFC 3339 too.
+fn form_start(text: &str) -> Result<Option<time::OffsetDateTime>, ServiceError> {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(at) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(Some(at));
+    }
+    let minutes = format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let seconds = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(text, &minutes)
+        .or_else(|_| time::PrimitiveDateTime::parse(text, &seconds))
+        .map(|at| Some(at.assume_utc()))
+        .map_err(|_| {
+            ServiceError::Invalid(format!(
+                "start `{text}` is not a date and time like `2026-12-24T09:00` (UTC)"
+            ))
+        })
 }
 
 async fn create_request(
@@ -161,14 +191,21 @@ async fn create_request(
     Form(f): Form<RequestForm>,
 ) -> Result<Response, UiError> {
     web.auth.check_form(&headers, &s.session, &f.csrf)?;
-    let input = CreateRequest {
-        entitlement: f.entitlement.clone(),
-        duration: DurationInput::Text(f.duration.clone()),
-        justification: f.justification.clone(),
-        ticket: f.ticket.clone().filter(|t| !t.trim().is_empty()),
-        break_glass: f.break_glass.is_some(),
+    let filed = match form_start(&f.start_at) {
+        Ok(start_at) => {
+            let input = CreateRequest {
+                entitlement: f.entitlement.clone(),
+                duration: DurationInput::Text(f.duration.clone()),
+                justification: f.justification.clone(),
+                ticket: f.ticket.clone().filter(|t| !t.trim().is_empty()),
+                break_glass: f.break_glass.is_some(),
+                start_at,
+            };
+            web.app.create_request(&s.user, &input).await
+        }
+        Err(e) => Err(e),
     };
-    match web.app.create_request(&s.user, &input).await {
+    match filed {
         Ok(v) => Ok(Redirect::to(&format!("/requests/{}", v.row.id)).into_response()),
         Err(ServiceError::StepUpRequired(step_up)) => {
             let draft = Draft {
@@ -178,6 +215,7 @@ async fn create_request(
                 ticket: f.ticket.unwrap_or_default(),
                 break_glass: f.break_glass.is_some(),
                 comment: String::new(),
+                start_at: f.start_at,
             };
             Ok(
                 super::super::step_up::sign_in_again(&web, &step_up, "/requests/new", draft)

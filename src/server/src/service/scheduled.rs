@@ -1,0 +1,136 @@
+//! Scheduled access (SPEC §10): a request with `start_at` is approved in advance and waits as
+//! `scheduled`; its activation job comes due at `start_at` and starts it here, then makes the
+//! grant as for any approved request. Its window is `start_at` to `start_at + duration`,
+//! whenever the broker gets to it: a start that comes too late (the broker was down, or the
+//! last approval arrived after the window) fails the request instead of granting past it.
+
+use jit_api::RequestState;
+use serde_json::json;
+
+use super::grants::JobOutcome;
+use super::outbox::Told;
+use super::requests::fmt_ms;
+use super::{App, ServiceError};
+use crate::domain::{self, Event};
+use crate::notify::NotificationKind;
+use crate::store::audit::NewEvent;
+use crate::store::jobs::{self, Job};
+use crate::store::requests::{self as store, Changes, RequestRow};
+
+/// What starting a scheduled request came to.
+pub(super) enum Started {
+    /// Started (now `approved`): make the grant.
+    Grant(Box<RequestRow>),
+    /// Nothing to grant (cancelled before, or its window is over); the job is done.
+    Done(JobOutcome),
+}
+
+impl App {
+    /// Starts scheduled request `row` when its activation job comes due: `scheduled →
+    /// approved` with its `request.started` event, in one transaction.
+    pub(super) async fn start_scheduled(
+        &self,
+        job: &Job,
+        row: &RequestRow,
+    ) -> Result<Started, ServiceError> {
+        let now_ms = self.now_ms();
+        let mut tx = self.store.begin().await?;
+        let current = store::lock(&self.store, &mut tx, row.id).await?;
+        if current.state != RequestState::Scheduled {
+            // Cancelled before it started.
+            jobs::complete(&mut tx, job.id, now_ms).await?;
+            tx.commit().await?;
+            return Ok(Started::Done(JobOutcome::Done));
+        }
+        let start = current.start_at.unwrap_or(now_ms);
+        if start > now_ms {
+            // Claimed early (a clock moved back): wait for the start.
+            tx.rollback().await?;
+            return Ok(Started::Done(JobOutcome::RetryAt(
+                start,
+                "not started yet".to_owned(),
+            )));
+        }
+        let ends = start + current.duration_secs * 1000;
+        if ends <= now_ms {
+            self.fail_unstarted(&mut tx, job, &current, ends).await?;
+            tx.commit().await?;
+            return Ok(Started::Done(JobOutcome::Done));
+        }
+        let to = domain::transition(current.state, Event::Start)
+            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+        store::set_state(&mut tx, row.id, current.state, to, &Changes::default()).await?;
+        self.audit(
+            &mut tx,
+            NewEvent {
+                actor: "system",
+                action: "request.started",
+                request_id: Some(row.id),
+                entitlement: Some(&row.entitlement),
+                data: json!({ "start_at": fmt_ms(start), "expires_at": fmt_ms(ends) }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Started::Grant(Box::new(RequestRow {
+            state: to,
+            ..current
+        })))
+    }
+
+    /// Fails locked request `row` (scheduled, or approved after its start) whose window ended
+    /// at `ends` before its grant could be made, and completes its activation `job`.
+    pub(super) async fn fail_unstarted(
+        &self,
+        tx: &mut crate::store::Tx,
+        job: &Job,
+        row: &RequestRow,
+        ends: i64,
+    ) -> Result<(), ServiceError> {
+        let now_ms = self.now_ms();
+        let to = domain::transition(row.state, Event::Fail)
+            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
+        let reason = format!(
+            "its window ended at {} before the grant could be made",
+            fmt_ms(ends)
+        );
+        store::set_state(
+            tx,
+            row.id,
+            row.state,
+            to,
+            &Changes {
+                ended_at: Some(now_ms),
+                failure_reason: Some(reason.clone()),
+                ..Changes::default()
+            },
+        )
+        .await?;
+        let event_id = self
+            .audit(
+                tx,
+                NewEvent {
+                    actor: "system",
+                    action: "grant.failed",
+                    request_id: Some(row.id),
+                    entitlement: Some(&row.entitlement),
+                    data: json!({ "reason": reason, "attempts": job.failure_number() }),
+                },
+            )
+            .await?;
+        self.notify(
+            tx,
+            row.id,
+            Told {
+                kind: NotificationKind::GrantFailed,
+                event_id,
+                actor: None,
+                comment: None,
+            },
+        )
+        .await?;
+        store::set_deprovisioned(tx, row.id, now_ms).await?;
+        jobs::complete(tx, job.id, now_ms).await?;
+        Ok(())
+    }
+}
