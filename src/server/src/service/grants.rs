@@ -303,7 +303,8 @@ impl App {
             let mut tx = self.store.begin().await?;
             let current = store::lock(&self.store, &mut tx, id).await?;
             if current.state == RequestState::Approved {
-                self.fail_unstarted(&mut tx, job, &current, ends).await?;
+                self.fail_grant(&mut tx, job, &current, super::scheduled::window_over(ends))
+                    .await?;
             } else {
                 jobs::complete(&mut tx, job.id, now_ms).await?;
             }
@@ -430,44 +431,8 @@ impl App {
                 let permanent = matches!(e, ProviderError::Permanent(_))
                     || job.failure_number() >= MAX_ACTIVATE_ATTEMPTS;
                 if permanent && current.state == RequestState::Approved {
-                    let reason = e.to_string();
-                    store::set_state(
-                        &mut tx,
-                        id,
-                        RequestState::Approved,
-                        RequestState::Failed,
-                        &Changes {
-                            ended_at: Some(now_ms),
-                            failure_reason: Some(reason.clone()),
-                            ..Changes::default()
-                        },
-                    )
-                    .await?;
-                    let event_id = self
-                        .audit(
-                            &mut tx,
-                            NewEvent {
-                                actor: "system",
-                                action: "grant.failed",
-                                request_id: Some(id),
-                                entitlement: Some(&ent.id),
-                                data: json!({ "reason": reason, "attempts": job.failure_number() }),
-                            },
-                        )
+                    self.fail_grant(&mut tx, job, &current, e.to_string())
                         .await?;
-                    self.notify(
-                        &mut tx,
-                        id,
-                        Told {
-                            kind: NotificationKind::GrantFailed,
-                            event_id,
-                            actor: None,
-                            comment: None,
-                        },
-                    )
-                    .await?;
-                    store::set_deprovisioned(&mut tx, id, now_ms).await?;
-                    jobs::complete(&mut tx, job.id, now_ms).await?;
                     JobOutcome::Done
                 } else if current.state == RequestState::Approved {
                     tx.rollback().await?;

@@ -53,7 +53,8 @@ impl App {
         }
         let ends = start + current.duration_secs * 1000;
         if ends <= now_ms {
-            self.fail_unstarted(&mut tx, job, &current, ends).await?;
+            self.fail_grant(&mut tx, job, &current, window_over(ends))
+                .await?;
             tx.commit().await?;
             return Ok(Started::Done(JobOutcome::Done));
         }
@@ -78,22 +79,19 @@ impl App {
         })))
     }
 
-    /// Fails locked request `row` (scheduled, or approved after its start) whose window ended
-    /// at `ends` before its grant could be made, and completes its activation `job`.
-    pub(super) async fn fail_unstarted(
+    /// Fails locked request `row` (approved, or scheduled) whose grant cannot be made, for
+    /// `reason`, with its `grant.failed` event and notification, and completes its activation
+    /// `job`.
+    pub(super) async fn fail_grant(
         &self,
         tx: &mut crate::store::Tx,
         job: &Job,
         row: &RequestRow,
-        ends: i64,
+        reason: String,
     ) -> Result<(), ServiceError> {
         let now_ms = self.now_ms();
         let to = domain::transition(row.state, Event::Fail)
             .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        let reason = format!(
-            "its window ended at {} before the grant could be made",
-            fmt_ms(ends)
-        );
         store::set_state(
             tx,
             row.id,
@@ -133,4 +131,12 @@ impl App {
         jobs::complete(tx, job.id, now_ms).await?;
         Ok(())
     }
+}
+
+/// Why a scheduled request whose window ended at `ends` (unix ms) is not granted.
+pub(super) fn window_over(ends: i64) -> String {
+    format!(
+        "its window ended at {} before the grant could be made",
+        fmt_ms(ends)
+    )
 }
