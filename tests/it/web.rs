@@ -1348,3 +1348,58 @@ async fn the_api_challenges_for_the_authentication_context_as_rfc_9470_says() {
         .unwrap();
     assert_eq!(denied.status(), 200);
 }
+
+#[tokio::test]
+async fn the_request_form_schedules_access_and_the_page_shows_its_start() {
+    let broker = start(false).await;
+    let mut browser = Browser::new();
+    let pages = browser.sign_in(&broker, "alice", "/requests/new").await;
+    let form = pages.last().unwrap();
+    assert!(
+        form.body
+            .contains(r#"name="start_at" type="datetime-local""#),
+        "{}",
+        form.body
+    );
+    let csrf = form.field("csrf");
+    let create = format!("{}/requests", broker.url);
+    let fields = |start| {
+        let mut f = sandbox_form(Some(&csrf));
+        f.push(("start_at", start));
+        f
+    };
+    // Not a date: the form comes back with the reason, and nothing is filed.
+    let page = browser
+        .post(&create, &broker.origin(), &fields("tomorrow"))
+        .await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(
+        page.body.contains("is not a date and time like"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"value="tomorrow""#), "{}", page.body);
+    assert!(broker.events("request.created").await.is_empty());
+    // Two hours ahead (UTC, as the field says): filed with that start (it waits for approval).
+    let start = (time::OffsetDateTime::now_utc() + time::Duration::hours(2))
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]"
+        ))
+        .unwrap();
+    let page = browser
+        .post(&create, &broker.origin(), &fields(&start))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let shown = browser.get(page.location.unwrap().as_str()).await;
+    assert!(
+        shown.body.contains(&format!(
+            r#"id="starts">{}:00 UTC"#,
+            start.replace('T', " ")
+        )),
+        "{}",
+        shown.body
+    );
+    assert!(shown.body.contains(r#"id="starts""#), "{}", shown.body);
+    assert!(shown.body.contains(r#"id="cancel""#), "{}", shown.body);
+    assert_eq!(broker.events("request.created").await.len(), 1);
+}
