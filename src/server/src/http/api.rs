@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use super::auth::{AuthMode, Bearer};
+use super::auth::{AuthMode, Bearer, Reader};
 use super::openapi::Common;
 use super::{ApiError, Web};
 use crate::store::audit;
@@ -349,6 +349,9 @@ fn next_link(response: &mut Response, path: &str, query: &[(&str, String)]) {
     tag = "requests",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "request id"), super::wait::WaitQuery),
+    description = "Also answers the web pages' own script: without `Authorization`, a same-origin \
+        `GET` (`Sec-Fetch-Site: same-origin`) is authenticated by the page's session cookie. No \
+        state-changing endpoint accepts the cookie.",
     responses(
         (status = 200, description = "the request; with `wait`, once it is in a state named or \
             has ended, or as it stands when `timeout` runs out (a long poll instead of polling)",
@@ -359,7 +362,7 @@ fn next_link(response: &mut Response, path: &str, query: &[(&str, String)]) {
 )]
 async fn show(
     State(web): State<Web>,
-    Bearer(user): Bearer,
+    Reader(user): Reader,
     Id(id): Id,
     q: Result<Query<super::wait::WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<jit_api::Request>, ApiError> {

@@ -349,6 +349,34 @@ impl FromRequestParts<Web> for SignedIn {
 /// An API caller authenticated by `Authorization: Bearer`.
 pub struct Bearer(pub User);
 
+/// The caller of an API read that the web pages' own script makes too: a bearer token as for
+/// every API call, or else the session cookie of a signed-in page, but only on a same-origin
+/// `GET` (`Sec-Fetch-Site: same-origin`, which browsers set and pages of other sites cannot).
+/// Only reads take it: no state-changing endpoint accepts the cookie, so the CSRF rules of the
+/// forms stay the only way a page changes anything.
+pub struct Reader(pub User);
+
+impl FromRequestParts<Web> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Self, Self::Rejection> {
+        let same_origin_read = parts.method == axum::http::Method::GET
+            && parts
+                .headers
+                .get("sec-fetch-site")
+                .is_some_and(|v| v.as_bytes() == b"same-origin");
+        if !parts.headers.contains_key(header::AUTHORIZATION)
+            && same_origin_read
+            && let Ok(s) = SignedIn::from_request_parts(parts, web).await
+        {
+            return Ok(Self(s.user));
+        }
+        Bearer::from_request_parts(parts, web)
+            .await
+            .map(|Bearer(user)| Self(user))
+    }
+}
+
 impl FromRequestParts<Web> for Bearer {
     type Rejection = ApiError;
 

@@ -83,7 +83,7 @@ async fn simulated_console(
         return Err(no_such());
     }
     Ok(SimulatedConsole {
-        chrome: Chrome::new(&web, &s),
+        chrome: Chrome::new(&web, &s).await,
         id: id.to_string(),
         entitlement: view.row.entitlement.clone(),
         expires: view.row.expires_at.map(super::ui::when).unwrap_or_default(),

@@ -120,7 +120,7 @@ async fn page(
             .collect()
     };
     Ok(ReviewPage {
-        chrome: Chrome::at(&web, &s, "audit"),
+        chrome: Chrome::at(&web, &s, "audit").await,
         grants: of("grant"),
         unreviewed: of("unreviewed_break_glass"),
         findings: of("reconcile_finding"),

@@ -30,7 +30,9 @@ use uuid::Uuid;
 use super::{App, ServiceError};
 use crate::domain::User;
 use crate::policy::{Authorized, act};
+use crate::store::StoreError;
 use crate::store::audit::{self, Event, Filter};
+use crate::store::export::{self, ExportFormat};
 
 impl App {
     /// The proof that `user` may read the whole audit log, or why not.
@@ -47,6 +49,17 @@ impl App {
         filter: &Filter,
     ) -> Result<Vec<Event>, ServiceError> {
         Ok(audit::list(&self.store, filter).await?)
+    }
+
+    /// Every event matching `filter`, oldest first, in `format`, streamed a page at a time
+    /// ([`export::stream`]): the audit page's download.
+    pub fn audit_export(
+        &self,
+        _auditor: &Authorized<act::Audit>,
+        format: ExportFormat,
+        filter: Filter,
+    ) -> impl futures_util::Stream<Item = Result<Vec<u8>, StoreError>> + Send + 'static {
+        export::stream(self.store.clone(), format, filter)
     }
 
     /// Events matching `filter` about request `id`, which `user` must be

@@ -1031,6 +1031,12 @@ impl App {
         })
     }
 
+    /// Whether the policies might let `user` approve some request (the
+    /// pages show *Approvals* only then).
+    pub fn may_approve_any(&self, user: &User) -> bool {
+        !self.approvable(user).is_empty()
+    }
+
     /// The entitlements whose requests `user` might approve (a superset of
     /// what [`App::may_decide`] allows); none when the policies cannot say.
     fn approvable(&self, user: &User) -> Vec<String> {

@@ -3,7 +3,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -44,13 +44,9 @@ async fn admin_revoke_sessions(
     Form(f): Form<RevokeSessionsForm>,
 ) -> Result<Response, UiError> {
     web.auth.check_form(&headers, &s.session, &f.csrf)?;
-    let admin = web.app.authorize_admin(&s.user).map_err(|_| {
-        UiError(
-            StatusCode::FORBIDDEN,
-            "only admins revoke all sessions".to_owned(),
-            Some(Box::new(Chrome::new(&web, &s))),
-        )
-    })?;
+    let Ok(admin) = web.app.authorize_admin(&s.user) else {
+        return Err(UiError::forbidden(&web, &s, "only admins revoke all sessions").await);
+    };
     let notice = match web
         .app
         .revoke_all_sessions(&s.user, &admin, &f.entitlement)
@@ -70,13 +66,9 @@ async fn admin(State(web): State<Web>, s: SignedIn) -> Result<AdminPage, UiError
 }
 
 async fn admin_page(web: &Web, s: &SignedIn, notice: String) -> Result<AdminPage, UiError> {
-    web.app.authorize_admin(&s.user).map_err(|e| {
-        UiError(
-            StatusCode::FORBIDDEN,
-            e.to_string(),
-            Some(Box::new(Chrome::new(web, s))),
-        )
-    })?;
+    if let Err(e) = web.app.authorize_admin(&s.user) {
+        return Err(UiError::forbidden(web, s, e.to_string()).await);
+    }
     let active = web
         .app
         .list_visible(
@@ -88,7 +80,7 @@ async fn admin_page(web: &Web, s: &SignedIn, notice: String) -> Result<AdminPage
         )
         .await?;
     Ok(AdminPage {
-        chrome: Chrome::at(web, s, "admin"),
+        chrome: Chrome::at(web, s, "admin").await,
         active: active.items.iter().map(|v| card(web, v)).collect(),
         roles: web
             .app

@@ -28,8 +28,15 @@ async fn approvals(State(web): State<Web>, s: SignedIn) -> Result<ApprovalsPage,
     let reviews = web.app.reviews_for(&s.user).await?;
     let decided = web.app.decided_by(&s.user).await?;
     Ok(ApprovalsPage {
-        chrome: Chrome::at(&web, &s, "approvals"),
-        pending: pending.iter().map(|v| card(&web, v)).collect(),
+        chrome: Chrome::at(&web, &s, "approvals").await,
+        pending: pending
+            .iter()
+            .map(|v| {
+                let mut c = card(&web, v);
+                c.others.retain(|m| *m != s.user.email);
+                c
+            })
+            .collect(),
         reviews: reviews.iter().map(|v| card(&web, v)).collect(),
         decided: decided.iter().map(|v| card(&web, v)).collect(),
     })

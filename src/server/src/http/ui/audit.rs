@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use super::timeline::TimelineItem;
 use super::{Chrome, UiError, nonempty, when};
 use crate::http::Web;
 use crate::http::auth::SignedIn;
 use crate::service::ServiceError;
 use crate::store::audit;
-use crate::store::export::{self, ExportFormat};
+use crate::store::export::ExportFormat;
 
 pub(super) fn routes() -> Router<Web> {
     Router::new()
@@ -33,6 +34,8 @@ struct AuditQuery {
     #[serde(default)]
     action: Option<String>,
     #[serde(default)]
+    request: Option<String>,
+    #[serde(default)]
     since: Option<String>,
     #[serde(default)]
     until: Option<String>,
@@ -48,6 +51,12 @@ struct AuditRow {
     entitlement: String,
     request_id: String,
     hash: String,
+    /// The first 12 characters of `hash`.
+    hash_short: String,
+    /// What happened, in a sentence.
+    sentence: String,
+    /// The event's data in words.
+    detail: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -58,6 +67,7 @@ struct AuditPage {
     actor: String,
     entitlement: String,
     action: String,
+    request: String,
     since: String,
     until: String,
     next: String,
@@ -93,19 +103,27 @@ fn checkpoint_text(report: Option<&jit_api::CheckpointReport>) -> String {
     }
 }
 
-fn parse_day(s: Option<&str>) -> Result<Option<i64>, UiError> {
+fn parse_time(s: Option<&str>, end: bool) -> Result<Option<i64>, UiError> {
     let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(s, &fmt).map_err(|_| {
-        UiError(
-            StatusCode::BAD_REQUEST,
-            format!("`{s}` is not a date like 2026-11-29"),
-            None,
-        )
-    })?;
-    Ok(Some(crate::clock::to_ms(date.midnight().assume_utc())))
+    let day = time::macros::format_description!("[year]-[month]-[day]");
+    let minute = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    let minute_t = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    if let Ok(date) = time::Date::parse(s, &day) {
+        // A day as an end includes the whole day.
+        let ms = crate::clock::to_ms(date.midnight().assume_utc());
+        return Ok(Some(if end { ms + 86_400_000 } else { ms }));
+    }
+    time::PrimitiveDateTime::parse(s, &minute)
+        .or_else(|_| time::PrimitiveDateTime::parse(s, &minute_t))
+        .map(|t| Some(crate::clock::to_ms(t.assume_utc())))
+        .map_err(|_| {
+            UiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`{s}` is not a date like 2026-11-29 or a UTC time like 2026-11-29 14:30"),
+            )
+        })
 }
 
 /// The audit page's filters (actor, entitlement, action, days from and to), shared by its export.
@@ -114,8 +132,18 @@ fn audit_filter(q: &AuditQuery) -> Result<audit::Filter, UiError> {
         actor: nonempty(q.actor.as_ref()),
         entitlement: nonempty(q.entitlement.as_ref()),
         action: nonempty(q.action.as_ref()),
-        since: parse_day(q.since.as_deref())?,
-        until: parse_day(q.until.as_deref())?.map(|u| u + 86_400_000),
+        request_id: nonempty(q.request.as_ref())
+            .map(|r| {
+                uuid::Uuid::parse_str(&r).map_err(|_| {
+                    UiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("`{r}` is not a request id"),
+                    )
+                })
+            })
+            .transpose()?,
+        since: parse_time(q.since.as_deref(), false)?,
+        until: parse_time(q.until.as_deref(), true)?,
         ..audit::Filter::default()
     })
 }
@@ -125,13 +153,10 @@ async fn audit_page(
     s: SignedIn,
     Query(q): Query<AuditQuery>,
 ) -> Result<AuditPage, UiError> {
-    let auditor = web.app.authorize_audit(&s.user).map_err(|e| {
-        UiError(
-            StatusCode::FORBIDDEN,
-            e.to_string(),
-            Some(Box::new(Chrome::new(&web, &s))),
-        )
-    })?;
+    let auditor = match web.app.authorize_audit(&s.user) {
+        Ok(auditor) => auditor,
+        Err(e) => return Err(UiError::forbidden(&web, &s, e.to_string()).await),
+    };
     let filter = audit::Filter {
         before_seq: q.before,
         limit: 50,
@@ -151,6 +176,7 @@ async fn audit_page(
         ("actor", &q.actor),
         ("entitlement", &q.entitlement),
         ("action", &q.action),
+        ("request", &q.request),
         ("since", &q.since),
         ("until", &q.until),
     ] {
@@ -159,7 +185,7 @@ async fn audit_page(
         }
     }
     Ok(AuditPage {
-        chrome: Chrome::at(&web, &s, "audit"),
+        chrome: Chrome::at(&web, &s, "audit").await,
         next: if events.len() == 50 {
             events.last().map(|e| e.seq.to_string()).unwrap_or_default()
         } else {
@@ -167,19 +193,26 @@ async fn audit_page(
         },
         rows: events
             .iter()
-            .map(|e| AuditRow {
-                seq: e.seq,
-                at: when(e.at),
-                actor: e.actor.clone(),
-                action: e.action.clone(),
-                entitlement: e.entitlement.clone().unwrap_or_default(),
-                request_id: e.request_id.clone().unwrap_or_default(),
-                hash: e.hash.chars().take(12).collect(),
+            .map(|e| {
+                let t = TimelineItem::of(e);
+                AuditRow {
+                    seq: e.seq,
+                    at: when(e.at),
+                    actor: e.actor.clone(),
+                    action: e.action.clone(),
+                    entitlement: e.entitlement.clone().unwrap_or_default(),
+                    request_id: e.request_id.clone().unwrap_or_default(),
+                    hash: e.hash.clone(),
+                    hash_short: e.hash.chars().take(12).collect(),
+                    sentence: t.sentence,
+                    detail: t.detail,
+                }
             })
             .collect(),
         actor: q.actor.unwrap_or_default(),
         entitlement: q.entitlement.unwrap_or_default(),
         action: q.action.unwrap_or_default(),
+        request: q.request.unwrap_or_default(),
         since: q.since.unwrap_or_default(),
         until: q.until.unwrap_or_default(),
         damaged,
@@ -215,13 +248,12 @@ async fn audit_export(
     Query(q): Query<ExportQuery>,
     Query(filters): Query<AuditQuery>,
 ) -> Result<Response, UiError> {
-    if !web.app.is_auditor(&s.user) {
-        return Err(UiError(
+    let Ok(auditor) = web.app.authorize_audit(&s.user) else {
+        return Err(UiError::new(
             StatusCode::FORBIDDEN,
-            "only auditors export the audit log".to_owned(),
-            None,
+            "only auditors export the audit log",
         ));
-    }
+    };
     let (format, ctype) = match q.format.as_str() {
         "csv" => (ExportFormat::Csv, "text/csv; charset=utf-8"),
         "jsonl" => (ExportFormat::Jsonl, "application/x-ndjson"),
@@ -234,7 +266,7 @@ async fn audit_export(
         }
     };
     let filter = audit_filter(&filters)?;
-    let body = export::stream(web.app.store.clone(), format, filter);
+    let body = web.app.audit_export(&auditor, format, filter);
     Ok((
         [
             (header::CONTENT_TYPE, ctype.to_owned()),

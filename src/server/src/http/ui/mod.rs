@@ -15,6 +15,7 @@ mod approvals;
 mod audit;
 mod new_request;
 mod request;
+mod timeline;
 
 use super::auth::SignedIn;
 use super::{ApiError, Web};
@@ -33,6 +34,7 @@ pub(super) fn routes() -> Router<Web> {
 }
 
 /// Facts every page needs.
+#[expect(clippy::struct_excessive_bools, reason = "template view model")]
 pub struct Chrome {
     /// Development-mode banner.
     pub dev: bool,
@@ -40,6 +42,10 @@ pub struct Chrome {
     pub me: Option<User>,
     /// CSRF token for forms.
     pub csrf_token: String,
+    /// Show the approvals link: the policies might let this user approve something.
+    pub approver: bool,
+    /// Requests waiting for this user's decision (the badge beside *Approvals*).
+    pub waiting: usize,
     /// Show the audit link.
     pub auditor: bool,
     /// Show the admin link.
@@ -49,12 +55,27 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    /// For a signed-in user's page.
-    pub(super) fn new(web: &Web, s: &SignedIn) -> Self {
+    /// For a signed-in user's page: the menu holds only what they may do.
+    pub(super) async fn new(web: &Web, s: &SignedIn) -> Self {
+        let approver = web.app.may_approve_any(&s.user);
+        let waiting = if approver {
+            // The badge is a hint: a failing count leaves it out rather than failing the page.
+            match web.app.pending_for(&s.user).await {
+                Ok(pending) => pending.len(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count the requests waiting for a decision");
+                    0
+                }
+            }
+        } else {
+            0
+        };
         Self {
             dev: web.app.dev,
             me: Some(s.user.clone()),
             csrf_token: s.session.csrf_token.clone(),
+            approver,
+            waiting,
             auditor: web.app.is_auditor(&s.user),
             admin: web.app.is_admin(&s.user),
             section: "",
@@ -62,10 +83,10 @@ impl Chrome {
     }
 
     /// The same, for a page of navigation entry `section`.
-    pub(super) fn at(web: &Web, s: &SignedIn, section: &'static str) -> Self {
+    pub(super) async fn at(web: &Web, s: &SignedIn, section: &'static str) -> Self {
         Self {
             section,
-            ..Self::new(web, s)
+            ..Self::new(web, s).await
         }
     }
 
@@ -75,6 +96,8 @@ impl Chrome {
             dev,
             me: None,
             csrf_token: String::new(),
+            approver: false,
+            waiting: 0,
             auditor: false,
             admin: false,
             section: "",
@@ -87,6 +110,35 @@ pub(super) fn when(ms: i64) -> String {
     let fmt =
         time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     crate::clock::from_ms(ms).format(&fmt).unwrap_or_default()
+}
+
+/// A time as the page's script reads it, to show the reader's local time beside UTC.
+pub(super) fn iso(ms: i64) -> String {
+    crate::service::requests::fmt_ms(ms)
+}
+
+/// Time left in minutes, as people say it: `1 h 5 min`, `59 min`, `less than a minute`.
+pub(super) fn minutes_left(secs: i64) -> String {
+    if secs < 60 {
+        return "less than a minute".to_owned();
+    }
+    let (h, m) = (secs / 3600, secs % 3600 / 60);
+    match (h, m) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+/// How long ago, in words: `just now`, `5 min ago`, `2 h ago`, `3 days ago`.
+pub(super) fn ago(secs: i64) -> String {
+    match secs {
+        ..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86_400 => format!("{} h ago", secs / 3600),
+        _ if secs < 2 * 86_400 => "1 day ago".to_owned(),
+        _ => format!("{} days ago", secs / 86_400),
+    }
 }
 
 /// A request as pages show it.
@@ -102,12 +154,25 @@ pub struct Card {
     justification: String,
     ticket: String,
     created: String,
+    /// How long ago it was filed (`5 min ago`).
+    age: String,
     expires: String,
     /// A scheduled request's start (`when`), empty otherwise.
     starts: String,
+    /// `expires` for the script (RFC 3339), empty without an end.
+    expires_iso: String,
     left_secs: i64,
+    /// Time left in minutes (`59 min`), empty unless active.
     left: String,
+    /// While pending: when nobody deciding makes it time out, and how soon (`in 55 min`).
+    times_out: String,
+    times_out_in: String,
     approvals: String,
+    /// Who approved, `, `-separated.
+    approvers: String,
+    /// Who the entitlement sends requests to for approval (its `notify.email` route), besides
+    /// those who already decided; the approvals page leaves out the reader too.
+    others: Vec<String>,
     simulated: bool,
     break_glass: bool,
     failure: String,
@@ -117,21 +182,26 @@ pub struct Card {
 
 fn card(web: &Web, v: &RequestView) -> Card {
     let r = &v.row;
+    let now = web.app.now_ms();
     let left = web.app.seconds_left(r);
-    let approved = v
+    let approvers: Vec<&str> = v
         .approvals
         .iter()
         .filter(|a| a.decision == Decision::Approve)
-        .count();
+        .map(|a| a.approver_email.as_str())
+        .collect();
+    let ent = web.app.policy.catalog.get(&r.entitlement);
+    let pending = r.state == RequestState::Pending;
+    // Scheduled: it will end `duration` after its start.
+    let ends = r.expires_at.or_else(|| {
+        (r.state == RequestState::Scheduled)
+            .then(|| r.start_at.map(|s| s + r.duration_secs * 1000))
+            .flatten()
+    });
     Card {
         id: r.id.to_string(),
         entitlement: r.entitlement.clone(),
-        title: web
-            .app
-            .policy
-            .catalog
-            .get(&r.entitlement)
-            .map_or_else(|| r.entitlement.clone(), |e| e.title.clone()),
+        title: ent.map_or_else(|| r.entitlement.clone(), |e| e.title.clone()),
         kind: r.kind.clone(),
         target: v.target.clone(),
         state: r.state.to_string(),
@@ -140,28 +210,45 @@ fn card(web: &Web, v: &RequestView) -> Card {
         justification: r.justification.clone(),
         ticket: r.ticket.clone().unwrap_or_default(),
         created: when(r.created_at),
-        expires: r
-            .expires_at
-            // Scheduled: it will end `duration` after its start.
-            .or_else(|| {
-                (r.state == RequestState::Scheduled)
-                    .then(|| r.start_at.map(|s| s + r.duration_secs * 1000))
-                    .flatten()
-            })
-            .map(when)
-            .unwrap_or_default(),
+        age: ago((now - r.created_at) / 1000),
+        expires: ends.map(when).unwrap_or_default(),
+        expires_iso: ends.map(iso).unwrap_or_default(),
         starts: r.start_at.map(when).unwrap_or_default(),
         left_secs: left,
         left: if r.state == RequestState::Active {
-            jit_api::format_duration(u64::try_from(left).unwrap_or(0))
+            minutes_left(left)
         } else {
             String::new()
         },
+        times_out: r
+            .pending_until
+            .filter(|_| pending)
+            .map(when)
+            .unwrap_or_default(),
+        times_out_in: r
+            .pending_until
+            .filter(|_| pending)
+            .map(|u| format!("in {}", minutes_left((u - now) / 1000)))
+            .unwrap_or_default(),
+        // The CLI's words (`jit show`): "auto-approved", "none: break-glass", "1 of 2".
         approvals: if r.approvals_required == 0 {
             "auto-approved".to_owned()
+        } else if r.break_glass && approvers.is_empty() {
+            "none: break-glass".to_owned()
         } else {
-            format!("{approved} of {}", r.approvals_required)
+            format!("{} of {}", approvers.len(), r.approvals_required)
         },
+        approvers: approvers.join(", "),
+        others: ent
+            .map(|e| {
+                e.notify
+                    .email
+                    .iter()
+                    .filter(|m| !v.approvals.iter().any(|a| &a.approver_email == *m))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default(),
         simulated: r.simulated,
         break_glass: r.break_glass,
         failure: r.failure_reason.clone().unwrap_or_default(),
@@ -186,6 +273,17 @@ impl UiError {
     /// An error page with `status` and `message`.
     pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self(status, message.into(), None)
+    }
+}
+
+impl UiError {
+    /// A 403 page with the signed-in user's menu, saying why.
+    pub(super) async fn forbidden(web: &Web, s: &SignedIn, message: impl Into<String>) -> Self {
+        Self(
+            StatusCode::FORBIDDEN,
+            message.into(),
+            Some(Box::new(Chrome::new(web, s).await)),
+        )
     }
 }
 
@@ -244,7 +342,7 @@ async fn home(State(web): State<Web>, s: SignedIn) -> Result<HomePage, UiError> 
         .partition(|c| c.state == "active");
     let pending_approvals = web.app.pending_for(&s.user).await?.len();
     Ok(HomePage {
-        chrome: Chrome::at(&web, &s, "home"),
+        chrome: Chrome::at(&web, &s, "home").await,
         active,
         recent,
         pending_approvals,

@@ -66,15 +66,15 @@ struct NewRequestPage {
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct NewQuery {
+struct NewQuery {
     #[serde(default)]
     entitlement: Option<String>,
     /// Back from a step-up sign-in: show the form as it was sent.
     #[serde(default)]
-    pub(super) resume: Option<String>,
+    resume: Option<String>,
 }
 
-fn new_request_page(
+async fn new_request_page(
     web: &Web,
     s: &SignedIn,
     selected: Option<&str>,
@@ -106,7 +106,7 @@ fn new_request_page(
         })
         .collect();
     NewRequestPage {
-        chrome: Chrome::at(web, s, "new"),
+        chrome: Chrome::at(web, s, "new").await,
         break_glass: options.iter().any(|o| o.break_glass),
         options,
         error_parts: code_spans(&error),
@@ -141,9 +141,10 @@ async fn new_request(
             Some(&draft.entitlement),
             String::new(),
             Some(&form),
-        );
+        )
+        .await;
     }
-    new_request_page(&web, &s, q.entitlement.as_deref(), String::new(), None)
+    new_request_page(&web, &s, q.entitlement.as_deref(), String::new(), None).await
 }
 
 /// Every field defaults, so that a forged post missing some is refused by the
@@ -230,7 +231,7 @@ async fn create_request(
         ) => {
             let status = refusal_status(&e);
             let mut page =
-                new_request_page(&web, &s, Some(&f.entitlement), e.to_string(), Some(&f));
+                new_request_page(&web, &s, Some(&f.entitlement), e.to_string(), Some(&f)).await;
             if matches!(e, ServiceError::Conflict(_))
                 && let Ok(Some(open)) = web.app.open_request(&s.user, &f.entitlement).await
             {

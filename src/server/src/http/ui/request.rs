@@ -11,7 +11,7 @@ use jit_api::{Decision, RequestState};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::new_request::NewQuery;
+use super::timeline::TimelineItem;
 use super::{Card, Chrome, UiError, card, refusal_status, when};
 use crate::http::Web;
 use crate::http::auth::SignedIn;
@@ -25,11 +25,14 @@ pub(super) fn routes() -> Router<Web> {
         .route("/requests/{id}/{action}", post(request_action))
 }
 
-struct TimelineItem {
-    at: String,
-    actor: String,
-    action: String,
-    detail: String,
+#[derive(Deserialize, Default)]
+struct ShowQuery {
+    /// Back from a step-up sign-in: show the comment as it was sent.
+    #[serde(default)]
+    resume: Option<String>,
+    /// The action just done here, to confirm it (`approve`).
+    #[serde(default)]
+    done: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -49,9 +52,30 @@ struct RequestPage {
     creds: Option<jit_api::Credentials>,
     region: String,
     notice: String,
+    /// When the credentials shown end, as pages show times.
+    creds_until: String,
+    /// When the page was made (`2026-11-29 09:52:15 UTC`), for the no-script refresh line.
+    as_of: String,
+    /// What the reader's last action did (`You approved this request.`), empty otherwise.
+    done: String,
+    /// The states the page's script waits for (every state but this one, comma-separated),
+    /// empty once the request changes no more.
+    wait: String,
     /// The decision comment and extension a step-up interrupted (empty otherwise).
     comment: String,
     extend_by: String,
+}
+
+/// The confirmation after an action that leaves the reader on the same page.
+fn done_text(action: &str) -> &'static str {
+    match action {
+        "approve" => "You approved this request.",
+        "deny" => "You denied this request.",
+        "cancel" => "You cancelled this request.",
+        "revoke" => "The access is revoked.",
+        "review" => "You marked this break-glass use as reviewed.",
+        _ => "",
+    }
 }
 
 async fn request_page(
@@ -75,7 +99,7 @@ async fn request_page(
     let decided = v.approvals.iter().any(|a| a.approver_key == s.user.key);
     let may_decide = web.app.may_decide(&s.user, &v.row);
     Ok(RequestPage {
-        chrome: Chrome::new(web, s),
+        chrome: Chrome::new(web, s).await,
         approvals: v
             .approvals
             .iter()
@@ -92,21 +116,25 @@ async fn request_page(
             })
             .collect(),
         damaged,
-        timeline: events
-            .iter()
-            .map(|e| TimelineItem {
-                at: when(e.at),
-                actor: e.actor.clone(),
-                action: e.action.clone(),
-                detail: timeline_detail(&e.data),
-            })
-            .collect(),
+        timeline: events.iter().map(TimelineItem::of).collect(),
         can_decide: may_decide && !decided && v.row.state == RequestState::Pending,
         can_review: may_decide && v.row.break_glass && v.row.reviewed_at.is_none(),
         owner,
         can_revoke: (owner || web.app.is_admin(&s.user))
             && matches!(v.row.state, RequestState::Active | RequestState::Approved),
         r: card(web, &v),
+        creds_until: creds
+            .as_ref()
+            .and_then(|c| {
+                time::OffsetDateTime::parse(
+                    &c.expiration,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+            })
+            .map(|t| when(crate::clock::to_ms(t)))
+            .unwrap_or_default(),
+        as_of: when(web.app.now_ms()),
         creds,
         region: web
             .app
@@ -115,45 +143,32 @@ async fn request_page(
             .as_ref()
             .map_or_else(|| "us-east-1".to_owned(), |a| a.region.clone()),
         notice,
+        done: String::new(),
+        wait: if v.row.state.is_terminal() {
+            String::new()
+        } else {
+            RequestState::ALL
+                .iter()
+                .filter(|s| **s != v.row.state)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        },
         comment: String::new(),
         extend_by: "30m".to_owned(),
     })
-}
-
-fn timeline_detail(data: &str) -> String {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(data) else {
-        return String::new();
-    };
-    map.iter()
-        .filter(|(k, v)| {
-            !v.is_null() && !matches!(k.as_str(), "policy_hash" | "details" | "justification")
-        })
-        .map(|(k, v)| format!("{}: {}", k.replace('_', " "), detail_value(v)))
-        .collect::<Vec<_>>()
-        .join(" · ")
-}
-
-fn detail_value(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(detail_value)
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
-    }
 }
 
 async fn show_request(
     State(web): State<Web>,
     s: SignedIn,
     Path(id): Path<String>,
-    Query(q): Query<NewQuery>,
+    Query(q): Query<ShowQuery>,
 ) -> Result<RequestPage, UiError> {
     let id = Uuid::parse_str(&id)
         .map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
     let mut page = request_page(&web, &s, id, None, String::new()).await?;
+    done_text(q.done.as_deref().unwrap_or_default()).clone_into(&mut page.done);
     // Back from a step-up sign-in: the comment (and extension) as they were sent.
     if let Some(draft) = s.draft.as_ref().filter(|_| q.resume.is_some()) {
         page.comment.clone_from(&draft.comment);
@@ -183,7 +198,7 @@ async fn request_action(
     let id = Uuid::parse_str(&id)
         .map_err(|_| UiError(StatusCode::NOT_FOUND, "no such request".to_owned(), None))?;
     let comment = f.comment.as_deref().filter(|c| !c.trim().is_empty());
-    let back = Redirect::to(&format!("/requests/{id}")).into_response();
+    let back = Redirect::to(&format!("/requests/{id}?done={action}")).into_response();
     let result = match action.as_str() {
         "approve" => web
             .app
@@ -214,7 +229,7 @@ async fn request_action(
         "console" => {
             let url = web.app.console_url(&s.user, id).await?;
             Ok(super::super::handoff::leaving(
-                Chrome::new(&web, &s),
+                Chrome::new(&web, &s).await,
                 "Opening the AWS console",
                 "You are being signed in to the AWS console as the role of this grant. The sign-in link works once, within 15 minutes.",
                 "Continue to the AWS console",
