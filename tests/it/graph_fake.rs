@@ -329,6 +329,18 @@ impl GraphFake {
         }
     }
 
+    /// The client secret the token endpoint accepts now.
+    pub fn secret(&self) -> String {
+        lock(&self.state).secret.clone()
+    }
+
+    /// Rotates the client secret: from now on only the new one (returned) is accepted.
+    pub fn rotate_secret(&self) -> String {
+        let new = format!("fake-secret-{}", uuid::Uuid::new_v4().simple());
+        lock(&self.state).secret.clone_from(&new);
+        new
+    }
+
     /// Accepts `private_key_jwt` assertions signed by the key of this certificate.
     pub fn trust_certificate(&self, public_key_pem: &str, certificate_der: &[u8]) {
         let thumbprint = URL_SAFE_NO_PAD.encode(Sha256::digest(certificate_der));

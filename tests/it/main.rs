@@ -32,6 +32,7 @@ mod report;
 mod revocation;
 mod scheduled;
 mod scheduler;
+mod secrets_aws;
 mod sessions;
 mod sqlite_engine;
 mod store;

@@ -123,7 +123,7 @@ fn invalid_config_names_the_key() {
         (
             "[entra]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = 424242\n",
             None,
-            "error: config: `entra.client_secret`: expected a string: the secret itself, `env:NAME` or `file:PATH` (the value is not shown) (in ",
+            "error: config: `entra.client_secret`: expected a string: the secret itself, `env:NAME`, `file:PATH` or `aws-sm:ID[#KEY]` (the value is not shown) (in ",
         ),
         (
             "",

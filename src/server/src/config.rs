@@ -1,11 +1,14 @@
 //! Server configuration: one TOML file, every key overridable by `JIT_SECTION__KEY`.
 //!
-//! Secrets may be literals or `env:NAME` / `file:PATH` references; they are
-//! resolved once at load time into [`Secret`]s that never print.
+//! Secrets may be literals or `env:NAME` / `file:PATH` references, resolved once at load
+//! time, or `aws-sm:<secret id>[#json-key]` references to AWS Secrets Manager, read before
+//! the broker starts and re-read later ([`crate::secrets`]); all are [`Secret`]s that never
+//! print.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -39,24 +42,106 @@ impl ConfigError {
     }
 }
 
-/// A secret value resolved from a literal, `env:NAME` or `file:PATH`.
+/// A secret value: a literal, `env:NAME` or `file:PATH` (resolved at load), or an
+/// `aws-sm:<secret id>[#json-key]` reference to AWS Secrets Manager (read by
+/// [`crate::secrets::resolve`] before the broker starts, and again by [`Secret::refresh`]).
+/// Clones share the value, so a re-read reaches every holder.
 #[derive(Clone)]
-pub struct Secret(SecretString);
+pub struct Secret(Arc<SecretInner>);
+
+struct SecretInner {
+    value: std::sync::RwLock<SecretString>,
+    remote: Option<Remote>,
+}
+
+/// Where an `aws-sm:` secret is read from, once the broker has a client.
+struct Remote {
+    reference: crate::secrets::Reference,
+    client: std::sync::OnceLock<crate::secrets::Client>,
+    /// One read at a time.
+    reading: tokio::sync::Mutex<()>,
+}
+
+/// A secret's text for one use; keep it out of logs.
+pub struct Exposed(SecretString);
+
+impl std::ops::Deref for Exposed {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
 
 impl Secret {
     /// Wraps a value that is already resolved.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
+        Self(Arc::new(SecretInner {
+            value: std::sync::RwLock::new(SecretString::from(value.into())),
+            remote: None,
+        }))
     }
 
-    /// The secret text; keep it out of logs.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
+    /// The secret text (the current value of an `aws-sm:` reference; empty before it is
+    /// read); keep it out of logs.
+    pub fn expose(&self) -> Exposed {
+        Exposed(
+            self.0
+                .value
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
     }
 
-    /// Resolves `env:NAME`, `file:PATH` or a literal.
+    /// The `aws-sm:` reference, if the value comes from Secrets Manager.
+    pub fn reference(&self) -> Option<&crate::secrets::Reference> {
+        self.0.remote.as_ref().map(|r| &r.reference)
+    }
+
+    /// An `aws-sm:` secret: reads it with `client`, which later re-reads use.
+    #[cfg(feature = "aws")]
+    pub(crate) async fn attach(&self, client: crate::secrets::Client) -> Result<(), String> {
+        if let Some(remote) = &self.0.remote {
+            let _ = remote.client.set(client);
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads an `aws-sm:` secret (when an upstream refused the value held, and every
+    /// `secrets.refresh_every`): whether the value changed. Other secrets never change.
+    pub async fn refresh(&self) -> Result<bool, String> {
+        let Some(remote) = &self.0.remote else {
+            return Ok(false);
+        };
+        let Some(client) = remote.client.get() else {
+            return Err(format!("`{}` has not been read", remote.reference));
+        };
+        let _one = remote.reading.lock().await;
+        let fresh = crate::secrets::read(client, &remote.reference).await?;
+        let mut value = self
+            .0
+            .value
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = value.expose_secret() != fresh;
+        *value = SecretString::from(fresh);
+        Ok(changed)
+    }
+
+    /// Resolves `env:NAME`, `file:PATH` or a literal; keeps an `aws-sm:` reference to read.
     pub fn resolve(raw: &str) -> Result<Self, String> {
-        if let Some(name) = raw.strip_prefix("env:") {
+        if let Some(rest) = raw.strip_prefix(crate::secrets::Reference::PREFIX) {
+            let reference = crate::secrets::Reference::parse(rest)?;
+            Ok(Self(Arc::new(SecretInner {
+                value: std::sync::RwLock::new(SecretString::from(String::new())),
+                remote: Some(Remote {
+                    reference,
+                    client: std::sync::OnceLock::new(),
+                    reading: tokio::sync::Mutex::new(()),
+                }),
+            })))
+        } else if let Some(name) = raw.strip_prefix("env:") {
             let value = std::env::var(name)
                 .map_err(|_| format!("environment variable `{name}` is not set"))?;
             if value.is_empty() {
@@ -91,7 +176,7 @@ impl<'de> Deserialize<'de> for Secret {
         // written as a number would reach the error line, so it gets a message of its own.
         let raw = String::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "expected a string: the secret itself, `env:NAME` or `file:PATH` (the value is not shown)",
+                "expected a string: the secret itself, `env:NAME`, `file:PATH` or `aws-sm:ID[#KEY]` (the value is not shown)",
             )
         })?;
         Self::resolve(&raw).map_err(serde::de::Error::custom)
@@ -138,6 +223,31 @@ pub struct Config {
     /// `[audit]`.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[secrets]`: how `aws-sm:` references are kept fresh.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// `[secrets]`: `aws-sm:` references (docs/deploy.md, "Secrets").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// How often every `aws-sm:` reference is re-read (besides when an upstream refuses the
+    /// value held).
+    #[serde(default = "default_secrets_refresh_every")]
+    pub refresh_every: String,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            refresh_every: default_secrets_refresh_every(),
+        }
+    }
+}
+
+fn default_secrets_refresh_every() -> String {
+    "1h".to_owned()
 }
 
 /// `[audit]`: signed checkpoints of the audit chain (docs/audit.md, "Signed checkpoints") and
@@ -825,10 +935,7 @@ impl Config {
                 "must be an http or https URL",
             ));
         }
-        if let Some(key) = &self.server.session_key {
-            session_key_bytes(key.expose())
-                .map_err(|e| ConfigError::invalid("server.session_key", e))?;
-        }
+        self.validate_secrets()?;
         for (key, value) in [
             (
                 "server.session_idle_timeout",
@@ -843,6 +950,7 @@ impl Config {
             ("scheduler.reconcile_every", &self.scheduler.reconcile_every),
             ("notify.expiry_warning", &self.notify.expiry_warning),
             ("audit.checkpoint_every", &self.audit.checkpoint_every),
+            ("secrets.refresh_every", &self.secrets.refresh_every),
         ] {
             jit_api::parse_duration(value).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
         }
@@ -946,9 +1054,13 @@ impl Config {
         }
         self.validate_audit()?;
         if let Some(email) = &self.notify.email {
-            let url = Url::parse(email.smtp_url.expose())
-                .map_err(|_| ConfigError::invalid("notify.email.smtp_url", "not a URL"))?;
-            if !matches!(url.scheme(), "smtp" | "smtps") {
+            let url = Url::parse(&email.smtp_url.expose()).ok();
+            if email.smtp_url.reference().is_none() && url.is_none() {
+                return Err(ConfigError::invalid("notify.email.smtp_url", "not a URL"));
+            }
+            if let Some(url) = url
+                && !matches!(url.scheme(), "smtp" | "smtps")
+            {
                 return Err(ConfigError::invalid(
                     "notify.email.smtp_url",
                     "must start with `smtp://` or `smtps://`",
@@ -1019,6 +1131,47 @@ impl Config {
     /// A duration key that [`Config::validate`] already checked.
     pub fn seconds(value: &str) -> u64 {
         jit_api::parse_duration(value).unwrap_or(1)
+    }
+
+    /// Every secret of the configuration with its key, for reading `aws-sm:` references.
+    pub fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        let mut all: Vec<(&'static str, Option<&Secret>)> = vec![
+            ("server.session_key", self.server.session_key.as_ref()),
+            (
+                "oidc.client_secret",
+                self.oidc.as_ref().map(|o| &o.client_secret),
+            ),
+            (
+                "notify.email.smtp_url",
+                self.notify.email.as_ref().map(|e| &e.smtp_url),
+            ),
+            (
+                "notify.teams.webhook_url",
+                self.notify.teams.as_ref().map(|t| &t.webhook_url),
+            ),
+        ];
+        if let Some(e) = &self.entra {
+            all.push(("entra.client_secret", e.client_secret.as_ref()));
+            all.push(("entra.certificate_key", e.certificate_key.as_ref()));
+        }
+        if let Some(a) = &self.azure {
+            all.push(("azure.client_secret", a.client_secret.as_ref()));
+            all.push(("azure.certificate_key", a.certificate_key.as_ref()));
+        }
+        all.into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            .collect()
+    }
+
+    /// Checks the form of secrets whose value is known (an `aws-sm:` one once it is read).
+    pub(crate) fn validate_secrets(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.server.session_key
+            && (key.reference().is_none() || !key.expose().is_empty())
+        {
+            session_key_bytes(&key.expose())
+                .map_err(|e| ConfigError::invalid("server.session_key", e))?;
+        }
+        Ok(())
     }
 }
 
@@ -1129,12 +1282,58 @@ mod tests {
         let file = dir.join("s");
         std::fs::write(&file, "from-file\n").unwrap();
         let s = Secret::resolve(&format!("file:{}", file.display())).unwrap();
-        assert_eq!(s.expose(), "from-file");
+        assert_eq!(&*s.expose(), "from-file");
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
         assert!(Secret::resolve("env:JIT_TEST_SURELY_UNSET_VAR").is_err());
         assert!(Secret::resolve("file:/nonexistent/jit").is_err());
-        assert_eq!(Secret::resolve("literal").unwrap().expose(), "literal");
+        assert_eq!(&*Secret::resolve("literal").unwrap().expose(), "literal");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn aws_sm_references_wait_to_be_read_and_bad_ones_name_the_key() {
+        let c = Config::from_toml_str(
+            "[server]\nsession_key = \"aws-sm:prod/jit#session\"\n[notify.email]\nsmtp_url = \"aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:secret:smtp-AbCdEf\"\nfrom = \"jit <jit@example.com>\"\n[secrets]\nrefresh_every = \"15m\"\n",
+        )
+        .unwrap();
+        let keys: Vec<_> = c
+            .secrets()
+            .iter()
+            .map(|(k, s)| (*k, s.reference().map(ToString::to_string)))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (
+                    "server.session_key",
+                    Some("aws-sm:prod/jit#session".to_owned())
+                ),
+                (
+                    "notify.email.smtp_url",
+                    Some(
+                        "aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:secret:smtp-AbCdEf"
+                            .to_owned()
+                    )
+                ),
+            ]
+        );
+        assert!(c.server.session_key.unwrap().expose().is_empty());
+        assert_eq!(Config::seconds(&c.secrets.refresh_every), 900);
+        assert_eq!(
+            Config::seconds(&Config::default().secrets.refresh_every),
+            3600
+        );
+        let e = Config::from_toml_str("[notify.teams]\nwebhook_url = \"aws-sm:#k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("notify.teams.webhook_url") && e.contains("needs a secret id"),
+            "{e}"
+        );
+        let e = Config::from_toml_str("[secrets]\nrefresh_every = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secrets.refresh_every"), "{e}");
     }
 
     #[test]
@@ -1147,7 +1346,7 @@ mod tests {
             (app.section, app.tenant_id.as_str(), app.client_id.as_str()),
             ("entra", "t", "c")
         );
-        assert_eq!(app.client_secret.unwrap().expose(), "s");
+        assert_eq!(&*app.client_secret.unwrap().expose(), "s");
         assert_eq!(app.login_url, "http://127.0.0.1:9/");
         let c = Config::from_toml_str(&format!(
             "{ENTRA}[azure]\nclient_id = \"a\"\nclient_secret = \"x\"\ntenant_id = \"t2\"\n"

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod policy;
 pub mod providers;
 pub mod scheduler;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -80,7 +80,7 @@ pub async fn build(
         .await
         .context("cannot chain the pending audit events")?;
     let key = match &config.server.session_key {
-        Some(k) => crate::config::session_key_bytes(k.expose())
+        Some(k) => crate::config::session_key_bytes(&k.expose())
             .map_err(|e| anyhow::anyhow!("config: `server.session_key`: {e}"))?,
         None if dev => {
             let mut k = vec![0u8; 64];
@@ -186,6 +186,8 @@ fn init_logging(format: &str) {
 pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> {
     let mut config = Config::load(config_path)?;
     init_logging(&config.server.log_format);
+    // `aws-sm:` secrets, read before anything uses them (a start without them fails here).
+    crate::secrets::resolve(&config).await?;
     let addr: SocketAddr = config.bind_addr()?;
     if dev {
         if !addr.ip().is_loopback() {
@@ -233,6 +235,10 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
         ))
     };
     let tick = Duration::from_secs(Config::seconds(&config.scheduler.tick));
+    let secrets = crate::secrets::spawn_refresh(
+        &config,
+        Duration::from_secs(Config::seconds(&config.secrets.refresh_every)),
+    );
     let broker = build(config, dev, auth, providers, clock).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     crate::metrics::spawn_upkeep();
@@ -266,6 +272,9 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
     let _ = scheduler.await;
     if let Some(checkpoints) = checkpoints {
         let _ = checkpoints.await;
+    }
+    if let Some(secrets) = secrets {
+        secrets.abort();
     }
     broker.app.store.close().await;
     Ok(())

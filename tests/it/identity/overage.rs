@@ -167,7 +167,7 @@ async fn group_overage_is_resolved_through_graph() {
         .await
         .unwrap_or_else(|e| panic!("{}", e.reason()));
     assert!(
-        payload_of(sign_in.id_token.expose())
+        payload_of(&sign_in.id_token.expose())
             .get("groups")
             .is_none()
     );

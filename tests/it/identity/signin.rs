@@ -62,7 +62,7 @@ async fn two_users_sign_in_through_the_browser_flow() {
         );
         assert_eq!(sign_in.return_to, "/requests/42");
         assert!(sign_in.expires_at > now);
-        assert_eq!(payload_of(sign_in.id_token.expose())["aud"], "jit-web");
+        assert_eq!(payload_of(&sign_in.id_token.expose())["aud"], "jit-web");
         keys.insert(user.key.clone());
     }
     assert_eq!(keys.len(), 2);
@@ -284,7 +284,7 @@ async fn logout_url_and_cli_config_come_from_discovery() {
     let back = redirect.replace("/auth/callback", "/");
     let logout = identity
         .oidc
-        .end_session_url(Some(sign_in.id_token.expose()), Some(&back))
+        .end_session_url(Some(&sign_in.id_token.expose()), Some(&back))
         .unwrap();
     assert!(
         logout

@@ -177,7 +177,7 @@ pub async fn load_signer(
         }
     }
     let pem = crate::config::Secret::resolve(raw).map_err(KeyError::Invalid)?;
-    Ok(Arc::new(Ed25519Signer::from_pem(pem.expose())?))
+    Ok(Arc::new(Ed25519Signer::from_pem(&pem.expose())?))
 }
 
 /// A public key to verify checkpoints with: `kms:<key>` (its `GetPublicKey`), or a PEM file

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openidconnect::core::{
-    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier,
-    CoreJwsSigningAlgorithm,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreIdToken,
+    CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
 };
 use openidconnect::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
@@ -136,6 +136,8 @@ pub struct SignIn {
 pub struct OidcClient {
     shared: Arc<Shared>,
     client: WebClient,
+    /// `oidc.client_secret`, set on each code exchange (an `aws-sm:` one may change).
+    client_secret: Secret,
     client_id: String,
     scopes: Vec<Scope>,
     /// `oidc.max_token_lifetime`, seconds.
@@ -175,6 +177,7 @@ impl OidcClient {
         Ok(Self {
             shared,
             client,
+            client_secret: config.client_secret.clone(),
             client_id: config.client_id.clone(),
             scopes,
             max_lifetime: super::bearer::max_lifetime(config),
@@ -264,28 +267,41 @@ impl OidcClient {
         }
         self.consume(state, now)?;
 
-        let response = self
-            .client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .set_pkce_verifier(PkceCodeVerifier::new(state.pkce_verifier.clone()))
-            .request_async(&self.shared.http)
-            .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r) => AuthError::sign_in(format!(
-                    "token endpoint refused the code: {}",
-                    shown(r.error().as_ref())
-                )),
-                RequestTokenError::Request(e) => {
-                    AuthError::unavailable(format!("token endpoint: {e}"))
-                }
-                // the path only: serde's message may quote values, and the values are tokens
-                RequestTokenError::Parse(e, _) => {
-                    AuthError::sign_in(format!("token response does not parse at `{}`", e.path()))
-                }
-                RequestTokenError::Other(e) => {
-                    AuthError::sign_in(format!("token endpoint: {}", shown(&e)))
-                }
-            })?;
+        let exchange = || async {
+            self.client
+                .clone()
+                .set_client_secret(ClientSecret::new(self.client_secret.expose().to_owned()))
+                .exchange_code(AuthorizationCode::new(code.to_owned()))
+                .set_pkce_verifier(PkceCodeVerifier::new(state.pkce_verifier.clone()))
+                .request_async(&self.shared.http)
+                .await
+        };
+        let response = match exchange().await {
+            // A client secret from Secrets Manager may have been rotated: re-read it once
+            // (the provider checks the client before it spends the code).
+            Err(RequestTokenError::ServerResponse(r))
+                if *r.error() == CoreErrorResponseType::InvalidClient
+                    && self.client_secret.refresh().await.unwrap_or(false) =>
+            {
+                tracing::info!("token endpoint refused the client secret; re-read, asking again");
+                exchange().await
+            }
+            other => other,
+        };
+        let response = response.map_err(|e| match e {
+            RequestTokenError::ServerResponse(r) => AuthError::sign_in(format!(
+                "token endpoint refused the code: {}",
+                shown(r.error().as_ref())
+            )),
+            RequestTokenError::Request(e) => AuthError::unavailable(format!("token endpoint: {e}")),
+            // the path only: serde's message may quote values, and the values are tokens
+            RequestTokenError::Parse(e, _) => {
+                AuthError::sign_in(format!("token response does not parse at `{}`", e.path()))
+            }
+            RequestTokenError::Other(e) => {
+                AuthError::sign_in(format!("token endpoint: {}", shown(&e)))
+            }
+        })?;
         let id_token = response
             .id_token()
             .ok_or_else(|| AuthError::sign_in("token response has no ID token"))?;

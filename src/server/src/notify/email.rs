@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::text::{body_text, header_text, truncate};
 use super::{Fact, Message, Notification, NotifyError, Tone};
-use crate::config::EmailConfig;
+use crate::config::{EmailConfig, Secret};
+use sha2::{Digest as _, Sha256};
 
 const CHANNEL: &str = "email";
 /// Per SMTP operation (connect, each command), lettre's own timeout.
@@ -25,7 +26,10 @@ const VALUE_MAX: usize = 4096;
 
 /// Sends notification emails through one SMTP relay.
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// `notify.email.smtp_url`: with an `aws-sm:` one, the value may change.
+    smtp_url: Secret,
+    /// The transport, and the digest of the URL it was built from.
+    transport: std::sync::Mutex<([u8; 32], AsyncSmtpTransport<Tokio1Executor>)>,
     from: Mailbox,
     /// Right-hand side of `Message-ID`s (the From domain).
     domain: String,
@@ -95,29 +99,7 @@ impl Mailer {
             });
         }
         let raw = config.smtp_url.expose();
-        let url = url::Url::parse(raw).map_err(|_| NotifyError::Config {
-            key: "notify.email.smtp_url",
-            problem: "not a URL".to_owned(),
-        })?;
-        if !matches!(url.scheme(), "smtp" | "smtps") {
-            return Err(NotifyError::Config {
-                key: "notify.email.smtp_url",
-                problem: "must start with `smtp://` or `smtps://`".to_owned(),
-            });
-        }
-        // lettre's messages name the scheme or the tls parameter, never the password.
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(raw)
-            .map_err(|e| NotifyError::Config {
-                key: "notify.email.smtp_url",
-                problem: e.to_string(),
-            })?
-            .timeout(Some(COMMAND_TIMEOUT))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(4)
-                    .idle_timeout(Duration::from_secs(30)),
-            )
-            .build();
+        let transport = transport(&raw)?;
         let from = parse_mailbox(&config.from).ok_or_else(|| NotifyError::Config {
             key: "notify.email.from",
             problem: format!(
@@ -127,10 +109,25 @@ impl Mailer {
         })?;
         let domain = from.email.domain().to_owned();
         Ok(Self {
-            transport,
+            smtp_url: config.smtp_url.clone(),
+            transport: std::sync::Mutex::new((Sha256::digest(raw.as_bytes()).into(), transport)),
             from,
             domain,
         })
+    }
+
+    /// The transport for the current `smtp_url` (rebuilt when an `aws-sm:` one changed).
+    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyError> {
+        let raw = self.smtp_url.expose();
+        let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+        let mut held = self
+            .transport
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.0 != digest {
+            *held = (digest, transport(&raw)?);
+        }
+        Ok(held.1.clone())
     }
 
     /// Sends `n` to each of its recipients, one message each; stops at the
@@ -151,13 +148,36 @@ impl Mailer {
     }
 
     /// Hands `message` to the relay, within [`SEND_TIMEOUT`].
+    /// A relay that refuses the credentials (535) of an `aws-sm:` URL gets the message once
+    /// more if the URL, re-read, changed (a rotated password).
     async fn transmit(&self, message: MailMessage) -> Result<(), NotifyError> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.transport.send(message)).await {
+        match self.transmit_once(message.clone()).await {
+            Err((true, e)) => {
+                if self.smtp_url.refresh().await.unwrap_or(false) {
+                    tracing::info!(
+                        "smtp relay refused the credentials; smtp_url re-read, sending again"
+                    );
+                    self.transmit_once(message).await.map_err(|(_, e)| e)
+                } else {
+                    Err(e)
+                }
+            }
+            other => other.map_err(|(_, e)| e),
+        }
+    }
+
+    /// One send; the error says whether the relay refused the credentials (535).
+    async fn transmit_once(&self, message: MailMessage) -> Result<(), (bool, NotifyError)> {
+        let transport = self.transport().map_err(|e| (false, e))?;
+        match tokio::time::timeout(SEND_TIMEOUT, transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(classify(&e)),
-            Err(_) => Err(NotifyError::transient(
-                CHANNEL,
-                format!("smtp send took longer than {}s", SEND_TIMEOUT.as_secs()),
+            Ok(Err(e)) => Err((e.status().map(u16::from) == Some(535), classify(&e))),
+            Err(_) => Err((
+                false,
+                NotifyError::transient(
+                    CHANNEL,
+                    format!("smtp send took longer than {}s", SEND_TIMEOUT.as_secs()),
+                ),
             )),
         }
     }
@@ -288,6 +308,33 @@ fn classify(e: &lettre::transport::smtp::Error) -> NotifyError {
     } else {
         NotifyError::transient(CHANNEL, format!("smtp connection: {detail}"))
     }
+}
+
+/// The pooled transport for `raw` (`smtp_url`, checked: scheme, form).
+fn transport(raw: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyError> {
+    let url = url::Url::parse(raw).map_err(|_| NotifyError::Config {
+        key: "notify.email.smtp_url",
+        problem: "not a URL".to_owned(),
+    })?;
+    if !matches!(url.scheme(), "smtp" | "smtps") {
+        return Err(NotifyError::Config {
+            key: "notify.email.smtp_url",
+            problem: "must start with `smtp://` or `smtps://`".to_owned(),
+        });
+    }
+    // lettre's messages name the scheme or the tls parameter, never the password.
+    Ok(AsyncSmtpTransport::<Tokio1Executor>::from_url(raw)
+        .map_err(|e| NotifyError::Config {
+            key: "notify.email.smtp_url",
+            problem: e.to_string(),
+        })?
+        .timeout(Some(COMMAND_TIMEOUT))
+        .pool_config(
+            PoolConfig::new()
+                .max_size(4)
+                .idle_timeout(Duration::from_secs(30)),
+        )
+        .build())
 }
 
 /// An error and its sources, `: `-separated (e.g. "Connection refused").

@@ -68,7 +68,8 @@ impl Teams {
             key: "notify.teams.webhook_url",
             problem: problem.to_owned(),
         };
-        let url = url::Url::parse(config.webhook_url.expose()).map_err(|_| invalid("not a URL"))?;
+        let url =
+            url::Url::parse(&config.webhook_url.expose()).map_err(|_| invalid("not a URL"))?;
         let loopback = match url.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -155,7 +156,7 @@ impl Teams {
     async fn attempt(&self, body: &[u8]) -> Attempt {
         let response = match self
             .client
-            .post(self.url.expose())
+            .post(&*self.url.expose())
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_vec())
             .send()
@@ -199,6 +200,11 @@ impl Teams {
                 retry_after,
             },
             413 => Attempt::Permanent("webhook refused the card as too large (413)".to_owned()),
+            // A webhook URL from Secrets Manager may have been rotated: re-read it once.
+            401 | 403 | 404 if self.url.refresh().await.unwrap_or(false) => Attempt::Retry {
+                message: format!("webhook answered {status}; its URL was re-read"),
+                retry_after: Some(Duration::ZERO),
+            },
             _ if snippet.is_empty() => Attempt::Permanent(format!("webhook answered {status}")),
             _ => Attempt::Permanent(format!("webhook answered {status}: {snippet}")),
         }

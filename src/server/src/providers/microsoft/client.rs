@@ -410,7 +410,17 @@ impl RestClient {
         if let Some(token) = cached.as_ref().filter(|t| t.fresh(now)) {
             return Ok(token.value().to_owned());
         }
-        let fresh = self.fetch_token().await?;
+        let fresh = match self.fetch_token().await {
+            // A client secret from Secrets Manager may have been rotated: re-read it once.
+            Err(ApiError::Token { status, error, .. })
+                if (status == 401 || error == "invalid_client")
+                    && self.credential.refresh().await =>
+            {
+                tracing::info!(service = %self.service, "token endpoint refused the client secret; re-read, asking again");
+                self.fetch_token().await?
+            }
+            other => other?,
+        };
         let value = fresh.value().to_owned();
         *cached = Some(fresh);
         Ok(value)

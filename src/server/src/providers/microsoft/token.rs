@@ -79,6 +79,21 @@ impl Credential {
         }
     }
 
+    /// Re-reads an `aws-sm:` client secret after the token endpoint refused it: whether it
+    /// changed (a certificate or a secret from elsewhere never does).
+    pub(crate) async fn refresh(&self) -> bool {
+        let Self::Secret(secret) = self else {
+            return false;
+        };
+        match secret.refresh().await {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::warn!(error = %e, "client secret not re-read");
+                false
+            }
+        }
+    }
+
     /// The form fields that authenticate the client, besides `client_id`.
     pub(crate) fn form_fields(
         &self,
