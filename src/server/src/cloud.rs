@@ -1,5 +1,5 @@
 //! The AWS SDK configuration shared by the clients outside the grant providers: the audit
-//! checkpoint sink (S3) and the KMS signer.
+//! checkpoint sink (S3), the KMS signer and the Secrets Manager reader of config secrets.
 //!
 //! Region and endpoint override come from `[aws]` when it is there (the override only from
 //! `aws.endpoint_url`, as for the providers); credentials from the default chain. Timeouts are

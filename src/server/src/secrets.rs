@@ -103,22 +103,16 @@ pub async fn client(aws: Option<&crate::config::AwsConfig>) -> Client {
 /// Reads `reference` (`GetSecretValue`, current version).
 #[cfg(feature = "aws")]
 pub(crate) async fn read(client: &Client, reference: &Reference) -> Result<String, String> {
-    use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
     let out = client
         .get_secret_value()
         .secret_id(&reference.id)
         .send()
         .await
         .map_err(|e| {
-            let why = match (e.code(), e.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_owned(),
-                _ => {
-                    let text = aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string();
-                    text.split(" (").next().unwrap_or(&text).to_owned()
-                }
-            };
-            format!("cannot read `{reference}` from AWS Secrets Manager: {why}")
+            format!(
+                "cannot read `{reference}` from AWS Secrets Manager: {}",
+                crate::cloud::describe(&e)
+            )
         })?;
     let text = out.secret_string().ok_or_else(|| {
         format!("`{reference}` holds no secret string (binary secrets are not read)")
