@@ -611,6 +611,19 @@ impl ErrorBody {
     }
 }
 
+/// How a request's approvals stand, in the words the CLI (`jit show`) and the web pages
+/// share: "auto-approved", "none: break-glass" (granted at once, reviewed afterwards), or
+/// "1 of 2" (`approved` of `required`).
+pub fn approvals_words(required: u32, break_glass: bool, approved: usize) -> String {
+    if required == 0 {
+        "auto-approved".to_owned()
+    } else if break_glass && approved == 0 {
+        "none: break-glass".to_owned()
+    } else {
+        format!("{approved} of {required}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

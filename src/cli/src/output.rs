@@ -145,26 +145,21 @@ pub fn approvals_progress(req: &Request) -> String {
     }
 }
 
-/// `jit show`'s approvals: "auto-approved", "break-glass (reviewed afterwards)", or
-/// "1 of 2: bob@example.com".
+/// `jit show`'s approvals: [`jit_api::approvals_words`] ("auto-approved", "none: break-glass",
+/// "0 of 2"), with who approved when anyone did ("1 of 2: bob@example.com").
 pub fn approvals_detail(req: &Request) -> String {
-    if req.approvals_required == 0 {
-        return "auto-approved".to_owned();
-    }
     let approvers: Vec<&str> = req
         .approvals
         .iter()
         .filter(|a| a.decision == Decision::Approve)
         .map(|a| a.approver.as_str())
         .collect();
-    if req.break_glass && approvers.is_empty() {
-        return "none: break-glass".to_owned();
+    let words = jit_api::approvals_words(req.approvals_required, req.break_glass, approvers.len());
+    if req.approvals_required == 0 || approvers.is_empty() {
+        words
+    } else {
+        format!("{words}: {}", approvers.join(", "))
     }
-    let mut out = format!("{} of {}", approvers.len(), req.approvals_required);
-    if !approvers.is_empty() {
-        let _ = write!(out, ": {}", approvers.join(", "));
-    }
-    out
 }
 
 /// One line describing where a request stands, for progress output.

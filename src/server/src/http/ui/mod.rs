@@ -230,14 +230,11 @@ fn card(web: &Web, v: &RequestView) -> Card {
             .filter(|_| pending)
             .map(|u| format!("in {}", minutes_left((u - now) / 1000)))
             .unwrap_or_default(),
-        // The CLI's words (`jit show`): "auto-approved", "none: break-glass", "1 of 2".
-        approvals: if r.approvals_required == 0 {
-            "auto-approved".to_owned()
-        } else if r.break_glass && approvers.is_empty() {
-            "none: break-glass".to_owned()
-        } else {
-            format!("{} of {}", approvers.len(), r.approvals_required)
-        },
+        approvals: jit_api::approvals_words(
+            u32::try_from(r.approvals_required).unwrap_or(0),
+            r.break_glass,
+            approvers.len(),
+        ),
         approvers: approvers.join(", "),
         others: ent
             .map(|e| {
