@@ -334,7 +334,7 @@ impl App {
             row.state,
             to,
             &Changes {
-                decided_at: Some(self.now_ms()),
+                decided_at: Some(now_ms),
                 ..Changes::default()
             },
         )
