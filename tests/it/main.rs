@@ -38,6 +38,7 @@ mod sqlite_engine;
 mod store;
 mod support;
 mod tamper;
+mod tamper_corpus;
 mod wait;
 mod web;
 mod wording;
