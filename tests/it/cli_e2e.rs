@@ -526,6 +526,13 @@ fn the_cli_takes_a_request_from_sign_in_to_aws_and_back() {
     let report = carol.jit(&["-o", "json", "audit", "verify"]).ok().json();
     assert_eq!(report["ok"], true);
     assert!(report["checked"].as_u64().unwrap() >= 10, "{report}");
+    // in steps from the second check on; --full from the first row
+    assert!(report["recomputed_from"].as_i64().unwrap() > 1, "{report}");
+    let full = carol
+        .jit(&["-o", "json", "audit", "verify", "--full"])
+        .ok()
+        .json();
+    assert!(full["ok"] == true && full["recomputed_from"] == 1, "{full}");
     bob.jit(&["audit", "verify"]).fails(1, "error: ");
 
     // Secrets never reach stderr (nor the server log).

@@ -4,6 +4,7 @@
 #![cfg(test)]
 
 mod arm_fake;
+mod audit_api;
 mod aws;
 mod azure;
 mod broker_aws;

@@ -257,7 +257,15 @@ each_engine!(
             );
             by_link.extend(events.iter().cloned());
         }
-        assert_eq!(by_link, whole);
+        // An event may be pending in one read (PostgreSQL: committed, not chained yet; no
+        // hashes) and chained in the next, at the place it was listed at.
+        let chained = |events: &[Value]| -> Vec<Value> {
+            events
+                .iter()
+                .map(|e| json!([e["seq"], e["at"], e["actor"], e["action"], e["data"]]))
+                .collect()
+        };
+        assert_eq!(chained(&by_link), chained(&whole));
 
         let mut after: Option<String> = None;
         let mut by_next = Vec::new();
@@ -279,7 +287,7 @@ each_engine!(
             .filter(|e| e["action"].as_str().unwrap().starts_with("request."))
             .cloned()
             .collect();
-        assert_eq!(by_next, requests_only);
+        assert_eq!(chained(&by_next), chained(&requests_only));
 
         let (status, body) = carol.get("/audit?after=last-tuesday").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

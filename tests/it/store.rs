@@ -843,6 +843,14 @@ both_backends!(a_truncated_tail_needs_an_offsite_checkpoint, |db| {
     );
 });
 
+/// A report of a check in steps, as the full pass would give it (which recomputed from 1).
+fn as_full(report: &jit_api::VerifyReport) -> jit_api::VerifyReport {
+    jit_api::VerifyReport {
+        recomputed_from: Some(1),
+        ..report.clone()
+    }
+}
+
 both_backends!(
     verifying_in_steps_reads_what_was_added_and_matches_a_full_pass,
     |db| {
@@ -856,22 +864,26 @@ both_backends!(
         seed(&db.store, 5).await.unwrap();
         let (first, mark) = audit::verify_since(&db.store, None).await.unwrap();
         assert_eq!(first, verify(&db, None).await, "{name}");
+        assert_eq!(first.recomputed_from, Some(1), "{name}");
         let mark = mark.expect("a mark after a pass");
         assert_eq!((mark.seq, mark.checked), (5, 5), "{name}");
 
-        // Nothing new: the same report and mark.
+        // Nothing new: the marked row is read again, and the same mark comes back.
         let (same, again) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
-        assert_eq!(same, first, "{name}");
+        assert_eq!(as_full(&same), first, "{name}");
+        assert_eq!(same.recomputed_from, Some(5), "{name}");
         assert_eq!(again.as_ref(), Some(&mark), "{name}");
 
         // Three more: counted on top of the mark, as a full pass counts them.
         seed(&db.store, 3).await.unwrap();
         let (step, mark) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
-        assert_eq!(step, verify(&db, None).await, "{name}");
+        assert_eq!(as_full(&step), verify(&db, None).await, "{name}");
         assert_eq!((step.checked, step.last_seq), (8, Some(8)), "{name}");
+        assert_eq!(step.recomputed_from, Some(5), "{name}");
         let mark = mark.unwrap();
 
-        // A row added after the mark and edited is caught by the step.
+        // A row added after the mark and edited is caught by the step, and the report is the
+        // full pass's (which names the first bad row of the whole chain).
         seed(&db.store, 2).await.unwrap();
         db.disable_audit_triggers().await;
         db.exec("UPDATE audit_events SET actor = 'mallory' WHERE seq = 10")
@@ -881,17 +893,59 @@ both_backends!(
         assert_eq!(broken, verify(&db, None).await, "{name}");
         assert_eq!(broken.first_bad_seq, Some(10), "{name}: {broken:?}");
         assert!(none.is_none(), "{name}: no mark from a failed pass");
-
-        // When the marked row no longer holds the mark's hash, everything is read again.
         db.exec("UPDATE audit_events SET actor = 'alice@example.com' WHERE seq = 10")
             .await
             .unwrap();
-        db.exec("UPDATE audit_events SET hash = 'forged', actor = 'mallory' WHERE seq = 8")
+
+        // The marked row edited without its hash: the step reads it again and sees it.
+        let restore = ints(&db.store, "SELECT at FROM audit_events WHERE seq = 8").await[0];
+        db.exec("UPDATE audit_events SET at = at + 1 WHERE seq = 8")
+            .await
+            .unwrap();
+        let (edited, _) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
+        assert_eq!(edited.first_bad_seq, Some(8), "{name}: {edited:?}");
+        db.exec(&format!(
+            "UPDATE audit_events SET at = {restore} WHERE seq = 8"
+        ))
+        .await
+        .unwrap();
+
+        // An older row edited, the marked row left as it is: the step cannot see it (it reads
+        // only from the mark on); the full pass can.
+        db.exec("UPDATE audit_events SET actor = 'mallory' WHERE seq = 3")
+            .await
+            .unwrap();
+        let (blind, _) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
+        assert!(
+            blind.ok && blind.recomputed_from == Some(8),
+            "{name}: {blind:?}"
+        );
+        let (full, none) = audit::verify_since(&db.store, None).await.unwrap();
+        assert_eq!(full, verify(&db, None).await, "{name}");
+        assert_eq!(full.first_bad_seq, Some(3), "{name}: {full:?}");
+        assert!(none.is_none(), "{name}");
+        db.exec("UPDATE audit_events SET actor = 'system' WHERE seq = 3")
+            .await
+            .unwrap();
+        assert!(verify(&db, None).await.ok, "{name}: restored");
+
+        // An older row deleted: the step counts the rows before the mark and sees it.
+        let (_, mark) = audit::verify_since(&db.store, None).await.unwrap();
+        let mark = mark.unwrap();
+        db.exec("DELETE FROM audit_events WHERE seq = 2")
+            .await
+            .unwrap();
+        let (gap, _) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
+        assert_eq!(gap, verify(&db, None).await, "{name}");
+        assert_eq!(gap.first_bad_seq, Some(2), "{name}: {gap:?}");
+
+        // When the marked row no longer holds the mark's hash, everything is read again.
+        db.exec("UPDATE audit_events SET hash = 'forged', actor = 'mallory' WHERE seq = 10")
             .await
             .unwrap();
         let (full, _) = audit::verify_since(&db.store, Some(&mark)).await.unwrap();
         assert_eq!(full, verify(&db, None).await, "{name}");
-        assert_eq!(full.first_bad_seq, Some(8), "{name}: {full:?}");
+        assert_eq!(full.recomputed_from, Some(1), "{name}: {full:?}");
     }
 );
 
@@ -1084,6 +1138,95 @@ async fn a_pending_event_leaves_only_by_being_chained() {
     )
     .await;
     assert_eq!(audit::pending(&db.store).await.unwrap().0, 2);
+}
+
+#[tokio::test]
+async fn reads_show_pending_events_without_waiting_for_the_sealer() {
+    let db = TestDb::postgres().await;
+    {
+        // a broker that chained three events and is gone; no sealer ever runs in `db.store`
+        // for the reads below, so a read that waited for one would time out
+        let other = Store::connect(&db.url, 2).await.unwrap();
+        seed(&other, 3).await.unwrap();
+        audit::caught_up(&other).await.unwrap();
+        other.close().await;
+    }
+    leave_pending(&db, 4).await;
+    let all = |limit| audit::Filter {
+        limit,
+        ..Default::default()
+    };
+    let events = audit::list(&db.store, &all(10)).await.unwrap();
+    // newest first: the pending ones after the chain's head, in the order they will be chained
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.seq, e.pending, e.hash.is_empty(), e.data.clone()))
+        .collect();
+    let pending = |seq, i: i64| (seq, true, true, format!("{{\"i\":{i}}}"));
+    assert_eq!(
+        seen[..4],
+        [pending(7, 4), pending(6, 3), pending(5, 2), pending(4, 1)]
+    );
+    assert_eq!(
+        events[4..]
+            .iter()
+            .map(|e| (e.seq, e.pending))
+            .collect::<Vec<_>>(),
+        [(3, false), (2, false), (1, false)]
+    );
+    assert!(events[4..].iter().all(|e| e.hash == e.computed_hash()));
+    let api = events[0].to_api();
+    assert!(api.pending && api.hash.is_empty() && api.seq == 7);
+    let json = serde_json::to_value(events[4].to_api()).unwrap();
+    assert!(
+        json.get("pending").is_none(),
+        "chained events keep their shape: {json}"
+    );
+
+    // the filters and the cursor apply to both
+    let some = audit::Filter {
+        actor: Some("system".into()),
+        before_seq: Some(7),
+        limit: 5,
+        ..Default::default()
+    };
+    let seqs: Vec<_> = audit::list(&db.store, &some)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.seq, e.pending))
+        .collect();
+    assert_eq!(
+        seqs,
+        [(6, true), (5, true), (4, true), (3, false), (1, false)]
+    );
+    assert_eq!(
+        audit::last_of(&db.store, "grant.activated")
+            .await
+            .unwrap()
+            .map(|e| (e.seq, e.pending)),
+        Some((7, true))
+    );
+    let id = ints(
+        &db.store,
+        "SELECT id FROM audit_pending ORDER BY id LIMIT 1",
+    )
+    .await[0];
+    assert_eq!(
+        audit::pending(&db.store).await.unwrap().0,
+        4,
+        "nothing waited for the sealer (a wait starts it, and it chains them): first id {id}"
+    );
+
+    // a page that pending events would fill (its cursor would be one of them) waits for the
+    // chain instead: every event in it is chained, at the place it was listed at
+    let page = audit::list(&db.store, &all(3)).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| (e.seq, e.pending)).collect::<Vec<_>>(),
+        [(7, false), (6, false), (5, false)]
+    );
+    assert_eq!(page[0].data, "{\"i\":4}");
+    assert_eq!(audit::pending(&db.store).await.unwrap().0, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -466,7 +466,8 @@ pub struct CliConfig {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
-    /// Position in the chain, from 1.
+    /// Position in the chain, from 1. For a `pending` event, the position it takes when
+    /// chained in the order listed (provisional).
     pub seq: i64,
     /// When.
     #[serde(with = "time::serde::rfc3339")]
@@ -483,10 +484,16 @@ pub struct AuditEvent {
     pub entitlement: Option<String>,
     /// Event details.
     pub data: serde_json::Value,
-    /// Hash of the previous event.
+    /// Hash of the previous event (empty while `pending`).
     pub prev_hash: String,
-    /// Hash of this event.
+    /// Hash of this event (empty while `pending`).
     pub hash: String,
+    /// PostgreSQL: the event is committed but not chained yet (the broker chains it moments
+    /// after its transaction commits); its `seq` is provisional and it has no hashes yet. Absent
+    /// (false) for chained events. Pending events are the newest, listed after the chain's head
+    /// and never at the end of a page that has a `next`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// A page of audit events.
@@ -539,6 +546,11 @@ pub struct VerifyReport {
     /// The chain held against the signed checkpoints (absent when none were read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoints: Option<CheckpointReport>,
+    /// The first row whose hash this check recomputed: 1 for a check of the whole chain; for
+    /// the broker's check in steps (`GET /api/v1/audit/verify` without `full=true`), the newest
+    /// row an earlier check of the same broker verified: rows before it were only counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recomputed_from: Option<i64>,
 }
 
 /// The audit chain held against its signed checkpoints.

@@ -250,10 +250,17 @@ pub enum AuditCommand {
     #[command(after_help = "\
 Examples:
   jit audit verify
+  jit audit verify --full
   jit audit verify -o json
 
-Exits 1 when the chain is broken, naming the first bad sequence number.")]
-    Verify,
+The broker checks in steps: from the newest event it verified before on (the first check after
+it starts reads everything). --full recomputes every event, and also finds an older event edited
+since the last check. Exits 1 when the chain is broken, naming the first bad sequence number.")]
+    Verify {
+        /// Recompute the whole chain, not only what was added since the broker's last check.
+        #[arg(long)]
+        full: bool,
+    },
 }
 
 /// `jit completions`.
@@ -398,7 +405,11 @@ mod tests {
         assert!(l.no_browser);
         assert!(matches!(
             parse(&["audit", "verify"]).unwrap().command,
-            Command::Audit(AuditCommand::Verify)
+            Command::Audit(AuditCommand::Verify { full: false })
+        ));
+        assert!(matches!(
+            parse(&["audit", "verify", "--full"]).unwrap().command,
+            Command::Audit(AuditCommand::Verify { full: true })
         ));
         for shell in ["bash", "zsh", "fish"] {
             assert!(parse(&["completions", shell]).is_ok(), "{shell}");

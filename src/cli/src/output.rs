@@ -784,6 +784,7 @@ mod tests {
                 data,
                 prev_hash: String::new(),
                 hash: String::new(),
+                pending: false,
             };
         let events = [
             event(
@@ -822,6 +823,7 @@ mod tests {
             rows: None,
             held: 0,
             checkpoints: None,
+            recomputed_from: None,
         };
         let out = verify_report(&bad);
         assert!(out.contains("first bad seq: 7"), "{out}");
@@ -835,6 +837,7 @@ mod tests {
             rows: Some(3),
             held: 0,
             checkpoints: None,
+            recomputed_from: None,
         };
         assert_eq!(
             verify_report(&good),

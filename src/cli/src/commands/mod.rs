@@ -116,7 +116,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cancel(args) => requests::end(&ctx, &args.id, requests::End::Cancel),
         Command::Revoke(args) => requests::end(&ctx, &args.id, requests::End::Revoke),
         Command::Extend(args) => requests::extend(&ctx, &args),
-        Command::Audit(AuditCommand::Verify) => audit_verify(&ctx),
+        Command::Audit(AuditCommand::Verify { full }) => audit_verify(&ctx, full),
         Command::Completions(_) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -132,9 +132,10 @@ fn entitlements(ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit_verify(ctx: &Ctx) -> Result<ExitCode> {
+fn audit_verify(ctx: &Ctx, full: bool) -> Result<ExitCode> {
     let mut api = ctx.api()?;
-    let report = api.get::<jit_api::VerifyReport>("/audit/verify", &[])?;
+    let query: &[(&str, &str)] = if full { &[("full", "true")] } else { &[] };
+    let report = api.get::<jit_api::VerifyReport>("/audit/verify", query)?;
     if ctx.json() {
         emit_json(&report.raw);
     } else {

@@ -317,6 +317,7 @@ impl ExportWalk {
             held: 0,
             rows: self.bad.is_none().then_some(self.checked),
             checkpoints: None,
+            recomputed_from: None,
         }
     }
 }

@@ -663,7 +663,12 @@ struct AuditQuery {
 /// timeline of a request they may see (`request_id` required). When there are more, the page's
 /// `next` (and `next_before`, the same as a number) is where the next one starts: pass it as
 /// `after` with the same filters; the response also has a `Link: <…>; rel="next"` header with
-/// that URL. The last page has neither.
+/// that URL. The last page has neither. On PostgreSQL the newest events may be committed but not
+/// chained yet (the broker chains them moments after their transaction): they are listed after
+/// the chain's head, in the order they will be chained, with `pending: true`, a provisional `seq`
+/// and empty hashes, read in the same snapshot as the chain, so the list holds every event
+/// committed before the call without waiting for the chain. A page never ends on a pending
+/// event.
 #[utoipa::path(
     get,
     operation_id = "list_audit_events",
@@ -744,27 +749,49 @@ fn rfc3339(t: time::OffsetDateTime) -> Option<String> {
         .ok()
 }
 
-/// Verifies the whole audit hash chain (auditors only).
+/// Query of `GET /api/v1/audit/verify`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct VerifyQuery {
+    /// `true`: recompute every row of the chain. Default: only the rows from the newest one
+    /// this broker verified before (the first call after the broker starts checks everything).
+    #[serde(default)]
+    full: bool,
+}
+
+/// Verifies the audit hash chain (auditors only), after chaining every event committed before
+/// the call. By default in steps: the broker remembers, in its memory only, the newest row that
+/// passed and its hash; a later call recomputes that row (linked to the stored hash of the row
+/// before it) and every row after it, and only counts the rows before it (a row deleted or
+/// added there fails the check). When that row's hash changed, or the check finds a problem,
+/// the whole chain is recomputed. So a call in steps sees every row appended since, an edit of
+/// the remembered row, and rows missing or added anywhere; it does not see an edit of an older
+/// row that leaves the remembered row as it is. `full=true` recomputes every row and sees that
+/// too: schedule it. `recomputed_from` in the report says where this check started.
 #[utoipa::path(
     get,
     operation_id = "verify_audit_chain",
     path = "/api/v1/audit/verify",
     tag = "audit",
     security(("bearer" = [])),
+    params(VerifyQuery),
     responses(
         (status = 200, description = "the verification report (`ok` false names the first bad row); with signed checkpoints, `checkpoints` names the newest that covers the chain and how many events are not yet covered", body = jit_api::VerifyReport),
+        (status = 400, description = "malformed query", body = ErrorBody),
         (status = 403, description = "not an auditor", body = ErrorBody),
     ),
 )]
 async fn audit_verify(
     State(web): State<Web>,
     Bearer(user): Bearer,
+    q: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<jit_api::VerifyReport>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let auditor = web
         .app
         .authorize_audit(&user)
         .map_err(|_| ApiError::forbidden("only auditors verify the audit log"))?;
-    Ok(Json(web.app.verify_audit(&auditor).await?))
+    Ok(Json(web.app.verify_audit(&auditor, q.full).await?))
 }
 
 /// Body of `POST /api/v1/admin/revoke-sessions`.

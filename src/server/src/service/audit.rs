@@ -9,7 +9,7 @@
 //! # async fn f(app: &jit_server::service::App, user: &jit_server::domain::User) {
 //! use jit_server::policy::act;
 //! let admin = app.policy.authorize_broker::<act::Admin>(user).unwrap();
-//! app.verify_audit(&admin).await; // an admin's proof is not an auditor's
+//! app.verify_audit(&admin, true).await; // an admin's proof is not an auditor's
 //! # }
 //! ```
 //!
@@ -18,7 +18,7 @@
 //! ```no_run
 //! # async fn f(app: &jit_server::service::App, user: &jit_server::domain::User) {
 //! let auditor = app.authorize_audit(user).unwrap();
-//! app.verify_audit(&auditor).await.unwrap();
+//! app.verify_audit(&auditor, true).await.unwrap();
 //! # }
 //! ```
 //!
@@ -79,18 +79,17 @@ impl App {
         Ok(audit::list(&self.store, &filter).await?)
     }
 
-    /// Verifies the whole hash chain, after chaining everything committed
-    /// before the call; `held` counts events waiting in the spool, and `checkpoints` names the
-    /// newest signed checkpoint that covers the chain.
+    /// Verifies the hash chain after chaining everything committed before the call: with
+    /// `full`, every row; else from the newest row this broker verified before on
+    /// ([`App::check_chain`]). `held` counts events waiting in the spool, and `checkpoints`
+    /// names the newest signed checkpoint that covers the chain.
     pub async fn verify_audit(
         &self,
         _auditor: &Authorized<act::Audit>,
+        full: bool,
     ) -> Result<jit_api::VerifyReport, ServiceError> {
         audit::caught_up(&self.store).await?;
-        let mut report = audit::verify(&self.store, None).await?;
-        report.held = u64::try_from(self.spool.waiting_events()).unwrap_or(u64::MAX);
-        self.attach_checkpoint(&mut report).await?;
-        Ok(report)
+        self.check_chain(full).await
     }
 
     /// The access review of `[from_ms, to_ms)` (`store::report`), read from the whole log.

@@ -52,7 +52,8 @@ pub struct App {
     pub notifier: Arc<crate::notify::Notifier>,
     /// Where a removal's audit events wait while the audit store fails.
     pub spool: Arc<crate::store::held::Spool>,
-    /// How far the audit page's verification got ([`App::audit_state`]).
+    /// How far this broker's verification of the audit chain got ([`App::check_chain`]): in
+    /// memory only, never in the database, so nobody who can write the database can move it.
     pub audit_verified: Arc<tokio::sync::Mutex<Option<crate::store::audit::Verified>>>,
     /// The signed checkpoint writer (`[audit]`), when a signing key is configured.
     pub checkpoints: Option<Arc<crate::checkpoint::writer::Checkpointer>>,
@@ -226,14 +227,22 @@ impl App {
             .is_ok()
     }
 
-    /// The audit chain's state for the audit page: verified in full once,
-    /// then only the rows added since ([`audit_store::verify_since`]); one check
-    /// at a time, so page loads do not pile up verifications. It checks the
-    /// chain as it stands: after a read that caught up ([`audit_store::list`]), that
-    /// holds everything committed before the read.
+    /// The audit chain's state for the audit page: [`App::check_chain`] in steps.
     pub async fn audit_state(&self) -> Result<jit_api::VerifyReport, ServiceError> {
+        self.check_chain(false).await
+    }
+
+    /// Verifies the chain as it stands: in full once (and whenever `full`), then only from
+    /// the newest row that passed on ([`audit_store::verify_since`]), with the mark kept in
+    /// this broker's memory; one check at a time, so page loads and API calls do not pile up
+    /// verifications.
+    pub(crate) async fn check_chain(
+        &self,
+        full: bool,
+    ) -> Result<jit_api::VerifyReport, ServiceError> {
         let mut mark = self.audit_verified.lock().await;
-        let (mut report, next) = audit_store::verify_since(&self.store, mark.as_ref()).await?;
+        let since = if full { None } else { mark.as_ref() };
+        let (mut report, next) = audit_store::verify_since(&self.store, since).await?;
         *mark = next;
         report.held = u64::try_from(self.spool.waiting_events()).unwrap_or(u64::MAX);
         self.attach_checkpoint(&mut report).await?;

@@ -63,6 +63,9 @@ pub struct Event {
     pub prev_hash: String,
     /// This row's hash.
     pub hash: String,
+    /// PostgreSQL: committed but not chained yet (read from `audit_pending`). Its `seq` is the
+    /// place it takes when chained in the order read, and both hashes are empty.
+    pub pending: bool,
 }
 
 impl Event {
@@ -77,6 +80,15 @@ impl Event {
             data: row.try_get("data")?,
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
+            pending: false,
+        })
+    }
+
+    /// A row of [`CHAIN_AND_PENDING`]: a chained event, or a pending one (`pending` 1).
+    fn from_marked_row(row: &Row) -> Result<Self, StoreError> {
+        Ok(Self {
+            pending: row.try_get::<i64>("pending")? != 0,
+            ..Self::from_row(row)?
         })
     }
 
@@ -106,6 +118,7 @@ impl Event {
             data: serde_json::from_str(&self.data).unwrap_or(Value::Null),
             prev_hash: self.prev_hash.clone(),
             hash: self.hash.clone(),
+            pending: self.pending,
         }
     }
 }
@@ -401,17 +414,70 @@ pub struct Filter {
 }
 
 /// Lists events newest first.
+///
+/// On PostgreSQL the page comes from the chain and the committed events not chained yet, read
+/// in one statement (one snapshot: the sealer moves an event from one table to the other in one
+/// transaction, so each is read exactly once), without waiting for the sealer. The pending ones
+/// are the newest, in the order the sealer chains them, marked [`Event::pending`]. Should they
+/// fill the page (the sealer is far behind), the read waits for the chain to catch up instead,
+/// so that a page never ends on a pending event: the next page's cursor is always a chained
+/// `seq`.
 pub async fn list(store: &Store, f: &Filter) -> Result<Vec<Event>, StoreError> {
-    caught_up(store).await?;
+    let limit = f.limit.clamp(1, 10_000);
+    if store.backend() == super::Backend::Postgres {
+        let events = chain_and_pending(store, f, " ORDER BY seq DESC", Some(limit)).await?;
+        let pending = events.iter().filter(|e| e.pending).count();
+        if i64::try_from(pending).unwrap_or(i64::MAX) < limit - 1 {
+            return Ok(events);
+        }
+        caught_up(store).await?;
+    }
     let mut w = Where::of(f);
     if let Some(b) = f.before_seq {
         w.push(" AND seq < ?", Arg::Int(b));
     }
-    w.push(
-        " ORDER BY seq DESC LIMIT ?",
-        Arg::Int(f.limit.clamp(1, 10_000)),
+    w.push(" ORDER BY seq DESC LIMIT ?", Arg::Int(limit));
+    events(w.query().fetch_all(store).await, Event::from_row)
+}
+
+/// PostgreSQL: the events matching `f` (and its `before_seq`), in the chain and pending, in
+/// one statement, ordered by `order` (on `seq`), at most `limit`. A pending event's `seq` is
+/// the chain's head (in the same snapshot) plus its place among all pending events by `id`: the
+/// place the sealer gives it, as it chains them in that order.
+async fn chain_and_pending(
+    store: &Store,
+    f: &Filter,
+    order: &str,
+    limit: Option<i64>,
+) -> Result<Vec<Event>, StoreError> {
+    let mut w = Where::conditions(f);
+    if let Some(b) = f.before_seq {
+        w.push(" AND seq < ?", Arg::Int(b));
+    }
+    let conds = std::mem::take(&mut w.sql);
+    let order = match limit {
+        Some(n) => {
+            w.args.push(Arg::Int(n));
+            format!("{order} LIMIT ${}", w.args.len())
+        }
+        None => order.to_owned(),
+    };
+    w.sql = format!(
+        "WITH pend AS (
+             SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_events)
+                        + ROW_NUMBER() OVER (ORDER BY id) AS seq,
+                    at, actor, action, request_id, entitlement, data,
+                    '' AS prev_hash, '' AS hash, 1::int8 AS pending
+             FROM audit_pending)
+         SELECT * FROM (
+             (SELECT seq, at, actor, action, request_id, entitlement, data, prev_hash, hash,
+                     0::int8 AS pending
+              FROM audit_events WHERE 1 = 1{conds}{order})
+             UNION ALL
+             (SELECT * FROM pend WHERE 1 = 1{conds}{order})
+         ) AS both_kinds{order}"
     );
-    events(w.query().fetch_all(store).await)
+    events(w.query().fetch_all(store).await, Event::from_marked_row)
 }
 
 /// Events that match `f` (its `before_seq` and `limit` aside) with `seq` above `after`, oldest
@@ -425,7 +491,7 @@ pub async fn page_after(
     let mut w = Where::of(f);
     w.push(" AND seq > ?", Arg::Int(after));
     w.push(" ORDER BY seq LIMIT ?", Arg::Int(limit.clamp(1, 10_000)));
-    events(w.query().fetch_all(store).await)
+    events(w.query().fetch_all(store).await, Event::from_row)
 }
 
 /// A `SELECT` of events built condition by condition, `?` standing for the next placeholder.
@@ -435,10 +501,19 @@ struct Where {
 }
 
 impl Where {
-    /// The conditions of `f` apart from `before_seq` and `limit`.
+    /// The events of the chain that meet the conditions of `f` apart from `before_seq` and
+    /// `limit`.
     fn of(f: &Filter) -> Self {
+        let mut w = Self::conditions(f);
+        w.sql
+            .insert_str(0, "SELECT * FROM audit_events WHERE 1 = 1");
+        w
+    }
+
+    /// The conditions of `f` apart from `before_seq` and `limit`, each ` AND …`.
+    fn conditions(f: &Filter) -> Self {
         let mut w = Self {
-            sql: String::from("SELECT * FROM audit_events WHERE 1 = 1"),
+            sql: String::new(),
             args: Vec::new(),
         };
         if let Some(a) = &f.actor {
@@ -487,7 +562,10 @@ impl Where {
 /// The events of `rows`; a row that cannot be read as an event (a `seq` of
 /// NULL, a column of the wrong type) makes the whole read
 /// [`StoreError::AuditDamaged`], naming the row, rather than a blank failure.
-fn events(rows: Result<Vec<Row>, StoreError>) -> Result<Vec<Event>, StoreError> {
+fn events(
+    rows: Result<Vec<Row>, StoreError>,
+    read: fn(&Row) -> Result<Event, StoreError>,
+) -> Result<Vec<Event>, StoreError> {
     let damaged = |e: StoreError, row: Option<&Row>| {
         let seq = row.map_or_else(String::new, |r| match r.try_get::<Option<i64>>("seq") {
             Ok(Some(seq)) => format!("the row at seq {seq} "),
@@ -504,7 +582,7 @@ fn events(rows: Result<Vec<Row>, StoreError>) -> Result<Vec<Event>, StoreError> 
     };
     let rows = rows.map_err(|e| damaged(e, None))?;
     rows.iter()
-        .map(|r| Event::from_row(r).map_err(|e| damaged(e, Some(r))))
+        .map(|r| read(r).map_err(|e| damaged(e, Some(r))))
         .collect()
 }
 
@@ -513,25 +591,39 @@ enum Arg {
     Int(i64),
 }
 
-/// Events of one request, oldest first (the request timeline).
+/// Events of one request, oldest first (the request timeline); on PostgreSQL with those not
+/// chained yet, last (see [`list`]).
 pub async fn for_request(store: &Store, id: Uuid) -> Result<Vec<Event>, StoreError> {
-    caught_up(store).await?;
+    if store.backend() == super::Backend::Postgres {
+        let f = Filter {
+            request_id: Some(id),
+            ..Filter::default()
+        };
+        return chain_and_pending(store, &f, " ORDER BY seq", None).await;
+    }
     events(
         query("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY seq")
             .bind(id.to_string())
             .fetch_all(store)
             .await,
+        Event::from_row,
     )
 }
 
-/// The newest event with `action`, if any.
+/// The newest event with `action` (not a prefix), if any; on PostgreSQL pending ones included
+/// (see [`list`]).
 pub async fn last_of(store: &Store, action: &str) -> Result<Option<Event>, StoreError> {
-    caught_up(store).await?;
-    let row = query("SELECT * FROM audit_events WHERE action = $1 ORDER BY seq DESC LIMIT 1")
-        .bind(action)
-        .fetch_optional(store)
-        .await;
-    Ok(events(row.map(Vec::from_iter))?.pop())
+    let f = Filter {
+        action: Some(action.to_owned()),
+        limit: 1,
+        ..Filter::default()
+    };
+    if store.backend() == super::Backend::Postgres {
+        return Ok(chain_and_pending(store, &f, " ORDER BY seq DESC", Some(1))
+            .await?
+            .pop());
+    }
+    Ok(list(store, &f).await?.pop())
 }
 
 /// Ranges shorter than this are not split further.
@@ -590,6 +682,7 @@ async fn verify_ranges(
         .await
         .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?;
     let (mut report, head) = verify_chain(store, from, max_ranges, min_range).await?;
+    report.recomputed_from = Some(from.unwrap_or(1).max(1));
     report.pending = u64::try_from(pending(store).await?.0).unwrap_or(0);
     Ok((report, head))
 }
@@ -677,15 +770,18 @@ pub struct Verified {
     pub checked: u64,
 }
 
-/// [`verify`] of the whole chain, done in steps: given the mark of an
-/// earlier pass, only the rows after it are read, linked to the mark's hash
-/// (when that row no longer holds it, the whole chain is read again). Returns
-/// the report as of the whole chain and the new mark.
+/// [`verify`] of the whole chain, done in steps: given the mark of an earlier pass, only the
+/// rows from the mark on are read (the mark's own row again, linked to the stored hash of the
+/// row before it, and then every row after it), provided the mark's row still holds the hash
+/// it had; when it does not, the whole chain is read again. Rows before the mark are counted
+/// (one missing or added fails the check) but not read. When the check in steps finds a
+/// problem, the whole chain is read again, so the report names the first bad row of the whole
+/// chain. Returns the report as of the whole chain and the new mark.
 ///
-/// Rows up to the mark are not read again, so a change to them after the
-/// mark was taken goes unseen until a full [`verify`]; the web UI's audit
-/// page uses this so that showing the chain's state costs what was added
-/// since, while `audit verify` always reads everything.
+/// Rows before the mark are not read again, so an edit to them after the mark was taken that
+/// leaves the mark's row as it was goes unseen until a full [`verify`] (`mark` `None`). The
+/// mark lives in the broker's memory only (`App::audit_verified`): nothing in the database
+/// says how far a check got, so nobody who can write the database can move it.
 pub async fn verify_since(
     store: &Store,
     since: Option<&Verified>,
@@ -696,10 +792,14 @@ pub async fn verify_since(
         }
         _ => None,
     };
-    let (mut report, head) = verify_with_head(store, since.map(|m| m.seq + 1)).await?;
+    let (mut report, head) = verify_with_head(store, since.map(|m| m.seq)).await?;
     if let Some(mark) = since {
-        report.checked += mark.checked;
-        report.last_seq = report.last_seq.or(Some(mark.seq));
+        if !report.ok || head.is_none() {
+            // Fail closed: name the first bad row of the whole chain.
+            return Box::pin(verify_since(store, None)).await;
+        }
+        // The mark's row was read again: count it once.
+        report.checked += mark.checked.saturating_sub(1);
     }
     let mark = match (report.last_seq, head) {
         (Some(seq), Some(hash)) => Some(Verified {
@@ -768,6 +868,7 @@ async fn verify_chain(
         rows: Some(rows),
         held: 0,
         checkpoints: None,
+        recomputed_from: None,
     };
     Ok((report, ok.then_some(chain.prev_hash)))
 }
@@ -1119,6 +1220,7 @@ fn bad(checked: u64, last_seq: Option<i64>, seq: i64, why: &str) -> jit_api::Ver
         rows: None,
         held: 0,
         checkpoints: None,
+        recomputed_from: None,
     }
 }
 

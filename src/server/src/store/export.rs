@@ -430,6 +430,7 @@ mod tests {
             data: data.into(),
             prev_hash: "a".repeat(64),
             hash: "b".repeat(64),
+            pending: false,
         }
     }
 

@@ -53,6 +53,8 @@ struct AuditRow {
     hash: String,
     /// The first 12 characters of `hash`.
     hash_short: String,
+    /// Committed, not chained yet (PostgreSQL): no hash to show.
+    pending: bool,
     /// What happened, in a sentence.
     sentence: String,
     /// The event's data in words.
@@ -204,6 +206,7 @@ async fn audit_page(
                     request_id: e.request_id.clone().unwrap_or_default(),
                     hash: e.hash.clone(),
                     hash_short: e.hash.chars().take(12).collect(),
+                    pending: e.pending,
                     sentence: t.sentence,
                     detail: t.detail,
                 }

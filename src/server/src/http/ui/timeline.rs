@@ -192,6 +192,7 @@ mod tests {
             data: data.to_owned(),
             prev_hash: String::new(),
             hash: String::new(),
+            pending: false,
         }
     }
 
