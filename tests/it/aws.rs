@@ -133,6 +133,7 @@ pub(crate) fn entitlement(id: &str, target: Target) -> Entitlement {
             Target::EntraRole { .. } => Kind::EntraRole,
             Target::EntraGroup { .. } => Kind::EntraGroup,
             Target::AzureRole { .. } => Kind::AzureRole,
+            Target::Bundle { .. } => Kind::Bundle,
         },
         target,
         max_duration: 4 * 3600,
@@ -182,6 +183,7 @@ pub(crate) fn spec<'a>(grantee: &'a Grantee, entitlement: &'a Entitlement) -> Gr
         justification: "testing",
         ticket: None,
         overlapping: false,
+        held: false,
     }
 }
 

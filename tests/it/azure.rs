@@ -139,6 +139,7 @@ fn spec<'a>(
         justification: "deploy hotfix",
         ticket,
         overlapping,
+        held: false,
     }
 }
 

@@ -120,6 +120,7 @@ impl AzureBroker {
                 user,
                 &CreateRequest {
                     entitlement: entitlement.to_owned(),
+                    bundle: None,
                     duration: DurationInput::Text(duration.to_owned()),
                     justification: "broker test".to_owned(),
                     ticket: ticket.map(str::to_owned),

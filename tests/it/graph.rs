@@ -122,6 +122,7 @@ fn spec<'a>(
         justification,
         ticket,
         overlapping,
+        held: false,
     }
 }
 

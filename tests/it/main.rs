@@ -10,6 +10,7 @@ mod azure;
 mod broker_aws;
 mod broker_azure;
 mod broker_entra;
+mod bundles;
 mod chaos;
 mod checkpoints;
 mod checkpoints_aws;

@@ -204,8 +204,15 @@ pub struct Request {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRequest {
-    /// Entitlement id.
+    /// Entitlement id (or a bundle's: the catalog's ids are shared). Exactly one of
+    /// `entitlement` and `bundle` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub entitlement: String,
+    /// A bundle's id (`[[bundle]]` in the catalog), in place of `entitlement`: one request
+    /// for all its entitlements, approved once (by the strictest rule of its members),
+    /// granted all or nothing and ended together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
     /// `1h`, `90m`, or a number of seconds.
     pub duration: DurationInput,
     /// Why the access is needed: not blank, at most 4096 bytes, no control characters but
@@ -344,7 +351,8 @@ pub struct Entitlement {
     pub id: String,
     /// Human title.
     pub title: String,
-    /// `aws_role`, `aws_identity_center`, `entra_role`, `entra_group` or `azure_role`.
+    /// `aws_role`, `aws_identity_center`, `entra_role`, `entra_group`, `azure_role` or
+    /// `bundle`.
     pub kind: String,
     /// Longest grant, e.g. `4h`.
     pub max_duration: String,
@@ -368,6 +376,9 @@ pub struct Entitlement {
     #[cfg_attr(feature = "openapi", schema(required = true))]
     #[serde(default)]
     pub target: String,
+    /// For a bundle (`kind` `bundle`): the ids of the entitlements it grants together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
 /// Temporary AWS credentials (`POST /requests/{id}/credentials`).

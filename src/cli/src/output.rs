@@ -651,6 +651,7 @@ mod tests {
                 require_ticket: false,
                 break_glass: false,
                 target: "role arn:aws:iam::111111111111:role/JitAdmin".into(),
+                members: vec![],
             },
             Entitlement {
                 id: "dev".into(),
@@ -663,6 +664,7 @@ mod tests {
                 require_ticket: false,
                 break_glass: false,
                 target: "Reader at management group mg-dev".into(),
+                members: vec![],
             },
             Entitlement {
                 id: "entra-admin".into(),
@@ -675,6 +677,20 @@ mod tests {
                 require_ticket: false,
                 break_glass: false,
                 target: "User Administrator in the directory".into(),
+                members: vec![],
+            },
+            Entitlement {
+                id: "oncall".into(),
+                title: "On-call kit".into(),
+                kind: "bundle".into(),
+                max_duration: "2h".into(),
+                approvals_required: 1,
+                require_mfa: false,
+                auth_context: None,
+                require_ticket: false,
+                break_glass: false,
+                target: "sandbox (role arn:aws:iam::2:role/S) + ops (member of group g)".into(),
+                members: vec!["sandbox".into(), "ops".into()],
             },
         ]);
         assert_eq!(
@@ -682,7 +698,8 @@ mod tests {
             "ID              TITLE                           KIND                 MAX DURATION  APPROVALS      STEP-UP  GRANTS\n\
              aws-prod-admin  AWS production — administrator  aws_role             4h            1              mfa      role arn:aws:iam::111111111111:role/JitAdmin\n\
              dev             Dev                             aws_identity_center  8h            auto-approved  no       Reader at management group mg-dev\n\
-             entra-admin     Entra admin                     entra_role           1h            1              c1       User Administrator in the directory\n"
+             entra-admin     Entra admin                     entra_role           1h            1              c1       User Administrator in the directory\n\
+             oncall          On-call kit                     bundle               2h            1              no       sandbox (role arn:aws:iam::2:role/S) + ops (member of group g)\n"
         );
     }
 

@@ -52,12 +52,12 @@ pub async fn build(
         if let Some(e) = policy
             .catalog
             .iter()
-            .find(|e| providers.get(e.kind).simulated())
+            .find(|e| e.kind != crate::policy::Kind::Bundle && providers.get(e.kind).simulated())
         {
             let section = match e.kind {
                 crate::policy::Kind::AwsRole | crate::policy::Kind::AwsIdentityCenter => "aws",
                 crate::policy::Kind::EntraRole | crate::policy::Kind::EntraGroup => "entra",
-                crate::policy::Kind::AzureRole => "azure",
+                crate::policy::Kind::AzureRole | crate::policy::Kind::Bundle => "azure",
             };
             bail!(
                 "config: `{section}`: entitlement `{}` of kind `{}` needs the `[{section}]` section",

@@ -185,6 +185,7 @@ fn ask_to_request(
     };
     let body = CreateRequest {
         entitlement: ent.id.clone(),
+        bundle: None,
         duration: DurationInput::Text(duration),
         justification: reason,
         ticket,

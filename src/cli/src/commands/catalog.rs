@@ -58,6 +58,7 @@ mod tests {
             require_ticket: false,
             break_glass: false,
             target: String::new(),
+            members: vec![],
         }
     }
 

@@ -32,6 +32,7 @@ pub(super) fn request(ctx: &Ctx, args: &RequestArgs) -> Result<ExitCode> {
     let mut api = ctx.api()?;
     let body = CreateRequest {
         entitlement: args.entitlement.clone(),
+        bundle: None,
         duration: DurationInput::Text(args.duration.clone()),
         justification: args.reason.clone(),
         ticket: args.ticket.clone(),

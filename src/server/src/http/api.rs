@@ -209,6 +209,11 @@ async fn entitlements(
                 require_ticket: e.require_ticket,
                 break_glass: web.app.may_break_glass(&user, e),
                 target: web.app.providers.describe(e),
+                members: if e.kind == crate::policy::Kind::Bundle {
+                    e.members().iter().map(|m| m.id.clone()).collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect(),
     )

@@ -20,6 +20,8 @@ pub enum Kind {
     EntraGroup,
     /// Azure RBAC role through PIM (Azure Resource Manager).
     AzureRole,
+    /// A `[[bundle]]` of entitlements, requested, approved, granted and ended together.
+    Bundle,
 }
 
 impl Kind {
@@ -31,6 +33,7 @@ impl Kind {
             Self::EntraRole => "entra_role",
             Self::EntraGroup => "entra_group",
             Self::AzureRole => "azure_role",
+            Self::Bundle => "bundle",
         }
     }
 
@@ -41,6 +44,7 @@ impl Kind {
             "entra_role" => Self::EntraRole,
             "entra_group" => Self::EntraGroup,
             "azure_role" => Self::AzureRole,
+            "bundle" => Self::Bundle,
             _ => return None,
         })
     }
@@ -91,6 +95,11 @@ pub enum Target {
         role_definition: String,
         /// ABAC condition, passed through (`conditionVersion` 2.0).
         condition: Option<String>,
+    },
+    /// A `[[bundle]]`: its member entitlements, in the catalog's order (none is a bundle).
+    Bundle {
+        /// The members.
+        members: Vec<Entitlement>,
     },
 }
 
@@ -174,7 +183,23 @@ impl Entitlement {
                 "azure_role|{}|{role_definition}|{user_key}",
                 scope.id().to_ascii_lowercase()
             ),
+            // The bundle's own key: its members' objects are made and removed by the
+            // bundle's grant (a person never holds a bundle and one of its members at once).
+            Target::Bundle { .. } => format!("bundle|{}|{user_key}", self.id),
         }
+    }
+
+    /// The entitlements a grant of this one makes: its members for a bundle, else itself.
+    pub fn members(&self) -> &[Entitlement] {
+        match &self.target {
+            Target::Bundle { members } => members,
+            _ => std::slice::from_ref(self),
+        }
+    }
+
+    /// Whether a grant of this entitlement makes `member` (itself, or one of its bundle's).
+    pub fn grants(&self, member: &str) -> bool {
+        self.members().iter().any(|m| m.id == member)
     }
 }
 
@@ -193,12 +218,35 @@ impl Entitlement {
             _ => None,
         }
     }
+
+    /// The [`Entitlement::policy_key`]s of everything a grant of this entitlement makes,
+    /// sorted (the order in which a removal locks them).
+    pub fn policy_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .members()
+            .iter()
+            .filter_map(Entitlement::policy_key)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
 }
 
 #[derive(Deserialize)]
 struct CatalogFile {
     #[serde(default)]
     entitlement: Vec<Spanned<RawEntitlement>>,
+    #[serde(default)]
+    bundle: Vec<Spanned<RawBundle>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBundle {
+    id: String,
+    title: String,
+    entitlements: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -306,6 +354,19 @@ impl Catalog {
                 Err(msg) => errors.push(format!("{file}:{line}: {msg}")),
             }
         }
+        for spanned in parsed.bundle {
+            let line = line_of(text, spanned.span().start);
+            match bundle(spanned.into_inner(), &entries, line) {
+                Ok(b) if entries.contains_key(&b.id) => errors.push(format!(
+                    "{file}:{line}: duplicate id `{}` (bundles and entitlements share ids)",
+                    b.id
+                )),
+                Ok(b) => {
+                    entries.insert(b.id.clone(), b);
+                }
+                Err(msg) => errors.push(format!("{file}:{line}: {msg}")),
+            }
+        }
         if errors.is_empty() {
             Ok(Self { entries })
         } else {
@@ -375,16 +436,7 @@ fn need(field: &str, value: Option<String>, kind: &str) -> Result<String, String
 )]
 fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
     let id = raw.id;
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(format!(
-            "entitlement id `{id}` must be 1-64 characters of a-z, 0-9, - and _"
-        ));
-    }
+    check_id("entitlement", &id)?;
     let ctx = |m: String| format!("entitlement `{id}`: {m}");
     let kind = Kind::parse(&raw.kind).ok_or_else(|| {
         ctx(format!(
@@ -392,6 +444,12 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
             raw.kind
         ))
     })?;
+    if kind == Kind::Bundle {
+        return Err(ctx(
+            "a bundle is written as a `[[bundle]]` with `id`, `title` and `entitlements`"
+                .to_owned(),
+        ));
+    }
     let max_duration = duration("max_duration", &raw.max_duration).map_err(ctx)?;
     let pending_ttl = raw
         .pending_ttl
@@ -454,6 +512,7 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         .into_iter()
         .flatten()
         .collect(),
+        Kind::Bundle => Vec::new(),
         Kind::AzureRole => [
             present("role_arn", &raw.role_arn),
             present("session_policy", &raw.session_policy),
@@ -572,6 +631,9 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         Kind::AzureRole => {
             azure_target(raw.scope, raw.role_definition_id, raw.condition, k).map_err(ctx)?
         }
+        Kind::Bundle => Target::Bundle {
+            members: Vec::new(),
+        },
     };
     let auth_ctx = auth_context("auth_context", raw.auth_context).map_err(ctx)?;
     let approve_auth_ctx =
@@ -601,6 +663,114 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         break_glass: raw.break_glass,
         notify: raw.notify,
         line,
+    })
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "{what} id `{id}` must be 1-64 characters of a-z, 0-9, - and _"
+        ));
+    }
+    Ok(())
+}
+
+/// The one value the members that set it agree on, or why not (`field` names it).
+fn agreed(
+    bundle: &str,
+    field: &str,
+    values: impl Iterator<Item = Option<String>>,
+) -> Result<Option<String>, String> {
+    let mut set: Vec<String> = values.flatten().collect();
+    set.sort();
+    set.dedup();
+    match set.len() {
+        0 | 1 => Ok(set.pop()),
+        _ => Err(format!(
+            "bundle `{bundle}`: its members ask for different `{field}`s ({}): one request cannot meet them all",
+            set.iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// A `[[bundle]]` as one entitlement that holds the strictest rule of its members: the
+/// most approvals, the shortest durations, MFA, a ticket, step-up when any member asks,
+/// break-glass only when every member allows it; notifications go to all their routes.
+fn bundle(
+    raw: RawBundle,
+    entries: &BTreeMap<String, Entitlement>,
+    line: usize,
+) -> Result<Entitlement, String> {
+    let id = raw.id;
+    check_id("bundle", &id)?;
+    let ctx = |m: String| format!("bundle `{id}`: {m}");
+    if raw.entitlements.len() < 2 {
+        return Err(ctx(
+            "`entitlements` must list at least two entitlements".to_owned()
+        ));
+    }
+    let mut members: Vec<Entitlement> = Vec::with_capacity(raw.entitlements.len());
+    for name in &raw.entitlements {
+        let member = entries
+            .get(name)
+            .ok_or_else(|| ctx(format!("unknown entitlement `{name}` in `entitlements`")))?;
+        if members.iter().any(|m| m.id == *name) {
+            return Err(ctx(format!("`{name}` is listed twice in `entitlements`")));
+        }
+        members.push(member.clone());
+    }
+    let strictest = |f: fn(&Entitlement) -> u64| members.iter().map(f).min().unwrap_or(0);
+    let mut emails: Vec<String> = members
+        .iter()
+        .flat_map(|m| m.notify.email.iter().cloned())
+        .collect();
+    emails.sort();
+    emails.dedup();
+    Ok(Entitlement {
+        title: raw.title,
+        kind: Kind::Bundle,
+        max_duration: strictest(|m| m.max_duration),
+        approvals_required: members
+            .iter()
+            .map(|m| m.approvals_required)
+            .max()
+            .unwrap_or(0),
+        pending_ttl: strictest(|m| m.pending_ttl),
+        max_schedule_ahead: strictest(|m| m.max_schedule_ahead),
+        require_mfa: members.iter().any(|m| m.require_mfa),
+        auth_context: agreed(
+            &id,
+            "auth_context",
+            members.iter().map(|m| m.auth_context.clone()),
+        )?,
+        approve_auth_context: agreed(
+            &id,
+            "approve_auth_context",
+            members.iter().map(|m| m.approve_auth_context.clone()),
+        )?,
+        require_ticket: members.iter().any(|m| m.require_ticket),
+        ticket_pattern: agreed(
+            &id,
+            "ticket_pattern",
+            members.iter().map(|m| m.ticket_pattern.clone()),
+        )?,
+        max_extensions: members.iter().map(|m| m.max_extensions).min().unwrap_or(0),
+        break_glass: members.iter().all(|m| m.break_glass),
+        notify: NotifyRoute {
+            email: emails,
+            teams: members.iter().any(|m| m.notify.teams),
+        },
+        line,
+        target: Target::Bundle { members },
+        id,
     })
 }
 
@@ -661,6 +831,70 @@ account_id = "111111111111"
 permission_set_arn = "arn:aws:sso:::permissionSet/ssoins-1/ps-1"
 max_duration = "8h"
 "#;
+
+    #[test]
+    fn a_bundle_takes_the_strictest_rule_of_its_members() {
+        let text = format!(
+            "{GOOD}\n[[bundle]]\nid = \"both\"\ntitle = \"Both\"\nentitlements = [\"ic\", \"aws-prod-admin\"]\n"
+        );
+        let c = Catalog::parse(&text, "e.toml").unwrap();
+        let b = c.get("both").unwrap();
+        assert_eq!(b.kind, Kind::Bundle);
+        assert_eq!(b.max_duration, 4 * 3600);
+        assert_eq!(b.approvals_required, 1);
+        assert!(b.require_mfa);
+        assert!(!b.break_glass);
+        assert_eq!(b.notify.email, vec!["sre@example.com".to_owned()]);
+        let ids: Vec<&str> = b.members().iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["ic", "aws-prod-admin"]);
+        assert!(b.grants("ic") && !b.grants("both"));
+        assert_eq!(b.policy_keys().len(), 2);
+        assert_eq!(b.line, GOOD.lines().count() + 2);
+    }
+
+    #[test]
+    fn a_bad_bundle_is_refused_with_its_line() {
+        let bad = |body: &str| {
+            let text = format!("{GOOD}\n[[bundle]]\n{body}\n");
+            Catalog::parse(&text, "e.toml").unwrap_err().join("\n")
+        };
+        let line = GOOD.lines().count() + 2;
+        assert_eq!(
+            bad("id = \"b\"\ntitle = \"B\"\nentitlements = [\"ic\", \"nosuch\"]"),
+            format!("e.toml:{line}: bundle `b`: unknown entitlement `nosuch` in `entitlements`")
+        );
+        assert_eq!(
+            bad("id = \"b\"\ntitle = \"B\"\nentitlements = [\"ic\"]"),
+            format!(
+                "e.toml:{line}: bundle `b`: `entitlements` must list at least two entitlements"
+            )
+        );
+        assert_eq!(
+            bad("id = \"b\"\ntitle = \"B\"\nentitlements = [\"ic\", \"ic\"]"),
+            format!("e.toml:{line}: bundle `b`: `ic` is listed twice in `entitlements`")
+        );
+        assert_eq!(
+            bad("id = \"ic\"\ntitle = \"B\"\nentitlements = [\"ic\", \"aws-prod-admin\"]"),
+            format!("e.toml:{line}: duplicate id `ic` (bundles and entitlements share ids)")
+        );
+        let patterns = GOOD
+            .replace(
+                "pending_ttl = \"1h\"",
+                "pending_ttl = \"1h\"\nticket_pattern = \"INC-*\"",
+            )
+            .replace(
+                "max_duration = \"8h\"",
+                "max_duration = \"8h\"\nticket_pattern = \"CHG-*\"",
+            );
+        let text = format!(
+            "{patterns}\n[[bundle]]\nid = \"b\"\ntitle = \"B\"\nentitlements = [\"ic\", \"aws-prod-admin\"]\n"
+        );
+        let errs = Catalog::parse(&text, "e.toml").unwrap_err();
+        assert!(
+            errs[0].ends_with("bundle `b`: its members ask for different `ticket_pattern`s (`CHG-*`, `INC-*`): one request cannot meet them all"),
+            "{errs:?}"
+        );
+    }
 
     #[test]
     fn parses_a_good_catalog() {

@@ -17,7 +17,7 @@ use cedar_policy::{
     RestrictedExpression, Schema,
 };
 
-use super::{Action, Entitlement, PolicySet};
+use super::{Action, Entitlement, Kind, PolicySet};
 use crate::domain::User;
 
 /// The actions as types, for [`Authorized`].
@@ -118,6 +118,20 @@ impl<A: Act> Authorized<A> {
     /// Whether it was decided for `user`.
     pub fn is_for(&self, user: &User) -> bool {
         self.principal == user.key
+    }
+
+    /// The decision on `resource` (a bundle, or its request) made of the decisions on each
+    /// of its members, all allowed.
+    fn all_of(user: &User, resource: &str, each: Vec<Self>) -> Self {
+        let mut policies: Vec<String> = each.into_iter().flat_map(|a| a.policies).collect();
+        policies.sort();
+        policies.dedup();
+        Self {
+            principal: user.key.clone(),
+            resource: resource.to_owned(),
+            policies,
+            act: PhantomData,
+        }
     }
 }
 
@@ -469,12 +483,22 @@ fn approve_context(user: &User, now: i64) -> Result<Context, Denied> {
 
 impl PolicySet {
     /// Decides action `A` by `user` on entitlement `ent`.
+    ///
+    /// On a bundle: allowed only when the policies allow it on every member.
     pub fn authorize_entitlement<A: OnEntitlement>(
         &self,
         user: &User,
         ent: &Entitlement,
         facts: &RequestFacts<'_>,
     ) -> Result<Authorized<A>, Denied> {
+        if ent.kind == Kind::Bundle {
+            let each = ent
+                .members()
+                .iter()
+                .map(|m| self.authorize_entitlement::<A>(user, m, facts))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Authorized::all_of(user, &ent.id, each));
+        }
         let cached = self.native.user(user, &self.schema)?;
         let context = Context::from_pairs([
             ("duration_seconds".to_owned(), long(facts.duration_seconds)),
@@ -525,13 +549,32 @@ impl PolicySet {
         self.decide(&cached, &resource, &ent.id, &entities, context)
     }
 
-    /// Decides `approve` by `user` on a request.
+    /// Decides `approve` by `user` on a request. A bundle's request is approved only by whom
+    /// the policies let approve it for every member.
     pub fn authorize_request(
         &self,
         user: &User,
         request: &RequestResource<'_>,
         now: i64,
     ) -> Result<Authorized<act::Approve>, Denied> {
+        if request.entitlement.kind == Kind::Bundle {
+            let each = request
+                .entitlement
+                .members()
+                .iter()
+                .map(|m| {
+                    self.authorize_request(
+                        user,
+                        &RequestResource {
+                            entitlement: m,
+                            ..request.clone()
+                        },
+                        now,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Authorized::all_of(user, request.id, each));
+        }
         let cached = self.native.user(user, &self.schema)?;
         let (resource, extra) = self.native.request_entities(user, request)?;
         let entities = cached
@@ -566,7 +609,7 @@ impl PolicySet {
         let action = self.native.action(Action::Approve)?.clone();
         let context = approve_context(user, now)?;
         let mut entitlements = Vec::new();
-        for ent in self.catalog.iter() {
+        for ent in self.catalog.iter().filter(|e| e.kind != Kind::Bundle) {
             let Some(ent_uid) = self.native.entitlement_uids.get(&ent.id) else {
                 continue;
             };
@@ -609,6 +652,16 @@ impl PolicySet {
                 entitlements.push(ent.id.clone());
             }
         }
+        // A bundle's requests may be approved by whoever might approve every member's.
+        let bundles: Vec<String> = self
+            .catalog
+            .iter()
+            .filter(|b| {
+                b.kind == Kind::Bundle && b.members().iter().all(|m| entitlements.contains(&m.id))
+            })
+            .map(|b| b.id.clone())
+            .collect();
+        entitlements.extend(bundles);
         Ok(Approvable { entitlements })
     }
 

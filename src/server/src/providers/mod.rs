@@ -13,6 +13,7 @@ use crate::policy::catalog::{Entitlement, Kind, Target};
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod azure;
+pub mod bundle;
 pub mod graph;
 pub mod microsoft;
 pub mod simulated;
@@ -39,6 +40,9 @@ pub struct GrantSpec<'a> {
     /// Another live grant already holds the same upstream object
     /// (extend it rather than create it).
     pub overlapping: bool,
+    /// Another live grant needs the same upstream object (an extension's): a failed grant
+    /// of a bundle keeps what it adopted instead of rolling it back.
+    pub held: bool,
 }
 
 /// Why a provider call did not succeed.
@@ -263,6 +267,8 @@ pub struct Providers {
     entra_role: Arc<dyn GrantProvider>,
     entra_group: Arc<dyn GrantProvider>,
     azure_role: Arc<dyn GrantProvider>,
+    /// Bundles, over the providers above.
+    bundle: Arc<dyn GrantProvider>,
     /// "Revoke all sessions" of AWS roles, when `[aws]` is configured.
     pub session_revoker: Option<Arc<dyn SessionRevoker>>,
     /// What ARM calls Azure scopes and roles, as far as the broker has seen.
@@ -278,10 +284,26 @@ impl Providers {
             aws_identity_center: sim.clone(),
             entra_role: sim.clone(),
             entra_group: sim.clone(),
-            azure_role: sim,
+            azure_role: sim.clone(),
+            bundle: sim,
             session_revoker: None,
             azure_names: Arc::default(),
         }
+        .with_bundles()
+    }
+
+    /// Bundles over the current member providers.
+    fn with_bundles(mut self) -> Self {
+        self.bundle = Arc::new(bundle::Bundle::new(self.clone()));
+        self
+    }
+
+    /// Whether a grant of `entitlement` is only recorded (for a bundle: all its members are).
+    pub fn simulates(&self, entitlement: &Entitlement) -> bool {
+        entitlement
+            .members()
+            .iter()
+            .all(|m| self.get(m.kind).simulated())
     }
 
     /// Replaces the provider of one kind.
@@ -293,8 +315,9 @@ impl Providers {
             Kind::EntraRole => self.entra_role = provider,
             Kind::EntraGroup => self.entra_group = provider,
             Kind::AzureRole => self.azure_role = provider,
+            Kind::Bundle => self.bundle = provider,
         }
-        self
+        self.with_bundles()
     }
 
     /// What an entitlement grants, in words: `role arn:…`, `Contributor at
@@ -334,6 +357,11 @@ impl Providers {
                     words
                 }
             }
+            Target::Bundle { members } => members
+                .iter()
+                .map(|m| format!("{} ({})", m.id, self.describe(m)))
+                .collect::<Vec<_>>()
+                .join(" + "),
         }
     }
 
@@ -345,6 +373,7 @@ impl Providers {
             Kind::EntraRole => self.entra_role.as_ref(),
             Kind::EntraGroup => self.entra_group.as_ref(),
             Kind::AzureRole => self.azure_role.as_ref(),
+            Kind::Bundle => self.bundle.as_ref(),
         }
     }
 }

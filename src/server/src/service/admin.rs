@@ -114,12 +114,19 @@ impl App {
         let mut live = Vec::with_capacity(rows.len());
         for row in &rows {
             if let Some(grantee) = users::grantee(&self.store, &row.requester_key).await? {
-                live.push(LiveGrant {
-                    request_id: row.id,
-                    entitlement: row.entitlement.clone(),
-                    grantee,
-                    ends_at: crate::clock::from_ms(row.expires_at.unwrap_or(row.created_at)),
-                });
+                // A bundle's grant explains each of its members' objects.
+                let members: Vec<String> = match self.policy.catalog.get(&row.entitlement) {
+                    Some(ent) => ent.members().iter().map(|m| m.id.clone()).collect(),
+                    None => vec![row.entitlement.clone()],
+                };
+                for entitlement in members {
+                    live.push(LiveGrant {
+                        request_id: row.id,
+                        entitlement,
+                        grantee: grantee.clone(),
+                        ends_at: crate::clock::from_ms(row.expires_at.unwrap_or(row.created_at)),
+                    });
+                }
             }
         }
         Ok((live, ending_ids))

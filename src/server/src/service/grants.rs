@@ -317,8 +317,8 @@ impl App {
         // object), or an earlier attempt of this job made it before the broker
         // died. Then the provider adopts or extends it instead of making a
         // second one.
-        let overlapping =
-            job.attempts > 1 || store::object_held(&self.store, &row.target_key, id).await?;
+        let held = store::object_held(&self.store, &row.target_key, id).await?;
+        let overlapping = job.attempts > 1 || held;
         let spec = GrantSpec {
             request_id: id,
             grantee: &grantee,
@@ -328,6 +328,7 @@ impl App {
             justification: &row.justification,
             ticket: row.ticket.as_deref(),
             overlapping,
+            held,
         };
         let provider = self.providers.get(ent.kind);
         let started = std::time::Instant::now();
@@ -353,7 +354,7 @@ impl App {
                         activated_at: Some(starts),
                         expires_at: Some(ends),
                         provider_ref: record.reference.clone(),
-                        simulated: Some(provider.simulated()),
+                        simulated: Some(self.providers.simulates(&ent)),
                         ..Changes::default()
                     },
                 )
@@ -370,7 +371,7 @@ impl App {
                                 data: json!({
                                     "expires_at": super::requests::fmt_ms(ends),
                                     "reference": record.reference,
-                                    "simulated": provider.simulated(),
+                                    "simulated": self.providers.simulates(&ent),
                                     "overlapping": overlapping,
                                     "details": record.details,
                                     "extends": row.extends_id,
@@ -551,7 +552,7 @@ impl App {
         let now_ms = self.now_ms();
         let holders = store::live_holders(&self.store, &row.target_key, id).await?;
         let result = if holders.is_empty() {
-            if let Some(key) = ent.policy_key() {
+            for key in ent.policy_keys() {
                 guard.lock_also(self, &key).await?;
             }
             let spec = GrantSpec {
@@ -563,6 +564,7 @@ impl App {
                 justification: &row.justification,
                 ticket: row.ticket.as_deref(),
                 overlapping: false,
+                held: false,
             };
             Some(self.remove_upstream(&spec).await)
         } else {
@@ -622,7 +624,7 @@ impl App {
                 JobOutcome::Done
             }
             Some(Ok(sessions)) => {
-                let mut data = json!({ "simulated": self.providers.get(ent.kind).simulated() });
+                let mut data = json!({ "simulated": self.providers.simulates(ent) });
                 if let Some(ended) = sessions {
                     data["sessions"] = ended.details.clone();
                 }
@@ -703,22 +705,25 @@ impl App {
         at: time::OffsetDateTime,
         now_ms: i64,
     ) -> Result<(), ServiceError> {
-        let Some(key) = ent.policy_key() else {
-            return Ok(());
-        };
         let delay = at - time::OffsetDateTime::now_utc();
         let due = now_ms + i64::try_from(delay.whole_milliseconds().max(0)).unwrap_or(0) + 1000;
-        let payload = json!({ "entitlement": ent.id }).to_string();
-        jobs::enqueue(
-            tx,
-            PRUNE_DENIES,
-            None,
-            &payload,
-            due,
-            Some(&format!("prune:{key}:{}", due / 1000)),
-            now_ms,
-        )
-        .await?;
+        // A bundle's denies are its members' (each pruned on its own).
+        for member in ent.members() {
+            let Some(key) = member.policy_key() else {
+                continue;
+            };
+            let payload = json!({ "entitlement": member.id }).to_string();
+            jobs::enqueue(
+                tx,
+                PRUNE_DENIES,
+                None,
+                &payload,
+                due,
+                Some(&format!("prune:{key}:{}", due / 1000)),
+                now_ms,
+            )
+            .await?;
+        }
         Ok(())
     }
 
@@ -812,11 +817,19 @@ impl App {
             ));
         }
         let ent = self.catalog_entry(&row.entitlement)?.clone();
-        if ent.kind != Kind::AwsRole {
-            return Err(ServiceError::Invalid(format!(
-                "`{}` is not an AWS role entitlement: it issues no credentials",
-                ent.id
-            )));
+        // A bundle issues its AWS role's sessions (through the bundle's provider).
+        if !self.issues_sessions(&ent.id) {
+            return Err(ServiceError::Invalid(if ent.kind == Kind::Bundle {
+                format!(
+                    "bundle `{}` does not hold exactly one AWS role: it issues no credentials",
+                    ent.id
+                )
+            } else {
+                format!(
+                    "`{}` is not an AWS role entitlement: it issues no credentials",
+                    ent.id
+                )
+            }));
         }
         let now_ms = self.now_ms();
         if row.state != RequestState::Active || row.expires_at.is_none_or(|e| e <= now_ms) {
@@ -829,16 +842,32 @@ impl App {
         Ok((row, ent, grantee))
     }
 
+    /// Whether grants of `entitlement` issue AWS sessions: an AWS role, or a bundle with
+    /// exactly one.
+    pub fn issues_sessions(&self, entitlement: &str) -> bool {
+        self.policy.catalog.get(entitlement).is_some_and(|e| {
+            e.members()
+                .iter()
+                .filter(|m| m.kind == Kind::AwsRole)
+                .count()
+                == 1
+        })
+    }
+
     /// STS session length for a grant: what is left of its window, capped by
     /// the entitlement's session cap, never below STS's 900-second minimum.
     pub fn session_seconds(&self, row: &RequestRow, ent: &Entitlement) -> u64 {
         let left = u64::try_from(self.seconds_left(row)).unwrap_or(0);
-        let cap = match &ent.target {
-            crate::policy::catalog::Target::AwsRole {
-                session_seconds, ..
-            } => *session_seconds,
-            _ => crate::policy::catalog::DEFAULT_SESSION_SECONDS,
-        };
+        let cap = ent
+            .members()
+            .iter()
+            .find_map(|m| match &m.target {
+                crate::policy::catalog::Target::AwsRole {
+                    session_seconds, ..
+                } => Some(*session_seconds),
+                _ => None,
+            })
+            .unwrap_or(crate::policy::catalog::DEFAULT_SESSION_SECONDS);
         left.min(cap).max(crate::policy::catalog::MIN_STS_SECONDS)
     }
 
@@ -979,7 +1008,7 @@ impl App {
     ) {
         let result = async {
             let mut guard = self.lock_target(&row.target_key).await?;
-            if let Some(key) = ent.policy_key() {
+            for key in ent.policy_keys() {
                 guard.lock_also(self, &key).await?;
             }
             let spec = Self::spec_for(row, ent, grantee);
@@ -1035,6 +1064,7 @@ impl App {
             justification: &row.justification,
             ticket: row.ticket.as_deref(),
             overlapping: false,
+            held: false,
         }
     }
 }

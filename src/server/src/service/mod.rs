@@ -133,7 +133,7 @@ impl App {
     /// Appends an audit event inside `tx`; returns an id of the event, unique
     /// to it (notifications are keyed by it).
     pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<Uuid, ServiceError> {
-        audit_store::append(tx, self.now(), event).await?;
+        audit_store::append(tx, self.now(), self.naming_members(event)).await?;
         Ok(Uuid::now_v7())
     }
 
@@ -145,6 +145,7 @@ impl App {
         events: Vec<NewEvent<'_>>,
     ) -> Result<Vec<Uuid>, ServiceError> {
         let ids = events.iter().map(|_| Uuid::now_v7()).collect();
+        let events = events.into_iter().map(|e| self.naming_members(e)).collect();
         audit_store::append_all(tx, self.now(), events).await?;
         Ok(ids)
     }
@@ -152,7 +153,25 @@ impl App {
     /// Records an event that comes with no other change (a credential mint, a
     /// console sign-in, an admin action): a transaction of its own.
     pub async fn audit_alone(&self, event: NewEvent<'_>) -> Result<(), ServiceError> {
-        Ok(audit_store::append_alone(&self.store, self.now(), event).await?)
+        Ok(audit_store::append_alone(&self.store, self.now(), self.naming_members(event)).await?)
+    }
+
+    /// An event about a bundle names each of its members too (`members` in its data).
+    fn naming_members<'a>(&self, mut event: NewEvent<'a>) -> NewEvent<'a> {
+        let bundle = event
+            .entitlement
+            .and_then(|id| self.policy.catalog.get(id))
+            .filter(|e| e.kind == crate::policy::Kind::Bundle);
+        if let (Some(bundle), Some(data)) = (bundle, event.data.as_object_mut()) {
+            data.entry("members").or_insert_with(|| {
+                bundle
+                    .members()
+                    .iter()
+                    .map(|m| serde_json::Value::from(m.id.as_str()))
+                    .collect()
+            });
+        }
+        event
     }
 
     /// Records a sign-in, sign-out or refused sign-in.

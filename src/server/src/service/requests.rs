@@ -78,6 +78,46 @@ impl App {
             .ok_or_else(|| ServiceError::NotFound(format!("unknown entitlement `{id}`")))
     }
 
+    /// What a request asks for: exactly one of `entitlement` (an entitlement's id, or a
+    /// bundle's: ids are shared) and `bundle` (a bundle's).
+    pub fn requested(&self, input: &CreateRequest) -> Result<&Entitlement, ServiceError> {
+        match (input.entitlement.as_str(), input.bundle.as_deref()) {
+            ("", None) => Err(ServiceError::Invalid(
+                "`entitlement` or `bundle` is required".to_owned(),
+            )),
+            (_, Some(_)) if !input.entitlement.is_empty() => Err(ServiceError::Invalid(
+                "give either `entitlement` or `bundle`, not both".to_owned(),
+            )),
+            (id, None) => self.entitlement(id),
+            (_, Some(id)) => match self.policy.catalog.get(id) {
+                Some(b) if b.kind == crate::policy::Kind::Bundle => Ok(b),
+                Some(_) => Err(ServiceError::Invalid(format!(
+                    "`{id}` is an entitlement, not a bundle: send it as `entitlement`"
+                ))),
+                None => Err(ServiceError::NotFound(format!("unknown bundle `{id}`"))),
+            },
+        }
+    }
+
+    /// The user's open request for an entitlement other than `ent` whose grant makes some
+    /// of the same access (a bundle and its members): one of them at a time, so that
+    /// ending one never takes away what the other still grants.
+    async fn open_overlap(
+        &self,
+        user: &User,
+        ent: &Entitlement,
+    ) -> Result<Option<RequestRow>, ServiceError> {
+        for other in self.policy.catalog.iter() {
+            if other.id != ent.id
+                && other.members().iter().any(|m| ent.grants(&m.id))
+                && let Some(open) = store::open_request(&self.store, &user.key, &other.id).await?
+            {
+                return Ok(Some(open));
+            }
+        }
+        Ok(None)
+    }
+
     /// Files a request. Auto-approves or breaks glass when the policies allow. Refused when
     /// the user has an open request for it already, naming that one ([`App::open_request`]).
     pub async fn create_request(
@@ -85,10 +125,19 @@ impl App {
         user: &User,
         input: &CreateRequest,
     ) -> Result<RequestView, ServiceError> {
-        match self.file_request(user, input).await {
+        let ent = self.requested(input)?;
+        if let Some(open) = self.open_overlap(user, ent).await? {
+            return Err(ServiceError::Conflict(format!(
+                "`{}` grants some of what `{}` grants, and {}",
+                ent.id,
+                open.entitlement,
+                already_open(&open)
+            )));
+        }
+        match self.file_request(user, ent, input).await {
             // The database refused a second open request (`requests_one_open`): say which.
             Err(ServiceError::Conflict(why)) => Err(ServiceError::Conflict(
-                match self.open_request(user, &input.entitlement).await {
+                match self.open_request(user, &ent.id).await {
                     Ok(Some(open)) => already_open(&open),
                     _ => why,
                 },
@@ -113,9 +162,9 @@ impl App {
     async fn file_request(
         &self,
         user: &User,
+        ent: &Entitlement,
         input: &CreateRequest,
     ) -> Result<RequestView, ServiceError> {
-        let ent = self.entitlement(&input.entitlement)?;
         let duration = input
             .duration
             .seconds()
@@ -211,7 +260,7 @@ impl App {
             extends_id: None,
             root_id: id,
             target_key: ent.target_key(&user.key),
-            simulated: self.providers.get(ent.kind).simulated(),
+            simulated: self.providers.simulates(ent),
             created_at: now_ms,
             pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
             start_at,

@@ -127,7 +127,19 @@ impl App {
             },
         )
         .await?;
-        store::set_deprovisioned(tx, row.id, now_ms).await?;
+        // A bundle's failed grant may leave a member whose roll-back failed (PIM refuses a
+        // removal in an assignment's first five minutes): its removal of every member is
+        // queued, and repeated until it succeeds. Other kinds made nothing.
+        let bundle = self
+            .policy
+            .catalog
+            .get(&row.entitlement)
+            .is_some_and(|e| e.kind == crate::policy::Kind::Bundle);
+        if bundle {
+            self.queue_deprovision(tx, row.id, now_ms).await?;
+        } else {
+            store::set_deprovisioned(tx, row.id, now_ms).await?;
+        }
         jobs::complete(tx, job.id, now_ms).await?;
         Ok(())
     }

@@ -196,6 +196,7 @@ async fn create_request(
         Ok(start_at) => {
             let input = CreateRequest {
                 entitlement: f.entitlement.clone(),
+                bundle: None,
                 duration: DurationInput::Text(f.duration.clone()),
                 justification: f.justification.clone(),
                 ticket: f.ticket.clone().filter(|t| !t.trim().is_empty()),

@@ -49,6 +49,8 @@ struct RequestPage {
     can_review: bool,
     owner: bool,
     can_revoke: bool,
+    /// It issues AWS credentials and console sign-ins (an AWS role, or a bundle with one).
+    mints: bool,
     creds: Option<jit_api::Credentials>,
     region: String,
     notice: String,
@@ -120,6 +122,7 @@ async fn request_page(
         can_decide: may_decide && !decided && v.row.state == RequestState::Pending,
         can_review: may_decide && v.row.break_glass && v.row.reviewed_at.is_none(),
         owner,
+        mints: web.app.issues_sessions(&v.row.entitlement),
         can_revoke: (owner || web.app.is_admin(&s.user))
             && matches!(v.row.state, RequestState::Active | RequestState::Approved),
         r: card(web, &v),
