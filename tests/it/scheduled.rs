@@ -177,7 +177,8 @@ each_engine!(
                 "request.cancelled"
             ]
         );
-        // An admin may cancel someone's scheduled request too.
+        // An admin may cancel someone's scheduled request too, over the API and on its page
+        // (which offers no cancelling of someone's granted or pending request).
         let (status, body) =
             schedule(&alice, "aws-sandbox", &at(&b, time::Duration::hours(1))).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -187,6 +188,35 @@ each_engine!(
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["state"], "cancelled");
+        let (status, body) =
+            schedule(&alice, "aws-sandbox", &at(&b, time::Duration::hours(1))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id: uuid::Uuid = body["id"].as_str().unwrap().parse().unwrap();
+        let cookie = b.browser_login("carol").await;
+        let (_, page) = b.page(&cookie, &format!("/requests/{id}")).await;
+        assert!(page.contains(r#"id="cancel""#), "{page}");
+        let csrf = page
+            .split(r#"name="csrf" value=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap();
+        let res = b
+            .http
+            .post(format!("{}/requests/{id}/cancel", b.url))
+            .header(reqwest::header::COOKIE, &cookie)
+            .header(reqwest::header::ORIGIN, &b.url)
+            .form(&[("csrf", csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.text().await.unwrap().contains("You cancelled this request."));
+        assert_eq!(alice.show(id).await.state, RequestState::Cancelled);
+        let (_, page) = b.page(&cookie, &format!("/requests/{id}")).await;
+        assert!(!page.contains(r#"id="cancel""#), "{page}");
+        let pending = alice.request("aws-prod-admin", "1h").await;
+        let (_, page) = b.page(&cookie, &format!("/requests/{}", pending.id)).await;
+        assert!(!page.contains(r#"id="cancel""#), "{page}");
     }
 );
 

@@ -49,6 +49,8 @@ struct RequestPage {
     can_review: bool,
     owner: bool,
     can_revoke: bool,
+    /// The requester, until it is granted; an admin too, while it is scheduled.
+    can_cancel: bool,
     /// It issues AWS credentials and console sign-ins (an AWS role, or a bundle with one).
     mints: bool,
     creds: Option<jit_api::Credentials>,
@@ -123,6 +125,11 @@ async fn request_page(
         can_review: may_decide && v.row.break_glass && v.row.reviewed_at.is_none(),
         owner,
         mints: web.app.issues_sessions(&v.row.entitlement),
+        can_cancel: match v.row.state {
+            RequestState::Pending | RequestState::Approved => owner,
+            RequestState::Scheduled => owner || web.app.is_admin(&s.user),
+            _ => false,
+        },
         can_revoke: (owner || web.app.is_admin(&s.user))
             && matches!(v.row.state, RequestState::Active | RequestState::Approved),
         r: card(web, &v),
