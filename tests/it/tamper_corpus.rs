@@ -693,6 +693,7 @@ fn forged(chain: &Chain, rng: &mut StdRng, seq: i64, prev: &str) -> Event {
         data: model.data.clone(),
         prev_hash: prev.to_owned(),
         hash: String::new(),
+        pending: false,
     };
     row.hash = hash_of(&row);
     row
