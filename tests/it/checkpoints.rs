@@ -1,4 +1,5 @@
-//! Signed audit checkpoints with a file sink, on both engines: the writer signs the chain's
+//! Signed audit checkpoints with a file sink, each scenario on both engines (brokers sharing a
+//! database: PostgreSQL only, the engine brokers share): the writer signs the chain's
 //! head only when it grew, each checkpoint names the one before, `audit verify --checkpoints`
 //! holds the database against them (and fails with another key), exports carry them and
 //! verify offline, a chain changed since the last checkpoint is never signed, a failing sink
@@ -342,10 +343,16 @@ async fn brokers_sharing_postgresql_write_one_chain_of_checkpoints() {
 /// stops (SIGTERM).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_checkpoints_every_interval_and_at_shutdown() {
+    for engine in ENGINES {
+        serve_checkpoints(engine).await;
+    }
+}
+
+async fn serve_checkpoints(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("sink");
     let (key, public, _) = key_files(dir.path(), "cp");
-    let db = crate::support::server::fresh_db(Engine::Sqlite).await;
+    let db = crate::support::server::fresh_db(engine).await;
     let sink_url = format!("file://{}", sink.display());
     let mut server = crate::support::server::ServerProcess::start_dev_with(
         dir.path(),
@@ -367,7 +374,7 @@ async fn serve_checkpoints_every_interval_and_at_shutdown() {
     sign_in().await;
     let mut waited = 0;
     while sink_list_or_empty(&sink).await.is_empty() {
-        assert!(waited < 100, "no checkpoint within 10 s");
+        assert!(waited < 100, "{engine:?}: no checkpoint within 10 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += 1;
     }
@@ -381,9 +388,12 @@ async fn serve_checkpoints_every_interval_and_at_shutdown() {
         .unwrap();
     assert!(status.success());
     let exit = server.child.wait().unwrap();
-    assert!(exit.success(), "{exit}");
+    assert!(exit.success(), "{engine:?}: {exit}");
     let all = sink_list_or_empty(&sink).await;
-    assert!(all.len() > before, "no shutdown checkpoint: {all:?}");
+    assert!(
+        all.len() > before,
+        "{engine:?}: no shutdown checkpoint: {all:?}"
+    );
     let newest = all.last().unwrap();
     let store = jit_server::store::Store::connect(&db.url, 1).await.unwrap();
     let head = jit_server::store::audit::verify(&store, None)
