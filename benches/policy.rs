@@ -49,6 +49,7 @@ fn decisions(c: &mut Criterion) {
         extension: false,
         break_glass: false,
         now,
+        start_at: None,
     };
     let mut group = c.benchmark_group("decision");
     group.bench_function("request", |b| {

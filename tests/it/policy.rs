@@ -77,6 +77,7 @@ fn decide(policy: &PolicySet, case: &Case) -> (bool, Vec<String>) {
                 extension: case.extension,
                 break_glass: action == Action::BreakGlass,
                 now,
+                start_at: None,
             };
             match action {
                 Action::Request => policy

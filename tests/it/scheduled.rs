@@ -210,7 +210,12 @@ each_engine!(
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        assert!(res.text().await.unwrap().contains("You cancelled this request."));
+        assert!(
+            res.text()
+                .await
+                .unwrap()
+                .contains("You cancelled this request.")
+        );
         assert_eq!(alice.show(id).await.state, RequestState::Cancelled);
         let (_, page) = b.page(&cookie, &format!("/requests/{id}")).await;
         assert!(!page.contains(r#"id="cancel""#), "{page}");

@@ -172,6 +172,9 @@ pub struct RequestFacts<'a> {
     pub break_glass: bool,
     /// Now, unix seconds.
     pub now: i64,
+    /// When a scheduled request's access begins (its `start_at`), unix seconds; `None` for
+    /// access from the approval on. In the context as `start_at` when the schema declares it.
+    pub start_at: Option<i64>,
 }
 
 /// What an approver decides on.
@@ -213,6 +216,44 @@ pub(super) struct Native {
     /// Entitlement uid by id.
     entitlement_uids: HashMap<String, EntityUid>,
     users: Mutex<UserCache>,
+    /// The schema's `RequestContext` declares `start_at` (`start_at?: Long`): a schema
+    /// written before it existed keeps working without it.
+    pub(super) start_at_in_context: bool,
+}
+
+impl Native {
+    /// Whether `schema` accepts a request context with `start_at` (decided once, at load).
+    pub(super) fn declares_start_at(&self, schema: &Schema) -> bool {
+        let Ok(action) = self.action(Action::Request) else {
+            return false;
+        };
+        let context = Context::from_pairs(
+            [
+                ("duration_seconds", long(0)),
+                ("justification", string("")),
+                ("has_ticket", RestrictedExpression::new_bool(false)),
+                ("ticket", string("")),
+                ("mfa", RestrictedExpression::new_bool(false)),
+                ("auth_age_seconds", RestrictedExpression::new_long(0)),
+                ("hour_utc", RestrictedExpression::new_long(0)),
+                ("weekday", RestrictedExpression::new_long(0)),
+                ("extension", RestrictedExpression::new_bool(false)),
+                ("break_glass", RestrictedExpression::new_bool(false)),
+                ("start_at", RestrictedExpression::new_long(0)),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        context.is_ok_and(|context| {
+            Request::new(
+                uid(&self.user_type, "probe"),
+                action.clone(),
+                uid(&self.entitlement_type, "probe"),
+                context,
+                Some(schema),
+            )
+            .is_ok()
+        })
+    }
 }
 
 /// The users' entities, by a hash of everything they are built from.
@@ -310,6 +351,7 @@ impl Native {
                 hasher: std::collections::hash_map::RandomState::new(),
                 map: HashMap::new(),
             }),
+            start_at_in_context: false,
         })
     }
 
@@ -500,38 +542,49 @@ impl PolicySet {
             return Ok(Authorized::all_of(user, &ent.id, each));
         }
         let cached = self.native.user(user, &self.schema)?;
-        let context = Context::from_pairs([
-            ("duration_seconds".to_owned(), long(facts.duration_seconds)),
-            ("justification".to_owned(), string(facts.justification)),
-            (
-                "has_ticket".to_owned(),
-                RestrictedExpression::new_bool(facts.ticket.is_some()),
-            ),
-            ("ticket".to_owned(), string(facts.ticket.unwrap_or(""))),
-            ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
-            (
-                "auth_age_seconds".to_owned(),
-                RestrictedExpression::new_long(
-                    user.auth_time.map_or(i64::MAX, |t| (facts.now - t).max(0)),
+        let context = Context::from_pairs(
+            [
+                ("duration_seconds".to_owned(), long(facts.duration_seconds)),
+                ("justification".to_owned(), string(facts.justification)),
+                (
+                    "has_ticket".to_owned(),
+                    RestrictedExpression::new_bool(facts.ticket.is_some()),
                 ),
+                ("ticket".to_owned(), string(facts.ticket.unwrap_or(""))),
+                ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
+                (
+                    "auth_age_seconds".to_owned(),
+                    RestrictedExpression::new_long(
+                        user.auth_time.map_or(i64::MAX, |t| (facts.now - t).max(0)),
+                    ),
+                ),
+                (
+                    "hour_utc".to_owned(),
+                    RestrictedExpression::new_long(hour_utc(facts.now)),
+                ),
+                (
+                    "weekday".to_owned(),
+                    RestrictedExpression::new_long(
+                        (facts.now.div_euclid(86_400) + 4).rem_euclid(7),
+                    ),
+                ),
+                (
+                    "extension".to_owned(),
+                    RestrictedExpression::new_bool(facts.extension),
+                ),
+                (
+                    "break_glass".to_owned(),
+                    RestrictedExpression::new_bool(facts.break_glass),
+                ),
+            ]
+            .into_iter()
+            .chain(
+                facts
+                    .start_at
+                    .filter(|_| self.native.start_at_in_context)
+                    .map(|at| ("start_at".to_owned(), RestrictedExpression::new_long(at))),
             ),
-            (
-                "hour_utc".to_owned(),
-                RestrictedExpression::new_long(hour_utc(facts.now)),
-            ),
-            (
-                "weekday".to_owned(),
-                RestrictedExpression::new_long((facts.now.div_euclid(86_400) + 4).rem_euclid(7)),
-            ),
-            (
-                "extension".to_owned(),
-                RestrictedExpression::new_bool(facts.extension),
-            ),
-            (
-                "break_glass".to_owned(),
-                RestrictedExpression::new_bool(facts.break_glass),
-            ),
-        ])
+        )
         .map_err(Denied::error)?;
         if let Some(resource) = self.native.entitlement_uids.get(&ent.id) {
             return self.decide(&cached, resource, &ent.id, &cached.entities, context);
@@ -712,5 +765,80 @@ impl PolicySet {
                     .collect(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{BUNDLED, act};
+
+    /// The bundled set, its files passed through `edit`, and `extra` Cedar beside them.
+    fn set(edit: impl Fn(&str, &str) -> String, extra: &str) -> PolicySet {
+        let mut files: Vec<(String, String)> = BUNDLED
+            .iter()
+            .map(|(name, text)| ((*name).to_owned(), edit(name, text)))
+            .collect();
+        if !extra.is_empty() {
+            files.push(("extra.cedar".to_owned(), extra.to_owned()));
+        }
+        PolicySet::from_files(&files, "test").unwrap()
+    }
+
+    fn alice() -> User {
+        User {
+            key: "dev/alice".to_owned(),
+            oid: None,
+            name: "Alice".to_owned(),
+            email: "alice@example.com".to_owned(),
+            groups: vec!["grp-jit-requesters".to_owned()],
+            roles: vec![],
+            mfa: true,
+            auth_time: None,
+            acrs: vec![],
+        }
+    }
+
+    fn may_request(policy: &PolicySet, start_at: Option<i64>) -> bool {
+        let facts = RequestFacts {
+            duration_seconds: 3600,
+            justification: "test",
+            ticket: None,
+            extension: false,
+            break_glass: false,
+            now: 1_800_000_000,
+            start_at,
+        };
+        let ent = policy.catalog.get("aws-sandbox").unwrap();
+        policy
+            .authorize_entitlement::<act::Request>(&alice(), ent, &facts)
+            .is_ok()
+    }
+
+    #[test]
+    fn the_context_carries_start_at_when_the_schema_declares_it() {
+        let policy = set(
+            |_, text| text.to_owned(),
+            r#"@id("no-scheduling-far-ahead")
+forbid (principal, action == Action::"request", resource)
+when { context has start_at && context.start_at > 1800086400 };"#,
+        );
+        assert!(may_request(&policy, None));
+        assert!(may_request(&policy, Some(1_800_003_600)));
+        assert!(!may_request(&policy, Some(1_800_090_000)));
+
+        // A schema written before `start_at` existed: the context goes without it.
+        let old = set(
+            |name, text| {
+                if name.ends_with(".cedarschema") {
+                    text.replace("start_at?: Long,", "")
+                } else {
+                    text.to_owned()
+                }
+            },
+            "",
+        );
+        assert!(!old.native.start_at_in_context);
+        assert!(may_request(&old, Some(1_800_090_000)));
     }
 }

@@ -276,8 +276,9 @@ impl PolicySet {
             hasher.update(text.as_bytes());
             hasher.update([0]);
         }
-        let native =
+        let mut native =
             decide::Native::new(catalog.iter()).map_err(|e| vec![format!("{source}: {e}")])?;
+        native.start_at_in_context = native.declares_start_at(&schema);
         Ok(Self {
             native,
             catalog,

@@ -188,6 +188,7 @@ impl App {
             extension: false,
             break_glass: input.break_glass,
             now: now.unix_timestamp(),
+            start_at: start_at.map(|ms| ms.div_euclid(1000)),
         };
         self.policy
             .authorize_entitlement::<act::Request>(user, ent, &facts)
@@ -809,6 +810,7 @@ impl App {
             extension: true,
             break_glass: false,
             now: now.unix_timestamp(),
+            start_at: None,
         };
         self.policy
             .authorize_entitlement::<act::Request>(user, ent, &facts)
@@ -1215,6 +1217,7 @@ impl App {
                     extension: false,
                     break_glass: false,
                     now,
+                    start_at: None,
                 };
                 self.policy
                     .authorize_entitlement::<act::Request>(user, e, &facts)
@@ -1238,6 +1241,7 @@ impl App {
                         extension: false,
                         break_glass: true,
                         now: self.now().unix_timestamp(),
+                        start_at: None,
                     },
                 )
                 .is_ok()
