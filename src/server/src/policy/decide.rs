@@ -40,6 +40,81 @@ pub mod act {
     /// Read the whole audit log and every request.
     #[derive(Debug)]
     pub enum Audit {}
+    /// Withdraw a request before it is granted: its requester, or an admin a scheduled one
+    /// ([`PolicySet::authorize_cancel`](crate::policy::PolicySet::authorize_cancel)).
+    ///
+    /// Its proof is made there only, and no other proof stands for it:
+    ///
+    /// ```compile_fail
+    /// # fn f(policy: &jit_server::policy::PolicySet, user: &jit_server::domain::User,
+    /// #      request: &jit_server::policy::OwnRequest<'_>) {
+    /// use jit_server::policy::{Authorized, act};
+    /// let revoke = policy.authorize_revoke(user, request).unwrap();
+    /// let cancel: Authorized<act::Cancel> = revoke; // a revoke's proof is not a cancel's
+    /// # }
+    /// ```
+    ///
+    /// ```compile_fail
+    /// use jit_server::policy::{Authorized, act};
+    /// let forged: Authorized<act::Cancel> = Authorized {
+    ///     principal: "dev/mallory".to_owned(),
+    ///     resource: "0190a5c0-0000-7000-8000-000000000000".to_owned(),
+    ///     policies: vec![],
+    ///     act: std::marker::PhantomData,
+    /// };
+    /// ```
+    #[derive(Debug)]
+    pub enum Cancel {}
+    /// End a grant early: its requester or an admin
+    /// ([`PolicySet::authorize_revoke`](crate::policy::PolicySet::authorize_revoke)).
+    ///
+    /// Its proof is made there only, and no other proof stands for it:
+    ///
+    /// ```compile_fail
+    /// # fn f(policy: &jit_server::policy::PolicySet, user: &jit_server::domain::User,
+    /// #      request: &jit_server::policy::OwnRequest<'_>) {
+    /// use jit_server::policy::{Authorized, act};
+    /// let cancel = policy.authorize_cancel(user, request).unwrap();
+    /// let revoke: Authorized<act::Revoke> = cancel; // a cancel's proof is not a revoke's
+    /// # }
+    /// ```
+    ///
+    /// ```compile_fail
+    /// use jit_server::policy::{Authorized, act};
+    /// let forged: Authorized<act::Revoke> = Authorized {
+    ///     principal: "dev/mallory".to_owned(),
+    ///     resource: "0190a5c0-0000-7000-8000-000000000000".to_owned(),
+    ///     policies: vec![],
+    ///     act: std::marker::PhantomData,
+    /// };
+    /// ```
+    #[derive(Debug)]
+    pub enum Revoke {}
+    /// Ask for more time on a grant: its requester only
+    /// ([`PolicySet::authorize_extend`](crate::policy::PolicySet::authorize_extend)).
+    ///
+    /// Its proof is made there only, and no other proof stands for it:
+    ///
+    /// ```compile_fail
+    /// # fn f(policy: &jit_server::policy::PolicySet, user: &jit_server::domain::User,
+    /// #      request: &jit_server::policy::OwnRequest<'_>) {
+    /// use jit_server::policy::{Authorized, act};
+    /// let revoke = policy.authorize_revoke(user, request).unwrap();
+    /// let extend: Authorized<act::Extend> = revoke; // a revoke's proof is not an extension's
+    /// # }
+    /// ```
+    ///
+    /// ```compile_fail
+    /// use jit_server::policy::{Authorized, act};
+    /// let forged: Authorized<act::Extend> = Authorized {
+    ///     principal: "dev/mallory".to_owned(),
+    ///     resource: "0190a5c0-0000-7000-8000-000000000000".to_owned(),
+    ///     policies: vec![],
+    ///     act: std::marker::PhantomData,
+    /// };
+    /// ```
+    #[derive(Debug)]
+    pub enum Extend {}
 }
 
 mod sealed {
@@ -47,26 +122,38 @@ mod sealed {
 }
 
 /// An action of [`act`]; implemented there only.
-pub trait Act: sealed::Sealed {
+pub trait Act: sealed::Sealed {}
+
+/// An action the Cedar policies decide.
+pub trait CedarAct: Act {
     /// Its Cedar action.
     const ACTION: Action;
 }
 
 /// An action on a catalog entitlement.
-pub trait OnEntitlement: Act {}
+pub trait OnEntitlement: CedarAct {}
 
 /// An action on the broker as a whole.
-pub trait OnBroker: Act {}
+pub trait OnBroker: CedarAct {}
 
 macro_rules! acts {
     ($($t:ident => $a:ident: $on:ident),* $(,)?) => {$(
         impl sealed::Sealed for act::$t {}
-        impl Act for act::$t {
+        impl Act for act::$t {}
+        impl CedarAct for act::$t {
             const ACTION: Action = Action::$a;
         }
         impl $on for act::$t {}
     )*};
 }
+
+// The broker's own rules on a request by its requester (an admin's part is Cedar's `admin`).
+impl sealed::Sealed for act::Cancel {}
+impl Act for act::Cancel {}
+impl sealed::Sealed for act::Revoke {}
+impl Act for act::Revoke {}
+impl sealed::Sealed for act::Extend {}
+impl Act for act::Extend {}
 
 acts! {
     Request => Request: OnEntitlement,
@@ -120,6 +207,16 @@ impl<A: Act> Authorized<A> {
         self.principal == user.key
     }
 
+    /// Allowed to `user` on their own request `id` by the broker's rules, no policy needed.
+    fn own(user: &User, id: &str) -> Self {
+        Self {
+            principal: user.key.clone(),
+            resource: id.to_owned(),
+            policies: Vec::new(),
+            act: PhantomData,
+        }
+    }
+
     /// The decision on `resource` (a bundle, or its request) made of the decisions on each
     /// of its members, all allowed.
     fn all_of(user: &User, resource: &str, each: Vec<Self>) -> Self {
@@ -153,6 +250,14 @@ impl Denied {
         Self {
             policies: vec![],
             errors: vec![e.to_string()],
+        }
+    }
+
+    /// Refused with no policy involved: the broker's own rule says no.
+    fn nothing() -> Self {
+        Self {
+            policies: vec![],
+            errors: vec![],
         }
     }
 }
@@ -192,6 +297,19 @@ pub struct RequestResource<'a> {
     pub duration_seconds: u64,
     /// Break-glass.
     pub break_glass: bool,
+}
+
+/// A request as the broker's own rules on it see it: whose it is and whether it waits for
+/// its start ([`PolicySet::authorize_cancel`], [`PolicySet::authorize_revoke`],
+/// [`PolicySet::authorize_extend`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OwnRequest<'a> {
+    /// Request id.
+    pub id: &'a str,
+    /// Requester key.
+    pub requester_key: &'a str,
+    /// Whether it is scheduled (approved, waiting for its start).
+    pub scheduled: bool,
 }
 
 /// Which requests' entitlements a user might approve: a superset of what the
@@ -639,6 +757,60 @@ impl PolicySet {
         self.decide(&cached, &resource, request.id, &entities, context)
     }
 
+    /// Decides `cancel` by `user` on `request`: its requester, or an admin while it waits
+    /// for its start.
+    pub fn authorize_cancel(
+        &self,
+        user: &User,
+        request: &OwnRequest<'_>,
+    ) -> Result<Authorized<act::Cancel>, Denied> {
+        if request.requester_key == user.key {
+            return Ok(Authorized::own(user, request.id));
+        }
+        if !request.scheduled {
+            return Err(Denied::nothing());
+        }
+        self.by_admin(user, request.id)
+    }
+
+    /// Decides `revoke` by `user` on `request`: its requester or an admin.
+    pub fn authorize_revoke(
+        &self,
+        user: &User,
+        request: &OwnRequest<'_>,
+    ) -> Result<Authorized<act::Revoke>, Denied> {
+        if request.requester_key == user.key {
+            return Ok(Authorized::own(user, request.id));
+        }
+        self.by_admin(user, request.id)
+    }
+
+    /// Decides `extend` by `user` on `request`: its requester only (the extension itself is
+    /// then a `request` the policies decide).
+    pub fn authorize_extend(
+        &self,
+        user: &User,
+        request: &OwnRequest<'_>,
+    ) -> Result<Authorized<act::Extend>, Denied> {
+        if request.requester_key == user.key {
+            Ok(Authorized::own(user, request.id))
+        } else {
+            Err(Denied::nothing())
+        }
+    }
+
+    /// Action `A` on request `id`, allowed to `user` because the policies let them administer
+    /// the broker.
+    fn by_admin<A: Act>(&self, user: &User, id: &str) -> Result<Authorized<A>, Denied> {
+        let admin = self.authorize_broker::<act::Admin>(user)?;
+        Ok(Authorized {
+            principal: admin.principal,
+            resource: id.to_owned(),
+            policies: admin.policies,
+            act: PhantomData,
+        })
+    }
+
     /// Decides broker-wide action `A` (`admin`, `audit`) by `user`.
     pub fn authorize_broker<A: OnBroker>(&self, user: &User) -> Result<Authorized<A>, Denied> {
         let cached = self.native.user(user, &self.schema)?;
@@ -719,7 +891,7 @@ impl PolicySet {
     }
 
     /// Decides action `A` by `user` on `resource`.
-    fn decide<A: Act>(
+    fn decide<A: CedarAct>(
         &self,
         user: &UserEntities,
         resource: &EntityUid,

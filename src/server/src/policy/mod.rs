@@ -20,8 +20,8 @@ mod decide;
 
 pub use catalog::{Catalog, Entitlement, Kind};
 pub use decide::{
-    Act, Approvable, Authorized, Denied, OnBroker, OnEntitlement, RequestFacts, RequestResource,
-    act,
+    Act, Approvable, Authorized, CedarAct, Denied, OnBroker, OnEntitlement, OwnRequest,
+    RequestFacts, RequestResource, act,
 };
 
 /// Files of the bundled example policy set (`policies/`), for `serve --dev`.

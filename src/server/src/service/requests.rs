@@ -9,7 +9,7 @@ use super::{App, ServiceError};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
-use crate::policy::{Entitlement, RequestFacts, RequestResource, act};
+use crate::policy::{Authorized, Entitlement, OwnRequest, RequestFacts, RequestResource, act};
 use crate::store::audit::NewEvent;
 use crate::store::requests::{self as store, ApprovalRow, Changes, Cursor, ListFilter, RequestRow};
 use crate::store::{Tx, jobs, users};
@@ -594,27 +594,45 @@ impl App {
     }
 
     /// Withdraws a pending or approved request (the requester only), or a scheduled one before
-    /// it starts (the requester or an admin).
+    /// it starts (the requester or an admin): as the policy module decides
+    /// ([`crate::policy::PolicySet::authorize_cancel`]).
     pub async fn cancel(&self, user: &User, id: Uuid) -> Result<RequestView, ServiceError> {
         let mut tx = self.store.begin().await?;
         let row = self.lock_visible(&mut tx, user, id).await?;
-        let by_admin = row.requester_key != user.key;
-        if by_admin && !(row.state == RequestState::Scheduled && self.is_admin(user)) {
-            return Err(ServiceError::Forbidden(
-                if row.state == RequestState::Scheduled {
-                    "only the requester or an admin can cancel a scheduled request"
-                } else {
-                    "only the requester can cancel a request"
-                }
-                .to_owned(),
-            ));
-        }
+        let who = self
+            .policy
+            .authorize_cancel(user, &own(&row.id.to_string(), &row))
+            .map_err(|_| {
+                ServiceError::Forbidden(
+                    if row.state == RequestState::Scheduled {
+                        "only the requester or an admin can cancel a scheduled request"
+                    } else {
+                        "only the requester can cancel a request"
+                    }
+                    .to_owned(),
+                )
+            })?;
+        self.withdraw(&mut tx, &who, user, &row).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        self.view(id).await
+    }
+
+    /// Cancels locked request `row` inside `tx`, as `who` allows `user`.
+    async fn withdraw(
+        &self,
+        tx: &mut Tx,
+        who: &Authorized<act::Cancel>,
+        user: &User,
+        row: &RequestRow,
+    ) -> Result<(), ServiceError> {
         let to = domain::transition(row.state, Event::Cancel)
             .map_err(|_| ServiceError::Conflict(format!("request is already {}", row.state)))?;
+        let by_admin = who.principal() != row.requester_key;
         let now_ms = self.now_ms();
         self.end_request(
-            &mut tx,
-            &row,
+            tx,
+            row,
             to,
             now_ms,
             Ending {
@@ -632,11 +650,9 @@ impl App {
         .await?;
         if row.state == RequestState::Approved {
             // An activation may be under way: make sure nothing stays behind.
-            self.queue_deprovision(&mut tx, id, now_ms).await?;
+            self.queue_deprovision(tx, row.id, now_ms).await?;
         }
-        tx.commit().await?;
-        self.wake.notify_one();
-        self.view(id).await
+        Ok(())
     }
 
     /// Ends an approved or active grant early (the requester or an admin).
@@ -675,12 +691,25 @@ impl App {
             tx.hold_audit();
         }
         let row = self.lock_visible(&mut tx, user, id).await?;
-        let admin = self.is_admin(user);
-        if row.requester_key != user.key && !admin {
-            return Err(ServiceError::Forbidden(
-                "only the requester or an admin can revoke".to_owned(),
-            ));
-        }
+        let who = self
+            .policy
+            .authorize_revoke(user, &own(&row.id.to_string(), &row))
+            .map_err(|_| {
+                ServiceError::Forbidden("only the requester or an admin can revoke".to_owned())
+            })?;
+        let change = self.end_grant(&mut tx, &who, user, &row, reason).await?;
+        self.commit_holding(tx, Some(change)).await
+    }
+
+    /// Revokes locked grant `row` inside `tx`, as `who` allows `user`; the change it made.
+    async fn end_grant(
+        &self,
+        tx: &mut Tx,
+        who: &Authorized<act::Revoke>,
+        user: &User,
+        row: &RequestRow,
+        reason: Option<&str>,
+    ) -> Result<crate::store::held::Change, ServiceError> {
         let to = domain::transition(row.state, Event::Revoke).map_err(|_| {
             ServiceError::Conflict(if row.state == RequestState::Scheduled {
                 "request is scheduled, not active: cancel it instead".to_owned()
@@ -690,21 +719,21 @@ impl App {
         })?;
         let now_ms = self.now_ms();
         self.end_request(
-            &mut tx,
-            &row,
+            tx,
+            row,
             to,
             now_ms,
             Ending {
                 by: Some(&user.email),
                 action: "grant.revoked",
-                data: json!({ "reason": reason, "by_admin": row.requester_key != user.key }),
+                data: json!({ "reason": reason, "by_admin": who.principal() != row.requester_key }),
                 kind: NotificationKind::Revoked,
                 comment: reason,
             },
         )
         .await?;
-        self.queue_deprovision(&mut tx, id, now_ms).await?;
-        self.commit_holding(tx, Some(ended(&row, to, now_ms))).await
+        self.queue_deprovision(tx, row.id, now_ms).await?;
+        Ok(ended(row, to, now_ms))
     }
 
     /// Ends `row` inside `tx`: moves it from its state to `to` with `ended_at`
@@ -787,11 +816,12 @@ impl App {
         justification: Option<&str>,
     ) -> Result<RequestView, ServiceError> {
         let parent = self.view(id).await?.row;
-        if parent.requester_key != user.key {
-            return Err(ServiceError::Forbidden(
-                "only the requester can extend a grant".to_owned(),
-            ));
-        }
+        let _requester = self
+            .policy
+            .authorize_extend(user, &own(&parent.id.to_string(), &parent))
+            .map_err(|_| {
+                ServiceError::Forbidden("only the requester can extend a grant".to_owned())
+            })?;
         if parent.state != RequestState::Active {
             return Err(ServiceError::Conflict(format!(
                 "request is {}, not active",
@@ -1255,6 +1285,15 @@ impl App {
 }
 
 /// The held form of `row` ending in `to` at `at`.
+/// Request `row` (whose id is `id`) as the broker's own rules on it see it.
+fn own<'a>(id: &'a str, row: &'a RequestRow) -> OwnRequest<'a> {
+    OwnRequest {
+        id,
+        requester_key: &row.requester_key,
+        scheduled: row.state == RequestState::Scheduled,
+    }
+}
+
 pub(crate) fn ended(row: &RequestRow, to: RequestState, at: i64) -> crate::store::held::Change {
     crate::store::held::Change::Ended {
         request: row.id.to_string(),
