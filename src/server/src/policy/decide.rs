@@ -54,6 +54,18 @@ pub mod act {
     /// # }
     /// ```
     ///
+    /// while its own does:
+    ///
+    /// ```no_run
+    /// # fn f(policy: &jit_server::policy::PolicySet, user: &jit_server::domain::User,
+    /// #      request: &jit_server::policy::OwnRequest<'_>) {
+    /// use jit_server::policy::{Authorized, act};
+    /// let cancel: Authorized<act::Cancel> = policy.authorize_cancel(user, request).unwrap();
+    /// # }
+    /// ```
+    ///
+    /// and it cannot be made elsewhere:
+    ///
     /// ```compile_fail
     /// use jit_server::policy::{Authorized, act};
     /// let forged: Authorized<act::Cancel> = Authorized {
@@ -79,6 +91,18 @@ pub mod act {
     /// # }
     /// ```
     ///
+    /// while its own does:
+    ///
+    /// ```no_run
+    /// # fn f(policy: &jit_server::policy::PolicySet, user: &jit_server::domain::User,
+    /// #      request: &jit_server::policy::OwnRequest<'_>) {
+    /// use jit_server::policy::{Authorized, act};
+    /// let revoke: Authorized<act::Revoke> = policy.authorize_revoke(user, request).unwrap();
+    /// # }
+    /// ```
+    ///
+    /// and it cannot be made elsewhere:
+    ///
     /// ```compile_fail
     /// use jit_server::policy::{Authorized, act};
     /// let forged: Authorized<act::Revoke> = Authorized {
@@ -103,6 +127,18 @@ pub mod act {
     /// let extend: Authorized<act::Extend> = revoke; // a revoke's proof is not an extension's
     /// # }
     /// ```
+    ///
+    /// while its own does:
+    ///
+    /// ```no_run
+    /// # fn f(policy: &jit_server::policy::PolicySet, user: &jit_server::domain::User,
+    /// #      request: &jit_server::policy::OwnRequest<'_>) {
+    /// use jit_server::policy::{Authorized, act};
+    /// let extend: Authorized<act::Extend> = policy.authorize_extend(user, request).unwrap();
+    /// # }
+    /// ```
+    ///
+    /// and it cannot be made elsewhere:
     ///
     /// ```compile_fail
     /// use jit_server::policy::{Authorized, act};

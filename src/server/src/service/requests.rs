@@ -1018,6 +1018,22 @@ impl App {
             .is_ok()
     }
 
+    /// Whether the policy module lets `user` cancel `row` (for its page's button: the
+    /// cancellation decides again).
+    pub fn may_cancel(&self, user: &User, row: &RequestRow) -> bool {
+        self.policy
+            .authorize_cancel(user, &own(&row.id.to_string(), row))
+            .is_ok()
+    }
+
+    /// Whether the policy module lets `user` revoke `row` (for its page's button: the
+    /// revocation decides again).
+    pub fn may_revoke(&self, user: &User, row: &RequestRow) -> bool {
+        self.policy
+            .authorize_revoke(user, &own(&row.id.to_string(), row))
+            .is_ok()
+    }
+
     /// Whether `user` may see `row`: their own, ones they may decide, or everything for auditors.
     pub fn may_see(&self, user: &User, row: &RequestRow) -> bool {
         row.requester_key == user.key || self.may_decide(user, row) || self.is_auditor(user)

@@ -126,11 +126,12 @@ async fn request_page(
         owner,
         mints: web.app.issues_sessions(&v.row.entitlement),
         can_cancel: match v.row.state {
-            RequestState::Pending | RequestState::Approved => owner,
-            RequestState::Scheduled => owner || web.app.is_admin(&s.user),
+            RequestState::Pending | RequestState::Approved | RequestState::Scheduled => {
+                web.app.may_cancel(&s.user, &v.row)
+            }
             _ => false,
         },
-        can_revoke: (owner || web.app.is_admin(&s.user))
+        can_revoke: web.app.may_revoke(&s.user, &v.row)
             && matches!(v.row.state, RequestState::Active | RequestState::Approved),
         r: card(web, &v),
         creds_until: creds
