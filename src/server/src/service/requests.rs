@@ -428,10 +428,6 @@ impl App {
     }
 
     /// Approves or denies. N-of-M distinct approvers; one denial ends it.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one linear sequence of checks; splitting it hides the order"
-    )]
     pub async fn decide(
         &self,
         user: &User,
@@ -445,22 +441,45 @@ impl App {
         // The rule that holds whatever the policies say.
         domain::check_decider(&row.requester_key, user)?;
         let ent = self.entitlement(&row.entitlement)?;
-        self.policy
+        let approver = self
+            .policy
             .authorize_request(
                 user,
-                &RequestResource {
-                    id: &row.id.to_string(),
-                    requester_key: &row.requester_key,
-                    requester_email: &row.requester_email,
-                    entitlement: ent,
-                    duration_seconds: u64::try_from(row.duration_secs).unwrap_or(0),
-                    break_glass: row.break_glass,
-                },
+                &resource(&row.id.to_string(), &row, ent),
                 self.now().unix_timestamp(),
             )
             .map_err(|_| {
                 ServiceError::Forbidden("you may not decide on this request".to_owned())
             })?;
+        self.record_decision(&mut tx, &approver, user, &row, decision, comment)
+            .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        self.view(id).await
+    }
+
+    /// Records `user`'s decision on locked request `row` inside `tx`, as `approver` allows:
+    /// their approval or denial, and the request's approval or denial when it decides it.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear sequence of checks; splitting it hides the order"
+    )]
+    async fn record_decision(
+        &self,
+        tx: &mut Tx,
+        approver: &Authorized<act::Approve>,
+        user: &User,
+        row: &RequestRow,
+        decision: Decision,
+        comment: Option<String>,
+    ) -> Result<(), ServiceError> {
+        if !approver.is_for(user) || approver.resource() != row.id.to_string() {
+            return Err(ServiceError::Forbidden(
+                "you may not decide on this request".to_owned(),
+            ));
+        }
+        let id = row.id;
+        let ent = self.entitlement(&row.entitlement)?;
         if row.state != RequestState::Pending {
             return Err(ServiceError::Conflict(format!(
                 "request is already {}",
@@ -473,9 +492,9 @@ impl App {
             Decision::Deny => super::step_up::Satisfied::default(),
         };
         let now_ms = self.now_ms();
-        users::upsert(&mut tx, user, now_ms).await?;
+        users::upsert(tx, user, now_ms).await?;
         store::insert_approval(
-            &mut tx,
+            tx,
             id,
             &ApprovalRow {
                 approver_key: user.key.clone(),
@@ -491,7 +510,7 @@ impl App {
                 let to = domain::transition(row.state, Event::Deny)
                     .map_err(|e| ServiceError::Conflict(e.to_string()))?;
                 store::set_state(
-                    &mut tx,
+                    tx,
                     id,
                     row.state,
                     to,
@@ -503,7 +522,7 @@ impl App {
                 .await?;
                 let event = self
                     .audit(
-                        &mut tx,
+                        tx,
                         NewEvent {
                             actor: &user.email,
                             action: "request.denied",
@@ -514,7 +533,7 @@ impl App {
                     )
                     .await?;
                 self.notify(
-                    &mut tx,
+                    tx,
                     id,
                     Told {
                         kind: NotificationKind::Denied,
@@ -526,7 +545,7 @@ impl App {
                 .await?;
             }
             Decision::Approve => {
-                let approvals = store::approvals_tx(&mut tx, id).await?;
+                let approvals = store::approvals_tx(tx, id).await?;
                 let count = approvals
                     .iter()
                     .filter(|a| a.decision == Decision::Approve)
@@ -540,7 +559,7 @@ impl App {
                 signed_in.record(&mut data);
                 let approval_event = self
                     .audit(
-                        &mut tx,
+                        tx,
                         NewEvent {
                             actor: &user.email,
                             action: "request.approval",
@@ -553,8 +572,8 @@ impl App {
                 if count >= row.approvals_required {
                     let event = self
                         .approve_in_tx(
-                            &mut tx,
-                            &row,
+                            tx,
+                            row,
                             "system",
                             "request.approved",
                             json!({ "approvers": approvals.iter()
@@ -563,7 +582,7 @@ impl App {
                         )
                         .await?;
                     self.notify(
-                        &mut tx,
+                        tx,
                         id,
                         Told {
                             kind: NotificationKind::Approved,
@@ -575,7 +594,7 @@ impl App {
                     .await?;
                 } else {
                     self.notify(
-                        &mut tx,
+                        tx,
                         id,
                         Told {
                             kind: NotificationKind::ApprovalRecorded,
@@ -588,9 +607,7 @@ impl App {
                 }
             }
         }
-        tx.commit().await?;
-        self.wake.notify_one();
-        self.view(id).await
+        Ok(())
     }
 
     /// Withdraws a pending or approved request (the requester only), or a scheduled one before
@@ -1005,14 +1022,7 @@ impl App {
         self.policy
             .authorize_request(
                 user,
-                &RequestResource {
-                    id: &row.id.to_string(),
-                    requester_key: &row.requester_key,
-                    requester_email: &row.requester_email,
-                    entitlement: ent,
-                    duration_seconds: u64::try_from(row.duration_secs).unwrap_or(0),
-                    break_glass: row.break_glass,
-                },
+                &resource(&row.id.to_string(), row, ent),
                 self.now().unix_timestamp(),
             )
             .is_ok()
@@ -1301,6 +1311,18 @@ impl App {
 }
 
 /// The held form of `row` ending in `to` at `at`.
+/// Request `row` (whose id is `id`, of entitlement `ent`) as an approver decides on it.
+fn resource<'a>(id: &'a str, row: &'a RequestRow, ent: &'a Entitlement) -> RequestResource<'a> {
+    RequestResource {
+        id,
+        requester_key: &row.requester_key,
+        requester_email: &row.requester_email,
+        entitlement: ent,
+        duration_seconds: u64::try_from(row.duration_secs).unwrap_or(0),
+        break_glass: row.break_glass,
+    }
+}
+
 /// Request `row` (whose id is `id`) as the broker's own rules on it see it.
 fn own<'a>(id: &'a str, row: &'a RequestRow) -> OwnRequest<'a> {
     OwnRequest {
