@@ -25,6 +25,21 @@ pub struct RequestView {
     pub target: String,
 }
 
+/// An extension the policy module allowed ([`App::extend`]), ready to be written.
+struct Extension<'a> {
+    /// The requester's own rule.
+    requester: Authorized<act::Extend>,
+    /// The policies' `request` with `extension` set.
+    asked: Authorized<act::Request>,
+    /// The policies' `auto_approve`, when they allow it.
+    auto: Option<Authorized<act::AutoApprove>>,
+    ent: &'a Entitlement,
+    by: u64,
+    justification: String,
+    signed_in: super::step_up::Satisfied,
+    now: time::OffsetDateTime,
+}
+
 /// A page of requests, and where the next one starts when there are more.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -821,10 +836,6 @@ impl App {
 
     /// Asks for more time on an active grant: a new request that needs a new
     /// approval unless policy auto-approves it. Capped per entitlement.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one linear sequence of checks; splitting it hides the order"
-    )]
     pub async fn extend(
         &self,
         user: &User,
@@ -833,7 +844,7 @@ impl App {
         justification: Option<&str>,
     ) -> Result<RequestView, ServiceError> {
         let parent = self.view(id).await?.row;
-        let _requester = self
+        let requester = self
             .policy
             .authorize_extend(user, &own(&parent.id.to_string(), &parent))
             .map_err(|_| {
@@ -859,7 +870,8 @@ impl App {
             now: now.unix_timestamp(),
             start_at: None,
         };
-        self.policy
+        let asked = self
+            .policy
             .authorize_entitlement::<act::Request>(user, ent, &facts)
             .map_err(|_| {
                 ServiceError::Forbidden(format!(
@@ -871,7 +883,55 @@ impl App {
         let auto = self
             .policy
             .authorize_entitlement::<act::AutoApprove>(user, ent, &facts)
-            .is_ok();
+            .ok();
+        let new_id = self
+            .file_extension(
+                user,
+                id,
+                Extension {
+                    requester,
+                    asked,
+                    auto,
+                    ent,
+                    by,
+                    justification,
+                    signed_in,
+                    now,
+                },
+            )
+            .await?;
+        self.wake.notify_one();
+        self.view(new_id).await
+    }
+
+    /// Writes the extension of grant `id` that `ext`'s proofs allow `user`; its request's id.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear sequence of checks; splitting it hides the order"
+    )]
+    async fn file_extension(
+        &self,
+        user: &User,
+        id: Uuid,
+        ext: Extension<'_>,
+    ) -> Result<Uuid, ServiceError> {
+        let Extension {
+            requester,
+            asked,
+            auto,
+            ent,
+            by,
+            justification,
+            signed_in,
+            now,
+        } = ext;
+        if !requester.is_for(user) || !asked.is_for(user) || requester.resource() != id.to_string()
+        {
+            return Err(ServiceError::Forbidden(
+                "only the requester can extend a grant".to_owned(),
+            ));
+        }
+        let auto = auto.is_some();
         let now_ms = crate::clock::to_ms(now);
         let new_id = Uuid::now_v7();
         let mut tx = self.store.begin().await?;
@@ -965,8 +1025,7 @@ impl App {
             .await?;
         }
         tx.commit().await?;
-        self.wake.notify_one();
-        self.view(new_id).await
+        Ok(new_id)
     }
 
     /// Marks a break-glass grant reviewed (an approver of it, not the requester).
