@@ -559,7 +559,8 @@ pub struct VerifyReport {
     pub checkpoints: Option<CheckpointReport>,
     /// The first row whose hash this check recomputed: 1 for a check of the whole chain; for
     /// the broker's check in steps (`GET /api/v1/audit/verify` without `full=true`), the newest
-    /// row an earlier check of the same broker verified: rows before it were only counted.
+    /// row an earlier check of the same broker verified: rows before it were neither read nor
+    /// counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recomputed_from: Option<i64>,
 }

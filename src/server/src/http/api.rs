@@ -767,12 +767,13 @@ struct VerifyQuery {
 /// Verifies the audit hash chain (auditors only), after chaining every event committed before
 /// the call. By default in steps: the broker remembers, in its memory only, the newest row that
 /// passed and its hash; a later call recomputes that row (linked to the stored hash of the row
-/// before it) and every row after it, and only counts the rows before it (a row deleted or
-/// added there fails the check). When that row's hash changed, or the check finds a problem,
-/// the whole chain is recomputed. So a call in steps sees every row appended since, an edit of
-/// the remembered row, and rows missing or added anywhere; it does not see an edit of an older
-/// row that leaves the remembered row as it is. `full=true` recomputes every row and sees that
-/// too: schedule it. `recomputed_from` in the report says where this check started.
+/// before it) and every row after it, and neither reads nor counts the rows before it. When
+/// that row's hash changed, or the check finds a problem, the whole chain is recomputed. So a
+/// call in steps sees every row appended since and an edit of the remembered row; it does not
+/// see a row before it edited, deleted or inserted while the remembered row stays as it is, nor
+/// rows outside the chain (its report has no `rows`). `full=true` recomputes and counts every
+/// row and sees those too: schedule it. `recomputed_from` in the report says where this check
+/// started.
 #[utoipa::path(
     get,
     operation_id = "verify_audit_chain",

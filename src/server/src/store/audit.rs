@@ -646,7 +646,16 @@ static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 /// the rows inside a range must follow each other. The report is the one a
 /// single pass in order would give.
 pub async fn verify(store: &Store, from: Option<i64>) -> Result<jit_api::VerifyReport, StoreError> {
-    Ok(verify_with_head(store, from).await?.0)
+    Ok(verify_with_head(store, from, Count::All).await?.0)
+}
+
+/// What a verification counts apart from its walk ([`count_rows`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// Every row of the table: none outside the chain, none missing before the walk's start.
+    All,
+    /// Nothing: a check in steps, whose cost is what it walks ([`verify_since`]).
+    Walked,
 }
 
 /// [`verify`], and the stored hash of the last row that passed when every
@@ -654,9 +663,10 @@ pub async fn verify(store: &Store, from: Option<i64>) -> Result<jit_api::VerifyR
 async fn verify_with_head(
     store: &Store,
     from: Option<i64>,
+    count: Count,
 ) -> Result<(jit_api::VerifyReport, Option<String>), StoreError> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    verify_ranges(store, from, cores.min(MAX_RANGES), MIN_RANGE).await
+    verify_ranges(store, from, cores.min(MAX_RANGES), MIN_RANGE, count).await
 }
 
 /// [`verify`] in at most `max_ranges` ranges of at least `min_range` rows
@@ -668,7 +678,11 @@ pub async fn verify_in_ranges(
     max_ranges: usize,
     min_range: i64,
 ) -> Result<jit_api::VerifyReport, StoreError> {
-    Ok(verify_ranges(store, from, max_ranges, min_range).await?.0)
+    Ok(
+        verify_ranges(store, from, max_ranges, min_range, Count::All)
+            .await?
+            .0,
+    )
 }
 
 async fn verify_ranges(
@@ -676,12 +690,13 @@ async fn verify_ranges(
     from: Option<i64>,
     max_ranges: usize,
     min_range: i64,
+    count: Count,
 ) -> Result<(jit_api::VerifyReport, Option<String>), StoreError> {
     let _one_at_a_time = VERIFYING
         .acquire()
         .await
         .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?;
-    let (mut report, head) = verify_chain(store, from, max_ranges, min_range).await?;
+    let (mut report, head) = verify_chain(store, from, max_ranges, min_range, count).await?;
     report.recomputed_from = Some(from.unwrap_or(1).max(1));
     report.pending = u64::try_from(pending(store).await?.0).unwrap_or(0);
     Ok((report, head))
@@ -706,7 +721,7 @@ pub async fn verify_after(
             None => return Ok((bad(0, None, seq, "row is missing"), None)),
         }
     }
-    let (report, head) = verify_with_head(store, Some(seq + 1)).await?;
+    let (report, head) = verify_with_head(store, Some(seq + 1), Count::All).await?;
     // Nothing after the anchor: the head is the anchor's.
     let head = head.filter(|_| report.ok).map(|h| {
         if report.last_seq.is_none() {
@@ -773,13 +788,14 @@ pub struct Verified {
 /// [`verify`] of the whole chain, done in steps: given the mark of an earlier pass, only the
 /// rows from the mark on are read (the mark's own row again, linked to the stored hash of the
 /// row before it, and then every row after it), provided the mark's row still holds the hash
-/// it had; when it does not, the whole chain is read again. Rows before the mark are counted
-/// (one missing or added fails the check) but not read. When the check in steps finds a
+/// it had; when it does not, the whole chain is read again. When the check in steps finds a
 /// problem, the whole chain is read again, so the report names the first bad row of the whole
 /// chain. Returns the report as of the whole chain and the new mark.
 ///
-/// Rows before the mark are not read again, so an edit to them after the mark was taken that
-/// leaves the mark's row as it was goes unseen until a full [`verify`] (`mark` `None`). The
+/// Rows before the mark are neither read nor counted (counting is a pass over the whole table,
+/// and a step costs what it walks), so an edit, deletion or insertion before the mark made after
+/// the mark was taken, that leaves the mark's row as it was, goes unseen until a full [`verify`]
+/// (`mark` `None`); so do rows outside the chain ([`count_rows`]), and `rows` is absent. The
 /// mark lives in the broker's memory only (`App::audit_verified`): nothing in the database
 /// says how far a check got, so nobody who can write the database can move it.
 pub async fn verify_since(
@@ -792,7 +808,12 @@ pub async fn verify_since(
         }
         _ => None,
     };
-    let (mut report, head) = verify_with_head(store, since.map(|m| m.seq)).await?;
+    let count = if since.is_some() {
+        Count::Walked
+    } else {
+        Count::All
+    };
+    let (mut report, head) = verify_with_head(store, since.map(|m| m.seq), count).await?;
     if let Some(mark) = since {
         if !report.ok || head.is_none() {
             // Fail closed: name the first bad row of the whole chain.
@@ -817,6 +838,7 @@ async fn verify_chain(
     from: Option<i64>,
     max_ranges: usize,
     min_range: i64,
+    count: Count,
 ) -> Result<(jit_api::VerifyReport, Option<String>), StoreError> {
     let from = from.unwrap_or(1).max(1);
     let prev = if from == 1 {
@@ -856,7 +878,13 @@ async fn verify_chain(
         }
     }
     let last = chain.last_seq.unwrap_or(from - 1);
-    let (rows, stray) = count_rows(store, from, last, chain.checked).await?;
+    let (rows, stray) = match count {
+        Count::All => {
+            let (rows, stray) = count_rows(store, from, last, chain.checked).await?;
+            (Some(rows), stray)
+        }
+        Count::Walked => (None, None),
+    };
     let ok = stray.is_none();
     let report = jit_api::VerifyReport {
         ok,
@@ -865,7 +893,7 @@ async fn verify_chain(
         first_bad_seq: None,
         problem: stray,
         pending: 0,
-        rows: Some(rows),
+        rows,
         held: 0,
         checkpoints: None,
         recomputed_from: None,
