@@ -1,7 +1,9 @@
 // The broker's own sign-in page, which only development mode shows (production signs in at the
 // identity provider): screenshots, accessibility, the development banner, and its CSRF check; the
 // way out to the signed-out page and back in; the AWS console of a simulated grant, a page that
-// says so; last, that the session cookies are in neither the broker log nor the audit table.
+// says so; the request form's start field (a past start refused with the draft kept, a later one
+// scheduled, then cancelled); a bundle on the form and its request page; last, that the session
+// cookies are in neither the broker log nor the audit table.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -114,6 +116,70 @@ describe('development mode sign-in page', { timeout: 120_000 }, () => {
     assert.match(await page.locator('.cards').textContent(), /Reader at management group mg-platform/);
     assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
     await broker.secrets.addCookies(context, 'alice');
+    await context.close();
+  });
+
+  it('schedules a request from the form\'s start field, refuses a past start keeping the draft, and cancels it', async () => {
+    const context = await newContext(browser, broker.base);
+    const page = await context.newPage();
+    await page.goto(`${broker.base}/login?next=/requests/new`);
+    await page.locator('input[name=user][value=oscar]').check();
+    await Promise.all([page.waitForURL(`${broker.base}/requests/new`), page.locator('#sign-in').click()]);
+    const field = page.getByLabel('Start at, UTC (optional)');
+    assert.equal(await field.getAttribute('type'), 'datetime-local');
+    // datetime-local takes `YYYY-MM-DDTHH:MM`; the form reads it as UTC.
+    const utc = (ms) => new Date(ms).toISOString().slice(0, 16);
+
+    // A start in the past: refused on the form, with what was typed kept.
+    const past = utc(Date.now() - 3_600_000);
+    await page.locator('input[name=entitlement][value=aws-sandbox]').check();
+    await page.getByLabel('Justification').fill('change window tonight');
+    await field.fill(past);
+    await Promise.all([page.waitForURL(`${broker.base}/requests`), page.locator('#submit-request').click()]);
+    assert.match(await page.locator('p.error[role=alert]').textContent(), /is not in the future: leave it out to start once approved/);
+    assert.equal(await page.getByLabel('Justification').inputValue(), 'change window tonight');
+    assert.equal(await page.getByLabel('Start at, UTC (optional)').inputValue(), past);
+    assert.equal(await page.locator('input[name=entitlement][value=aws-sandbox]').isChecked(), true);
+
+    // Two hours ahead: approved in advance (auto-approved here) and scheduled, not granted.
+    const start = utc(Date.now() + 2 * 3_600_000);
+    await page.getByLabel('Start at, UTC (optional)').fill(start);
+    await page.locator('#submit-request').click();
+    await page.waitForURL(/\/requests\/[0-9a-f-]{36}$/);
+    assert.equal((await page.locator('#state').textContent()).trim(), 'scheduled');
+    assert.equal((await page.locator('#starts').textContent()).trim(), `${start.replace('T', ' ')}:00 UTC (scheduled: granted then)`);
+    const found = await everyView(page, '04-scheduled-request-dev', { check: problems, phone: false });
+    assert.deepEqual(found, [], 'accessibility problems on the scheduled request page');
+
+    // Cancelled before it starts: nothing was granted.
+    await Promise.all([page.waitForURL(/done=cancel$/), page.locator('#cancel').click()]);
+    assert.equal((await page.locator('#state').textContent()).trim(), 'cancelled');
+    assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
+    await broker.secrets.addCookies(context, 'oscar');
+    await context.close();
+  });
+
+  it('offers a bundle on the form with what each member grants, and files it as one request', async () => {
+    const context = await newContext(browser, broker.base);
+    const page = await context.newPage();
+    await page.goto(`${broker.base}/login?next=/requests/new`);
+    await page.locator('input[name=user][value=oscar]').check();
+    await Promise.all([page.waitForURL(`${broker.base}/requests/new`), page.locator('#sign-in').click()]);
+    const bundle = page.locator('input[name=entitlement][value=oncall-sandbox]');
+    const option = page.locator('label', { has: bundle });
+    const text = await option.textContent();
+    assert.match(text, /aws-sandbox \(role arn:aws:iam::222222222222:role\/JitSandbox\) \+ entra-sec-ops-group \(member of group 3f1c2a4e-7b6d-4e8f-9a0b-1c2d3e4f5a6b\)/);
+    assert.match(text, /bundle · up to 2h · 1 approval/);
+    await bundle.check();
+    await page.getByLabel('Duration').fill('1h');
+    await page.getByLabel('Justification').fill('on call tonight');
+    await Promise.all([page.waitForURL(/\/requests\/[0-9a-f-]{36}$/), page.locator('#submit-request').click()]);
+    assert.equal((await page.locator('#state').textContent()).trim(), 'pending');
+    assert.match(await page.locator('#target').textContent(), /aws-sandbox \(role .*\) \+ entra-sec-ops-group \(member of group /);
+    const found = await everyView(page, '05-bundle-request-dev', { check: problems, phone: false });
+    assert.deepEqual(found, [], 'accessibility problems on the bundle request page');
+    assert.deepEqual(context.problems, [], 'the browser reported CSP violations or inline code');
+    await broker.secrets.addCookies(context, 'oscar');
     await context.close();
   });
 

@@ -209,6 +209,75 @@ fn assert_hits_print_the_file(world: &World, user: &User, entitlement: &str, fil
     assert_eq!(user.cache_files(), [file]);
 }
 
+/// A bundle from the command line: listed by `jit entitlements` with what each member grants,
+/// requested by its id as an entitlement is, approved once, granted as one.
+#[test]
+fn the_cli_requests_a_bundle_as_one_entitlement() {
+    let world = World::start();
+    let alice = world.signed_in("alice");
+    let bob = world.signed_in("bob");
+    let ents = alice.jit(&["entitlements"]).ok();
+    let row = ents
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("e2e-kit "))
+        .unwrap_or_else(|| panic!("{ents:#?}"));
+    assert!(
+        row.contains(" bundle ")
+            && row.contains(&format!(
+                ":role/{}) + e2e-team (role arn:aws:iam::",
+                world.sandbox_role
+            ))
+            && row.contains("e2e-sandbox (role arn:aws:iam::")
+            && row.ends_with(&format!(":role/{})", world.admin_role)),
+        "{row}"
+    );
+    let json = alice.jit(&["-o", "json", "entitlements"]).ok().json();
+    let kit = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "e2e-kit")
+        .unwrap();
+    assert_eq!(
+        kit["members"],
+        serde_json::json!(["e2e-sandbox", "e2e-team"])
+    );
+    assert_eq!(kit["approvals_required"], 1);
+
+    let filed = request(
+        &alice
+            .jit(&[
+                "-o",
+                "json",
+                "request",
+                "e2e-kit",
+                "--duration",
+                "1h",
+                "--reason",
+                "on call",
+            ])
+            .ok(),
+    );
+    assert_eq!(filed.kind, "bundle");
+    assert_eq!(filed.state, RequestState::Pending);
+    // A member is refused while the bundle is open, naming it.
+    alice
+        .jit(&[
+            "request",
+            "e2e-sandbox",
+            "--duration",
+            "1h",
+            "--reason",
+            "x",
+        ])
+        .fails(1, "`e2e-sandbox` grants some of what `e2e-kit` grants");
+    bob.jit(&["approve", &filed.id.to_string(), "--comment", "ok"])
+        .ok();
+    let granted = wait_for_state(&alice, &filed.id.to_string(), RequestState::Active);
+    assert_eq!(granted.entitlement, "e2e-kit");
+}
+
 /// Rewrites the `Expiration` of a cached credential file.
 fn set_expiration(file: &Path, at: OffsetDateTime) {
     let mut creds: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();

@@ -397,6 +397,11 @@ kind = "aws_role"
 role_arn = "{sandbox}"
 max_duration = "2h"
 approvals_required = 0
+
+[[bundle]]
+id = "e2e-kit"
+title = "End-to-end — sandbox and team"
+entitlements = ["e2e-sandbox", "e2e-team"]
 "#,
         admin = roles.admin_arn,
         sandbox = roles.sandbox_arn
