@@ -25,6 +25,12 @@
 //! `cargo bench -p jit-server --bench load`; `JIT_BENCH_PG_URL` adds PostgreSQL,
 //! `JIT_BENCH_LOAD_SECS` (default 20), `JIT_BENCH_LOAD_RATES` (default `50,200`) and
 //! `JIT_BENCH_LOAD_WAIT` (default `poll,long`: both, side by side) change the run.
+//!
+//! Signed audit checkpoints: `JIT_BENCH_LOAD_CHECKPOINTS` (default `off`; `off,on` runs each
+//! case without and with them, one after the other) has the broker sign a checkpoint into a
+//! file sink every `JIT_BENCH_LOAD_CHECKPOINT_EVERY` (default `1s`, sixty times as often as
+//! the default `audit.checkpoint_every`, so its cost shows), as `serve` does. Target: they add
+//! ≤ 1 % to the p99 at 200 arrivals/s.
 
 #![expect(clippy::expect_used, reason = "a benchmark aborts on set-up failure")]
 
@@ -198,11 +204,13 @@ struct Outcome {
     mint: (f64, f64, f64),
     total: (f64, f64, f64),
     audit_rows: u64,
+    /// Checkpoints signed during the run (none when they were off).
+    checkpoints_written: Option<i64>,
     /// The machine's CPUs during the counted arrivals: busy and stolen, percent.
     cpu: Option<(f64, f64)>,
 }
 
-async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait) -> Outcome {
+async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait, checkpoints: bool) -> Outcome {
     // The broker's pool (`database.max_connections`; `JIT_BENCH_POOL`, default 20).
     let pool: u32 = env_or("JIT_BENCH_POOL", 20);
     let db = fresh_db(engine, 4).await;
@@ -217,6 +225,10 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait) -> Outcome {
     config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
     let issuer = Issuer::start().await;
     config.oidc = Some(issuer.config());
+    let sink = tempfile::tempdir().expect("a directory for the checkpoint sink");
+    if checkpoints {
+        sign_checkpoints(&mut config, sink.path());
+    }
     let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
     // Development mode for the simulated providers only: API calls go through
     // the production token check above.
@@ -237,8 +249,13 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait) -> Outcome {
     let jobs = tokio::spawn(jit_server::scheduler::run(
         app.clone(),
         Duration::from_secs(1),
-        stopped,
+        stopped.clone(),
     ));
+    // As `serve` runs it: a round every interval, a last one at shutdown.
+    let checkpointer = app
+        .checkpoints
+        .clone()
+        .map(|c| tokio::spawn(c.run(app.clone(), stopped)));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(1024)
@@ -261,6 +278,9 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait) -> Outcome {
 
     let _ = stop_scheduler.send(true);
     let _ = jobs.await;
+    if let Some(checkpointer) = checkpointer {
+        let _ = checkpointer.await;
+    }
     server.abort();
     jit_server::store::audit::caught_up(&app.store)
         .await
@@ -269,31 +289,16 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait) -> Outcome {
         .await
         .expect("verify");
     assert!(report.ok, "audit chain broken under load: {report:?}");
+    let checkpoints_written = if checkpoints {
+        Some(signed(&app.store).await)
+    } else {
+        None
+    };
     app.store.close().await;
     db.remove().await;
 
     if let Ok(k) = std::env::var("JIT_BENCH_LOAD_SLOWEST") {
-        let mut calls: Vec<(Duration, Duration, &str)> = samples
-            .iter()
-            .flat_map(|s| {
-                [
-                    (s.create, s.due, "create"),
-                    (s.activation, s.due, "activation"),
-                    (s.mint, s.due, "mint"),
-                ]
-            })
-            .collect();
-        // The slowest of each kind, in the order they were due (stalls that
-        // hit many arrivals at once show as runs of neighbours).
-        calls.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
-        let k = k.parse().unwrap_or(10);
-        for what in ["create", "activation", "mint"] {
-            let mut slowest: Vec<_> = calls.iter().filter(|c| c.2 == what).take(k).collect();
-            slowest.sort_unstable_by_key(|c| c.1);
-            for (took, due, what) in slowest {
-                println!("  slow: {what} {took:?} for the arrival due at {due:?}");
-            }
-        }
+        print_slowest(&samples, k.parse().unwrap_or(10));
     }
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let throughput = samples.len() as f64 / elapsed.as_secs_f64();
@@ -308,7 +313,54 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait) -> Outcome {
         mint: percentiles(samples.iter().map(|s| s.mint).collect()),
         total: percentiles(samples.iter().map(|s| s.total).collect()),
         audit_rows: report.checked,
+        checkpoints_written,
         cpu,
+    }
+}
+
+/// Has the broker sign a checkpoint into a file sink under `dir` every
+/// `JIT_BENCH_LOAD_CHECKPOINT_EVERY` (default `1s`), with a key made for the run.
+fn sign_checkpoints(config: &mut Config, dir: &std::path::Path) {
+    let (_, pem) = jit_server::checkpoint::keys::generate().expect("a signing key");
+    let key = dir.join("checkpoint.key");
+    std::fs::write(&key, pem).expect("write the signing key");
+    config.audit.signing_key = Some(format!("file:{}", key.display()));
+    config.audit.checkpoint_sinks = vec![format!("file://{}", dir.join("cp").display())];
+    config.audit.checkpoint_every =
+        std::env::var("JIT_BENCH_LOAD_CHECKPOINT_EVERY").unwrap_or_else(|_| "1s".to_owned());
+    config.audit.broker_id = Some("bench".to_owned());
+}
+
+/// Checkpoints the broker signed.
+async fn signed(store: &jit_server::store::Store) -> i64 {
+    jit_server::store::query("SELECT COUNT(*) AS n FROM audit_checkpoints")
+        .fetch_one(store)
+        .await
+        .expect("count the checkpoints")
+        .try_get::<i64>("n")
+        .expect("a count")
+}
+
+/// The `k` slowest calls of each kind, in the order they were due (stalls that hit many
+/// arrivals at once show as runs of neighbours).
+fn print_slowest(samples: &[Sample], k: usize) {
+    let mut calls: Vec<(Duration, Duration, &str)> = samples
+        .iter()
+        .flat_map(|s| {
+            [
+                (s.create, s.due, "create"),
+                (s.activation, s.due, "activation"),
+                (s.mint, s.due, "mint"),
+            ]
+        })
+        .collect();
+    calls.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+    for what in ["create", "activation", "mint"] {
+        let mut slowest: Vec<_> = calls.iter().filter(|c| c.2 == what).take(k).collect();
+        slowest.sort_unstable_by_key(|c| c.1);
+        for (took, due, what) in slowest {
+            println!("  slow: {what} {took:?} for the arrival due at {due:?}");
+        }
     }
 }
 
@@ -376,6 +428,15 @@ fn main() {
             _ => None,
         })
         .collect();
+    let checkpoints: Vec<bool> = std::env::var("JIT_BENCH_LOAD_CHECKPOINTS")
+        .unwrap_or_else(|_| "off".to_owned())
+        .split(',')
+        .filter_map(|c| match c.trim() {
+            "off" => Some(false),
+            "on" => Some(true),
+            _ => None,
+        })
+        .collect();
     println!("machine: {}", machine());
     println!("load: {secs} s per run, arrivals/s {rates:?}; latencies in ms (p50 / p99 / max)");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -387,17 +448,25 @@ fn main() {
     // The same for the end-to-end target of the long poll.
     let mut missed_end_to_end: Option<bool> = None;
     println!(
-        "| engine | wait | offered/s | done/s | ok | failed | POST /requests | wait for active | POST …/credentials | end to end | audit rows | CPU busy / steal |"
+        "| engine | wait | checkpoints | offered/s | done/s | ok | failed | POST /requests | wait for active | POST …/credentials | end to end | audit rows | CPU busy / steal |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for engine in engines() {
-        for (&rate, &wait) in rates.iter().flat_map(|r| waits.iter().map(move |w| (r, w))) {
-            let o = rt.block_on(run(engine, rate, secs, wait));
+        let mut cases = Vec::new();
+        for &rate in &rates {
+            for &wait in &waits {
+                cases.extend(checkpoints.iter().map(|&signed| (rate, wait, signed)));
+            }
+        }
+        for (rate, wait, signed) in cases {
+            let o = rt.block_on(run(engine, rate, secs, wait, signed));
             let f = |(a, b, c): (f64, f64, f64)| format!("{a:.1} / {b:.1} / {c:.1}");
             println!(
-                "| {} | {} | {rate} | {:.1} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {rate} | {:.1} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
                 engine.name(),
                 wait.name(),
+                o.checkpoints_written
+                    .map_or("off".to_owned(), |n| format!("{n} signed")),
                 o.throughput,
                 o.ok,
                 o.offered,
