@@ -31,12 +31,10 @@ use std::time::{Duration, Instant};
 
 use common::chain::build_chain;
 use common::issuer::Issuer;
-use common::{Engine, engines, env_or, fresh_db, machine, quantiles_ms, start_up};
-use jit_server::clock::SystemClock;
+use common::{Engine, engines, env_or, fresh_db, machine, quantiles_ms, serve_broker, start_up};
 use jit_server::config::Config;
-use jit_server::http::{self, AuthMode};
+use jit_server::http::AuthMode;
 use jit_server::providers::Providers;
-use jit_server::server::{Broker, build};
 use jit_server::store::audit::{self, Filter, NewEvent};
 use serde_json::{Value, json};
 
@@ -90,19 +88,7 @@ async fn serve(
     let issuer = Issuer::start().await;
     config.oidc = Some(issuer.config());
     let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
-    let Broker { app, web } = build(
-        config,
-        true,
-        auth,
-        Providers::simulated(),
-        Arc::new(SystemClock),
-    )
-    .await
-    .expect("build the broker");
-    let router = http::router(web);
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let (app, server) = serve_broker(config, auth, Providers::simulated(), listener).await;
     let token = issuer.token(1, &["grp-jit-auditors"]);
     (app, server, format!("http://{addr}/api/v1"), issuer, token)
 }

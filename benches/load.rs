@@ -41,12 +41,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::issuer::Issuer;
-use common::{CpuTimes, Engine, engines, env_or, fresh_db, machine, quantiles_ms, start_up};
-use jit_server::clock::SystemClock;
+use common::{
+    CpuTimes, Engine, engines, env_or, fresh_db, machine, quantiles_ms, serve_broker, start_up,
+};
 use jit_server::config::Config;
-use jit_server::http::{self, AuthMode};
+use jit_server::http::AuthMode;
 use jit_server::providers::Providers;
-use jit_server::server::{Broker, build};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -232,19 +232,7 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait, checkpoints: bool
     let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
     // Development mode for the simulated providers only: API calls go through
     // the production token check above.
-    let Broker { app, web } = build(
-        config,
-        true,
-        auth,
-        Providers::simulated(),
-        Arc::new(SystemClock),
-    )
-    .await
-    .expect("build the broker");
-    let router = http::router(web);
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let (app, server) = serve_broker(config, auth, Providers::simulated(), listener).await;
     let (stop_scheduler, stopped) = watch::channel(false);
     let jobs = tokio::spawn(jit_server::scheduler::run(
         app.clone(),

@@ -41,13 +41,11 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use common::issuer::Issuer;
-use common::{Engine, engines, env_or, fresh_db, machine, quantiles_ms, start_up};
-use jit_server::clock::SystemClock;
+use common::{Engine, engines, env_or, fresh_db, machine, quantiles_ms, serve_broker, start_up};
 use jit_server::config::{AwsConfig, Config};
-use jit_server::http::{self, AuthMode};
+use jit_server::http::AuthMode;
 use jit_server::providers::Providers;
 use jit_server::providers::aws::{AwsProviders, Tuning};
-use jit_server::server::{Broker, build};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -239,18 +237,8 @@ async fn start(engine: Engine, moto: &str) -> Bench {
     let issuer = Issuer::start().await;
     config.oidc = Some(issuer.config());
     let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
-    let Broker { app, web } = build(
-        config,
-        true,
-        auth,
-        aws.install(Providers::simulated()),
-        Arc::new(SystemClock),
-    )
-    .await
-    .expect("build the broker");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, http::router(web)).await;
-    });
+    let (app, server) =
+        serve_broker(config, auth, aws.install(Providers::simulated()), listener).await;
     let (stop, stopped) = watch::channel(false);
     let scheduler = tokio::spawn(jit_server::scheduler::run(
         app.clone(),

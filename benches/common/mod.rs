@@ -9,6 +9,14 @@
     reason = "each benchmark binary uses a different part of this module"
 )]
 
+use std::sync::Arc;
+
+use jit_server::clock::SystemClock;
+use jit_server::config::Config;
+use jit_server::http::{self, AuthMode};
+use jit_server::providers::Providers;
+use jit_server::server::{Broker, build};
+use jit_server::service::App;
 use jit_server::store::Store;
 
 pub mod chain;
@@ -224,4 +232,23 @@ pub fn quantiles_ms<const N: usize>(mut v: Vec<std::time::Duration>, q: [f64; N]
         let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
         v[i].as_secs_f64() * 1000.0
     })
+}
+
+/// Builds the broker of `config` over `providers` in development mode (for the simulated
+/// providers only: API calls still go through `auth`) and serves its API on `listener`: the
+/// app and the server task.
+pub async fn serve_broker(
+    config: Config,
+    auth: AuthMode,
+    providers: Providers,
+    listener: tokio::net::TcpListener,
+) -> (App, tokio::task::JoinHandle<()>) {
+    let Broker { app, web } = build(config, true, auth, providers, Arc::new(SystemClock))
+        .await
+        .expect("build the broker");
+    let router = http::router(web);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (app, server)
 }
