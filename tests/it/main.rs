@@ -41,6 +41,7 @@ mod store;
 mod support;
 mod tamper;
 mod tamper_corpus;
+mod ui_paging;
 mod wait;
 mod web;
 mod wording;

@@ -17,7 +17,7 @@ use crate::support::server::{Caller, ENGINES, Engine, TestBroker, each_engine, s
 /// Open requests of other people in the fixture.
 const OPEN: usize = 5_000;
 
-fn requester(i: usize) -> User {
+pub(crate) fn requester(i: usize) -> User {
     User {
         key: format!("test/req-{i}"),
         oid: None,
@@ -31,7 +31,7 @@ fn requester(i: usize) -> User {
     }
 }
 
-fn pending(who: &User, entitlement: &str, kind: &str, created_at: i64) -> RequestRow {
+pub(crate) fn pending(who: &User, entitlement: &str, kind: &str, created_at: i64) -> RequestRow {
     let id = Uuid::now_v7();
     RequestRow {
         id,

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::auth::{AuthMode, Bearer, Reader};
 use super::openapi::Common;
 use super::{ApiError, Web};
+use crate::service::lists::PageAt;
 use crate::store::audit;
 
 /// JSON body extractor whose rejections use the API error shape.
@@ -315,7 +316,13 @@ async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
     let page = web
         .app
-        .list_visible(&user, states, q.mine.unwrap_or(false), after, limit)
+        .list_visible(
+            &user,
+            states,
+            q.mine.unwrap_or(false),
+            after.map_or(PageAt::Newest, PageAt::After),
+            limit,
+        )
         .await?;
     let body: Vec<jit_api::Request> = page
         .items

@@ -350,10 +350,14 @@ pub struct OwnRequest<'a> {
 
 /// Which requests' entitlements a user might approve: a superset of what the
 /// exact decision allows, for narrowing a list in SQL ([`PolicySet::approvable`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Approvable {
     /// Entitlement ids, in catalog order.
     pub entitlements: Vec<String>,
+    /// Those of them the policies let the user approve whatever the request says (who
+    /// filed it, for how long, break-glass or not): only the broker's own rule (nobody
+    /// decides on their own request) and policies naming single requests can refuse one.
+    pub unconditional: Vec<String>,
 }
 
 /// The Cedar parts of a loaded policy set that do not change: type names,
@@ -870,6 +874,7 @@ impl PolicySet {
         let action = self.native.action(Action::Approve)?.clone();
         let context = approve_context(user, now)?;
         let mut entitlements = Vec::new();
+        let mut unconditional = Vec::new();
         for ent in self.catalog.iter().filter(|e| e.kind != Kind::Bundle) {
             let Some(ent_uid) = self.native.entitlement_uids.get(&ent.id) else {
                 continue;
@@ -909,21 +914,30 @@ impl PolicySet {
             let answer = self
                 .authorizer
                 .is_authorized_partial(&query, &self.policies, &entities);
-            if answer.decision() != Some(Decision::Deny) {
-                entitlements.push(ent.id.clone());
+            match answer.decision() {
+                Some(Decision::Deny) => continue,
+                Some(Decision::Allow) => unconditional.push(ent.id.clone()),
+                None => {}
             }
+            entitlements.push(ent.id.clone());
         }
         // A bundle's requests may be approved by whoever might approve every member's.
-        let bundles: Vec<String> = self
-            .catalog
-            .iter()
-            .filter(|b| {
-                b.kind == Kind::Bundle && b.members().iter().all(|m| entitlements.contains(&m.id))
-            })
-            .map(|b| b.id.clone())
-            .collect();
-        entitlements.extend(bundles);
-        Ok(Approvable { entitlements })
+        let bundles = |of: &[String]| -> Vec<String> {
+            self.catalog
+                .iter()
+                .filter(|b| {
+                    b.kind == Kind::Bundle && b.members().iter().all(|m| of.contains(&m.id))
+                })
+                .map(|b| b.id.clone())
+                .collect()
+        };
+        let (more, more_unconditional) = (bundles(&entitlements), bundles(&unconditional));
+        entitlements.extend(more);
+        unconditional.extend(more_unconditional);
+        Ok(Approvable {
+            entitlements,
+            unconditional,
+        })
     }
 
     /// Decides action `A` by `user` on `resource`.

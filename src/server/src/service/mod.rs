@@ -23,6 +23,7 @@ pub mod admin;
 pub mod audit;
 pub mod grants;
 pub mod held;
+pub mod lists;
 pub mod outbox;
 pub mod requests;
 pub mod scheduled;

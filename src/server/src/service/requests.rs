@@ -11,7 +11,7 @@ use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Authorized, Entitlement, OwnRequest, RequestFacts, RequestResource, act};
 use crate::store::audit::NewEvent;
-use crate::store::requests::{self as store, ApprovalRow, Changes, Cursor, ListFilter, RequestRow};
+use crate::store::requests::{self as store, ApprovalRow, Changes, RequestRow};
 use crate::store::{Tx, jobs, users};
 
 /// A request with its approvals, as pages and the API show it.
@@ -38,15 +38,6 @@ struct Extension<'a> {
     justification: String,
     signed_in: super::step_up::Satisfied,
     now: time::OffsetDateTime,
-}
-
-/// A page of requests, and where the next one starts when there are more.
-#[derive(Debug, Clone)]
-pub struct Page {
-    /// Newest first.
-    pub items: Vec<RequestView>,
-    /// Pass as `after` for the next page.
-    pub next: Option<Cursor>,
 }
 
 impl RequestView {
@@ -1157,165 +1148,6 @@ impl App {
         } else {
             Err(ServiceError::NotFound(format!("no request `{id}`")))
         }
-    }
-
-    /// A page of what the caller may see, newest first: their own requests
-    /// (`mine`), or also those they may decide on, or everything for
-    /// auditors. The list is narrowed in SQL (the entitlements the policies
-    /// might let them approve) and then decided exactly, request by request;
-    /// a page holds `limit` of them unless the list ends there.
-    pub async fn list_visible(
-        &self,
-        user: &User,
-        states: Vec<RequestState>,
-        mine: bool,
-        after: Option<Cursor>,
-        limit: i64,
-    ) -> Result<Page, ServiceError> {
-        let mut base = ListFilter {
-            states,
-            ..ListFilter::default()
-        };
-        let exact = if mine {
-            base.requester_key = Some(user.key.clone());
-            false
-        } else if self.is_auditor(user) {
-            false
-        } else {
-            base.entitlements_in = Some(self.approvable(user));
-            base.or_requester = Some(user.key.clone());
-            true
-        };
-        let (rows, next) = self
-            .page_of(base, after, limit, |r| {
-                !exact || r.requester_key == user.key || self.may_decide(user, r)
-            })
-            .await?;
-        Ok(Page {
-            items: self.with_approvals(rows).await?,
-            next,
-        })
-    }
-
-    /// Whether the policies might let `user` approve some request (the
-    /// pages show *Approvals* only then).
-    pub fn may_approve_any(&self, user: &User) -> bool {
-        !self.approvable(user).is_empty()
-    }
-
-    /// The entitlements whose requests `user` might approve (a superset of
-    /// what [`App::may_decide`] allows); none when the policies cannot say.
-    fn approvable(&self, user: &User) -> Vec<String> {
-        match self.policy.approvable(user, self.now().unix_timestamp()) {
-            Ok(a) => a.entitlements,
-            Err(denied) => {
-                tracing::warn!(errors = ?denied.errors, "cannot narrow the requests a user may decide on");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Up to `limit` rows of `base` that `keep` accepts, after `after`, and
-    /// where the next page starts when there are more. Rows are read in
-    /// batches until the page is full or the list ends.
-    async fn page_of(
-        &self,
-        mut base: ListFilter,
-        after: Option<Cursor>,
-        limit: i64,
-        keep: impl Fn(&RequestRow) -> bool,
-    ) -> Result<(Vec<RequestRow>, Option<Cursor>), ServiceError> {
-        let want = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
-        base.limit = limit.max(1).saturating_add(1);
-        base.after = after;
-        let batch = usize::try_from(base.limit).unwrap_or(usize::MAX);
-        let mut out = Vec::new();
-        loop {
-            let rows = store::list(&self.store, &base).await?;
-            let ended = rows.len() < batch;
-            for row in rows {
-                base.after = Some(Cursor::after(&row));
-                if keep(&row) {
-                    out.push(row);
-                    if out.len() > want {
-                        break;
-                    }
-                }
-            }
-            if out.len() > want || ended {
-                break;
-            }
-        }
-        let next = if out.len() > want {
-            out.truncate(want);
-            out.last().map(Cursor::after)
-        } else {
-            None
-        };
-        Ok((out, next))
-    }
-
-    /// Every row of `base` that `keep` accepts, page by page, with approvals.
-    async fn all_of(
-        &self,
-        base: &ListFilter,
-        keep: impl Fn(&RequestRow) -> bool,
-    ) -> Result<Vec<RequestView>, ServiceError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let (rows, next) = self.page_of(base.clone(), after, 500, &keep).await?;
-            out.extend(self.with_approvals(rows).await?);
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(out),
-            }
-        }
-    }
-
-    /// The views of `rows`, their approvals read in one statement.
-    async fn with_approvals(
-        &self,
-        rows: Vec<RequestRow>,
-    ) -> Result<Vec<RequestView>, ServiceError> {
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        let mut approvals = store::approvals_of(&self.store, &ids).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| RequestView {
-                approvals: approvals.remove(&row.id).unwrap_or_default(),
-                target: self.describe(&row.entitlement),
-                row,
-            })
-            .collect())
-    }
-
-    /// Pending requests the user may decide on (all of them).
-    pub async fn pending_for(&self, user: &User) -> Result<Vec<RequestView>, ServiceError> {
-        let base = ListFilter {
-            states: vec![RequestState::Pending],
-            entitlements_in: Some(self.approvable(user)),
-            ..ListFilter::default()
-        };
-        let mut views = self.all_of(&base, |r| self.may_decide(user, r)).await?;
-        views.retain(|v| !v.approvals.iter().any(|a| a.approver_key == user.key));
-        Ok(views)
-    }
-
-    /// Break-glass grants awaiting the user's review (all of them).
-    pub async fn reviews_for(&self, user: &User) -> Result<Vec<RequestView>, ServiceError> {
-        let base = ListFilter {
-            unreviewed_break_glass: true,
-            entitlements_in: Some(self.approvable(user)),
-            ..ListFilter::default()
-        };
-        self.all_of(&base, |r| self.may_decide(user, r)).await
-    }
-
-    /// Requests the user has decided on.
-    pub async fn decided_by(&self, user: &User) -> Result<Vec<RequestView>, ServiceError> {
-        let rows = store::decided_by(&self.store, &user.key, 100).await?;
-        self.with_approvals(rows).await
     }
 
     /// Entitlements the user may request (policy allows a one-hour request).

@@ -571,15 +571,66 @@ pub struct ListFilter {
     pub entitlement: Option<String>,
     /// Only unreviewed break-glass requests.
     pub unreviewed_break_glass: bool,
+    /// Not this requester's (what an approver decides on).
+    pub not_requester: Option<String>,
+    /// Only requests this approver has not decided on yet.
+    pub not_decided_by: Option<String>,
     /// Only requests after this one (keyset pagination).
     pub after: Option<Cursor>,
+    /// Only requests before this one, read oldest first (the page before;
+    /// ignored with `after`).
+    pub before: Option<Cursor>,
     /// Page size (at least 1).
     pub limit: i64,
 }
 
-/// Lists requests, newest first (`created_at`, then `id`, descending).
+/// Lists requests, newest first (`created_at`, then `id`, descending); with
+/// `before`, the ones just newer than it, oldest first.
 pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, StoreError> {
-    let mut sql = String::from("SELECT * FROM requests WHERE 1 = 1");
+    let (mut sql, mut binds) = matching("SELECT * FROM requests", f);
+    let (order, after) = match (f.after, f.before) {
+        (Some(c), _) => ("DESC", Some(("<", c))),
+        (None, Some(c)) => ("ASC", Some((">", c))),
+        (None, None) => ("DESC", None),
+    };
+    if let Some((cmp, c)) = after {
+        binds.push(c.created_at.into());
+        let at = binds.len();
+        binds.push(c.id.to_string().into());
+        let id = binds.len();
+        let _ = write!(
+            sql,
+            " AND (created_at {cmp} ${at} OR (created_at = ${at} AND id {cmp} ${id}))"
+        );
+    }
+    binds.push(f.limit.max(1).into());
+    let _ = write!(
+        sql,
+        " ORDER BY created_at {order}, id {order} LIMIT ${}",
+        binds.len()
+    );
+    let mut q = query_built(sql);
+    for b in binds {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(store).await?;
+    rows.iter().map(RequestRow::from_row).collect()
+}
+
+/// How many requests match `f` (its cursors and limit aside), in one statement.
+pub async fn count(store: &Store, f: &ListFilter) -> Result<u64, StoreError> {
+    let (sql, binds) = matching("SELECT COUNT(*) AS n FROM requests", f);
+    let mut q = query_built(sql);
+    for b in binds {
+        q = q.bind(b);
+    }
+    let n: i64 = q.fetch_one(store).await?.try_get("n")?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// `select` with the `WHERE` of `f`'s filters (not its cursors) and their values.
+fn matching(select: &str, f: &ListFilter) -> (String, Vec<Arg>) {
+    let mut sql = format!("{select} WHERE 1 = 1");
     let mut binds: Vec<Arg> = Vec::new();
     let mut mark = |v: Arg| {
         binds.push(v);
@@ -612,25 +663,18 @@ pub async fn list(store: &Store, f: &ListFilter) -> Result<Vec<RequestRow>, Stor
     if f.unreviewed_break_glass {
         sql.push_str(" AND break_glass = 1 AND reviewed_at IS NULL");
     }
-    if let Some(c) = f.after {
-        let at = mark(c.created_at.into());
-        let id = mark(c.id.to_string().into());
+    if let Some(k) = &f.not_requester {
+        let _ = write!(sql, " AND requester_key <> {}", mark(k.into()));
+    }
+    if let Some(k) = &f.not_decided_by {
         let _ = write!(
             sql,
-            " AND (created_at < {at} OR (created_at = {at} AND id < {id}))"
+            " AND NOT EXISTS (SELECT 1 FROM approvals a \
+             WHERE a.request_id = requests.id AND a.approver_key = {})",
+            mark(k.into())
         );
     }
-    let _ = write!(
-        sql,
-        " ORDER BY created_at DESC, id DESC LIMIT {}",
-        mark(f.limit.max(1).into())
-    );
-    let mut q = query_built(sql);
-    for b in binds {
-        q = q.bind(b);
-    }
-    let rows = q.fetch_all(store).await?;
-    rows.iter().map(RequestRow::from_row).collect()
+    (sql, binds)
 }
 
 /// Grants that ended (expired or revoked) after `since_ms` and whose access
@@ -649,21 +693,46 @@ pub async fn ended_not_removed(
     rows.iter().map(RequestRow::from_row).collect()
 }
 
-/// Requests an approver has decided on, newest first.
+/// Requests an approver has decided on, newest decision first, each with
+/// the cursor of its decision (`created_at` is the decision's time): up to
+/// `limit` after `after`, or, with `before`, the ones just newer than it,
+/// oldest first.
 pub async fn decided_by(
     store: &Store,
     approver_key: &str,
+    after: Option<Cursor>,
+    before: Option<Cursor>,
     limit: i64,
-) -> Result<Vec<RequestRow>, StoreError> {
-    let rows = query(
-        "SELECT r.* FROM requests r JOIN approvals a ON a.request_id = r.id
-         WHERE a.approver_key = $1 ORDER BY a.at DESC LIMIT $2",
-    )
+) -> Result<Vec<(RequestRow, Cursor)>, StoreError> {
+    let (order, from) = match (after, before) {
+        (Some(c), _) => ("DESC", Some(("<", c))),
+        (None, Some(c)) => ("ASC", Some((">", c))),
+        (None, None) => ("DESC", None),
+    };
+    let keyset = from.map_or(String::new(), |(cmp, _)| {
+        format!(" AND (a.at {cmp} $3 OR (a.at = $3 AND r.id {cmp} $4))")
+    });
+    let mut q = query_built(format!(
+        "SELECT r.*, a.at AS decided_at_ms FROM requests r JOIN approvals a ON a.request_id = r.id
+         WHERE a.approver_key = $1{keyset} ORDER BY a.at {order}, r.id {order} LIMIT $2"
+    ))
     .bind(approver_key)
-    .bind(limit.clamp(1, 1000))
-    .fetch_all(store)
-    .await?;
-    rows.iter().map(RequestRow::from_row).collect()
+    .bind(limit.clamp(1, 1000));
+    if let Some((_, c)) = from {
+        q = q.bind(c.created_at).bind(c.id.to_string());
+    }
+    let rows = q.fetch_all(store).await?;
+    rows.iter()
+        .map(|r| {
+            let row = RequestRow::from_row(r)?;
+            let at: i64 = r.try_get("decided_at_ms")?;
+            let cursor = Cursor {
+                created_at: at,
+                id: row.id,
+            };
+            Ok((row, cursor))
+        })
+        .collect()
 }
 
 /// Counts requests by state (metrics).

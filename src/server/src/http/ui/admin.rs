@@ -2,7 +2,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -10,10 +10,14 @@ use axum::{Form, Router};
 use jit_api::RequestState;
 use serde::Deserialize;
 
+use super::pager::{PageQuery, Pager};
 use super::{Card, Chrome, UiError, card};
 use crate::http::Web;
 use crate::http::auth::SignedIn;
 use crate::service::ServiceError;
+
+/// Live grants a page holds.
+const PAGE: i64 = 100;
 
 pub(super) fn routes() -> Router<Web> {
     Router::new()
@@ -26,6 +30,7 @@ pub(super) fn routes() -> Router<Web> {
 struct AdminPage {
     chrome: Chrome,
     active: Vec<Card>,
+    pager: Pager,
     roles: Vec<(String, String)>,
     notice: String,
 }
@@ -58,14 +63,24 @@ async fn admin_revoke_sessions(
         ) => e.to_string(),
         Err(e) => return Err(e.into()),
     };
-    Ok(admin_page(&web, &s, notice).await?.into_response())
+    let q = PageQuery::new("/admin", Vec::new());
+    Ok(admin_page(&web, &s, &q, notice).await?.into_response())
 }
 
-async fn admin(State(web): State<Web>, s: SignedIn) -> Result<AdminPage, UiError> {
-    admin_page(&web, &s, String::new()).await
+async fn admin(
+    State(web): State<Web>,
+    s: SignedIn,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<AdminPage, UiError> {
+    admin_page(&web, &s, &PageQuery::new("/admin", pairs), String::new()).await
 }
 
-async fn admin_page(web: &Web, s: &SignedIn, notice: String) -> Result<AdminPage, UiError> {
+async fn admin_page(
+    web: &Web,
+    s: &SignedIn,
+    q: &PageQuery,
+    notice: String,
+) -> Result<AdminPage, UiError> {
     if let Err(e) = web.app.authorize_admin(&s.user) {
         return Err(UiError::forbidden(web, s, e.to_string()).await);
     }
@@ -75,12 +90,13 @@ async fn admin_page(web: &Web, s: &SignedIn, notice: String) -> Result<AdminPage
             &s.user,
             vec![RequestState::Active, RequestState::Approved],
             false,
-            None,
-            500,
+            q.at("grants")?,
+            PAGE,
         )
         .await?;
     Ok(AdminPage {
         chrome: Chrome::at(web, s, "admin").await,
+        pager: q.pager("grants", &active),
         active: active.items.iter().map(|v| card(web, v)).collect(),
         roles: web
             .app

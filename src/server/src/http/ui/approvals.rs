@@ -1,14 +1,19 @@
-//! The approvals page: what waits for the user's decision or review.
+//! The approvals page: what waits for the user's decision or review, and
+//! what they decided, each list a page at a time.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::routing::get;
 
+use super::pager::{PageQuery, Pager};
 use super::{Card, Chrome, UiError, card};
 use crate::http::Web;
 use crate::http::auth::SignedIn;
+
+/// Entries of each list a page holds.
+const PAGE: i64 = 50;
 
 pub(super) fn routes() -> Router<Web> {
     Router::new().route("/approvals", get(approvals))
@@ -19,17 +24,30 @@ pub(super) fn routes() -> Router<Web> {
 struct ApprovalsPage {
     chrome: Chrome,
     pending: Vec<Card>,
+    pending_pager: Pager,
     reviews: Vec<Card>,
+    reviews_pager: Pager,
     decided: Vec<Card>,
+    decided_pager: Pager,
 }
 
-async fn approvals(State(web): State<Web>, s: SignedIn) -> Result<ApprovalsPage, UiError> {
-    let pending = web.app.pending_for(&s.user).await?;
-    let reviews = web.app.reviews_for(&s.user).await?;
-    let decided = web.app.decided_by(&s.user).await?;
+async fn approvals(
+    State(web): State<Web>,
+    s: SignedIn,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<ApprovalsPage, UiError> {
+    let q = PageQuery::new("/approvals", pairs);
+    let pending = web.app.pending_for(&s.user, q.at("pending")?, PAGE).await?;
+    let reviews = web
+        .app
+        .reviews_page(&s.user, q.at("reviews")?, PAGE)
+        .await?;
+    let decided = web.app.decided_by(&s.user, q.at("decided")?, PAGE).await?;
     Ok(ApprovalsPage {
         chrome: Chrome::at(&web, &s, "approvals").await,
+        pending_pager: q.pager("pending", &pending),
         pending: pending
+            .items
             .iter()
             .map(|v| {
                 let mut c = card(&web, v);
@@ -37,7 +55,9 @@ async fn approvals(State(web): State<Web>, s: SignedIn) -> Result<ApprovalsPage,
                 c
             })
             .collect(),
-        reviews: reviews.iter().map(|v| card(&web, v)).collect(),
-        decided: decided.iter().map(|v| card(&web, v)).collect(),
+        reviews_pager: q.pager("reviews", &reviews),
+        reviews: reviews.items.iter().map(|v| card(&web, v)).collect(),
+        decided_pager: q.pager("decided", &decided),
+        decided: decided.items.iter().map(|v| card(&web, v)).collect(),
     })
 }

@@ -14,6 +14,7 @@ mod admin;
 mod approvals;
 mod audit;
 mod new_request;
+mod pager;
 mod request;
 mod timeline;
 
@@ -21,6 +22,7 @@ use super::auth::SignedIn;
 use super::{ApiError, Web};
 use crate::domain::User;
 use crate::service::ServiceError;
+use crate::service::lists::PageAt;
 use crate::service::requests::RequestView;
 
 pub(super) fn routes() -> Router<Web> {
@@ -45,7 +47,7 @@ pub struct Chrome {
     /// Show the approvals link: the policies might let this user approve something.
     pub approver: bool,
     /// Requests waiting for this user's decision (the badge beside *Approvals*).
-    pub waiting: usize,
+    pub waiting: u64,
     /// Show the audit link.
     pub auditor: bool,
     /// Show the admin link.
@@ -60,8 +62,8 @@ impl Chrome {
         let approver = web.app.may_approve_any(&s.user);
         let waiting = if approver {
             // The badge is a hint: a failing count leaves it out rather than failing the page.
-            match web.app.pending_for(&s.user).await {
-                Ok(pending) => pending.len(),
+            match web.app.waiting_count(&s.user).await {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot count the requests waiting for a decision");
                     0
@@ -324,25 +326,25 @@ struct HomePage {
     chrome: Chrome,
     active: Vec<Card>,
     recent: Vec<Card>,
-    pending_approvals: usize,
+    pending_approvals: u64,
 }
 
 async fn home(State(web): State<Web>, s: SignedIn) -> Result<HomePage, UiError> {
     let mine = web
         .app
-        .list_visible(&s.user, vec![], true, None, 50)
+        .list_visible(&s.user, vec![], true, PageAt::Newest, 50)
         .await?;
     let (active, recent): (Vec<_>, Vec<_>) = mine
         .items
         .iter()
         .map(|v| card(&web, v))
         .partition(|c| c.state == "active");
-    let pending_approvals = web.app.pending_for(&s.user).await?.len();
+    let chrome = Chrome::at(&web, &s, "home").await;
     Ok(HomePage {
-        chrome: Chrome::at(&web, &s, "home").await,
+        pending_approvals: chrome.waiting,
+        chrome,
         active,
         recent,
-        pending_approvals,
     })
 }
 
