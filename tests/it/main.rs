@@ -16,6 +16,7 @@ mod checkpoints;
 mod checkpoints_aws;
 mod cli_e2e;
 mod cli_messages;
+mod cli_paging;
 mod db_roles;
 mod fault_proxy;
 mod graph;

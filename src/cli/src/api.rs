@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 use reqwest::StatusCode;
-use reqwest::header::WWW_AUTHENTICATE;
+use reqwest::header::{LINK, WWW_AUTHENTICATE};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -21,6 +21,35 @@ pub struct Fetched<T> {
     pub value: T,
     /// Verbatim body.
     pub raw: String,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Verbatim body.
+    pub body: String,
+    /// Where the next page starts (its `after`), when more follow.
+    pub next: Option<String>,
+}
+
+/// The `after` of the `rel="next"` URL in a `Link` header (RFC 8288): only the cursor is
+/// taken, so a list is followed on the same broker with the same query.
+pub fn next_after(link: &str) -> Option<String> {
+    link.split(',').find_map(|entry| {
+        let (target, params) = entry.trim().split_once('>')?;
+        let next = params.split(';').any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=")
+                .is_some_and(|r| r.trim_matches('"').split(' ').any(|r| r == "next"))
+        });
+        let (_, query) = target.strip_prefix('<')?.split_once('?')?;
+        next.then(|| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "after")
+                .map(|(_, v)| v.into_owned())
+        })
+        .flatten()
+    })
 }
 
 /// A signed-in client of one broker.
@@ -84,8 +113,18 @@ impl Api {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<Fetched<T>> {
-        let raw = self.call(&Method::GET, path, query, None, Retry::Idempotent)?;
+        let (raw, _) = self.call(&Method::GET, path, query, None, Retry::Idempotent)?;
         typed(raw)
+    }
+
+    /// `GET /api/v1{path}` of a list, one page: its body and, when more follow, the `after` of
+    /// the next page (from the `Link: <…>; rel="next"` header).
+    pub fn get_page(&mut self, path: &str, query: &[(&str, &str)]) -> Result<Page> {
+        let (body, link) = self.call(&Method::GET, path, query, None, Retry::Idempotent)?;
+        Ok(Page {
+            next: link.as_deref().and_then(next_after),
+            body,
+        })
     }
 
     /// `GET` that yields `None` on any non-success status (optional extras).
@@ -94,7 +133,7 @@ impl Api {
         path: &str,
         query: &[(&str, &str)],
     ) -> Option<T> {
-        let raw = self
+        let (raw, _) = self
             .call(&Method::GET, path, query, None, Retry::Idempotent)
             .ok()?;
         serde_json::from_str(&raw).ok()
@@ -109,7 +148,7 @@ impl Api {
     ) -> Result<Fetched<T>> {
         let body = serde_json::to_value(body)
             .map_err(|e| CliError::new(format!("cannot encode the request: {e}")))?;
-        let raw = self.call(&Method::POST, path, &[], Some(&body), retry)?;
+        let (raw, _) = self.call(&Method::POST, path, &[], Some(&body), retry)?;
         typed(raw)
     }
 
@@ -117,9 +156,12 @@ impl Api {
     pub fn post_maybe_empty(&mut self, path: &str, body: &impl Serialize) -> Result<String> {
         let body = serde_json::to_value(body)
             .map_err(|e| CliError::new(format!("cannot encode the request: {e}")))?;
-        self.call(&Method::POST, path, &[], Some(&body), Retry::Once)
+        Ok(self
+            .call(&Method::POST, path, &[], Some(&body), Retry::Once)?
+            .0)
     }
 
+    /// The body of a successful answer, and its `Link` header.
     fn call(
         &mut self,
         method: &Method,
@@ -127,7 +169,7 @@ impl Api {
         query: &[(&str, &str)],
         body: Option<&Value>,
         retry: Retry,
-    ) -> Result<String> {
+    ) -> Result<(String, Option<String>)> {
         let url = format!("{}/api/v1{path}", self.server);
         let mut refreshed = self.ensure_fresh_token()?;
         let mut stepped_up = false;
@@ -148,6 +190,11 @@ impl Api {
                 .then(|| resp.headers().get(WWW_AUTHENTICATE)?.to_str().ok())
                 .flatten()
                 .and_then(Challenge::parse);
+            let link = resp
+                .headers()
+                .get(LINK)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let bytes = resp.bytes().map_err(|e| crate::http::transport_error(&e))?;
             if let Some(challenge) = challenge {
                 // The broker wants a stronger or more recent sign-in: one, then the call again
@@ -180,13 +227,14 @@ impl Api {
                 }
                 return Err(err);
             }
-            return String::from_utf8(bytes.to_vec()).map_err(|_| {
+            let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
                 CliError::new(format!(
                     "the broker sent an unreadable answer to `{} {path}`",
                     method.as_str()
                 ))
                 .hint("check that jit and the broker are compatible versions")
-            });
+            })?;
+            return Ok((text, link));
         }
     }
 
@@ -332,6 +380,25 @@ pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_link_gives_its_cursor() {
+        assert_eq!(
+            next_after(
+                r#"</api/v1/requests?after=1764.0190f0a3-aaaa&limit=500&mine=true>; rel="next""#
+            )
+            .as_deref(),
+            Some("1764.0190f0a3-aaaa")
+        );
+        assert_eq!(
+            next_after(r#"</x?after=a%2Bb>; rel="prev", </x?limit=2&after=c>; rel="next""#)
+                .as_deref(),
+            Some("c")
+        );
+        assert_eq!(next_after(r#"</x?after=a>; rel="prev""#), None);
+        assert_eq!(next_after(r#"</x?limit=2>; rel="next""#), None);
+        assert_eq!(next_after("garbage"), None);
+    }
 
     #[test]
     fn error_body_message_is_printed() {

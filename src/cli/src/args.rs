@@ -64,7 +64,9 @@ Exit codes with --wait: 0 when access is active; 2 when the request was denied,
 timed out, failed, was cancelled, revoked or expired; 1 on other errors.")]
     Request(RequestArgs),
     /// Show my requests and active grants.
-    #[command(after_help = "Examples:\n  jit status\n  jit status --all\n  jit status -o json")]
+    #[command(
+        after_help = "Examples:\n  jit status\n  jit status --limit 50\n  jit status --all\n  jit status -o json"
+    )]
     Status(StatusArgs),
     /// Show one request and its timeline.
     #[command(
@@ -170,8 +172,11 @@ pub struct RequestArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Show every request, not just the 20 most recent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "limit")]
     pub all: bool,
+    /// Show the N most recent requests (default 20); active grants are always shown.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
 }
 
 /// A request id argument.

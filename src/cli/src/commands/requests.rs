@@ -297,7 +297,10 @@ pub(super) fn status(ctx: &Ctx, args: &StatusArgs) -> Result<ExitCode> {
     if ctx.json() {
         emit_json(&list.raw);
     } else {
-        let limit = (!args.all).then_some(STATUS_LIMIT);
+        let limit = (!args.all).then_some(
+            args.limit
+                .map_or(STATUS_LIMIT, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        );
         emit(&output::status(
             &list.value,
             OffsetDateTime::now_utc(),
@@ -307,21 +310,48 @@ pub(super) fn status(ctx: &Ctx, args: &StatusArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `GET /requests` with filters; accepts a bare array or `{"requests": […]}`.
+/// Requests a page of `GET /requests` asks for when the caller sets no `limit` (the most the
+/// broker gives).
+const PAGE: &str = "500";
+
+/// `GET /requests` with filters, every page (following `next`); accepts a bare array or
+/// `{"requests": […]}`. `raw` is all of them as one JSON array.
 pub fn list_requests(api: &mut Api, query: &[(&str, &str)]) -> Result<Fetched<Vec<Request>>> {
-    let fetched = api.get::<Value>("/requests", query)?;
-    let items = match fetched.value {
-        Value::Object(mut map) => map.remove("requests").unwrap_or(Value::Null),
-        other => other,
-    };
-    let value = serde_json::from_value(items).map_err(|e| {
+    let unexpected = |e: &dyn std::fmt::Display| {
         CliError::new(format!("unexpected request list from the broker: {e}"))
             .hint("check that jit and the broker are compatible versions")
-    })?;
-    Ok(Fetched {
-        value,
-        raw: fetched.raw,
-    })
+    };
+    let mut query = query.to_vec();
+    if !query.iter().any(|(k, _)| *k == "limit") {
+        query.push(("limit", PAGE));
+    }
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut q = query.clone();
+        if let Some(a) = &after {
+            q.push(("after", a));
+        }
+        let page = api.get_page("/requests", &q)?;
+        let body: Value = serde_json::from_str(&page.body).map_err(|e| unexpected(&e))?;
+        match body {
+            Value::Object(mut map) => match map.remove("requests") {
+                Some(Value::Array(list)) => items.extend(list),
+                _ => return Err(unexpected(&"no `requests` in it")),
+            },
+            Value::Array(list) => items.extend(list),
+            _ => return Err(unexpected(&"not a list")),
+        }
+        // A broker naming the same page again would never end.
+        match page.next {
+            Some(next) if after.as_ref() != Some(&next) => after = Some(next),
+            _ => break,
+        }
+    }
+    let all = Value::Array(items);
+    let raw = all.to_string();
+    let value = serde_json::from_value(all).map_err(|e| unexpected(&e))?;
+    Ok(Fetched { value, raw })
 }
 
 pub(super) fn show(ctx: &Ctx, id_text: &str) -> Result<ExitCode> {
