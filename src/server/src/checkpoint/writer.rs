@@ -526,7 +526,15 @@ impl Checkpointer {
             // Logged and alarmed there.
             let _ = self.tick(&app).await;
         }
-        match tokio::time::timeout(SINK_TIMEOUT, self.round(&app.store, app.now_ms())).await {
+        // The last checkpoint covers every event committed before the stop: on PostgreSQL
+        // the newest may still wait for a sealer round.
+        let last = async {
+            if let Err(e) = crate::store::audit::caught_up(&app.store).await {
+                error!(error = %e, "audit chain did not catch up before the shutdown checkpoint");
+            }
+            self.round(&app.store, app.now_ms()).await
+        };
+        match tokio::time::timeout(SINK_TIMEOUT, last).await {
             Ok(Ok(Outcome::Written(cp))) => {
                 info!(checkpoint.number = cp.number, "shutdown checkpoint written");
             }
