@@ -821,3 +821,57 @@ async fn revoke_all_sessions_sqlite() {
 async fn revoke_all_sessions_postgres() {
     revoke_all_sessions(Engine::Postgres).await;
 }
+
+/// A cloud's refusal (STS `AccessDenied`, naming the role and the broker's own principal)
+/// reaches the caller as `502 upstream_error` with a fixed message; what STS said is in the
+/// broker's log, not in the body (issue 23 item 7).
+async fn an_upstream_refusal_is_logged_not_shown(engine: Engine) {
+    let (logs, guard) = capture_logs();
+    let env = aws_broker(engine).await;
+    let b = &env.b;
+    let alice = b.login("alice").await;
+    let r = alice.request("aws-sandbox", "1h").await;
+    b.run_jobs().await;
+    assert_eq!(alice.show(r.id).await.state, RequestState::Active);
+    let said = "User: arn:aws:iam::123456789012:user/jit-broker-internal is not authorized \
+                to perform: sts:AssumeRole on resource: arn:aws:iam::123456789012:role/hidden";
+    env.proxy.script(
+        "AssumeRole",
+        10,
+        Fault::Respond {
+            status: 403,
+            headers: vec![("content-type".into(), "text/xml".into())],
+            body: format!(
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
+                 <Type>Sender</Type><Code>AccessDenied</Code><Message>{said}</Message></Error>\
+                 <RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ErrorResponse>"
+            ),
+        },
+    );
+    let (status, body) = alice
+        .post(&format!("/requests/{}/credentials", r.id), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "could not mint credentials: the cloud refused or did not answer (the broker logged \
+         what it said)"
+    );
+    drop(guard);
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("jit-broker-internal") && logs.contains("upstream failure"),
+        "the log has what STS said: {logs}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_upstream_refusal_is_logged_not_shown_sqlite() {
+    an_upstream_refusal_is_logged_not_shown(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_upstream_refusal_is_logged_not_shown_postgres() {
+    an_upstream_refusal_is_logged_not_shown(Engine::Postgres).await;
+}

@@ -618,17 +618,99 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Machine-readable code, e.g. `not_found`, `forbidden`, `invalid_request`.
-    pub code: String,
+    pub code: ErrorCode,
     /// One human sentence.
     pub message: String,
 }
 
+/// The machine-readable code of an API error (`error.code`), the same words on the wire as
+/// ever; each goes with one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the call is malformed or breaks a rule.
+    InvalidRequest,
+    /// 401: no valid sign-in.
+    Unauthorized,
+    /// 401: the sign-in is too weak or too old for this (RFC 9470 challenge in `WWW-Authenticate`).
+    StepUpRequired,
+    /// 403: the caller may not do this.
+    Forbidden,
+    /// 404: nothing by that id, or nothing the caller may see.
+    NotFound,
+    /// 409: the state does not allow it (any more).
+    Conflict,
+    /// 502: a cloud refused or did not answer (the broker logs what it said).
+    UpstreamError,
+    /// 503: the audit log cannot be written now, so nothing that needs it is done.
+    AuditUnavailable,
+    /// 503: a service the broker needs (e.g. the identity provider's keys) does not answer.
+    Unavailable,
+    /// 500: a row of the audit log cannot be read (changed outside the broker).
+    AuditDamaged,
+    /// 500: something broke inside the broker (it logs the cause).
+    Internal,
+    /// A code this client does not know (from a newer broker).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Every code a broker sends.
+    pub const ALL: [Self; 11] = [
+        Self::InvalidRequest,
+        Self::Unauthorized,
+        Self::StepUpRequired,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Conflict,
+        Self::UpstreamError,
+        Self::AuditUnavailable,
+        Self::Unavailable,
+        Self::AuditDamaged,
+        Self::Internal,
+    ];
+
+    /// The wire word, e.g. `not_found`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::Unauthorized => "unauthorized",
+            Self::StepUpRequired => "step_up_required",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::UpstreamError => "upstream_error",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::Unavailable => "unavailable",
+            Self::AuditDamaged => "audit_damaged",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Whether trying the same call again later may succeed (the broker or a service behind
+    /// it failed, not the call).
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamError | Self::AuditUnavailable | Self::Unavailable | Self::Internal
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl ErrorBody {
     /// Builds an error body.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             error: ErrorDetail {
-                code: code.into(),
+                code,
                 message: message.into(),
             },
         }
@@ -658,6 +740,19 @@ mod tests {
 
     /// Regression (schemathesis): `{"by": 312.0}` is an integer to JSON Schema, so the
     /// broker must not refuse it as malformed.
+    #[test]
+    fn error_codes_keep_their_wire_words() {
+        for code in ErrorCode::ALL {
+            let wire = serde_json::to_string(&code).unwrap();
+            assert_eq!(wire, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&wire).unwrap(), code);
+        }
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"teapot","message":"short and stout"}}"#)
+                .unwrap();
+        assert_eq!(body.error.code, ErrorCode::Unknown);
+    }
+
     #[test]
     fn duration_seconds_accept_whole_floats() {
         assert_eq!(duration("312").unwrap(), DurationInput::Seconds(312));

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
 use utoipa::openapi::{RefOr, Schema};
 
-use crate::DurationInput;
 use crate::duration::MAX_SECONDS;
+use crate::{DurationInput, ErrorCode};
 
 /// The canonical text forms [`crate::parse_duration`] accepts and [`crate::format_duration`]
 /// writes: plain seconds, or `d`, `h`, `m`, `s` parts in that order, each non-zero and below the
@@ -52,5 +52,24 @@ impl utoipa::PartialSchema for DurationInput {
 impl utoipa::ToSchema for DurationInput {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("DurationInput")
+    }
+}
+
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Self::ALL.iter().map(|c| c.as_str())))
+            .description(Some(
+                "Machine-readable code; each goes with one HTTP status (clients treat a code \
+                 they do not know by its status).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorCode")
     }
 }

@@ -1,5 +1,6 @@
 //! The broker's JSON API (`/api/v1`) with the signed-in user's bearer token.
 
+use jit_api::ErrorCode;
 use reqwest::Method;
 use reqwest::StatusCode;
 use reqwest::header::{LINK, WWW_AUTHENTICATE};
@@ -358,19 +359,30 @@ pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
         },
         |d| d.message.clone(),
     );
+    // The code says what went wrong; without one (not a broker's body, or a code from a newer
+    // broker) the status does.
+    let code = detail
+        .as_ref()
+        .map(|d| d.code)
+        .filter(|c| *c != ErrorCode::Unknown)
+        .unwrap_or(match status {
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            s if s.is_server_error() => ErrorCode::Internal,
+            _ => ErrorCode::Unknown,
+        });
     // Brokers say "run `jit login`" in their 401 message; the hint says it once, with the
     // server and user to sign in with.
-    let message = match status {
-        StatusCode::UNAUTHORIZED => message
+    let message = match code {
+        ErrorCode::Unauthorized => message
             .strip_suffix(": run `jit login`")
             .map_or(message.clone(), str::to_owned),
         _ => message,
     };
     let err = CliError::new(message);
-    match status {
-        StatusCode::UNAUTHORIZED => err.hint("run `jit login`"),
-        StatusCode::TOO_MANY_REQUESTS => err.hint("wait a moment and try again"),
-        s if s.is_server_error() => {
+    match code {
+        ErrorCode::Unauthorized | ErrorCode::StepUpRequired => err.hint("run `jit login`"),
+        _ if status == StatusCode::TOO_MANY_REQUESTS => err.hint("wait a moment and try again"),
+        c if c.is_transient() => {
             err.hint("try again later; if it persists, tell the broker's operators")
         }
         _ => err,
@@ -429,6 +441,29 @@ mod tests {
                 .hint("run `jit login --server http://127.0.0.1:8080 --user alice`")
                 .line(),
             "error: invalid or expired token: run `jit login --server http://127.0.0.1:8080 --user alice`"
+        );
+    }
+
+    #[test]
+    fn the_code_decides_the_hint() {
+        // An upstream failure the broker reports as 502: worth trying again later.
+        let body = br#"{"error":{"code":"upstream_error","message":"could not mint credentials: the cloud refused or did not answer (the broker logged what it said)"}}"#;
+        assert!(
+            api_error(StatusCode::BAD_GATEWAY, body)
+                .line()
+                .ends_with("(the broker logged what it said): try again later; if it persists, tell the broker's operators"),
+        );
+        // A conflict is nothing to try again.
+        let body = br#"{"error":{"code":"conflict","message":"request `x` is not pending"}}"#;
+        assert_eq!(
+            api_error(StatusCode::CONFLICT, body).line(),
+            "error: request `x` is not pending"
+        );
+        // A code this client does not know: the status decides.
+        let body = br#"{"error":{"code":"teapot","message":"short and stout"}}"#;
+        assert_eq!(
+            api_error(StatusCode::UNAUTHORIZED, body).line(),
+            "error: short and stout: run `jit login`"
         );
     }
 

@@ -220,13 +220,8 @@ impl Auth {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "session store failure");
-    ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error; the broker logged the cause",
-    )
+fn internal(e: impl std::fmt::Debug) -> ApiError {
+    ApiError::internal(&e, "session store failure")
 }
 
 /// 32 random bytes, base64url.
@@ -406,11 +401,7 @@ impl FromRequestParts<Web> for Bearer {
                     .map_err(|e| {
                         tracing::info!(reason = %e.reason(), "bearer token refused");
                         if e.status() == 503 {
-                            ApiError::new(
-                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                "unavailable",
-                                e.public_message(),
-                            )
+                            ApiError::new(jit_api::ErrorCode::Unavailable, e.public_message())
                         } else {
                             ApiError::unauthorized(format!(
                                 "{}: run `jit login`",

@@ -13,7 +13,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use jit_api::ErrorBody;
+use jit_api::{ErrorBody, ErrorCode};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -121,18 +121,34 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// `error.code`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// `error.message`.
     pub message: String,
     /// For `step_up_required`: what a new sign-in must show (sent as the RFC 9470 challenge).
     pub step_up: Option<Box<StepUp>>,
 }
 
+/// The HTTP status that goes with `code`.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized | ErrorCode::StepUpRequired => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+        ErrorCode::AuditUnavailable | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::AuditDamaged | ErrorCode::Internal | ErrorCode::Unknown => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 impl ApiError {
-    /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code` (and its status) and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
+            status: status_of(code),
             code,
             message: message.into(),
             step_up: None,
@@ -140,26 +156,34 @@ impl ApiError {
     }
     /// 400.
     pub fn bad_request(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", msg)
+        Self::new(ErrorCode::InvalidRequest, msg)
     }
     /// 401.
     pub fn unauthorized(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+        Self::new(ErrorCode::Unauthorized, msg)
     }
     /// 403.
     pub fn forbidden(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", msg)
+        Self::new(ErrorCode::Forbidden, msg)
     }
     /// 404.
     pub fn not_found(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", msg)
+        Self::new(ErrorCode::NotFound, msg)
+    }
+    /// 500 `internal`: the cause is logged here, the body says only that.
+    pub fn internal(cause: &dyn std::fmt::Debug, what: &str) -> Self {
+        tracing::error!(error = ?cause, "{what}");
+        Self::new(
+            ErrorCode::Internal,
+            "internal error; the broker logged the cause",
+        )
     }
     /// 401 `step_up_required`, with the challenge that says what a new sign-in must show.
     pub fn step_up(step_up: StepUp) -> Self {
         Self {
             message: step_up.message.clone(),
             step_up: Some(Box::new(step_up)),
-            ..Self::new(StatusCode::UNAUTHORIZED, "step_up_required", "")
+            ..Self::new(ErrorCode::StepUpRequired, "")
         }
     }
 }
@@ -170,27 +194,21 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Forbidden(m) => Self::forbidden(m),
             ServiceError::NotFound(m) => Self::not_found(m),
-            ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
             ServiceError::StepUpRequired(step_up) => Self::step_up(step_up),
-            ServiceError::Upstream(m) => {
-                tracing::warn!(error = %m, "upstream failure");
-                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", m)
+            e @ ServiceError::Upstream { .. } => {
+                // What the cloud said stays in the log: it may name accounts, roles, policies.
+                if let ServiceError::Upstream { call, cause } = &e {
+                    tracing::warn!(error = %cause, upstream.call = %call, "upstream failure");
+                }
+                Self::new(ErrorCode::UpstreamError, e.to_string())
             }
-            ServiceError::AuditUnavailable(m) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", m)
-            }
+            ServiceError::AuditUnavailable(m) => Self::new(ErrorCode::AuditUnavailable, m),
             ServiceError::AuditDamaged(m) => {
                 tracing::error!(error = %m, "audit log damaged");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "audit_damaged", m)
+                Self::new(ErrorCode::AuditDamaged, m)
             }
-            ServiceError::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; the broker logged the cause",
-                )
-            }
+            ServiceError::Internal(e) => Self::internal(&e, "internal error"),
         }
     }
 }

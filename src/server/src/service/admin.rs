@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::grants::JobOutcome;
-use super::{App, ServiceError};
+use super::{App, ServiceError, UpstreamCall};
 use crate::domain::User;
 use crate::policy::catalog::Target;
 use crate::policy::{Authorized, Kind, act};
@@ -60,7 +60,7 @@ impl App {
         revoker
             .revoke_all_sessions(role_arn, before)
             .await
-            .map_err(|e| ServiceError::Upstream(format!("could not revoke sessions: {e}")))?;
+            .map_err(ServiceError::upstream(UpstreamCall::RevokeSessions))?;
         let before_text = super::requests::fmt_ms(crate::clock::to_ms(before));
         self.audit_alone(NewEvent {
             actor: &user.email,

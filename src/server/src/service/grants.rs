@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::outbox::Told;
 use super::requests::{Ending, job, secs_ms};
 use super::scheduled::Started;
-use super::{App, ServiceError};
+use super::{App, ServiceError, UpstreamCall};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
@@ -958,12 +958,10 @@ impl App {
                 .map(Issued::Console),
         };
         crate::metrics::upstream(ent.kind.as_str(), op, started.elapsed(), issued.is_ok());
-        let value = issued.map_err(|e| match kind {
-            Session::Credentials => {
-                ServiceError::Upstream(format!("could not mint credentials: {e}"))
-            }
-            Session::Console => ServiceError::Upstream(format!("could not open the console: {e}")),
-        })?;
+        let value = issued.map_err(ServiceError::upstream(match kind {
+            Session::Credentials => UpstreamCall::MintCredentials,
+            Session::Console => UpstreamCall::OpenConsole,
+        }))?;
         let facts = match &value {
             Issued::Credentials(c) => json!({
                 "access_key_id": c.access_key_id,
@@ -1017,7 +1015,7 @@ impl App {
                 .get(ent.kind)
                 .end_sessions(&spec)
                 .await
-                .map_err(|e| ServiceError::Upstream(e.to_string()))?;
+                .map_err(ServiceError::upstream(UpstreamCall::EndSessions))?;
             let now_ms = self.now_ms();
             let mut tx = guard.change_tx(&self.store).await?;
             if let Some(at) = ended.as_ref().and_then(|s| s.prune_at) {

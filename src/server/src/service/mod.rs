@@ -78,9 +78,18 @@ pub enum ServiceError {
     /// The sign-in is too weak or too old for this entitlement: what a new one must show.
     #[error("{0}")]
     StepUpRequired(step_up::StepUp),
-    /// A cloud said no or did not answer.
-    #[error("{0}")]
-    Upstream(String),
+    /// A cloud said no or did not answer. What it said is logged, never shown: it may name
+    /// accounts, roles and policies.
+    #[error(
+        "could not {call}: the cloud refused or did not answer (the broker logged what it said)"
+    )]
+    Upstream {
+        /// What the broker asked.
+        call: UpstreamCall,
+        /// What the cloud answered.
+        #[source]
+        cause: crate::providers::ProviderError,
+    },
     /// The audit log cannot be written now, so nothing that needs an audit
     /// row is done (credentials are not minted).
     #[error("{0}")]
@@ -92,6 +101,37 @@ pub enum ServiceError {
     /// Something broke inside; details are logged, not shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// What the broker asked a cloud to do when it failed ([`ServiceError::Upstream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamCall {
+    /// Mint credentials of a grant.
+    MintCredentials,
+    /// Open a console session of a grant.
+    OpenConsole,
+    /// End the sessions of a grant.
+    EndSessions,
+    /// Revoke every session of a role.
+    RevokeSessions,
+}
+
+impl std::fmt::Display for UpstreamCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::MintCredentials => "mint credentials",
+            Self::OpenConsole => "open the console",
+            Self::EndSessions => "end the sessions",
+            Self::RevokeSessions => "revoke sessions",
+        })
+    }
+}
+
+impl ServiceError {
+    /// [`ServiceError::Upstream`] of `call`.
+    pub fn upstream(call: UpstreamCall) -> impl FnOnce(crate::providers::ProviderError) -> Self {
+        move |cause| Self::Upstream { call, cause }
+    }
 }
 
 impl From<StoreError> for ServiceError {

@@ -59,7 +59,9 @@ async fn admin_revoke_sessions(
     {
         Ok((arn, before)) => format!("every session of {arn} issued before {before} is now denied"),
         Err(
-            e @ (ServiceError::Invalid(_) | ServiceError::Upstream(_) | ServiceError::NotFound(_)),
+            e @ (ServiceError::Invalid(_)
+            | ServiceError::Upstream { .. }
+            | ServiceError::NotFound(_)),
         ) => e.to_string(),
         Err(e) => return Err(e.into()),
     };
