@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use jit_api::RequestState;
-use jit_server::service::grants::PRUNE_DENIES;
+use jit_server::store::jobs::JobKind;
 use jit_server::store::{jobs, query};
 use tokio::sync::watch;
 
@@ -23,7 +23,7 @@ async fn queue(b: &TestBroker, due_at: i64) -> String {
     let mut tx = b.app.store.begin().await.unwrap();
     jobs::enqueue(
         &mut tx,
-        PRUNE_DENIES,
+        JobKind::PruneDenies,
         None,
         r#"{"entitlement":"not-in-the-catalog"}"#,
         due_at,

@@ -8,6 +8,7 @@ use jit_api::RequestState;
 use jit_server::domain::User;
 use jit_server::store::audit::{self, Canonical, NewEvent};
 use jit_server::store::export::{self, CSV_HEADER, ExportFormat, OCSF_VERSION};
+use jit_server::store::jobs::JobKind;
 use jit_server::store::requests::{self, RequestRow};
 use jit_server::store::{Backend, Store, StoreError, jobs, query, users};
 use serde_json::{Value, json};
@@ -157,9 +158,17 @@ async fn insert_request(store: &Store, r: &RequestRow) -> Result<(), StoreError>
 
 async fn enqueue(store: &Store, kind: &str, due_at: i64, dedupe: Option<&str>) {
     let mut tx = store.begin().await.unwrap();
-    jobs::enqueue(&mut tx, kind, None, "{}", due_at, dedupe, T0)
-        .await
-        .unwrap();
+    jobs::enqueue(
+        &mut tx,
+        kind.parse().unwrap(),
+        None,
+        "{}",
+        due_at,
+        dedupe,
+        T0,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -1399,8 +1408,8 @@ both_backends!(abandoned_claims_do_not_count_as_failures, |db| {
 
 both_backends!(several_jobs_go_in_one_statement, |db| {
     enqueue(&db.store, "expire", T0, Some("expire:r1")).await;
-    let job = |kind, due_at, key: Option<&str>| jobs::NewJob {
-        kind,
+    let job = |kind: &str, due_at, key: Option<&str>| jobs::NewJob {
+        kind: kind.parse().unwrap(),
         request_id: None,
         payload: "{}",
         due_at,
@@ -1468,7 +1477,16 @@ async fn file_request(store: &Store, who: &User, r: &RequestRow) -> Result<(), S
     )
     .await?;
     let key = format!("activate:{}", r.id);
-    jobs::enqueue(&mut tx, "activate", Some(r.id), "{}", T0, Some(&key), T0).await?;
+    jobs::enqueue(
+        &mut tx,
+        JobKind::Activate,
+        Some(r.id),
+        "{}",
+        T0,
+        Some(&key),
+        T0,
+    )
+    .await?;
     tx.commit().await
 }
 
@@ -1533,7 +1551,7 @@ both_backends!(held_back_writes_land_together_or_not_at_all, |db| {
     let expire = format!("expire:{}", first.id);
     jobs::enqueue(
         &mut tx,
-        "expire",
+        JobKind::Expire,
         Some(first.id),
         "{}",
         T0,

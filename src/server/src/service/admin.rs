@@ -9,12 +9,9 @@ use crate::policy::catalog::Target;
 use crate::policy::{Authorized, Kind, act};
 use crate::providers::{LiveGrant, ProviderError};
 use crate::store::audit::NewEvent;
-use crate::store::jobs::{self, Job};
+use crate::store::jobs::{self, Job, JobKind};
 use crate::store::requests::{self as store, ListFilter};
 use crate::store::users;
-
-/// Job kind of a reconciliation pass.
-pub const RECONCILE: &str = "reconcile";
 
 /// Longest a reconciliation pass waits for the grants under way; new ones
 /// wait meanwhile, so it is short: a pass that gives up tries again soon.
@@ -80,7 +77,7 @@ impl App {
         let mut tx = self.store.begin().await?;
         jobs::enqueue(
             &mut tx,
-            RECONCILE,
+            JobKind::Reconcile,
             None,
             "{}",
             now,

@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::outbox::Told;
-use super::requests::{Ending, job, secs_ms};
+use super::requests::{Ending, secs_ms};
 use super::scheduled::Started;
 use super::{App, ServiceError, UpstreamCall};
 use crate::clock::from_ms;
@@ -19,7 +19,7 @@ use crate::policy::{Entitlement, Kind};
 use crate::providers::{GrantSpec, Grantee, ProviderError, Pruned, SessionsEnded};
 use crate::store::audit::{self, NewEvent};
 use crate::store::held::{Change, HeldEvent};
-use crate::store::jobs::{self, Job};
+use crate::store::jobs::{self, Job, JobKind};
 use crate::store::requests::{self as store, Changes, RequestRow};
 use crate::store::{Backend, Tx, query, query_built};
 
@@ -126,9 +126,6 @@ const GATE_ALONE_SQL: &str = "SELECT pg_advisory_xact_lock(7301, 1)";
 /// A further object, in the target key space.
 const ALSO_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))";
 
-/// Job kind that drops deny statements whose sessions have all expired.
-pub const PRUNE_DENIES: &str = "prune_denies";
-
 /// What a job run asks of the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -232,28 +229,26 @@ impl App {
 
     /// Runs one claimed job.
     pub async fn run_job(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
-        if job.kind == super::admin::RECONCILE {
-            return self.reconcile(job).await;
-        }
-        if job.kind == PRUNE_DENIES {
-            return self.prune_denies(job).await;
-        }
-        let Some(id) = job.request_id else {
-            return Err(ServiceError::Internal(anyhow::anyhow!(
-                "job `{}` without request",
-                job.kind
-            )));
+        let kind = job
+            .job_kind()
+            .map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))?;
+        let request = || {
+            job.request_id.ok_or_else(|| {
+                ServiceError::Internal(anyhow::anyhow!("job `{kind}` without request"))
+            })
         };
-        match job.kind.as_str() {
-            job::ACTIVATE => self.activate(job, id).await,
-            job::EXPIRE => self.expire(job, id).await,
-            job::TIMEOUT => self.time_out(job, id).await,
-            job::DEPROVISION => self.deprovision(job, id).await,
-            super::outbox::NOTIFY => self.deliver(job).await,
-            super::outbox::EXPIRY_WARNING => self.expiry_warning(job, id).await,
-            other => Err(ServiceError::Internal(anyhow::anyhow!(
-                "unknown job kind `{other}`"
-            ))),
+        match kind {
+            JobKind::Reconcile => self.reconcile(job).await,
+            JobKind::PruneDenies => self.prune_denies(job).await,
+            JobKind::Notify => {
+                request()?;
+                self.deliver(job).await
+            }
+            JobKind::Activate => self.activate(job, request()?).await,
+            JobKind::Expire => self.expire(job, request()?).await,
+            JobKind::Timeout => self.time_out(job, request()?).await,
+            JobKind::Deprovision => self.deprovision(job, request()?).await,
+            JobKind::ExpiryWarning => self.expiry_warning(job, request()?).await,
         }
     }
 
@@ -396,7 +391,7 @@ impl App {
                     )
                     .await?;
                     let expire = jobs::NewJob {
-                        kind: job::EXPIRE,
+                        kind: JobKind::Expire,
                         request_id: Some(id),
                         payload: "{}",
                         due_at: ends,
@@ -715,7 +710,7 @@ impl App {
             let payload = json!({ "entitlement": member.id }).to_string();
             jobs::enqueue(
                 tx,
-                PRUNE_DENIES,
+                JobKind::PruneDenies,
                 None,
                 &payload,
                 due,

@@ -12,13 +12,8 @@ use super::{App, ServiceError};
 use crate::notify::{Audience, Delivery, Notification, NotificationKind};
 use crate::store::Tx;
 use crate::store::audit::NewEvent;
-use crate::store::jobs::{self, Job};
+use crate::store::jobs::{self, Job, JobKind};
 use crate::store::requests as store;
-
-/// Job kind of a notification delivery.
-pub const NOTIFY: &str = "notify";
-/// Job kind of the "your grant ends soon" reminder.
-pub const EXPIRY_WARNING: &str = "expiry_warning";
 
 /// What the event was and who acted.
 pub struct Told<'a> {
@@ -75,7 +70,16 @@ impl App {
             let payload =
                 serde_json::to_string(&delivery).map_err(|e| ServiceError::Internal(e.into()))?;
             let key = delivery.dedupe_key(&told.event_id.to_string());
-            jobs::enqueue(tx, NOTIFY, Some(id), &payload, now, Some(&key), now).await?;
+            jobs::enqueue(
+                tx,
+                JobKind::Notify,
+                Some(id),
+                &payload,
+                now,
+                Some(&key),
+                now,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -148,7 +152,7 @@ impl App {
             &self.config.notify.expiry_warning,
         ));
         (ends - activated > 2 * lead).then(|| jobs::NewJob {
-            kind: EXPIRY_WARNING,
+            kind: JobKind::ExpiryWarning,
             request_id: Some(id),
             payload: "{}",
             due_at: ends - lead,

@@ -11,6 +11,7 @@ use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Authorized, Entitlement, OwnRequest, RequestFacts, RequestResource, act};
 use crate::store::audit::NewEvent;
+use crate::store::jobs::JobKind;
 use crate::store::requests::{self as store, ApprovalRow, Changes, RequestRow};
 use crate::store::{Tx, jobs, users};
 
@@ -48,18 +49,6 @@ impl RequestView {
             ..self.row.to_api(&self.approvals)
         }
     }
-}
-
-/// Job kinds.
-pub mod job {
-    /// Make the grant.
-    pub const ACTIVATE: &str = "activate";
-    /// End the grant at its window's end.
-    pub const EXPIRE: &str = "expire";
-    /// Time out a pending request.
-    pub const TIMEOUT: &str = "timeout";
-    /// Remove the upstream object of an ended grant.
-    pub const DEPROVISION: &str = "deprovision";
 }
 
 /// How a request ends, for [`App::end_request`].
@@ -346,7 +335,7 @@ impl App {
             .await?;
             jobs::enqueue(
                 &mut tx,
-                job::TIMEOUT,
+                JobKind::Timeout,
                 Some(id),
                 "{}",
                 row.pending_until.unwrap_or(now_ms),
@@ -422,7 +411,7 @@ impl App {
         let id = row.id;
         jobs::enqueue(
             tx,
-            job::ACTIVATE,
+            JobKind::Activate,
             Some(id),
             "{}",
             row.start_at.map_or(now_ms, |start| start.max(now_ms)),
@@ -814,7 +803,7 @@ impl App {
     ) -> Result<(), ServiceError> {
         jobs::enqueue(
             tx,
-            job::DEPROVISION,
+            JobKind::Deprovision,
             Some(id),
             "{}",
             now_ms,
@@ -1006,7 +995,7 @@ impl App {
             .await?;
             jobs::enqueue(
                 &mut tx,
-                job::TIMEOUT,
+                JobKind::Timeout,
                 Some(new_id),
                 "{}",
                 row.pending_until.unwrap_or(now_ms),

@@ -11,12 +11,80 @@ use uuid::Uuid;
 use super::db::{query, query_built};
 use super::{Backend, Store, StoreError, Tx, Write, uuid_col};
 
+/// What a job does; stored as its word (`activate`, `prune_denies`…).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Make the grant of an approved request.
+    Activate,
+    /// End a grant at its window's end.
+    Expire,
+    /// Time out a pending request.
+    Timeout,
+    /// Remove the upstream object of an ended grant.
+    Deprovision,
+    /// Deliver a notification from the outbox.
+    Notify,
+    /// Warn a holder that their grant ends soon.
+    ExpiryWarning,
+    /// Compare what should exist upstream with what does.
+    Reconcile,
+    /// Prune the per-user session denies whose sessions have all expired.
+    PruneDenies,
+}
+
+impl JobKind {
+    /// Every kind.
+    pub const ALL: [Self; 8] = [
+        Self::Activate,
+        Self::Expire,
+        Self::Timeout,
+        Self::Deprovision,
+        Self::Notify,
+        Self::ExpiryWarning,
+        Self::Reconcile,
+        Self::PruneDenies,
+    ];
+
+    /// The stored word.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Activate => "activate",
+            Self::Expire => "expire",
+            Self::Timeout => "timeout",
+            Self::Deprovision => "deprovision",
+            Self::Notify => "notify",
+            Self::ExpiryWarning => "expiry_warning",
+            Self::Reconcile => "reconcile",
+            Self::PruneDenies => "prune_denies",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = String;
+
+    /// A stored word; an unknown one (written by a newer broker) is an error naming it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown job kind `{s}`"))
+    }
+}
+
 /// A claimed job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// Id.
     pub id: Uuid,
-    /// Kind (`activate`, `expire`, `timeout`, `deprovision`, `notify`, `reconcile`…).
+    /// Kind as stored ([`JobKind`]; [`Job::job_kind`] reads it).
     pub kind: String,
     /// The request it concerns.
     pub request_id: Option<Uuid>,
@@ -33,6 +101,12 @@ pub struct Job {
 }
 
 impl Job {
+    /// What the job does; an error naming the word when this broker does not know it (a
+    /// newer broker wrote it).
+    pub fn job_kind(&self) -> Result<JobKind, String> {
+        self.kind.parse()
+    }
+
     /// How long to wait before the next run when this one fails: 2 s after
     /// the first failure, doubling with each further one, at most 5 min.
     /// Only failures count: a job taken over from a dead broker is not
@@ -54,7 +128,7 @@ impl Job {
 #[derive(Debug, Clone)]
 pub struct NewJob<'a> {
     /// Kind.
-    pub kind: &'a str,
+    pub kind: JobKind,
     /// The request it concerns.
     pub request_id: Option<Uuid>,
     /// Kind-specific JSON.
@@ -68,7 +142,7 @@ pub struct NewJob<'a> {
 /// Enqueues a job; a second job with the same `dedupe_key` is ignored.
 pub async fn enqueue(
     tx: &mut Tx,
-    kind: &str,
+    kind: JobKind,
     request_id: Option<Uuid>,
     payload: &str,
     due_at: i64,
@@ -99,7 +173,7 @@ pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob<'_>], now: i64) -> Result<(
     for job in jobs {
         q = q
             .bind(Uuid::now_v7().to_string())
-            .bind(job.kind)
+            .bind(job.kind.as_str())
             .bind(job.request_id.map(|u| u.to_string()))
             .bind(job.payload)
             .bind(job.dedupe_key.as_deref())
@@ -237,4 +311,20 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobKind;
+
+    #[test]
+    fn job_kinds_read_back_their_stored_words() {
+        for kind in JobKind::ALL {
+            assert_eq!(kind.as_str().parse::<JobKind>(), Ok(kind));
+        }
+        assert_eq!(
+            "defragment".parse::<JobKind>(),
+            Err("unknown job kind `defragment`".to_owned())
+        );
+    }
 }
