@@ -314,8 +314,10 @@ fn sign_checkpoints(config: &mut Config, dir: &std::path::Path) {
     std::fs::write(&key, pem).expect("write the signing key");
     config.audit.signing_key = Some(format!("file:{}", key.display()));
     config.audit.checkpoint_sinks = vec![format!("file://{}", dir.join("cp").display())];
-    config.audit.checkpoint_every =
-        std::env::var("JIT_BENCH_LOAD_CHECKPOINT_EVERY").unwrap_or_else(|_| "1s".to_owned());
+    config.audit.checkpoint_every = std::env::var("JIT_BENCH_LOAD_CHECKPOINT_EVERY")
+        .unwrap_or_else(|_| "1s".to_owned())
+        .parse()
+        .expect("JIT_BENCH_LOAD_CHECKPOINT_EVERY is a duration like `1s`");
     config.audit.broker_id = Some("bench".to_owned());
 }
 

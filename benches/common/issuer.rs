@@ -96,9 +96,9 @@ impl Issuer {
             required_scope: Some("access".to_owned()),
             tenant_id: Some(TENANT.to_owned()),
             claims: ClaimMapping::default(),
-            mfa_max_age: "1h".to_owned(),
+            mfa_max_age: jit_server::config::ConfigDuration::from_secs(3600),
             allow_any_tenant: false,
-            max_token_lifetime: "24h".to_owned(),
+            max_token_lifetime: jit_server::config::ConfigDuration::from_secs(86_400),
         }
     }
 

@@ -138,11 +138,7 @@ async fn secrets_are_re_read_every_refresh_interval() {
         "[notify.teams]\nwebhook_url = \"aws-sm:{name}#client_secret\"\n[secrets]\nrefresh_every = \"1s\"\n"
     ))
     .unwrap();
-    assert_eq!(
-        Config::seconds(&config.secrets.refresh_every),
-        1,
-        "parsed at load"
-    );
+    assert_eq!(config.secrets.refresh_every.secs(), 1, "parsed at load");
     jit_server::secrets::resolve_with(&config.secrets(), &sm)
         .await
         .unwrap();

@@ -164,7 +164,7 @@ async fn a_client_waiting_on_one_broker_hears_of_a_change_on_another() {
         db,
         jit_server::http::AuthMode::Dev,
         jit_server::providers::Providers::simulated(),
-        |c| c.server.long_poll_reread = "10m".to_owned(),
+        |c| c.server.long_poll_reread = "10m".parse().unwrap(),
     )
     .await;
     let b = start_on(

@@ -132,9 +132,9 @@ fn oidc_config() -> OidcConfig {
         required_scope: Some("access".to_owned()),
         tenant_id: Some(TENANT.to_owned()),
         claims: ClaimMapping::default(),
-        mfa_max_age: "1h".to_owned(),
+        mfa_max_age: "1h".parse().unwrap(),
         allow_any_tenant: false,
-        max_token_lifetime: "24h".to_owned(),
+        max_token_lifetime: "24h".parse().unwrap(),
     }
 }
 

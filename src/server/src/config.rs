@@ -235,7 +235,7 @@ pub struct SecretsConfig {
     /// How often every `aws-sm:` reference is re-read (besides when an upstream refuses the
     /// value held).
     #[serde(default = "default_secrets_refresh_every")]
-    pub refresh_every: String,
+    pub refresh_every: ConfigDuration,
 }
 
 impl Default for SecretsConfig {
@@ -246,8 +246,8 @@ impl Default for SecretsConfig {
     }
 }
 
-fn default_secrets_refresh_every() -> String {
-    "1h".to_owned()
+fn default_secrets_refresh_every() -> ConfigDuration {
+    ConfigDuration::from_secs(3600)
 }
 
 /// `[audit]`: signed checkpoints of the audit chain (docs/audit.md, "Signed checkpoints") and
@@ -266,7 +266,7 @@ pub struct AuditConfig {
     pub public_key: Option<String>,
     /// How often a checkpoint is signed when the chain has grown (and at shutdown).
     #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: String,
+    pub checkpoint_every: ConfigDuration,
     /// Where checkpoints go: `s3://bucket/prefix` (Object Lock), `file:///directory`.
     #[serde(default)]
     pub checkpoint_sinks: Vec<String>,
@@ -298,8 +298,8 @@ impl Default for AuditConfig {
     }
 }
 
-fn default_checkpoint_every() -> String {
-    "1m".to_owned()
+fn default_checkpoint_every() -> ConfigDuration {
+    ConfigDuration::from_secs(60)
 }
 fn default_checkpoint_retention_days() -> u32 {
     2557
@@ -351,17 +351,17 @@ pub struct ServerConfig {
     pub session_key: Option<Secret>,
     /// Idle session timeout.
     #[serde(default = "default_idle")]
-    pub session_idle_timeout: String,
+    pub session_idle_timeout: ConfigDuration,
     /// Absolute session lifetime.
     #[serde(default = "default_absolute")]
-    pub session_absolute_timeout: String,
+    pub session_absolute_timeout: ConfigDuration,
     /// Log format: `json` (default) or `text`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
     /// The longest a long poll goes without reading its request again, in
     /// case word of a change was lost (at least 1 s).
     #[serde(default = "default_long_poll_reread")]
-    pub long_poll_reread: String,
+    pub long_poll_reread: ConfigDuration,
 }
 
 impl Default for ServerConfig {
@@ -384,14 +384,14 @@ fn default_bind() -> String {
 fn default_public_url() -> String {
     "http://127.0.0.1:8080".to_owned()
 }
-fn default_long_poll_reread() -> String {
-    "5s".to_owned()
+fn default_long_poll_reread() -> ConfigDuration {
+    ConfigDuration::from_secs(5)
 }
-fn default_idle() -> String {
-    "1h".to_owned()
+fn default_idle() -> ConfigDuration {
+    ConfigDuration::from_secs(3600)
 }
-fn default_absolute() -> String {
-    "12h".to_owned()
+fn default_absolute() -> ConfigDuration {
+    ConfigDuration::from_secs(43200)
 }
 fn default_log_format() -> String {
     "json".to_owned()
@@ -485,14 +485,14 @@ pub struct OidcConfig {
     pub claims: ClaimMapping,
     /// Longest accepted age of a sign-in for `require_mfa` entitlements.
     #[serde(default = "default_mfa_max_age")]
-    pub mfa_max_age: String,
+    pub mfa_max_age: ConfigDuration,
     /// Accept tokens of any tenant when none is pinned (providers without tenants). Off by
     /// default: a production broker refuses to start without a tenant to pin.
     #[serde(default)]
     pub allow_any_tenant: bool,
     /// Longest lifetime of an ID or access token: `exp` at most this long after `iat`.
     #[serde(default = "default_max_token_lifetime")]
-    pub max_token_lifetime: String,
+    pub max_token_lifetime: ConfigDuration,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -500,11 +500,11 @@ fn default_scopes() -> Vec<String> {
         .map(str::to_owned)
         .to_vec()
 }
-fn default_mfa_max_age() -> String {
-    "1h".to_owned()
+fn default_mfa_max_age() -> ConfigDuration {
+    ConfigDuration::from_secs(3600)
 }
-fn default_max_token_lifetime() -> String {
-    "24h".to_owned()
+fn default_max_token_lifetime() -> ConfigDuration {
+    ConfigDuration::from_secs(86400)
 }
 
 /// Which token claims carry what; Entra defaults.
@@ -698,7 +698,7 @@ pub struct NotifyConfig {
     pub teams: Option<TeamsConfig>,
     /// Warn the requester this long before a grant ends.
     #[serde(default = "default_expiry_warning")]
-    pub expiry_warning: String,
+    pub expiry_warning: ConfigDuration,
     /// Addresses told of every break-glass use.
     #[serde(default)]
     pub security_emails: Vec<String>,
@@ -715,8 +715,8 @@ impl Default for NotifyConfig {
     }
 }
 
-fn default_expiry_warning() -> String {
-    "10m".to_owned()
+fn default_expiry_warning() -> ConfigDuration {
+    ConfigDuration::from_secs(600)
 }
 
 /// `[notify.email]`.
@@ -764,10 +764,10 @@ fn default_policy_dir() -> PathBuf {
 pub struct SchedulerConfig {
     /// How often due jobs are looked for.
     #[serde(default = "default_tick")]
-    pub tick: String,
+    pub tick: ConfigDuration,
     /// How often drift reconciliation runs.
     #[serde(default = "default_reconcile")]
-    pub reconcile_every: String,
+    pub reconcile_every: ConfigDuration,
 }
 
 impl Default for SchedulerConfig {
@@ -779,11 +779,72 @@ impl Default for SchedulerConfig {
     }
 }
 
-fn default_tick() -> String {
-    "1s".to_owned()
+fn default_tick() -> ConfigDuration {
+    ConfigDuration::from_secs(1)
 }
-fn default_reconcile() -> String {
-    "5m".to_owned()
+fn default_reconcile() -> ConfigDuration {
+    ConfigDuration::from_secs(300)
+}
+
+/// A duration key (`15m`, `1h30m`, seconds as digits), parsed when the configuration is read:
+/// a value that is not one is an error naming its key, so a running broker holds only
+/// durations that parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(u64);
+
+impl ConfigDuration {
+    /// `secs` seconds.
+    #[must_use]
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(secs)
+    }
+
+    /// In seconds.
+    #[must_use]
+    pub const fn secs(self) -> u64 {
+        self.0
+    }
+
+    /// As a [`Duration`](std::time::Duration).
+    #[must_use]
+    pub const fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
+}
+
+impl std::str::FromStr for ConfigDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        jit_api::parse_duration(s)
+            .map(Self)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&jit_api::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Text like `15m`, or whole seconds (an environment variable of digits reads as a number).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration like `15m`, `1h30m` or seconds")
+        })? {
+            Raw::Seconds(s) => s.to_string().parse(),
+            Raw::Text(t) => t.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
 }
 
 /// One line for a configuration error: the key as the file spells it (figment's own message
@@ -936,24 +997,6 @@ impl Config {
             ));
         }
         self.validate_secrets()?;
-        for (key, value) in [
-            (
-                "server.session_idle_timeout",
-                &self.server.session_idle_timeout,
-            ),
-            (
-                "server.session_absolute_timeout",
-                &self.server.session_absolute_timeout,
-            ),
-            ("server.long_poll_reread", &self.server.long_poll_reread),
-            ("scheduler.tick", &self.scheduler.tick),
-            ("scheduler.reconcile_every", &self.scheduler.reconcile_every),
-            ("notify.expiry_warning", &self.notify.expiry_warning),
-            ("audit.checkpoint_every", &self.audit.checkpoint_every),
-            ("secrets.refresh_every", &self.secrets.refresh_every),
-        ] {
-            jit_api::parse_duration(value).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
-        }
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -1013,10 +1056,6 @@ impl Config {
                     "must not be empty",
                 ));
             }
-            jit_api::parse_duration(&oidc.mfa_max_age)
-                .map_err(|e| ConfigError::invalid("oidc.mfa_max_age", e.to_string()))?;
-            jit_api::parse_duration(&oidc.max_token_lifetime)
-                .map_err(|e| ConfigError::invalid("oidc.max_token_lifetime", e.to_string()))?;
         }
         if let Some(aws) = &self.aws {
             if let Some(endpoint) = &aws.endpoint_url {
@@ -1126,11 +1165,6 @@ impl Config {
                 ),
             )
         })
-    }
-
-    /// A duration key that [`Config::validate`] already checked.
-    pub fn seconds(value: &str) -> u64 {
-        jit_api::parse_duration(value).unwrap_or(1)
     }
 
     /// Every secret of the configuration with its key, for reading `aws-sm:` references.
@@ -1264,11 +1298,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.bind, "0.0.0.0:9090");
         assert_eq!(c.database.url, "postgres://db/jit");
-        assert_eq!(c.scheduler.tick, "1s");
+        assert_eq!(c.scheduler.tick, ConfigDuration::from_secs(1));
         let e = Config::from_toml_str("[scheduler]\ntick = \"soon\"\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("scheduler.tick"), "{e}");
+        // Parsed once, when read: text or whole seconds; nothing falls back to a default.
+        let c = Config::from_toml_str(
+            "[scheduler]\ntick = 2\nreconcile_every = \"1h30m\"\n[server]\nlong_poll_reread = \"90s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.scheduler.tick.duration(),
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(c.scheduler.reconcile_every.secs(), 5400);
+        assert_eq!(c.server.long_poll_reread.to_string(), "1m30s");
+        for bad in [
+            "[scheduler]\ntick = 0\n",
+            "[scheduler]\ntick = -1\n",
+            "[scheduler]\ntick = \"\"\n",
+            "[oidc]\nissuer = \"https://idp\"\nclient_id = \"c\"\napi_audience = \"a\"\nmfa_max_age = \"an hour\"\n",
+        ] {
+            let e = Config::from_toml_str(bad).unwrap_err().to_string();
+            let key = if bad.contains("mfa_max_age") {
+                "oidc.mfa_max_age"
+            } else {
+                "scheduler.tick"
+            };
+            assert!(e.contains(key), "{bad}: {e}");
+        }
         let e = Config::from_toml_str("[server\n").unwrap_err().to_string();
         assert!(e.starts_with("config: "), "{e}");
         let e = Config::from_toml_str("[nope]\n").unwrap_err().to_string();
@@ -1318,11 +1377,8 @@ mod tests {
             ]
         );
         assert!(c.server.session_key.unwrap().expose().is_empty());
-        assert_eq!(Config::seconds(&c.secrets.refresh_every), 900);
-        assert_eq!(
-            Config::seconds(&Config::default().secrets.refresh_every),
-            3600
-        );
+        assert_eq!(c.secrets.refresh_every.secs(), 900);
+        assert_eq!(Config::default().secrets.refresh_every.secs(), 3600);
         let e = Config::from_toml_str("[notify.teams]\nwebhook_url = \"aws-sm:#k\"\n")
             .unwrap_err()
             .to_string();

@@ -32,9 +32,7 @@ const BATCH: i64 = 32;
 /// not hold up the others); sleeps until the next job is due, at most `tick`.
 pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     info!(tick_ms = tick.as_millis(), "scheduler started");
-    let reconcile_every = Duration::from_secs(crate::config::Config::seconds(
-        &app.config.scheduler.reconcile_every,
-    ));
+    let reconcile_every = app.config.scheduler.reconcile_every.duration();
     let mut next_reconcile = std::time::Instant::now();
     let replays = tokio::spawn(replay_held(app.clone(), shutdown.clone()));
     let mut running = tokio::task::JoinSet::new();

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rand::RngCore;
@@ -95,8 +94,8 @@ pub async fn build(
         auth,
         key,
         &config.server.public_url,
-        Config::seconds(&config.server.session_idle_timeout),
-        Config::seconds(&config.server.session_absolute_timeout),
+        config.server.session_idle_timeout.secs(),
+        config.server.session_absolute_timeout.secs(),
     );
     let spool_path = config.audit_spool();
     let spool = crate::store::held::Spool::open(&spool_path)
@@ -234,11 +233,8 @@ pub async fn serve(config_path: Option<&Path>, dev: bool) -> anyhow::Result<()> 
             crate::identity::Identity::discover(oidc, &redirect, clock.clone(), groups).await?,
         ))
     };
-    let tick = Duration::from_secs(Config::seconds(&config.scheduler.tick));
-    let secrets = crate::secrets::spawn_refresh(
-        &config,
-        Duration::from_secs(Config::seconds(&config.secrets.refresh_every)),
-    );
+    let tick = config.scheduler.tick.duration();
+    let secrets = crate::secrets::spawn_refresh(&config, config.secrets.refresh_every.duration());
     let broker = build(config, dev, auth, providers, clock).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     crate::metrics::spawn_upkeep();

@@ -143,7 +143,7 @@ impl Checkpointer {
                     .map_err(|e| anyhow::anyhow!("config: `audit.checkpoint_sinks`: {e}"))?,
             );
         }
-        let every = Duration::from_secs(Config::seconds(&audit.checkpoint_every));
+        let every = audit.checkpoint_every.duration();
         Ok(Some(Arc::new(Self::new(
             signer,
             sinks,

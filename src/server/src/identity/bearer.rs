@@ -121,7 +121,7 @@ impl BearerValidator {
 
 /// `oidc.max_token_lifetime` in seconds.
 pub(crate) fn max_lifetime(config: &OidcConfig) -> i64 {
-    i64::try_from(crate::config::Config::seconds(&config.max_token_lifetime)).unwrap_or(i64::MAX)
+    i64::try_from(config.max_token_lifetime.secs()).unwrap_or(i64::MAX)
 }
 
 /// What a signed token's claims must satisfy.

@@ -237,9 +237,9 @@ mod tests {
             required_scope: None,
             tenant_id: None,
             claims: ClaimMapping::default(),
-            mfa_max_age: "1h".to_owned(),
+            mfa_max_age: crate::config::ConfigDuration::from_secs(3600),
             allow_any_tenant: false,
-            max_token_lifetime: "24h".to_owned(),
+            max_token_lifetime: crate::config::ConfigDuration::from_secs(86_400),
         }
     }
 

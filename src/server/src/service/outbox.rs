@@ -148,9 +148,7 @@ impl App {
         activated: i64,
         ends: i64,
     ) -> Option<jobs::NewJob<'static>> {
-        let lead = super::requests::secs_ms(crate::config::Config::seconds(
-            &self.config.notify.expiry_warning,
-        ));
+        let lead = super::requests::secs_ms(self.config.notify.expiry_warning.secs());
         (ends - activated > 2 * lead).then(|| jobs::NewJob {
             kind: JobKind::ExpiryWarning,
             request_id: Some(id),

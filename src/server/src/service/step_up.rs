@@ -68,7 +68,7 @@ impl App {
         self.config
             .oidc
             .as_ref()
-            .map_or(3600, |o| crate::config::Config::seconds(&o.mfa_max_age))
+            .map_or(3600, |o| o.mfa_max_age.secs())
     }
 
     /// Step-up for requesting (or extending) `ent`: `require_mfa` and `auth_context`.

@@ -33,9 +33,7 @@ impl App {
         timeout: Duration,
     ) -> Result<RequestView, ServiceError> {
         let deadline = Instant::now() + timeout.min(MAX_WAIT);
-        let reread = Duration::from_secs(
-            crate::config::Config::seconds(&self.config.server.long_poll_reread).max(1),
-        );
+        let reread = Duration::from_secs(self.config.server.long_poll_reread.secs().max(1));
         let watch = self.store.changes().watch(id);
         loop {
             // Listening before reading: a change committed after the read wakes us.
