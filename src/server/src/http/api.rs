@@ -146,8 +146,8 @@ async fn me(State(web): State<Web>, Bearer(user): Bearer) -> Json<jit_api::Me> {
         id: user.key.clone(),
         name: user.name.clone(),
         email: user.email.clone(),
-        admin: web.app.is_admin(&user),
-        auditor: web.app.is_auditor(&user),
+        admin: web.app.authorize_admin(&user).is_ok(),
+        auditor: web.app.authorize_audit(&user).is_ok(),
         groups: user.groups,
         roles: user.roles,
     })

@@ -60,7 +60,7 @@ impl App {
         let exact = if mine {
             base.requester_key = Some(user.key.clone());
             false
-        } else if self.is_auditor(user) {
+        } else if self.authorize_audit(user).is_ok() {
             false
         } else {
             base.entitlements_in = Some(self.approvable(user).entitlements);

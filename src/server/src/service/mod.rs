@@ -273,20 +273,6 @@ impl App {
         Ok(true)
     }
 
-    /// Is the user an admin by policy.
-    pub fn is_admin(&self, user: &User) -> bool {
-        self.policy
-            .authorize_broker::<crate::policy::act::Admin>(user)
-            .is_ok()
-    }
-
-    /// Is the user an auditor (or admin) by policy.
-    pub fn is_auditor(&self, user: &User) -> bool {
-        self.policy
-            .authorize_broker::<crate::policy::act::Audit>(user)
-            .is_ok()
-    }
-
     /// The audit chain's state for the audit page: [`App::check_chain`] in steps.
     pub async fn audit_state(&self) -> Result<jit_api::VerifyReport, ServiceError> {
         self.check_chain(false).await

@@ -1024,19 +1024,39 @@ impl App {
                 "only break-glass grants are reviewed".to_owned(),
             ));
         }
-        if !self.may_decide(user, &row) {
+        let reviewer = self
+            .approver_of(user, &row)
+            .ok_or_else(|| ServiceError::Forbidden("you may not review this request".to_owned()))?;
+        self.record_review(&mut tx, &reviewer, user, &row, comment)
+            .await?;
+        tx.commit().await?;
+        self.view(id).await
+    }
+
+    /// Records `user`'s review of locked break-glass request `row` inside `tx`, as `reviewer`
+    /// allows.
+    async fn record_review(
+        &self,
+        tx: &mut Tx,
+        reviewer: &Authorized<act::Approve>,
+        user: &User,
+        row: &RequestRow,
+        comment: Option<String>,
+    ) -> Result<(), ServiceError> {
+        if !reviewer.is_for(user) || reviewer.resource() != row.id.to_string() {
             return Err(ServiceError::Forbidden(
                 "you may not review this request".to_owned(),
             ));
         }
+        let id = row.id;
         let now_ms = self.now_ms();
-        if !store::set_reviewed(&mut tx, id, &user.email, now_ms).await? {
+        if !store::set_reviewed(tx, id, &user.email, now_ms).await? {
             return Err(ServiceError::Conflict(
                 "this break-glass grant is already reviewed".to_owned(),
             ));
         }
         self.audit(
-            &mut tx,
+            tx,
             NewEvent {
                 actor: &user.email,
                 action: "break_glass.reviewed",
@@ -1045,26 +1065,29 @@ impl App {
                 data: json!({ "comment": comment }),
             },
         )
-        .await?;
-        tx.commit().await?;
-        self.view(id).await
+        .await
+        .map(|_| ())
     }
 
-    /// Whether policy lets `user` decide on `row` (never their own).
-    pub fn may_decide(&self, user: &User, row: &RequestRow) -> bool {
+    /// The policy module's leave for `user` to decide on (approve, deny, review) `row`: never
+    /// on their own; none when the policies refuse or its entitlement left the catalog.
+    fn approver_of(&self, user: &User, row: &RequestRow) -> Option<Authorized<act::Approve>> {
         if row.requester_key == user.key {
-            return false;
+            return None;
         }
-        let Some(ent) = self.policy.catalog.get(&row.entitlement) else {
-            return false;
-        };
+        let ent = self.policy.catalog.get(&row.entitlement)?;
         self.policy
             .authorize_request(
                 user,
                 &resource(&row.id.to_string(), row, ent),
                 self.now().unix_timestamp(),
             )
-            .is_ok()
+            .ok()
+    }
+
+    /// Whether policy lets `user` decide on `row` (never their own).
+    pub fn may_decide(&self, user: &User, row: &RequestRow) -> bool {
+        self.approver_of(user, row).is_some()
     }
 
     /// Whether the policy module lets `user` cancel `row` (for its page's button: the
@@ -1085,7 +1108,9 @@ impl App {
 
     /// Whether `user` may see `row`: their own, ones they may decide, or everything for auditors.
     pub fn may_see(&self, user: &User, row: &RequestRow) -> bool {
-        row.requester_key == user.key || self.may_decide(user, row) || self.is_auditor(user)
+        row.requester_key == user.key
+            || self.may_decide(user, row)
+            || self.authorize_audit(user).is_ok()
     }
 
     async fn lock_visible(

@@ -78,8 +78,8 @@ impl Chrome {
             csrf_token: s.session.csrf_token.clone(),
             approver,
             waiting,
-            auditor: web.app.is_auditor(&s.user),
-            admin: web.app.is_admin(&s.user),
+            auditor: web.app.authorize_audit(&s.user).is_ok(),
+            admin: web.app.authorize_admin(&s.user).is_ok(),
             section: "",
         }
     }
