@@ -26,6 +26,30 @@ pub struct RequestView {
     pub target: String,
 }
 
+/// How a new request is granted, as the policy module allowed it ([`App::create_request`]).
+enum Grant {
+    /// It waits for approvers (the policies' `request` alone).
+    Approvals,
+    /// At once: the policies' `auto_approve`.
+    Auto(Authorized<act::AutoApprove>),
+    /// At once, reviewed afterwards: the policies' `break_glass`.
+    BreakGlass(Authorized<act::BreakGlass>),
+}
+
+/// A new request the policy module allowed, ready to be written.
+struct Filing<'a> {
+    /// The policies' `request`.
+    asked: Authorized<act::Request>,
+    grant: Grant,
+    ent: &'a Entitlement,
+    duration: u64,
+    justification: String,
+    ticket: Option<String>,
+    start_at: Option<i64>,
+    signed_in: super::step_up::Satisfied,
+    now: time::OffsetDateTime,
+}
+
 /// An extension the policy module allowed ([`App::extend`]), ready to be written.
 struct Extension<'a> {
     /// The requester's own rule.
@@ -150,10 +174,7 @@ impl App {
         Ok(store::open_request(&self.store, &user.key, entitlement).await?)
     }
 
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one linear sequence of checks; splitting it hides the order"
-    )]
+    /// Checks a new request and asks the policy module how it may be granted, then writes it.
     async fn file_request(
         &self,
         user: &User,
@@ -185,7 +206,8 @@ impl App {
             now: now.unix_timestamp(),
             start_at: start_at.map(|ms| ms.div_euclid(1000)),
         };
-        self.policy
+        let asked = self
+            .policy
             .authorize_entitlement::<act::Request>(user, ent, &facts)
             .map_err(|_| {
                 ServiceError::Forbidden(format!(
@@ -195,31 +217,67 @@ impl App {
             })?;
         // After the policy: nobody is sent to sign in again for what they may not ask for.
         let signed_in = self.check_step_up(user, ent)?;
-        let break_glass = if input.break_glass {
+        let grant = if input.break_glass {
             if !ent.break_glass {
                 return Err(ServiceError::Invalid(format!(
                     "`{}` does not allow break-glass",
                     ent.id
                 )));
             }
+            Grant::BreakGlass(
+                self.policy
+                    .authorize_entitlement::<act::BreakGlass>(user, ent, &facts)
+                    .map_err(|_| {
+                        ServiceError::Forbidden(format!(
+                            "policy does not allow you to break glass on `{}`",
+                            ent.id
+                        ))
+                    })?,
+            )
+        } else if ent.approvals_required == 0 {
             self.policy
-                .authorize_entitlement::<act::BreakGlass>(user, ent, &facts)
-                .map_err(|_| {
-                    ServiceError::Forbidden(format!(
-                        "policy does not allow you to break glass on `{}`",
-                        ent.id
-                    ))
-                })?;
-            true
-        } else {
-            false
-        };
-        let auto = !break_glass
-            && ent.approvals_required == 0
-            && self
-                .policy
                 .authorize_entitlement::<act::AutoApprove>(user, ent, &facts)
-                .is_ok();
+                .map_or(Grant::Approvals, Grant::Auto)
+        } else {
+            Grant::Approvals
+        };
+        let filing = Filing {
+            asked,
+            grant,
+            ent,
+            duration,
+            justification,
+            ticket,
+            start_at,
+            signed_in,
+            now,
+        };
+        self.write_request(user, filing).await
+    }
+
+    /// Writes new request `filing` by `user` with its audit events, notifications and jobs.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one row, its events and what follows them, in order"
+    )]
+    async fn write_request(
+        &self,
+        user: &User,
+        filing: Filing<'_>,
+    ) -> Result<RequestView, ServiceError> {
+        let (ent, now, start_at, duration) =
+            (filing.ent, filing.now, filing.start_at, filing.duration);
+        if !filing.asked.is_for(user) || filing.asked.resource() != ent.id {
+            return Err(ServiceError::Forbidden(format!(
+                "policy does not allow you to request `{}`",
+                ent.id
+            )));
+        }
+        let (auto, break_glass) = match &filing.grant {
+            Grant::Approvals => (false, false),
+            Grant::Auto(a) => (a.is_for(user), false),
+            Grant::BreakGlass(b) => (false, b.is_for(user)),
+        };
         let id = Uuid::now_v7();
         let now_ms = crate::clock::to_ms(now);
         // Granted at once: the request is written approved, or scheduled when it starts
@@ -244,8 +302,8 @@ impl App {
             requester_email: user.email.clone(),
             state,
             duration_secs: i64::try_from(duration).unwrap_or(i64::MAX),
-            justification,
-            ticket,
+            justification: filing.justification,
+            ticket: filing.ticket,
             // Auto-approved: none needed, said the same way everywhere (API, pages, audit).
             approvals_required: if auto {
                 0
@@ -278,7 +336,7 @@ impl App {
             "approvals_required": row.approvals_required,
             "policy_hash": self.policy.hash,
         });
-        signed_in.record(&mut data);
+        filing.signed_in.record(&mut data);
         if let Some(start) = start_at {
             data["start_at"] = json!(crate::clock::fmt_ms(start));
         }
