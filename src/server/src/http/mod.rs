@@ -193,7 +193,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Forbidden(m) => Self::forbidden(m),
-            ServiceError::NotFound(m) => Self::not_found(m),
+            ServiceError::NotFound(m) => Self::not_found(m.to_string()),
             ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
             ServiceError::StepUpRequired(step_up) => Self::step_up(step_up),
             e @ ServiceError::Upstream { .. } => {

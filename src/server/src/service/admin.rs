@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::grants::JobOutcome;
-use super::{App, ServiceError, UpstreamCall};
+use super::{App, Missing, ServiceError, UpstreamCall};
 use crate::domain::User;
 use crate::policy::catalog::Target;
 use crate::policy::{Authorized, Kind, act};
@@ -42,9 +42,10 @@ impl App {
                 "only admins revoke all sessions".to_owned(),
             ));
         }
-        let ent = self.policy.catalog.get(entitlement).ok_or_else(|| {
-            ServiceError::NotFound(format!("unknown entitlement `{entitlement}`"))
-        })?;
+        let ent =
+            self.policy.catalog.get(entitlement).ok_or_else(|| {
+                ServiceError::NotFound(Missing::Entitlement(entitlement.to_owned()))
+            })?;
         let Target::AwsRole { role_arn, .. } = &ent.target else {
             return Err(ServiceError::Invalid(format!(
                 "`{entitlement}` is not an AWS role entitlement"

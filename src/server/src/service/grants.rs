@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::outbox::Told;
 use super::requests::{Ending, secs_ms};
 use super::scheduled::Started;
-use super::{App, ServiceError, UpstreamCall};
+use super::{App, Missing, ServiceError, UpstreamCall};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
@@ -805,7 +805,7 @@ impl App {
         let (row, grantee) = store::get_for_grant(&self.store, id)
             .await?
             .filter(|(r, _)| self.may_see(user, r))
-            .ok_or_else(|| ServiceError::NotFound(format!("no request `{id}`")))?;
+            .ok_or_else(|| ServiceError::NotFound(Missing::Request(id)))?;
         if row.requester_key != user.key {
             return Err(ServiceError::Forbidden(
                 "only the grant's owner can get its credentials".to_owned(),

@@ -71,7 +71,7 @@ pub enum ServiceError {
     Forbidden(String),
     /// Nothing by that id (or not visible to the caller).
     #[error("{0}")]
-    NotFound(String),
+    NotFound(Missing),
     /// The state does not allow it any more.
     #[error("{0}")]
     Conflict(String),
@@ -101,6 +101,23 @@ pub enum ServiceError {
     /// Something broke inside; details are logged, not shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// What was not there ([`ServiceError::NotFound`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Missing {
+    /// No request by this id, or none the caller may see.
+    #[error("no request `{0}`")]
+    Request(Uuid),
+    /// No entitlement by this id in the catalog.
+    #[error("unknown entitlement `{0}`")]
+    Entitlement(String),
+    /// No bundle by this id in the catalog.
+    #[error("unknown bundle `{0}`")]
+    Bundle(String),
+    /// A row the store was asked for.
+    #[error("not found")]
+    Row,
 }
 
 /// What the broker asked a cloud to do when it failed ([`ServiceError::Upstream`]).
@@ -138,7 +155,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => Self::Conflict(m),
-            StoreError::NotFound => Self::NotFound("not found".to_owned()),
+            StoreError::NotFound => Self::NotFound(Missing::Row),
             e @ StoreError::AuditDamaged(_) => Self::AuditDamaged(e.to_string()),
             other => Self::Internal(other.into()),
         }

@@ -5,7 +5,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::outbox::Told;
-use super::{App, ServiceError};
+use super::{App, Missing, ServiceError};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
@@ -94,7 +94,7 @@ impl App {
         self.policy
             .catalog
             .get(id)
-            .ok_or_else(|| ServiceError::NotFound(format!("unknown entitlement `{id}`")))
+            .ok_or_else(|| ServiceError::NotFound(Missing::Entitlement(id.to_owned())))
     }
 
     /// What a request asks for: exactly one of `entitlement` (an entitlement's id, or a
@@ -113,7 +113,7 @@ impl App {
                 Some(_) => Err(ServiceError::Invalid(format!(
                     "`{id}` is an entitlement, not a bundle: send it as `entitlement`"
                 ))),
-                None => Err(ServiceError::NotFound(format!("unknown bundle `{id}`"))),
+                None => Err(ServiceError::NotFound(Missing::Bundle(id.to_owned()))),
             },
         }
     }
@@ -1180,13 +1180,11 @@ impl App {
         let row = store::lock(&self.store, tx, id)
             .await
             .map_err(|e| match e {
-                crate::store::StoreError::NotFound => {
-                    ServiceError::NotFound(format!("no request `{id}`"))
-                }
+                crate::store::StoreError::NotFound => ServiceError::NotFound(Missing::Request(id)),
                 other => other.into(),
             })?;
         if !self.may_see(user, &row) {
-            return Err(ServiceError::NotFound(format!("no request `{id}`")));
+            return Err(ServiceError::NotFound(Missing::Request(id)));
         }
         Ok(row)
     }
@@ -1195,7 +1193,7 @@ impl App {
     pub async fn view(&self, id: Uuid) -> Result<RequestView, ServiceError> {
         let (row, approvals) = store::get_with_approvals(&self.store, id)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no request `{id}`")))?;
+            .ok_or_else(|| ServiceError::NotFound(Missing::Request(id)))?;
         Ok(RequestView {
             target: self.describe(&row.entitlement),
             row,
@@ -1218,7 +1216,7 @@ impl App {
         if self.may_see(user, &view.row) {
             Ok(view)
         } else {
-            Err(ServiceError::NotFound(format!("no request `{id}`")))
+            Err(ServiceError::NotFound(Missing::Request(id)))
         }
     }
 
