@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use jit_api::RequestState;
 use jit_server::http::auth::demo_user;
+use jit_server::store::audit::NewEvent;
 use jit_server::store::requests::{self, RequestRow};
 use jit_server::store::users;
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::cli_e2e::harness::{Out, StderrLog, User};
@@ -97,4 +98,34 @@ each_engine!(jit_status_follows_every_page, |engine| async move {
     let end = &oldest[oldest.len() - 12..];
     let shown = jit(&user, &["-o", "json", "show", end]).await.ok().json();
     assert_eq!(shown["id"], Value::String(oldest.clone()), "{engine:?}");
+
+    // Its timeline, more events than a page of the audit log holds (1,000): every one.
+    let mut tx = b.app.store.begin().await.unwrap();
+    for n in 0..NOTES {
+        let note = format!("note {n}");
+        jit_server::store::audit::append(
+            &mut tx,
+            b.app.now(),
+            NewEvent {
+                actor: &alice.email,
+                action: "request.noted",
+                request_id: Some(mine[0].id),
+                entitlement: Some("aws-sandbox"),
+                data: json!({ "comment": note }),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let detail = jit(&user, &["show", end]).await.ok().stdout;
+    let notes = detail
+        .lines()
+        .filter(|l| l.contains("request.noted by alice@example.com"))
+        .count();
+    assert_eq!(notes, NOTES, "{engine:?}");
+    assert!(detail.contains("\"note 0\"") && detail.contains(&format!("\"note {}\"", NOTES - 1)));
 });
+
+/// Events of one request: more than a page of the audit log.
+const NOTES: usize = 1_050;

@@ -354,6 +354,28 @@ pub fn list_requests(api: &mut Api, query: &[(&str, &str)]) -> Result<Fetched<Ve
     Ok(Fetched { value, raw })
 }
 
+/// The audit trail of request `id`, every page of it (following `next`). It is richer than
+/// the request's own timeline; when the broker does not give it, none (the caller shows that
+/// timeline instead).
+fn request_events(api: &mut Api, id: &str) -> Vec<jit_api::AuditEvent> {
+    let mut events = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("request_id", id), ("limit", "1000")];
+        if let Some(a) = &after {
+            query.push(("after", a));
+        }
+        let Some(page) = api.get_optional::<AuditPage>("/audit", &query) else {
+            return events;
+        };
+        events.extend(page.events);
+        match page.next {
+            Some(next) if after.as_ref() != Some(&next) => after = Some(next),
+            _ => return events,
+        }
+    }
+}
+
 pub(super) fn show(ctx: &Ctx, id_text: &str) -> Result<ExitCode> {
     let mut api = ctx.api()?;
     let id = resolve_id(&mut api, id_text)?;
@@ -362,12 +384,7 @@ pub(super) fn show(ctx: &Ctx, id_text: &str) -> Result<ExitCode> {
         emit_json(&req.raw);
         return Ok(ExitCode::SUCCESS);
     }
-    let id_string = id.to_string();
-    // The audit trail is richer but only auditors may read it; fall back quietly.
-    let events = api
-        .get_optional::<AuditPage>("/audit", &[("request_id", id_string.as_str())])
-        .map(|p| p.events)
-        .unwrap_or_default();
+    let events = request_events(&mut api, &id.to_string());
     emit(&output::request_detail(
         &req.value,
         &events,
