@@ -266,3 +266,46 @@ each_engine!(the_admin_page_pages_every_live_grant, |engine| async move {
     assert_eq!(seen.len(), want.len(), "{engine:?}: a grant shown twice");
     assert_eq!(seen.into_iter().collect::<HashSet<_>>(), want);
 });
+
+each_engine!(
+    the_home_page_pages_past_requests_and_shows_every_grant,
+    |engine| async move {
+        let b = start(engine).await;
+        let alice = jit_server::http::auth::demo_user("alice").unwrap();
+        let now = jit_server::clock::to_ms(b.app.now());
+        let mut tx = b.app.store.begin().await.unwrap();
+        users::upsert(&mut tx, &alice, now).await.unwrap();
+        // 130 ended requests, and an active grant older than all of them.
+        let mut ended = Vec::new();
+        for i in 0..130 {
+            let mut r = pending(&alice, "aws-sandbox", "aws_role", now - 1_000 + i);
+            r.state = RequestState::Cancelled;
+            r.ended_at = Some(now);
+            requests::insert(&mut tx, &r).await.unwrap();
+            ended.push(r.id);
+        }
+        let mut grant = pending(&alice, "aws-prod-readonly", "aws_role", now - 5_000);
+        grant.state = RequestState::Active;
+        grant.activated_at = Some(now - 5_000);
+        grant.expires_at = Some(now + 3_600_000);
+        requests::insert(&mut tx, &grant).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let cookie = b.browser_login("alice").await;
+        let (_, html) = b.page(&cookie, "/").await;
+        let mut shown = ids_between(&html, "id=\"active-h\"", "id=\"recent-h\"");
+        shown.dedup();
+        assert_eq!(
+            shown,
+            [grant.id],
+            "{engine:?}: the grant is shown however old"
+        );
+        let pages = walk(&b, &cookie, "/", "recent", RECENT).await;
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [50, 50, 30]);
+        let mut newest_first = ended.clone();
+        newest_first.reverse();
+        assert_eq!(pages.concat(), newest_first, "{engine:?}");
+    }
+);
+
+const RECENT: (&str, &str) = ("id=\"recent-h\"", "</main>");

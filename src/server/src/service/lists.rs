@@ -177,16 +177,16 @@ impl App {
 
     /// Break-glass grants awaiting the user's review (all of them).
     pub async fn reviews_for(&self, user: &User) -> Result<Vec<RequestView>, ServiceError> {
-        let mut out = Vec::new();
-        let mut at = PageAt::Newest;
-        loop {
-            let page = self.reviews_page(user, at, 500).await?;
-            out.extend(page.items);
-            match page.next {
-                Some(c) => at = PageAt::After(c),
-                None => return Ok(out),
-            }
-        }
+        every_page(|at| self.reviews_page(user, at, 500)).await
+    }
+
+    /// Every one of `user`'s own requests in `states` (e.g. their active grants), newest first.
+    pub async fn all_mine(
+        &self,
+        user: &User,
+        states: &[RequestState],
+    ) -> Result<Vec<RequestView>, ServiceError> {
+        every_page(|at| self.list_visible(user, states.to_vec(), true, at, 500)).await
     }
 
     /// A page of the requests `user` has decided on, newest decision first
@@ -303,6 +303,24 @@ impl App {
                 row,
             })
             .collect())
+    }
+}
+
+/// The items of every page `page` gives, from the newest on.
+async fn every_page<F, Fut>(mut page: F) -> Result<Vec<RequestView>, ServiceError>
+where
+    F: FnMut(PageAt) -> Fut,
+    Fut: std::future::Future<Output = Result<Page, ServiceError>>,
+{
+    let mut out = Vec::new();
+    let mut at = PageAt::Newest;
+    loop {
+        let p = page(at).await?;
+        out.extend(p.items);
+        match p.next {
+            Some(c) => at = PageAt::After(c),
+            None => return Ok(out),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,7 +22,6 @@ use super::auth::SignedIn;
 use super::{ApiError, Web};
 use crate::domain::User;
 use crate::service::ServiceError;
-use crate::service::lists::PageAt;
 use crate::service::requests::RequestView;
 
 pub(super) fn routes() -> Router<Web> {
@@ -326,27 +325,37 @@ struct HomePage {
     chrome: Chrome,
     active: Vec<Card>,
     recent: Vec<Card>,
+    recent_pager: pager::Pager,
     pending_approvals: u64,
 }
 
-async fn home(State(web): State<Web>, s: SignedIn) -> Result<HomePage, UiError> {
-    let mine = web
+async fn home(
+    State(web): State<Web>,
+    s: SignedIn,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<HomePage, UiError> {
+    let q = pager::PageQuery::new("/", pairs);
+    let active = web.app.all_mine(&s.user, &[RequestState::Active]).await?;
+    let others: Vec<RequestState> = RequestState::ALL
+        .into_iter()
+        .filter(|s| *s != RequestState::Active)
+        .collect();
+    let recent = web
         .app
-        .list_visible(&s.user, vec![], true, PageAt::Newest, 50)
+        .list_visible(&s.user, others, true, q.at("recent")?, RECENT)
         .await?;
-    let (active, recent): (Vec<_>, Vec<_>) = mine
-        .items
-        .iter()
-        .map(|v| card(&web, v))
-        .partition(|c| c.state == "active");
     let chrome = Chrome::at(&web, &s, "home").await;
     Ok(HomePage {
         pending_approvals: chrome.waiting,
         chrome,
-        active,
-        recent,
+        active: active.iter().map(|v| card(&web, v)).collect(),
+        recent_pager: q.pager("recent", &recent),
+        recent: recent.items.iter().map(|v| card(&web, v)).collect(),
     })
 }
+
+/// Past and pending requests the home page shows at a time.
+const RECENT: i64 = 50;
 
 /// A message split at its backticks: the odd pieces are code (`` `aws-sandbox` ``).
 fn code_spans(message: &str) -> Vec<(bool, String)> {
