@@ -2,7 +2,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -72,9 +72,15 @@ async fn admin_revoke_sessions(
 async fn admin(
     State(web): State<Web>,
     s: SignedIn,
-    Query(pairs): Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
 ) -> Result<AdminPage, UiError> {
-    admin_page(&web, &s, &PageQuery::new("/admin", pairs), String::new()).await
+    admin_page(
+        &web,
+        &s,
+        &PageQuery::raw("/admin", query.as_deref()),
+        String::new(),
+    )
+    .await
 }
 
 async fn admin_page(

@@ -4,7 +4,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::routing::get;
 
 use super::pager::{PageQuery, Pager};
@@ -34,9 +34,9 @@ struct ApprovalsPage {
 async fn approvals(
     State(web): State<Web>,
     s: SignedIn,
-    Query(pairs): Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
 ) -> Result<ApprovalsPage, UiError> {
-    let q = PageQuery::new("/approvals", pairs);
+    let q = PageQuery::raw("/approvals", query.as_deref());
     let pending = web.app.pending_for(&s.user, q.at("pending")?, PAGE).await?;
     let reviews = web
         .app

@@ -4,7 +4,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -332,9 +332,9 @@ struct HomePage {
 async fn home(
     State(web): State<Web>,
     s: SignedIn,
-    Query(pairs): Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
 ) -> Result<HomePage, UiError> {
-    let q = pager::PageQuery::new("/", pairs);
+    let q = pager::PageQuery::raw("/", query.as_deref());
     let active = web.app.all_mine(&s.user, &[RequestState::Active]).await?;
     let others: Vec<RequestState> = RequestState::ALL
         .into_iter()

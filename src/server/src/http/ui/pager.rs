@@ -38,6 +38,15 @@ impl PageQuery {
         Self { path, pairs }
     }
 
+    /// The raw query string of the page at `path` (read leniently: a page never fails on a
+    /// malformed query; a malformed cursor is refused by [`PageQuery::at`]).
+    pub(super) fn raw(path: &'static str, query: Option<&str>) -> Self {
+        let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+        Self::new(path, pairs)
+    }
+
     /// Where list `list` starts.
     pub(super) fn at(&self, list: &str) -> Result<PageAt, UiError> {
         let (after, before) = (format!("{list}_after"), format!("{list}_before"));
