@@ -203,7 +203,9 @@ impl From<ServiceError> for ApiError {
                 }
                 Self::new(ErrorCode::UpstreamError, e.to_string())
             }
-            ServiceError::AuditUnavailable(m) => Self::new(ErrorCode::AuditUnavailable, m),
+            e @ ServiceError::AuditUnavailable(_) => {
+                Self::new(ErrorCode::AuditUnavailable, e.to_string())
+            }
             ServiceError::AuditDamaged(m) => {
                 tracing::error!(error = %m, "audit log damaged");
                 Self::new(ErrorCode::AuditDamaged, m)

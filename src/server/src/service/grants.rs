@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::outbox::Told;
 use super::requests::{Ending, secs_ms};
 use super::scheduled::Started;
-use super::{App, Missing, ServiceError, UpstreamCall};
+use super::{App, Missing, ServiceError, Unrecorded, UpstreamCall};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
@@ -935,10 +935,7 @@ impl App {
         .await
         {
             tracing::error!(error = %e, request.id = %id, "audit log not writable: no session minted");
-            return Err(ServiceError::AuditUnavailable(
-                "the audit log cannot be written right now, so no session is issued; try again shortly"
-                    .to_owned(),
-            ));
+            return Err(ServiceError::AuditUnavailable(Unrecorded::NotIssued));
         }
         let provider = self.providers.get(ent.kind);
         let started = std::time::Instant::now();
@@ -980,10 +977,7 @@ impl App {
             tracing::error!(error = %e, request.id = %id, "a minted session could not be recorded: ending it");
             self.withdraw_session(&row, &ent, &grantee, action, &data)
                 .await;
-            return Err(ServiceError::AuditUnavailable(
-                "the audit log cannot be written right now, so the session was withdrawn; try again shortly"
-                    .to_owned(),
-            ));
+            return Err(ServiceError::AuditUnavailable(Unrecorded::Withdrawn));
         }
         Ok(value)
     }

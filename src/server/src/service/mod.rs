@@ -92,8 +92,8 @@ pub enum ServiceError {
     },
     /// The audit log cannot be written now, so nothing that needs an audit
     /// row is done (credentials are not minted).
-    #[error("{0}")]
-    AuditUnavailable(String),
+    #[error("the audit log cannot be written right now, so {0}; try again shortly")]
+    AuditUnavailable(Unrecorded),
     /// A row of the audit log cannot be read: the table was changed outside
     /// the broker. Says which row; never a secret (the log holds none).
     #[error("{0}")]
@@ -101,6 +101,17 @@ pub enum ServiceError {
     /// Something broke inside; details are logged, not shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// What became of a session the audit log could not record ([`ServiceError::AuditUnavailable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Unrecorded {
+    /// None was made (the log was found unwritable first).
+    #[error("no session is issued")]
+    NotIssued,
+    /// One was made, could not be recorded, and was ended again.
+    #[error("the session was withdrawn")]
+    Withdrawn,
 }
 
 /// What was not there ([`ServiceError::NotFound`]).
