@@ -401,6 +401,17 @@ each_engine!(
         );
         let ext_id: uuid::Uuid = ext["id"].as_str().unwrap().parse().unwrap();
         assert_eq!(ext["extends"], r.id.to_string());
+        // A second extension while this one is open: the unique index refuses it, and the
+        // answer names the open extension (not the open request).
+        let (status, body) = alice
+            .post(&format!("/requests/{}/extend", r.id), json!({"by": "30m"}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("already has an open extension"),
+            "{message}"
+        );
         bob.approve(ext_id).await;
         let ext = active(&b, &alice, ext_id).await;
         assert_eq!(

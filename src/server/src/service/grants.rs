@@ -399,8 +399,6 @@ impl App {
                     };
                     let warning = self.expiry_warning_job(id, starts, ends);
                     let due: Vec<_> = std::iter::once(expire).chain(warning).collect();
-                    // Done first: the new jobs' insert can then go with it
-                    // in one statement (store::pgtx).
                     jobs::complete(&mut tx, job.id, now_ms).await?;
                     jobs::enqueue_all(&mut tx, &due, now_ms).await?;
                 } else {

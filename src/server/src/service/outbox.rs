@@ -35,13 +35,40 @@ impl App {
         }
         let row = store::lock(&self.store, tx, id).await?;
         let approvals = store::approvals_tx(tx, id).await?;
-        let Some(ent) = self.policy.catalog.get(&row.entitlement) else {
-            return Ok(());
-        };
         let view = RequestView {
-            target: self.providers.describe(ent),
+            target: self.describe(&row.entitlement),
             row,
             approvals,
+        };
+        let now = self.now_ms();
+        for (payload, key) in self.notifications(&view, &told)? {
+            jobs::enqueue(
+                tx,
+                JobKind::Notify,
+                Some(id),
+                &payload,
+                now,
+                Some(&key),
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The notification jobs of an event on the request `view` shows, one per
+    /// channel: each one's payload and dedupe key (none when no notifier is
+    /// configured or the entitlement left the catalog).
+    pub(crate) fn notifications(
+        &self,
+        view: &RequestView,
+        told: &Told<'_>,
+    ) -> Result<Vec<(String, String)>, ServiceError> {
+        if !self.notifier.is_configured() {
+            return Ok(Vec::new());
+        }
+        let Some(ent) = self.policy.catalog.get(&view.row.entitlement) else {
+            return Ok(Vec::new());
         };
         let recipients = told.kind.recipients(
             &Audience {
@@ -57,31 +84,23 @@ impl App {
             entitlement_title: ent.title.clone(),
             actor: told.actor.map(str::to_owned),
             comment: told.comment.map(str::to_owned),
-            link: Notification::link_for(&self.config.server.public_url, id),
+            link: Notification::link_for(&self.config.server.public_url, view.row.id),
             recipients,
             teams: ent.notify.teams,
         };
-        let now = self.now_ms();
-        for channel in self.notifier.channels(&notification) {
-            let delivery = Delivery {
-                channel,
-                notification: notification.clone(),
-            };
-            let payload =
-                serde_json::to_string(&delivery).map_err(|e| ServiceError::Internal(e.into()))?;
-            let key = delivery.dedupe_key(&told.event_id.to_string());
-            jobs::enqueue(
-                tx,
-                JobKind::Notify,
-                Some(id),
-                &payload,
-                now,
-                Some(&key),
-                now,
-            )
-            .await?;
-        }
-        Ok(())
+        self.notifier
+            .channels(&notification)
+            .into_iter()
+            .map(|channel| {
+                let delivery = Delivery {
+                    channel,
+                    notification: notification.clone(),
+                };
+                let payload = serde_json::to_string(&delivery)
+                    .map_err(|e| ServiceError::Internal(e.into()))?;
+                Ok((payload, delivery.dedupe_key(&told.event_id.to_string())))
+            })
+            .collect()
     }
 
     /// Delivers one queued notification.

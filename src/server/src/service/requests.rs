@@ -11,9 +11,9 @@ use crate::domain::{self, Event, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Authorized, Entitlement, OwnRequest, RequestFacts, RequestResource, act};
 use crate::store::audit::NewEvent;
-use crate::store::jobs::JobKind;
-use crate::store::requests::{self as store, ApprovalRow, Changes, RequestRow};
-use crate::store::{Tx, jobs, users};
+use crate::store::jobs::{self, JobKind, NewJob};
+use crate::store::requests::{self as store, ApprovalRow, Changes, NewRequest, RequestRow};
+use crate::store::{Tx, users};
 
 /// A request with its approvals, as pages and the API show it.
 #[derive(Debug, Clone)]
@@ -48,6 +48,18 @@ struct Filing<'a> {
     start_at: Option<i64>,
     signed_in: super::step_up::Satisfied,
     now: time::OffsetDateTime,
+}
+
+/// The activation job of approved request `row`: due now, or at its
+/// `start_at` when it starts later.
+fn activation_job(row: &RequestRow, now_ms: i64) -> NewJob<'static> {
+    NewJob {
+        kind: JobKind::Activate,
+        request_id: Some(row.id),
+        payload: "{}",
+        due_at: row.start_at.map_or(now_ms, |start| start.max(now_ms)),
+        dedupe_key: Some(format!("activate:{}", row.id)),
+    }
 }
 
 /// An extension the policy module allowed ([`App::extend`]), ready to be written.
@@ -358,59 +370,73 @@ impl App {
             entitlement: Some(&ent.id),
             data: json!({}),
         });
-        let mut tx = self.store.begin().await?;
-        users::upsert(&mut tx, user, now_ms).await?;
-        store::insert(&mut tx, &row).await?;
-        let events = self
-            .audit_all(&mut tx, std::iter::once(created).chain(approved).collect())
-            .await?;
-        if auto || break_glass {
-            self.queue_activation(&mut tx, &row, now_ms).await?;
-            if break_glass {
-                self.notify(
-                    &mut tx,
-                    id,
-                    Told {
-                        kind: NotificationKind::BreakGlass,
-                        event_id: events[1],
-                        actor: Some(&user.email),
-                        comment: None,
-                    },
-                )
-                .await?;
-            }
-        } else {
-            self.notify(
-                &mut tx,
-                id,
-                Told {
-                    kind: NotificationKind::NewRequest,
-                    event_id: events[0],
-                    actor: Some(&user.email),
-                    comment: None,
-                },
-            )
-            .await?;
-            jobs::enqueue(
-                &mut tx,
-                JobKind::Timeout,
-                Some(id),
-                "{}",
-                row.pending_until.unwrap_or(now_ms),
-                Some(&format!("timeout:{id}")),
-                now_ms,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        self.wake.notify_one();
-        // What was just written, and nobody has decided on it yet (an
-        // automatic approval is no approver's decision).
-        Ok(RequestView {
+        let granted = auto || break_glass;
+        let events: Vec<NewEvent<'_>> = std::iter::once(created)
+            .chain(approved)
+            .map(|e| self.naming_members(e))
+            .collect();
+        let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+        let view = RequestView {
             target: self.describe(&row.entitlement),
             row,
+            // What is written, and nobody has decided on it yet (an automatic
+            // approval is no approver's decision).
             approvals: Vec::new(),
-        })
+        };
+        let told = |kind, event_id| Told {
+            kind,
+            event_id,
+            actor: Some(&user.email),
+            comment: None,
+        };
+        let notifications = match (granted, break_glass) {
+            (true, false) => Vec::new(),
+            (true, true) => {
+                self.notifications(&view, &told(NotificationKind::BreakGlass, event_ids[1]))?
+            }
+            (false, _) => {
+                self.notifications(&view, &told(NotificationKind::NewRequest, event_ids[0]))?
+            }
+        };
+        let timeout_key = format!("timeout:{id}");
+        let next = if granted {
+            activation_job(&view.row, now_ms)
+        } else {
+            NewJob {
+                kind: JobKind::Timeout,
+                request_id: Some(id),
+                payload: "{}",
+                due_at: view.row.pending_until.unwrap_or(now_ms),
+                dedupe_key: Some(timeout_key),
+            }
+        };
+        let notify_jobs = notifications.iter().map(|(payload, key)| NewJob {
+            kind: JobKind::Notify,
+            request_id: Some(id),
+            payload,
+            due_at: now_ms,
+            dedupe_key: Some(key.clone()),
+        });
+        // As the transaction-by-statement path queued them: the activation
+        // before the break-glass notices, the notices before the timeout.
+        let jobs: Vec<NewJob<'_>> = if granted {
+            std::iter::once(next).chain(notify_jobs).collect()
+        } else {
+            notify_jobs.chain(std::iter::once(next)).collect()
+        };
+        store::create(
+            &self.store,
+            NewRequest {
+                row: &view.row,
+                user,
+                events,
+                jobs: &jobs,
+                at: now,
+            },
+        )
+        .await?;
+        self.wake.notify_one();
+        Ok(view)
     }
 
     /// Moves a locked pending request to approved (scheduled, when it starts later) and queues
@@ -466,17 +492,7 @@ impl App {
         row: &RequestRow,
         now_ms: i64,
     ) -> Result<(), ServiceError> {
-        let id = row.id;
-        jobs::enqueue(
-            tx,
-            JobKind::Activate,
-            Some(id),
-            "{}",
-            row.start_at.map_or(now_ms, |start| start.max(now_ms)),
-            Some(&format!("activate:{id}")),
-            now_ms,
-        )
-        .await?;
+        jobs::enqueue_all(tx, &[activation_job(row, now_ms)], now_ms).await?;
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::db::{self, Row, query, query_built};
-use super::{Engine, Native, Store, StoreError, Tx, Write};
+use super::{Engine, Native, Store, StoreError, Tx};
 use crate::clock::{from_ms, to_ms};
 
 /// The `prev_hash` of the first event.
@@ -277,14 +277,15 @@ pub async fn append_all(
         return Ok(());
     }
     // The rows get their ids, and so their places in the chain, in this
-    // order; the statement waits to go with the transaction's other writes
-    // (its latency is measured when it is sent).
-    let values = db::values_list(events.len(), 6);
-    let mut q = query_built(format!("{PENDING_INSERT} {values}"));
+    // order.
+    let mut q = query_built(pending_sql(1, events.len()));
     for event in &events {
         q = bind_pending(q, at, event)?;
     }
-    q.defer(tx, Write::insert("audit_pending")).await?;
+    let started = Instant::now();
+    let result = q.execute(&mut *tx).await;
+    measured(started, result.is_ok());
+    result?;
     tx.chain_after_commit = true;
     Ok(())
 }
@@ -350,8 +351,14 @@ fn to_pending(at: OffsetDateTime, event: &NewEvent<'_>) -> Result<db::Query, Sto
     )
 }
 
+/// The insert of `rows` events into `audit_pending`, their values from
+/// `$first` on ([`bind_pending`] each).
+pub(super) fn pending_sql(first: usize, rows: usize) -> String {
+    format!("{PENDING_INSERT} {}", db::values_list_from(first, rows, 6))
+}
+
 /// Binds the six values of `event`'s row in `audit_pending`.
-fn bind_pending(
+pub(super) fn bind_pending(
     q: db::Query,
     at: OffsetDateTime,
     event: &NewEvent<'_>,

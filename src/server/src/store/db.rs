@@ -17,7 +17,6 @@ use futures_util::TryStreamExt as _;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Column as _, Postgres, Row as _, TypeInfo as _, ValueRef as _};
 
-use super::pgtx::Write;
 use super::{Store, StoreError, Tx, sqlite};
 
 /// Rows read ahead at a time by [`Query::for_each`] on SQLite.
@@ -204,9 +203,15 @@ pub fn query_built(sql: String) -> Query {
 /// `columns` each, numbered on (`($1, $2), ($3, $4)` for 2 × 2); one row of
 /// `n` is the list of an `IN`.
 pub(crate) fn values_list(rows: usize, columns: usize) -> String {
+    values_list_from(1, rows, columns)
+}
+
+/// [`values_list`] numbered from `$first` (a clause after others in one
+/// statement).
+pub(crate) fn values_list_from(first: usize, rows: usize, columns: usize) -> String {
     let tuple = |r: usize| {
-        let slots: Vec<String> = (1..=columns)
-            .map(|c| format!("${}", r * columns + c))
+        let slots: Vec<String> = (0..columns)
+            .map(|c| format!("${}", first + r * columns + c))
             .collect();
         format!("({})", slots.join(", "))
     };
@@ -235,52 +240,6 @@ impl Query {
     pub fn bind(mut self, v: impl Into<Arg>) -> Self {
         self.args.push(v.into());
         self
-    }
-
-    /// A statement assembled from others, with its values.
-    pub(crate) fn built(sql: String, args: Vec<Arg>) -> Self {
-        Self {
-            sql: Cow::Owned(sql),
-            args,
-        }
-    }
-
-    /// The statement and its values.
-    pub(crate) fn into_parts(self) -> (String, Vec<Arg>) {
-        (self.sql.into_owned(), self.args)
-    }
-
-    /// Whether the statement begins with a `WITH` clause of its own.
-    pub(crate) fn starts_with_with(&self) -> bool {
-        self.sql
-            .trim_start()
-            .get(..5)
-            .is_some_and(|w| w.eq_ignore_ascii_case("with "))
-    }
-
-    /// Runs a write of `tx` whose result is not needed. SQLite runs it at
-    /// once (a function call); PostgreSQL holds it back to go with the
-    /// transaction's other writes in one statement ([`super::pgtx`]), so
-    /// its error, and the conflict `write` names, may come from a later
-    /// statement of the transaction or from the commit. It must not depend
-    /// on another deferred write of the transaction: they see the database
-    /// as it was before all of them.
-    pub async fn defer(self, tx: &mut Tx, write: Write) -> Result<(), StoreError> {
-        match tx.deferring() {
-            Some(pg) => pg.defer(write, self).await,
-            None => match self.execute(&mut *tx).await {
-                Ok(_) => Ok(()),
-                Err(e) => Err(write.error(e)),
-            },
-        }
-    }
-
-    /// Runs the statement on a PostgreSQL connection; the rows it changed.
-    pub(crate) async fn execute_pg(
-        &self,
-        conn: &mut sqlx::PgConnection,
-    ) -> Result<u64, StoreError> {
-        Ok(self.pg().execute(conn).await?.rows_affected())
     }
 
     /// Runs the statement; returns the number of rows it changed.
@@ -380,7 +339,7 @@ impl Query {
 
     async fn run(self, on: On<'_>, want: Want) -> Result<Out, StoreError> {
         match on {
-            On::Tx(tx) => match tx.conn().await? {
+            On::Tx(tx) => match tx.conn() {
                 super::TxConn::Sqlite(t) => {
                     t.run(move |conn| run_sqlite(conn, &self.sql, &self.args, want))
                         .await
@@ -457,7 +416,7 @@ impl Query {
 /// Runs several statements without bound values (migrations, test set-up).
 pub async fn batch<'a>(on: impl Into<On<'a>>, sql: &str) -> Result<(), StoreError> {
     match on.into() {
-        On::Tx(tx) => match tx.conn().await? {
+        On::Tx(tx) => match tx.conn() {
             super::TxConn::Sqlite(t) => {
                 let sql = sql.to_owned();
                 t.run(move |conn| Ok(conn.execute_batch(&sql)?)).await?;

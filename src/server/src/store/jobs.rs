@@ -8,8 +8,9 @@
 
 use uuid::Uuid;
 
+use super::db::Query;
 use super::db::{query, query_built};
-use super::{Backend, Store, StoreError, Tx, Write, uuid_col};
+use super::{Backend, Store, StoreError, Tx, uuid_col};
 
 /// What a job does; stored as its word (`activate`, `prune_denies`…).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,11 +166,23 @@ pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob<'_>], now: i64) -> Result<(
     if jobs.is_empty() {
         return Ok(());
     }
-    let mut q = query_built(format!(
+    let q = bind_inserts(query_built(insert_sql(1, jobs.len())), jobs, now);
+    tx.jobs_changed = true;
+    q.execute(tx).await?;
+    Ok(())
+}
+
+/// The insert of `rows` jobs, their values from `$first` on (seven each).
+pub(super) fn insert_sql(first: usize, rows: usize) -> String {
+    format!(
         "INSERT INTO jobs (id, kind, request_id, payload, dedupe_key, due_at, created_at)
          VALUES {} ON CONFLICT (dedupe_key) DO NOTHING",
-        super::db::values_list(jobs.len(), 7)
-    ));
+        super::db::values_list_from(first, rows, 7)
+    )
+}
+
+/// Binds the values of [`insert_sql`] for `jobs`.
+pub(super) fn bind_inserts(mut q: Query, jobs: &[NewJob<'_>], now: i64) -> Query {
     for job in jobs {
         q = q
             .bind(Uuid::now_v7().to_string())
@@ -180,8 +193,7 @@ pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob<'_>], now: i64) -> Result<(
             .bind(job.due_at)
             .bind(now);
     }
-    tx.jobs_changed = true;
-    q.defer(tx, Write::insert("jobs")).await
+    q
 }
 
 /// Claims up to `limit` due jobs for `lease_ms`, oldest due first: one
@@ -235,8 +247,9 @@ pub async fn complete(tx: &mut Tx, id: Uuid, now: i64) -> Result<(), StoreError>
     query("UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2")
         .bind(now)
         .bind(id.to_string())
-        .defer(tx, Write::update("jobs"))
-        .await
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// Extends the lease of a job that is still running.

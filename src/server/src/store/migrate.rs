@@ -315,7 +315,7 @@ async fn run_sqlite(store: &Store) -> Result<Vec<String>, StoreError> {
     let mut done = Vec::new();
     loop {
         let mut tx = store.begin().await?;
-        let TxConn::Sqlite(writer) = tx.conn().await? else {
+        let TxConn::Sqlite(writer) = tx.conn() else {
             unreachable!("a SQLite store")
         };
         // On the writer thread, inside the transaction.

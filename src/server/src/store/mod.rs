@@ -18,7 +18,6 @@ pub mod export;
 pub mod held;
 pub mod jobs;
 pub mod migrate;
-mod pgtx;
 pub mod report;
 pub mod requests;
 mod seal;
@@ -27,7 +26,6 @@ mod sqlite;
 pub mod users;
 
 pub use db::{query, query_built};
-pub use pgtx::Write;
 pub use sqlite::CHECKPOINT_EVERY;
 
 /// Which engine is behind the store.
@@ -106,11 +104,41 @@ impl StoreError {
         }
     }
 
+    /// The unique index or constraint that refused a write, by name.
+    /// PostgreSQL names it; SQLite names its columns, which
+    /// [`SQLITE_UNIQUE`] maps back to the index's name.
+    pub fn unique_constraint(&self) -> Option<&str> {
+        if !self.is_unique_violation() {
+            return None;
+        }
+        match self {
+            Self::Db(sqlx::Error::Database(db)) => db.constraint(),
+            Self::Sqlite(rusqlite::Error::SqliteFailure(_, Some(msg))) => {
+                let columns = msg.strip_prefix("UNIQUE constraint failed: ")?;
+                SQLITE_UNIQUE
+                    .iter()
+                    .find(|(c, _)| *c == columns)
+                    .map(|(_, name)| *name)
+            }
+            _ => None,
+        }
+    }
+
     /// PostgreSQL gave up waiting for a lock (`lock_timeout`).
     pub fn is_lock_timeout(&self) -> bool {
         matches!(self, Self::Db(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03"))
     }
 }
+
+/// The unique indexes whose refusals the store tells apart, by the columns
+/// SQLite names when one refuses a write (`UNIQUE constraint failed: …`).
+const SQLITE_UNIQUE: &[(&str, &str)] = &[
+    (
+        "requests.requester_key, requests.entitlement",
+        requests::ONE_OPEN,
+    ),
+    ("requests.extends_id", requests::ONE_OPEN_EXTENSION),
+];
 
 /// The database.
 #[derive(Debug, Clone)]
@@ -179,7 +207,7 @@ pub struct Tx {
 
 enum TxInner {
     Sqlite(sqlite::SqliteTx),
-    Postgres(pgtx::PgTx),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
 /// The connection of a transaction, for [`db`]: on SQLite the writer
@@ -190,20 +218,11 @@ pub(crate) enum TxConn<'a> {
 }
 
 impl Tx {
-    /// The connection for a statement that is not deferred (PostgreSQL:
-    /// the transaction begun, the deferred writes sent).
-    pub(crate) async fn conn(&mut self) -> Result<TxConn<'_>, StoreError> {
+    /// The connection the transaction's statements run on.
+    pub(crate) fn conn(&mut self) -> TxConn<'_> {
         match &mut self.conn {
-            TxInner::Sqlite(t) => Ok(TxConn::Sqlite(t)),
-            TxInner::Postgres(t) => Ok(TxConn::Postgres(t.open().await?)),
-        }
-    }
-
-    /// Where deferred writes wait: PostgreSQL's transaction; none on SQLite.
-    pub(crate) fn deferring(&mut self) -> Option<&mut pgtx::PgTx> {
-        match &mut self.conn {
-            TxInner::Sqlite(_) => None,
-            TxInner::Postgres(t) => Some(t),
+            TxInner::Sqlite(t) => TxConn::Sqlite(t),
+            TxInner::Postgres(t) => TxConn::Postgres(t),
         }
     }
 
@@ -239,13 +258,7 @@ impl Tx {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
         }
-        if chain_after_commit && let Engine::Postgres(pg) = store.engine() {
-            pg.sealer.kick(&pg.pool);
-        }
-        store.changes.committed(changed);
-        if jobs_changed {
-            store.job_wake.notify_one();
-        }
+        store.committed(chain_after_commit, changed, jobs_changed);
         Ok(())
     }
 
@@ -419,13 +432,14 @@ impl Store {
     /// Begins a write transaction. On SQLite it waits for the writer
     /// thread's turn and takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// read-then-write sequences never race; its statements run on that
-    /// thread ([`sqlite`]). On PostgreSQL it takes a
-    /// connection; `BEGIN` goes with the first statement that needs it, and
-    /// deferred writes wait to go together (`store/pgtx.rs`).
+    /// thread ([`sqlite`]). On PostgreSQL it takes a connection and sends
+    /// `BEGIN`; each statement is then a round trip of its own, so a hot path
+    /// that writes several tables at once is one statement written out in
+    /// `store/` ([`requests::create`]).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let conn = match &*self.engine {
             Engine::Sqlite(db) => TxInner::Sqlite(db.begin().await?),
-            Engine::Postgres(db) => TxInner::Postgres(pgtx::PgTx::new(db.pool.acquire().await?)),
+            Engine::Postgres(db) => TxInner::Postgres(db.pool.begin().await?),
         };
         Ok(Tx {
             conn,
@@ -435,6 +449,19 @@ impl Store {
             jobs_changed: false,
             store: self.clone(),
         })
+    }
+
+    /// What follows a commit: PostgreSQL's sealer chains the events written
+    /// to `audit_pending`, the waiters of `changed` requests wake, and the
+    /// scheduler looks again when a job was queued or moved.
+    fn committed(&self, chained: bool, changed: Vec<uuid::Uuid>, jobs_changed: bool) {
+        if chained && let Engine::Postgres(pg) = self.engine() {
+            pg.sealer.kick(&pg.pool);
+        }
+        self.changes.committed(changed);
+        if jobs_changed {
+            self.job_wake.notify_one();
+        }
     }
 
     /// `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write

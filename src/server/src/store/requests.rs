@@ -5,9 +5,14 @@ use std::fmt::Write as _;
 use jit_api::{Decision, RequestState};
 use uuid::Uuid;
 
-use super::db::{Arg, query, query_built};
-use super::{Store, StoreError, Tx, Write, uuid_col};
-use crate::clock::from_ms;
+use super::audit::{self, NewEvent};
+use super::db::{Arg, Query, query, query_built};
+use super::jobs::{self, NewJob};
+use super::{Backend, Store, StoreError, Tx, users, uuid_col};
+use crate::clock::{from_ms, to_ms};
+use crate::domain::User;
+use std::time::Instant;
+use time::OffsetDateTime;
 
 /// A request row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,43 +163,135 @@ pub struct ApprovalRow {
     pub at: i64,
 }
 
-/// Inserts a new request (the caller has validated it), pending or, when
-/// granted at once, approved.
-pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
-    query(
+/// The unique index that lets a person hold one open request for an
+/// entitlement (extensions aside).
+pub const ONE_OPEN: &str = "requests_one_open";
+/// The unique index that lets a grant have one open extension.
+pub const ONE_OPEN_EXTENSION: &str = "requests_one_open_extension";
+
+/// The insert of a request row, its nineteen values from `$first` on.
+fn insert_sql(first: usize) -> String {
+    format!(
         "INSERT INTO requests (id, entitlement, kind, requester_key, requester_email, state,
             duration_secs, justification, ticket, approvals_required, break_glass, extends_id,
             root_id, target_key, simulated, created_at, pending_until, decided_at, start_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-            $19)",
+         VALUES {}",
+        super::db::values_list_from(first, 1, 19)
     )
-    .bind(r.id.to_string())
-    .bind(&r.entitlement)
-    .bind(&r.kind)
-    .bind(&r.requester_key)
-    .bind(&r.requester_email)
-    .bind(r.state.as_str())
-    .bind(r.duration_secs)
-    .bind(&r.justification)
-    .bind(&r.ticket)
-    .bind(r.approvals_required)
-    .bind(i64::from(r.break_glass))
-    .bind(r.extends_id.map(|u| u.to_string()))
-    .bind(r.root_id.to_string())
-    .bind(&r.target_key)
-    .bind(i64::from(r.simulated))
-    .bind(r.created_at)
-    .bind(r.pending_until)
-    .bind(r.decided_at)
-    .bind(r.start_at)
-    .defer(
-        tx,
-        Write::insert("requests").on_conflict(format!(
+}
+
+/// Binds the values of [`insert_sql`].
+fn bind_insert(q: Query, r: &RequestRow) -> Query {
+    q.bind(r.id.to_string())
+        .bind(&r.entitlement)
+        .bind(&r.kind)
+        .bind(&r.requester_key)
+        .bind(&r.requester_email)
+        .bind(r.state.as_str())
+        .bind(r.duration_secs)
+        .bind(&r.justification)
+        .bind(&r.ticket)
+        .bind(r.approvals_required)
+        .bind(i64::from(r.break_glass))
+        .bind(r.extends_id.map(|u| u.to_string()))
+        .bind(r.root_id.to_string())
+        .bind(&r.target_key)
+        .bind(i64::from(r.simulated))
+        .bind(r.created_at)
+        .bind(r.pending_until)
+        .bind(r.decided_at)
+        .bind(r.start_at)
+}
+
+/// What a refused insert of `r` means, by the unique index that refused it.
+fn insert_error(e: StoreError, r: &RequestRow) -> StoreError {
+    match e.unique_constraint() {
+        Some(ONE_OPEN) => StoreError::Conflict(format!(
             "you already have an open request for `{}`; extend it or wait until it ends",
             r.entitlement
         )),
-    )
-    .await
+        Some(ONE_OPEN_EXTENSION) => StoreError::Conflict(format!(
+            "the grant already has an open extension for `{}`: wait for it, or cancel it",
+            r.entitlement
+        )),
+        _ => e,
+    }
+}
+
+/// Inserts a new request (the caller has validated it), pending or, when
+/// granted at once, approved.
+pub async fn insert(tx: &mut Tx, r: &RequestRow) -> Result<(), StoreError> {
+    bind_insert(query_built(insert_sql(1)), r)
+        .execute(tx)
+        .await
+        .map_err(|e| insert_error(e, r))?;
+    Ok(())
+}
+
+/// A new request with all it writes at once: its requester's profile, its
+/// audit events and its jobs.
+pub struct NewRequest<'a> {
+    /// The request (validated by the caller).
+    pub row: &'a RequestRow,
+    /// Who asked.
+    pub user: &'a User,
+    /// Its audit events, in order.
+    pub events: Vec<NewEvent<'a>>,
+    /// Its jobs (activation or timeout, notifications).
+    pub jobs: &'a [NewJob<'a>],
+    /// When.
+    pub at: OffsetDateTime,
+}
+
+/// Writes a new request ([`NewRequest`]) and commits it. On PostgreSQL it
+/// is one statement (one round trip, atomic in autocommit): the requester's
+/// upsert, the request, its events into `audit_pending` and its jobs as
+/// data-modifying `WITH` clauses, each on its own table. On SQLite the
+/// same writes in one transaction.
+pub async fn create(store: &Store, new: NewRequest<'_>) -> Result<(), StoreError> {
+    let now = to_ms(new.at);
+    if store.backend() == Backend::Sqlite {
+        let mut tx = store.begin().await?;
+        users::upsert(&mut tx, new.user, now).await?;
+        insert(&mut tx, new.row).await?;
+        audit::append_all(&mut tx, new.at, new.events).await?;
+        jobs::enqueue_all(&mut tx, new.jobs, now).await?;
+        return tx.commit().await;
+    }
+    let (events, jobs) = (new.events.len(), new.jobs.len());
+    let user_first = 20;
+    let events_first = user_first + 6;
+    let jobs_first = events_first + 6 * events;
+    let mut clauses = vec![
+        format!("r AS ({})", insert_sql(1)),
+        format!("u AS ({})", users::upsert_sql(user_first)),
+    ];
+    if events > 0 {
+        clauses.push(format!(
+            "a AS ({})",
+            audit::pending_sql(events_first, events)
+        ));
+    }
+    let main = if jobs > 0 {
+        jobs::insert_sql(jobs_first, jobs)
+    } else {
+        "SELECT 1".to_owned()
+    };
+    let mut q = query_built(format!("WITH {} {main}", clauses.join(", ")));
+    q = bind_insert(q, new.row);
+    q = users::bind_upsert(q, new.user, now);
+    for event in &new.events {
+        q = audit::bind_pending(q, new.at, event)?;
+    }
+    q = jobs::bind_inserts(q, new.jobs, now);
+    let started = Instant::now();
+    let result = q.execute(store).await;
+    if events > 0 {
+        audit::measured(started, result.is_ok());
+    }
+    result.map_err(|e| insert_error(e, new.row))?;
+    store.committed(events > 0, Vec::new(), jobs > 0);
+    Ok(())
 }
 
 /// Reads a request.
