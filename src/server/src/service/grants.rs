@@ -399,8 +399,7 @@ impl App {
                     };
                     let warning = self.expiry_warning_job(id, starts, ends);
                     let due: Vec<_> = std::iter::once(expire).chain(warning).collect();
-                    jobs::complete(&mut tx, job.id, now_ms).await?;
-                    jobs::enqueue_all(&mut tx, &due, now_ms).await?;
+                    jobs::complete_then(&mut tx, job.id, &due, now_ms).await?;
                 } else {
                     // Cancelled or revoked while the cloud call ran: take it back.
                     let current = store::lock(&self.store, &mut tx, id).await?;

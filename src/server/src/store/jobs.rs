@@ -242,13 +242,42 @@ pub async fn claim(
     Ok(jobs)
 }
 
+/// Marks job `$2` done at `$1`.
+const COMPLETE: &str =
+    "UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2";
+
 /// Marks a job done, inside the transaction that records its effect.
 pub async fn complete(tx: &mut Tx, id: Uuid, now: i64) -> Result<(), StoreError> {
-    query("UPDATE jobs SET done_at = $1, locked_until = NULL, last_error = NULL WHERE id = $2")
+    query(COMPLETE)
         .bind(now)
         .bind(id.to_string())
         .execute(tx)
         .await?;
+    Ok(())
+}
+
+/// Marks job `id` done and enqueues its follow-ups `next`, inside the
+/// transaction that records its effect: one statement on PostgreSQL (the
+/// update of the done row and the insert of new rows, each its own `WITH`
+/// clause), two on SQLite.
+pub async fn complete_then(
+    tx: &mut Tx,
+    id: Uuid,
+    next: &[NewJob<'_>],
+    now: i64,
+) -> Result<(), StoreError> {
+    if next.is_empty() || tx.backend() == Backend::Sqlite {
+        complete(tx, id, now).await?;
+        return enqueue_all(tx, next, now).await;
+    }
+    let q = query_built(format!(
+        "WITH done AS ({COMPLETE}) {}",
+        insert_sql(3, next.len())
+    ))
+    .bind(now)
+    .bind(id.to_string());
+    tx.jobs_changed = true;
+    bind_inserts(q, next, now).execute(tx).await?;
     Ok(())
 }
 
