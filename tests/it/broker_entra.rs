@@ -347,3 +347,76 @@ async fn graph_errors_fail_the_grant_with_graphs_code_and_message() {
         b.audit_actions(None).await;
     }
 }
+
+/// Revoking the first request of an extended role grant ends the extension's access too
+/// (it is the same PIM assignment), cancels a pending extension, and removes the
+/// assignment once.
+async fn revoking_an_extended_role_removes_the_assignment(engine: Engine) {
+    let env = entra_broker(engine).await;
+    let b = &env.b;
+    let alice = env.user("alice", &["grp-jit-requesters"]);
+    let bob = env.user("bob", &["grp-jit-approvers"]);
+    let id = env
+        .approved(&alice, &bob, "entra-user-admin", "1h", Some("INC-913"))
+        .await;
+    b.run_jobs().await;
+    assert_eq!(env.show(id).await["state"], "active");
+    let ext = b.app.extend(&alice, id, 1800, None).await.unwrap().row.id;
+    b.app
+        .decide(&bob, ext, Decision::Approve, Some("ok"))
+        .await
+        .unwrap();
+    b.run_jobs().await;
+    assert_eq!(env.show(ext).await["state"], "active");
+    assert_eq!(env.fake.instances().len(), 1, "one assignment, extended");
+    let pending = b.app.extend(&alice, ext, 1800, None).await.unwrap().row.id;
+    assert_eq!(env.show(pending).await["state"], "pending");
+    // Past PIM's first five minutes, so that the removal is taken at once.
+    env.fake
+        .advance(time::Duration::minutes(5) + time::Duration::seconds(1));
+
+    let view = b.app.revoke(&alice, id, Some("done")).await.unwrap();
+    assert_eq!(view.row.state, RequestState::Revoked);
+    assert_eq!(env.show(ext).await["state"], "revoked");
+    assert_eq!(env.show(pending).await["state"], "cancelled");
+    b.run_jobs().await;
+    assert!(
+        env.fake.instances().is_empty(),
+        "{:?}",
+        env.fake.instances()
+    );
+    assert_eq!(env.posts(ROLE_REQUESTS, "adminRemove").len(), 1);
+    b.advance(Duration::from_mins(10)).await;
+    assert_eq!(
+        env.posts(ROLE_REQUESTS, "adminRemove").len(),
+        1,
+        "removed once"
+    );
+    let last = |actions: Vec<String>| actions.last().cloned();
+    assert_eq!(
+        last(b.audit_actions(Some(id)).await).as_deref(),
+        Some("grant.removed")
+    );
+    assert_eq!(
+        last(b.audit_actions(Some(ext)).await).as_deref(),
+        Some("grant.removed")
+    );
+    assert_eq!(
+        last(b.audit_actions(Some(pending)).await).as_deref(),
+        Some("request.cancelled")
+    );
+    // Nothing else to revoke.
+    let err = b.app.revoke(&alice, ext, None).await.unwrap_err();
+    assert_eq!(err.to_string(), "request is revoked, not active");
+    env.fake.assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_extended_role_removes_the_assignment_sqlite() {
+    revoking_an_extended_role_removes_the_assignment(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_extended_role_removes_the_assignment_postgres() {
+    revoking_an_extended_role_removes_the_assignment(Engine::Postgres).await;
+}

@@ -163,16 +163,19 @@ each_engine!(
         assert_eq!(ext.state, RequestState::Active, "{ext:?}");
         assert_eq!(ext.expires_at.unwrap(), end + time::Duration::minutes(30));
 
-        // The extension's grant and then the first one's (the access goes with the last).
-        for id in [ext.id, r.id] {
-            let (status, body) = oscar
-                .post(&format!("/requests/{id}/revoke"), json!({}))
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            b.run_jobs().await;
-        }
-        assert_eq!(oscar.show(r.id).await.state, RequestState::Revoked);
+        // Revoking the first request ends its extension too: the bundle is removed once.
+        let (status, body) = oscar
+            .post(&format!("/requests/{}/revoke", r.id), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(oscar.show(ext.id).await.state, RequestState::Revoked);
+        b.run_jobs().await;
+        assert_eq!(oscar.show(r.id).await.state, RequestState::Revoked);
+        assert!(events(&b, "grant.removal_skipped").await.is_empty());
+        assert_eq!(
+            b.audit_actions(Some(ext.id)).await[3..],
+            ["grant.activated", "grant.revoked", "grant.removed"]
+        );
         assert_eq!(
             b.audit_actions(Some(r.id)).await,
             [

@@ -98,44 +98,6 @@ async fn a_revoke_ends_the_grantees_sessions(engine: Engine) {
         first_cutoff
     );
 
-    // Overlapping grants of one person: a removal that a live grant still
-    // explains denies nothing (the live grant's sessions carry the same
-    // source identity).
-    let (second, _) = active_with_session(b, &alice).await;
-    let (status, body) = alice
-        .post(
-            &format!("/requests/{second}/extend"),
-            json!({ "by": "30m", "justification": "more" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let ext: jit_api::Request = serde_json::from_value(body).unwrap();
-    b.run_jobs().await;
-    assert_eq!(alice.show(ext.id).await.state, RequestState::Active);
-    let puts = env.proxy.count("PutRolePolicy");
-    let (status, body) = alice
-        .post(&format!("/requests/{second}/revoke"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    b.run_jobs().await;
-    assert_eq!(
-        env.proxy.count("PutRolePolicy"),
-        puts,
-        "no deny while the extension lives"
-    );
-    let skipped = events(b, "grant.removal_skipped").await;
-    assert_eq!(skipped.last().unwrap().request_id, Some(second.to_string()));
-    // The extension ends early: now the deny moves on.
-    let (status, body) = alice
-        .post(&format!("/requests/{}/revoke", ext.id), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    b.run_jobs().await;
-    let (policy, _) = role_policy(&env.moto.url, role).await.unwrap();
-    let moved = cutoff(deny_for(&policy, "aws:SourceIdentity", "alice@example.com").unwrap());
-    assert!(moved >= first_cutoff, "{moved} < {first_cutoff}");
-    assert!(deny_for(&policy, "aws:SourceIdentity", "oscar@example.com").is_none());
-
     // Oscar's grant expires: his deny is written at expiry.
     b.advance(Duration::from_mins(61)).await;
     assert_eq!(oscar.show(oscars).await.state, RequestState::Expired);
@@ -163,6 +125,147 @@ async fn a_revoke_ends_the_grantees_sessions_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_ends_the_grantees_sessions_postgres() {
     a_revoke_ends_the_grantees_sessions(Engine::Postgres).await;
+}
+
+/// An extended grant: its first request's expiry keeps the access (that is what extending
+/// means); revoking that first request then ends the whole chain (the live extension, and an
+/// approved one not yet granted), with one removal of the object whose deny covers the session
+/// minted from the extension. SQLite and PostgreSQL, moto.
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn revoking_an_extended_grant_ends_the_chain(engine: Engine) {
+    let env = aws_broker_with(
+        engine,
+        Options {
+            cedar: EVERYONE_SANDBOX,
+            ..Options::default()
+        },
+    )
+    .await;
+    let b = &env.b;
+    let role = &env.sandbox_role.1;
+    let alice = b.login("alice").await;
+    let (first, _) = active_with_session(b, &alice).await;
+    let extend = |id: uuid::Uuid| {
+        let alice = alice.clone();
+        async move {
+            let (status, body) = alice
+                .post(
+                    &format!("/requests/{id}/extend"),
+                    json!({ "by": "30m", "justification": "more" }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            serde_json::from_value::<jit_api::Request>(body).unwrap()
+        }
+    };
+    let ext = extend(first).await;
+    b.run_jobs().await;
+    assert_eq!(alice.show(ext.id).await.state, RequestState::Active);
+
+    // The first request's window ends, the extension's goes on: no deny.
+    let puts = env.proxy.count("PutRolePolicy");
+    b.advance(Duration::from_mins(61)).await;
+    assert_eq!(alice.show(first).await.state, RequestState::Expired);
+    assert_eq!(alice.show(ext.id).await.state, RequestState::Active);
+    assert_eq!(env.proxy.count("PutRolePolicy"), puts, "the access stays");
+    let skipped = events(b, "grant.removal_skipped").await;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].request_id, Some(first.to_string()));
+    let (status, body) = alice
+        .post(&format!("/requests/{}/credentials", ext.id), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let issued = OffsetDateTime::now_utc() - time::Duration::seconds(2);
+    // A second extension, approved (auto) and not granted yet.
+    let ext2 = extend(ext.id).await;
+    assert_eq!(ext2.state, RequestState::Approved);
+
+    // Revoking the first request (expired already) ends the chain's live grants.
+    let (status, body) = alice
+        .post(
+            &format!("/requests/{first}/revoke"),
+            json!({ "comment": "done" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "expired");
+    for id in [ext.id, ext2.id] {
+        assert_eq!(alice.show(id).await.state, RequestState::Revoked, "{id}");
+    }
+    b.run_jobs().await;
+    assert_eq!(
+        env.proxy.count("PutRolePolicy"),
+        puts + 1,
+        "one deny for the chain"
+    );
+    let (policy, _) = role_policy(&env.moto.url, role).await.unwrap();
+    let cut = cutoff(deny_for(&policy, "aws:SourceIdentity", "alice@example.com").unwrap());
+    assert!(
+        cut >= issued,
+        "the minted session is denied: {cut} < {issued}"
+    );
+    // No credentials from any request of the chain, and nothing left to revoke.
+    for id in [first, ext.id, ext2.id] {
+        let (status, body) = alice
+            .post(&format!("/requests/{id}/credentials"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{id}: {body}");
+        let (status, body) = alice
+            .post(&format!("/requests/{id}/revoke"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{id}: {body}");
+    }
+    assert_eq!(
+        b.audit_actions(Some(ext.id)).await[..],
+        [
+            "request.extension_requested",
+            "request.auto_approved",
+            "grant.activated",
+            "credentials.minted",
+            "grant.revoked",
+            "grant.removed"
+        ]
+    );
+    // Whichever of the two removals ran first removed the object; the other was removed
+    // with it.
+    let removed: Vec<(String, Value)> = events(b, "grant.removed")
+        .await
+        .into_iter()
+        .map(|e| {
+            (
+                e.request_id.unwrap(),
+                serde_json::from_str(&e.data).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    let (took_it, data) = &removed[0];
+    assert_eq!(data["sessions"]["source_identity"], "alice@example.com");
+    assert_eq!(
+        removed[1].1["removed_with"].as_str(),
+        Some(took_it.as_str())
+    );
+    let mut ids: Vec<&str> = removed.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    let mut chain = [ext.id, ext2.id].map(|id| id.to_string());
+    chain.sort_unstable();
+    assert_eq!(ids, chain);
+    for e in events(b, "grant.revoked").await {
+        let data: Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!(data["reason"], "done", "{data}");
+        assert_eq!(data["revoked_with"], json!(first), "{data}");
+    }
+    assert_eq!(events(b, "grant.revoked").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_extended_grant_ends_the_chain_sqlite() {
+    revoking_an_extended_grant_ends_the_chain(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_extended_grant_ends_the_chain_postgres() {
+    revoking_an_extended_grant_ends_the_chain(Engine::Postgres).await;
 }
 
 /// Two brokers on one PostgreSQL database end grants on one role at the

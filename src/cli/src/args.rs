@@ -84,7 +84,7 @@ timed out, failed, was cancelled, revoked or expired; 1 on other errors.")]
     /// Withdraw my pending request.
     #[command(after_help = "Example:\n  jit cancel 0b7c6f2e")]
     Cancel(IdArg),
-    /// End an active grant now.
+    /// End an active grant now, with its extensions (the whole access).
     #[command(after_help = "Example:\n  jit revoke 0b7c6f2e")]
     Revoke(IdArg),
     /// Ask for more time on an active grant (a new approval).

@@ -482,7 +482,8 @@ async fn cancel(
     Ok(Json(web.app.cancel(&user, id).await?.to_api()))
 }
 
-/// Ends an active grant early (its requester or an admin).
+/// Ends an active grant early, with every grant and pending extension of its extension chain
+/// (its requester or an admin).
 #[utoipa::path(
     post,
     operation_id = "revoke_request",

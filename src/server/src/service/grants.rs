@@ -307,6 +307,15 @@ impl App {
             return Ok(JobOutcome::Done);
         }
         let mut guard = self.lock_target(&row.target_key).await?;
+        // Again under the lock: a request cancelled or revoked meanwhile is not granted (the
+        // removal that ran meanwhile would not see the grant, and its job is done).
+        if store::get(&self.store, id)
+            .await?
+            .is_none_or(|r| r.state != RequestState::Approved)
+        {
+            drop(guard);
+            return self.complete_only(job).await;
+        }
         // The object may exist already: another live grant holds it, an ended
         // grant's removal is still due (it will find this grant and keep the
         // object), or an earlier attempt of this job made it before the broker
@@ -541,6 +550,15 @@ impl App {
         let ent = self.catalog_entry(&row.entitlement)?.clone();
         let grantee = Self::grantee(&row, grantee)?;
         let mut guard = self.lock_target(&row.target_key).await?;
+        // Again under the lock: the removal of another grant of its chain (a revocation
+        // ends them all) may have removed the object meanwhile.
+        if store::get(&self.store, id)
+            .await?
+            .is_none_or(|r| r.deprovisioned_at.is_some())
+        {
+            drop(guard);
+            return self.complete_only(job).await;
+        }
         let now_ms = self.now_ms();
         let holders = store::live_holders(&self.store, &row.target_key, id).await?;
         let result = if holders.is_empty() {
@@ -566,6 +584,7 @@ impl App {
         let removal = Removal {
             job,
             id,
+            root: row.root_id,
             ent: &ent,
             holders: &holders,
             result: &result,
@@ -636,9 +655,34 @@ impl App {
                     self.queue_prune(&mut tx, ent, at, now_ms).await?;
                 }
                 jobs::complete(&mut tx, r.job.id, now_ms).await?;
-                change = Some(Change::Deprovisioned {
+                let mut changes = vec![Change::Deprovisioned {
                     request: id.to_string(),
                     at: now_ms,
+                }];
+                // The other ended grants of its chain held the same object: removed with it,
+                // once (their own removals then find nothing to do).
+                for other in store::ended_in_chain(&mut tx, r.root, id).await? {
+                    self.audit(
+                        &mut tx,
+                        NewEvent {
+                            actor: "system",
+                            action: "grant.removed",
+                            request_id: Some(other),
+                            entitlement: Some(&ent.id),
+                            data: json!({ "removed_with": id }),
+                        },
+                    )
+                    .await?;
+                    store::set_deprovisioned(&mut tx, other, now_ms).await?;
+                    changes.push(Change::Deprovisioned {
+                        request: other.to_string(),
+                        at: now_ms,
+                    });
+                }
+                change = Some(if changes.len() == 1 {
+                    changes.remove(0)
+                } else {
+                    Change::All { changes }
                 });
                 JobOutcome::Done
             }
@@ -1057,6 +1101,8 @@ impl App {
 struct Removal<'a> {
     job: &'a Job,
     id: Uuid,
+    /// The first request of its extension chain.
+    root: Uuid,
     ent: &'a Entitlement,
     holders: &'a [Uuid],
     result: &'a Option<Result<Option<SessionsEnded>, ProviderError>>,

@@ -3,6 +3,7 @@
 //! them held in the spool ([`crate::store::held`]), and [`App::replay_held`]
 //! moves them into the chain, in order, once the store takes them again.
 
+use jit_api::RequestState;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -129,6 +130,22 @@ impl App {
 
     /// Makes a held state change that did not commit (a no-op when it did).
     async fn remake(&self, tx: &mut Tx, change: &Change, now_ms: i64) -> Result<(), ServiceError> {
+        if let Change::All { changes } = change {
+            for one in changes {
+                self.remake_one(tx, one, now_ms).await?;
+            }
+            return Ok(());
+        }
+        self.remake_one(tx, change, now_ms).await
+    }
+
+    /// [`App::remake`] of one change (an `All` inside an `All` is not made).
+    async fn remake_one(
+        &self,
+        tx: &mut Tx,
+        change: &Change,
+        now_ms: i64,
+    ) -> Result<(), ServiceError> {
         match change {
             Change::Ended {
                 request,
@@ -152,7 +169,9 @@ impl App {
                     },
                 )
                 .await?;
-                if ended {
+                // Only a grant that may exist has something to remove (a cancelled pending
+                // extension has none).
+                if ended && matches!(from, RequestState::Approved | RequestState::Active) {
                     self.queue_deprovision(tx, id, now_ms).await?;
                 }
             }
@@ -161,6 +180,7 @@ impl App {
                     store::set_deprovisioned(tx, id, *at).await?;
                 }
             }
+            Change::All { .. } => {}
         }
         Ok(())
     }

@@ -75,6 +75,8 @@ struct Extension<'a> {
     justification: String,
     signed_in: super::step_up::Satisfied,
     now: time::OffsetDateTime,
+    /// The first request of the grant's chain (locked first, as a revocation locks it).
+    root: Uuid,
 }
 
 impl RequestView {
@@ -765,6 +767,10 @@ impl App {
     }
 
     /// The revocation's transaction; `hold`: its audit events go to the spool.
+    ///
+    /// A grant and its extensions are one access (an extension is a grant of the same
+    /// object that continues it): revoking any request of the chain revokes every live
+    /// grant of it and cancels its pending extensions, all in this transaction.
     async fn revoke_tx(
         &self,
         user: &User,
@@ -772,54 +778,103 @@ impl App {
         reason: Option<&str>,
         hold: bool,
     ) -> Result<(), ServiceError> {
+        let not_found = || ServiceError::NotFound(Missing::Request(id));
+        let root = store::get(&self.store, id)
+            .await?
+            .ok_or_else(not_found)?
+            .root_id;
         let mut tx = self.store.begin().await?;
         if hold {
             tx.hold_audit();
         }
-        let row = self.lock_visible(&mut tx, user, id).await?;
+        let chain = store::lock_chain(&self.store, &mut tx, root).await?;
+        let row = chain
+            .iter()
+            .find(|r| r.id == id)
+            .filter(|r| self.may_see(user, r))
+            .ok_or_else(not_found)?;
         let who = self
             .policy
-            .authorize_revoke(user, &own(&row.id.to_string(), &row))
+            .authorize_revoke(user, &own(&row.id.to_string(), row))
             .map_err(|_| {
                 ServiceError::Forbidden("only the requester or an admin can revoke".to_owned())
             })?;
-        let change = self.end_grant(&mut tx, &who, user, &row, reason).await?;
-        self.commit_holding(tx, Some(change)).await
+        let changes = self
+            .end_chain(&mut tx, &who, user, row, &chain, reason)
+            .await?;
+        self.commit_holding(tx, Some(crate::store::held::Change::All { changes }))
+            .await
     }
 
-    /// Revokes locked grant `row` inside `tx`, as `who` allows `user`; the change it made.
-    async fn end_grant(
+    /// Revokes the live grants (approved or active) of locked `chain`, named by its request
+    /// `named`, and cancels its pending extensions, inside `tx`, as `who` allows `user`; the
+    /// changes it made. Refused when the chain holds no live grant.
+    async fn end_chain(
         &self,
         tx: &mut Tx,
         who: &Authorized<act::Revoke>,
         user: &User,
-        row: &RequestRow,
+        named: &RequestRow,
+        chain: &[RequestRow],
         reason: Option<&str>,
-    ) -> Result<crate::store::held::Change, ServiceError> {
-        let to = domain::transition(row.state, Event::Revoke).map_err(|_| {
-            ServiceError::Conflict(if row.state == RequestState::Scheduled {
-                "request is scheduled, not active: cancel it instead".to_owned()
-            } else {
-                format!("request is {}, not active", row.state)
-            })
-        })?;
+    ) -> Result<Vec<crate::store::held::Change>, ServiceError> {
+        let live =
+            |r: &&RequestRow| matches!(r.state, RequestState::Approved | RequestState::Active);
+        if !chain.iter().any(|r| live(&r)) {
+            return Err(ServiceError::Conflict(
+                if named.state == RequestState::Scheduled {
+                    "request is scheduled, not active: cancel it instead".to_owned()
+                } else {
+                    format!("request is {}, not active", named.state)
+                },
+            ));
+        }
         let now_ms = self.now_ms();
-        self.end_request(
-            tx,
-            row,
-            to,
-            now_ms,
-            Ending {
-                by: Some(&user.email),
-                action: "grant.revoked",
-                data: json!({ "reason": reason, "by_admin": who.principal() != row.requester_key }),
-                kind: NotificationKind::Revoked,
-                comment: reason,
-            },
-        )
-        .await?;
-        self.queue_deprovision(tx, row.id, now_ms).await?;
-        Ok(ended(row, to, now_ms))
+        let by_admin = who.principal() != named.requester_key;
+        let mut changes = Vec::new();
+        for row in chain {
+            let (to, action, kind) = match row.state {
+                RequestState::Approved | RequestState::Active => (
+                    domain::transition(row.state, Event::Revoke),
+                    "grant.revoked",
+                    NotificationKind::Revoked,
+                ),
+                RequestState::Pending if row.extends_id.is_some() => (
+                    domain::transition(row.state, Event::Cancel),
+                    "request.cancelled",
+                    NotificationKind::Cancelled,
+                ),
+                _ => continue,
+            };
+            let to = to.map_err(|e| ServiceError::Conflict(e.to_string()))?;
+            let mut data = if to == RequestState::Revoked {
+                json!({ "reason": reason, "by_admin": by_admin })
+            } else {
+                json!({ "was": row.state, "reason": "the grant it extends was revoked" })
+            };
+            if row.id != named.id {
+                data["revoked_with"] = json!(named.id);
+            }
+            self.end_request(
+                tx,
+                row,
+                to,
+                now_ms,
+                Ending {
+                    by: Some(&user.email),
+                    action,
+                    data,
+                    kind,
+                    comment: reason,
+                },
+            )
+            .await?;
+            if to == RequestState::Revoked {
+                self.queue_deprovision(tx, row.id, now_ms).await?;
+            }
+            changes.push(ended(row, to, now_ms));
+        }
+        Ok(changes)
     }
 
     /// Ends `row` inside `tx`: moves it from its state to `to` with `ended_at`
@@ -951,6 +1006,7 @@ impl App {
                     justification,
                     signed_in,
                     now,
+                    root: parent.root_id,
                 },
             )
             .await?;
@@ -978,6 +1034,7 @@ impl App {
             justification,
             signed_in,
             now,
+            root,
         } = ext;
         if !requester.is_for(user) || !asked.is_for(user) || requester.resource() != id.to_string()
         {
@@ -989,6 +1046,9 @@ impl App {
         let now_ms = crate::clock::to_ms(now);
         let new_id = Uuid::now_v7();
         let mut tx = self.store.begin().await?;
+        // The chain's first request before the parent, as a revocation takes them: one that
+        // runs meanwhile either sees this extension or ends the parent before it is read.
+        store::lock_root(&self.store, &mut tx, root).await?;
         let parent = store::lock(&self.store, &mut tx, id).await?;
         if parent.state != RequestState::Active {
             return Err(ServiceError::Conflict(format!(

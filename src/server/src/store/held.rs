@@ -93,6 +93,11 @@ pub enum Change {
         /// Unix ms.
         at: i64,
     },
+    /// Several changes made together (a revocation ends a grant's whole extension chain).
+    All {
+        /// The changes, none of them `All`.
+        changes: Vec<Change>,
+    },
 }
 
 /// One line of the spool.

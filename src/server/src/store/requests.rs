@@ -385,6 +385,36 @@ pub async fn lock(store: &Store, tx: &mut Tx, id: Uuid) -> Result<RequestRow, St
     RequestRow::from_row(&row)
 }
 
+/// Locks and reads every request of the extension chain that starts at `root`, the first
+/// request first: the root's row is locked alone before the others, as
+/// [`lock_root`] does when an extension is filed, so that a revocation and a new extension
+/// take turns (the revocation then sees the extension) and never wait for each other.
+pub async fn lock_chain(
+    store: &Store,
+    tx: &mut Tx,
+    root: Uuid,
+) -> Result<Vec<RequestRow>, StoreError> {
+    lock_root(store, tx, root).await?;
+    let sql = format!(
+        "SELECT * FROM requests WHERE root_id = $1 ORDER BY created_at, id{}",
+        store.for_update()
+    );
+    let rows = query_built(sql)
+        .bind(root.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.iter().map(RequestRow::from_row).collect()
+}
+
+/// Locks the first request of an extension chain (PostgreSQL; SQLite's one writer
+/// serializes already): what filing an extension and revoking a chain both take first.
+pub async fn lock_root(store: &Store, tx: &mut Tx, root: Uuid) -> Result<(), StoreError> {
+    if store.for_update().is_empty() {
+        return Ok(());
+    }
+    lock(store, tx, root).await.map(|_| ())
+}
+
 /// Fields a state change may set.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
@@ -520,6 +550,26 @@ pub async fn object_held(
     .fetch_optional(store)
     .await?
     .is_some())
+}
+
+/// The other ended (revoked or expired) grants of the chain that starts at `root` whose
+/// object is not removed yet: a removal of `except`'s object removes theirs too.
+pub async fn ended_in_chain(
+    tx: &mut Tx,
+    root: Uuid,
+    except: Uuid,
+) -> Result<Vec<Uuid>, StoreError> {
+    let rows = query(
+        "SELECT id FROM requests WHERE root_id = $1 AND id <> $2 AND deprovisioned_at IS NULL
+         AND state IN ('expired', 'revoked') ORDER BY created_at, id",
+    )
+    .bind(root.to_string())
+    .bind(except.to_string())
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.iter()
+        .map(|r| uuid_col(&r.try_get::<String>("id")?))
+        .collect()
 }
 
 /// Number of extensions in a chain.
