@@ -634,11 +634,15 @@ pub async fn last_of(store: &Store, action: &str) -> Result<Option<Event>, Store
 /// Ranges shorter than this are not split further.
 const MIN_RANGE: i64 = 100_000;
 
+/// A walk of fewer rows than this, in one range, reads over one of the pool's connections.
+const POOLED_RANGE: i64 = 10_000;
+
 /// At most this many ranges are read at once.
 const MAX_RANGES: usize = 4;
 
 /// One verification at a time per process: each opens up to [`MAX_RANGES`]
-/// connections of its own, outside the pool (docs/deploy.md counts them).
+/// connections of its own, outside the pool (docs/deploy.md counts them), or reads a short
+/// walk over one of the pool's.
 static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Recomputes the chain from `from` (default 1) straight from the table and
@@ -854,8 +858,12 @@ async fn verify_chain(
         let why = "row is missing (the chain cannot start there)";
         return Ok((bad(0, None, from - 1, why), None));
     };
-    let head = head_seq(store).await?;
-    let ranges = split(from, head.unwrap_or(0), max_ranges, min_range);
+    let head = head_seq(store).await?.unwrap_or(0);
+    let ranges = split(from, head, max_ranges, min_range);
+    // A short walk (the checkpoint writer's, every round) is read over one of the pool's
+    // connections: a connection of its own would start a PostgreSQL backend each time, which
+    // costs more than the walk and competes with the requests for the cores.
+    let pooled = ranges.len() == 1 && head - from < POOLED_RANGE;
     // One task (SQLite: one blocking thread) per range, so they use all cores.
     let scans = ranges.into_iter().map(|(start, end)| {
         let native = store.native();
@@ -864,8 +872,18 @@ async fn verify_chain(
                 Native::Sqlite(path) => {
                     tokio::task::spawn_blocking(move || scan_sqlite(&path, start, end)).await
                 }
-                Native::Postgres(options) => {
-                    tokio::spawn(async move { scan_postgres(&options, start, end).await }).await
+                Native::Postgres(_, pool) if pooled => {
+                    let mut conn = pool.acquire().await?;
+                    return scan_postgres(&mut conn, start, end).await;
+                }
+                Native::Postgres(options, _) => {
+                    tokio::spawn(async move {
+                        let mut conn = options.connect().await?;
+                        let range = scan_postgres(&mut conn, start, end).await?;
+                        conn.close().await?;
+                        Ok(range)
+                    })
+                    .await
                 }
             }
             .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?
@@ -1207,18 +1225,17 @@ fn scan_sqlite(path: &std::path::Path, start: i64, end: i64) -> Result<Range, St
 /// Reads and checks `[start, end)` on a new PostgreSQL connection of the
 /// native driver, which decodes text in place.
 async fn scan_postgres(
-    options: &sqlx::postgres::PgConnectOptions,
+    conn: &mut sqlx::PgConnection,
     start: i64,
     end: i64,
 ) -> Result<Range, StoreError> {
-    let mut conn = options.connect().await?;
     let mut range = Range::default();
     let mut buf = Vec::with_capacity(1024);
     {
         let mut rows = sqlx::query::<sqlx::Postgres>(RANGE_SQL)
             .bind(start)
             .bind(end)
-            .fetch(&mut conn);
+            .fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
             let decoded = (|| {
                 let r = Canonical {
@@ -1238,7 +1255,6 @@ async fn scan_postgres(
             }
         }
     }
-    conn.close().await?;
     Ok(range)
 }
 

@@ -186,8 +186,8 @@ pub(crate) use sqlite::open_reader;
 pub(crate) enum Native {
     /// The database file, opened read-only.
     Sqlite(PathBuf),
-    /// The pool's own connect options.
-    Postgres(Box<PgConnectOptions>),
+    /// The pool's own connect options, and the pool.
+    Postgres(Box<PgConnectOptions>, PgPool),
 }
 
 /// An open write transaction ([`Store::begin`]). Dropped without
@@ -379,7 +379,7 @@ impl Store {
     pub(crate) fn native(&self) -> Native {
         match &*self.engine {
             Engine::Sqlite(db) => Native::Sqlite(db.readers.path.clone()),
-            Engine::Postgres(db) => Native::Postgres(Box::new(db.options.clone())),
+            Engine::Postgres(db) => Native::Postgres(Box::new(db.options.clone()), db.pool.clone()),
         }
     }
 
