@@ -576,11 +576,13 @@ fn the_cli_takes_a_request_from_sign_in_to_aws_and_back() {
         grant.expires_at.unwrap() + time::Duration::minutes(30)
     );
 
-    // Revoke ends the grants now; no new credentials come after that.
+    // Revoke ends the grant and its extension now; no new credentials come after that.
     let revoked = alice.jit(&["revoke", &id]).ok();
     assert!(revoked.stdout.contains("now revoked"), "{revoked:#?}");
-    let revoked = alice.jit(&["-o", "json", "revoke", &ext_id]).ok();
-    assert_eq!(request(&revoked).state, RequestState::Revoked);
+    assert_eq!(
+        request(&alice.jit(&["-o", "json", "show", &ext_id]).ok()).state,
+        RequestState::Revoked
+    );
     std::fs::remove_file(&cache[0]).unwrap();
     alice
         .jit(&["credential-process", "e2e-admin"])

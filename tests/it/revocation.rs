@@ -506,7 +506,7 @@ async fn removal_never_waits_for_the_audit_store(engine: Engine) {
     let (status, body) = alice
         .post(
             &format!("/requests/{revoked}/revoke"),
-            json!({ "reason": "done" }),
+            json!({ "comment": "done" }),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -433,6 +433,122 @@ each_engine!(
     }
 );
 
+each_engine!(
+    a_revoke_ends_the_whole_extension_chain,
+    |engine| async move {
+        let b = start(engine).await;
+        let alice = b.login("alice").await;
+        let bob = b.login("bob").await;
+        let extend = |id: uuid::Uuid| {
+            let alice = &alice;
+            async move {
+                let (status, ext) = alice
+                    .post(&format!("/requests/{id}/extend"), json!({"by": "30m"}))
+                    .await;
+                assert_eq!(status, StatusCode::CREATED, "{ext}");
+                ext["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()
+            }
+        };
+        // An active grant of alice's with an approved and active extension.
+        let extended = || async {
+            let r = alice.request("aws-prod-admin", "1h").await;
+            bob.approve(r.id).await;
+            active(&b, &alice, r.id).await;
+            let ext = extend(r.id).await;
+            bob.approve(ext).await;
+            active(&b, &alice, ext).await;
+            (r, ext)
+        };
+        // A grant, its live extension, and a second extension waiting.
+        let (r, live) = extended().await;
+        let waiting = extend(live).await;
+        assert_eq!(alice.show(waiting).await.state, RequestState::Pending);
+
+        // Revoking the first id ends every link: the live extension is revoked with it, the
+        // waiting one withdrawn (approved later, it would grant the access again).
+        let (status, body) = alice
+            .post(
+                &format!("/requests/{}/revoke", r.id),
+                json!({"comment": "done early"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.run_jobs().await;
+        assert_eq!(alice.show(r.id).await.state, RequestState::Revoked);
+        assert_eq!(alice.show(live).await.state, RequestState::Revoked);
+        assert_eq!(alice.show(waiting).await.state, RequestState::Cancelled);
+        let event_of = |id: uuid::Uuid, action: &'static str| {
+            let store = b.app.store.clone();
+            async move {
+                let events = jit_server::store::audit::for_request(&store, id)
+                    .await
+                    .unwrap();
+                let e = events
+                    .into_iter()
+                    .find(|e| e.action == action)
+                    .unwrap_or_else(|| panic!("{id}: no {action}"));
+                let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+                (e.actor, data)
+            }
+        };
+        let (actor, data) = event_of(live, "grant.revoked").await;
+        assert_eq!(data["revoked_with"], r.id.to_string(), "{data}");
+        assert_eq!(data["reason"], "done early", "{data}");
+        assert_eq!(actor, "alice@example.com");
+        let (_, data) = event_of(waiting, "request.cancelled").await;
+        assert_eq!(data["revoked_with"], r.id.to_string(), "{data}");
+        // Nothing of the chain still holds the object: its removal is not skipped.
+        let actions = b.audit_actions(Some(live)).await;
+        assert!(
+            actions.iter().any(|a| a == "grant.removed")
+                || b.audit_actions(Some(r.id))
+                    .await
+                    .iter()
+                    .any(|a| a == "grant.removed"),
+            "{actions:?}"
+        );
+        for id in [r.id, live] {
+            assert!(
+                !b.audit_actions(Some(id))
+                    .await
+                    .iter()
+                    .any(|a| a == "grant.removal_skipped"),
+                "{id}: removal skipped"
+            );
+        }
+        // Bob cannot approve the withdrawn extension.
+        let (status, _) = bob
+            .post(&format!("/requests/{waiting}/approve"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+
+        // Naming the extension ends the grant it extends too.
+        let (r, ext) = extended().await;
+        let (status, body) = alice
+            .post(&format!("/requests/{ext}/revoke"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(alice.show(r.id).await.state, RequestState::Revoked);
+        assert_eq!(alice.show(ext).await.state, RequestState::Revoked);
+
+        // The first grant expired while its extension lives: revoking the first id ends the
+        // extension (the access the user means), and a finished chain stays a conflict.
+        let (r, ext) = extended().await;
+        b.advance(Duration::from_mins(61)).await;
+        assert_eq!(alice.show(r.id).await.state, RequestState::Expired);
+        let (status, body) = alice
+            .post(&format!("/requests/{}/revoke", r.id), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(alice.show(r.id).await.state, RequestState::Expired);
+        assert_eq!(alice.show(ext).await.state, RequestState::Revoked);
+        let (status, _) = alice
+            .post(&format!("/requests/{}/revoke", r.id), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+    }
+);
+
 each_engine!(extensions_are_capped, |engine| async move {
     let b = start(engine).await;
     let alice = b.login("alice").await;
