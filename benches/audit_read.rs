@@ -25,16 +25,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::chain::build_chain;
-use common::issuer::Issuer;
-use common::{Engine, engines, env_or, fresh_db, machine, quantiles_ms, serve_broker, start_up};
-use jit_server::config::Config;
-use jit_server::http::AuthMode;
-use jit_server::providers::Providers;
+
+use common::{Engine, engines, env_or, fresh_db, machine, quantiles_ms, serve_simulated, start_up};
 use jit_server::store::audit::{self, Filter, NewEvent};
 use serde_json::{Value, json};
 
@@ -64,33 +59,6 @@ async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
     let res = http.get(url).bearer_auth(token).send().await.expect("GET");
     assert!(res.status().is_success(), "{url}: {}", res.status());
     res.json().await.expect("JSON body")
-}
-
-/// A broker on loopback for `url`'s database: the app, the server task, the API's base URL, the
-/// token issuer (kept alive) and an auditor's token.
-async fn serve(
-    url: &str,
-) -> (
-    jit_server::service::App,
-    tokio::task::JoinHandle<()>,
-    String,
-    Issuer,
-    String,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    let mut config = Config::default();
-    config.database.url = url.to_owned();
-    config.server.public_url = format!("http://{addr}");
-    config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
-    let issuer = Issuer::start().await;
-    config.oidc = Some(issuer.config());
-    let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
-    let (app, server) = serve_broker(config, auth, Providers::simulated(), listener).await;
-    let token = issuer.token(1, &["grp-jit-auditors"]);
-    (app, server, format!("http://{addr}/api/v1"), issuer, token)
 }
 
 /// The writer: `per_second` events, each committed on its own.
@@ -129,7 +97,8 @@ async fn run(engine: Engine, rows: usize, calls: usize, writes: u64) {
         engine.name(),
         started.elapsed().as_secs_f64()
     );
-    let (app, server, base, _issuer, token) = serve(&db.url).await;
+    let (app, server, base, issuer) = serve_simulated(&db.url).await;
+    let token = issuer.token(1, &["grp-jit-auditors"]);
     let http = reqwest::Client::new();
     let appender = (writes > 0).then(|| spawn_writer(app.store.clone(), writes));
 

@@ -30,7 +30,6 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,11 +37,8 @@ use std::time::{Duration, Instant};
 use common::chain::build_chain;
 use common::issuer::Issuer;
 use common::{
-    CpuTimes, Engine, engines, env_or, fresh_db, machine, quantiles_ms, serve_broker, start_up,
+    CpuTimes, Engine, engines, env_or, fresh_db, machine, quantiles_ms, serve_simulated, start_up,
 };
-use jit_server::config::Config;
-use jit_server::http::AuthMode;
-use jit_server::providers::Providers;
 use jit_server::store::Store;
 use serde_json::Value;
 
@@ -320,31 +316,6 @@ async fn pages(
     }
 }
 
-/// A broker on loopback for `url`'s database: the app, the server task, the API's base URL and
-/// the token issuer.
-async fn serve(
-    url: &str,
-) -> (
-    jit_server::service::App,
-    tokio::task::JoinHandle<()>,
-    String,
-    Issuer,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    let mut config = Config::default();
-    config.database.url = url.to_owned();
-    config.server.public_url = format!("http://{addr}");
-    config.policy.dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
-    let issuer = Issuer::start().await;
-    config.oidc = Some(issuer.config());
-    let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
-    let (app, server) = serve_broker(config, auth, Providers::simulated(), listener).await;
-    (app, server, format!("http://{addr}/api/v1"), issuer)
-}
-
 async fn get(http: &reqwest::Client, url: &str, token: &str) -> (Value, Option<String>) {
     let res = http.get(url).bearer_auth(token).send().await.expect("GET");
     assert!(res.status().is_success(), "{url}: {}", res.status());
@@ -495,7 +466,7 @@ async fn run(engine: Engine, requests: usize, audit_rows: usize, rate: u64, secs
         engine.name(),
         t.elapsed().as_secs_f64()
     );
-    let (app, server, base, issuer) = serve(&db.url).await;
+    let (app, server, base, issuer) = serve_simulated(&db.url).await;
     let http = reqwest::Client::new();
     pages(engine, &http, &base, &issuer, rate, secs).await;
     let clients: usize = env_or("JIT_BENCH_LISTS_CLIENTS", 16);

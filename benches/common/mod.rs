@@ -234,6 +234,28 @@ pub fn quantiles_ms<const N: usize>(mut v: Vec<std::time::Duration>, q: [f64; N]
     })
 }
 
+/// A broker over the simulated providers on loopback for `url`'s database, signing in through
+/// a stand-in OpenID provider: the app, the server task, the API's base URL and the issuer
+/// (keep it alive while the broker runs).
+pub async fn serve_simulated(
+    url: &str,
+) -> (App, tokio::task::JoinHandle<()>, String, issuer::Issuer) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    let mut config = Config::default();
+    config.database.url = url.to_owned();
+    config.server.public_url = format!("http://{addr}");
+    config.policy.dir =
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"));
+    let issuer = issuer::Issuer::start().await;
+    config.oidc = Some(issuer.config());
+    let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
+    let (app, server) = serve_broker(config, auth, Providers::simulated(), listener).await;
+    (app, server, format!("http://{addr}/api/v1"), issuer)
+}
+
 /// Builds the broker of `config` over `providers` in development mode (for the simulated
 /// providers only: API calls still go through `auth`) and serves its API on `listener`: the
 /// app and the server task.
