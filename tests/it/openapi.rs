@@ -400,6 +400,16 @@ async fn real_responses_match_the_documented_schemas() {
     // state, does not pass.
     let request = validator(&p.doc, &json!({ "$ref": "#/components/schemas/Request" }));
     assert!(!request.is_valid(&json!({ "id": Uuid::new_v4() })));
+    // Request bodies document that a field they do not name is refused.
+    let create = validator(
+        &p.doc,
+        &json!({ "$ref": "#/components/schemas/CreateRequest" }),
+    );
+    let body = json!({ "entitlement": "aws-sandbox", "duration": "1h", "justification": "x" });
+    assert!(create.is_valid(&body));
+    let mut misspelt = body;
+    misspelt["tikcet"] = json!("INC-1");
+    assert!(!create.is_valid(&misspelt));
 
     // Public operations and sign-in.
     ok(
@@ -496,6 +506,15 @@ async fn real_responses_match_the_documented_schemas() {
         &p.create(al, json!({ "entitlement": "aws-sandbox" })).await,
         StatusCode::BAD_REQUEST,
     );
+    // A misspelt field is refused, not dropped.
+    let (status, r) = p
+        .create(
+            al,
+            json!({ "entitlement": "aws-sandbox", "duration": "1h", "justification": "x", "tikcet": "INC-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert!(r.to_string().contains("unknown field `tikcet`"), "{r}");
     ok(
         &p.create(
             Some(mallory.as_str()),
@@ -655,11 +674,30 @@ async fn real_responses_match_the_documented_schemas() {
             .await,
         StatusCode::CONFLICT,
     );
+    ok(
+        &p.post(
+            al,
+            extend,
+            &sandbox_id,
+            Some(json!({ "by": "30m", "reason": "more" })),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
     let revoke = "/api/v1/requests/{id}/revoke";
     ok(
         &p.post(bo, revoke, &prod_id, None).await,
         StatusCode::FORBIDDEN,
     );
+    // A reason under a key the API does not know is refused and the grant stays: it is not
+    // revoked without the reason its revoker meant to record.
+    let (status, r) = p
+        .post(al, revoke, &sandbox_id, Some(json!({ "reason": "done" })))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert!(r.to_string().contains("unknown field `reason`"), "{r}");
+    let (_, r) = show(al, &sandbox_id).await;
+    assert_eq!(r["state"], "active", "{r}");
     ok(
         &p.post(al, revoke, &sandbox_id, Some(json!({ "comment": "done" })))
             .await,
@@ -736,6 +774,10 @@ async fn real_responses_match_the_documented_schemas() {
     ok(
         &revoke_all(ca, json!({ "entitlement": "nope" })).await,
         StatusCode::NOT_FOUND,
+    );
+    ok(
+        &revoke_all(ca, json!({ "entitlement": "nope", "role": "x" })).await,
+        StatusCode::BAD_REQUEST,
     );
 
     // Every documented operation was exercised, all but one of them successfully.

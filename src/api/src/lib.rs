@@ -200,9 +200,11 @@ pub struct Request {
     pub target: String,
 }
 
-/// Body of `POST /api/v1/requests`.
+/// Body of `POST /api/v1/requests`. A field not named here is refused (400), so a misspelt
+/// one is an error instead of being dropped.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// Entitlement id (or a bundle's: the catalog's ids are shared). Exactly one of
     /// `entitlement` and `bundle` is given.
@@ -307,9 +309,11 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error
     d.deserialize_any(Whole)
 }
 
-/// Body of `POST /requests/{id}/approve|deny`.
+/// Body of `POST /requests/{id}/approve|deny|review|cancel|revoke`. A field not named here is
+/// refused (400): a reason sent as `reason` is an error, not a silently lost comment.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     /// Optional comment shown to the requester: at most 2048 bytes, no control characters
     /// but tab and line breaks, no bidirectional controls or invisible format characters.
@@ -324,9 +328,10 @@ pub struct DecisionBody {
     pub comment: Option<String>,
 }
 
-/// Body of `POST /requests/{id}/extend`.
+/// Body of `POST /requests/{id}/extend`. A field not named here is refused (400).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     /// How much longer, e.g. `30m`.
     pub by: DurationInput,

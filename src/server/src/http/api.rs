@@ -810,6 +810,7 @@ async fn audit_verify(
 
 /// Body of `POST /api/v1/admin/revoke-sessions`.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct RevokeSessionsBody {
     /// An `aws_role` entitlement id.
     entitlement: String,
