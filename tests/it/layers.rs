@@ -1,7 +1,10 @@
 //! The import direction of the broker's layers: `config`, `domain` and `store`
 //! are below the use cases and the edges, so they name nothing from `http`,
 //! `service` or `providers` (issue 23). Read from the source, so a new `use`
-//! that breaks the rule fails here, naming its file.
+//! that breaks the rule fails here, naming its file. Also the shape of the
+//! service layer (Must show 4): no function over 80 lines and no run of six or
+//! more lines standing again, with today's exceptions listed so that they can
+//! only shrink.
 
 use std::path::{Path, PathBuf};
 
@@ -110,5 +113,257 @@ fn lower_layers_import_nothing_from_the_upper_ones() {
         found.is_empty(),
         "config, domain and store must not import from http, service or providers:\n{}",
         found.join("\n")
+    );
+}
+
+/// A line with its string and char literals emptied and its `//` comment cut,
+/// so that braces and slashes inside text do not count.
+fn code_of(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    let mut in_str = false;
+    while let Some(c) = chars.next() {
+        if in_str {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    in_str = false;
+                    out.push('"');
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_str = true;
+                out.push('"');
+            }
+            '/' if chars.peek() == Some(&'/') => break,
+            '\'' => {
+                // A char literal such as '{' or '\'' (a lifetime has no closing quote).
+                let rest: String = chars.clone().take(3).collect();
+                let len = if rest.starts_with('\\') {
+                    rest.find('\'').map(|i| i + 1)
+                } else if rest.chars().nth(1) == Some('\'') {
+                    Some(2)
+                } else {
+                    None
+                };
+                if let Some(len) = len {
+                    for _ in 0..len {
+                        chars.next();
+                    }
+                    out.push_str("' '");
+                } else {
+                    out.push('\'');
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Each `fn` of a source with its first line (1-based) and its length in lines,
+/// from the `fn` line to the line of its closing brace.
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<String> = text.lines().map(code_of).collect();
+    let mut out = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| *w == "fn") else {
+            continue;
+        };
+        let qualifiers = [
+            "pub",
+            "pub(crate)",
+            "pub(super)",
+            "async",
+            "const",
+            "unsafe",
+        ];
+        if !words[..at].iter().all(|w| qualifiers.contains(w)) {
+            continue;
+        }
+        let Some(name) = words.get(at + 1) else {
+            continue;
+        };
+        let name: String = name
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let mut depth = 0usize;
+        let mut opened = false;
+        'lines: for (end, code) in lines.iter().enumerate().skip(start) {
+            for c in code.chars() {
+                match c {
+                    // A declaration without a body (in a trait).
+                    ';' if !opened && depth == 0 => break 'lines,
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => {
+                        depth -= 1;
+                        if opened && depth == 0 {
+                            out.push((name.clone(), start + 1, end - start + 1));
+                            break 'lines;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The longest a function of the service layer may be (issue 23, Must show 4).
+const SERVICE_FN_LINES: usize = 80;
+
+/// Use cases still longer than that, with the length they may not pass, until
+/// the step helper shortens them: each one fixed comes off this list (the test
+/// says so), none joins it.
+const SERVICE_FN_LONG: [(&str, &str, usize); 6] = [
+    ("admin.rs", "reconcile", 84),
+    ("grants.rs", "activate", 189),
+    ("grants.rs", "record_removal", 102),
+    ("requests.rs", "write_request", 166),
+    ("requests.rs", "record_decision", 145),
+    ("requests.rs", "file_extension", 122),
+];
+
+#[test]
+fn service_functions_stay_short() {
+    let sample = "pub async fn a(x: &str) -> Result<(), E> {\n    let b = '{';\n    \
+                  let c = \"}}{\"; // }\n    if x.is_empty() {\n        return Ok(());\n    }\n    \
+                  Ok(())\n}\nfn decl(&self);\nfn b() {}\n";
+    assert_eq!(
+        functions(sample),
+        [("a".to_owned(), 1, 8), ("b".to_owned(), 10, 1)]
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    let mut long_seen = Vec::new();
+    for file in sources(&root, "service") {
+        let rel = file
+            .strip_prefix(root.join("service"))
+            .unwrap()
+            .display()
+            .to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (name, line, len) in functions(&text) {
+            let known = SERVICE_FN_LONG
+                .iter()
+                .find(|(f, n, _)| *f == rel && *n == name);
+            match known {
+                Some((_, _, most)) => {
+                    long_seen.push((rel.clone(), name.clone()));
+                    if len > *most {
+                        found.push(format!("service/{rel}:{line}: `{name}` grew to {len} lines (at most {most} until it is split)"));
+                    } else if len <= SERVICE_FN_LINES {
+                        found.push(format!("service/{rel}:{line}: `{name}` is {len} lines now: take it off SERVICE_FN_LONG"));
+                    }
+                }
+                None if len > SERVICE_FN_LINES => found.push(format!(
+                    "service/{rel}:{line}: `{name}` is {len} lines (at most {SERVICE_FN_LINES})"
+                )),
+                None => {}
+            }
+        }
+    }
+    for (file, name, _) in SERVICE_FN_LONG {
+        if !long_seen.iter().any(|(f, n)| f == file && n == name) {
+            found.push(format!(
+                "service/{file}: `{name}` is gone: take it off SERVICE_FN_LONG"
+            ));
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// How many lines in a row make a repetition (issue 23, Must show 4).
+const REPEAT_LINES: usize = 6;
+
+/// Places where runs of `REPEAT_LINES` or more lines start that stand again in the
+/// service layer today (mostly `write_request` against `file_extension`), until
+/// the step helper takes them out: the number may fall, never rise.
+const SERVICE_REPEATS_KNOWN: usize = 17;
+
+/// The places (file and first line) where a run of `REPEAT_LINES` or more
+/// lines starts that stands again somewhere in `files`, comparing the lines
+/// trimmed, without comments, and passing over lines with no word in them
+/// (`}`, `)?;`, blank).
+fn repeated_runs(files: &[(String, String)]) -> Vec<String> {
+    let mut kept: Vec<Vec<(usize, String)>> = Vec::new();
+    for (_, text) in files {
+        kept.push(
+            text.lines()
+                .enumerate()
+                .filter_map(|(i, l)| {
+                    let code = l.split("//").next().unwrap_or("").trim();
+                    code.chars()
+                        .any(char::is_alphanumeric)
+                        .then(|| (i + 1, code.to_owned()))
+                })
+                .collect(),
+        );
+    }
+    let mut seen: std::collections::HashMap<Vec<&str>, usize> = std::collections::HashMap::new();
+    for lines in &kept {
+        for window in lines.windows(REPEAT_LINES) {
+            let key: Vec<&str> = window.iter().map(|(_, l)| l.as_str()).collect();
+            *seen.entry(key).or_default() += 1;
+        }
+    }
+    let mut runs = Vec::new();
+    for ((name, _), lines) in files.iter().zip(&kept) {
+        let mut in_run = false;
+        for window in lines.windows(REPEAT_LINES) {
+            let key: Vec<&str> = window.iter().map(|(_, l)| l.as_str()).collect();
+            let repeated = seen[&key] > 1;
+            if repeated && !in_run {
+                runs.push(format!("{name}:{}", window[0].0));
+            }
+            in_run = repeated;
+        }
+    }
+    runs
+}
+
+#[test]
+fn service_layer_repeats_no_six_lines() {
+    let block = "let a = 1;\nlet b = 2;\n}\nlet c = 3;\nlet d = 4;\nlet e = 5;\nlet f = 6;\n";
+    let sample = vec![
+        ("x.rs".to_owned(), format!("fn x() {{\n{block}}}\n")),
+        (
+            "y.rs".to_owned(),
+            format!("fn y() {{\n// a comment\n{block}g();\n}}\n"),
+        ),
+        (
+            "z.rs".to_owned(),
+            "let a = 1;\nlet b = 2;\nlet c = 3;\n".to_owned(),
+        ),
+    ];
+    assert_eq!(repeated_runs(&sample), ["x.rs:2", "y.rs:3"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files: Vec<(String, String)> = sources(&root, "service")
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&root).unwrap().display().to_string();
+            (rel, std::fs::read_to_string(&f).unwrap())
+        })
+        .collect();
+    files.sort();
+    let runs = repeated_runs(&files);
+    assert!(
+        runs.len() <= SERVICE_REPEATS_KNOWN,
+        "{} runs of {REPEAT_LINES} or more lines stand again in the service layer \
+         (at most {SERVICE_REPEATS_KNOWN}): fold them into one function\n{}",
+        runs.len(),
+        runs.join("\n")
     );
 }
