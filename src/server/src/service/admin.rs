@@ -5,7 +5,7 @@ use serde_json::json;
 use super::grants::JobOutcome;
 use super::{App, Missing, ServiceError, UpstreamCall};
 use crate::domain::User;
-use crate::policy::catalog::Target;
+use crate::policy::catalog::{Entitlement, Target};
 use crate::policy::{Authorized, Kind, act};
 use crate::providers::{LiveGrant, ProviderError};
 use crate::store::audit::NewEvent;
@@ -153,48 +153,11 @@ impl App {
             Kind::AzureRole,
             Kind::AwsRole,
         ] {
-            let provider = self.providers.get(kind);
-            if provider.simulated() {
-                continue;
-            }
-            let of_kind: Vec<_> = managed.iter().filter(|e| e.kind == kind).cloned().collect();
-            if of_kind.is_empty() {
-                continue;
-            }
-            let live_of_kind: Vec<_> = live
-                .iter()
-                .filter(|g| of_kind.iter().any(|e| e.id == g.entitlement))
-                .cloned()
-                .collect();
-            match provider.reconcile(&of_kind, &live_of_kind).await {
-                Ok(mut report) => {
-                    // Providers name the request in each missing entry.
-                    report
-                        .missing
-                        .retain(|m| !ending_ids.iter().any(|id| m.contains(id.as_str())));
-                    if report.removed.is_empty()
-                        && report.unexplained.is_empty()
-                        && report.missing.is_empty()
-                    {
-                        continue;
-                    }
-                    self.audit_alone(NewEvent {
-                        actor: "system",
-                        action: "reconcile.drift",
-                        request_id: None,
-                        entitlement: None,
-                        data: json!({
-                            "kind": kind.as_str(),
-                            "removed": report.removed,
-                            "unexplained": report.unexplained,
-                            "missing": report.missing,
-                        }),
-                    })
-                    .await?;
-                }
-                Err(e @ (ProviderError::Transient(_) | ProviderError::Permanent(_))) => {
-                    problems.push(format!("{}: {e}", kind.as_str()));
-                }
+            if let Some(problem) = self
+                .reconcile_kind(kind, &managed, &live, &ending_ids)
+                .await?
+            {
+                problems.push(problem);
             }
         }
         let mut tx = self.store.begin().await?;
@@ -215,5 +178,61 @@ impl App {
         tx.commit().await?;
         drop(gate);
         Ok(JobOutcome::Done)
+    }
+
+    /// Reconciles the real provider of `kind` against the live grants of its
+    /// entitlements; audits any drift it reports (leaving out assignments of
+    /// grants being ended) and returns the provider's failure, if any.
+    async fn reconcile_kind(
+        &self,
+        kind: Kind,
+        managed: &[Entitlement],
+        live: &[LiveGrant],
+        ending_ids: &[String],
+    ) -> Result<Option<String>, ServiceError> {
+        let provider = self.providers.get(kind);
+        if provider.simulated() {
+            return Ok(None);
+        }
+        let of_kind: Vec<_> = managed.iter().filter(|e| e.kind == kind).cloned().collect();
+        if of_kind.is_empty() {
+            return Ok(None);
+        }
+        let live_of_kind: Vec<_> = live
+            .iter()
+            .filter(|g| of_kind.iter().any(|e| e.id == g.entitlement))
+            .cloned()
+            .collect();
+        match provider.reconcile(&of_kind, &live_of_kind).await {
+            Ok(mut report) => {
+                // Providers name the request in each missing entry.
+                report
+                    .missing
+                    .retain(|m| !ending_ids.iter().any(|id| m.contains(id.as_str())));
+                if report.removed.is_empty()
+                    && report.unexplained.is_empty()
+                    && report.missing.is_empty()
+                {
+                    return Ok(None);
+                }
+                self.audit_alone(NewEvent {
+                    actor: "system",
+                    action: "reconcile.drift",
+                    request_id: None,
+                    entitlement: None,
+                    data: json!({
+                        "kind": kind.as_str(),
+                        "removed": report.removed,
+                        "unexplained": report.unexplained,
+                        "missing": report.missing,
+                    }),
+                })
+                .await?;
+                Ok(None)
+            }
+            Err(e @ (ProviderError::Transient(_) | ProviderError::Permanent(_))) => {
+                Ok(Some(format!("{}: {e}", kind.as_str())))
+            }
+        }
     }
 }
