@@ -635,55 +635,7 @@ impl App {
                 JobOutcome::Done
             }
             Some(Ok(sessions)) => {
-                let mut data = json!({ "simulated": self.providers.simulates(ent) });
-                if let Some(ended) = sessions {
-                    data["sessions"] = ended.details.clone();
-                }
-                self.audit(
-                    &mut tx,
-                    NewEvent {
-                        actor: "system",
-                        action: "grant.removed",
-                        request_id: Some(id),
-                        entitlement: Some(&ent.id),
-                        data,
-                    },
-                )
-                .await?;
-                store::set_deprovisioned(&mut tx, id, now_ms).await?;
-                if let Some(at) = sessions.as_ref().and_then(|s| s.prune_at) {
-                    self.queue_prune(&mut tx, ent, at, now_ms).await?;
-                }
-                jobs::complete(&mut tx, r.job.id, now_ms).await?;
-                let mut changes = vec![Change::Deprovisioned {
-                    request: id.to_string(),
-                    at: now_ms,
-                }];
-                // The other ended grants of its chain held the same object: removed with it,
-                // once (their own removals then find nothing to do).
-                for other in store::ended_in_chain(&mut tx, r.root, id).await? {
-                    self.audit(
-                        &mut tx,
-                        NewEvent {
-                            actor: "system",
-                            action: "grant.removed",
-                            request_id: Some(other),
-                            entitlement: Some(&ent.id),
-                            data: json!({ "removed_with": id }),
-                        },
-                    )
-                    .await?;
-                    store::set_deprovisioned(&mut tx, other, now_ms).await?;
-                    changes.push(Change::Deprovisioned {
-                        request: other.to_string(),
-                        at: now_ms,
-                    });
-                }
-                change = Some(if changes.len() == 1 {
-                    changes.remove(0)
-                } else {
-                    Change::All { changes }
-                });
+                change = Some(self.record_removed(&mut tx, r, sessions.as_ref()).await?);
                 JobOutcome::Done
             }
             Some(Err(e)) => {
@@ -707,6 +659,67 @@ impl App {
         };
         self.commit_holding(tx, change).await?;
         Ok(outcome)
+    }
+
+    /// Records the removal of `r`'s grant whose provider call ended `sessions`
+    /// (and of the other ended grants of its chain, which held the same
+    /// object) inside `tx`; the change to announce.
+    async fn record_removed(
+        &self,
+        tx: &mut Tx,
+        r: &Removal<'_>,
+        sessions: Option<&SessionsEnded>,
+    ) -> Result<Change, ServiceError> {
+        let (id, ent, now_ms) = (r.id, r.ent, r.now_ms);
+        let mut data = json!({ "simulated": self.providers.simulates(ent) });
+        if let Some(ended) = sessions {
+            data["sessions"] = ended.details.clone();
+        }
+        self.audit(
+            tx,
+            NewEvent {
+                actor: "system",
+                action: "grant.removed",
+                request_id: Some(id),
+                entitlement: Some(&ent.id),
+                data,
+            },
+        )
+        .await?;
+        store::set_deprovisioned(tx, id, now_ms).await?;
+        if let Some(at) = sessions.and_then(|s| s.prune_at) {
+            self.queue_prune(tx, ent, at, now_ms).await?;
+        }
+        jobs::complete(tx, r.job.id, now_ms).await?;
+        let mut changes = vec![Change::Deprovisioned {
+            request: id.to_string(),
+            at: now_ms,
+        }];
+        // The other ended grants of its chain held the same object: removed with it,
+        // once (their own removals then find nothing to do).
+        for other in store::ended_in_chain(tx, r.root, id).await? {
+            self.audit(
+                tx,
+                NewEvent {
+                    actor: "system",
+                    action: "grant.removed",
+                    request_id: Some(other),
+                    entitlement: Some(&ent.id),
+                    data: json!({ "removed_with": id }),
+                },
+            )
+            .await?;
+            store::set_deprovisioned(tx, other, now_ms).await?;
+            changes.push(Change::Deprovisioned {
+                request: other.to_string(),
+                at: now_ms,
+            });
+        }
+        Ok(if changes.len() == 1 {
+            changes.remove(0)
+        } else {
+            Change::All { changes }
+        })
     }
 
     /// The provider's removal of the grant's object, then the end of the
