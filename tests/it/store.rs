@@ -250,6 +250,8 @@ both_backends!(
          INSERT INTO schema_migrations VALUES (1, 'init', 0), (2, 'audit_pending', 0), (3, 'audit_seq_not_null', 0);
          DROP TABLE _sqlx_migrations;
          DROP INDEX requests_newest_first;
+         DROP INDEX requests_state_newest_first;
+         CREATE INDEX requests_state ON requests (state);
          DROP TABLE audit_checkpoints;
          ALTER TABLE jobs DROP COLUMN failures;
          ALTER TABLE requests DROP COLUMN start_at;",
@@ -274,7 +276,8 @@ both_backends!(
                 "0004_requests_newest_first",
                 "0005_audit_checkpoints",
                 "0006_jobs_failures",
-                "0007_scheduled_requests"
+                "0007_scheduled_requests",
+                "0008_requests_by_state"
             ],
             "nothing is run again, what came later is"
         );
@@ -1658,6 +1661,81 @@ both_backends!(one_open_request_per_requester_and_entitlement, |db| {
     insert_request(&db.store, &request(&alice, "aws-prod-admin"))
         .await
         .unwrap();
+});
+
+both_backends!(a_list_of_several_states_pages_like_one_statement, |db| {
+    // Requests in four states, three created in each millisecond (ties broken by id).
+    let states = [
+        RequestState::Pending,
+        RequestState::Active,
+        RequestState::Expired,
+        RequestState::Denied,
+    ];
+    let mut all = Vec::new();
+    for i in 0..45_i64 {
+        let who = user(&format!("u{i}"));
+        add_user(&db.store, &who).await;
+        let mut r = request(&who, "aws-prod-admin");
+        r.state = states[usize::try_from(i % 4).unwrap()];
+        r.created_at = T0 + (i / 3) * 1_000;
+        insert_request(&db.store, &r).await.unwrap();
+        all.push(r);
+    }
+    let wanted = [
+        RequestState::Active,
+        RequestState::Pending,
+        RequestState::Active,
+    ];
+    let mut expected: Vec<(i64, Uuid)> = all
+        .iter()
+        .filter(|r| wanted.contains(&r.state))
+        .map(|r| (r.created_at, r.id))
+        .collect();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    let filter = |after, before| requests::ListFilter {
+        states: wanted.to_vec(),
+        after,
+        before,
+        limit: 4,
+        ..Default::default()
+    };
+
+    // Forward, newest first, page after page.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = requests::list(&db.store, &filter(after, None))
+            .await
+            .unwrap();
+        assert!(page.len() <= 4);
+        seen.extend(page.iter().map(|r| (r.created_at, r.id)));
+        match page.last() {
+            Some(last) if page.len() == 4 => after = Some(requests::Cursor::after(last)),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        expected,
+        "{}: every request once, in order",
+        db.name()
+    );
+
+    // Backward from the oldest: the ones just newer, oldest first.
+    let oldest = requests::Cursor {
+        created_at: expected[expected.len() - 1].0,
+        id: expected[expected.len() - 1].1,
+    };
+    let newer = requests::list(&db.store, &filter(None, Some(oldest)))
+        .await
+        .unwrap();
+    let got: Vec<(i64, Uuid)> = newer.iter().map(|r| (r.created_at, r.id)).collect();
+    let want: Vec<(i64, Uuid)> = expected[expected.len() - 5..expected.len() - 1]
+        .iter()
+        .rev()
+        .copied()
+        .collect();
+    assert_eq!(got, want, "{}", db.name());
 });
 
 // ---------------------------------------------------------------------------------------------

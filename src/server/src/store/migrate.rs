@@ -87,6 +87,7 @@ const SOURCES: &[Source] = &[
     migration!(5, "0005_audit_checkpoints"),
     migration!(6, "0006_jobs_failures"),
     migration!(7, "0007_scheduled_requests"),
+    migration!(8, "0008_requests_by_state"),
 ];
 
 /// What `serve` connecting as `database.app_role` may do, table by table: exactly what its
@@ -656,7 +657,8 @@ mod tests {
                 "0004_requests_newest_first",
                 "0005_audit_checkpoints",
                 "0006_jobs_failures",
-                "0007_scheduled_requests"
+                "0007_scheduled_requests",
+                "0008_requests_by_state"
             ]
         );
     }
