@@ -186,7 +186,8 @@ fn someone(name: &str, groups: &[&str]) -> User {
 
 /// `approvable` narrows lists in SQL: it must hold every entitlement whose
 /// requests the exact decision allows, whoever asked, for how long, and with
-/// or without break-glass; and it must narrow (a sandbox-only approver is
+/// or without break-glass; its `unconditional` ones must be allowed for all of
+/// them (lists take those without a decision per row); and it must narrow (a sandbox-only approver is
 /// told only the sandbox, a requester nothing).
 #[test]
 fn approvable_holds_every_entitlement_the_exact_decision_allows() {
@@ -206,8 +207,18 @@ fn approvable_holds_every_entitlement_the_exact_decision_allows() {
         principals[2].clone(),
     ];
     let mut allowed_somewhere = 0;
+    let mut unconditional_somewhere = 0;
     for p in &principals {
-        let approvable = policy.approvable(p, now).unwrap().entitlements;
+        let jit_server::policy::Approvable {
+            entitlements: approvable,
+            unconditional,
+        } = policy.approvable(p, now).unwrap();
+        assert!(
+            unconditional.iter().all(|e| approvable.contains(e)),
+            "{}: {unconditional:?} not within {approvable:?}",
+            p.name
+        );
+        unconditional_somewhere += unconditional.len();
         for ent in policy.catalog.iter() {
             for r in &requesters {
                 for duration_seconds in [60, 3600, 86_400 * 30] {
@@ -224,6 +235,18 @@ fn approvable_holds_every_entitlement_the_exact_decision_allows() {
                             },
                             now,
                         );
+                        // Lists skip the exact decision on these: it must allow every
+                        // request but the user's own.
+                        if unconditional.contains(&ent.id) && r.key != p.key {
+                            assert!(
+                                exact.is_ok(),
+                                "{} may not approve {} of {} ({duration_seconds} s, break-glass \
+                                 {break_glass}) but unconditional says {unconditional:?}",
+                                p.name,
+                                ent.id,
+                                r.name
+                            );
+                        }
                         if exact.is_ok() {
                             allowed_somewhere += 1;
                             assert!(
@@ -239,6 +262,7 @@ fn approvable_holds_every_entitlement_the_exact_decision_allows() {
         }
     }
     assert!(allowed_somewhere > 0);
+    assert!(unconditional_somewhere > 0, "the test shows nothing");
     assert_eq!(
         policy.approvable(&principals[2], now).unwrap().entitlements,
         vec!["aws-sandbox".to_owned()]

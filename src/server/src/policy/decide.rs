@@ -355,8 +355,10 @@ pub struct Approvable {
     /// Entitlement ids, in catalog order.
     pub entitlements: Vec<String>,
     /// Those of them the policies let the user approve whatever the request says (who
-    /// filed it, for how long, break-glass or not): only the broker's own rule (nobody
-    /// decides on their own request) and policies naming single requests can refuse one.
+    /// filed it, for how long, break-glass or not): the exact decision allows every
+    /// request on them but the user's own (the broker's rule). Partial evaluation over an
+    /// unknown request sees every policy that could refuse one, since no policy may name a
+    /// single request (the load refuses `Request::"…"`).
     pub unconditional: Vec<String>,
 }
 
