@@ -8,6 +8,8 @@
 //! - `broker`: is the user an auditor;
 //! - `requestable`: everything `GET /api/v1/entitlements` decides for one call (each catalog
 //!   entry, plus break-glass where the catalog allows it);
+//! - `listing`: the same call answered from the policy set's per-user cache
+//!   (`PolicySet::listing`), as the broker does while no policy reads the time;
 //! - `approvable`: the entitlements a user might approve, by partial evaluation, once per list;
 //! - `first_sight`: a user not seen before (the cache is bypassed by a new key each time).
 //!
@@ -76,27 +78,31 @@ fn decisions(c: &mut Criterion) {
             black_box(policy.authorize_broker::<act::Audit>(black_box(&auditor))).expect("allowed")
         });
     });
+    let requestable = |who| {
+        policy
+            .catalog
+            .iter()
+            .filter(|e| {
+                policy
+                    .authorize_entitlement::<act::Request>(black_box(who), e, &facts)
+                    .is_ok()
+            })
+            .map(|e| {
+                (
+                    e.id.clone(),
+                    e.break_glass
+                        && policy
+                            .authorize_entitlement::<act::BreakGlass>(who, e, &facts)
+                            .is_ok(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     group.bench_function("requestable", |b| {
-        b.iter(|| {
-            policy
-                .catalog
-                .iter()
-                .filter(|e| {
-                    policy
-                        .authorize_entitlement::<act::Request>(black_box(&alice), e, &facts)
-                        .is_ok()
-                })
-                .map(|e| {
-                    (
-                        e.id.as_str(),
-                        e.break_glass
-                            && policy
-                                .authorize_entitlement::<act::BreakGlass>(&alice, e, &facts)
-                                .is_ok(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        });
+        b.iter(|| black_box(requestable(&alice)));
+    });
+    group.bench_function("listing", |b| {
+        b.iter(|| black_box(policy.listing(black_box(&alice), || requestable(&alice).into())));
     });
     group.bench_function("approvable", |b| {
         b.iter(|| black_box(policy.approvable(black_box(&bob), now)).expect("decided"));

@@ -301,19 +301,24 @@ fn a_cached_user_is_decided_on_their_current_groups() {
     assert_eq!(admin.policies(), ["admins-administer"]);
 }
 
-/// Requests are made at run time: a policy naming one cannot be narrowed by
-/// entitlement and is refused at load, with the file named.
-#[test]
-fn a_policy_naming_a_request_is_refused() {
+/// The bundled policy files and one more.
+fn bundled_with(name: &str, text: &str) -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = jit_server::policy::BUNDLED
         .iter()
         .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
         .collect();
-    files.push((
-        "extra.cedar".to_owned(),
-        "@id(\"one-request\")\npermit (principal, action == Action::\"approve\", resource == Request::\"r1\");\n"
-            .to_owned(),
-    ));
+    files.push((name.to_owned(), text.to_owned()));
+    files
+}
+
+/// Requests are made at run time: a policy naming one cannot be narrowed by
+/// entitlement and is refused at load, with the file named.
+#[test]
+fn a_policy_naming_a_request_is_refused() {
+    let files = bundled_with(
+        "extra.cedar",
+        "@id(\"one-request\")\npermit (principal, action == Action::\"approve\", resource == Request::\"r1\");\n",
+    );
     let errors = PolicySet::from_files(&files, "test").unwrap_err();
     assert!(
         errors
@@ -321,4 +326,46 @@ fn a_policy_naming_a_request_is_refused() {
             .any(|e| e.contains("extra.cedar") && e.contains("cannot name a request")),
         "{errors:?}"
     );
+}
+
+/// What a user may request is decided once per user and policy set while no
+/// policy reads the time; a change of the user's groups or MFA decides again,
+/// and a policy that reads the time turns the cache off.
+#[test]
+fn the_listing_is_kept_per_user_unless_a_policy_reads_the_time() {
+    use std::cell::Cell;
+    use std::sync::Arc;
+
+    let runs = Cell::new(0);
+    let compute = |what: &str| {
+        runs.set(runs.get() + 1);
+        Arc::from(vec![(what.to_owned(), false)])
+    };
+    let policy = PolicySet::bundled().unwrap();
+    let mut u = someone("erin", &["grp-jit-requesters"]);
+    assert_eq!(policy.listing(&u, || compute("a"))[0].0, "a");
+    assert_eq!(
+        policy.listing(&u, || compute("b"))[0].0,
+        "a",
+        "kept for the same user"
+    );
+    assert_eq!(runs.get(), 1);
+    u.groups.push("grp-prod-admins".to_owned());
+    assert_eq!(policy.listing(&u, || compute("c"))[0].0, "c", "new groups");
+    u.mfa = !u.mfa;
+    assert_eq!(policy.listing(&u, || compute("d"))[0].0, "d", "MFA changed");
+    assert_eq!(runs.get(), 3);
+    let other = someone("frank", &["grp-jit-requesters"]);
+    assert_eq!(policy.listing(&other, || compute("e"))[0].0, "e");
+
+    let files = bundled_with(
+        "hours.cedar",
+        "@id(\"office-hours\")\nforbid (principal, action == Action::\"request\", resource)\n\
+         when { context.hour_utc < 6 };\n",
+    );
+    let timed = PolicySet::from_files(&files, "test").unwrap();
+    runs.set(0);
+    timed.listing(&u, || compute("f"));
+    assert_eq!(timed.listing(&u, || compute("g"))[0].0, "g");
+    assert_eq!(runs.get(), 2, "decided on every call");
 }

@@ -199,7 +199,7 @@ async fn entitlements(
         web.app
             .requestable(&user)
             .into_iter()
-            .map(|e| jit_api::Entitlement {
+            .map(|(e, break_glass)| jit_api::Entitlement {
                 id: e.id.clone(),
                 title: e.title.clone(),
                 kind: e.kind.as_str().to_owned(),
@@ -208,7 +208,7 @@ async fn entitlements(
                 require_mfa: e.require_mfa,
                 auth_context: e.auth_context.clone(),
                 require_ticket: e.require_ticket,
-                break_glass: web.app.may_break_glass(&user, e),
+                break_glass,
                 target: web.app.providers.describe(e),
                 members: if e.kind == crate::policy::Kind::Bundle {
                     e.members().iter().map(|m| m.id.clone()).collect()

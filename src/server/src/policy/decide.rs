@@ -10,11 +10,11 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cedar_policy::{
-    Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
-    RestrictedExpression, Schema,
+    Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicySet as CedarPolicySet, Request, RestrictedExpression, Schema,
 };
 
 use super::{Action, Entitlement, Kind, PolicySet};
@@ -348,6 +348,10 @@ pub struct OwnRequest<'a> {
     pub scheduled: bool,
 }
 
+/// What a user may request: each catalog entry's id, and whether they may break glass on
+/// it ([`PolicySet::listing`]).
+pub type Listing = Arc<[(String, bool)]>;
+
 /// Which requests' entitlements a user might approve: a superset of what the
 /// exact decision allows, for narrowing a list in SQL ([`PolicySet::approvable`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -379,9 +383,24 @@ pub(super) struct Native {
     /// The schema's `RequestContext` declares `start_at` (`start_at?: Long`): a schema
     /// written before it existed keeps working without it.
     pub(super) start_at_in_context: bool,
+    /// Some policy reads the time (`auth_age_seconds`, `hour_utc`, `weekday`): what a user
+    /// may request can change from one call to the next (decided at load).
+    pub(super) reads_time: bool,
 }
 
 impl Native {
+    /// Whether a policy of `policies` reads the time of the decision (the context's
+    /// `auth_age_seconds`, `hour_utc` or `weekday`). A policy merely mentioning one of those
+    /// names counts: the answer may only err towards deciding afresh.
+    pub(super) fn reads_time(policies: &CedarPolicySet) -> bool {
+        policies.policies().any(|p| {
+            let text = p.to_string();
+            ["auth_age_seconds", "hour_utc", "weekday"]
+                .iter()
+                .any(|name| text.contains(name))
+        })
+    }
+
     /// Whether `schema` accepts a request context with `start_at` (decided once, at load).
     pub(super) fn declares_start_at(&self, schema: &Schema) -> bool {
         let Ok(action) = self.action(Action::Request) else {
@@ -436,6 +455,8 @@ struct UserEntities {
     uid: EntityUid,
     /// The user, their groups, the catalog and the broker.
     entities: Entities,
+    /// What [`PolicySet::listing`] computed for this user, when no policy reads the time.
+    listing: OnceLock<Listing>,
 }
 
 impl UserEntities {
@@ -512,6 +533,7 @@ impl Native {
                 map: HashMap::new(),
             }),
             start_at_in_context: false,
+            reads_time: true,
         })
     }
 
@@ -581,6 +603,7 @@ impl Native {
             roles: user.roles.clone(),
             uid: me,
             entities,
+            listing: OnceLock::new(),
         })
     }
 
@@ -863,6 +886,21 @@ impl PolicySet {
             &cached.entities,
             Context::empty(),
         )
+    }
+
+    /// What `user` may request, as `compute` finds it (for `GET /api/v1/entitlements` and
+    /// the new-request page: a decision per catalog entry and per break-glass). Kept per
+    /// user and policy set when no policy reads the time: the answer then depends only on
+    /// the user's identity, groups and MFA, which key the cache, and on the policies, whose
+    /// reload starts a new set. Otherwise `compute` runs on every call.
+    pub fn listing(&self, user: &User, compute: impl FnOnce() -> Listing) -> Listing {
+        if self.native.reads_time {
+            return compute();
+        }
+        match self.native.user(user, &self.schema) {
+            Ok(cached) => Arc::clone(cached.listing.get_or_init(compute)),
+            Err(_) => compute(),
+        }
     }
 
     /// The entitlements whose requests `user` might approve at `now`: every

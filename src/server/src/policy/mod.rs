@@ -20,7 +20,7 @@ mod decide;
 
 pub use catalog::{Catalog, Entitlement, Kind};
 pub use decide::{
-    Act, Approvable, Authorized, CedarAct, Denied, OnBroker, OnEntitlement, OwnRequest,
+    Act, Approvable, Authorized, CedarAct, Denied, Listing, OnBroker, OnEntitlement, OwnRequest,
     RequestFacts, RequestResource, act,
 };
 
@@ -279,6 +279,7 @@ impl PolicySet {
         let mut native =
             decide::Native::new(catalog.iter()).map_err(|e| vec![format!("{source}: {e}")])?;
         native.start_at_in_context = native.declares_start_at(&schema);
+        native.reads_time = decide::Native::reads_time(&policies);
         Ok(Self {
             native,
             catalog,

@@ -1296,31 +1296,43 @@ impl App {
         }
     }
 
-    /// Entitlements the user may request (policy allows a one-hour request).
-    pub fn requestable(&self, user: &User) -> Vec<&Entitlement> {
-        let now = self.now().unix_timestamp();
-        self.policy
-            .catalog
+    /// Entitlements the user may request (policy allows a one-hour request), and whether
+    /// they may break glass on each: decided once per user and policy set while no policy
+    /// reads the time ([`crate::policy::PolicySet::listing`]).
+    pub fn requestable(&self, user: &User) -> Vec<(&Entitlement, bool)> {
+        let listing = self.policy.listing(user, || {
+            self.policy
+                .catalog
+                .iter()
+                .filter(|e| self.may_request(user, e))
+                .map(|e| (e.id.clone(), self.may_break_glass(user, e)))
+                .collect()
+        });
+        listing
             .iter()
-            .filter(|e| {
-                let facts = RequestFacts {
-                    duration_seconds: e.max_duration.min(3600),
-                    justification: "listing",
-                    ticket: Some("INC-0"),
-                    extension: false,
-                    break_glass: false,
-                    now,
-                    start_at: None,
-                };
-                self.policy
-                    .authorize_entitlement::<act::Request>(user, e, &facts)
-                    .is_ok()
-            })
+            .filter_map(|(id, glass)| Some((self.policy.catalog.get(id)?, *glass)))
             .collect()
     }
 
+    /// Whether the user may ask for `ent` (for an hour, or its longest if shorter, with a
+    /// ticket): what the listings show.
+    fn may_request(&self, user: &User, ent: &Entitlement) -> bool {
+        let facts = RequestFacts {
+            duration_seconds: ent.max_duration.min(3600),
+            justification: "listing",
+            ticket: Some("INC-0"),
+            extension: false,
+            break_glass: false,
+            now: self.now().unix_timestamp(),
+            start_at: None,
+        };
+        self.policy
+            .authorize_entitlement::<act::Request>(user, ent, &facts)
+            .is_ok()
+    }
+
     /// Whether the user may break glass on `ent`.
-    pub fn may_break_glass(&self, user: &User, ent: &Entitlement) -> bool {
+    fn may_break_glass(&self, user: &User, ent: &Entitlement) -> bool {
         ent.break_glass
             && self
                 .policy

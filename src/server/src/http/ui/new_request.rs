@@ -85,7 +85,7 @@ async fn new_request_page(
         .app
         .requestable(&s.user)
         .into_iter()
-        .map(|e| EntOption {
+        .map(|(e, break_glass)| EntOption {
             id: e.id.clone(),
             title: e.title.clone(),
             kind: e.kind.as_str().to_owned(),
@@ -101,7 +101,7 @@ async fn new_request_page(
                 .as_deref()
                 .map(crate::domain::ticket_example)
                 .unwrap_or_default(),
-            break_glass: web.app.may_break_glass(&s.user, e),
+            break_glass,
             selected: selected == Some(e.id.as_str()),
         })
         .collect();
