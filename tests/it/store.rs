@@ -1738,6 +1738,32 @@ both_backends!(a_list_of_several_states_pages_like_one_statement, |db| {
     assert_eq!(got, want, "{}", db.name());
 });
 
+both_backends!(
+    a_commit_wakes_the_scheduler_only_for_a_job_due_before_it_would,
+    |db| {
+        use std::time::Duration;
+        let wake = db.store.job_wake().clone();
+        let woken = || async {
+            tokio::time::timeout(Duration::from_millis(50), wake.notified())
+                .await
+                .is_ok()
+        };
+        // No scheduler has said when it sleeps: every queued job wakes it.
+        enqueue(&db.store, "reconcile", T0 + 3_600_000, None).await;
+        assert!(woken().await, "{}: before the scheduler runs", db.name());
+
+        db.store.scheduler_sleeps_until(T0 + 1_000);
+        enqueue(&db.store, "reconcile", T0 + 3_600_000, None).await;
+        assert!(!woken().await, "{}: due after its sleep", db.name());
+        enqueue(&db.store, "reconcile", T0 + 500, None).await;
+        assert!(woken().await, "{}: due before it would wake", db.name());
+
+        db.store.scheduler_sleeps_until(i64::MAX);
+        enqueue(&db.store, "reconcile", T0 + 3_600_000, None).await;
+        assert!(woken().await, "{}: while it claims", db.name());
+    }
+);
+
 // ---------------------------------------------------------------------------------------------
 // exports
 // ---------------------------------------------------------------------------------------------

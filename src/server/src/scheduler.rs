@@ -6,10 +6,12 @@
 //! broker's jobs wait seconds, not minutes. Every job handler is idempotent.
 //!
 //! Between rounds the scheduler sleeps until the next job falls due, and at
-//! most `scheduler.tick`: a commit that queues or moves a job wakes it at
-//! once ([`crate::store::Store::job_wake`]), a job this broker retries moves
-//! its wake-up earlier, and the tick bounds how long it takes to see the jobs
-//! other brokers queued and the leases of a dead broker running out.
+//! most `scheduler.tick`: a commit that queues or moves a job due before then
+//! wakes it at once ([`crate::store::Store::job_wake`]; one due later, such
+//! as a new grant's expiry, is found by the round it wakes for anyway), a job
+//! this broker retries moves its wake-up earlier, and the tick bounds how long
+//! it takes to see the jobs other brokers queued and the leases of a dead
+//! broker running out.
 
 use std::time::Duration;
 
@@ -53,6 +55,8 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
         while running.try_join_next().is_some() {}
         let room = BATCH - i64::try_from(running.len()).unwrap_or(BATCH);
         if claim_now && room > 0 {
+            // Every job committed from now on wakes it, until it says when it sleeps.
+            app.store.scheduler_sleeps_until(i64::MAX);
             match jobs::claim(&app.store, app.now_ms(), LEASE_MS, room).await {
                 Ok(due) => {
                     more = i64::try_from(due.len()).unwrap_or(0) == room;
@@ -68,6 +72,9 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
                 }
             }
         }
+        // A commit wakes it only for a job due before `next`.
+        app.store
+            .scheduler_sleeps_until(app.now_ms().saturating_add(ms_until(next)));
         claim_now = tokio::select! {
             () = tokio::time::sleep_until(next) => true,
             () = app.wake.notified() => true,
@@ -103,6 +110,12 @@ async fn next_due(app: &App, tick: Duration) -> tokio::time::Instant {
             cap
         }
     }
+}
+
+/// Milliseconds from now until `at` on the timer's clock (0 when it passed).
+fn ms_until(at: tokio::time::Instant) -> i64 {
+    let left = at.saturating_duration_since(tokio::time::Instant::now());
+    i64::try_from(left.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The moment of the broker's clock's unix ms `at`, on the timer's clock.

@@ -167,7 +167,7 @@ pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob<'_>], now: i64) -> Result<(
         return Ok(());
     }
     let q = bind_inserts(query_built(insert_sql(1, jobs.len())), jobs, now);
-    tx.jobs_changed = true;
+    tx.queued_due(jobs.iter().map(|j| j.due_at));
     q.execute(tx).await?;
     Ok(())
 }
@@ -276,7 +276,7 @@ pub async fn complete_then(
     ))
     .bind(now)
     .bind(id.to_string());
-    tx.jobs_changed = true;
+    tx.queued_due(next.iter().map(|j| j.due_at));
     bind_inserts(q, next, now).execute(tx).await?;
     Ok(())
 }
@@ -312,7 +312,7 @@ pub async fn retry_later(
 
 /// Moves a pending job of `kind` for `request` to a new time (extensions).
 pub async fn reschedule(tx: &mut Tx, dedupe_key: &str, due_at: i64) -> Result<(), StoreError> {
-    tx.jobs_changed = true;
+    tx.queued_due([due_at]);
     query("UPDATE jobs SET due_at = $1 WHERE dedupe_key = $2 AND done_at IS NULL")
         .bind(due_at)
         .bind(dedupe_key)

@@ -148,6 +148,10 @@ pub struct Store {
     /// Told when a transaction that queued or moved a job committed: the
     /// scheduler's wake ([`Store::job_wake`]).
     job_wake: Arc<tokio::sync::Notify>,
+    /// Until when (unix ms) the scheduler sleeps, as it last said; `i64::MAX` (every job is
+    /// due before it wakes) while it claims or before it runs
+    /// ([`Store::scheduler_sleeps_until`]).
+    scheduler_sleeps_until: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// The engine and its connections.
@@ -200,8 +204,9 @@ pub struct Tx {
     pub(crate) held: Option<Vec<held::HeldEvent>>,
     /// Requests whose state changed: their waiters are woken after commit.
     pub(crate) changed: Vec<uuid::Uuid>,
-    /// A job was queued or moved: the scheduler is woken after commit.
-    pub(crate) jobs_changed: bool,
+    /// The earliest time a job queued or moved here falls due: the scheduler is woken
+    /// after commit when it would otherwise sleep past it.
+    pub(crate) jobs_due: Option<i64>,
     store: Store,
 }
 
@@ -239,6 +244,12 @@ impl Tx {
         self.held.get_or_insert_with(Vec::new);
     }
 
+    /// Jobs falling due at `due` were queued or moved: the scheduler is woken after commit
+    /// if it would sleep past the earliest.
+    pub(crate) fn queued_due(&mut self, due: impl IntoIterator<Item = i64>) {
+        self.jobs_due = due.into_iter().chain(self.jobs_due).min();
+    }
+
     /// The events held so far.
     pub fn take_held(&mut self) -> Vec<held::HeldEvent> {
         self.held.as_mut().map(std::mem::take).unwrap_or_default()
@@ -250,7 +261,7 @@ impl Tx {
             conn,
             chain_after_commit,
             changed,
-            jobs_changed,
+            jobs_due,
             store,
             ..
         } = self;
@@ -258,7 +269,7 @@ impl Tx {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
         }
-        store.committed(chain_after_commit, changed, jobs_changed);
+        store.committed(chain_after_commit, changed, jobs_due);
         Ok(())
     }
 
@@ -347,6 +358,7 @@ impl Store {
             engine: Arc::new(engine),
             changes: Arc::new(changes::Changes::new()),
             job_wake: Arc::default(),
+            scheduler_sleeps_until: Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX)),
         })
     }
 
@@ -354,6 +366,16 @@ impl Store {
     /// moved a job (and by the service when a job is due at once).
     pub fn job_wake(&self) -> &Arc<tokio::sync::Notify> {
         &self.job_wake
+    }
+
+    /// The scheduler says it sleeps until unix ms `at` (`i64::MAX`: it is claiming, wake it
+    /// for every job, as if it slept for ever). A commit then wakes it only for a job due before that: an activation's
+    /// commit, which queues the grant's expiry an hour ahead, costs the scheduler no round of
+    /// claiming nothing. Said before each sleep and at the start of each claim, so a job
+    /// committed while it claims wakes it (the wake is kept until it waits).
+    pub fn scheduler_sleeps_until(&self, at: i64) {
+        self.scheduler_sleeps_until
+            .store(at, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Who waits for which request to change ([`changes`]).
@@ -446,20 +468,24 @@ impl Store {
             chain_after_commit: false,
             held: None,
             changed: Vec::new(),
-            jobs_changed: false,
+            jobs_due: None,
             store: self.clone(),
         })
     }
 
     /// What follows a commit: PostgreSQL's sealer chains the events written
     /// to `audit_pending`, the waiters of `changed` requests wake, and the
-    /// scheduler looks again when a job was queued or moved.
-    fn committed(&self, chained: bool, changed: Vec<uuid::Uuid>, jobs_changed: bool) {
+    /// scheduler looks again when a job was queued or moved that falls due before it
+    /// would.
+    fn committed(&self, chained: bool, changed: Vec<uuid::Uuid>, jobs_due: Option<i64>) {
         if chained && let Engine::Postgres(pg) = self.engine() {
             pg.sealer.kick(&pg.pool);
         }
         self.changes.committed(changed);
-        if jobs_changed {
+        let sleeps_until = self
+            .scheduler_sleeps_until
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if jobs_due.is_some_and(|due| due <= sleeps_until) {
             self.job_wake.notify_one();
         }
     }

@@ -290,7 +290,11 @@ pub async fn create(store: &Store, new: NewRequest<'_>) -> Result<(), StoreError
         audit::measured(started, result.is_ok());
     }
     result.map_err(|e| insert_error(e, new.row))?;
-    store.committed(events > 0, Vec::new(), jobs > 0);
+    store.committed(
+        events > 0,
+        Vec::new(),
+        new.jobs.iter().map(|j| j.due_at).min(),
+    );
     Ok(())
 }
 
