@@ -418,6 +418,23 @@ each_engine!(
             ext.expires_at.unwrap(),
             r.expires_at.unwrap() + time::Duration::minutes(30)
         );
+        // The extension's grant found the first one holding the upstream object.
+        let overlapping = |id| {
+            let store = b.app.store.clone();
+            async move {
+                let events = jit_server::store::audit::for_request(&store, id)
+                    .await
+                    .unwrap();
+                let activated = events
+                    .iter()
+                    .find(|e| e.action == "grant.activated")
+                    .expect("grant.activated");
+                serde_json::from_str::<serde_json::Value>(&activated.data).unwrap()["overlapping"]
+                    .clone()
+            }
+        };
+        assert_eq!(overlapping(r.id).await, json!(false));
+        assert_eq!(overlapping(ext_id).await, json!(true));
         // The first grant ends; its upstream object stays because the extension needs it.
         b.advance(Duration::from_mins(61)).await;
         assert_eq!(alice.show(r.id).await.state, RequestState::Expired);

@@ -309,19 +309,15 @@ impl App {
         let mut guard = self.lock_target(&row.target_key).await?;
         // Again under the lock: a request cancelled or revoked meanwhile is not granted (the
         // removal that ran meanwhile would not see the grant, and its job is done).
-        if store::get(&self.store, id)
-            .await?
-            .is_none_or(|r| r.state != RequestState::Approved)
-        {
-            drop(guard);
-            return self.complete_only(job).await;
-        }
         // The object may exist already: another live grant holds it, an ended
         // grant's removal is still due (it will find this grant and keep the
         // object), or an earlier attempt of this job made it before the broker
         // died. Then the provider adopts or extends it instead of making a
         // second one.
-        let held = store::object_held(&self.store, &row.target_key, id).await?;
+        let Some(held) = store::approved_and_held(&self.store, id, &row.target_key).await? else {
+            drop(guard);
+            return self.complete_only(job).await;
+        };
         let overlapping = job.attempts > 1 || held;
         let spec = GrantSpec {
             request_id: id,

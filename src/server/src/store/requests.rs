@@ -537,23 +537,29 @@ pub async fn live_holders(
         .collect()
 }
 
-/// Whether another request holds the same upstream object: a live grant, or
-/// an ended one whose removal is still due.
-pub async fn object_held(
+/// Whether request `id` is still approved (`None` if not) and, if so, whether another request
+/// holds the same upstream object, `target_key`: a live grant, or an ended one whose removal is
+/// still due. One statement: what an activation reads under the target's lock before the
+/// provider call.
+pub async fn approved_and_held(
     store: &Store,
+    id: Uuid,
     target_key: &str,
-    except: Uuid,
-) -> Result<bool, StoreError> {
-    Ok(query(
-        "SELECT 1 FROM requests WHERE target_key = $1 AND deprovisioned_at IS NULL AND id <> $2
-         AND (state = 'active' OR (state IN ('expired', 'revoked') AND activated_at IS NOT NULL))
-         LIMIT 1",
+) -> Result<Option<bool>, StoreError> {
+    let row = query(
+        "SELECT CASE WHEN EXISTS (
+             SELECT 1 FROM requests WHERE target_key = $1 AND deprovisioned_at IS NULL AND id <> $2
+             AND (state = 'active' OR (state IN ('expired', 'revoked') AND activated_at IS NOT NULL))
+         ) THEN 1 ELSE 0 END AS held
+         FROM requests WHERE id = $2 AND state = $3",
     )
     .bind(target_key)
-    .bind(except.to_string())
+    .bind(id.to_string())
+    .bind(RequestState::Approved.as_str())
     .fetch_optional(store)
-    .await?
-    .is_some())
+    .await?;
+    row.map(|r| r.try_get::<i64>("held").map(|held| held == 1))
+        .transpose()
 }
 
 /// The other ended (revoked or expired) grants of the chain that starts at `root` whose
