@@ -287,6 +287,106 @@ async fn a_failing_sink_is_retried_raises_the_alarm_and_never_holds_up_a_grant()
     }
 }
 
+/// After a checkpoint of its own key, a round reads only the rows signed since (issue 20: a
+/// round costs what it walks, not the table): it signs `event_count` as the previous one's
+/// plus the rows walked, and does not see a row deleted before the previous checkpoint, which
+/// `verify --checkpoints` reports against that checkpoint. A writer with another key (a
+/// rotation) cannot trust the previous checkpoint's count: it counts the whole table, and
+/// refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_later_round_walks_only_the_rows_since_the_previous_checkpoint() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = dir.path().join("sink");
+        let (key, _, public_key) = key_files(dir.path(), "cp");
+        let b = broker(engine, &key, &sink).await;
+        activity(&b, 1).await;
+        let first = written(tick(&b).await);
+        assert_eq!(first.event_count, u64::try_from(first.seq).unwrap());
+        assert!(first.seq > 2, "{engine:?}: {first:?}");
+
+        // The owner deletes row 2, covered by checkpoint 1.
+        disable_audit_triggers(&b.app.store).await;
+        db::batch(&b.app.store, "DELETE FROM audit_events WHERE seq = 2")
+            .await
+            .unwrap();
+        activity(&b, 1).await;
+        let second = written(tick(&b).await);
+        let walked = u64::try_from(second.seq - first.seq).unwrap();
+        assert_eq!(
+            (second.number, second.event_count),
+            (2, first.event_count + walked),
+            "{engine:?}: the previous count plus the rows walked"
+        );
+        let rows = jit_server::store::audit::row_count(&b.app.store)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows + 1,
+            second.event_count,
+            "{engine:?}: the round did not count the table"
+        );
+
+        // The checkpoint that covered row 2 disproves the database.
+        let report = verify::against(
+            &b.app.store,
+            &sink_list(&sink).await,
+            std::slice::from_ref(&public_key),
+        )
+        .await
+        .unwrap();
+        let c = report.checkpoints.clone().unwrap();
+        let problem = report.problem.clone().unwrap_or_default();
+        assert!(!report.ok, "{engine:?}: {report:?}");
+        assert_eq!(
+            (report.first_bad_seq, c.disproved_by, c.checked),
+            (Some(2), Some(1), 0),
+            "{engine:?}: {report:?}"
+        );
+        assert!(
+            problem.starts_with("checkpoint 1 (signed")
+                && problem.contains("row 2 at or below it no longer verifies"),
+            "{engine:?}: {problem}"
+        );
+
+        // A writer with another key counts the whole table: it finds the hole and signs nothing.
+        let (other_key, _, _) = key_files(dir.path(), "other");
+        let signer: Arc<dyn jit_server::checkpoint::Signer> = Arc::new(
+            Ed25519Signer::from_pem(
+                &std::fs::read_to_string(other_key.trim_start_matches("file:")).unwrap(),
+            )
+            .unwrap(),
+        );
+        let rotated = Checkpointer::new(
+            signer,
+            vec![
+                Sink::open(&SinkSpec::File(sink.clone()), None, 1)
+                    .await
+                    .unwrap(),
+            ],
+            Duration::from_mins(1),
+            "jit-rotated".to_owned(),
+            Vec::new(),
+        );
+        activity(&b, 1).await;
+        let e = rotated
+            .round(&b.app.store, b.app.now_ms())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "the audit chain does not verify after checkpoint 2 (seq {}): rows below seq {} \
+                 are missing",
+                second.seq,
+                second.seq + 1
+            )) && e.contains("nothing is signed"),
+            "{engine:?}: {e}"
+        );
+        assert_eq!(sink_list(&sink).await.len(), 2);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn brokers_sharing_postgresql_write_one_chain_of_checkpoints() {
     let dir = tempfile::tempdir().unwrap();

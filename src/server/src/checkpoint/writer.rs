@@ -1,17 +1,24 @@
 //! The checkpoint writer: every `audit.checkpoint_every`, and at shutdown, when the chain has
 //! grown, one broker signs its head and writes the checkpoint to every sink.
 //!
-//! A round, on PostgreSQL under a transaction-scoped advisory lock (only one broker of a
-//! cluster writes a given checkpoint; the others skip the round):
+//! A round, on PostgreSQL under an advisory lock (only one broker of a cluster writes a given
+//! checkpoint; the others skip the round; [`WriterLock`]):
 //! 1. the newest checkpoint recorded in the database (`audit_checkpoints`) is the previous one;
 //!    one signed by this broker's key must verify with it;
 //! 2. the chain after the previous checkpoint's `seq` is verified, anchored on the hash that
-//!    checkpoint signed: a broker never signs over a chain that was changed since;
+//!    checkpoint signed: a broker never signs over a chain that was changed since. After a
+//!    checkpoint of this broker's key the round reads only those rows, and signs
+//!    `event_count` as the previous one's plus the rows walked; the first checkpoint, and one
+//!    after a checkpoint it cannot verify (another key's), counts the whole table;
 //! 3. the new checkpoint is signed and written to every sink, oldest unsent first; it is
 //!    recorded in the database when at least one sink holds it.
 //!
-//! A sink that fails keeps its checkpoints in a backlog, retried every round; nothing here
-//! ever holds up a grant (SQLite's write lock is not taken across a round). When no checkpoint
+//! The database work of a round is a few short reads, each on a connection of the pool only
+//! for as long as it runs, and the insert at the end: signing and the sinks' writes hold no
+//! connection of the pool (the lock's transaction, on a connection of its own, holds nothing
+//! but the lock). A sink that fails keeps its checkpoints in a
+//! backlog, retried every round; nothing here ever holds up a grant (SQLite's write lock is
+//! not taken across a round). When no checkpoint
 //! has been written for 3 intervals while the chain grew, or the chain does not verify, the
 //! broker raises an alarm: an error in the log, `jit_audit_checkpoint_alarm` 1, and an email
 //! to `notify.security_emails`.
@@ -25,11 +32,9 @@ use tracing::{error, info, warn};
 use super::sink::{Sink, SinkError, SinkSpec};
 use super::{Checkpoint, Claim, GENESIS, PublicKey, Signer};
 use crate::config::Config;
-use crate::store::checkpoints::{self, Stored};
-use crate::store::{Backend, Store, StoreError, audit, query};
+use crate::store::checkpoints::{self, Stored, WriterLock};
+use crate::store::{Store, StoreError, audit};
 
-/// Advisory lock id of the checkpoint writer on PostgreSQL.
-const CHECKPOINT_LOCK: i64 = 7_301_003;
 /// Longest a sink write may take.
 const SINK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Checkpoints kept for a failing sink at most (the oldest go first).
@@ -111,6 +116,8 @@ struct Inner {
     slots: Vec<Slot>,
     /// Written to a sink, not yet in `audit_checkpoints` (the insert failed).
     unrecorded: Option<Checkpoint>,
+    /// PostgreSQL: one writer at a time across brokers.
+    lock: WriterLock,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -188,6 +195,7 @@ impl Checkpointer {
                     })
                     .collect(),
                 unrecorded: None,
+                lock: WriterLock::default(),
             }),
             status: SyncMutex::new(status),
             started_ms: SyncMutex::new(None),
@@ -220,25 +228,16 @@ impl Checkpointer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_or_insert(now_ms);
-        // PostgreSQL: one writer at a time across brokers, for as long as this transaction
-        // lives. SQLite has one broker, and its write lock must not be held across a round.
-        let mut lock = None;
-        if store.backend() == Backend::Postgres {
-            let mut tx = store.begin().await?;
-            let got: i64 =
-                query("SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN 1 ELSE 0 END AS got")
-                    .bind(CHECKPOINT_LOCK)
-                    .fetch_one(&mut tx)
-                    .await?
-                    .try_get("got")?;
-            if got == 0 {
-                return Ok(Outcome::OtherBroker);
-            }
-            lock = Some(tx);
-        }
+        // PostgreSQL: one writer at a time across brokers, for the whole round, the sinks'
+        // writes and the record included. SQLite has one broker, and its write lock must not
+        // be held across a round.
+        let Some(held) = inner.lock.try_lock(store).await? else {
+            return Ok(Outcome::OtherBroker);
+        };
         let result = self.locked_round(store, &mut inner, now_ms).await;
-        if let Some(tx) = lock {
-            tx.commit().await?;
+        if let Err(e) = inner.lock.release(held).await {
+            // Its connection closed: PostgreSQL released the lock with it.
+            warn!(error = %e, "cannot release the checkpoint writer's lock; its connection is closed");
         }
         self.update_sinks(&inner);
         crate::metrics::observe("jit_audit_checkpoint_seconds", &[], started.elapsed());
@@ -264,9 +263,12 @@ impl Checkpointer {
                 newest = Some(stored);
             }
         }
-        let previous = match &newest {
-            Some(n) => Some(self.previous(n)?),
-            None => None,
+        let (previous, trusted) = match &newest {
+            Some(n) => {
+                let (cp, trusted) = self.previous(n)?;
+                (Some(cp), trusted)
+            }
+            None => (None, false),
         };
         self.set_newest(previous.as_ref());
         let (anchor_seq, anchor_hash) = previous
@@ -274,7 +276,16 @@ impl Checkpointer {
             .map_or((0, audit::GENESIS.to_owned()), |p| {
                 (p.seq, p.head_hash.clone())
             });
-        let (report, head) = audit::verify_after(store, anchor_seq, &anchor_hash).await?;
+        // After a checkpoint this key signed, the rows up to it are what that checkpoint says
+        // (off the host, where `verify --checkpoints` holds the table against every one): the
+        // round walks the rows after it, and counts nothing else. Otherwise it counts the
+        // whole table (docs/audit.md, "Writing them").
+        let count = if trusted {
+            audit::Count::Walked
+        } else {
+            audit::Count::All
+        };
+        let (report, head) = audit::verify_after(store, anchor_seq, &anchor_hash, count).await?;
         let Some(head) = head.filter(|_| report.ok) else {
             let at = report
                 .first_bad_seq
@@ -294,6 +305,7 @@ impl Checkpointer {
             self.flush(inner).await;
             return Ok(Outcome::Unchanged);
         }
+        let event_count = event_count(previous.as_ref(), count, report.checked, seq)?;
         let claim = Claim {
             number: previous.as_ref().map_or(1, |p| p.number + 1),
             prev: previous
@@ -301,9 +313,7 @@ impl Checkpointer {
                 .map_or_else(|| GENESIS.to_owned(), |p| p.hash.clone()),
             seq,
             head_hash: head,
-            // Every row from 1 to `seq` is there: the walk checked those after the anchor,
-            // and its count that none before it is missing.
-            event_count: u64::try_from(seq).unwrap_or(0),
+            event_count,
             at: now_ms,
             broker_id: self.broker_id.clone(),
         };
@@ -341,10 +351,11 @@ impl Checkpointer {
         Ok(Outcome::Written(Box::new(cp)))
     }
 
-    /// The previous checkpoint, from its stored form; one signed with this broker's key must
-    /// verify with it (one from a key used before is taken as it is: the sinks' chain of
-    /// checkpoints, verified with every key, is what shows a forgery).
-    fn previous(&self, stored: &Stored) -> Result<Checkpoint, RoundError> {
+    /// The previous checkpoint, from its stored form, and whether this broker's key signed it;
+    /// one signed with this broker's key must verify with it (one from a key used before is
+    /// taken as it is, but not trusted for its count: the sinks' chain of checkpoints, verified
+    /// with every key, is what shows a forgery).
+    fn previous(&self, stored: &Stored) -> Result<(Checkpoint, bool), RoundError> {
         let refuse = |why: String| {
             RoundError::Refused(format!(
                 "the newest checkpoint in the database ({}) cannot be used: {why}; nothing is signed",
@@ -356,13 +367,14 @@ impl Checkpointer {
         if cp.number != stored.number || cp.hash != stored.hash || cp.seq != stored.seq {
             return Err(refuse("its row does not match its body".to_owned()));
         }
-        if cp.key_id == self.signer.public_key().key_id() {
+        let ours = cp.key_id == self.signer.public_key().key_id();
+        if ours {
             cp.verify(self.signer.public_key())
                 .map_err(|e| refuse(e.0))?;
         } else if cp.claim().hash() != cp.hash {
             return Err(refuse("its fields do not match its hash".to_owned()));
         }
-        Ok(cp)
+        Ok((cp, ours))
     }
 
     /// Writes each sink's backlog, oldest first; returns the errors met.
@@ -564,5 +576,28 @@ fn stored(cp: &Checkpoint) -> Stored {
         seq: cp.seq,
         hash: cp.hash.clone(),
         body: cp.to_json(),
+    }
+}
+
+/// The rows from 1 to `seq` the new checkpoint claims: after a checkpoint of this broker's key,
+/// whose rows were not counted again ([`audit::Count::Walked`]), the previous checkpoint's count
+/// plus the rows walked, which must run from its `seq` to `seq` without a gap; otherwise `seq`
+/// (the whole table was counted: none missing before the walk).
+fn event_count(
+    previous: Option<&Checkpoint>,
+    count: audit::Count,
+    walked: u64,
+    seq: i64,
+) -> Result<u64, RoundError> {
+    match (previous, count) {
+        (Some(p), audit::Count::Walked) if i64::try_from(walked) == Ok(seq - p.seq) => {
+            Ok(p.event_count + walked)
+        }
+        (Some(p), audit::Count::Walked) => Err(RoundError::Refused(format!(
+            "the audit chain after checkpoint {} (seq {}) walked {walked} rows to seq {seq}; \
+             nothing is signed",
+            p.number, p.seq
+        ))),
+        _ => Ok(u64::try_from(seq).unwrap_or(0)),
     }
 }

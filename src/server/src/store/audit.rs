@@ -659,11 +659,15 @@ pub async fn verify(store: &Store, from: Option<i64>) -> Result<jit_api::VerifyR
 }
 
 /// What a verification counts apart from its walk ([`count_rows`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Count {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
     /// Every row of the table: none outside the chain, none missing before the walk's start.
+    /// A pass over the whole table (O(rows)).
     All,
-    /// Nothing: a check in steps, whose cost is what it walks ([`verify_since`]).
+    /// Nothing: a check in steps, whose cost is what it walks ([`verify_since`], and the
+    /// checkpoint writer after a checkpoint of its own key). The walk itself still shows that
+    /// the rows it visited are contiguous: each `seq` one past the last, each `prev_hash` the
+    /// last row's hash.
     Walked,
 }
 
@@ -705,7 +709,7 @@ async fn verify_ranges(
         .acquire()
         .await
         .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?;
-    let (mut report, head) = verify_chain(store, from, max_ranges, min_range, count).await?;
+    let (mut report, head) = verify_chain(store, from, None, max_ranges, min_range, count).await?;
     report.recomputed_from = Some(from.unwrap_or(1).max(1));
     report.pending = u64::try_from(pending(store).await?.0).unwrap_or(0);
     Ok((report, head))
@@ -714,23 +718,32 @@ async fn verify_ranges(
 /// Verifies the chain after row `seq`, which must still hold `hash` (`seq` 0: the whole
 /// chain), and returns the report and the newest row's hash when every row passed: how the
 /// checkpoint writer checks what it is about to sign, from the previous checkpoint on. The
-/// rows up to `seq` are not read again, but counted (none may be missing).
+/// rows up to `seq` are not read again; with [`Count::All`] they are counted (none may be
+/// missing, none may lie outside the chain), with [`Count::Walked`] not: the round then costs
+/// what it walks, and `checked` is the number of rows walked, `seq + 1` to `last_seq` without a
+/// gap. The report's `pending` is not counted.
 pub async fn verify_after(
     store: &Store,
     seq: i64,
     hash: &str,
+    count: Count,
 ) -> Result<(jit_api::VerifyReport, Option<String>), StoreError> {
-    if seq > 0 {
-        match stored_hash(store, seq).await? {
-            Some(stored) if stored == hash => {}
-            Some(_) => {
-                let why = "the row no longer holds the hash that was signed";
-                return Ok((bad(0, None, seq, why), None));
-            }
-            None => return Ok((bad(0, None, seq, "row is missing"), None)),
-        }
-    }
-    let (report, head) = verify_with_head(store, Some(seq + 1), Count::All).await?;
+    let _one_at_a_time = VERIFYING
+        .acquire()
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("audit verify: {e}")))?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let anchor = (seq > 0).then_some(hash);
+    let (mut report, head) = verify_chain(
+        store,
+        Some(seq + 1),
+        anchor,
+        cores.min(MAX_RANGES),
+        MIN_RANGE,
+        count,
+    )
+    .await?;
+    report.recomputed_from = Some(seq + 1);
     // Nothing after the anchor: the head is the anchor's.
     let head = head.filter(|_| report.ok).map(|h| {
         if report.last_seq.is_none() {
@@ -842,9 +855,12 @@ pub async fn verify_since(
     Ok((report, mark))
 }
 
+/// Walks the chain from `from`, linked to the stored hash of the row before it, which must be
+/// `anchor` when one is given (the hash a checkpoint signed).
 async fn verify_chain(
     store: &Store,
     from: Option<i64>,
+    anchor: Option<&str>,
     max_ranges: usize,
     min_range: i64,
     count: Count,
@@ -852,11 +868,18 @@ async fn verify_chain(
     let from = from.unwrap_or(1).max(1);
     let prev = if from == 1 {
         GENESIS.to_owned()
-    } else if let Some(hash) = stored_hash(store, from - 1).await? {
-        hash
     } else {
-        let why = "row is missing (the chain cannot start there)";
-        return Ok((bad(0, None, from - 1, why), None));
+        match stored_hash(store, from - 1).await? {
+            Some(hash) if anchor.is_none_or(|a| a == hash) => hash,
+            Some(_) => {
+                let why = "the row no longer holds the hash that was signed";
+                return Ok((bad(0, None, from - 1, why), None));
+            }
+            None => {
+                let why = "row is missing (the chain cannot start there)";
+                return Ok((bad(0, None, from - 1, why), None));
+            }
+        }
     };
     let head = head_seq(store).await?.unwrap_or(0);
     let ranges = split(from, head, max_ranges, min_range);
