@@ -31,6 +31,14 @@
 //! file sink every `JIT_BENCH_LOAD_CHECKPOINT_EVERY` (default `1s`, sixty times as often as
 //! the default `audit.checkpoint_every`, so its cost shows), as `serve` does. Target: they add
 //! ≤ 1 % to the p99 at 200 arrivals/s.
+//!
+//! Two runs, one with and one without, differ also by whatever else the machine did meanwhile,
+//! which on a shared 2-core machine moves the p99 by far more than 1 %. `split` compares within
+//! one run instead: the bench itself has the broker sign a checkpoint at the start of every
+//! other second of the counted arrivals (after one untimed round, so each timed round walks
+//! only the rows since the previous one, as in `serve`), and reports the end-to-end times of
+//! the arrivals due in the second a round starts beside those due in the second before the
+//! next; the machine's drift falls on both halves alike.
 
 #![expect(clippy::expect_used, reason = "a benchmark aborts on set-up failure")]
 
@@ -192,6 +200,20 @@ fn percentiles(v: Vec<Duration>) -> (f64, f64, f64) {
     (p50, p99, max)
 }
 
+/// Whether and how the broker signs checkpoints during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoints {
+    Off,
+    /// As `serve` does: a round every `JIT_BENCH_LOAD_CHECKPOINT_EVERY`.
+    On,
+    /// A round at the start of every other second, timed by the bench (module docs).
+    Split,
+}
+
+/// End to end of the arrivals due in the second a checkpoint round starts, and in the
+/// second after it: `(p50, p99, count)` each.
+type Halves = ((f64, f64, usize), (f64, f64, usize));
+
 /// Results of one run.
 struct Outcome {
     offered: u64,
@@ -208,9 +230,17 @@ struct Outcome {
     checkpoints_written: Option<i64>,
     /// The machine's CPUs during the counted arrivals: busy and stolen, percent.
     cpu: Option<(f64, f64)>,
+    /// `split` only.
+    halves: Option<Halves>,
 }
 
-async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait, checkpoints: bool) -> Outcome {
+async fn run(
+    engine: Engine,
+    rate: u64,
+    secs: u64,
+    wait: Wait,
+    checkpoints: Checkpoints,
+) -> Outcome {
     // The broker's pool (`database.max_connections`; `JIT_BENCH_POOL`, default 20).
     let pool: u32 = env_or("JIT_BENCH_POOL", 20);
     let db = fresh_db(engine, 4).await;
@@ -226,7 +256,7 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait, checkpoints: bool
     let issuer = Issuer::start().await;
     config.oidc = Some(issuer.config());
     let sink = tempfile::tempdir().expect("a directory for the checkpoint sink");
-    if checkpoints {
+    if checkpoints != Checkpoints::Off {
         sign_checkpoints(&mut config, sink.path());
     }
     let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
@@ -243,6 +273,7 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait, checkpoints: bool
     let checkpointer = app
         .checkpoints
         .clone()
+        .filter(|_| checkpoints == Checkpoints::On)
         .map(|c| tokio::spawn(c.run(app.clone(), stopped)));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -258,8 +289,15 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait, checkpoints: bool
     // Warm up (connections opened, statements prepared, pages cached), as a
     // broker that has been running is; these arrivals are not counted.
     let _ = arrivals(&client, &base, warming, rate, wait).await;
+    // `split`: rounds at the start of every other second of the counted arrivals.
+    let t0 = tokio::time::Instant::now() + Duration::from_millis(500);
+    let rounds = (checkpoints == Checkpoints::Split).then(|| split_rounds(&app, t0));
+    tokio::time::sleep_until(t0).await;
     let cpu_before = CpuTimes::now();
     let (samples, failures, elapsed) = arrivals(&client, &base, counted, rate, wait).await;
+    if let Some(rounds) = rounds {
+        rounds.abort();
+    }
     let cpu = CpuTimes::now()
         .zip(cpu_before)
         .map(|(after, before)| after.since(before));
@@ -277,10 +315,10 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait, checkpoints: bool
         .await
         .expect("verify");
     assert!(report.ok, "audit chain broken under load: {report:?}");
-    let checkpoints_written = if checkpoints {
-        Some(signed(&app.store).await)
-    } else {
+    let checkpoints_written = if checkpoints == Checkpoints::Off {
         None
+    } else {
+        Some(signed(&app.store).await)
     };
     app.store.close().await;
     db.remove().await;
@@ -303,7 +341,53 @@ async fn run(engine: Engine, rate: u64, secs: u64, wait: Wait, checkpoints: bool
         audit_rows: report.checked,
         checkpoints_written,
         cpu,
+        halves: (checkpoints == Checkpoints::Split).then(|| halves(&samples)),
     }
+}
+
+/// `split`: one untimed round (the first counts the table), then a round at `t0` and every
+/// 2 s after, until aborted.
+fn split_rounds(
+    app: &jit_server::service::App,
+    t0: tokio::time::Instant,
+) -> tokio::task::JoinHandle<()> {
+    let app = app.clone();
+    let c = app.checkpoints.clone().expect("a checkpoint writer");
+    tokio::spawn(async move {
+        c.round(&app.store, app.now_ms())
+            .await
+            .expect("the untimed round");
+        let mut every = tokio::time::interval_at(t0, Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            c.round(&app.store, app.now_ms()).await.expect("a round");
+        }
+    })
+}
+
+fn print_halves(((a50, a99, an), (b50, b99, bn)): Halves) {
+    println!(
+        "  split: end to end of arrivals due in the second a round starts {a50:.1} / {a99:.1} \
+         ({an}), in the second before the next {b50:.1} / {b99:.1} ({bn}); p99 difference \
+         {:+.2} ms ({:+.1} %)",
+        a99 - b99,
+        100.0 * (a99 - b99) / b99
+    );
+}
+
+/// `split`: the arrivals due in an even second (a round starts with it) and in an odd one.
+fn halves(samples: &[Sample]) -> Halves {
+    let half = |even: bool| {
+        let totals: Vec<Duration> = samples
+            .iter()
+            .filter(|s| (s.due.as_secs() % 2 == 0) == even)
+            .map(|s| s.total)
+            .collect();
+        let n = totals.len();
+        let [p50, p99] = quantiles_ms(totals, [0.50, 0.99]);
+        (p50, p99, n)
+    };
+    (half(true), half(false))
 }
 
 /// Has the broker sign a checkpoint into a file sink under `dir` every
@@ -418,12 +502,13 @@ fn main() {
             _ => None,
         })
         .collect();
-    let checkpoints: Vec<bool> = std::env::var("JIT_BENCH_LOAD_CHECKPOINTS")
+    let checkpoints: Vec<Checkpoints> = std::env::var("JIT_BENCH_LOAD_CHECKPOINTS")
         .unwrap_or_else(|_| "off".to_owned())
         .split(',')
         .filter_map(|c| match c.trim() {
-            "off" => Some(false),
-            "on" => Some(true),
+            "off" => Some(Checkpoints::Off),
+            "on" => Some(Checkpoints::On),
+            "split" => Some(Checkpoints::Split),
             _ => None,
         })
         .collect();
@@ -473,6 +558,9 @@ fn main() {
             if let Some(why) = &o.first_failure {
                 println!("  first failure: {why}");
             }
+            if let Some(halves) = o.halves {
+                print_halves(halves);
+            }
             if rate >= 200 {
                 let miss = o.create.1 > 10.0 || o.mint.1 > 10.0 || o.failed > 0;
                 missed = Some(missed.unwrap_or(false) || miss);
@@ -483,6 +571,11 @@ fn main() {
             }
         }
     }
+    print_targets(missed, missed_end_to_end);
+}
+
+/// Whether the runs at 200 arrivals/s met the targets (`None`: none ran).
+fn print_targets(missed: Option<bool>, missed_end_to_end: Option<bool>) {
     println!(
         "target (p99 ≤ 10 ms per API call at 200 arrivals/s, no failures): {}",
         match missed {

@@ -20,6 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
+# JIT_BENCH_LOAD_CHECKPOINTS=split: one case per engine and round, rounds every other second
+# compared within the run (benches/load.rs) instead of a case without and one with.
+SPLIT=0
+[ "${JIT_BENCH_LOAD_CHECKPOINTS:-}" = split ] && SPLIT=1
 case "$ROUNDS" in '' | *[!0-9]*) echo "usage: benches/load_rounds.sh [ROUNDS]" >&2; exit 2 ;; esac
 
 if [ -z "${LOAD_BIN:-}" ]; then
@@ -63,12 +67,23 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
   order=off,on
   [ $((round % 2)) -eq 0 ] && order=on,off
+  [ "$SPLIT" = 1 ] && order=split
   echo
   echo "round $round (checkpoints $order), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   JIT_BENCH_LOAD_CHECKPOINTS=$order "$LOAD_BIN" | tee "$OUT/round-$round.txt"
 done
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [ "$SPLIT" = 1 ]; then
+  echo
+  for f in "$OUT"/round-*.txt; do
+    r=${f##*/round-}
+    awk -v round="${r%.txt}" '$2 ~ /^(sqlite|postgres)$/ { engine = $2 } /^  split:/ { print "  " engine " round " round ":" substr($0, 9) }' "$f"
+  done
+  echo "raw output: $OUT"
+  exit 0
+fi
 
 # Each table row: | engine | wait | checkpoints | offered/s | done/s | ok | failed | create |
 # wait for active | credentials | end to end | ... ; end to end is "p50 / p99 / max".
