@@ -351,23 +351,7 @@ async fn a_later_round_walks_only_the_rows_since_the_previous_checkpoint() {
 
         // A writer with another key counts the whole table: it finds the hole and signs nothing.
         let (other_key, _, _) = key_files(dir.path(), "other");
-        let signer: Arc<dyn jit_server::checkpoint::Signer> = Arc::new(
-            Ed25519Signer::from_pem(
-                &std::fs::read_to_string(other_key.trim_start_matches("file:")).unwrap(),
-            )
-            .unwrap(),
-        );
-        let rotated = Checkpointer::new(
-            signer,
-            vec![
-                Sink::open(&SinkSpec::File(sink.clone()), None, 1)
-                    .await
-                    .unwrap(),
-            ],
-            Duration::from_mins(1),
-            "jit-rotated".to_owned(),
-            Vec::new(),
-        );
+        let rotated = file_writer(&other_key, &sink, "jit-rotated").await;
         activity(&b, 1).await;
         let e = rotated
             .round(&b.app.store, b.app.now_ms())
@@ -394,21 +378,7 @@ async fn brokers_sharing_postgresql_write_one_chain_of_checkpoints() {
     let (key, _, public_key) = key_files(dir.path(), "cp");
     let a = broker(Engine::Postgres, &key, &sink).await;
     // A second writer on the same database: another broker's checkpointer.
-    let signer: Arc<dyn jit_server::checkpoint::Signer> = Arc::new(
-        Ed25519Signer::from_pem(&std::fs::read_to_string(key.trim_start_matches("file:")).unwrap())
-            .unwrap(),
-    );
-    let other = Checkpointer::new(
-        signer,
-        vec![
-            Sink::open(&SinkSpec::File(sink.clone()), None, 1)
-                .await
-                .unwrap(),
-        ],
-        Duration::from_mins(1),
-        "jit-other".to_owned(),
-        Vec::new(),
-    );
+    let other = file_writer(&key, &sink, "jit-other").await;
     for _ in 0..5 {
         activity(&a, 1).await;
         let (x, y) = tokio::join!(tick(&a), other.round(&a.app.store, a.app.now_ms()));
@@ -657,4 +627,24 @@ fn exports_verify_offline(b: &TestBroker, dir: &Path, public: &Path) {
         ocsf.matches("\"event_code\":\"audit.checkpoint\"").count(),
         2
     );
+}
+
+/// A checkpoint writer of its own (another broker's, or one after a key rotation): the key
+/// file `key` (`file:…`), one file sink at `sink`, signing as `broker_id`.
+async fn file_writer(key: &str, sink: &std::path::Path, broker_id: &str) -> Checkpointer {
+    let signer: Arc<dyn jit_server::checkpoint::Signer> = Arc::new(
+        Ed25519Signer::from_pem(&std::fs::read_to_string(key.trim_start_matches("file:")).unwrap())
+            .unwrap(),
+    );
+    Checkpointer::new(
+        signer,
+        vec![
+            Sink::open(&SinkSpec::File(sink.to_path_buf()), None, 1)
+                .await
+                .unwrap(),
+        ],
+        Duration::from_mins(1),
+        broker_id.to_owned(),
+        Vec::new(),
+    )
 }
