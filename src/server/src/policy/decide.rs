@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cedar_policy::{
-    Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    ActionConstraint, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicySet as CedarPolicySet, Request, RestrictedExpression, Schema,
 };
 
@@ -386,9 +386,63 @@ pub(super) struct Native {
     /// Some policy reads the time (`auth_age_seconds`, `hour_utc`, `weekday`): what a user
     /// may request can change from one call to the next (decided at load).
     pub(super) reads_time: bool,
+    /// For each action, the policies whose scope can match it ([`Native::by_action`]).
+    pub(super) by_action: HashMap<Action, CedarPolicySet>,
+    /// The decision shapes (action, request context with `start_at`) the schema accepted at
+    /// load ([`Native::check_shapes`]).
+    accepted: HashSet<(Action, bool)>,
+    /// The schema accepted the entities of an `approve` decision at load.
+    request_entities_accepted: bool,
 }
 
 impl Native {
+    /// For each action, the policies of `policies` whose action scope can match it: the
+    /// others cannot apply to its decisions (their scope is false before their conditions
+    /// are read, so they neither allow, forbid nor err), and Cedar reads every policy of the
+    /// set it is given. An action matches `action == a`, `action in [...]` naming it or one
+    /// of the groups the schema puts it in, and an unconstrained `action`. Without the
+    /// schema's action groups, or when a policy cannot be added alone (one linked to a
+    /// template), nothing is split and every decision reads every policy.
+    /// (Measured on the bundled set: a decision spent most of its time in policies of
+    /// other actions; `benches/policy.rs`.)
+    pub(super) fn by_action(
+        &self,
+        policies: &CedarPolicySet,
+        schema: &Schema,
+    ) -> HashMap<Action, CedarPolicySet> {
+        let Ok(groups) = schema.action_entities() else {
+            return HashMap::new();
+        };
+        let mut out = HashMap::new();
+        for (action, me) in &self.actions {
+            let mut matching: HashSet<&EntityUid> = HashSet::from([me]);
+            matching.extend(groups.ancestors(me).into_iter().flatten());
+            let applies = |constraint: ActionConstraint| match constraint {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => matching.contains(&a),
+                ActionConstraint::In(list) => list.iter().any(|a| matching.contains(a)),
+            };
+            let mut set = CedarPolicySet::new();
+            for p in policies.policies() {
+                if applies(p.action_constraint()) && set.add(p.clone()).is_err() {
+                    return HashMap::new();
+                }
+            }
+            out.insert(*action, set);
+        }
+        out
+    }
+
+    /// The policies that can decide `action`: those [`Native::by_action`] kept for it, or
+    /// all of `policies` when the set was not split.
+    fn policies_for<'a>(
+        &'a self,
+        action: Action,
+        policies: &'a CedarPolicySet,
+    ) -> &'a CedarPolicySet {
+        self.by_action.get(&action).unwrap_or(policies)
+    }
+
     /// Whether a policy of `policies` reads the time of the decision (the context's
     /// `auth_age_seconds`, `hour_utc` or `weekday`). A policy merely mentioning one of those
     /// names counts: the answer may only err towards deciding afresh.
@@ -403,38 +457,99 @@ impl Native {
 
     /// Whether `schema` accepts a request context with `start_at` (decided once, at load).
     pub(super) fn declares_start_at(&self, schema: &Schema) -> bool {
-        let Ok(action) = self.action(Action::Request) else {
+        self.accepts(schema, Action::Request, true)
+    }
+
+    /// Whether `schema` accepts the inputs of a decision on `action` as this module builds
+    /// them, the request context with `start_at` or without. Their shape is fixed (the
+    /// principal's, resource's and context's types; the context's keys and their types),
+    /// only the values change, so one probe at load answers for every decision.
+    fn accepts(&self, schema: &Schema, action: Action, start_at: bool) -> bool {
+        let Ok(action_uid) = self.action(action) else {
             return false;
         };
-        let context = Context::from_pairs(
-            [
-                ("duration_seconds", long(0)),
-                ("justification", string("")),
-                ("has_ticket", RestrictedExpression::new_bool(false)),
-                ("ticket", string("")),
-                ("mfa", RestrictedExpression::new_bool(false)),
-                ("auth_age_seconds", RestrictedExpression::new_long(0)),
-                ("hour_utc", RestrictedExpression::new_long(0)),
-                ("weekday", RestrictedExpression::new_long(0)),
-                ("extension", RestrictedExpression::new_bool(false)),
-                ("break_glass", RestrictedExpression::new_bool(false)),
-                ("start_at", RestrictedExpression::new_long(0)),
-            ]
-            .map(|(k, v)| (k.to_owned(), v)),
-        );
+        let probe = probe_user();
+        let (resource, context) = match action {
+            Action::Request | Action::AutoApprove | Action::BreakGlass => {
+                let facts = RequestFacts {
+                    start_at: start_at.then_some(0),
+                    ..RequestFacts::default()
+                };
+                (
+                    uid(&self.entitlement_type, "probe"),
+                    request_context(&probe, &facts, start_at),
+                )
+            }
+            Action::Approve => (uid(&self.request_type, "probe"), approve_context(&probe, 0)),
+            Action::Admin | Action::Audit => (self.broker.clone(), Ok(Context::empty())),
+        };
         context.is_ok_and(|context| {
             Request::new(
                 uid(&self.user_type, "probe"),
-                action.clone(),
-                uid(&self.entitlement_type, "probe"),
+                action_uid.clone(),
+                resource,
                 context,
                 Some(schema),
             )
             .is_ok()
         })
     }
-}
 
+    /// The decision shapes `schema` accepts ([`Native::accepts`]): their requests go to Cedar
+    /// without checking each against the schema again, which was a third of a decision's
+    /// time (`benches/policy.rs`). A shape it refuses is checked at every decision, which
+    /// then fails as it would have.
+    /// Likewise the entities an `approve` decision adds (the request and its requester,
+    /// [`Native::request_entities`]), probed on `ent`, an entitlement of the catalog.
+    pub(super) fn check_shapes(&mut self, schema: &Schema, ent: Option<&Entitlement>) {
+        let mut accepted = HashSet::new();
+        for action in self.actions.keys().copied() {
+            for start_at in [false, true] {
+                if self.accepts(schema, action, start_at) {
+                    accepted.insert((action, start_at));
+                }
+            }
+        }
+        self.accepted = accepted;
+        self.request_entities_accepted = ent.is_some_and(|ent| {
+            let probe = RequestResource {
+                id: "probe",
+                requester_key: "probe-requester",
+                requester_email: "",
+                entitlement: ent,
+                duration_seconds: 0,
+                break_glass: false,
+            };
+            let approver = User {
+                key: "probe-approver".to_owned(),
+                ..probe_user()
+            };
+            self.request_entities(&approver, &probe)
+                .is_ok_and(|(_, entities)| {
+                    Entities::empty()
+                        .add_entities(entities, Some(schema))
+                        .is_ok()
+                })
+        });
+    }
+
+    /// The schema to check the entities an `approve` decision adds against: none when
+    /// their shape was accepted at load.
+    fn check_request_entities_against<'a>(&self, schema: &'a Schema) -> Option<&'a Schema> {
+        (!self.request_entities_accepted).then_some(schema)
+    }
+
+    /// The schema to check a decision on `action` against: none when its shape was
+    /// accepted at load.
+    fn check_against<'a>(
+        &self,
+        schema: &'a Schema,
+        action: Action,
+        start_at: bool,
+    ) -> Option<&'a Schema> {
+        (!self.accepted.contains(&(action, start_at))).then_some(schema)
+    }
+}
 /// The users' entities, by a hash of everything they are built from.
 struct UserCache {
     hasher: std::collections::hash_map::RandomState,
@@ -534,6 +649,9 @@ impl Native {
             }),
             start_at_in_context: false,
             reads_time: true,
+            by_action: HashMap::new(),
+            accepted: HashSet::new(),
+            request_entities_accepted: false,
         })
     }
 
@@ -694,6 +812,72 @@ fn hour_utc(now: i64) -> i64 {
     now.rem_euclid(86_400) / 3600
 }
 
+/// A user with nothing but a key, for the probes at load.
+fn probe_user() -> User {
+    User {
+        key: "probe".to_owned(),
+        oid: None,
+        name: String::new(),
+        email: String::new(),
+        groups: vec![],
+        roles: vec![],
+        mfa: false,
+        auth_time: None,
+        acrs: vec![],
+    }
+}
+
+/// The context of a decision on an entitlement (`request`, `auto_approve`, `break_glass`)
+/// by `user`, with `start_at` when `with_start_at` and the request has one.
+fn request_context(
+    user: &User,
+    facts: &RequestFacts<'_>,
+    with_start_at: bool,
+) -> Result<Context, Denied> {
+    Context::from_pairs(
+        [
+            ("duration_seconds".to_owned(), long(facts.duration_seconds)),
+            ("justification".to_owned(), string(facts.justification)),
+            (
+                "has_ticket".to_owned(),
+                RestrictedExpression::new_bool(facts.ticket.is_some()),
+            ),
+            ("ticket".to_owned(), string(facts.ticket.unwrap_or(""))),
+            ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
+            (
+                "auth_age_seconds".to_owned(),
+                RestrictedExpression::new_long(
+                    user.auth_time.map_or(i64::MAX, |t| (facts.now - t).max(0)),
+                ),
+            ),
+            (
+                "hour_utc".to_owned(),
+                RestrictedExpression::new_long(hour_utc(facts.now)),
+            ),
+            (
+                "weekday".to_owned(),
+                RestrictedExpression::new_long((facts.now.div_euclid(86_400) + 4).rem_euclid(7)),
+            ),
+            (
+                "extension".to_owned(),
+                RestrictedExpression::new_bool(facts.extension),
+            ),
+            (
+                "break_glass".to_owned(),
+                RestrictedExpression::new_bool(facts.break_glass),
+            ),
+        ]
+        .into_iter()
+        .chain(
+            facts
+                .start_at
+                .filter(|_| with_start_at)
+                .map(|at| ("start_at".to_owned(), RestrictedExpression::new_long(at))),
+        ),
+    )
+    .map_err(Denied::error)
+}
+
 /// The context of an `approve` decision by `user` at unix seconds `now`.
 fn approve_context(user: &User, now: i64) -> Result<Context, Denied> {
     Context::from_pairs([
@@ -725,52 +909,18 @@ impl PolicySet {
             return Ok(Authorized::all_of(user, &ent.id, each));
         }
         let cached = self.native.user(user, &self.schema)?;
-        let context = Context::from_pairs(
-            [
-                ("duration_seconds".to_owned(), long(facts.duration_seconds)),
-                ("justification".to_owned(), string(facts.justification)),
-                (
-                    "has_ticket".to_owned(),
-                    RestrictedExpression::new_bool(facts.ticket.is_some()),
-                ),
-                ("ticket".to_owned(), string(facts.ticket.unwrap_or(""))),
-                ("mfa".to_owned(), RestrictedExpression::new_bool(user.mfa)),
-                (
-                    "auth_age_seconds".to_owned(),
-                    RestrictedExpression::new_long(
-                        user.auth_time.map_or(i64::MAX, |t| (facts.now - t).max(0)),
-                    ),
-                ),
-                (
-                    "hour_utc".to_owned(),
-                    RestrictedExpression::new_long(hour_utc(facts.now)),
-                ),
-                (
-                    "weekday".to_owned(),
-                    RestrictedExpression::new_long(
-                        (facts.now.div_euclid(86_400) + 4).rem_euclid(7),
-                    ),
-                ),
-                (
-                    "extension".to_owned(),
-                    RestrictedExpression::new_bool(facts.extension),
-                ),
-                (
-                    "break_glass".to_owned(),
-                    RestrictedExpression::new_bool(facts.break_glass),
-                ),
-            ]
-            .into_iter()
-            .chain(
-                facts
-                    .start_at
-                    .filter(|_| self.native.start_at_in_context)
-                    .map(|at| ("start_at".to_owned(), RestrictedExpression::new_long(at))),
-            ),
-        )
-        .map_err(Denied::error)?;
+        let start_at = facts.start_at.is_some() && self.native.start_at_in_context;
+        let context = request_context(user, facts, start_at)?;
+        let schema = self.native.check_against(&self.schema, A::ACTION, start_at);
         if let Some(resource) = self.native.entitlement_uids.get(&ent.id) {
-            return self.decide(&cached, resource, &ent.id, &cached.entities, context);
+            return self.decide(
+                &cached,
+                resource,
+                &ent.id,
+                &cached.entities,
+                context,
+                schema,
+            );
         }
         // Not from this catalog: its entity is added for this decision.
         let resource = uid(&self.native.entitlement_type, &ent.id);
@@ -782,7 +932,7 @@ impl PolicySet {
                 Some(&self.schema),
             )
             .map_err(Denied::error)?;
-        self.decide(&cached, &resource, &ent.id, &entities, context)
+        self.decide(&cached, &resource, &ent.id, &entities, context, schema)
     }
 
     /// Decides `approve` by `user` on a request. A bundle's request is approved only by whom
@@ -816,10 +966,16 @@ impl PolicySet {
         let entities = cached
             .entities
             .clone()
-            .add_entities(extra, Some(&self.schema))
+            .add_entities(
+                extra,
+                self.native.check_request_entities_against(&self.schema),
+            )
             .map_err(Denied::error)?;
         let context = approve_context(user, now)?;
-        self.decide(&cached, &resource, request.id, &entities, context)
+        let schema = self
+            .native
+            .check_against(&self.schema, Action::Approve, false);
+        self.decide(&cached, &resource, request.id, &entities, context, schema)
     }
 
     /// Decides `cancel` by `user` on `request`: its requester, or an admin while it waits
@@ -885,6 +1041,7 @@ impl PolicySet {
             "jit",
             &cached.entities,
             Context::empty(),
+            self.native.check_against(&self.schema, A::ACTION, false),
         )
     }
 
@@ -913,6 +1070,7 @@ impl PolicySet {
         let cached = self.native.user(user, &self.schema)?;
         let action = self.native.action(Action::Approve)?.clone();
         let context = approve_context(user, now)?;
+        let approve_policies = self.native.policies_for(Action::Approve, &self.policies);
         let mut entitlements = Vec::new();
         let mut unconditional = Vec::new();
         for ent in self.catalog.iter().filter(|e| e.kind != Kind::Bundle) {
@@ -953,7 +1111,7 @@ impl PolicySet {
                 .build();
             let answer = self
                 .authorizer
-                .is_authorized_partial(&query, &self.policies, &entities);
+                .is_authorized_partial(&query, approve_policies, &entities);
             match answer.decision() {
                 Some(Decision::Deny) => continue,
                 Some(Decision::Allow) => unconditional.push(ent.id.clone()),
@@ -980,7 +1138,8 @@ impl PolicySet {
         })
     }
 
-    /// Decides action `A` by `user` on `resource`.
+    /// Decides action `A` by `user` on `resource`, checking the request against `schema`
+    /// when given (not when its shape was accepted at load).
     fn decide<A: CedarAct>(
         &self,
         user: &UserEntities,
@@ -988,6 +1147,7 @@ impl PolicySet {
         resource_id: &str,
         entities: &Entities,
         context: Context,
+        schema: Option<&Schema>,
     ) -> Result<Authorized<A>, Denied> {
         let action = self.native.action(A::ACTION)?;
         let request = Request::new(
@@ -995,12 +1155,14 @@ impl PolicySet {
             action.clone(),
             resource.clone(),
             context,
-            Some(&self.schema),
+            schema,
         )
         .map_err(Denied::error)?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, entities);
+        let response = self.authorizer.is_authorized(
+            &request,
+            self.native.policies_for(A::ACTION, &self.policies),
+            entities,
+        );
         let policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -1102,5 +1264,91 @@ when { context has start_at && context.start_at > 1800086400 };"#,
         );
         assert!(!old.native.start_at_in_context);
         assert!(may_request(&old, Some(1_800_090_000)));
+    }
+
+    /// The bundled set with `from` replaced by `to` in its schema, and `extra` Cedar.
+    fn with_schema(from: &str, to: &str, extra: &str) -> PolicySet {
+        set(
+            |name, text| {
+                if name.ends_with(".cedarschema") {
+                    text.replace(from, to)
+                } else {
+                    text.to_owned()
+                }
+            },
+            extra,
+        )
+    }
+
+    fn ids(set: &CedarPolicySet) -> Vec<String> {
+        let mut ids: Vec<String> = set
+            .policies()
+            .filter_map(|p| p.annotation("id").map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_decision_reads_the_policies_its_action_or_its_groups_can_match() {
+        let bundled = set(|_, text| text.to_owned(), "");
+        assert_eq!(
+            ids(&bundled.native.by_action[&Action::Audit]),
+            ["admins-administer", "auditors-read"]
+        );
+        assert_eq!(
+            ids(&bundled.native.by_action[&Action::Approve]),
+            [
+                "admins-administer",
+                "approvers-approve",
+                "no-approval-of-break-glass-by-requester-group",
+                "prod-admins-approve-sandbox"
+            ]
+        );
+
+        // An action group of the schema: a policy on the group decides its members.
+        let grouped = with_schema(
+            "action admin, audit appliesTo",
+            "action elevated;\naction admin, audit in [elevated] appliesTo",
+            r#"@id("alice-elevated")
+permit (principal == User::"dev/alice", action in Action::"elevated", resource);
+@id("anyone-anything")
+forbid (principal == User::"dev/nobody", action, resource);"#,
+        );
+        let audit = ids(&grouped.native.by_action[&Action::Audit]);
+        assert!(audit.contains(&"alice-elevated".to_owned()), "{audit:?}");
+        assert!(audit.contains(&"anyone-anything".to_owned()), "{audit:?}");
+        let request = ids(&grouped.native.by_action[&Action::Request]);
+        assert!(
+            !request.contains(&"alice-elevated".to_owned()),
+            "{request:?}"
+        );
+        assert!(
+            request.contains(&"anyone-anything".to_owned()),
+            "{request:?}"
+        );
+        assert!(grouped.authorize_broker::<act::Audit>(&alice()).is_ok());
+        assert!(bundled.authorize_broker::<act::Audit>(&alice()).is_err());
+    }
+
+    #[test]
+    fn a_decision_the_schema_refuses_is_refused_at_every_call() {
+        // The schema asks for a context key the broker does not send: no request decision
+        // can be made, even where a policy would allow it (checked at load, and again at
+        // every decision, as before the check moved to load).
+        let policy = with_schema(
+            "  break_glass: Bool,\n  //",
+            "  break_glass: Bool,\n  region: String,\n  //",
+            r#"@id("region-anyone")
+permit (principal, action == Action::"request", resource)
+when { context.region == "eu" };"#,
+        );
+        assert!(!policy.native.accepted.contains(&(Action::Request, false)));
+        assert!(policy.native.accepted.contains(&(Action::Approve, false)));
+        assert!(!may_request(&policy, None));
+        let bundled = set(|_, text| text.to_owned(), "");
+        assert!(bundled.native.accepted.contains(&(Action::Request, false)));
+        assert!(bundled.native.request_entities_accepted);
+        assert!(may_request(&bundled, None));
     }
 }
