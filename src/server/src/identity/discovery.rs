@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::SetupError;
-use super::http::IdpHttp;
+use super::client::IdpHttp;
 use crate::config::OidcConfig;
 
 /// Discovery fields the core metadata type does not carry.

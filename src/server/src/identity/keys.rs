@@ -15,7 +15,7 @@ use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet};
 use time::{Duration, OffsetDateTime};
 use url::Url;
 
-use super::http::{HttpError, IdpHttp};
+use super::client::{HttpError, IdpHttp};
 use crate::clock::Clock;
 
 /// Unknown `kid`s refetch the JWKS at most this often.

@@ -11,7 +11,7 @@
 pub mod bearer;
 mod claims;
 mod discovery;
-mod http;
+mod client;
 mod keys;
 pub mod oidc;
 mod strict;
@@ -146,7 +146,7 @@ impl SetupError {
 pub(crate) struct Shared {
     discovery: Discovery,
     keys: keys::KeyStore,
-    http: http::IdpHttp,
+    http: client::IdpHttp,
     mapping: ClaimMapping,
     tenant: Option<String>,
     clock: Arc<dyn Clock>,
@@ -203,7 +203,7 @@ impl Identity {
         }
         let tenant = discovery::pinned_tenant(config)?;
         check_tenant_pinning(config, tenant.as_deref())?;
-        let http = http::IdpHttp::new().map_err(|e| SetupError::Discovery(e.to_string()))?;
+        let http = client::IdpHttp::new().map_err(|e| SetupError::Discovery(e.to_string()))?;
         let discovery = Discovery::fetch(config, &http).await?;
         let keys = keys::KeyStore::fetch(http.clone(), discovery.jwks_uri(), Arc::clone(&clock))
             .await
