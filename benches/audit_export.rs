@@ -1,6 +1,6 @@
 //! Audit export memory: the peak resident memory an export of a 1,000,000-row chain adds to
-//! the process, for `jit-server audit export` (`store::export::export`, rows read in batches) and
-//! for the audit page's download (`store::export::stream`, a page of 1,000 events at a time,
+//! the process, for `jit-server audit export` (`store::audit::export::export`, rows read in batches) and
+//! for the audit page's download (`store::audit::export::stream`, a page of 1,000 events at a time,
 //! consumed here as fast as it comes, as a response body is). Target: ≤ 20 MiB each
 //! (docs/performance.md). The peak is measured from `/proc/self/status` (`VmHWM`, reset before
 //! each export through `/proc/self/clear_refs`; Linux only).
@@ -20,7 +20,7 @@ use common::chain::build_chain;
 use common::{engines, env_or, fresh_db, machine};
 use futures_util::TryStreamExt as _;
 use jit_server::store::audit::Filter;
-use jit_server::store::export::{self, ExportFormat};
+use jit_server::store::audit::export::{self, ExportFormat};
 
 /// A kibibyte count from `/proc/self/status`.
 fn status_kib(field: &str) -> u64 {

@@ -1150,7 +1150,7 @@ each_engine!(
             .page(&carol, &format!("/audit/export?format=csv{filters}"))
             .await;
         assert_eq!(status, StatusCode::OK);
-        assert!(csv.starts_with(jit_server::store::export::CSV_HEADER));
+        assert!(csv.starts_with(jit_server::store::audit::export::CSV_HEADER));
         assert_eq!(
             csv.matches("\r\n").count(),
             want.len() + 1,

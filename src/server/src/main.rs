@@ -13,7 +13,7 @@ use jit_server::policy::PolicySet;
 use jit_server::server;
 use jit_server::store::Store;
 use jit_server::store::audit;
-use jit_server::store::export::{ExportFormat, export};
+use jit_server::store::audit::export::{ExportFormat, export};
 use jit_server::store::report;
 
 /// The jit broker: just-in-time privileged access for AWS and Entra ID.
@@ -296,7 +296,7 @@ async fn report_access(
 async fn export_to_stdout(store: &Store, format: &str, from: i64) -> anyhow::Result<ExitCode> {
     let format: ExportFormat = format
         .parse()
-        .map_err(|e: jit_server::store::export::UnknownFormat| anyhow::anyhow!("{e}"))?;
+        .map_err(|e: jit_server::store::audit::export::UnknownFormat| anyhow::anyhow!("{e}"))?;
     let mut out = Stdout::new(std::io::BufWriter::new(std::io::stdout().lock()));
     let result = export(store, format, from, &mut out)
         .await

@@ -14,13 +14,11 @@ pub mod audit;
 pub mod changes;
 pub mod checkpoints;
 pub mod db;
-pub mod export;
 pub mod held;
 pub mod jobs;
 pub mod migrate;
 pub mod report;
 pub mod requests;
-mod seal;
 pub mod sessions;
 mod sqlite;
 pub mod users;
@@ -172,7 +170,7 @@ pub(crate) struct Postgres {
     pub(crate) pool: PgPool,
     options: PgConnectOptions,
     /// Chains the events written to `audit_pending` (see [`seal`]).
-    pub(crate) sealer: seal::Sealer,
+    pub(crate) sealer: audit::seal::Sealer,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -351,7 +349,7 @@ impl Store {
             Engine::Postgres(Postgres {
                 pool,
                 options,
-                sealer: seal::Sealer::default(),
+                sealer: audit::seal::Sealer::default(),
             })
         };
         Ok(Self {

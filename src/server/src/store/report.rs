@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::audit::{self, Event};
-use super::export::csv_cell;
+use super::audit::export::csv_cell;
 use super::{Store, StoreError};
 
 /// The columns, in order (CSV header and JSON keys).

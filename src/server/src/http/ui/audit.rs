@@ -17,7 +17,7 @@ use crate::http::Web;
 use crate::http::auth::SignedIn;
 use crate::service::ServiceError;
 use crate::store::audit;
-use crate::store::export::ExportFormat;
+use crate::store::audit::export::ExportFormat;
 
 pub(super) fn routes() -> Router<Web> {
     Router::new()

@@ -1,4 +1,4 @@
-//! The hash-chained, append-only audit log (SPEC §5, docs/audit.md).
+//! The chain itself: events written, hashed, read and verified.
 //!
 //! Each row's hash is SHA-256 over a length-prefixed encoding of its fields,
 //! the sequence number and the previous row's hash included. An event is
@@ -17,8 +17,8 @@ use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db::{self, Row, query, query_built};
-use super::{Engine, Native, Store, StoreError, Tx};
+use crate::store::db::{self, Row, query, query_built};
+use crate::store::{Engine, Native, Store, StoreError, Tx};
 use crate::clock::{from_ms, to_ms};
 
 /// The `prev_hash` of the first event.
@@ -187,10 +187,10 @@ pub async fn append(
     event: NewEvent<'_>,
 ) -> Result<(), StoreError> {
     if let Some(held) = &mut tx.held {
-        held.push(super::held::HeldEvent::new(to_ms(at), &event));
+        held.push(crate::store::held::HeldEvent::new(to_ms(at), &event));
         return Ok(());
     }
-    if tx.backend() == super::Backend::Postgres {
+    if tx.backend() == crate::store::Backend::Postgres {
         return append_all(tx, at, vec![event]).await;
     }
     append_chained(tx, at, event).await
@@ -266,11 +266,11 @@ pub async fn append_all(
         held.extend(
             events
                 .iter()
-                .map(|e| super::held::HeldEvent::new(to_ms(at), e)),
+                .map(|e| crate::store::held::HeldEvent::new(to_ms(at), e)),
         );
         return Ok(());
     }
-    if tx.backend() != super::Backend::Postgres {
+    if tx.backend() != crate::store::Backend::Postgres {
         for event in events {
             append_chained(tx, at, event).await?;
         }
@@ -351,12 +351,12 @@ fn to_pending(at: OffsetDateTime, event: &NewEvent<'_>) -> Result<db::Query, Sto
 
 /// The insert of `rows` events into `audit_pending`, their values from
 /// `$first` on ([`bind_pending`] each).
-pub(super) fn pending_sql(first: usize, rows: usize) -> String {
+pub(in crate::store) fn pending_sql(first: usize, rows: usize) -> String {
     format!("{PENDING_INSERT} {}", db::values_list_from(first, rows, 6))
 }
 
 /// Binds the six values of `event`'s row in `audit_pending`.
-pub(super) fn bind_pending(
+pub(in crate::store) fn bind_pending(
     q: db::Query,
     at: OffsetDateTime,
     event: &NewEvent<'_>,
@@ -429,7 +429,7 @@ pub struct Filter {
 /// `seq`.
 pub async fn list(store: &Store, f: &Filter) -> Result<Vec<Event>, StoreError> {
     let limit = f.limit.clamp(1, 10_000);
-    if store.backend() == super::Backend::Postgres {
+    if store.backend() == crate::store::Backend::Postgres {
         let events = chain_and_pending(store, f, " ORDER BY seq DESC", Some(limit)).await?;
         let pending = events.iter().filter(|e| e.pending).count();
         if i64::try_from(pending).unwrap_or(i64::MAX) < limit - 1 {
@@ -599,7 +599,7 @@ enum Arg {
 /// Events of one request, oldest first (the request timeline); on PostgreSQL with those not
 /// chained yet, last (see [`list`]).
 pub async fn for_request(store: &Store, id: Uuid) -> Result<Vec<Event>, StoreError> {
-    if store.backend() == super::Backend::Postgres {
+    if store.backend() == crate::store::Backend::Postgres {
         let f = Filter {
             request_id: Some(id),
             ..Filter::default()
@@ -623,7 +623,7 @@ pub async fn last_of(store: &Store, action: &str) -> Result<Option<Event>, Store
         limit: 1,
         ..Filter::default()
     };
-    if store.backend() == super::Backend::Postgres {
+    if store.backend() == crate::store::Backend::Postgres {
         return Ok(chain_and_pending(store, &f, " ORDER BY seq DESC", Some(1))
             .await?
             .pop());
@@ -961,7 +961,7 @@ async fn count_rows(
     last: i64,
     checked: u64,
 ) -> Result<(u64, Option<String>), StoreError> {
-    let sqlite = store.backend() == super::Backend::Sqlite;
+    let sqlite = store.backend() == crate::store::Backend::Sqlite;
     let whole = if sqlite {
         " AND typeof(seq) = 'integer'"
     } else {
@@ -1215,7 +1215,7 @@ const RANGE_SQL: &str =
 /// Reads and checks `[start, end)` with rusqlite on a read-only connection
 /// (runs on a blocking thread).
 fn scan_sqlite(path: &std::path::Path, start: i64, end: i64) -> Result<Range, StoreError> {
-    let conn = super::open_reader(path)?;
+    let conn = crate::store::open_reader(path)?;
     // SQLite numbers `$1`, `$2` as the first and second parameter, as the pool's queries rely on.
     let mut stmt = conn.prepare(RANGE_SQL)?;
     let mut rows = stmt.query([start, end])?;

@@ -16,9 +16,9 @@ use std::str::FromStr;
 use serde_json::{Map, Value, json};
 use time::format_description::well_known::Rfc3339;
 
-use super::audit::{self, Event};
-use super::checkpoints;
-use super::{Store, StoreError};
+use crate::store::audit::{self, Event};
+use crate::store::checkpoints;
+use crate::store::{Store, StoreError};
 use crate::clock::from_ms;
 
 /// The OCSF schema version the `ocsf` format follows.
