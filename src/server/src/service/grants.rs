@@ -8,15 +8,15 @@ use jit_api::RequestState;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::outbox::Told;
 use super::requests::{Ending, secs_ms};
 use super::scheduled::Started;
+use super::step::{Notice, Step, next_state};
 use super::{App, Missing, ServiceError, Unrecorded, UpstreamCall};
 use crate::clock::from_ms;
-use crate::domain::{self, Event, User};
+use crate::domain::{Event, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
-use crate::providers::{GrantSpec, Grantee, ProviderError, Pruned, SessionsEnded};
+use crate::providers::{GrantRecord, GrantSpec, Grantee, ProviderError, Pruned, SessionsEnded};
 use crate::store::audit::{self, NewEvent};
 use crate::store::held::{Change, HeldEvent};
 use crate::store::jobs::{self, Job, JobKind};
@@ -260,10 +260,6 @@ impl App {
     }
 
     /// Makes the grant of an approved request; active only once the cloud says so.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one linear sequence of checks; splitting it hides the order"
-    )]
     async fn activate(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
         let Some((row, grantee)) = store::get_for_grant(&self.store, id).await? else {
             return self.complete_only(job).await;
@@ -282,29 +278,9 @@ impl App {
         let ent = self.catalog_entry(&row.entitlement)?.clone();
         let grantee = Self::grantee(&row, grantee)?;
         let now_ms = self.now_ms();
-        let starts = now_ms;
-        // An extension's window continues the grant it extends.
-        let base = match row.extends_id {
-            Some(parent) => store::get(&self.store, parent)
-                .await?
-                .and_then(|p| p.expires_at)
-                .map_or(now_ms, |e| e.max(now_ms)),
-            // A scheduled request's window starts at its `start_at`, however late it starts.
-            None => row.start_at.unwrap_or(now_ms),
-        };
-        let ends = base + row.duration_secs * 1000;
+        let ends = self.grant_ends(&row, now_ms).await?;
         if row.start_at.is_some() && ends <= now_ms {
-            // Approved (or started) only after its window: nothing to grant.
-            let mut tx = self.store.begin().await?;
-            let current = store::lock(&self.store, &mut tx, id).await?;
-            if current.state == RequestState::Approved {
-                self.fail_grant(&mut tx, job, &current, super::scheduled::window_over(ends))
-                    .await?;
-            } else {
-                jobs::complete(&mut tx, job.id, now_ms).await?;
-            }
-            tx.commit().await?;
-            return Ok(JobOutcome::Done);
+            return self.fail_too_late(job, id, ends, now_ms).await;
         }
         let mut guard = self.lock_target(&row.target_key).await?;
         // Again under the lock: a request cancelled or revoked meanwhile is not granted (the
@@ -318,136 +294,208 @@ impl App {
             drop(guard);
             return self.complete_only(job).await;
         };
-        let overlapping = job.attempts > 1 || held;
-        let spec = GrantSpec {
-            request_id: id,
+        let grant = Activation {
+            job,
+            row: &row,
+            ent: &ent,
             grantee: &grantee,
-            entitlement: &ent,
-            starts_at: from_ms(starts),
-            ends_at: from_ms(ends),
-            justification: &row.justification,
-            ticket: row.ticket.as_deref(),
-            overlapping,
+            starts: now_ms,
+            ends,
             held,
+            overlapping: job.attempts > 1 || held,
+            now_ms,
         };
-        let provider = self.providers.get(ent.kind);
+        let result = self.grant_upstream(&grant).await;
+        let mut tx = guard.change_tx(&self.store).await?;
+        let outcome = match result {
+            Ok(record) => self.record_grant(&mut tx, &grant, record).await?,
+            Err(e) => self.record_grant_error(&mut tx, &grant, &e).await?,
+        };
+        match outcome {
+            JobOutcome::Done => tx.commit().await?,
+            JobOutcome::RetryAt(..) => tx.rollback().await?,
+        }
+        drop(guard);
+        Ok(outcome)
+    }
+
+    /// When the grant of approved request `row`, made at `now_ms`, ends: an extension's
+    /// window continues the grant it extends, a scheduled request's starts at its
+    /// `start_at` (however late it starts), any other's now.
+    async fn grant_ends(&self, row: &RequestRow, now_ms: i64) -> Result<i64, ServiceError> {
+        let base = match row.extends_id {
+            Some(parent) => store::get(&self.store, parent)
+                .await?
+                .and_then(|p| p.expires_at)
+                .map_or(now_ms, |e| e.max(now_ms)),
+            None => row.start_at.unwrap_or(now_ms),
+        };
+        Ok(base + row.duration_secs * 1000)
+    }
+
+    /// Fails request `id`, approved (or started) only after its window ended at `ends`, in a
+    /// transaction of its own: nothing to grant. When it is no longer approved, only
+    /// completes `job`.
+    async fn fail_too_late(
+        &self,
+        job: &Job,
+        id: Uuid,
+        ends: i64,
+        now_ms: i64,
+    ) -> Result<JobOutcome, ServiceError> {
+        let mut tx = self.store.begin().await?;
+        let current = store::lock(&self.store, &mut tx, id).await?;
+        if current.state == RequestState::Approved {
+            self.fail_grant(&mut tx, job, &current, super::scheduled::window_over(ends))
+                .await?;
+        } else {
+            jobs::complete(&mut tx, job.id, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(JobOutcome::Done)
+    }
+
+    /// Asks the provider for grant `a`, and times the call.
+    async fn grant_upstream(&self, a: &Activation<'_>) -> Result<GrantRecord, ProviderError> {
+        let spec = GrantSpec {
+            request_id: a.row.id,
+            grantee: a.grantee,
+            entitlement: a.ent,
+            starts_at: from_ms(a.starts),
+            ends_at: from_ms(a.ends),
+            justification: &a.row.justification,
+            ticket: a.row.ticket.as_deref(),
+            overlapping: a.overlapping,
+            held: a.held,
+        };
+        let provider = self.providers.get(a.ent.kind);
         let started = std::time::Instant::now();
         let result = provider.grant(&spec).await;
         crate::metrics::upstream(
-            ent.kind.as_str(),
+            a.ent.kind.as_str(),
             "grant",
             started.elapsed(),
             result.is_ok(),
         );
-        let mut tx = guard.change_tx(&self.store).await?;
-        let outcome = match result {
-            Ok(record) => {
-                // Active if it is still approved: the update checks the row's
-                // latest version under its lock, so no read is needed first.
-                let activated = store::change_state(
-                    &mut tx,
-                    id,
-                    RequestState::Approved,
-                    domain::transition(RequestState::Approved, Event::Activate)
-                        .map_err(|e| ServiceError::Conflict(e.to_string()))?,
-                    &Changes {
-                        activated_at: Some(starts),
-                        expires_at: Some(ends),
-                        provider_ref: record.reference.clone(),
-                        simulated: Some(self.providers.simulates(&ent)),
-                        ..Changes::default()
-                    },
-                )
-                .await?;
-                if activated {
-                    let event_id = self
-                        .audit(
-                            &mut tx,
-                            NewEvent {
-                                actor: "system",
-                                action: "grant.activated",
-                                request_id: Some(id),
-                                entitlement: Some(&ent.id),
-                                data: json!({
-                                    "expires_at": super::requests::fmt_ms(ends),
-                                    "reference": record.reference,
-                                    "simulated": self.providers.simulates(&ent),
-                                    "overlapping": overlapping,
-                                    "details": record.details,
-                                    "extends": row.extends_id,
-                                }),
-                            },
-                        )
-                        .await?;
-                    let kind = if row.extends_id.is_some() {
-                        NotificationKind::Extended
-                    } else {
-                        NotificationKind::GrantActive
-                    };
-                    self.notify(
-                        &mut tx,
-                        id,
-                        Told {
-                            kind,
-                            event_id,
-                            actor: None,
-                            comment: None,
-                        },
-                    )
-                    .await?;
-                    let expire = jobs::NewJob {
-                        kind: JobKind::Expire,
-                        request_id: Some(id),
-                        payload: "{}",
-                        due_at: ends,
-                        dedupe_key: Some(format!("expire:{id}")),
-                    };
-                    let warning = self.expiry_warning_job(id, starts, ends);
-                    let due: Vec<_> = std::iter::once(expire).chain(warning).collect();
-                    jobs::complete_then(&mut tx, job.id, &due, now_ms).await?;
-                } else {
-                    // Cancelled or revoked while the cloud call ran: take it back.
-                    let current = store::lock(&self.store, &mut tx, id).await?;
-                    self.audit(
-                        &mut tx,
-                        NewEvent {
-                            actor: "system",
-                            action: "grant.orphaned",
-                            request_id: Some(id),
-                            entitlement: Some(&ent.id),
-                            data: json!({ "state": current.state }),
-                        },
-                    )
-                    .await?;
-                    jobs::complete(&mut tx, job.id, now_ms).await?;
-                    self.queue_deprovision(&mut tx, id, now_ms).await?;
-                }
-                JobOutcome::Done
-            }
-            Err(e) => {
-                let current = store::lock(&self.store, &mut tx, id).await?;
-                let permanent = matches!(e, ProviderError::Permanent(_))
-                    || job.failure_number() >= MAX_ACTIVATE_ATTEMPTS;
-                if permanent && current.state == RequestState::Approved {
-                    self.fail_grant(&mut tx, job, &current, e.to_string())
-                        .await?;
-                    JobOutcome::Done
-                } else if current.state == RequestState::Approved {
-                    tx.rollback().await?;
-                    drop(guard);
-                    return Ok(JobOutcome::RetryAt(
-                        now_ms + job.backoff_ms(),
-                        e.to_string(),
-                    ));
-                } else {
-                    jobs::complete(&mut tx, job.id, now_ms).await?;
-                    JobOutcome::Done
-                }
-            }
+        result
+    }
+
+    /// Records grant `a` that the provider made (`record`) inside `tx`: active if the
+    /// request is still approved, else taken back.
+    async fn record_grant(
+        &self,
+        tx: &mut Tx,
+        a: &Activation<'_>,
+        record: GrantRecord,
+    ) -> Result<JobOutcome, ServiceError> {
+        // Active if it is still approved: the update checks the row's
+        // latest version under its lock, so no read is needed first.
+        let activated = store::change_state(
+            tx,
+            a.row.id,
+            RequestState::Approved,
+            next_state(RequestState::Approved, Event::Activate)?,
+            &Changes {
+                activated_at: Some(a.starts),
+                expires_at: Some(a.ends),
+                provider_ref: record.reference.clone(),
+                simulated: Some(self.providers.simulates(a.ent)),
+                ..Changes::default()
+            },
+        )
+        .await?;
+        if activated {
+            self.record_active(tx, a, record).await?;
+        } else {
+            self.record_orphaned(tx, a).await?;
+        }
+        Ok(JobOutcome::Done)
+    }
+
+    /// Records that grant `a` is active inside `tx`: its event and notifications, then
+    /// completes its job and queues its expiry (and expiry warning).
+    async fn record_active(
+        &self,
+        tx: &mut Tx,
+        a: &Activation<'_>,
+        record: GrantRecord,
+    ) -> Result<(), ServiceError> {
+        let id = a.row.id;
+        let kind = if a.row.extends_id.is_some() {
+            NotificationKind::Extended
+        } else {
+            NotificationKind::GrantActive
         };
-        tx.commit().await?;
-        drop(guard);
-        Ok(outcome)
+        let step = Step {
+            actor: "system",
+            action: "grant.activated",
+            data: json!({
+                "expires_at": super::requests::fmt_ms(a.ends),
+                "reference": record.reference,
+                "simulated": self.providers.simulates(a.ent),
+                "overlapping": a.overlapping,
+                "details": record.details,
+                "extends": a.row.extends_id,
+            }),
+            notice: Some(Notice {
+                kind,
+                actor: None,
+                comment: None,
+            }),
+        };
+        self.record_step(tx, id, &a.ent.id, step).await?;
+        let expire = jobs::NewJob {
+            kind: JobKind::Expire,
+            request_id: Some(id),
+            payload: "{}",
+            due_at: a.ends,
+            dedupe_key: Some(format!("expire:{id}")),
+        };
+        let warning = self.expiry_warning_job(id, a.starts, a.ends);
+        let due: Vec<_> = std::iter::once(expire).chain(warning).collect();
+        jobs::complete_then(tx, a.job.id, &due, a.now_ms).await?;
+        Ok(())
+    }
+
+    /// Records grant `a`, made while its request was cancelled or revoked, as orphaned
+    /// inside `tx`, completes its job and queues its removal: the grant is taken back.
+    async fn record_orphaned(&self, tx: &mut Tx, a: &Activation<'_>) -> Result<(), ServiceError> {
+        let id = a.row.id;
+        let current = store::lock(&self.store, tx, id).await?;
+        let step = Step {
+            actor: "system",
+            action: "grant.orphaned",
+            data: json!({ "state": current.state }),
+            notice: None,
+        };
+        self.record_step(tx, id, &a.ent.id, step).await?;
+        jobs::complete(tx, a.job.id, a.now_ms).await?;
+        self.queue_deprovision(tx, id, a.now_ms).await
+    }
+
+    /// Records the provider's refusal `e` of grant `a` inside `tx`: the request fails when
+    /// the refusal is permanent or the attempts are used up; `RetryAt` (for the caller to
+    /// roll `tx` back) while it is approved and may be tried again; else its job is done.
+    async fn record_grant_error(
+        &self,
+        tx: &mut Tx,
+        a: &Activation<'_>,
+        e: &ProviderError,
+    ) -> Result<JobOutcome, ServiceError> {
+        let current = store::lock(&self.store, tx, a.row.id).await?;
+        let permanent = matches!(e, ProviderError::Permanent(_))
+            || a.job.failure_number() >= MAX_ACTIVATE_ATTEMPTS;
+        if permanent && current.state == RequestState::Approved {
+            self.fail_grant(tx, a.job, &current, e.to_string()).await?;
+        } else if current.state == RequestState::Approved {
+            return Ok(JobOutcome::RetryAt(
+                a.now_ms + a.job.backoff_ms(),
+                e.to_string(),
+            ));
+        } else {
+            jobs::complete(tx, a.job.id, a.now_ms).await?;
+        }
+        Ok(JobOutcome::Done)
     }
 
     /// Ends a grant whose window is over and queues the upstream removal
@@ -1104,6 +1152,22 @@ impl App {
             held: false,
         }
     }
+}
+
+/// A grant the activation job makes, for its record ([`App::activate`]).
+struct Activation<'a> {
+    job: &'a Job,
+    row: &'a RequestRow,
+    ent: &'a Entitlement,
+    grantee: &'a Grantee,
+    /// Its window, unix ms.
+    starts: i64,
+    ends: i64,
+    /// Another live grant holds its object.
+    held: bool,
+    /// The object may exist already: the provider adopts or extends it.
+    overlapping: bool,
+    now_ms: i64,
 }
 
 /// What a removal did, for its record ([`App::record_removal`]).

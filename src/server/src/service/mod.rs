@@ -27,6 +27,7 @@ pub mod lists;
 pub mod outbox;
 pub mod requests;
 pub mod scheduled;
+pub mod step;
 pub mod step_up;
 pub mod wait;
 
