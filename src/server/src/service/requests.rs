@@ -5,6 +5,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::outbox::Told;
+use super::step::{Notice, Step, next_state};
 use super::{App, Missing, ServiceError};
 use crate::clock::from_ms;
 use crate::domain::{self, Event, User};
@@ -59,6 +60,143 @@ fn activation_job(row: &RequestRow, now_ms: i64) -> NewJob<'static> {
         payload: "{}",
         due_at: row.start_at.map_or(now_ms, |start| start.max(now_ms)),
         dedupe_key: Some(format!("activate:{}", row.id)),
+    }
+}
+
+/// Who asks for what in a new request: the requester, and the entitlement, object and ticket
+/// it names ([`pending_row`]). An extension's are its parent's.
+struct Asker {
+    requester_key: String,
+    requester_email: String,
+    entitlement: String,
+    kind: String,
+    ticket: Option<String>,
+    target_key: String,
+    simulated: bool,
+}
+
+impl Asker {
+    /// `user` asking for `ent` (`simulated`: its grants are simulated), with `ticket`.
+    fn new(user: &User, ent: &Entitlement, ticket: Option<String>, simulated: bool) -> Self {
+        Self {
+            requester_key: user.key.clone(),
+            requester_email: user.email.clone(),
+            entitlement: ent.id.clone(),
+            kind: ent.kind.as_str().to_owned(),
+            ticket,
+            target_key: ent.target_key(&user.key),
+            simulated,
+        }
+    }
+
+    /// Who asked for what in `row`.
+    fn of(row: &RequestRow) -> Self {
+        Self {
+            requester_key: row.requester_key.clone(),
+            requester_email: row.requester_email.clone(),
+            entitlement: row.entitlement.clone(),
+            kind: row.kind.clone(),
+            ticket: row.ticket.clone(),
+            target_key: row.target_key.clone(),
+            simulated: row.simulated,
+        }
+    }
+}
+
+/// A new request, for [`pending_row`].
+struct NewRow<'a> {
+    id: Uuid,
+    ent: &'a Entitlement,
+    asker: Asker,
+    duration: u64,
+    justification: String,
+    /// Approved by policy: no approver needs to decide.
+    auto: bool,
+    now_ms: i64,
+}
+
+/// The row of new request `new`: pending until `ent`'s pending time-out, the first of its
+/// own chain, needing `ent`'s approvals (none when auto-approved); nothing scheduled,
+/// decided, granted, ended or reviewed yet.
+fn pending_row(new: NewRow<'_>) -> RequestRow {
+    let NewRow {
+        id,
+        ent,
+        asker,
+        now_ms,
+        ..
+    } = new;
+    RequestRow {
+        id,
+        entitlement: asker.entitlement,
+        kind: asker.kind,
+        requester_key: asker.requester_key,
+        requester_email: asker.requester_email,
+        state: RequestState::Pending,
+        duration_secs: i64::try_from(new.duration).unwrap_or(i64::MAX),
+        justification: new.justification,
+        ticket: asker.ticket,
+        // Auto-approved: none needed, said the same way everywhere (API, pages, audit).
+        approvals_required: if new.auto {
+            0
+        } else {
+            i64::from(ent.approvals_required.max(1))
+        },
+        break_glass: false,
+        extends_id: None,
+        root_id: id,
+        target_key: asker.target_key,
+        simulated: asker.simulated,
+        created_at: now_ms,
+        pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
+        start_at: None,
+        decided_at: None,
+        activated_at: None,
+        expires_at: None,
+        ended_at: None,
+        failure_reason: None,
+        provider_ref: None,
+        deprovisioned_at: None,
+        reviewed_by: None,
+        reviewed_at: None,
+    }
+}
+
+/// The time-out job of pending request `row`: due when its pending time ends.
+fn timeout_job(row: &RequestRow, now_ms: i64) -> NewJob<'static> {
+    NewJob {
+        kind: JobKind::Timeout,
+        request_id: Some(row.id),
+        payload: "{}",
+        due_at: row.pending_until.unwrap_or(now_ms),
+        dedupe_key: Some(format!("timeout:{}", row.id)),
+    }
+}
+
+/// The jobs of new request `row`, in the order the transaction-by-statement path queued
+/// them: when `granted`, its activation before the break-glass `notifications`; else the
+/// notifications before its time-out.
+fn filing_jobs<'a>(
+    row: &RequestRow,
+    notifications: &'a [(String, String)],
+    granted: bool,
+    now_ms: i64,
+) -> Vec<NewJob<'a>> {
+    let notify_jobs = notifications.iter().map(|(payload, key)| NewJob {
+        kind: JobKind::Notify,
+        request_id: Some(row.id),
+        payload,
+        due_at: now_ms,
+        dedupe_key: Some(key.clone()),
+    });
+    if granted {
+        std::iter::once(activation_job(row, now_ms))
+            .chain(notify_jobs)
+            .collect()
+    } else {
+        notify_jobs
+            .chain(std::iter::once(timeout_job(row, now_ms)))
+            .collect()
     }
 }
 
@@ -270,10 +408,6 @@ impl App {
     }
 
     /// Writes new request `filing` by `user` with its audit events, notifications and jobs.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one row, its events and what follows them, in order"
-    )]
     async fn write_request(
         &self,
         user: &User,
@@ -292,91 +426,38 @@ impl App {
             Grant::Auto(a) => (a.is_for(user), false),
             Grant::BreakGlass(b) => (false, b.is_for(user)),
         };
+        let granted = auto || break_glass;
         let id = Uuid::now_v7();
         let now_ms = crate::clock::to_ms(now);
         // Granted at once: the request is written approved, or scheduled when it starts
         // later (its two events, created and approved, are both recorded below).
-        let (state, decided_at) = if auto || break_glass {
+        let (state, decided_at) = if granted {
             let event = if start_at.is_some() {
                 Event::Schedule
             } else {
                 Event::Approve
             };
-            let to = domain::transition(RequestState::Pending, event)
-                .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-            (to, Some(now_ms))
+            (next_state(RequestState::Pending, event)?, Some(now_ms))
         } else {
             (RequestState::Pending, None)
         };
+        let asker = Asker::new(user, ent, filing.ticket, self.providers.simulates(ent));
         let row = RequestRow {
-            id,
-            entitlement: ent.id.clone(),
-            kind: ent.kind.as_str().to_owned(),
-            requester_key: user.key.clone(),
-            requester_email: user.email.clone(),
             state,
-            duration_secs: i64::try_from(duration).unwrap_or(i64::MAX),
-            justification: filing.justification,
-            ticket: filing.ticket,
-            // Auto-approved: none needed, said the same way everywhere (API, pages, audit).
-            approvals_required: if auto {
-                0
-            } else {
-                i64::from(ent.approvals_required.max(1))
-            },
             break_glass,
-            extends_id: None,
-            root_id: id,
-            target_key: ent.target_key(&user.key),
-            simulated: self.providers.simulates(ent),
-            created_at: now_ms,
-            pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
             start_at,
             decided_at,
-            activated_at: None,
-            expires_at: None,
-            ended_at: None,
-            failure_reason: None,
-            provider_ref: None,
-            deprovisioned_at: None,
-            reviewed_by: None,
-            reviewed_at: None,
+            ..pending_row(NewRow {
+                id,
+                ent,
+                asker,
+                duration,
+                justification: filing.justification,
+                auto,
+                now_ms,
+            })
         };
-        let mut data = json!({
-            "duration_seconds": duration,
-            "justification": row.justification,
-            "ticket": row.ticket,
-            "break_glass": break_glass,
-            "approvals_required": row.approvals_required,
-            "policy_hash": self.policy.hash,
-        });
-        filing.signed_in.record(&mut data);
-        if let Some(start) = start_at {
-            data["start_at"] = json!(crate::clock::fmt_ms(start));
-        }
-        let created = NewEvent {
-            actor: &user.email,
-            action: "request.created",
-            request_id: Some(id),
-            entitlement: Some(&ent.id),
-            data,
-        };
-        let approved = (auto || break_glass).then(|| NewEvent {
-            actor: "system",
-            action: if break_glass {
-                "request.break_glass"
-            } else {
-                "request.auto_approved"
-            },
-            request_id: Some(id),
-            entitlement: Some(&ent.id),
-            data: json!({}),
-        });
-        let granted = auto || break_glass;
-        let events: Vec<NewEvent<'_>> = std::iter::once(created)
-            .chain(approved)
-            .map(|e| self.naming_members(e))
-            .collect();
+        let events = self.filing_events(user, ent, &row, duration, granted, &filing.signed_in);
         let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
         let view = RequestView {
             target: self.describe(&row.entitlement),
@@ -385,47 +466,8 @@ impl App {
             // approval is no approver's decision).
             approvals: Vec::new(),
         };
-        let told = |kind, event_id| Told {
-            kind,
-            event_id,
-            actor: Some(&user.email),
-            comment: None,
-        };
-        let notifications = match (granted, break_glass) {
-            (true, false) => Vec::new(),
-            (true, true) => {
-                self.notifications(&view, &told(NotificationKind::BreakGlass, event_ids[1]))?
-            }
-            (false, _) => {
-                self.notifications(&view, &told(NotificationKind::NewRequest, event_ids[0]))?
-            }
-        };
-        let timeout_key = format!("timeout:{id}");
-        let next = if granted {
-            activation_job(&view.row, now_ms)
-        } else {
-            NewJob {
-                kind: JobKind::Timeout,
-                request_id: Some(id),
-                payload: "{}",
-                due_at: view.row.pending_until.unwrap_or(now_ms),
-                dedupe_key: Some(timeout_key),
-            }
-        };
-        let notify_jobs = notifications.iter().map(|(payload, key)| NewJob {
-            kind: JobKind::Notify,
-            request_id: Some(id),
-            payload,
-            due_at: now_ms,
-            dedupe_key: Some(key.clone()),
-        });
-        // As the transaction-by-statement path queued them: the activation
-        // before the break-glass notices, the notices before the timeout.
-        let jobs: Vec<NewJob<'_>> = if granted {
-            std::iter::once(next).chain(notify_jobs).collect()
-        } else {
-            notify_jobs.chain(std::iter::once(next)).collect()
-        };
+        let notifications = self.filing_notifications(user, &view, granted, &event_ids)?;
+        let jobs = filing_jobs(&view.row, &notifications, granted, now_ms);
         store::create(
             &self.store,
             NewRequest {
@@ -439,6 +481,81 @@ impl App {
         .await?;
         self.wake.notify_one();
         Ok(view)
+    }
+
+    /// The audit events of new request `row` by `user` for `duration` seconds of `ent`:
+    /// `request.created`, then, when it was `granted` at once, its break-glass or
+    /// automatic approval.
+    fn filing_events<'a>(
+        &self,
+        user: &'a User,
+        ent: &'a Entitlement,
+        row: &RequestRow,
+        duration: u64,
+        granted: bool,
+        signed_in: &super::step_up::Satisfied,
+    ) -> Vec<NewEvent<'a>> {
+        let mut data = json!({
+            "duration_seconds": duration,
+            "justification": row.justification,
+            "ticket": row.ticket,
+            "break_glass": row.break_glass,
+            "approvals_required": row.approvals_required,
+            "policy_hash": self.policy.hash,
+        });
+        signed_in.record(&mut data);
+        if let Some(start) = row.start_at {
+            data["start_at"] = json!(crate::clock::fmt_ms(start));
+        }
+        let created = NewEvent {
+            actor: &user.email,
+            action: "request.created",
+            request_id: Some(row.id),
+            entitlement: Some(&ent.id),
+            data,
+        };
+        let approved = granted.then(|| NewEvent {
+            actor: "system",
+            action: if row.break_glass {
+                "request.break_glass"
+            } else {
+                "request.auto_approved"
+            },
+            request_id: Some(row.id),
+            entitlement: Some(&ent.id),
+            data: json!({}),
+        });
+        std::iter::once(created)
+            .chain(approved)
+            .map(|e| self.naming_members(e))
+            .collect()
+    }
+
+    /// The notifications of new request `view` by `user` (payload and dedupe key each), from
+    /// its events `event_ids`: the approvers hear of a request that waits for them and of a
+    /// break-glass grant; nobody of a request `granted` by policy.
+    fn filing_notifications(
+        &self,
+        user: &User,
+        view: &RequestView,
+        granted: bool,
+        event_ids: &[Uuid],
+    ) -> Result<Vec<(String, String)>, ServiceError> {
+        let told = |kind, event_id| Told {
+            kind,
+            event_id,
+            actor: Some(&user.email),
+            comment: None,
+        };
+        match (granted, view.row.break_glass) {
+            (true, false) => Ok(Vec::new()),
+            (true, true) => {
+                self.notifications(view, &told(NotificationKind::BreakGlass, event_ids[1]))
+            }
+            (false, _) => {
+                self.notifications(view, &told(NotificationKind::NewRequest, event_ids[0]))
+            }
+        }
     }
 
     /// Moves a locked pending request to approved (scheduled, when it starts later) and queues
@@ -1015,10 +1132,6 @@ impl App {
     }
 
     /// Writes the extension of grant `id` that `ext`'s proofs allow `user`; its request's id.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one linear sequence of checks; splitting it hides the order"
-    )]
     async fn file_extension(
         &self,
         user: &User,
@@ -1046,65 +1159,36 @@ impl App {
         let now_ms = crate::clock::to_ms(now);
         let new_id = Uuid::now_v7();
         let mut tx = self.store.begin().await?;
-        // The chain's first request before the parent, as a revocation takes them: one that
-        // runs meanwhile either sees this extension or ends the parent before it is read.
-        store::lock_root(&self.store, &mut tx, root).await?;
-        let parent = store::lock(&self.store, &mut tx, id).await?;
-        if parent.state != RequestState::Active {
-            return Err(ServiceError::Conflict(format!(
-                "request is {}, not active",
-                parent.state
-            )));
-        }
-        let extensions = store::extension_count(&mut tx, parent.root_id).await?;
-        if extensions >= i64::from(ent.max_extensions) {
-            return Err(ServiceError::Conflict(format!(
-                "`{}` allows at most {} extensions",
-                ent.id, ent.max_extensions
-            )));
-        }
+        let parent = self.lock_extendable(&mut tx, ent, root, id).await?;
         let row = RequestRow {
-            id: new_id,
             extends_id: Some(parent.id),
-            start_at: None,
             root_id: parent.root_id,
-            duration_secs: i64::try_from(by).unwrap_or(i64::MAX),
-            justification,
-            state: RequestState::Pending,
-            approvals_required: if auto {
-                0
-            } else {
-                i64::from(ent.approvals_required.max(1))
-            },
-            break_glass: false,
-            created_at: now_ms,
-            pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
-            decided_at: None,
-            activated_at: None,
-            expires_at: None,
-            ended_at: None,
-            failure_reason: None,
-            provider_ref: None,
-            deprovisioned_at: None,
-            reviewed_by: None,
-            reviewed_at: None,
-            ..parent.clone()
+            ..pending_row(NewRow {
+                id: new_id,
+                ent,
+                asker: Asker::of(&parent),
+                duration: by,
+                justification,
+                auto,
+                now_ms,
+            })
         };
         store::insert(&mut tx, &row).await?;
         let mut data =
             json!({ "extends": parent.id, "by_seconds": by, "justification": row.justification });
         signed_in.record(&mut data);
-        let requested_event = self
-            .audit(
-                &mut tx,
-                NewEvent {
-                    actor: &user.email,
-                    action: "request.extension_requested",
-                    request_id: Some(new_id),
-                    entitlement: Some(&ent.id),
-                    data,
-                },
-            )
+        let requested = Step {
+            actor: &user.email,
+            action: "request.extension_requested",
+            data,
+            // Auto-approved: the approval below tells.
+            notice: (!auto).then_some(Notice {
+                kind: NotificationKind::NewRequest,
+                actor: Some(&user.email),
+                comment: None,
+            }),
+        };
+        self.record_step(&mut tx, new_id, &ent.id, requested)
             .await?;
         if auto {
             self.approve_in_tx(
@@ -1116,30 +1200,39 @@ impl App {
             )
             .await?;
         } else {
-            self.notify(
-                &mut tx,
-                new_id,
-                Told {
-                    kind: NotificationKind::NewRequest,
-                    event_id: requested_event,
-                    actor: Some(&user.email),
-                    comment: None,
-                },
-            )
-            .await?;
-            jobs::enqueue(
-                &mut tx,
-                JobKind::Timeout,
-                Some(new_id),
-                "{}",
-                row.pending_until.unwrap_or(now_ms),
-                Some(&format!("timeout:{new_id}")),
-                now_ms,
-            )
-            .await?;
+            jobs::enqueue_all(&mut tx, &[timeout_job(&row, now_ms)], now_ms).await?;
         }
         tx.commit().await?;
         Ok(new_id)
+    }
+
+    /// Locks grant `id` to extend inside `tx`, after the first request of its chain (`root`),
+    /// as a revocation takes them: one that runs meanwhile either sees the extension or ends
+    /// the grant before it is read. Refused when the grant is not active, or has as many
+    /// extensions as `ent` allows.
+    async fn lock_extendable(
+        &self,
+        tx: &mut Tx,
+        ent: &Entitlement,
+        root: Uuid,
+        id: Uuid,
+    ) -> Result<RequestRow, ServiceError> {
+        store::lock_root(&self.store, tx, root).await?;
+        let parent = store::lock(&self.store, tx, id).await?;
+        if parent.state != RequestState::Active {
+            return Err(ServiceError::Conflict(format!(
+                "request is {}, not active",
+                parent.state
+            )));
+        }
+        let extensions = store::extension_count(tx, parent.root_id).await?;
+        if extensions >= i64::from(ent.max_extensions) {
+            return Err(ServiceError::Conflict(format!(
+                "`{}` allows at most {} extensions",
+                ent.id, ent.max_extensions
+            )));
+        }
+        Ok(parent)
     }
 
     /// Marks a break-glass grant reviewed (an approver of it, not the requester).
