@@ -574,31 +574,18 @@ impl App {
         } else {
             Event::Approve
         };
-        let to = domain::transition(row.state, event)
-            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        store::set_state(
-            tx,
-            row.id,
-            row.state,
-            to,
-            &Changes {
-                decided_at: Some(now_ms),
-                ..Changes::default()
-            },
-        )
-        .await?;
-        let event = self
-            .audit(
-                tx,
-                NewEvent {
-                    actor,
-                    action,
-                    request_id: Some(row.id),
-                    entitlement: Some(&row.entitlement),
-                    data,
-                },
-            )
-            .await?;
+        let to = next_state(row.state, event)?;
+        let changes = Changes {
+            decided_at: Some(now_ms),
+            ..Changes::default()
+        };
+        let step = Step {
+            actor,
+            action,
+            data,
+            notice: None,
+        };
+        let event = self.take_step(tx, row, to, &changes, step).await?;
         self.queue_activation(tx, row, now_ms).await?;
         Ok(event)
     }
@@ -648,10 +635,6 @@ impl App {
 
     /// Records `user`'s decision on locked request `row` inside `tx`, as `approver` allows:
     /// their approval or denial, and the request's approval or denial when it decides it.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one linear sequence of checks; splitting it hides the order"
-    )]
     async fn record_decision(
         &self,
         tx: &mut Tx,
@@ -695,107 +678,95 @@ impl App {
         .await?;
         match decision {
             Decision::Deny => {
-                let to = domain::transition(row.state, Event::Deny)
-                    .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-                store::set_state(
-                    tx,
-                    id,
-                    row.state,
-                    to,
-                    &Changes {
-                        decided_at: Some(now_ms),
-                        ..Changes::default()
-                    },
-                )
-                .await?;
-                let event = self
-                    .audit(
-                        tx,
-                        NewEvent {
-                            actor: &user.email,
-                            action: "request.denied",
-                            request_id: Some(id),
-                            entitlement: Some(&row.entitlement),
-                            data: json!({ "comment": comment }),
-                        },
-                    )
-                    .await?;
-                self.notify(
-                    tx,
-                    id,
-                    Told {
-                        kind: NotificationKind::Denied,
-                        event_id: event,
-                        actor: Some(&user.email),
-                        comment: comment.as_deref(),
-                    },
-                )
-                .await?;
+                self.record_denial(tx, user, row, comment.as_deref(), now_ms)
+                    .await
             }
             Decision::Approve => {
-                let approvals = store::approvals_tx(tx, id).await?;
-                let count = approvals
-                    .iter()
-                    .filter(|a| a.decision == Decision::Approve)
-                    .count();
-                let count = i64::try_from(count).unwrap_or(i64::MAX);
-                let mut data = json!({
-                    "comment": comment,
-                    "approvals": count,
-                    "approvals_required": row.approvals_required,
-                });
-                signed_in.record(&mut data);
-                let approval_event = self
-                    .audit(
-                        tx,
-                        NewEvent {
-                            actor: &user.email,
-                            action: "request.approval",
-                            request_id: Some(id),
-                            entitlement: Some(&row.entitlement),
-                            data,
-                        },
-                    )
-                    .await?;
-                if count >= row.approvals_required {
-                    let event = self
-                        .approve_in_tx(
-                            tx,
-                            row,
-                            "system",
-                            "request.approved",
-                            json!({ "approvers": approvals.iter()
-                            .filter(|a| a.decision == Decision::Approve)
-                            .map(|a| a.approver_email.as_str()).collect::<Vec<_>>() }),
-                        )
-                        .await?;
-                    self.notify(
-                        tx,
-                        id,
-                        Told {
-                            kind: NotificationKind::Approved,
-                            event_id: event,
-                            actor: Some(&user.email),
-                            comment: comment.as_deref(),
-                        },
-                    )
-                    .await?;
-                } else {
-                    self.notify(
-                        tx,
-                        id,
-                        Told {
-                            kind: NotificationKind::ApprovalRecorded,
-                            event_id: approval_event,
-                            actor: Some(&user.email),
-                            comment: comment.as_deref(),
-                        },
-                    )
-                    .await?;
-                }
+                self.record_approval(tx, user, row, comment.as_deref(), &signed_in)
+                    .await
             }
         }
+    }
+
+    /// Denies locked pending request `row` inside `tx` on `user`'s denial (with `comment`):
+    /// its `request.denied` event, and the requester is told.
+    async fn record_denial(
+        &self,
+        tx: &mut Tx,
+        user: &User,
+        row: &RequestRow,
+        comment: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), ServiceError> {
+        let to = next_state(row.state, Event::Deny)?;
+        let changes = Changes {
+            decided_at: Some(now_ms),
+            ..Changes::default()
+        };
+        let step = Step {
+            actor: &user.email,
+            action: "request.denied",
+            data: json!({ "comment": comment }),
+            notice: Some(Notice {
+                kind: NotificationKind::Denied,
+                actor: Some(&user.email),
+                comment,
+            }),
+        };
+        self.take_step(tx, row, to, &changes, step).await?;
         Ok(())
+    }
+
+    /// Records `user`'s approval (with `comment`, after the sign-in `signed_in`) of locked
+    /// pending request `row` inside `tx`: its `request.approval` event, then the request's
+    /// approval when it has as many as it needs. The requester is told of whichever came
+    /// last.
+    async fn record_approval(
+        &self,
+        tx: &mut Tx,
+        user: &User,
+        row: &RequestRow,
+        comment: Option<&str>,
+        signed_in: &super::step_up::Satisfied,
+    ) -> Result<(), ServiceError> {
+        let approvals = store::approvals_tx(tx, row.id).await?;
+        let approvers: Vec<&str> = approvals
+            .iter()
+            .filter(|a| a.decision == Decision::Approve)
+            .map(|a| a.approver_email.as_str())
+            .collect();
+        let count = i64::try_from(approvers.len()).unwrap_or(i64::MAX);
+        let mut data = json!({
+            "comment": comment,
+            "approvals": count,
+            "approvals_required": row.approvals_required,
+        });
+        signed_in.record(&mut data);
+        let approval = Step {
+            actor: &user.email,
+            action: "request.approval",
+            data,
+            notice: None,
+        };
+        let approval_event = self
+            .record_step(tx, row.id, &row.entitlement, approval)
+            .await?;
+        let (kind, event_id) = if count >= row.approvals_required {
+            let data = json!({ "approvers": approvers });
+            let event = self
+                .approve_in_tx(tx, row, "system", "request.approved", data)
+                .await?;
+            (NotificationKind::Approved, event)
+        } else {
+            (NotificationKind::ApprovalRecorded, approval_event)
+        };
+        let told = Told {
+            kind,
+            event_id,
+            actor: Some(&user.email),
+            comment,
+        };
+        self.notify(tx, row.id, told).await
     }
 
     /// Withdraws a pending or approved request (the requester only), or a scheduled one before

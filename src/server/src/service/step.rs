@@ -11,6 +11,7 @@ use crate::domain::{self, Event};
 use crate::notify::NotificationKind;
 use crate::store::Tx;
 use crate::store::audit::NewEvent;
+use crate::store::requests::{self as store, Changes, RequestRow};
 
 /// What a step of a request records ([`App::record_step`]).
 pub(crate) struct Step<'a> {
@@ -41,6 +42,20 @@ pub(crate) fn next_state(from: RequestState, event: Event) -> Result<RequestStat
 }
 
 impl App {
+    /// Moves locked request `row` from its state to `to` with `changes`, then records `step`
+    /// ([`App::record_step`]) in the same transaction; the event's id.
+    pub(crate) async fn take_step(
+        &self,
+        tx: &mut Tx,
+        row: &RequestRow,
+        to: RequestState,
+        changes: &Changes,
+        step: Step<'_>,
+    ) -> Result<Uuid, ServiceError> {
+        store::set_state(tx, row.id, row.state, to, changes).await?;
+        self.record_step(tx, row.id, &row.entitlement, step).await
+    }
+
     /// Records `step` of request `id` (of `entitlement`) inside `tx`: its audit event, then
     /// the notifications of its notice, if any; the event's id.
     pub(crate) async fn record_step(
