@@ -326,6 +326,24 @@ impl App {
         Ok(store::open_request(&self.store, &user.key, entitlement).await?)
     }
 
+    /// The policies' leave for `user` to ask for `ent` as `facts` say (`request`); refused
+    /// when they do not give it.
+    fn may_ask(
+        &self,
+        user: &User,
+        ent: &Entitlement,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Authorized<act::Request>, ServiceError> {
+        self.policy
+            .authorize_entitlement::<act::Request>(user, ent, facts)
+            .map_err(|_| {
+                ServiceError::Forbidden(format!(
+                    "policy does not allow you to request `{}`",
+                    ent.id
+                ))
+            })
+    }
+
     /// Checks a new request and asks the policy module how it may be granted, then writes it.
     async fn file_request(
         &self,
@@ -358,15 +376,7 @@ impl App {
             now: now.unix_timestamp(),
             start_at: start_at.map(|ms| ms.div_euclid(1000)),
         };
-        let asked = self
-            .policy
-            .authorize_entitlement::<act::Request>(user, ent, &facts)
-            .map_err(|_| {
-                ServiceError::Forbidden(format!(
-                    "policy does not allow you to request `{}`",
-                    ent.id
-                ))
-            })?;
+        let asked = self.may_ask(user, ent, &facts)?;
         // After the policy: nobody is sent to sign in again for what they may not ask for.
         let signed_in = self.check_step_up(user, ent)?;
         let grant = if input.break_glass {
@@ -612,9 +622,7 @@ impl App {
     ) -> Result<RequestView, ServiceError> {
         let comment = domain::check_comment(comment)?;
         let mut tx = self.store.begin().await?;
-        let row = self.lock_visible(&mut tx, user, id).await?;
-        // The rule that holds whatever the policies say.
-        domain::check_decider(&row.requester_key, user)?;
+        let row = self.lock_to_decide(&mut tx, user, id).await?;
         let ent = self.entitlement(&row.entitlement)?;
         let approver = self
             .policy
@@ -806,24 +814,18 @@ impl App {
             .map_err(|_| ServiceError::Conflict(format!("request is already {}", row.state)))?;
         let by_admin = who.principal() != row.requester_key;
         let now_ms = self.now_ms();
-        self.end_request(
-            tx,
-            row,
-            to,
-            now_ms,
-            Ending {
-                by: Some(&user.email),
-                action: "request.cancelled",
-                data: if by_admin {
-                    json!({ "was": row.state, "by_admin": true })
-                } else {
-                    json!({ "was": row.state })
-                },
-                kind: NotificationKind::Cancelled,
-                comment: None,
+        let ending = Ending {
+            by: Some(&user.email),
+            action: "request.cancelled",
+            data: if by_admin {
+                json!({ "was": row.state, "by_admin": true })
+            } else {
+                json!({ "was": row.state })
             },
-        )
-        .await?;
+            kind: NotificationKind::Cancelled,
+            comment: None,
+        };
+        self.end_request(tx, row, to, now_ms, ending).await?;
         if row.state == RequestState::Approved {
             // An activation may be under way: make sure nothing stays behind.
             self.queue_deprovision(tx, row.id, now_ms).await?;
@@ -943,20 +945,14 @@ impl App {
             if row.id != named.id {
                 data["revoked_with"] = json!(named.id);
             }
-            self.end_request(
-                tx,
-                row,
-                to,
-                now_ms,
-                Ending {
-                    by: Some(&user.email),
-                    action,
-                    data,
-                    kind,
-                    comment: reason,
-                },
-            )
-            .await?;
+            let ending = Ending {
+                by: Some(&user.email),
+                action,
+                data,
+                kind,
+                comment: reason,
+            };
+            self.end_request(tx, row, to, now_ms, ending).await?;
             if to == RequestState::Revoked {
                 self.queue_deprovision(tx, row.id, now_ms).await?;
             }
@@ -976,40 +972,22 @@ impl App {
         now_ms: i64,
         ending: Ending<'_>,
     ) -> Result<(), ServiceError> {
-        store::set_state(
-            tx,
-            row.id,
-            row.state,
-            to,
-            &Changes {
-                ended_at: Some(now_ms),
-                ..Changes::default()
-            },
-        )
-        .await?;
-        let event_id = self
-            .audit(
-                tx,
-                NewEvent {
-                    actor: ending.by.unwrap_or("system"),
-                    action: ending.action,
-                    request_id: Some(row.id),
-                    entitlement: Some(&row.entitlement),
-                    data: ending.data,
-                },
-            )
-            .await?;
-        self.notify(
-            tx,
-            row.id,
-            Told {
+        let changes = Changes {
+            ended_at: Some(now_ms),
+            ..Changes::default()
+        };
+        let step = Step {
+            actor: ending.by.unwrap_or("system"),
+            action: ending.action,
+            data: ending.data,
+            notice: Some(Notice {
                 kind: ending.kind,
-                event_id,
                 actor: ending.by,
                 comment: ending.comment,
-            },
-        )
-        .await
+            }),
+        };
+        self.take_step(tx, row, to, &changes, step).await?;
+        Ok(())
     }
 
     pub(crate) async fn queue_deprovision(
@@ -1067,15 +1045,7 @@ impl App {
             now: now.unix_timestamp(),
             start_at: None,
         };
-        let asked = self
-            .policy
-            .authorize_entitlement::<act::Request>(user, ent, &facts)
-            .map_err(|_| {
-                ServiceError::Forbidden(format!(
-                    "policy does not allow you to request `{}`",
-                    ent.id
-                ))
-            })?;
+        let asked = self.may_ask(user, ent, &facts)?;
         let signed_in = self.check_step_up(user, ent)?;
         let auto = self
             .policy
@@ -1109,28 +1079,20 @@ impl App {
         id: Uuid,
         ext: Extension<'_>,
     ) -> Result<Uuid, ServiceError> {
-        let Extension {
-            requester,
-            asked,
-            auto,
-            ent,
-            by,
-            justification,
-            signed_in,
-            now,
-            root,
-        } = ext;
-        if !requester.is_for(user) || !asked.is_for(user) || requester.resource() != id.to_string()
+        let ent = ext.ent;
+        if !ext.requester.is_for(user)
+            || !ext.asked.is_for(user)
+            || ext.requester.resource() != id.to_string()
         {
             return Err(ServiceError::Forbidden(
                 "only the requester can extend a grant".to_owned(),
             ));
         }
-        let auto = auto.is_some();
-        let now_ms = crate::clock::to_ms(now);
+        let auto = ext.auto.is_some();
+        let now_ms = crate::clock::to_ms(ext.now);
         let new_id = Uuid::now_v7();
         let mut tx = self.store.begin().await?;
-        let parent = self.lock_extendable(&mut tx, ent, root, id).await?;
+        let parent = self.lock_extendable(&mut tx, ent, ext.root, id).await?;
         let row = RequestRow {
             extends_id: Some(parent.id),
             root_id: parent.root_id,
@@ -1138,21 +1100,24 @@ impl App {
                 id: new_id,
                 ent,
                 asker: Asker::of(&parent),
-                duration: by,
-                justification,
+                duration: ext.by,
+                justification: ext.justification,
                 auto,
                 now_ms,
             })
         };
         store::insert(&mut tx, &row).await?;
-        let mut data =
-            json!({ "extends": parent.id, "by_seconds": by, "justification": row.justification });
-        signed_in.record(&mut data);
+        let mut data = json!({
+            "extends": parent.id,
+            "by_seconds": ext.by,
+            "justification": row.justification,
+        });
+        ext.signed_in.record(&mut data);
         let requested = Step {
             actor: &user.email,
             action: "request.extension_requested",
             data,
-            // Auto-approved: the approval below tells.
+            // Auto-approved: nobody is asked to decide.
             notice: (!auto).then_some(Notice {
                 kind: NotificationKind::NewRequest,
                 actor: Some(&user.email),
@@ -1215,8 +1180,7 @@ impl App {
     ) -> Result<RequestView, ServiceError> {
         let comment = domain::check_comment(comment)?;
         let mut tx = self.store.begin().await?;
-        let row = self.lock_visible(&mut tx, user, id).await?;
-        domain::check_decider(&row.requester_key, user)?;
+        let row = self.lock_to_decide(&mut tx, user, id).await?;
         if !row.break_glass {
             return Err(ServiceError::Invalid(
                 "only break-glass grants are reviewed".to_owned(),
@@ -1309,6 +1273,19 @@ impl App {
         row.requester_key == user.key
             || self.may_decide(user, row)
             || self.authorize_audit(user).is_ok()
+    }
+
+    /// Locks request `id` inside `tx` for `user` to decide on (approve, deny, review): one
+    /// they may see, and not their own (the rule that holds whatever the policies say).
+    async fn lock_to_decide(
+        &self,
+        tx: &mut Tx,
+        user: &User,
+        id: Uuid,
+    ) -> Result<RequestRow, ServiceError> {
+        let row = self.lock_visible(tx, user, id).await?;
+        domain::check_decider(&row.requester_key, user)?;
+        Ok(row)
     }
 
     async fn lock_visible(

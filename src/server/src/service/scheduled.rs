@@ -8,12 +8,11 @@ use jit_api::RequestState;
 use serde_json::json;
 
 use super::grants::JobOutcome;
-use super::outbox::Told;
 use super::requests::fmt_ms;
+use super::step::{Notice, Step, next_state};
 use super::{App, ServiceError};
-use crate::domain::{self, Event};
+use crate::domain::Event;
 use crate::notify::NotificationKind;
-use crate::store::audit::NewEvent;
 use crate::store::jobs::{self, Job};
 use crate::store::requests::{self as store, Changes, RequestRow};
 
@@ -58,20 +57,15 @@ impl App {
             tx.commit().await?;
             return Ok(Started::Done(JobOutcome::Done));
         }
-        let to = domain::transition(current.state, Event::Start)
-            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        store::set_state(&mut tx, row.id, current.state, to, &Changes::default()).await?;
-        self.audit(
-            &mut tx,
-            NewEvent {
-                actor: "system",
-                action: "request.started",
-                request_id: Some(row.id),
-                entitlement: Some(&row.entitlement),
-                data: json!({ "start_at": fmt_ms(start), "expires_at": fmt_ms(ends) }),
-            },
-        )
-        .await?;
+        let to = next_state(current.state, Event::Start)?;
+        let step = Step {
+            actor: "system",
+            action: "request.started",
+            data: json!({ "start_at": fmt_ms(start), "expires_at": fmt_ms(ends) }),
+            notice: None,
+        };
+        self.take_step(&mut tx, &current, to, &Changes::default(), step)
+            .await?;
         tx.commit().await?;
         Ok(Started::Grant(Box::new(RequestRow {
             state: to,
@@ -90,43 +84,23 @@ impl App {
         reason: String,
     ) -> Result<(), ServiceError> {
         let now_ms = self.now_ms();
-        let to = domain::transition(row.state, Event::Fail)
-            .map_err(|e| ServiceError::Conflict(e.to_string()))?;
-        store::set_state(
-            tx,
-            row.id,
-            row.state,
-            to,
-            &Changes {
-                ended_at: Some(now_ms),
-                failure_reason: Some(reason.clone()),
-                ..Changes::default()
-            },
-        )
-        .await?;
-        let event_id = self
-            .audit(
-                tx,
-                NewEvent {
-                    actor: "system",
-                    action: "grant.failed",
-                    request_id: Some(row.id),
-                    entitlement: Some(&row.entitlement),
-                    data: json!({ "reason": reason, "attempts": job.failure_number() }),
-                },
-            )
-            .await?;
-        self.notify(
-            tx,
-            row.id,
-            Told {
+        let to = next_state(row.state, Event::Fail)?;
+        let changes = Changes {
+            ended_at: Some(now_ms),
+            failure_reason: Some(reason.clone()),
+            ..Changes::default()
+        };
+        let step = Step {
+            actor: "system",
+            action: "grant.failed",
+            data: json!({ "reason": reason, "attempts": job.failure_number() }),
+            notice: Some(Notice {
                 kind: NotificationKind::GrantFailed,
-                event_id,
                 actor: None,
                 comment: None,
-            },
-        )
-        .await?;
+            }),
+        };
+        self.take_step(tx, row, to, &changes, step).await?;
         // A bundle's failed grant may leave a member whose roll-back failed (PIM refuses a
         // removal in an assignment's first five minutes): its removal of every member is
         // queued, and repeated until it succeeds. Other kinds made nothing.
