@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use jit_api::RequestState;
 use jit_server::domain::User;
-use jit_server::store::audit::{self, Canonical, NewEvent};
 use jit_server::store::audit::export::{self, CSV_HEADER, ExportFormat, OCSF_VERSION};
+use jit_server::store::audit::{self, Canonical, NewEvent};
 use jit_server::store::jobs::JobKind;
 use jit_server::store::requests::{self, RequestRow};
 use jit_server::store::{Backend, Store, StoreError, jobs, query, users};

@@ -10,8 +10,8 @@
 
 pub mod bearer;
 mod claims;
-mod discovery;
 mod client;
+mod discovery;
 mod keys;
 pub mod oidc;
 mod strict;

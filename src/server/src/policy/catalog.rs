@@ -430,12 +430,8 @@ fn need(field: &str, value: Option<String>, kind: &str) -> Result<String, String
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one linear sequence of checks; splitting it hides the order"
-)]
-fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
-    let id = raw.id;
+fn validate(mut raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
+    let id = std::mem::take(&mut raw.id);
     check_id("entitlement", &id)?;
     let ctx = |m: String| format!("entitlement `{id}`: {m}");
     let kind = Kind::parse(&raw.kind).ok_or_else(|| {
@@ -451,190 +447,22 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         ));
     }
     let max_duration = duration("max_duration", &raw.max_duration).map_err(ctx)?;
-    let pending_ttl = raw
-        .pending_ttl
-        .as_deref()
-        .map(|v| duration("pending_ttl", v))
-        .transpose()
-        .map_err(ctx)?
-        .unwrap_or(DEFAULT_PENDING_TTL);
-    let max_schedule_ahead = raw
-        .max_schedule_ahead
-        .as_deref()
-        .map(|v| duration("max_schedule_ahead", v))
-        .transpose()
-        .map_err(ctx)?
-        .unwrap_or(DEFAULT_MAX_SCHEDULE_AHEAD);
+    let pending_ttl = duration_or(
+        "pending_ttl",
+        raw.pending_ttl.as_deref(),
+        DEFAULT_PENDING_TTL,
+    )
+    .map_err(ctx)?;
+    let max_schedule_ahead = duration_or(
+        "max_schedule_ahead",
+        raw.max_schedule_ahead.as_deref(),
+        DEFAULT_MAX_SCHEDULE_AHEAD,
+    )
+    .map_err(ctx)?;
     if raw.approvals_required > 10 {
         return Err(ctx("`approvals_required` must be at most 10".to_owned()));
     }
-    let k = kind.as_str();
-    let present = |name: &str, v: &Option<String>| v.is_some().then(|| name.to_owned());
-    let foreign: Vec<String> = match kind {
-        Kind::AwsRole => [
-            present("account_id", &raw.account_id),
-            present("permission_set_arn", &raw.permission_set_arn),
-            present("role_definition_id", &raw.role_definition_id),
-            present("directory_scope_id", &raw.directory_scope_id),
-            present("group_id", &raw.group_id),
-            present("access_id", &raw.access_id),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-        Kind::AwsIdentityCenter => [
-            present("role_arn", &raw.role_arn),
-            present("session_policy", &raw.session_policy),
-            present("session_duration", &raw.session_duration),
-            present("role_definition_id", &raw.role_definition_id),
-            present("group_id", &raw.group_id),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-        Kind::EntraRole => [
-            present("role_arn", &raw.role_arn),
-            present("account_id", &raw.account_id),
-            present("permission_set_arn", &raw.permission_set_arn),
-            present("group_id", &raw.group_id),
-            present("access_id", &raw.access_id),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-        Kind::EntraGroup => [
-            present("role_arn", &raw.role_arn),
-            present("account_id", &raw.account_id),
-            present("permission_set_arn", &raw.permission_set_arn),
-            present("role_definition_id", &raw.role_definition_id),
-            present("directory_scope_id", &raw.directory_scope_id),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-        Kind::Bundle => Vec::new(),
-        Kind::AzureRole => [
-            present("role_arn", &raw.role_arn),
-            present("session_policy", &raw.session_policy),
-            present("session_duration", &raw.session_duration),
-            present("account_id", &raw.account_id),
-            present("permission_set_arn", &raw.permission_set_arn),
-            present("directory_scope_id", &raw.directory_scope_id),
-            present("group_id", &raw.group_id),
-            present("access_id", &raw.access_id),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-    };
-    let azure_only = [
-        present("scope", &raw.scope),
-        present("condition", &raw.condition),
-    ];
-    let foreign: Vec<String> = if kind == Kind::AzureRole {
-        foreign
-    } else {
-        foreign
-            .into_iter()
-            .chain(azure_only.into_iter().flatten())
-            .collect()
-    };
-    if let Some(f) = foreign.first() {
-        return Err(ctx(format!("`{f}` does not apply to kind `{k}`")));
-    }
-    if kind != Kind::AwsIdentityCenter && raw.revoke_sessions.is_some() {
-        return Err(ctx(format!(
-            "`revoke_sessions` does not apply to kind `{k}` (only aws_identity_center)"
-        )));
-    }
-    let revoke_sessions = match &raw.revoke_sessions {
-        None => true,
-        Some(toml::Value::Boolean(b)) => *b,
-        Some(other) => {
-            return Err(ctx(format!(
-                "`revoke_sessions` must be true or false, not `{other}`"
-            )));
-        }
-    };
-    let target = match kind {
-        Kind::AwsRole => {
-            let role_arn = need("role_arn", raw.role_arn, k).map_err(ctx)?;
-            if !is_role_arn(&role_arn) {
-                return Err(ctx(format!(
-                    "`role_arn` `{role_arn}` is not an IAM role ARN (arn:aws:iam::123456789012:role/Name)"
-                )));
-            }
-            if let Some(policy) = &raw.session_policy {
-                if policy.len() > MAX_SESSION_POLICY {
-                    return Err(ctx(format!(
-                        "`session_policy` is longer than {MAX_SESSION_POLICY} characters"
-                    )));
-                }
-                serde_json::from_str::<serde_json::Value>(policy)
-                    .map_err(|e| ctx(format!("`session_policy` is not valid JSON: {e}")))?;
-            }
-            let session_seconds = raw
-                .session_duration
-                .as_deref()
-                .map(|v| duration("session_duration", v))
-                .transpose()
-                .map_err(ctx)?
-                .unwrap_or(DEFAULT_SESSION_SECONDS);
-            if !(MIN_STS_SECONDS..=MAX_STS_SECONDS).contains(&session_seconds) {
-                return Err(ctx(
-                    "`session_duration` must be between 15m and 12h".to_owned()
-                ));
-            }
-            Target::AwsRole {
-                role_arn,
-                session_policy: raw.session_policy,
-                session_seconds,
-            }
-        }
-        Kind::AwsIdentityCenter => {
-            let account_id = need("account_id", raw.account_id, k).map_err(ctx)?;
-            if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ctx(format!(
-                    "`account_id` `{account_id}` must be 12 digits"
-                )));
-            }
-            let permission_set_arn =
-                need("permission_set_arn", raw.permission_set_arn, k).map_err(ctx)?;
-            if !permission_set_arn.starts_with("arn:aws:sso:::permissionSet/") {
-                return Err(ctx(format!(
-                    "`permission_set_arn` `{permission_set_arn}` is not a permission set ARN"
-                )));
-            }
-            Target::AwsIdentityCenter {
-                account_id,
-                permission_set_arn,
-                revoke_sessions,
-            }
-        }
-        Kind::EntraRole => Target::EntraRole {
-            role_definition_id: need("role_definition_id", raw.role_definition_id, k)
-                .map_err(ctx)?,
-            directory_scope_id: raw.directory_scope_id.unwrap_or_else(|| "/".to_owned()),
-        },
-        Kind::EntraGroup => {
-            let access_id = raw.access_id.unwrap_or_else(|| "member".to_owned());
-            if access_id != "member" && access_id != "owner" {
-                return Err(ctx(format!(
-                    "`access_id` must be `member` or `owner`, not `{access_id}`"
-                )));
-            }
-            Target::EntraGroup {
-                group_id: need("group_id", raw.group_id, k).map_err(ctx)?,
-                access_id,
-            }
-        }
-        Kind::AzureRole => {
-            azure_target(raw.scope, raw.role_definition_id, raw.condition, k).map_err(ctx)?
-        }
-        Kind::Bundle => Target::Bundle {
-            members: Vec::new(),
-        },
-    };
+    let target = target(kind, &mut raw).map_err(ctx)?;
     let auth_ctx = auth_context("auth_context", raw.auth_context).map_err(ctx)?;
     let approve_auth_ctx =
         auth_context("approve_auth_context", raw.approve_auth_context).map_err(ctx)?;
@@ -663,6 +491,170 @@ fn validate(raw: RawEntitlement, line: usize) -> Result<Entitlement, String> {
         break_glass: raw.break_glass,
         notify: raw.notify,
         line,
+    })
+}
+
+/// Duration `field` in seconds, `default` when not given.
+fn duration_or(field: &str, value: Option<&str>, default: u64) -> Result<u64, String> {
+    value.map_or(Ok(default), |v| duration(field, v))
+}
+
+/// The target fields of an entitlement, in the order a message names the first one set
+/// that does not apply to its kind.
+const TARGET_FIELDS: [&str; 11] = [
+    "role_arn",
+    "session_policy",
+    "session_duration",
+    "account_id",
+    "permission_set_arn",
+    "role_definition_id",
+    "directory_scope_id",
+    "group_id",
+    "access_id",
+    "scope",
+    "condition",
+];
+
+/// The target fields that apply to `kind`.
+fn target_fields_of(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::AwsRole => &["role_arn", "session_policy", "session_duration"],
+        Kind::AwsIdentityCenter => &["account_id", "permission_set_arn"],
+        Kind::EntraRole => &["role_definition_id", "directory_scope_id"],
+        Kind::EntraGroup => &["group_id", "access_id"],
+        Kind::AzureRole => &["scope", "role_definition_id", "condition"],
+        Kind::Bundle => &[],
+    }
+}
+
+/// Whether target field `name` is set in `raw`.
+fn is_set(raw: &RawEntitlement, name: &str) -> bool {
+    match name {
+        "role_arn" => raw.role_arn.is_some(),
+        "session_policy" => raw.session_policy.is_some(),
+        "session_duration" => raw.session_duration.is_some(),
+        "account_id" => raw.account_id.is_some(),
+        "permission_set_arn" => raw.permission_set_arn.is_some(),
+        "role_definition_id" => raw.role_definition_id.is_some(),
+        "directory_scope_id" => raw.directory_scope_id.is_some(),
+        "group_id" => raw.group_id.is_some(),
+        "access_id" => raw.access_id.is_some(),
+        "scope" => raw.scope.is_some(),
+        "condition" => raw.condition.is_some(),
+        _ => false,
+    }
+}
+
+/// The target of an entitlement of `kind`, its fields taken from `raw`: refused when a
+/// field of another kind is set.
+fn target(kind: Kind, raw: &mut RawEntitlement) -> Result<Target, String> {
+    let k = kind.as_str();
+    let applies = target_fields_of(kind);
+    if let Some(f) = TARGET_FIELDS
+        .iter()
+        .find(|f| !applies.contains(f) && is_set(raw, f))
+    {
+        return Err(format!("`{f}` does not apply to kind `{k}`"));
+    }
+    if kind != Kind::AwsIdentityCenter && raw.revoke_sessions.is_some() {
+        return Err(format!(
+            "`revoke_sessions` does not apply to kind `{k}` (only aws_identity_center)"
+        ));
+    }
+    match kind {
+        Kind::AwsRole => aws_role_target(raw),
+        Kind::AwsIdentityCenter => identity_center_target(raw),
+        Kind::EntraRole => Ok(Target::EntraRole {
+            role_definition_id: need("role_definition_id", raw.role_definition_id.take(), k)?,
+            directory_scope_id: raw
+                .directory_scope_id
+                .take()
+                .unwrap_or_else(|| "/".to_owned()),
+        }),
+        Kind::EntraGroup => {
+            let access_id = raw.access_id.take().unwrap_or_else(|| "member".to_owned());
+            if access_id != "member" && access_id != "owner" {
+                return Err(format!(
+                    "`access_id` must be `member` or `owner`, not `{access_id}`"
+                ));
+            }
+            Ok(Target::EntraGroup {
+                group_id: need("group_id", raw.group_id.take(), k)?,
+                access_id,
+            })
+        }
+        Kind::AzureRole => azure_target(
+            raw.scope.take(),
+            raw.role_definition_id.take(),
+            raw.condition.take(),
+            k,
+        ),
+        Kind::Bundle => Ok(Target::Bundle {
+            members: Vec::new(),
+        }),
+    }
+}
+
+/// The target of an `aws_identity_center`: an account, a permission set and whether its
+/// sessions are revoked at the end (on unless `revoke_sessions = false`).
+fn identity_center_target(raw: &mut RawEntitlement) -> Result<Target, String> {
+    let revoke_sessions = match &raw.revoke_sessions {
+        None => true,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(format!(
+                "`revoke_sessions` must be true or false, not `{other}`"
+            ));
+        }
+    };
+    let k = "aws_identity_center";
+    let account_id = need("account_id", raw.account_id.take(), k)?;
+    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`account_id` `{account_id}` must be 12 digits"));
+    }
+    let permission_set_arn = need("permission_set_arn", raw.permission_set_arn.take(), k)?;
+    if !permission_set_arn.starts_with("arn:aws:sso:::permissionSet/") {
+        return Err(format!(
+            "`permission_set_arn` `{permission_set_arn}` is not a permission set ARN"
+        ));
+    }
+    Ok(Target::AwsIdentityCenter {
+        account_id,
+        permission_set_arn,
+        revoke_sessions,
+    })
+}
+
+/// The target of an `aws_role`: a role ARN, an optional session policy (JSON) and the
+/// session's length.
+fn aws_role_target(raw: &mut RawEntitlement) -> Result<Target, String> {
+    let role_arn = need("role_arn", raw.role_arn.take(), "aws_role")?;
+    if !is_role_arn(&role_arn) {
+        return Err(format!(
+            "`role_arn` `{role_arn}` is not an IAM role ARN (arn:aws:iam::123456789012:role/Name)"
+        ));
+    }
+    if let Some(policy) = &raw.session_policy {
+        if policy.len() > MAX_SESSION_POLICY {
+            return Err(format!(
+                "`session_policy` is longer than {MAX_SESSION_POLICY} characters"
+            ));
+        }
+        serde_json::from_str::<serde_json::Value>(policy)
+            .map_err(|e| format!("`session_policy` is not valid JSON: {e}"))?;
+    }
+    let session_seconds = duration_or(
+        "session_duration",
+        raw.session_duration.as_deref(),
+        DEFAULT_SESSION_SECONDS,
+    )?;
+    if !(MIN_STS_SECONDS..=MAX_STS_SECONDS).contains(&session_seconds) {
+        return Err("`session_duration` must be between 15m and 12h".to_owned());
+    }
+    Ok(Target::AwsRole {
+        role_arn,
+        session_policy: raw.session_policy.take(),
+        session_seconds,
     })
 }
 
@@ -1066,6 +1058,43 @@ max_duration = "8h"
             errs[0].contains("`scope` does not apply to kind `aws_identity_center`"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn a_target_field_of_another_kind_is_refused() {
+        let kinds = [
+            (
+                "aws_role",
+                "role_arn = \"arn:aws:iam::123456789012:role/R\"",
+            ),
+            (
+                "aws_identity_center",
+                "account_id = \"123456789012\"\npermission_set_arn = \"arn:aws:sso:::permissionSet/ssoins-1/ps-1\"",
+            ),
+            ("entra_role", "role_definition_id = \"r\""),
+            ("entra_group", "group_id = \"g\""),
+            (
+                "azure_role",
+                "scope = \"/subscriptions/00000000-0000-0000-0000-000000000000\"\nrole_definition_id = \"b24988ac-6180-42a0-ab88-20f7382dd24c\"",
+            ),
+        ];
+        for (kind, fields) in kinds {
+            let entry = |extra: &str| {
+                format!(
+                    "[[entitlement]]\nid = \"e\"\ntitle = \"E\"\nkind = \"{kind}\"\nmax_duration = \"1h\"\n{fields}\n{extra}"
+                )
+            };
+            Catalog::parse(&entry(""), "e.toml").unwrap();
+            let own = target_fields_of(Kind::parse(kind).unwrap());
+            for field in TARGET_FIELDS.iter().filter(|f| !own.contains(f)) {
+                let errs =
+                    Catalog::parse(&entry(&format!("{field} = \"x\"")), "e.toml").expect_err(field);
+                assert!(
+                    errs[0].contains(&format!("`{field}` does not apply to kind `{kind}`")),
+                    "{kind} + {field}: {errs:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -31,8 +31,8 @@ use super::{App, ServiceError};
 use crate::domain::User;
 use crate::policy::{Authorized, act};
 use crate::store::StoreError;
-use crate::store::audit::{self, Event, Filter};
 use crate::store::audit::export::{self, ExportFormat};
+use crate::store::audit::{self, Event, Filter};
 
 impl App {
     /// The proof that `user` may read the whole audit log, or why not.

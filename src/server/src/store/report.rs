@@ -10,8 +10,8 @@ use std::io::Write;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::audit::{self, Event};
 use super::audit::export::csv_cell;
+use super::audit::{self, Event};
 use super::{Store, StoreError};
 
 /// The columns, in order (CSV header and JSON keys).

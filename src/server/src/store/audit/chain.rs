@@ -17,9 +17,9 @@ use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::clock::{from_ms, to_ms};
 use crate::store::db::{self, Row, query, query_built};
 use crate::store::{Engine, Native, Store, StoreError, Tx};
-use crate::clock::{from_ms, to_ms};
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

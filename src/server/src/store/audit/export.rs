@@ -16,10 +16,10 @@ use std::str::FromStr;
 use serde_json::{Map, Value, json};
 use time::format_description::well_known::Rfc3339;
 
+use crate::clock::from_ms;
 use crate::store::audit::{self, Event};
 use crate::store::checkpoints;
 use crate::store::{Store, StoreError};
-use crate::clock::from_ms;
 
 /// The OCSF schema version the `ocsf` format follows.
 pub const OCSF_VERSION: &str = "1.5.0";

@@ -24,8 +24,8 @@ use sqlx::{Acquire as _, PgPool, Row as _};
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
-use crate::store::StoreError;
 use super::chain::{CHAIN_LOCK, Canonical, GENESIS, chain_hash};
+use crate::store::StoreError;
 
 /// Events chained per transaction at most.
 const BATCH: i64 = 1_000;
