@@ -161,121 +161,32 @@ impl PolicySet {
     }
 
     /// Builds from `(file name, text)` pairs.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one linear sequence of checks; splitting it hides the order"
-    )]
     pub fn from_files(files: &[(String, String)], source: &str) -> Result<Self, Vec<String>> {
-        let find = |suffix: &str| files.iter().find(|(n, _)| n.ends_with(suffix));
         let mut errors = Vec::new();
-        let catalog = if let Some((name, text)) = find("entitlements.toml") {
-            Catalog::parse(text, name).unwrap_or_else(|e| {
-                errors.extend(e);
-                Catalog::default()
-            })
-        } else {
-            errors.push(format!("{source}: entitlements.toml is missing"));
-            Catalog::default()
-        };
-        let schema = if let Some((name, text)) = find("schema.cedarschema") {
-            match Schema::from_cedarschema_str(text) {
-                Ok((schema, _warnings)) => Some(schema),
-                Err(e) => {
-                    errors.push(diagnostic(name, text, 0, &e));
-                    None
-                }
-            }
-        } else {
-            errors.push(format!("{source}: schema.cedarschema is missing"));
-            None
-        };
-        // All .cedar files are parsed as one text so policy ids stay unique;
-        // offsets map back to files for messages.
-        let mut all = String::new();
-        let mut spans: Vec<(usize, &str, &str)> = Vec::new();
-        for (name, text) in files.iter().filter(|(n, _)| {
-            Path::new(n)
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("cedar"))
-        }) {
-            spans.push((all.len(), name, text));
-            all.push_str(text);
-            all.push('\n');
-        }
-        let locate = |offset: usize| -> String {
-            let (start, name, text) = spans
-                .iter()
-                .rev()
-                .find(|(s, _, _)| *s <= offset)
-                .copied()
-                .unwrap_or((0, "policies", ""));
-            format!("{name}:{}", catalog::line_of(text, offset - start))
-        };
-        let policies = match CedarPolicySet::from_str(&all) {
+        let catalog = load_catalog(files, source, &mut errors);
+        let schema = load_schema(files, source, &mut errors);
+        let texts = CedarTexts::of(files);
+        let policies = match CedarPolicySet::from_str(&texts.all) {
             Ok(p) => Some(p),
             Err(e) => {
-                let at = first_offset(&e).map_or_else(|| "policies".to_owned(), locate);
+                let at =
+                    first_offset(&e).map_or_else(|| "policies".to_owned(), |o| texts.locate(o));
                 errors.push(format!("{at}: {}", flatten(&e)));
                 None
             }
         };
-        let mut ids = BTreeMap::new();
-        if let (Some(schema), Some(policies)) = (&schema, &policies) {
-            let result = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
-            for e in result.validation_errors() {
-                let at = first_offset(e).map_or_else(|| "policies".to_owned(), locate);
-                errors.push(format!("{at}: {}", flatten(e)));
+        let ids = match (&schema, &policies) {
+            (Some(schema), Some(policies)) => {
+                check_policies(policies, schema, &catalog, &texts, &mut errors)
             }
-            let mut seen = BTreeMap::new();
-            for p in policies.policies() {
-                let at = p
-                    .annotation("id")
-                    .and_then(|id| all.find(&format!("@id(\"{id}\")")))
-                    .map_or_else(|| "policies".to_owned(), locate);
-                match p.annotation("id") {
-                    Some(id) => {
-                        if let Some(prev) = seen.insert(id.to_owned(), at.clone()) {
-                            errors.push(format!(
-                                "{at}: duplicate policy @id(\"{id}\") (also at {prev})"
-                            ));
-                        }
-                        ids.insert(p.id().to_string(), id.to_owned());
-                    }
-                    None => errors.push(format!("{at}: policy has no @id(\"…\") annotation")),
-                }
-                // Entitlement ids named by policies must exist in the catalog;
-                // requests are made at run time and cannot be named (lists are
-                // narrowed by entitlement before the exact decision,
-                // `PolicySet::approvable`).
-                for uid in entity_literals(&p.to_string()) {
-                    if let Some(ent) = uid.strip_prefix("Entitlement::") {
-                        let ent = ent.trim_matches('"');
-                        if catalog.get(ent).is_none() {
-                            errors.push(format!("{at}: unknown entitlement `{ent}`"));
-                        }
-                    } else if uid.starts_with("Request::") {
-                        errors.push(format!(
-                            "{at}: a policy cannot name a request ({uid}): requests are made at run time"
-                        ));
-                    }
-                }
-            }
-        }
+            _ => BTreeMap::new(),
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
         let (Some(schema), Some(policies)) = (schema, policies) else {
             return Err(vec![format!("{source}: policies could not be loaded")]);
         };
-        let mut hasher = Sha256::new();
-        let mut sorted: Vec<&(String, String)> = files.iter().collect();
-        sorted.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
-        for (name, text) in sorted {
-            hasher.update(file_name(name).as_bytes());
-            hasher.update([0]);
-            hasher.update(text.as_bytes());
-            hasher.update([0]);
-        }
         let mut native =
             decide::Native::new(catalog.iter()).map_err(|e| vec![format!("{source}: {e}")])?;
         native.start_at_in_context = native.declares_start_at(&schema);
@@ -288,11 +199,155 @@ impl PolicySet {
             schema,
             policies,
             ids,
-            hash: hex::encode(hasher.finalize()),
+            hash: fingerprint(files),
             source: source.to_owned(),
             authorizer: Authorizer::new(),
         })
     }
+}
+
+/// The file of `files` whose name ends with `suffix`.
+fn find<'a>(files: &'a [(String, String)], suffix: &str) -> Option<&'a (String, String)> {
+    files.iter().find(|(n, _)| n.ends_with(suffix))
+}
+
+/// The catalog of `files` (`entitlements.toml`); an empty one, with its errors added to
+/// `errors`, when it is missing or wrong.
+fn load_catalog(files: &[(String, String)], source: &str, errors: &mut Vec<String>) -> Catalog {
+    if let Some((name, text)) = find(files, "entitlements.toml") {
+        Catalog::parse(text, name).unwrap_or_else(|e| {
+            errors.extend(e);
+            Catalog::default()
+        })
+    } else {
+        errors.push(format!("{source}: entitlements.toml is missing"));
+        Catalog::default()
+    }
+}
+
+/// The Cedar schema of `files` (`schema.cedarschema`); `None`, with the error added to
+/// `errors`, when it is missing or wrong.
+fn load_schema(
+    files: &[(String, String)],
+    source: &str,
+    errors: &mut Vec<String>,
+) -> Option<Schema> {
+    let Some((name, text)) = find(files, "schema.cedarschema") else {
+        errors.push(format!("{source}: schema.cedarschema is missing"));
+        return None;
+    };
+    match Schema::from_cedarschema_str(text) {
+        Ok((schema, _warnings)) => Some(schema),
+        Err(e) => {
+            errors.push(diagnostic(name, text, 0, &e));
+            None
+        }
+    }
+}
+
+/// All `.cedar` files as one text, parsed together so that policy ids stay unique, with
+/// where each file starts so that offsets map back to files for messages.
+struct CedarTexts<'a> {
+    all: String,
+    /// Start offset, file name and text of each file.
+    spans: Vec<(usize, &'a str, &'a str)>,
+}
+
+impl<'a> CedarTexts<'a> {
+    fn of(files: &'a [(String, String)]) -> Self {
+        let mut all = String::new();
+        let mut spans = Vec::new();
+        for (name, text) in files.iter().filter(|(n, _)| {
+            Path::new(n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("cedar"))
+        }) {
+            spans.push((all.len(), name.as_str(), text.as_str()));
+            all.push_str(text);
+            all.push('\n');
+        }
+        Self { all, spans }
+    }
+
+    /// `file:line` of `offset` in the joined text.
+    fn locate(&self, offset: usize) -> String {
+        let (start, name, text) = self
+            .spans
+            .iter()
+            .rev()
+            .find(|(s, _, _)| *s <= offset)
+            .copied()
+            .unwrap_or((0, "policies", ""));
+        format!("{name}:{}", catalog::line_of(text, offset - start))
+    }
+}
+
+/// Checks `policies` against `schema` (strict validation) and `catalog`, adding what is
+/// wrong to `errors`: every policy needs a unique `@id`, and the entitlements it names must
+/// exist. The `@id` of each Cedar policy id.
+fn check_policies(
+    policies: &CedarPolicySet,
+    schema: &Schema,
+    catalog: &Catalog,
+    texts: &CedarTexts<'_>,
+    errors: &mut Vec<String>,
+) -> BTreeMap<String, String> {
+    let locate_or =
+        |offset: Option<usize>| offset.map_or_else(|| "policies".to_owned(), |o| texts.locate(o));
+    let result = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        errors.push(format!("{}: {}", locate_or(first_offset(e)), flatten(e)));
+    }
+    let mut ids = BTreeMap::new();
+    let mut seen = BTreeMap::new();
+    for p in policies.policies() {
+        let at = locate_or(
+            p.annotation("id")
+                .and_then(|id| texts.all.find(&format!("@id(\"{id}\")"))),
+        );
+        match p.annotation("id") {
+            Some(id) => {
+                if let Some(prev) = seen.insert(id.to_owned(), at.clone()) {
+                    errors.push(format!(
+                        "{at}: duplicate policy @id(\"{id}\") (also at {prev})"
+                    ));
+                }
+                ids.insert(p.id().to_string(), id.to_owned());
+            }
+            None => errors.push(format!("{at}: policy has no @id(\"…\") annotation")),
+        }
+        // Entitlement ids named by policies must exist in the catalog;
+        // requests are made at run time and cannot be named (lists are
+        // narrowed by entitlement before the exact decision,
+        // `PolicySet::approvable`).
+        for uid in entity_literals(&p.to_string()) {
+            if let Some(ent) = uid.strip_prefix("Entitlement::") {
+                let ent = ent.trim_matches('"');
+                if catalog.get(ent).is_none() {
+                    errors.push(format!("{at}: unknown entitlement `{ent}`"));
+                }
+            } else if uid.starts_with("Request::") {
+                errors.push(format!(
+                    "{at}: a policy cannot name a request ({uid}): requests are made at run time"
+                ));
+            }
+        }
+    }
+    ids
+}
+
+/// SHA-256 over every file (name and text), in the order of their names, for the audit log.
+fn fingerprint(files: &[(String, String)]) -> String {
+    let mut hasher = Sha256::new();
+    let mut sorted: Vec<&(String, String)> = files.iter().collect();
+    sorted.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
+    for (name, text) in sorted {
+        hasher.update(file_name(name).as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
 }
 
 fn file_name(path: &str) -> &str {
