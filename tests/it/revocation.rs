@@ -335,9 +335,9 @@ async fn two_brokers_revoking_on_one_role_lose_no_deny() {
         for job in claimed {
             assert_eq!(job.kind, "deprovision");
             let app = app.clone();
-            runs.push(tokio::spawn(
-                async move { app.run_job(&job).await.unwrap() },
-            ));
+            runs.push(tokio::spawn(async move {
+                jit_server::scheduler::dispatch(&app, &job).await.unwrap()
+            }));
         }
     }
     for run in futures_util::future::join_all(runs).await {

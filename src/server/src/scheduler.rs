@@ -18,9 +18,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::service::App;
 use crate::service::grants::{JobOutcome, internal_retry_ms};
-use crate::store::jobs;
+use crate::service::{App, ServiceError};
+use crate::store::jobs::{self, Job, JobKind};
 
 /// How long a claimed job stays ours before others may take it, unless renewed.
 const LEASE_MS: i64 = 5_000;
@@ -182,7 +182,35 @@ pub async fn run_due(app: &App) -> Result<usize, crate::store::StoreError> {
 
 /// Runs one claimed job, renewing its lease meanwhile, and records the
 /// outcome; gives the time of its next attempt when it is to be retried.
-async fn run_one(app: App, job: jobs::Job) -> Option<i64> {
+/// Runs claimed job `job`: the use case of its kind.
+///
+/// # Errors
+/// A kind this broker does not know, a job that needs a request and has none, or what the
+/// use case fails with.
+pub async fn dispatch(app: &App, job: &Job) -> Result<JobOutcome, ServiceError> {
+    let kind = job
+        .job_kind()
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))?;
+    let request = || {
+        job.request_id
+            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("job `{kind}` without request")))
+    };
+    match kind {
+        JobKind::Reconcile => app.reconcile(job).await,
+        JobKind::PruneDenies => app.prune_denies(job).await,
+        JobKind::Notify => {
+            request()?;
+            app.deliver(job).await
+        }
+        JobKind::Activate => app.activate(job, request()?).await,
+        JobKind::Expire => app.expire(job, request()?).await,
+        JobKind::Timeout => app.time_out(job, request()?).await,
+        JobKind::Deprovision => app.deprovision(job, request()?).await,
+        JobKind::ExpiryWarning => app.expiry_warning(job, request()?).await,
+    }
+}
+
+async fn run_one(app: App, job: Job) -> Option<i64> {
     let started = std::time::Instant::now();
     let late_ms = app.now_ms() - job.due_at;
     // A job may take longer than its lease (polling a cloud): keep it ours while it runs.
@@ -198,7 +226,7 @@ async fn run_one(app: App, job: jobs::Job) -> Option<i64> {
             }
         })
     };
-    let result = app.run_job(&job).await;
+    let result = dispatch(&app, &job).await;
     renewer.abort();
     crate::metrics::job_ran(&job.kind, started.elapsed(), late_ms);
     let at = match result {

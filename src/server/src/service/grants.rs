@@ -227,31 +227,6 @@ impl App {
         })
     }
 
-    /// Runs one claimed job.
-    pub async fn run_job(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
-        let kind = job
-            .job_kind()
-            .map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))?;
-        let request = || {
-            job.request_id.ok_or_else(|| {
-                ServiceError::Internal(anyhow::anyhow!("job `{kind}` without request"))
-            })
-        };
-        match kind {
-            JobKind::Reconcile => self.reconcile(job).await,
-            JobKind::PruneDenies => self.prune_denies(job).await,
-            JobKind::Notify => {
-                request()?;
-                self.deliver(job).await
-            }
-            JobKind::Activate => self.activate(job, request()?).await,
-            JobKind::Expire => self.expire(job, request()?).await,
-            JobKind::Timeout => self.time_out(job, request()?).await,
-            JobKind::Deprovision => self.deprovision(job, request()?).await,
-            JobKind::ExpiryWarning => self.expiry_warning(job, request()?).await,
-        }
-    }
-
     async fn complete_only(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
         let mut tx = self.store.begin().await?;
         jobs::complete(&mut tx, job.id, self.now_ms()).await?;
@@ -260,7 +235,7 @@ impl App {
     }
 
     /// Makes the grant of an approved request; active only once the cloud says so.
-    async fn activate(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+    pub(crate) async fn activate(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
         let Some((row, grantee)) = store::get_for_grant(&self.store, id).await? else {
             return self.complete_only(job).await;
         };
@@ -500,7 +475,7 @@ impl App {
 
     /// Ends a grant whose window is over and queues the upstream removal
     /// (its audit events held when they cannot be written: `service::held`).
-    async fn expire(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+    pub(crate) async fn expire(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
         match self.expire_tx(job, id, false).await {
             Err(e) if e.is_store_failure() => {
                 tracing::warn!(error = %e, request.id = %id, "expiry: could not write; holding its audit events");
@@ -551,7 +526,7 @@ impl App {
     }
 
     /// Times out a request nobody decided on.
-    async fn time_out(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+    pub(crate) async fn time_out(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
         let now_ms = self.now_ms();
         let mut tx = self.store.begin().await?;
         let row = store::lock(&self.store, &mut tx, id).await?;
@@ -584,7 +559,11 @@ impl App {
 
     /// Removes the upstream object of an ended grant and ends the sessions
     /// it handed out, unless another live grant needs them.
-    async fn deprovision(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
+    pub(crate) async fn deprovision(
+        &self,
+        job: &Job,
+        id: Uuid,
+    ) -> Result<JobOutcome, ServiceError> {
         let Some((row, grantee)) = store::get_for_grant(&self.store, id).await? else {
             return self.complete_only(job).await;
         };
@@ -822,7 +801,7 @@ impl App {
 
     /// Drops the deny statements whose sessions have all expired, and comes
     /// back when the next ones have.
-    async fn prune_denies(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
+    pub(crate) async fn prune_denies(&self, job: &Job) -> Result<JobOutcome, ServiceError> {
         let payload: serde_json::Value = serde_json::from_str(&job.payload).unwrap_or_default();
         let ent = payload["entitlement"]
             .as_str()
