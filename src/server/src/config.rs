@@ -984,9 +984,21 @@ impl Config {
         )))
     }
 
-    /// Checks values that parse but make no sense.
-    #[expect(clippy::too_many_lines, reason = "one check per key, in file order")]
+    /// Checks values that parse but make no sense, section by section in file order.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_secrets()?;
+        self.validate_database()?;
+        self.validate_oidc()?;
+        self.validate_aws()?;
+        self.validate_entra()?;
+        self.validate_azure()?;
+        self.validate_audit()?;
+        self.validate_email()
+    }
+
+    /// Checks `server.bind` and that `server.public_url` is an http(s) URL.
+    fn validate_server(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
         let public = Url::parse(&self.server.public_url)
             .map_err(|e| ConfigError::invalid("server.public_url", format!("not a URL: {e}")))?;
@@ -996,7 +1008,11 @@ impl Config {
                 "must be an http or https URL",
             ));
         }
-        self.validate_secrets()?;
+        Ok(())
+    }
+
+    /// Checks the `[database]` URLs, the app role and the pool size.
+    fn validate_database(&self) -> Result<(), ConfigError> {
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -1016,24 +1032,7 @@ impl Config {
             ));
         }
         if let Some(role) = &self.database.app_role {
-            if db.starts_with("sqlite:") {
-                return Err(ConfigError::invalid(
-                    "database.app_role",
-                    "is for PostgreSQL; on SQLite the file's permissions are the boundary",
-                ));
-            }
-            let mut chars = role.chars();
-            let ident = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                && role.len() <= 63;
-            if !ident {
-                return Err(ConfigError::invalid(
-                    "database.app_role",
-                    format!("`{role}` is not a plain role name (a-z, 0-9, _; like `jit_app`)"),
-                ));
-            }
+            validate_app_role(role, db.starts_with("sqlite:"))?;
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::invalid(
@@ -1041,80 +1040,100 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if let Some(oidc) = &self.oidc {
-            let issuer = Url::parse(&oidc.issuer)
-                .map_err(|e| ConfigError::invalid("oidc.issuer", format!("not a URL: {e}")))?;
-            if issuer.scheme() != "https" && !is_loopback_url(&issuer) {
-                return Err(ConfigError::invalid(
-                    "oidc.issuer",
-                    "must be https (plain http only on loopback)",
-                ));
-            }
-            if oidc.api_audience.is_empty() {
-                return Err(ConfigError::invalid(
-                    "oidc.api_audience",
-                    "must not be empty",
-                ));
-            }
+        Ok(())
+    }
+
+    /// Checks the `[oidc]` issuer is https (or loopback) and the API audience is set.
+    fn validate_oidc(&self) -> Result<(), ConfigError> {
+        let Some(oidc) = &self.oidc else {
+            return Ok(());
+        };
+        let issuer = Url::parse(&oidc.issuer)
+            .map_err(|e| ConfigError::invalid("oidc.issuer", format!("not a URL: {e}")))?;
+        if issuer.scheme() != "https" && !is_loopback_url(&issuer) {
+            return Err(ConfigError::invalid(
+                "oidc.issuer",
+                "must be https (plain http only on loopback)",
+            ));
         }
-        if let Some(aws) = &self.aws {
-            if let Some(endpoint) = &aws.endpoint_url {
-                Url::parse(endpoint).map_err(|e| {
-                    ConfigError::invalid("aws.endpoint_url", format!("not a URL: {e}"))
-                })?;
-            }
-            Url::parse(&aws.federation_url).map_err(|e| {
-                ConfigError::invalid("aws.federation_url", format!("not a URL: {e}"))
-            })?;
-        }
-        if let Some(entra) = &self.entra {
-            if entra.client_secret.is_none() && entra.certificate_key.is_none() {
-                return Err(ConfigError::invalid(
-                    "entra.client_secret",
-                    "set `client_secret` or `certificate_key`",
-                ));
-            }
-            for (key, value) in [
-                ("entra.graph_url", &entra.graph_url),
-                ("entra.login_url", &entra.login_url),
-            ] {
-                Url::parse(value)
-                    .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
-            }
-        }
-        if let Some((azure, app)) = self.azure_app()? {
-            for (key, value) in [
-                ("azure.arm_url", &azure.arm_url),
-                ("azure.login_url", &app.login_url),
-            ] {
-                Url::parse(value)
-                    .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
-            }
-        }
-        self.validate_audit()?;
-        if let Some(email) = &self.notify.email {
-            let url = Url::parse(&email.smtp_url.expose()).ok();
-            if email.smtp_url.reference().is_none() && url.is_none() {
-                return Err(ConfigError::invalid("notify.email.smtp_url", "not a URL"));
-            }
-            if let Some(url) = url
-                && !matches!(url.scheme(), "smtp" | "smtps")
-            {
-                return Err(ConfigError::invalid(
-                    "notify.email.smtp_url",
-                    "must start with `smtp://` or `smtps://`",
-                ));
-            }
-            if email.from.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    "notify.email.from",
-                    "must not be empty",
-                ));
-            }
+        if oidc.api_audience.is_empty() {
+            return Err(ConfigError::invalid(
+                "oidc.api_audience",
+                "must not be empty",
+            ));
         }
         Ok(())
     }
 
+    /// Checks the `[aws]` endpoint and federation URLs parse.
+    fn validate_aws(&self) -> Result<(), ConfigError> {
+        let Some(aws) = &self.aws else {
+            return Ok(());
+        };
+        if let Some(endpoint) = &aws.endpoint_url {
+            Url::parse(endpoint)
+                .map_err(|e| ConfigError::invalid("aws.endpoint_url", format!("not a URL: {e}")))?;
+        }
+        Url::parse(&aws.federation_url)
+            .map_err(|e| ConfigError::invalid("aws.federation_url", format!("not a URL: {e}")))?;
+        Ok(())
+    }
+
+    /// Checks `[entra]` has a credential and that its URLs parse.
+    fn validate_entra(&self) -> Result<(), ConfigError> {
+        let Some(entra) = &self.entra else {
+            return Ok(());
+        };
+        if entra.client_secret.is_none() && entra.certificate_key.is_none() {
+            return Err(ConfigError::invalid(
+                "entra.client_secret",
+                "set `client_secret` or `certificate_key`",
+            ));
+        }
+        validate_urls([
+            ("entra.graph_url", &entra.graph_url),
+            ("entra.login_url", &entra.login_url),
+        ])
+    }
+
+    /// Checks the `[azure]` app resolves and that its URLs parse.
+    fn validate_azure(&self) -> Result<(), ConfigError> {
+        let Some((azure, app)) = self.azure_app()? else {
+            return Ok(());
+        };
+        validate_urls([
+            ("azure.arm_url", &azure.arm_url),
+            ("azure.login_url", &app.login_url),
+        ])
+    }
+
+    /// Checks `[notify.email]`: an smtp(s) URL (or a secret reference) and a sender.
+    fn validate_email(&self) -> Result<(), ConfigError> {
+        let Some(email) = &self.notify.email else {
+            return Ok(());
+        };
+        let url = Url::parse(&email.smtp_url.expose()).ok();
+        if email.smtp_url.reference().is_none() && url.is_none() {
+            return Err(ConfigError::invalid("notify.email.smtp_url", "not a URL"));
+        }
+        if let Some(url) = url
+            && !matches!(url.scheme(), "smtp" | "smtps")
+        {
+            return Err(ConfigError::invalid(
+                "notify.email.smtp_url",
+                "must start with `smtp://` or `smtps://`",
+            ));
+        }
+        if email.from.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "notify.email.from",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `[audit]`: sinks parse, a signing key and sinks come together, retention is set.
     fn validate_audit(&self) -> Result<(), ConfigError> {
         let audit = &self.audit;
         for sink in &audit.checkpoint_sinks {
@@ -1217,6 +1236,37 @@ pub fn session_key_bytes(text: &str) -> Result<Vec<u8>, String> {
         return Err(format!("must hold at least 64 bytes, has {}", bytes.len()));
     }
     Ok(bytes)
+}
+
+/// Checks `database.app_role` is a plain PostgreSQL role name, and not set for SQLite.
+fn validate_app_role(role: &str, sqlite: bool) -> Result<(), ConfigError> {
+    if sqlite {
+        return Err(ConfigError::invalid(
+            "database.app_role",
+            "is for PostgreSQL; on SQLite the file's permissions are the boundary",
+        ));
+    }
+    let mut chars = role.chars();
+    let ident = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && role.len() <= 63;
+    if !ident {
+        return Err(ConfigError::invalid(
+            "database.app_role",
+            format!("`{role}` is not a plain role name (a-z, 0-9, _; like `jit_app`)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks each value parses as a URL, naming the first key that does not.
+fn validate_urls<const N: usize>(urls: [(&'static str, &str); N]) -> Result<(), ConfigError> {
+    for (key, value) in urls {
+        Url::parse(value).map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
+    }
+    Ok(())
 }
 
 fn is_loopback_url(url: &Url) -> bool {
