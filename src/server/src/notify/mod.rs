@@ -182,16 +182,22 @@ impl Notification {
 
     /// The channel-neutral words of the message; user text is raw here and
     /// each channel cleans it for its own medium.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one arm per kind reads best as one table"
-    )]
     pub(crate) fn message(&self, view: View) -> Message {
+        Message {
+            subject: self.subject(view),
+            hint: self.hint(view),
+            tone: self.tone(),
+            facts: self.facts(),
+            action: self.action(),
+        }
+    }
+
+    /// The subject line: what happened, to whose request or access.
+    fn subject(&self, view: View) -> String {
         use NotificationKind as K;
         let q = &self.request;
         let (r, e, d) = (&q.requester, &q.entitlement, &q.duration);
-        let mine = view == View::Requester;
-        let whose = if mine {
+        let whose = if view == View::Requester {
             "Your".to_owned()
         } else {
             format!("{r}'s")
@@ -205,121 +211,89 @@ impl Notification {
             .expires_at
             .map(|t| format!(" until {}", when(t)))
             .unwrap_or_default();
-        let no_action = "No action is needed from you.";
-        let (subject, hint, tone) = match self.kind {
-            K::NewRequest if q.extends.is_some() => (
-                format!("{r} requests an extension of {e} by {d}"),
-                REVIEW_HINT,
-                Tone::Default,
+        match self.kind {
+            K::NewRequest if q.extends.is_some() => {
+                format!("{r} requests an extension of {e} by {d}")
+            }
+            K::NewRequest => format!("{r} requests {e} for {d}"),
+            K::ApprovalRecorded => format!(
+                "{whose} request for {e} was approved{by} ({} of {})",
+                self.approvals(),
+                q.approvals_required
             ),
-            K::NewRequest => (
-                format!("{r} requests {e} for {d}"),
-                REVIEW_HINT,
-                Tone::Default,
+            K::Approved => format!("{whose} request for {e} was approved{by}"),
+            K::Denied => format!("{whose} request for {e} was denied{by}"),
+            K::GrantActive => format!("{whose} access to {e} is active{until}"),
+            K::GrantFailed => format!("{whose} access to {e} could not be granted"),
+            K::ExpiringSoon => format!(
+                "{whose} access to {e} ends {}",
+                q.expires_at
+                    .map_or_else(|| "soon".to_owned(), |t| format!("at {}", when(t)))
             ),
-            K::ApprovalRecorded => (
-                format!(
-                    "{whose} request for {e} was approved{by} ({} of {})",
-                    self.approvals(),
-                    q.approvals_required
-                ),
-                if mine {
-                    "More approvals are needed before access is granted."
-                } else {
-                    "More approvals are needed; open the request if you have not decided yet."
-                },
-                Tone::Default,
-            ),
-            K::Approved => (
-                format!("{whose} request for {e} was approved{by}"),
-                if mine {
-                    "The grant is being made; you will be told when it is active."
-                } else {
-                    no_action
-                },
-                Tone::Good,
-            ),
-            K::Denied => (
-                format!("{whose} request for {e} was denied{by}"),
-                if mine {
-                    "Nothing was granted. File a new request if you still need access."
-                } else {
-                    no_action
-                },
-                Tone::Attention,
-            ),
-            K::GrantActive => (
-                format!("{whose} access to {e} is active{until}"),
-                "It is removed automatically when the time is up.",
-                Tone::Good,
-            ),
-            K::GrantFailed => (
-                format!("{whose} access to {e} could not be granted"),
-                "Nothing was granted; the reason is below.",
-                Tone::Attention,
-            ),
-            K::ExpiringSoon => (
-                format!(
-                    "{whose} access to {e} ends {}",
-                    q.expires_at
-                        .map_or_else(|| "soon".to_owned(), |t| format!("at {}", when(t)))
-                ),
-                "Extend it from the request page if you still need it.",
-                Tone::Default,
-            ),
-            K::Expired => (
-                format!("{whose} access to {e} has ended"),
-                "The grant was removed. File a new request if you need access again.",
-                Tone::Default,
-            ),
-            K::Revoked => (
-                format!("{whose} access to {e} was revoked{by}"),
-                "The grant was removed before its window ended.",
-                Tone::Attention,
-            ),
-            K::Extended => (
-                format!("{whose} access to {e} was extended{until}"),
-                "It is removed automatically when the new time is up.",
-                Tone::Good,
-            ),
-            K::BreakGlass => (
-                format!("BREAK-GLASS: {r} took {e} for {d}"),
-                "Access was granted at once, without approval, and must be reviewed: open the request.",
-                Tone::Attention,
-            ),
-            K::TimedOut => (
-                format!("{whose} request for {e} timed out without a decision"),
-                if mine {
-                    "Nothing was granted. File a new request if you still need access."
-                } else {
-                    no_action
-                },
-                Tone::Default,
-            ),
-            K::Cancelled => (
-                format!("{whose} request for {e} was cancelled{by}"),
-                if mine {
-                    "Nothing was granted."
-                } else {
-                    no_action
-                },
-                Tone::Default,
-            ),
-        };
-        let action = if matches!(
+            K::Expired => format!("{whose} access to {e} has ended"),
+            K::Revoked => format!("{whose} access to {e} was revoked{by}"),
+            K::Extended => format!("{whose} access to {e} was extended{until}"),
+            K::BreakGlass => format!("BREAK-GLASS: {r} took {e} for {d}"),
+            K::TimedOut => format!("{whose} request for {e} timed out without a decision"),
+            K::Cancelled => format!("{whose} request for {e} was cancelled{by}"),
+        }
+    }
+
+    /// What the reader may do next; on a decided request only the requester has something to do.
+    fn hint(&self, view: View) -> &'static str {
+        use NotificationKind as K;
+        let mine = view == View::Requester;
+        let requester_only = |hint| if mine { hint } else { NO_ACTION };
+        match self.kind {
+            K::NewRequest => REVIEW_HINT,
+            K::ApprovalRecorded if mine => "More approvals are needed before access is granted.",
+            K::ApprovalRecorded => {
+                "More approvals are needed; open the request if you have not decided yet."
+            }
+            K::Approved => {
+                requester_only("The grant is being made; you will be told when it is active.")
+            }
+            K::Denied | K::TimedOut => {
+                requester_only("Nothing was granted. File a new request if you still need access.")
+            }
+            K::GrantActive => "It is removed automatically when the time is up.",
+            K::GrantFailed => "Nothing was granted; the reason is below.",
+            K::ExpiringSoon => "Extend it from the request page if you still need it.",
+            K::Expired => "The grant was removed. File a new request if you need access again.",
+            K::Revoked => "The grant was removed before its window ended.",
+            K::Extended => "It is removed automatically when the new time is up.",
+            K::BreakGlass => {
+                "Access was granted at once, without approval, and must be reviewed: open the request."
+            }
+            K::Cancelled => requester_only("Nothing was granted."),
+        }
+    }
+
+    /// How loud the message is: good news, bad news, or neither.
+    fn tone(&self) -> Tone {
+        use NotificationKind as K;
+        match self.kind {
+            K::Approved | K::GrantActive | K::Extended => Tone::Good,
+            K::Denied | K::GrantFailed | K::Revoked | K::BreakGlass => Tone::Attention,
+            K::NewRequest
+            | K::ApprovalRecorded
+            | K::ExpiringSoon
+            | K::Expired
+            | K::TimedOut
+            | K::Cancelled => Tone::Default,
+        }
+    }
+
+    /// The label of the link: a review where someone may still decide, else a look.
+    fn action(&self) -> &'static str {
+        use NotificationKind as K;
+        if matches!(
             self.kind,
             K::NewRequest | K::ApprovalRecorded | K::BreakGlass
         ) {
             "Review request"
         } else {
             "Open request"
-        };
-        Message {
-            subject,
-            hint,
-            tone,
-            facts: self.facts(),
-            action,
         }
     }
 
@@ -394,6 +368,9 @@ impl Notification {
 
 const REVIEW_HINT: &str =
     "Open the request to approve or deny it. You sign in first; the link alone approves nothing.";
+
+/// The hint on a decided request for everyone but the requester.
+const NO_ACTION: &str = "No action is needed from you.";
 
 /// Whose eyes a message is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
