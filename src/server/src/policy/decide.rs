@@ -379,6 +379,13 @@ pub(super) struct Native {
     shared: Vec<Entity>,
     /// Entitlement uid by id.
     entitlement_uids: HashMap<String, EntityUid>,
+    /// The catalog's entitlements as entities, by id.
+    entitlement_entities: HashMap<String, Entity>,
+    /// What every `approve` decision's entities hold besides the user, the request and its
+    /// requester and entitlement ([`Native::prepare_approve`]).
+    approve_shared: Vec<Entity>,
+    /// Entitlement ids in `approve_shared`.
+    approve_named: HashSet<String>,
     users: Mutex<UserCache>,
     /// The schema's `RequestContext` declares `start_at` (`start_at?: Long`): a schema
     /// written before it existed keeps working without it.
@@ -396,6 +403,38 @@ pub(super) struct Native {
 }
 
 impl Native {
+    /// What an `approve` decision needs besides the user (with their groups as parents),
+    /// the request, its requester and its entitlement: the entitlements `named` by some
+    /// policy (`Entitlement::"…"` in its text), whose attributes a policy may read, and the
+    /// schema's action entities when an action is in a group (`action in …` then needs
+    /// them). Nothing else can be reached from an `approve` decision: users' and
+    /// entitlements' attributes name no entities, and an entity a policy names only to
+    /// compare with (`==`, `in`) answers the same absent as present, as groups and the
+    /// broker have no attributes and no parents. So the decision's entities are a handful,
+    /// not the user's whole set: Cedar recomputes the ancestors of every entity of the set
+    /// for each entity added, most of an `approve` decision's time (`benches/policy.rs`).
+    pub(super) fn prepare_approve(&mut self, named: HashSet<String>, schema: &Schema) {
+        let actions = schema
+            .action_entities()
+            .unwrap_or_else(|_| Entities::empty());
+        let grouped = actions.iter().any(|a| {
+            actions
+                .ancestors(&a.uid())
+                .is_some_and(|mut up| up.next().is_some())
+        });
+        let actions: Vec<Entity> = actions.iter().cloned().collect();
+        let named: HashSet<String> = named
+            .into_iter()
+            .filter(|id| self.entitlement_entities.contains_key(id))
+            .collect();
+        self.approve_shared = named
+            .iter()
+            .filter_map(|id| self.entitlement_entities.get(id).cloned())
+            .chain(actions.into_iter().filter(|_| grouped))
+            .collect();
+        self.approve_named = named;
+    }
+
     /// For each action, the policies of `policies` whose action scope can match it: the
     /// others cannot apply to its decisions (their scope is false before their conditions
     /// are read, so they neither allow, forbid nor err), and Cedar reads every policy of the
@@ -570,6 +609,8 @@ struct UserEntities {
     uid: EntityUid,
     /// The user, their groups, the catalog and the broker.
     entities: Entities,
+    /// The user and what every `approve` decision needs ([`Native::prepare_approve`]).
+    approve_base: Entities,
     /// What [`PolicySet::listing`] computed for this user, when no policy reads the time.
     listing: OnceLock<Listing>,
 }
@@ -629,9 +670,12 @@ impl Native {
         .collect();
         let mut shared = vec![Entity::new_no_attrs(broker.clone(), HashSet::new())];
         let mut entitlement_uids = HashMap::new();
+        let mut entitlement_entities = HashMap::new();
         for ent in catalog {
             let id = uid(&entitlement_type, &ent.id);
-            shared.push(entitlement_entity(id.clone(), ent)?);
+            let entity = entitlement_entity(id.clone(), ent)?;
+            shared.push(entity.clone());
+            entitlement_entities.insert(ent.id.clone(), entity);
             entitlement_uids.insert(ent.id.clone(), id);
         }
         Ok(Self {
@@ -643,6 +687,9 @@ impl Native {
             broker,
             shared,
             entitlement_uids,
+            entitlement_entities,
+            approve_shared: Vec::new(),
+            approve_named: HashSet::new(),
             users: Mutex::new(UserCache {
                 hasher: std::collections::hash_map::RandomState::new(),
                 map: HashMap::new(),
@@ -701,6 +748,11 @@ impl Native {
             groups.clone(),
         )
         .map_err(Denied::error)?;
+        let approve_base = Entities::from_entities(
+            std::iter::once(entity.clone()).chain(self.approve_shared.iter().cloned()),
+            None,
+        )
+        .map_err(Denied::error)?;
         let entities = Entities::from_entities(
             std::iter::once(entity)
                 .chain(
@@ -721,6 +773,7 @@ impl Native {
             roles: user.roles.clone(),
             uid: me,
             entities,
+            approve_base,
             listing: OnceLock::new(),
         })
     }
@@ -763,6 +816,11 @@ impl Native {
             )
             .map_err(Denied::error)?,
         ];
+        if !self.approve_named.contains(&r.entitlement.id)
+            && let Some(entity) = self.entitlement_entities.get(&r.entitlement.id)
+        {
+            out.push(entity.clone());
+        }
         if r.requester_key != user.key {
             out.push(
                 Entity::new(
@@ -964,7 +1022,7 @@ impl PolicySet {
         let cached = self.native.user(user, &self.schema)?;
         let (resource, extra) = self.native.request_entities(user, request)?;
         let entities = cached
-            .entities
+            .approve_base
             .clone()
             .add_entities(
                 extra,
@@ -1350,5 +1408,42 @@ when { context.region == "eu" };"#,
         assert!(bundled.native.accepted.contains(&(Action::Request, false)));
         assert!(bundled.native.request_entities_accepted);
         assert!(may_request(&bundled, None));
+    }
+
+    #[test]
+    fn an_approve_decision_reads_what_its_policies_name() {
+        // Carol is in no group: only these policies let her approve. They read a named
+        // entitlement's attributes, the request's entitlement's and its requester's.
+        let policy = set(
+            |_, text| text.to_owned(),
+            r#"@id("carol-approves-prod-readonly")
+permit (principal == User::"dev/carol", action == Action::"approve", resource)
+when {
+  Entitlement::"aws-prod-admin".approvals_required == 1 &&
+  resource.entitlement.approvals_required == 2 &&
+  resource.requester.email == "alice@example.com"
+};"#,
+        );
+        let carol = User {
+            key: "dev/carol".to_owned(),
+            groups: vec![],
+            ..alice()
+        };
+        let on = |ent: &str, requester_email: &str| {
+            let resource = RequestResource {
+                id: "0190b7a2-0000-7000-8000-000000000001",
+                requester_key: "dev/alice",
+                requester_email,
+                entitlement: policy.catalog.get(ent).unwrap(),
+                duration_seconds: 3600,
+                break_glass: false,
+            };
+            policy.authorize_request(&carol, &resource, 1_800_000_000)
+        };
+        let allowed = on("aws-prod-readonly", "alice@example.com").unwrap();
+        assert_eq!(allowed.policies(), ["carol-approves-prod-readonly"]);
+        assert!(on("aws-prod-admin", "alice@example.com").is_err());
+        assert!(on("aws-prod-readonly", "mallory@example.com").is_err());
+        assert!(policy.native.approve_named.contains("aws-prod-admin"));
     }
 }

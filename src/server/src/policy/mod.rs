@@ -193,6 +193,7 @@ impl PolicySet {
         native.reads_time = decide::Native::reads_time(&policies);
         native.by_action = native.by_action(&policies, &schema);
         native.check_shapes(&schema, catalog.iter().find(|e| e.kind != Kind::Bundle));
+        native.prepare_approve(named_entitlements(&policies), &schema);
         Ok(Self {
             native,
             catalog,
@@ -355,6 +356,18 @@ fn file_name(path: &str) -> &str {
 }
 
 /// `Type::"id"` literals in a policy's text.
+/// The entitlement ids `policies` name (`Entitlement::"…"`).
+fn named_entitlements(policies: &CedarPolicySet) -> std::collections::HashSet<String> {
+    policies
+        .policies()
+        .flat_map(|p| entity_literals(&p.to_string()))
+        .filter_map(|uid| {
+            uid.strip_prefix("Entitlement::")
+                .map(|id| id.trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
 fn entity_literals(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text;
