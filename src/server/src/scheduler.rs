@@ -180,8 +180,6 @@ pub async fn run_due(app: &App) -> Result<usize, crate::store::StoreError> {
     Ok(n)
 }
 
-/// Runs one claimed job, renewing its lease meanwhile, and records the
-/// outcome; gives the time of its next attempt when it is to be retried.
 /// Runs claimed job `job`: the use case of its kind.
 ///
 /// # Errors
@@ -210,6 +208,8 @@ pub async fn dispatch(app: &App, job: &Job) -> Result<JobOutcome, ServiceError> 
     }
 }
 
+/// Runs one claimed job, renewing its lease meanwhile, and records the
+/// outcome; gives the time of its next attempt when it is to be retried.
 async fn run_one(app: App, job: Job) -> Option<i64> {
     let started = std::time::Instant::now();
     let late_ms = app.now_ms() - job.due_at;
