@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub mod text;
+pub mod time;
 
+pub use self::time::UnixMs;
 pub use text::local_path;
 
 /// Who receives a grant, as providers need to know them.
