@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use jit_api::RequestState;
+use jit_server::domain::UnixMs;
 use jit_server::http::auth::demo_user;
 use jit_server::store::audit::NewEvent;
 use jit_server::store::requests::{self, RequestRow};
@@ -46,7 +47,7 @@ each_engine!(jit_status_follows_every_page, |engine| async move {
         let at = now - 10_000_000 + i64::try_from(i / 3).unwrap();
         let mut r = pending(&alice, "aws-sandbox", "aws_role", at);
         r.state = RequestState::Cancelled;
-        r.ended_at = Some(at + 1);
+        r.ended_at = Some(UnixMs::from_millis(at + 1));
         requests::insert(&mut tx, &r).await.unwrap();
         mine.push(r);
     }

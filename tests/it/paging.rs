@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use jit_api::{Request, RequestState};
-use jit_server::domain::User;
+use jit_server::domain::{UnixMs, User};
 use jit_server::store::requests::{self, RequestRow};
 use jit_server::store::users;
 use reqwest::StatusCode;
@@ -49,8 +49,8 @@ pub(crate) fn pending(who: &User, entitlement: &str, kind: &str, created_at: i64
         root_id: id,
         target_key: format!("fixture:{entitlement}"),
         simulated: true,
-        created_at,
-        pending_until: Some(created_at + 86_400_000),
+        created_at: UnixMs::from_millis(created_at),
+        pending_until: Some(UnixMs::from_millis(created_at + 86_400_000)),
         start_at: None,
         decided_at: None,
         activated_at: None,

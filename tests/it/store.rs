@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use jit_api::RequestState;
-use jit_server::domain::User;
+use jit_server::domain::{UnixMs, User};
 use jit_server::store::audit::export::{self, CSV_HEADER, ExportFormat, OCSF_VERSION};
 use jit_server::store::audit::{self, Canonical, NewEvent};
 use jit_server::store::jobs::JobKind;
@@ -128,8 +128,8 @@ fn request(requester: &User, entitlement: &str) -> RequestRow {
         root_id: id,
         target_key: format!("aws:{entitlement}"),
         simulated: false,
-        created_at: T0,
-        pending_until: Some(T0 + 3_600_000),
+        created_at: UnixMs::from_millis(T0),
+        pending_until: Some(UnixMs::from_millis(T0 + 3_600_000)),
         start_at: None,
         decided_at: None,
         activated_at: None,
@@ -1677,7 +1677,7 @@ both_backends!(a_list_of_several_states_pages_like_one_statement, |db| {
         add_user(&db.store, &who).await;
         let mut r = request(&who, "aws-prod-admin");
         r.state = states[usize::try_from(i % 4).unwrap()];
-        r.created_at = T0 + (i / 3) * 1_000;
+        r.created_at = UnixMs::from_millis(T0 + (i / 3) * 1_000);
         insert_request(&db.store, &r).await.unwrap();
         all.push(r);
     }
@@ -1689,7 +1689,7 @@ both_backends!(a_list_of_several_states_pages_like_one_statement, |db| {
     let mut expected: Vec<(i64, Uuid)> = all
         .iter()
         .filter(|r| wanted.contains(&r.state))
-        .map(|r| (r.created_at, r.id))
+        .map(|r| (r.created_at.millis(), r.id))
         .collect();
     expected.sort_unstable_by(|a, b| b.cmp(a));
     let filter = |after, before| requests::ListFilter {
@@ -1708,7 +1708,7 @@ both_backends!(a_list_of_several_states_pages_like_one_statement, |db| {
             .await
             .unwrap();
         assert!(page.len() <= 4);
-        seen.extend(page.iter().map(|r| (r.created_at, r.id)));
+        seen.extend(page.iter().map(|r| (r.created_at.millis(), r.id)));
         match page.last() {
             Some(last) if page.len() == 4 => after = Some(requests::Cursor::after(last)),
             _ => break,
@@ -1729,7 +1729,10 @@ both_backends!(a_list_of_several_states_pages_like_one_statement, |db| {
     let newer = requests::list(&db.store, &filter(None, Some(oldest)))
         .await
         .unwrap();
-    let got: Vec<(i64, Uuid)> = newer.iter().map(|r| (r.created_at, r.id)).collect();
+    let got: Vec<(i64, Uuid)> = newer
+        .iter()
+        .map(|r| (r.created_at.millis(), r.id))
+        .collect();
     let want: Vec<(i64, Uuid)> = expected[expected.len() - 5..expected.len() - 1]
         .iter()
         .rev()
@@ -2119,7 +2122,7 @@ both_backends!(
         let row = |state: RequestState, at: i64, class: &str| {
             let mut r = request(&alice, "aws-sandbox");
             r.state = state;
-            r.created_at = at;
+            r.created_at = UnixMs::from_millis(at);
             r.justification = class.to_owned();
             r
         };

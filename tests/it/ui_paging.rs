@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use jit_api::{Decision, RequestState};
-use jit_server::domain::User;
+use jit_server::domain::{UnixMs, User};
 use jit_server::store::requests::{self, ApprovalRow, RequestRow};
 use jit_server::store::users;
 use reqwest::StatusCode;
@@ -27,9 +27,9 @@ fn row(
     let mut r = pending(&requester(i), entitlement, kind, created_at);
     r.state = state;
     if state == RequestState::Active {
-        r.decided_at = Some(created_at);
-        r.activated_at = Some(created_at);
-        r.expires_at = Some(created_at + 86_400_000);
+        r.decided_at = Some(UnixMs::from_millis(created_at));
+        r.activated_at = Some(UnixMs::from_millis(created_at));
+        r.expires_at = Some(UnixMs::from_millis(created_at + 86_400_000));
         r.target_key = format!("fixture:{entitlement}:{i}");
     }
     r
@@ -282,14 +282,14 @@ each_engine!(
         for i in 0..130 {
             let mut r = pending(&alice, "aws-sandbox", "aws_role", now - 1_000 + i);
             r.state = RequestState::Cancelled;
-            r.ended_at = Some(now);
+            r.ended_at = Some(UnixMs::from_millis(now));
             requests::insert(&mut tx, &r).await.unwrap();
             ended.push(r.id);
         }
         let mut grant = pending(&alice, "aws-prod-readonly", "aws_role", now - 5_000);
         grant.state = RequestState::Active;
-        grant.activated_at = Some(now - 5_000);
-        grant.expires_at = Some(now + 3_600_000);
+        grant.activated_at = Some(UnixMs::from_millis(now - 5_000));
+        grant.expires_at = Some(UnixMs::from_millis(now + 3_600_000));
         requests::insert(&mut tx, &grant).await.unwrap();
         tx.commit().await.unwrap();
 

@@ -86,6 +86,10 @@ async fn simulated_console(
         chrome: Chrome::new(&web, &s).await,
         id: id.to_string(),
         entitlement: view.row.entitlement.clone(),
-        expires: view.row.expires_at.map(super::ui::when).unwrap_or_default(),
+        expires: view
+            .row
+            .expires_at
+            .map(|t| super::ui::when(t.millis()))
+            .unwrap_or_default(),
     })
 }

@@ -122,7 +122,7 @@ impl App {
                         request_id: row.id,
                         entitlement,
                         grantee: grantee.clone(),
-                        ends_at: crate::clock::from_ms(row.expires_at.unwrap_or(row.created_at)),
+                        ends_at: row.expires_at.unwrap_or(row.created_at).to_datetime(),
                     });
                 }
             }

@@ -12,8 +12,7 @@ use super::requests::{Ending, secs_ms};
 use super::scheduled::Started;
 use super::step::{Notice, Step, next_state};
 use super::{App, Missing, ServiceError, Unrecorded, UpstreamCall};
-use crate::clock::from_ms;
-use crate::domain::{Event, User};
+use crate::domain::{Event, UnixMs, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
 use crate::providers::{GrantRecord, GrantSpec, Grantee, ProviderError, Pruned, SessionsEnded};
@@ -252,9 +251,10 @@ impl App {
         }
         let ent = self.catalog_entry(&row.entitlement)?.clone();
         let grantee = Self::grantee(&row, grantee)?;
-        let now_ms = self.now_ms();
-        let ends = self.grant_ends(&row, now_ms).await?;
-        if row.start_at.is_some() && ends <= now_ms {
+        let now = self.now_unix();
+        let now_ms = now.millis();
+        let ends = self.grant_ends(&row, now).await?;
+        if row.start_at.is_some() && ends <= now {
             return self.fail_too_late(job, id, ends, now_ms).await;
         }
         let mut guard = self.lock_target(&row.target_key).await?;
@@ -274,7 +274,7 @@ impl App {
             row: &row,
             ent: &ent,
             grantee: &grantee,
-            starts: now_ms,
+            starts: now,
             ends,
             held,
             overlapping: job.attempts > 1 || held,
@@ -294,18 +294,18 @@ impl App {
         Ok(outcome)
     }
 
-    /// When the grant of approved request `row`, made at `now_ms`, ends: an extension's
+    /// When the grant of approved request `row`, made at `now`, ends: an extension's
     /// window continues the grant it extends, a scheduled request's starts at its
     /// `start_at` (however late it starts), any other's now.
-    async fn grant_ends(&self, row: &RequestRow, now_ms: i64) -> Result<i64, ServiceError> {
+    async fn grant_ends(&self, row: &RequestRow, now: UnixMs) -> Result<UnixMs, ServiceError> {
         let base = match row.extends_id {
             Some(parent) => store::get(&self.store, parent)
                 .await?
                 .and_then(|p| p.expires_at)
-                .map_or(now_ms, |e| e.max(now_ms)),
-            None => row.start_at.unwrap_or(now_ms),
+                .map_or(now, |e| e.max(now)),
+            None => row.start_at.unwrap_or(now),
         };
-        Ok(base + row.duration_secs * 1000)
+        Ok(base.plus_secs(row.duration_secs))
     }
 
     /// Fails request `id`, approved (or started) only after its window ended at `ends`, in a
@@ -315,7 +315,7 @@ impl App {
         &self,
         job: &Job,
         id: Uuid,
-        ends: i64,
+        ends: UnixMs,
         now_ms: i64,
     ) -> Result<JobOutcome, ServiceError> {
         let mut tx = self.store.begin().await?;
@@ -336,8 +336,8 @@ impl App {
             request_id: a.row.id,
             grantee: a.grantee,
             entitlement: a.ent,
-            starts_at: from_ms(a.starts),
-            ends_at: from_ms(a.ends),
+            starts_at: a.starts.to_datetime(),
+            ends_at: a.ends.to_datetime(),
             justification: &a.row.justification,
             ticket: a.row.ticket.as_deref(),
             overlapping: a.overlapping,
@@ -405,7 +405,7 @@ impl App {
             actor: "system",
             action: "grant.activated",
             data: json!({
-                "expires_at": super::requests::fmt_ms(a.ends),
+                "expires_at": a.ends.to_string(),
                 "reference": record.reference,
                 "simulated": self.providers.simulates(a.ent),
                 "overlapping": a.overlapping,
@@ -423,7 +423,7 @@ impl App {
             kind: JobKind::Expire,
             request_id: Some(id),
             payload: "{}",
-            due_at: a.ends,
+            due_at: a.ends.millis(),
             dedupe_key: Some(format!("expire:{id}")),
         };
         let warning = self.expiry_warning_job(id, a.starts, a.ends);
@@ -486,7 +486,8 @@ impl App {
     }
 
     async fn expire_tx(&self, job: &Job, id: Uuid, hold: bool) -> Result<JobOutcome, ServiceError> {
-        let now_ms = self.now_ms();
+        let now = self.now_unix();
+        let now_ms = now.millis();
         let mut tx = self.store.begin().await?;
         if hold {
             tx.hold_audit();
@@ -498,10 +499,10 @@ impl App {
             return Ok(JobOutcome::Done);
         }
         if let Some(end) = row.expires_at
-            && end > now_ms
+            && end > now
         {
             tx.rollback().await?;
-            return Ok(JobOutcome::RetryAt(end, "not yet due".to_owned()));
+            return Ok(JobOutcome::RetryAt(end.millis(), "not yet due".to_owned()));
         }
         self.end_request(
             &mut tx,
@@ -511,7 +512,7 @@ impl App {
             Ending {
                 by: None,
                 action: "grant.expired",
-                data: json!({ "expires_at": row.expires_at.map(super::requests::fmt_ms) }),
+                data: json!({ "expires_at": row.expires_at.map(|t| t.to_string()) }),
                 kind: NotificationKind::Expired,
                 comment: None,
             },
@@ -527,15 +528,19 @@ impl App {
 
     /// Times out a request nobody decided on.
     pub(crate) async fn time_out(&self, job: &Job, id: Uuid) -> Result<JobOutcome, ServiceError> {
-        let now_ms = self.now_ms();
+        let now = self.now_unix();
+        let now_ms = now.millis();
         let mut tx = self.store.begin().await?;
         let row = store::lock(&self.store, &mut tx, id).await?;
         if row.state == RequestState::Pending {
             if let Some(until) = row.pending_until
-                && until > now_ms
+                && until > now
             {
                 tx.rollback().await?;
-                return Ok(JobOutcome::RetryAt(until, "not yet due".to_owned()));
+                return Ok(JobOutcome::RetryAt(
+                    until.millis(),
+                    "not yet due".to_owned(),
+                ));
             }
             self.end_request(
                 &mut tx,
@@ -582,7 +587,8 @@ impl App {
             drop(guard);
             return self.complete_only(job).await;
         }
-        let now_ms = self.now_ms();
+        let now = self.now_unix();
+        let now_ms = now.millis();
         let holders = store::live_holders(&self.store, &row.target_key, id).await?;
         let result = if holders.is_empty() {
             for key in ent.policy_keys() {
@@ -592,8 +598,8 @@ impl App {
                 request_id: id,
                 grantee: &grantee,
                 entitlement: &ent,
-                starts_at: from_ms(row.activated_at.unwrap_or(now_ms)),
-                ends_at: from_ms(row.expires_at.unwrap_or(now_ms)),
+                starts_at: row.activated_at.unwrap_or(now).to_datetime(),
+                ends_at: row.expires_at.unwrap_or(now).to_datetime(),
                 justification: &row.justification,
                 ticket: row.ticket.as_deref(),
                 overlapping: false,
@@ -903,8 +909,8 @@ impl App {
                 )
             }));
         }
-        let now_ms = self.now_ms();
-        if row.state != RequestState::Active || row.expires_at.is_none_or(|e| e <= now_ms) {
+        let now = self.now_unix();
+        if row.state != RequestState::Active || row.expires_at.is_none_or(|e| e <= now) {
             return Err(ServiceError::Conflict(format!(
                 "request is {}, not active",
                 row.state
@@ -1123,8 +1129,8 @@ impl App {
             request_id: row.id,
             grantee,
             entitlement: ent,
-            starts_at: from_ms(row.activated_at.unwrap_or(row.created_at)),
-            ends_at: from_ms(row.expires_at.unwrap_or(row.created_at)),
+            starts_at: row.activated_at.unwrap_or(row.created_at).to_datetime(),
+            ends_at: row.expires_at.unwrap_or(row.created_at).to_datetime(),
             justification: &row.justification,
             ticket: row.ticket.as_deref(),
             overlapping: false,
@@ -1139,9 +1145,9 @@ struct Activation<'a> {
     row: &'a RequestRow,
     ent: &'a Entitlement,
     grantee: &'a Grantee,
-    /// Its window, unix ms.
-    starts: i64,
-    ends: i64,
+    /// Its window.
+    starts: UnixMs,
+    ends: UnixMs,
     /// Another live grant holds its object.
     held: bool,
     /// The object may exist already: the provider adopts or extends it.

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{App, ServiceError};
 use crate::clock::from_ms;
+use crate::domain::UnixMs;
 use crate::store::audit::{self, NewEvent};
 use crate::store::held::{self, Change, HeldEvent};
 use crate::store::requests::{self as store, Changes};
@@ -164,7 +165,7 @@ impl App {
                     from,
                     to,
                     &Changes {
-                        ended_at: Some(*at),
+                        ended_at: Some(UnixMs::from_millis(*at)),
                         ..Changes::default()
                     },
                 )

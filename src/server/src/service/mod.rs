@@ -200,6 +200,11 @@ impl App {
         crate::clock::to_ms(self.now())
     }
 
+    /// Now, as a [`UnixMs`](crate::domain::UnixMs).
+    pub fn now_unix(&self) -> crate::domain::UnixMs {
+        crate::domain::UnixMs::from_datetime(self.now())
+    }
+
     /// Appends an audit event inside `tx`; returns an id of the event, unique
     /// to it (notifications are keyed by it).
     pub async fn audit(&self, tx: &mut Tx, event: NewEvent<'_>) -> Result<Uuid, ServiceError> {

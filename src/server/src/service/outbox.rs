@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::requests::RequestView;
 use super::{App, ServiceError};
+use crate::domain::UnixMs;
 use crate::notify::{Audience, Delivery, Notification, NotificationKind};
 use crate::store::Tx;
 use crate::store::audit::NewEvent;
@@ -164,15 +165,15 @@ impl App {
     pub(crate) fn expiry_warning_job(
         &self,
         id: Uuid,
-        activated: i64,
-        ends: i64,
+        activated: UnixMs,
+        ends: UnixMs,
     ) -> Option<jobs::NewJob<'static>> {
         let lead = super::requests::secs_ms(self.config.notify.expiry_warning.secs());
-        (ends - activated > 2 * lead).then(|| jobs::NewJob {
+        (ends.millis() - activated.millis() > 2 * lead).then(|| jobs::NewJob {
             kind: JobKind::ExpiryWarning,
             request_id: Some(id),
             payload: "{}",
-            due_at: ends - lead,
+            due_at: ends.millis() - lead,
             dedupe_key: Some(format!("expiry_warning:{id}")),
         })
     }
@@ -185,7 +186,7 @@ impl App {
     ) -> Result<super::grants::JobOutcome, ServiceError> {
         let mut tx = self.store.begin().await?;
         let row = store::lock(&self.store, &mut tx, id).await?;
-        let now = self.now_ms();
+        let now = self.now_unix();
         if row.state == jit_api::RequestState::Active && row.expires_at.is_some_and(|e| e > now) {
             let event_id = self
                 .audit(
@@ -195,7 +196,7 @@ impl App {
                         action: "grant.expiring_soon",
                         request_id: Some(id),
                         entitlement: Some(&row.entitlement),
-                        data: json!({ "expires_at": row.expires_at.map(super::requests::fmt_ms) }),
+                        data: json!({ "expires_at": row.expires_at.map(|t| t.to_string()) }),
                     },
                 )
                 .await?;
@@ -211,7 +212,7 @@ impl App {
             )
             .await?;
         }
-        jobs::complete(&mut tx, job.id, now).await?;
+        jobs::complete(&mut tx, job.id, now.millis()).await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(super::grants::JobOutcome::Done)

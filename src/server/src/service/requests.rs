@@ -7,8 +7,7 @@ use uuid::Uuid;
 use super::outbox::Told;
 use super::step::{Notice, Step, next_state};
 use super::{App, Missing, ServiceError};
-use crate::clock::from_ms;
-use crate::domain::{self, Event, User};
+use crate::domain::{self, Event, UnixMs, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Authorized, Entitlement, OwnRequest, RequestFacts, RequestResource, act};
 use crate::store::audit::NewEvent;
@@ -46,7 +45,7 @@ struct Filing<'a> {
     duration: u64,
     justification: String,
     ticket: Option<String>,
-    start_at: Option<i64>,
+    start_at: Option<UnixMs>,
     signed_in: super::step_up::Satisfied,
     now: time::OffsetDateTime,
 }
@@ -58,7 +57,9 @@ fn activation_job(row: &RequestRow, now_ms: i64) -> NewJob<'static> {
         kind: JobKind::Activate,
         request_id: Some(row.id),
         payload: "{}",
-        due_at: row.start_at.map_or(now_ms, |start| start.max(now_ms)),
+        due_at: row
+            .start_at
+            .map_or(now_ms, |start| start.millis().max(now_ms)),
         dedupe_key: Some(format!("activate:{}", row.id)),
     }
 }
@@ -147,8 +148,8 @@ fn pending_row(new: NewRow<'_>) -> RequestRow {
         root_id: id,
         target_key: asker.target_key,
         simulated: asker.simulated,
-        created_at: now_ms,
-        pending_until: Some(now_ms + secs_ms(ent.pending_ttl)),
+        created_at: UnixMs::from_millis(now_ms),
+        pending_until: Some(UnixMs::from_millis(now_ms).plus_millis(secs_ms(ent.pending_ttl))),
         start_at: None,
         decided_at: None,
         activated_at: None,
@@ -168,7 +169,7 @@ fn timeout_job(row: &RequestRow, now_ms: i64) -> NewJob<'static> {
         kind: JobKind::Timeout,
         request_id: Some(row.id),
         payload: "{}",
-        due_at: row.pending_until.unwrap_or(now_ms),
+        due_at: row.pending_until.map_or(now_ms, UnixMs::millis),
         dedupe_key: Some(format!("timeout:{}", row.id)),
     }
 }
@@ -374,7 +375,7 @@ impl App {
             extension: false,
             break_glass: input.break_glass,
             now: now.unix_timestamp(),
-            start_at: start_at.map(|ms| ms.div_euclid(1000)),
+            start_at: start_at.map(|t| t.millis().div_euclid(1000)),
         };
         let asked = self.may_ask(user, ent, &facts)?;
         // After the policy: nobody is sent to sign in again for what they may not ask for.
@@ -447,7 +448,10 @@ impl App {
             } else {
                 Event::Approve
             };
-            (next_state(RequestState::Pending, event)?, Some(now_ms))
+            (
+                next_state(RequestState::Pending, event)?,
+                Some(UnixMs::from_millis(now_ms)),
+            )
         } else {
             (RequestState::Pending, None)
         };
@@ -515,7 +519,7 @@ impl App {
         });
         signed_in.record(&mut data);
         if let Some(start) = row.start_at {
-            data["start_at"] = json!(crate::clock::fmt_ms(start));
+            data["start_at"] = json!(start.to_string());
         }
         let created = NewEvent {
             actor: &user.email,
@@ -578,15 +582,15 @@ impl App {
         action: &str,
         data: serde_json::Value,
     ) -> Result<Uuid, ServiceError> {
-        let now_ms = self.now_ms();
-        let event = if row.start_at.is_some_and(|start| start > now_ms) {
+        let now = self.now_unix();
+        let event = if row.start_at.is_some_and(|start| start > now) {
             Event::Schedule
         } else {
             Event::Approve
         };
         let to = next_state(row.state, event)?;
         let changes = Changes {
-            decided_at: Some(now_ms),
+            decided_at: Some(now),
             ..Changes::default()
         };
         let step = Step {
@@ -596,7 +600,7 @@ impl App {
             notice: None,
         };
         let event = self.take_step(tx, row, to, &changes, step).await?;
-        self.queue_activation(tx, row, now_ms).await?;
+        self.queue_activation(tx, row, now.millis()).await?;
         Ok(event)
     }
 
@@ -708,7 +712,7 @@ impl App {
     ) -> Result<(), ServiceError> {
         let to = next_state(row.state, Event::Deny)?;
         let changes = Changes {
-            decided_at: Some(now_ms),
+            decided_at: Some(UnixMs::from_millis(now_ms)),
             ..Changes::default()
         };
         let step = Step {
@@ -973,7 +977,7 @@ impl App {
         ending: Ending<'_>,
     ) -> Result<(), ServiceError> {
         let changes = Changes {
-            ended_at: Some(now_ms),
+            ended_at: Some(UnixMs::from_millis(now_ms)),
             ..Changes::default()
         };
         let step = Step {
@@ -1396,7 +1400,7 @@ impl App {
     /// Time left on an active grant, in seconds.
     pub fn seconds_left(&self, row: &RequestRow) -> i64 {
         row.expires_at
-            .map_or(0, |e| ((e - self.now_ms()) / 1000).max(0))
+            .map_or(0, |e| ((e.millis() - self.now_ms()) / 1000).max(0))
     }
 }
 
@@ -1440,7 +1444,8 @@ pub fn already_open(open: &RequestRow) -> String {
     match (open.state, open.expires_at) {
         (RequestState::Active, Some(until)) => format!(
             "you already have access to `{ent}` until {} (request {short}): extend it to keep it longer",
-            from_ms(until)
+            until
+                .to_datetime()
                 .format(time::macros::format_description!(
                     "[year]-[month]-[day] [hour]:[minute] UTC"
                 ))
@@ -1464,8 +1469,8 @@ fn check_start(
     at: time::OffsetDateTime,
     now: time::OffsetDateTime,
     break_glass: bool,
-) -> Result<i64, ServiceError> {
-    let shown = crate::clock::fmt_ms(crate::clock::to_ms(at));
+) -> Result<UnixMs, ServiceError> {
+    let shown = UnixMs::from_datetime(at);
     if break_glass {
         return Err(ServiceError::Invalid(
             "break-glass grants at once: it cannot have a `start_at`".to_owned(),
@@ -1484,7 +1489,7 @@ fn check_start(
             ent.id
         )));
     }
-    Ok(crate::clock::to_ms(at))
+    Ok(UnixMs::from_datetime(at))
 }
 
 fn check_duration(ent: &Entitlement, secs: u64) -> Result<(), ServiceError> {

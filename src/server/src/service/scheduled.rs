@@ -8,10 +8,9 @@ use jit_api::RequestState;
 use serde_json::json;
 
 use super::grants::JobOutcome;
-use super::requests::fmt_ms;
 use super::step::{Notice, Step, next_state};
 use super::{App, ServiceError};
-use crate::domain::Event;
+use crate::domain::{Event, UnixMs};
 use crate::notify::NotificationKind;
 use crate::store::jobs::{self, Job};
 use crate::store::requests::{self as store, Changes, RequestRow};
@@ -32,26 +31,26 @@ impl App {
         job: &Job,
         row: &RequestRow,
     ) -> Result<Started, ServiceError> {
-        let now_ms = self.now_ms();
+        let now = self.now_unix();
         let mut tx = self.store.begin().await?;
         let current = store::lock(&self.store, &mut tx, row.id).await?;
         if current.state != RequestState::Scheduled {
             // Cancelled before it started.
-            jobs::complete(&mut tx, job.id, now_ms).await?;
+            jobs::complete(&mut tx, job.id, now.millis()).await?;
             tx.commit().await?;
             return Ok(Started::Done(JobOutcome::Done));
         }
-        let start = current.start_at.unwrap_or(now_ms);
-        if start > now_ms {
+        let start = current.start_at.unwrap_or(now);
+        if start > now {
             // Claimed early (a clock moved back): wait for the start.
             tx.rollback().await?;
             return Ok(Started::Done(JobOutcome::RetryAt(
-                start,
+                start.millis(),
                 "not started yet".to_owned(),
             )));
         }
-        let ends = start + current.duration_secs * 1000;
-        if ends <= now_ms {
+        let ends = start.plus_secs(current.duration_secs);
+        if ends <= now {
             self.fail_grant(&mut tx, job, &current, window_over(ends))
                 .await?;
             tx.commit().await?;
@@ -61,7 +60,7 @@ impl App {
         let step = Step {
             actor: "system",
             action: "request.started",
-            data: json!({ "start_at": fmt_ms(start), "expires_at": fmt_ms(ends) }),
+            data: json!({ "start_at": start.to_string(), "expires_at": ends.to_string() }),
             notice: None,
         };
         self.take_step(&mut tx, &current, to, &Changes::default(), step)
@@ -86,7 +85,7 @@ impl App {
         let now_ms = self.now_ms();
         let to = next_state(row.state, Event::Fail)?;
         let changes = Changes {
-            ended_at: Some(now_ms),
+            ended_at: Some(UnixMs::from_millis(now_ms)),
             failure_reason: Some(reason.clone()),
             ..Changes::default()
         };
@@ -119,10 +118,7 @@ impl App {
     }
 }
 
-/// Why a scheduled request whose window ended at `ends` (unix ms) is not granted.
-pub(super) fn window_over(ends: i64) -> String {
-    format!(
-        "its window ended at {} before the grant could be made",
-        fmt_ms(ends)
-    )
+/// Why a scheduled request whose window ended at `ends` is not granted.
+pub(super) fn window_over(ends: UnixMs) -> String {
+    format!("its window ended at {ends} before the grant could be made")
 }

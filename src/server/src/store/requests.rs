@@ -10,7 +10,7 @@ use super::db::{Arg, Query, query, query_built};
 use super::jobs::{self, NewJob};
 use super::{Backend, Store, StoreError, Tx, users, uuid_col};
 use crate::clock::{from_ms, to_ms};
-use crate::domain::User;
+use crate::domain::{UnixMs, User};
 use std::time::Instant;
 use time::OffsetDateTime;
 
@@ -47,20 +47,20 @@ pub struct RequestRow {
     pub target_key: String,
     /// Simulated grant.
     pub simulated: bool,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub pending_until: Option<i64>,
-    /// When a scheduled request's grant begins (unix ms).
-    pub start_at: Option<i64>,
-    /// Unix ms.
-    pub decided_at: Option<i64>,
-    /// Unix ms.
-    pub activated_at: Option<i64>,
-    /// Unix ms.
-    pub expires_at: Option<i64>,
-    /// Unix ms.
-    pub ended_at: Option<i64>,
+    /// When it was made.
+    pub created_at: UnixMs,
+    /// When a pending request times out.
+    pub pending_until: Option<UnixMs>,
+    /// When a scheduled request's grant begins.
+    pub start_at: Option<UnixMs>,
+    /// When it was decided.
+    pub decided_at: Option<UnixMs>,
+    /// When its grant was made.
+    pub activated_at: Option<UnixMs>,
+    /// When its grant ends.
+    pub expires_at: Option<UnixMs>,
+    /// When it ended.
+    pub ended_at: Option<UnixMs>,
     /// Why it failed.
     pub failure_reason: Option<String>,
     /// Provider's reference.
@@ -75,6 +75,11 @@ pub struct RequestRow {
 
 fn opt_uuid(v: Option<&str>) -> Result<Option<Uuid>, StoreError> {
     v.map(uuid_col).transpose()
+}
+
+/// A nullable unix-ms column.
+fn opt_time(row: &super::db::Row, col: &str) -> Result<Option<UnixMs>, StoreError> {
+    Ok(row.try_get::<Option<i64>>(col)?.map(UnixMs::from_millis))
 }
 
 impl RequestRow {
@@ -96,13 +101,13 @@ impl RequestRow {
             root_id: uuid_col(&row.try_get::<String>("root_id")?)?,
             target_key: row.try_get("target_key")?,
             simulated: row.try_get::<i64>("simulated")? != 0,
-            created_at: row.try_get("created_at")?,
-            pending_until: row.try_get("pending_until")?,
-            start_at: row.try_get("start_at")?,
-            decided_at: row.try_get("decided_at")?,
-            activated_at: row.try_get("activated_at")?,
-            expires_at: row.try_get("expires_at")?,
-            ended_at: row.try_get("ended_at")?,
+            created_at: UnixMs::from_millis(row.try_get("created_at")?),
+            pending_until: opt_time(row, "pending_until")?,
+            start_at: opt_time(row, "start_at")?,
+            decided_at: opt_time(row, "decided_at")?,
+            activated_at: opt_time(row, "activated_at")?,
+            expires_at: opt_time(row, "expires_at")?,
+            ended_at: opt_time(row, "ended_at")?,
             failure_reason: row.try_get("failure_reason")?,
             provider_ref: row.try_get("provider_ref")?,
             deprovisioned_at: row.try_get("deprovisioned_at")?,
@@ -123,11 +128,11 @@ impl RequestRow {
             duration_seconds: secs,
             justification: self.justification.clone(),
             ticket: self.ticket.clone(),
-            created_at: from_ms(self.created_at),
-            pending_until: self.pending_until.map(from_ms),
-            start_at: self.start_at.map(from_ms),
-            activated_at: self.activated_at.map(from_ms),
-            expires_at: self.expires_at.map(from_ms),
+            created_at: self.created_at.to_datetime(),
+            pending_until: self.pending_until.map(UnixMs::to_datetime),
+            start_at: self.start_at.map(UnixMs::to_datetime),
+            activated_at: self.activated_at.map(UnixMs::to_datetime),
+            expires_at: self.expires_at.map(UnixMs::to_datetime),
             approvals: approvals
                 .iter()
                 .map(|a| jit_api::Approval {
@@ -197,10 +202,10 @@ fn bind_insert(q: Query, r: &RequestRow) -> Query {
         .bind(r.root_id.to_string())
         .bind(&r.target_key)
         .bind(i64::from(r.simulated))
-        .bind(r.created_at)
-        .bind(r.pending_until)
-        .bind(r.decided_at)
-        .bind(r.start_at)
+        .bind(r.created_at.millis())
+        .bind(r.pending_until.map(UnixMs::millis))
+        .bind(r.decided_at.map(UnixMs::millis))
+        .bind(r.start_at.map(UnixMs::millis))
 }
 
 /// What a refused insert of `r` means, by the unique index that refused it.
@@ -422,14 +427,14 @@ pub async fn lock_root(store: &Store, tx: &mut Tx, root: Uuid) -> Result<(), Sto
 /// Fields a state change may set.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
-    /// Unix ms.
-    pub decided_at: Option<i64>,
-    /// Unix ms.
-    pub activated_at: Option<i64>,
-    /// Unix ms.
-    pub expires_at: Option<i64>,
-    /// Unix ms.
-    pub ended_at: Option<i64>,
+    /// When it was decided.
+    pub decided_at: Option<UnixMs>,
+    /// When its grant was made.
+    pub activated_at: Option<UnixMs>,
+    /// When its grant ends.
+    pub expires_at: Option<UnixMs>,
+    /// When it ended.
+    pub ended_at: Option<UnixMs>,
     /// Failure reason.
     pub failure_reason: Option<String>,
     /// Provider reference.
@@ -474,10 +479,10 @@ pub async fn change_state(
          WHERE id = $9 AND state = $10",
     )
     .bind(to.as_str())
-    .bind(c.decided_at)
-    .bind(c.activated_at)
-    .bind(c.expires_at)
-    .bind(c.ended_at)
+    .bind(c.decided_at.map(UnixMs::millis))
+    .bind(c.activated_at.map(UnixMs::millis))
+    .bind(c.expires_at.map(UnixMs::millis))
+    .bind(c.ended_at.map(UnixMs::millis))
     .bind(&c.failure_reason)
     .bind(&c.provider_ref)
     .bind(c.simulated.map(i64::from))
@@ -686,7 +691,7 @@ impl Cursor {
     /// The cursor after `row`.
     pub fn after(row: &RequestRow) -> Self {
         Self {
-            created_at: row.created_at,
+            created_at: row.created_at.millis(),
             id: row.id,
         }
     }

@@ -196,7 +196,7 @@ fn card(web: &Web, v: &RequestView) -> Card {
     // Scheduled: it will end `duration` after its start.
     let ends = r.expires_at.or_else(|| {
         (r.state == RequestState::Scheduled)
-            .then(|| r.start_at.map(|s| s + r.duration_secs * 1000))
+            .then(|| r.start_at.map(|s| s.plus_secs(r.duration_secs)))
             .flatten()
     });
     Card {
@@ -210,11 +210,11 @@ fn card(web: &Web, v: &RequestView) -> Card {
         duration: jit_api::format_duration(u64::try_from(r.duration_secs).unwrap_or(0)),
         justification: r.justification.clone(),
         ticket: r.ticket.clone().unwrap_or_default(),
-        created: when(r.created_at),
-        age: ago((now - r.created_at) / 1000),
-        expires: ends.map(when).unwrap_or_default(),
-        expires_iso: ends.map(iso).unwrap_or_default(),
-        starts: r.start_at.map(when).unwrap_or_default(),
+        created: when(r.created_at.millis()),
+        age: ago((now - r.created_at.millis()) / 1000),
+        expires: ends.map(|t| when(t.millis())).unwrap_or_default(),
+        expires_iso: ends.map(|t| iso(t.millis())).unwrap_or_default(),
+        starts: r.start_at.map(|t| when(t.millis())).unwrap_or_default(),
         left_secs: left,
         left: if r.state == RequestState::Active {
             minutes_left(left)
@@ -224,12 +224,12 @@ fn card(web: &Web, v: &RequestView) -> Card {
         times_out: r
             .pending_until
             .filter(|_| pending)
-            .map(when)
+            .map(|t| when(t.millis()))
             .unwrap_or_default(),
         times_out_in: r
             .pending_until
             .filter(|_| pending)
-            .map(|u| format!("in {}", minutes_left((u - now) / 1000)))
+            .map(|u| format!("in {}", minutes_left((u.millis() - now) / 1000)))
             .unwrap_or_default(),
         approvals: jit_api::approvals_words(
             u32::try_from(r.approvals_required).unwrap_or(0),
