@@ -65,12 +65,12 @@ pub struct RequestRow {
     pub failure_reason: Option<String>,
     /// Provider's reference.
     pub provider_ref: Option<String>,
-    /// Upstream removal confirmed (unix ms).
-    pub deprovisioned_at: Option<i64>,
+    /// When its upstream removal was confirmed.
+    pub deprovisioned_at: Option<UnixMs>,
     /// Break-glass reviewer.
     pub reviewed_by: Option<String>,
-    /// Unix ms.
-    pub reviewed_at: Option<i64>,
+    /// When its break-glass review was done.
+    pub reviewed_at: Option<UnixMs>,
 }
 
 fn opt_uuid(v: Option<&str>) -> Result<Option<Uuid>, StoreError> {
@@ -110,9 +110,9 @@ impl RequestRow {
             ended_at: opt_time(row, "ended_at")?,
             failure_reason: row.try_get("failure_reason")?,
             provider_ref: row.try_get("provider_ref")?,
-            deprovisioned_at: row.try_get("deprovisioned_at")?,
+            deprovisioned_at: opt_time(row, "deprovisioned_at")?,
             reviewed_by: row.try_get("reviewed_by")?,
-            reviewed_at: row.try_get("reviewed_at")?,
+            reviewed_at: opt_time(row, "reviewed_at")?,
         })
     }
 
