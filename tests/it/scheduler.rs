@@ -109,3 +109,46 @@ async fn on_time(engine: Engine) {
     stop.send(true).unwrap();
     scheduler.await.unwrap();
 }
+
+/// An expiry job claimed before the grant's end (here: moved earlier by hand, as a clock that
+/// stepped back would) puts itself back to that end without counting a failure, and the
+/// grant stays active until then.
+async fn early_claim_is_no_failure(engine: Engine) {
+    let b = start(engine).await;
+    let alice = b.login("alice").await;
+    let bob = b.login("bob").await;
+    let r = alice.request("aws-prod-admin", "1h").await;
+    bob.approve(r.id).await;
+    b.run_jobs().await;
+    let r = alice.show(r.id).await;
+    assert_eq!(r.state, RequestState::Active);
+    let ends = r.expires_at.unwrap();
+    let ends_ms = i64::try_from(ends.unix_timestamp_nanos() / 1_000_000).unwrap();
+    let key = format!("expire:{}", r.id);
+    query("UPDATE jobs SET due_at = $1 WHERE dedupe_key = $2")
+        .bind(b.app.now_ms())
+        .bind(&key)
+        .execute(&b.app.store)
+        .await
+        .unwrap();
+    b.run_jobs().await;
+    assert_eq!(alice.show(r.id).await.state, RequestState::Active);
+    let row = query("SELECT due_at, failures, done_at FROM jobs WHERE dedupe_key = $1")
+        .bind(&key)
+        .fetch_one(&b.app.store)
+        .await
+        .unwrap();
+    assert_eq!(row.try_get::<i64>("due_at").unwrap(), ends_ms);
+    assert_eq!(row.try_get::<i64>("failures").unwrap(), 0);
+    assert_eq!(row.try_get::<Option<i64>>("done_at").unwrap(), None);
+    // At its end it runs, and the grant expires.
+    b.advance(Duration::from_mins(61)).await;
+    assert_eq!(alice.show(r.id).await.state, RequestState::Expired);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_claimed_before_it_is_due_waits_without_a_failure() {
+    for engine in ENGINES {
+        early_claim_is_no_failure(engine).await;
+    }
+}

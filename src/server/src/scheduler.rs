@@ -231,6 +231,12 @@ async fn run_one(app: App, job: Job) -> Option<i64> {
     crate::metrics::job_ran(&job.kind, started.elapsed(), late_ms);
     let at = match result {
         Ok(JobOutcome::Done) => return None,
+        Ok(JobOutcome::NotYet(at)) => {
+            if let Err(e) = jobs::postpone(&app.store, job.id, at).await {
+                error!(error = %e, "could not reschedule job");
+            }
+            at
+        }
         Ok(JobOutcome::RetryAt(at, why)) => {
             crate::metrics::job_retried(&job.kind);
             warn!(job.kind = %job.kind, request.id = ?job.request_id, attempts = job.attempts, failures = job.failures, reason = %why, "job will be retried");

@@ -130,8 +130,12 @@ const ALSO_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))
 pub enum JobOutcome {
     /// Done; the job row was completed in the effect's transaction.
     Done,
-    /// Try again at this unix-ms time.
+    /// Try again at this unix-ms time: the attempt failed (counted, logged).
     RetryAt(i64, String),
+    /// Claimed before it was due (a clock moved back, or its time moved later): run it at
+    /// this unix-ms time. Not a failure: it neither counts towards the job's attempts to
+    /// give up after nor backs off.
+    NotYet(i64),
 }
 
 impl App {
@@ -288,7 +292,7 @@ impl App {
         };
         match outcome {
             JobOutcome::Done => tx.commit().await?,
-            JobOutcome::RetryAt(..) => tx.rollback().await?,
+            JobOutcome::RetryAt(..) | JobOutcome::NotYet(_) => tx.rollback().await?,
         }
         drop(guard);
         Ok(outcome)
@@ -502,7 +506,7 @@ impl App {
             && end > now
         {
             tx.rollback().await?;
-            return Ok(JobOutcome::RetryAt(end.millis(), "not yet due".to_owned()));
+            return Ok(JobOutcome::NotYet(end.millis()));
         }
         self.end_request(
             &mut tx,
@@ -537,10 +541,7 @@ impl App {
                 && until > now
             {
                 tx.rollback().await?;
-                return Ok(JobOutcome::RetryAt(
-                    until.millis(),
-                    "not yet due".to_owned(),
-                ));
+                return Ok(JobOutcome::NotYet(until.millis()));
             }
             self.end_request(
                 &mut tx,

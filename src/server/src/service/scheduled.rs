@@ -44,10 +44,7 @@ impl App {
         if start > now {
             // Claimed early (a clock moved back): wait for the start.
             tx.rollback().await?;
-            return Ok(Started::Done(JobOutcome::RetryAt(
-                start.millis(),
-                "not started yet".to_owned(),
-            )));
+            return Ok(Started::Done(JobOutcome::NotYet(start.millis())));
         }
         let ends = start.plus_secs(current.duration_secs);
         if ends <= now {

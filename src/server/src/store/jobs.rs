@@ -310,6 +310,17 @@ pub async fn retry_later(
     Ok(())
 }
 
+/// Releases claimed job `id`, claimed before it was due, to run at `due_at`: not a
+/// failure, so its failure count stays.
+pub async fn postpone(store: &Store, id: Uuid, due_at: i64) -> Result<(), StoreError> {
+    query("UPDATE jobs SET due_at = $1, locked_until = NULL WHERE id = $2")
+        .bind(due_at)
+        .bind(id.to_string())
+        .execute(store)
+        .await?;
+    Ok(())
+}
+
 /// Moves a pending job of `kind` for `request` to a new time (extensions).
 pub async fn reschedule(tx: &mut Tx, dedupe_key: &str, due_at: i64) -> Result<(), StoreError> {
     tx.queued_due([due_at]);
