@@ -133,12 +133,17 @@ async fn early_claim_is_no_failure(engine: Engine) {
         .unwrap();
     b.run_jobs().await;
     assert_eq!(alice.show(r.id).await.state, RequestState::Active);
-    let row = query("SELECT due_at, failures, done_at FROM jobs WHERE dedupe_key = $1")
+    let row = query("SELECT due_at, attempts, failures, done_at FROM jobs WHERE dedupe_key = $1")
         .bind(&key)
         .fetch_one(&b.app.store)
         .await
         .unwrap();
     assert_eq!(row.try_get::<i64>("due_at").unwrap(), ends_ms);
+    assert_eq!(
+        row.try_get::<i64>("attempts").unwrap(),
+        0,
+        "the early claim is taken back"
+    );
     assert_eq!(row.try_get::<i64>("failures").unwrap(), 0);
     assert_eq!(row.try_get::<Option<i64>>("done_at").unwrap(), None);
     // At its end it runs, and the grant expires.
@@ -150,5 +155,40 @@ async fn early_claim_is_no_failure(engine: Engine) {
 async fn a_job_claimed_before_it_is_due_waits_without_a_failure() {
     for engine in ENGINES {
         early_claim_is_no_failure(engine).await;
+    }
+}
+
+/// An activation whose runs keep ending without a record (the broker stopped while making
+/// the grant) fails after three such runs instead of running forever, and what an earlier
+/// run may have made is removed.
+async fn unfinished_activations_fail(engine: Engine) {
+    let b = start(engine).await;
+    let alice = b.login("alice").await;
+    let bob = b.login("bob").await;
+    let r = alice.request("aws-prod-admin", "1h").await;
+    bob.approve(r.id).await;
+    // Three claims that ended with no record, as a broker that died mid-run leaves them.
+    query("UPDATE jobs SET attempts = 3 WHERE request_id = $1 AND kind = 'activate'")
+        .bind(r.id.to_string())
+        .execute(&b.app.store)
+        .await
+        .unwrap();
+    b.run_jobs().await;
+    let r = alice.show(r.id).await;
+    assert_eq!(r.state, RequestState::Failed, "{r:?}");
+    let reason = r.failure_reason.unwrap_or_default();
+    assert!(reason.contains("stopped 3 times"), "{reason}");
+    let actions = b.audit_actions(Some(r.id)).await;
+    let failed = actions.iter().position(|a| a == "grant.failed").unwrap();
+    assert!(
+        actions[failed..].iter().any(|a| a == "grant.removed"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_activation_that_never_finishes_fails_and_is_removed() {
+    for engine in ENGINES {
+        unfinished_activations_fail(engine).await;
     }
 }

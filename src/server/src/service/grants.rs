@@ -26,6 +26,11 @@ use crate::store::{Backend, Tx, query, query_built};
 /// marked failed (a broker that died holding the job does not count).
 const MAX_ACTIVATE_ATTEMPTS: i64 = 8;
 
+/// Runs of an activation that ended without a record (the broker stopped, or lost the job's
+/// lease, while making the grant) after which it fails instead of running again: a grant
+/// that brings the broker down is not retried forever.
+const MAX_UNFINISHED_ACTIVATIONS: i64 = 3;
+
 /// One lock per upstream object, so that a removal and a new grant of the
 /// same object never interleave inside this broker. (Across brokers the
 /// PostgreSQL advisory lock in [`App::lock_target`] does the same.)
@@ -259,7 +264,16 @@ impl App {
         let now_ms = now.millis();
         let ends = self.grant_ends(&row, now).await?;
         if row.start_at.is_some() && ends <= now {
-            return self.fail_too_late(job, id, ends, now_ms).await;
+            let reason = super::scheduled::window_over(ends);
+            return self.fail_unstarted(job, id, reason, now_ms).await;
+        }
+        let unfinished = job.attempts - 1 - job.failures;
+        if unfinished >= MAX_UNFINISHED_ACTIVATIONS {
+            let reason = format!(
+                "the broker stopped {unfinished} times while making this grant; \
+                 anything it made is being removed"
+            );
+            return self.fail_unstarted(job, id, reason, now_ms).await;
         }
         let mut guard = self.lock_target(&row.target_key).await?;
         // Again under the lock: a request cancelled or revoked meanwhile is not granted (the
@@ -312,21 +326,21 @@ impl App {
         Ok(base.plus_secs(row.duration_secs))
     }
 
-    /// Fails request `id`, approved (or started) only after its window ended at `ends`, in a
-    /// transaction of its own: nothing to grant. When it is no longer approved, only
-    /// completes `job`.
-    async fn fail_too_late(
+    /// Fails request `id` for `reason` before this run of `job` asks the cloud, in a
+    /// transaction of its own (approved or started only after its window ended, or the
+    /// broker stopped again and again while making it). When it is no longer approved,
+    /// only completes `job`.
+    async fn fail_unstarted(
         &self,
         job: &Job,
         id: Uuid,
-        ends: UnixMs,
+        reason: String,
         now_ms: i64,
     ) -> Result<JobOutcome, ServiceError> {
         let mut tx = self.store.begin().await?;
         let current = store::lock(&self.store, &mut tx, id).await?;
         if current.state == RequestState::Approved {
-            self.fail_grant(&mut tx, job, &current, super::scheduled::window_over(ends))
-                .await?;
+            self.fail_grant(&mut tx, job, &current, reason).await?;
         } else {
             jobs::complete(&mut tx, job.id, now_ms).await?;
         }

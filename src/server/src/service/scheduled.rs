@@ -98,14 +98,16 @@ impl App {
         };
         self.take_step(tx, row, to, &changes, step).await?;
         // A bundle's failed grant may leave a member whose roll-back failed (PIM refuses a
-        // removal in an assignment's first five minutes): its removal of every member is
-        // queued, and repeated until it succeeds. Other kinds made nothing.
+        // removal in an assignment's first five minutes), and an earlier run of the job may
+        // have made the grant: a cloud call that failed may have succeeded all the same (a
+        // time-out), and a broker that stopped mid-call left no record. Then the removal is
+        // queued, and repeated until it succeeds. A first run that failed made nothing.
         let bundle = self
             .policy
             .catalog
             .get(&row.entitlement)
             .is_some_and(|e| e.kind == crate::policy::Kind::Bundle);
-        if bundle {
+        if bundle || job.attempts > 1 {
             self.queue_deprovision(tx, row.id, now_ms).await?;
         } else {
             store::set_deprovisioned(tx, row.id, now_ms).await?;

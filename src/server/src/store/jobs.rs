@@ -310,14 +310,16 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// Releases claimed job `id`, claimed before it was due, to run at `due_at`: not a
-/// failure, so its failure count stays.
+/// Releases claimed job `id`, claimed before it was due, to run at `due_at`: not an
+/// attempt (its claim is taken back) and not a failure.
 pub async fn postpone(store: &Store, id: Uuid, due_at: i64) -> Result<(), StoreError> {
-    query("UPDATE jobs SET due_at = $1, locked_until = NULL WHERE id = $2")
-        .bind(due_at)
-        .bind(id.to_string())
-        .execute(store)
-        .await?;
+    query(
+        "UPDATE jobs SET due_at = $1, locked_until = NULL, attempts = attempts - 1 WHERE id = $2",
+    )
+    .bind(due_at)
+    .bind(id.to_string())
+    .execute(store)
+    .await?;
     Ok(())
 }
 
