@@ -194,7 +194,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Forbidden(m) => Self::forbidden(m),
             ServiceError::NotFound(m) => Self::not_found(m.to_string()),
-            ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
+            ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m.to_string()),
             ServiceError::StepUpRequired(step_up) => Self::step_up(step_up),
             e @ ServiceError::Upstream { .. } => {
                 // What the cloud said stays in the log: it may name accounts, roles, policies.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::requests::{Ending, secs_ms};
 use super::scheduled::Started;
 use super::step::{Notice, Step, next_state};
-use super::{App, Missing, ServiceError, Unrecorded, UpstreamCall};
+use super::{App, Conflict, Missing, ServiceError, Unrecorded, UpstreamCall};
 use crate::domain::{Event, UnixMs, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
@@ -926,10 +926,7 @@ impl App {
         }
         let now = self.now_unix();
         if row.state != RequestState::Active || row.expires_at.is_none_or(|e| e <= now) {
-            return Err(ServiceError::Conflict(format!(
-                "request is {}, not active",
-                row.state
-            )));
+            return Err(ServiceError::Conflict(Conflict::NotActive(row.state)));
         }
         let grantee = Self::grantee(&row, grantee)?;
         Ok((row, ent, grantee))

@@ -21,6 +21,7 @@ use crate::store::{Store, StoreError, Tx};
 
 pub mod admin;
 pub mod audit;
+pub mod error;
 pub mod grants;
 pub mod held;
 pub mod lists;
@@ -30,6 +31,8 @@ pub mod scheduled;
 pub mod step;
 pub mod step_up;
 pub mod wait;
+
+pub use error::Conflict;
 
 /// Everything the use-cases need; cheap to clone.
 #[derive(Clone)]
@@ -75,7 +78,7 @@ pub enum ServiceError {
     NotFound(Missing),
     /// The state does not allow it any more.
     #[error("{0}")]
-    Conflict(String),
+    Conflict(Conflict),
     /// The sign-in is too weak or too old for this entitlement: what a new one must show.
     #[error("{0}")]
     StepUpRequired(step_up::StepUp),
@@ -166,7 +169,7 @@ impl ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Conflict(m) => Self::Conflict(Conflict::Other(m)),
             StoreError::NotFound => Self::NotFound(Missing::Row),
             e @ StoreError::AuditDamaged(_) => Self::AuditDamaged(e.to_string()),
             other => Self::Internal(other.into()),

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::outbox::Told;
 use super::step::{Notice, Step, next_state};
-use super::{App, Missing, ServiceError};
+use super::{App, Conflict, Missing, ServiceError};
 use crate::domain::{self, Event, UnixMs, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Authorized, Entitlement, OwnRequest, RequestFacts, RequestResource, act};
@@ -299,18 +299,17 @@ impl App {
     ) -> Result<RequestView, ServiceError> {
         let ent = self.requested(input)?;
         if let Some(open) = self.open_overlap(user, ent).await? {
-            return Err(ServiceError::Conflict(format!(
-                "`{}` grants some of what `{}` grants, and {}",
-                ent.id,
-                open.entitlement,
-                already_open(&open)
-            )));
+            return Err(ServiceError::Conflict(Conflict::Overlap {
+                requested: ent.id.clone(),
+                open: open.entitlement.clone(),
+                already: already_open(&open),
+            }));
         }
         match self.file_request(user, ent, input).await {
             // The database refused a second open request (`requests_one_open`): say which.
             Err(ServiceError::Conflict(why)) => Err(ServiceError::Conflict(
                 match self.open_request(user, &ent.id).await {
-                    Ok(Some(open)) => already_open(&open),
+                    Ok(Some(open)) => Conflict::Other(already_open(&open)),
                     _ => why,
                 },
             )),
@@ -664,10 +663,7 @@ impl App {
         let id = row.id;
         let ent = self.entitlement(&row.entitlement)?;
         if row.state != RequestState::Pending {
-            return Err(ServiceError::Conflict(format!(
-                "request is already {}",
-                row.state
-            )));
+            return Err(ServiceError::Conflict(Conflict::Already(row.state)));
         }
         // Saying no takes no step-up: it grants nothing.
         let signed_in = match decision {
@@ -815,7 +811,7 @@ impl App {
         row: &RequestRow,
     ) -> Result<(), ServiceError> {
         let to = domain::transition(row.state, Event::Cancel)
-            .map_err(|_| ServiceError::Conflict(format!("request is already {}", row.state)))?;
+            .map_err(|_| ServiceError::Conflict(Conflict::Already(row.state)))?;
         let by_admin = who.principal() != row.requester_key;
         let now_ms = self.now_ms();
         let ending = Ending {
@@ -917,9 +913,9 @@ impl App {
         if !chain.iter().any(|r| live(&r)) {
             return Err(ServiceError::Conflict(
                 if named.state == RequestState::Scheduled {
-                    "request is scheduled, not active: cancel it instead".to_owned()
+                    Conflict::ScheduledNotActive
                 } else {
-                    format!("request is {}, not active", named.state)
+                    Conflict::NotActive(named.state)
                 },
             ));
         }
@@ -940,7 +936,7 @@ impl App {
                 ),
                 _ => continue,
             };
-            let to = to.map_err(|e| ServiceError::Conflict(e.to_string()))?;
+            let to = to.map_err(|e| ServiceError::Conflict(e.into()))?;
             let mut data = if to == RequestState::Revoked {
                 json!({ "reason": reason, "by_admin": by_admin })
             } else {
@@ -1030,10 +1026,7 @@ impl App {
                 ServiceError::Forbidden("only the requester can extend a grant".to_owned())
             })?;
         if parent.state != RequestState::Active {
-            return Err(ServiceError::Conflict(format!(
-                "request is {}, not active",
-                parent.state
-            )));
+            return Err(ServiceError::Conflict(Conflict::NotActive(parent.state)));
         }
         let ent = self.entitlement(&parent.entitlement)?;
         check_duration(ent, by)?;
@@ -1160,17 +1153,14 @@ impl App {
         store::lock_root(&self.store, tx, root).await?;
         let parent = store::lock(&self.store, tx, id).await?;
         if parent.state != RequestState::Active {
-            return Err(ServiceError::Conflict(format!(
-                "request is {}, not active",
-                parent.state
-            )));
+            return Err(ServiceError::Conflict(Conflict::NotActive(parent.state)));
         }
         let extensions = store::extension_count(tx, parent.root_id).await?;
         if extensions >= i64::from(ent.max_extensions) {
-            return Err(ServiceError::Conflict(format!(
-                "`{}` allows at most {} extensions",
-                ent.id, ent.max_extensions
-            )));
+            return Err(ServiceError::Conflict(Conflict::TooManyExtensions {
+                entitlement: ent.id.clone(),
+                max: ent.max_extensions,
+            }));
         }
         Ok(parent)
     }
@@ -1217,9 +1207,7 @@ impl App {
         let id = row.id;
         let now_ms = self.now_ms();
         if !store::set_reviewed(tx, id, &user.email, now_ms).await? {
-            return Err(ServiceError::Conflict(
-                "this break-glass grant is already reviewed".to_owned(),
-            ));
+            return Err(ServiceError::Conflict(Conflict::AlreadyReviewed));
         }
         self.audit(
             tx,

@@ -38,7 +38,7 @@ pub(crate) struct Notice<'a> {
 /// The state a request in `from` moves to on `event`; a conflict when its life does not
 /// allow that move.
 pub(crate) fn next_state(from: RequestState, event: Event) -> Result<RequestState, ServiceError> {
-    domain::transition(from, event).map_err(|e| ServiceError::Conflict(e.to_string()))
+    domain::transition(from, event).map_err(|e| ServiceError::Conflict(e.into()))
 }
 
 impl App {
