@@ -192,7 +192,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(m) => Self::bad_request(m),
-            ServiceError::Forbidden(m) => Self::forbidden(m),
+            ServiceError::Forbidden(m) => Self::forbidden(m.to_string()),
             ServiceError::NotFound(m) => Self::not_found(m.to_string()),
             ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m.to_string()),
             ServiceError::StepUpRequired(step_up) => Self::step_up(step_up),

@@ -25,7 +25,7 @@ impl App {
     pub fn authorize_admin(&self, user: &User) -> Result<Authorized<act::Admin>, ServiceError> {
         self.policy
             .authorize_broker::<act::Admin>(user)
-            .map_err(|_| ServiceError::Forbidden("only admins administer the broker".to_owned()))
+            .map_err(|_| ServiceError::Forbidden(super::Forbidden::Admin))
     }
 
     /// "Revoke all sessions" of an `aws_role` entitlement's role: every STS
@@ -38,9 +38,7 @@ impl App {
         entitlement: &str,
     ) -> Result<(String, String), ServiceError> {
         if !admin.is_for(user) {
-            return Err(ServiceError::Forbidden(
-                "only admins revoke all sessions".to_owned(),
-            ));
+            return Err(ServiceError::Forbidden(super::Forbidden::RevokeAll));
         }
         let ent =
             self.policy.catalog.get(entitlement).ok_or_else(|| {

@@ -39,7 +39,7 @@ impl App {
     pub fn authorize_audit(&self, user: &User) -> Result<Authorized<act::Audit>, ServiceError> {
         self.policy
             .authorize_broker::<act::Audit>(user)
-            .map_err(|_| ServiceError::Forbidden("only auditors read the audit log".to_owned()))
+            .map_err(|_| ServiceError::Forbidden(super::Forbidden::Audit))
     }
 
     /// Events matching `filter`, newest first, from the whole log.

@@ -5,7 +5,7 @@ use thiserror::Error;
 
 use jit_api::RequestState;
 
-use crate::domain::IllegalTransition;
+use crate::domain::{IllegalTransition, RuleError};
 
 /// Why the state of a request does not allow a step ([`super::ServiceError::Conflict`]).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -52,4 +52,48 @@ impl From<IllegalTransition> for Conflict {
     fn from(e: IllegalTransition) -> Self {
         Self::Transition(e)
     }
+}
+
+/// Why the caller may not do this ([`super::ServiceError::Forbidden`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Forbidden {
+    /// The policy does not let the caller request this entitlement.
+    #[error("policy does not allow you to request `{0}`")]
+    Request(String),
+    /// The policy does not let the caller break glass on this entitlement.
+    #[error("policy does not allow you to break glass on `{0}`")]
+    BreakGlass(String),
+    /// The caller is not an approver of this request.
+    #[error("you may not decide on this request")]
+    Decide,
+    /// The caller may not review this break-glass grant.
+    #[error("you may not review this request")]
+    Review,
+    /// Only the requester cancels a request.
+    #[error("only the requester can cancel a request")]
+    Cancel,
+    /// Only the requester or an admin cancels a scheduled request.
+    #[error("only the requester or an admin can cancel a scheduled request")]
+    CancelScheduled,
+    /// Only the requester or an admin revokes a grant.
+    #[error("only the requester or an admin can revoke")]
+    Revoke,
+    /// Only the requester extends a grant.
+    #[error("only the requester can extend a grant")]
+    Extend,
+    /// Only the grant's owner gets its credentials.
+    #[error("only the grant's owner can get its credentials")]
+    Credentials,
+    /// Only auditors read the audit log.
+    #[error("only auditors read the audit log")]
+    Audit,
+    /// Only admins administer the broker.
+    #[error("only admins administer the broker")]
+    Admin,
+    /// Only admins revoke every session of a role.
+    #[error("only admins revoke all sessions")]
+    RevokeAll,
+    /// A rule of the lifecycle refused it (self-approval, a second decision).
+    #[error("{0}")]
+    Rule(RuleError),
 }

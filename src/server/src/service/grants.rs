@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::requests::{Ending, secs_ms};
 use super::scheduled::Started;
 use super::step::{Notice, Step, next_state};
-use super::{App, Conflict, Missing, ServiceError, Unrecorded, UpstreamCall};
+use super::{App, Conflict, Forbidden, Missing, ServiceError, Unrecorded, UpstreamCall};
 use crate::domain::{Event, UnixMs, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
@@ -905,9 +905,7 @@ impl App {
             .filter(|(r, _)| self.may_see(user, r))
             .ok_or_else(|| ServiceError::NotFound(Missing::Request(id)))?;
         if row.requester_key != user.key {
-            return Err(ServiceError::Forbidden(
-                "only the grant's owner can get its credentials".to_owned(),
-            ));
+            return Err(ServiceError::Forbidden(Forbidden::Credentials));
         }
         let ent = self.catalog_entry(&row.entitlement)?.clone();
         // A bundle issues its AWS role's sessions (through the bundle's provider).

@@ -32,7 +32,7 @@ pub mod step;
 pub mod step_up;
 pub mod wait;
 
-pub use error::Conflict;
+pub use error::{Conflict, Forbidden};
 
 /// Everything the use-cases need; cheap to clone.
 #[derive(Clone)]
@@ -72,7 +72,7 @@ pub enum ServiceError {
     Invalid(String),
     /// The caller may not do this.
     #[error("{0}")]
-    Forbidden(String),
+    Forbidden(Forbidden),
     /// Nothing by that id (or not visible to the caller).
     #[error("{0}")]
     NotFound(Missing),
@@ -180,7 +180,9 @@ impl From<StoreError> for ServiceError {
 impl From<RuleError> for ServiceError {
     fn from(e: RuleError) -> Self {
         match e {
-            RuleError::SelfApproval | RuleError::AlreadyDecided => Self::Forbidden(e.to_string()),
+            RuleError::SelfApproval | RuleError::AlreadyDecided => {
+                Self::Forbidden(Forbidden::Rule(e))
+            }
             other => Self::Invalid(other.to_string()),
         }
     }

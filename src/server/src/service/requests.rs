@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::outbox::Told;
 use super::step::{Notice, Step, next_state};
-use super::{App, Conflict, Missing, ServiceError};
+use super::{App, Conflict, Forbidden, Missing, ServiceError};
 use crate::domain::{self, Event, UnixMs, User};
 use crate::notify::NotificationKind;
 use crate::policy::{Authorized, Entitlement, OwnRequest, RequestFacts, RequestResource, act};
@@ -336,12 +336,7 @@ impl App {
     ) -> Result<Authorized<act::Request>, ServiceError> {
         self.policy
             .authorize_entitlement::<act::Request>(user, ent, facts)
-            .map_err(|_| {
-                ServiceError::Forbidden(format!(
-                    "policy does not allow you to request `{}`",
-                    ent.id
-                ))
-            })
+            .map_err(|_| ServiceError::Forbidden(Forbidden::Request(ent.id.clone())))
     }
 
     /// Checks a new request and asks the policy module how it may be granted, then writes it.
@@ -389,12 +384,7 @@ impl App {
             Grant::BreakGlass(
                 self.policy
                     .authorize_entitlement::<act::BreakGlass>(user, ent, &facts)
-                    .map_err(|_| {
-                        ServiceError::Forbidden(format!(
-                            "policy does not allow you to break glass on `{}`",
-                            ent.id
-                        ))
-                    })?,
+                    .map_err(|_| ServiceError::Forbidden(Forbidden::BreakGlass(ent.id.clone())))?,
             )
         } else if ent.approvals_required == 0 {
             self.policy
@@ -426,10 +416,7 @@ impl App {
         let (ent, now, start_at, duration) =
             (filing.ent, filing.now, filing.start_at, filing.duration);
         if !filing.asked.is_for(user) || filing.asked.resource() != ent.id {
-            return Err(ServiceError::Forbidden(format!(
-                "policy does not allow you to request `{}`",
-                ent.id
-            )));
+            return Err(ServiceError::Forbidden(Forbidden::Request(ent.id.clone())));
         }
         let (auto, break_glass) = match &filing.grant {
             Grant::Approvals => (false, false),
@@ -634,9 +621,7 @@ impl App {
                 &resource(&row.id.to_string(), &row, ent),
                 self.now().unix_timestamp(),
             )
-            .map_err(|_| {
-                ServiceError::Forbidden("you may not decide on this request".to_owned())
-            })?;
+            .map_err(|_| ServiceError::Forbidden(Forbidden::Decide))?;
         self.record_decision(&mut tx, &approver, user, &row, decision, comment)
             .await?;
         tx.commit().await?;
@@ -656,9 +641,7 @@ impl App {
         comment: Option<String>,
     ) -> Result<(), ServiceError> {
         if !approver.is_for(user) || approver.resource() != row.id.to_string() {
-            return Err(ServiceError::Forbidden(
-                "you may not decide on this request".to_owned(),
-            ));
+            return Err(ServiceError::Forbidden(Forbidden::Decide));
         }
         let id = row.id;
         let ent = self.entitlement(&row.entitlement)?;
@@ -787,14 +770,11 @@ impl App {
             .policy
             .authorize_cancel(user, &own(&row.id.to_string(), &row))
             .map_err(|_| {
-                ServiceError::Forbidden(
-                    if row.state == RequestState::Scheduled {
-                        "only the requester or an admin can cancel a scheduled request"
-                    } else {
-                        "only the requester can cancel a request"
-                    }
-                    .to_owned(),
-                )
+                ServiceError::Forbidden(if row.state == RequestState::Scheduled {
+                    Forbidden::CancelScheduled
+                } else {
+                    Forbidden::Cancel
+                })
             })?;
         self.withdraw(&mut tx, &who, user, &row).await?;
         tx.commit().await?;
@@ -886,9 +866,7 @@ impl App {
         let who = self
             .policy
             .authorize_revoke(user, &own(&row.id.to_string(), row))
-            .map_err(|_| {
-                ServiceError::Forbidden("only the requester or an admin can revoke".to_owned())
-            })?;
+            .map_err(|_| ServiceError::Forbidden(Forbidden::Revoke))?;
         let changes = self
             .end_chain(&mut tx, &who, user, row, &chain, reason)
             .await?;
@@ -1022,9 +1000,7 @@ impl App {
         let requester = self
             .policy
             .authorize_extend(user, &own(&parent.id.to_string(), &parent))
-            .map_err(|_| {
-                ServiceError::Forbidden("only the requester can extend a grant".to_owned())
-            })?;
+            .map_err(|_| ServiceError::Forbidden(Forbidden::Extend))?;
         if parent.state != RequestState::Active {
             return Err(ServiceError::Conflict(Conflict::NotActive(parent.state)));
         }
@@ -1081,9 +1057,7 @@ impl App {
             || !ext.asked.is_for(user)
             || ext.requester.resource() != id.to_string()
         {
-            return Err(ServiceError::Forbidden(
-                "only the requester can extend a grant".to_owned(),
-            ));
+            return Err(ServiceError::Forbidden(Forbidden::Extend));
         }
         let auto = ext.auto.is_some();
         let now_ms = crate::clock::to_ms(ext.now);
@@ -1182,7 +1156,7 @@ impl App {
         }
         let reviewer = self
             .approver_of(user, &row)
-            .ok_or_else(|| ServiceError::Forbidden("you may not review this request".to_owned()))?;
+            .ok_or_else(|| ServiceError::Forbidden(Forbidden::Review))?;
         self.record_review(&mut tx, &reviewer, user, &row, comment)
             .await?;
         tx.commit().await?;
@@ -1200,9 +1174,7 @@ impl App {
         comment: Option<String>,
     ) -> Result<(), ServiceError> {
         if !reviewer.is_for(user) || reviewer.resource() != row.id.to_string() {
-            return Err(ServiceError::Forbidden(
-                "you may not review this request".to_owned(),
-            ));
+            return Err(ServiceError::Forbidden(Forbidden::Review));
         }
         let id = row.id;
         let now_ms = self.now_ms();
