@@ -27,8 +27,14 @@ SPLIT=0
 case "$ROUNDS" in '' | *[!0-9]*) echo "usage: benches/load_rounds.sh [ROUNDS]" >&2; exit 2 ;; esac
 
 if [ -z "${LOAD_BIN:-}" ]; then
+  # The bench's own executable: cargo also reports the jit-server binary it builds.
   LOAD_BIN=$(cargo bench -p jit-server --bench load --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    t = m.get("target") or {}
+    if m.get("reason") == "compiler-artifact" and t.get("name") == "load" and "bench" in t.get("kind", []) and m.get("executable"):
+        print(m["executable"])' | tail -n 1)
 fi
 [ -x "${LOAD_BIN:-}" ] || { echo "load bench binary not found (set LOAD_BIN)" >&2; exit 1; }
 
