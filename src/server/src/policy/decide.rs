@@ -375,11 +375,10 @@ pub(super) struct Native {
     entitlement_type: EntityTypeName,
     actions: HashMap<Action, EntityUid>,
     broker: EntityUid,
-    /// The catalog's entitlements and the broker, in every user's entities.
-    shared: Vec<Entity>,
     /// Entitlement uid by id.
     entitlement_uids: HashMap<String, EntityUid>,
-    /// The catalog's entitlements as entities, by id.
+    /// The catalog's entitlements as entities, by id (in every user's entities, with the
+    /// broker).
     entitlement_entities: HashMap<String, Entity>,
     /// What every `approve` decision's entities hold besides the user, the request and its
     /// requester and entitlement ([`Native::prepare_approve`]).
@@ -389,7 +388,7 @@ pub(super) struct Native {
     users: Mutex<UserCache>,
     /// The schema's `RequestContext` declares `start_at` (`start_at?: Long`): a schema
     /// written before it existed keeps working without it.
-    pub(super) start_at_in_context: bool,
+    start_at_in_context: bool,
     /// Some policy reads the time (`auth_age_seconds`, `hour_utc`, `weekday`): what a user
     /// may request can change from one call to the next (decided at load).
     pub(super) reads_time: bool,
@@ -494,11 +493,6 @@ impl Native {
         })
     }
 
-    /// Whether `schema` accepts a request context with `start_at` (decided once, at load).
-    pub(super) fn declares_start_at(&self, schema: &Schema) -> bool {
-        self.accepts(schema, Action::Request, true)
-    }
-
     /// Whether `schema` accepts the inputs of a decision on `action` as this module builds
     /// them, the request context with `start_at` or without. Their shape is fixed (the
     /// principal's, resource's and context's types; the context's keys and their types),
@@ -538,6 +532,7 @@ impl Native {
     /// without checking each against the schema again, which was a third of a decision's
     /// time (`benches/policy.rs`). A shape it refuses is checked at every decision, which
     /// then fails as it would have.
+    /// Whether the request context carries `start_at` follows from it.
     /// Likewise the entities an `approve` decision adds (the request and its requester,
     /// [`Native::request_entities`]), probed on `ent`, an entitlement of the catalog.
     pub(super) fn check_shapes(&mut self, schema: &Schema, ent: Option<&Entitlement>) {
@@ -549,6 +544,7 @@ impl Native {
                 }
             }
         }
+        self.start_at_in_context = accepted.contains(&(Action::Request, true));
         self.accepted = accepted;
         self.request_entities_accepted = ent.is_some_and(|ent| {
             let probe = RequestResource {
@@ -668,14 +664,11 @@ impl Native {
         .into_iter()
         .map(|a| (a, uid(&action_type, a.as_str())))
         .collect();
-        let mut shared = vec![Entity::new_no_attrs(broker.clone(), HashSet::new())];
         let mut entitlement_uids = HashMap::new();
         let mut entitlement_entities = HashMap::new();
         for ent in catalog {
             let id = uid(&entitlement_type, &ent.id);
-            let entity = entitlement_entity(id.clone(), ent)?;
-            shared.push(entity.clone());
-            entitlement_entities.insert(ent.id.clone(), entity);
+            entitlement_entities.insert(ent.id.clone(), entitlement_entity(id.clone(), ent)?);
             entitlement_uids.insert(ent.id.clone(), id);
         }
         Ok(Self {
@@ -685,7 +678,6 @@ impl Native {
             entitlement_type,
             actions,
             broker,
-            shared,
             entitlement_uids,
             entitlement_entities,
             approve_shared: Vec::new(),
@@ -760,7 +752,11 @@ impl Native {
                         .into_iter()
                         .map(|g| Entity::new_no_attrs(g, HashSet::new())),
                 )
-                .chain(self.shared.iter().cloned()),
+                .chain(std::iter::once(Entity::new_no_attrs(
+                    self.broker.clone(),
+                    HashSet::new(),
+                )))
+                .chain(self.entitlement_entities.values().cloned()),
             Some(schema),
         )
         .map_err(Denied::error)?;

@@ -189,7 +189,6 @@ impl PolicySet {
         };
         let mut native =
             decide::Native::new(catalog.iter()).map_err(|e| vec![format!("{source}: {e}")])?;
-        native.start_at_in_context = native.declares_start_at(&schema);
         native.reads_time = decide::Native::reads_time(&policies);
         native.by_action = native.by_action(&policies, &schema);
         native.check_shapes(&schema, catalog.iter().find(|e| e.kind != Kind::Bundle));
