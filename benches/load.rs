@@ -297,6 +297,13 @@ async fn run(
     let (samples, failures, elapsed) = arrivals(&client, &base, counted, rate, wait).await;
     if let Some(rounds) = rounds {
         rounds.abort();
+        // A round that failed ended the task with a panic: say so rather than report a run
+        // in which rounds stopped.
+        if let Err(e) = rounds.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
     let cpu = CpuTimes::now()
         .zip(cpu_before)
