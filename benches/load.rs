@@ -33,12 +33,16 @@
 //! ≤ 1 % to the p99 at 200 arrivals/s.
 //!
 //! Two runs, one with and one without, differ also by whatever else the machine did meanwhile,
-//! which on a shared 2-core machine moves the p99 by far more than 1 %. `split` compares within
-//! one run instead: the bench itself has the broker sign a checkpoint at the start of every
-//! other second of the counted arrivals (after one untimed round, so each timed round walks
-//! only the rows since the previous one, as in `serve`), and reports the end-to-end times of
-//! the arrivals due in the second a round starts beside those due in the second before the
-//! next; the machine's drift falls on both halves alike.
+//! which on a shared 2-core machine moves the p99 by far more than 1 %. `split` attributes the
+//! cost within one run instead: the bench itself has the broker sign a checkpoint round every
+//! `JIT_BENCH_LOAD_CHECKPOINT_EVERY` (default `2s` here; `60s` is the default
+//! `audit.checkpoint_every`) from the start of the counted arrivals, after one untimed round,
+//! so each timed round walks only the rows since the previous one, as in `serve`. It records
+//! each round's wall-clock window on the arrivals' clock. An arrival is *touched* when its
+//! lifetime (due → credentials minted) overlaps a round or the [`touch_margin`] after it; the
+//! untouched arrivals of the same run are the sample without checkpoints, so the machine's
+//! drift falls on both alike, and the p99 of all arrivals against the p99 of the untouched is
+//! what the rounds added to it (see [`Attribution`] for exactly what is printed).
 
 #![expect(clippy::expect_used, reason = "a benchmark aborts on set-up failure")]
 
@@ -50,7 +54,8 @@ use std::time::{Duration, Instant};
 
 use common::issuer::Issuer;
 use common::{
-    CpuTimes, Engine, engines, env_or, fresh_db, machine, quantiles_ms, serve_broker, start_up,
+    CpuTimes, Engine, engines, env_or, fresh_db, machine, nearest_rank, quantiles_ms, serve_broker,
+    start_up,
 };
 use jit_server::config::Config;
 use jit_server::http::AuthMode;
@@ -200,19 +205,76 @@ fn percentiles(v: Vec<Duration>) -> (f64, f64, f64) {
     (p50, p99, max)
 }
 
+/// How long after a checkpoint round ends an arrival still counts as touched by it
+/// (`JIT_BENCH_LOAD_TOUCH_MARGIN_MS`, default 50): the round can leave a queue behind it (pool
+/// connections, the sealer's and the scheduler's work, requests accepted meanwhile) that drains
+/// only after it, so an arrival that starts just after the round may still wait for it.
+fn touch_margin() -> Duration {
+    Duration::from_millis(env_or("JIT_BENCH_LOAD_TOUCH_MARGIN_MS", 50))
+}
+
 /// Whether and how the broker signs checkpoints during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checkpoints {
     Off,
     /// As `serve` does: a round every `JIT_BENCH_LOAD_CHECKPOINT_EVERY`.
     On,
-    /// A round at the start of every other second, timed by the bench (module docs).
+    /// Rounds run and timed by the bench, their cost attributed within the run (module docs).
     Split,
 }
 
-/// End to end of the arrivals due in the second a checkpoint round starts, and in the
-/// second after it: `(p50, p99, count)` each.
-type Halves = ((f64, f64, usize), (f64, f64, usize));
+/// `split`: the wall-clock time of one checkpoint round, from the start of the counted arrivals
+/// (the origin of [`Sample::due`]).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Duration,
+    end: Duration,
+    /// False for the untimed first round, kept only if it ended after the counted arrivals
+    /// began.
+    timed: bool,
+}
+
+/// `split`: what the checkpoint rounds cost the end-to-end p99, attributed within one run.
+///
+/// This replaces the earlier comparison of the arrivals due in even seconds (a round starts)
+/// with those in odd ones: a round and the queue it leaves last a few tens of milliseconds, so
+/// most arrivals of "a second with a round" never met it and diluted what the round did, while
+/// the two halves were still different seconds of a noisy host. Here the arrivals the rounds
+/// could have reached are picked one by one, and the comparison is between nested samples of
+/// the same run (all arrivals, and all but the touched), so the host's drift is shared.
+///
+/// All quantiles are nearest-rank, as [`quantiles_ms`]: the p99 of `n` values is the value at
+/// rank `r(n) = ⌈0.99 n⌉`.
+struct Attribution {
+    /// The interval between the timed rounds.
+    every: Duration,
+    /// Timed rounds, run between the start of the counted arrivals and their end.
+    rounds: usize,
+    /// How long a timed round took, p50 and max over the rounds, ms.
+    took: (f64, f64),
+    /// Arrivals whose lifetime `[due, due + total]` overlaps a round's window extended by the
+    /// touch margin after its end (the untimed round's too, if it reached the counted
+    /// arrivals): `k`.
+    touched: usize,
+    /// Arrivals that completed: `N`.
+    arrivals: usize,
+    /// End to end of the touched arrivals, p50 and p99, ms.
+    touched_ms: (f64, f64),
+    /// End-to-end p99 of all `N` arrivals, ms: the run with its checkpoints.
+    p99_all: f64,
+    /// End-to-end p99 of the `N − k` untouched arrivals, ms: the same run as if no round had
+    /// been signed (the estimate assumes a touched arrival would, without the round, have
+    /// fared as the untouched do, which holds since what makes it touched is only the time it
+    /// was due). `p99_all − p99_untouched` is the rounds' cost.
+    p99_untouched: f64,
+    /// The largest p99 of all `N` arrivals that the untouched ones allow, ms: had every touched
+    /// arrival taken forever, they would fill the top `k` ranks, and rank `r(N)` would be the
+    /// untouched arrival at rank `r(N)` among the untouched. `None` when `r(N) > N − k`, i.e.
+    /// the touched alone could make up the slowest 1 % and no bound exists. It does not depend
+    /// on how slow the touched arrivals were, only on how many there were, so it says how
+    /// much the rounds could move the p99 at this spacing whatever they cost.
+    p99_worst: Option<f64>,
+}
 
 /// Results of one run.
 struct Outcome {
@@ -231,7 +293,7 @@ struct Outcome {
     /// The machine's CPUs during the counted arrivals: busy and stolen, percent.
     cpu: Option<(f64, f64)>,
     /// `split` only.
-    halves: Option<Halves>,
+    attribution: Option<Attribution>,
 }
 
 async fn run(
@@ -257,7 +319,7 @@ async fn run(
     config.oidc = Some(issuer.config());
     let sink = tempfile::tempdir().expect("a directory for the checkpoint sink");
     if checkpoints != Checkpoints::Off {
-        sign_checkpoints(&mut config, sink.path());
+        sign_checkpoints(&mut config, sink.path(), checkpoints);
     }
     let auth = AuthMode::Oidc(Arc::new(issuer.identity(&config.server.public_url).await));
     // Development mode for the simulated providers only: API calls go through
@@ -288,23 +350,17 @@ async fn run(
     let (counted, warming) = tokens.split_at(usize::try_from(offered).unwrap_or(usize::MAX));
     // Warm up (connections opened, statements prepared, pages cached), as a
     // broker that has been running is; these arrivals are not counted.
-    let _ = arrivals(&client, &base, warming, rate, wait).await;
-    // `split`: rounds at the start of every other second of the counted arrivals.
-    let t0 = tokio::time::Instant::now() + Duration::from_millis(500);
+    let _ = arrivals(&client, &base, warming, rate, wait, Instant::now()).await;
+    // The counted arrivals' clock: `Sample::due` and the rounds' windows count from `t0`.
+    let t0 = Instant::now() + Duration::from_millis(500);
     let rounds = (checkpoints == Checkpoints::Split).then(|| split_rounds(&app, t0));
-    tokio::time::sleep_until(t0).await;
+    tokio::time::sleep_until(t0.into()).await;
     let cpu_before = CpuTimes::now();
-    let (samples, failures, elapsed) = arrivals(&client, &base, counted, rate, wait).await;
-    if let Some(rounds) = rounds {
-        rounds.abort();
-        // A round that failed ended the task with a panic: say so rather than report a run
-        // in which rounds stopped.
-        if let Err(e) = rounds.await
-            && e.is_panic()
-        {
-            std::panic::resume_unwind(e.into_panic());
-        }
-    }
+    let (samples, failures, elapsed) = arrivals(&client, &base, counted, rate, wait, t0).await;
+    let windows = match rounds {
+        Some(rounds) => rounds.stop().await,
+        None => Vec::new(),
+    };
     let cpu = CpuTimes::now()
         .zip(cpu_before)
         .map(|(after, before)| after.since(before));
@@ -348,65 +404,175 @@ async fn run(
         audit_rows: report.checked,
         checkpoints_written,
         cpu,
-        halves: (checkpoints == Checkpoints::Split).then(|| halves(&samples)),
+        attribution: app
+            .checkpoints
+            .as_ref()
+            .filter(|_| checkpoints == Checkpoints::Split)
+            .map(|c| attribute(&samples, &windows, c.every())),
     }
 }
 
-/// `split`: one untimed round (the first counts the table), then a round at `t0` and every
-/// 2 s after, until aborted.
-fn split_rounds(
-    app: &jit_server::service::App,
-    t0: tokio::time::Instant,
-) -> tokio::task::JoinHandle<()> {
+/// `split`: one untimed round (the first counts the table), then a round every
+/// [`Checkpointer::every`](jit_server::checkpoint::writer::Checkpointer::every) from `t0` on
+/// (the first one interval after `t0`, so every timed round walks an interval's rows), until
+/// [`Rounds::stop`].
+fn split_rounds(app: &jit_server::service::App, t0: Instant) -> Rounds {
     let app = app.clone();
     let c = app.checkpoints.clone().expect("a checkpoint writer");
-    tokio::spawn(async move {
+    let (stop_tx, mut stop) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut windows = Vec::new();
+        let started = Instant::now();
         c.round(&app.store, app.now_ms())
             .await
             .expect("the untimed round");
-        let mut every = tokio::time::interval_at(t0, Duration::from_secs(2));
-        loop {
-            every.tick().await;
-            c.round(&app.store, app.now_ms()).await.expect("a round");
+        let ended = Instant::now();
+        if ended > t0 {
+            windows.push(Window {
+                start: started.saturating_duration_since(t0),
+                end: ended.saturating_duration_since(t0),
+                timed: false,
+            });
         }
-    })
+        let every = c.every();
+        let mut ticks = tokio::time::interval_at((t0 + every).into(), every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let started = Instant::now();
+            c.round(&app.store, app.now_ms()).await.expect("a round");
+            windows.push(Window {
+                start: started.saturating_duration_since(t0),
+                end: Instant::now().saturating_duration_since(t0),
+                timed: true,
+            });
+        }
+        windows
+    });
+    Rounds {
+        stop: stop_tx,
+        task,
+    }
 }
 
-fn print_halves(((a50, a99, an), (b50, b99, bn)): Halves) {
+/// `split`: the task running the checkpoint rounds.
+struct Rounds {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<Window>>,
+}
+
+impl Rounds {
+    /// Stops the rounds after the one in progress, if any (so its window is whole): their
+    /// windows.
+    async fn stop(self) -> Vec<Window> {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(windows) => windows,
+            // A round that failed ended the task with a panic: say so rather than report a run
+            // in which rounds stopped.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("the checkpoint rounds: {e}"),
+        }
+    }
+}
+
+/// `split`: the arrivals touched by a round, and the p99s of [`Attribution`].
+fn attribute(samples: &[Sample], windows: &[Window], every: Duration) -> Attribution {
+    let margin = touch_margin();
+    let (touched, untouched): (Vec<&Sample>, Vec<&Sample>) = samples.iter().partition(|s| {
+        windows
+            .iter()
+            .any(|w| s.due <= w.end + margin && w.start <= s.due + s.total)
+    });
+    let totals = |v: &[&Sample]| v.iter().map(|s| s.total).collect::<Vec<_>>();
+    let took: Vec<Duration> = windows
+        .iter()
+        .filter(|w| w.timed)
+        .map(|w| w.end.saturating_sub(w.start))
+        .collect();
+    let rounds = took.len();
+    let [took_p50, took_max] = quantiles_ms(took, [0.50, 1.0]);
+    let [touched_p50, touched_p99] = quantiles_ms(totals(&touched), [0.50, 0.99]);
+    let [p99_all] = quantiles_ms(samples.iter().map(|s| s.total).collect(), [0.99]);
+    let mut untouched = totals(&untouched);
+    let [p99_untouched] = quantiles_ms(untouched.clone(), [0.99]);
+    untouched.sort_unstable();
+    let rank = nearest_rank(samples.len(), 0.99);
+    let p99_worst = untouched.get(rank - 1).map(|d| d.as_secs_f64() * 1000.0);
+    Attribution {
+        every,
+        rounds,
+        took: (took_p50, took_max),
+        touched: touched.len(),
+        arrivals: samples.len(),
+        touched_ms: (touched_p50, touched_p99),
+        p99_all,
+        p99_untouched,
+        p99_worst,
+    }
+}
+
+fn print_attribution(a: &Attribution) {
+    let share = |k: usize| {
+        #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+        let pct = 100.0 * k as f64 / a.arrivals.max(1) as f64;
+        pct
+    };
+    let change = |p: f64| {
+        format!(
+            "{:+.2} ms ({:+.2} %)",
+            p - a.p99_untouched,
+            100.0 * (p - a.p99_untouched) / a.p99_untouched
+        )
+    };
     println!(
-        "  split: end to end of arrivals due in the second a round starts {a50:.1} / {a99:.1} \
-         ({an}), in the second before the next {b50:.1} / {b99:.1} ({bn}); p99 difference \
-         {:+.2} ms ({:+.1} %)",
-        a99 - b99,
-        100.0 * (a99 - b99) / b99
+        "  split: {} rounds every {:?}, a round {:.1} ms p50, {:.1} ms max; touched (within a \
+         round or {:?} after) {} of {} arrivals ({:.2} %), their end to end {:.1} / {:.1}",
+        a.rounds,
+        a.every,
+        a.took.0,
+        a.took.1,
+        touch_margin(),
+        a.touched,
+        a.arrivals,
+        share(a.touched),
+        a.touched_ms.0,
+        a.touched_ms.1,
+    );
+    println!(
+        "  split: end-to-end p99 all {:.2} ms, untouched {:.2} ms, difference {}; worst case \
+         (touched infinitely slow) {}",
+        a.p99_all,
+        a.p99_untouched,
+        change(a.p99_all),
+        a.p99_worst.map_or_else(
+            || "unbounded (touched > 1 % of the arrivals)".to_owned(),
+            |w| format!("{w:.2} ms, {}", change(w))
+        ),
     );
 }
 
-/// `split`: the arrivals due in an even second (a round starts with it) and in an odd one.
-fn halves(samples: &[Sample]) -> Halves {
-    let half = |even: bool| {
-        let totals: Vec<Duration> = samples
-            .iter()
-            .filter(|s| (s.due.as_secs() % 2 == 0) == even)
-            .map(|s| s.total)
-            .collect();
-        let n = totals.len();
-        let [p50, p99] = quantiles_ms(totals, [0.50, 0.99]);
-        (p50, p99, n)
-    };
-    (half(true), half(false))
-}
-
 /// Has the broker sign a checkpoint into a file sink under `dir` every
-/// `JIT_BENCH_LOAD_CHECKPOINT_EVERY` (default `1s`), with a key made for the run.
-fn sign_checkpoints(config: &mut Config, dir: &std::path::Path) {
+/// `JIT_BENCH_LOAD_CHECKPOINT_EVERY` (default `1s`; `2s` for `split`, whose rounds the bench
+/// runs at that interval), with a key made for the run.
+fn sign_checkpoints(config: &mut Config, dir: &std::path::Path, checkpoints: Checkpoints) {
     let (_, pem) = jit_server::checkpoint::keys::generate().expect("a signing key");
     let key = dir.join("checkpoint.key");
     std::fs::write(&key, pem).expect("write the signing key");
     config.audit.signing_key = Some(format!("file:{}", key.display()));
     config.audit.checkpoint_sinks = vec![format!("file://{}", dir.join("cp").display())];
     config.audit.checkpoint_every = std::env::var("JIT_BENCH_LOAD_CHECKPOINT_EVERY")
-        .unwrap_or_else(|_| "1s".to_owned())
+        .unwrap_or_else(|_| {
+            if checkpoints == Checkpoints::Split {
+                "2s"
+            } else {
+                "1s"
+            }
+            .to_owned()
+        })
         .parse()
         .expect("JIT_BENCH_LOAD_CHECKPOINT_EVERY is a duration like `1s`");
     config.audit.broker_id = Some("bench".to_owned());
@@ -445,17 +611,17 @@ fn print_slowest(samples: &[Sample], k: usize) {
     }
 }
 
-/// Arrivals with `tokens` at `rate` per second, open loop; the samples, the
-/// failures and the time until the last one ended.
+/// Arrivals with `tokens` at `rate` per second from `start` on, open loop; the samples, the
+/// failures and the time from `start` until the last one ended.
 async fn arrivals(
     client: &reqwest::Client,
     base: &str,
     tokens: &[String],
     rate: u64,
     wait: Wait,
+    start: Instant,
 ) -> (Vec<Sample>, Vec<Failure>, Duration) {
     let gap = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(1);
-    let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, token) in tokens.iter().enumerate() {
         let scheduled = start + gap * u32::try_from(i).unwrap_or(u32::MAX);
@@ -565,8 +731,8 @@ fn main() {
             if let Some(why) = &o.first_failure {
                 println!("  first failure: {why}");
             }
-            if let Some(halves) = o.halves {
-                print_halves(halves);
+            if let Some(a) = &o.attribution {
+                print_attribution(a);
             }
             if rate >= 200 {
                 let miss = o.create.1 > 10.0 || o.mint.1 > 10.0 || o.failed > 0;

@@ -14,14 +14,16 @@
 # and without checkpoints, the paired difference of the p99s, and the median over the rounds.
 #
 # Env: LOAD_BIN (default: the `load` bench binary, built with `cargo bench --no-run`),
-#      JIT_BENCH_LOAD_SECS (default 15), JIT_BENCH_LOAD_CHECKPOINT_EVERY (default 1s),
+#      JIT_BENCH_LOAD_SECS (default 15), JIT_BENCH_LOAD_CHECKPOINT_EVERY (default 1s; 2s with
+#      JIT_BENCH_LOAD_CHECKPOINTS=split), JIT_BENCH_LOAD_TOUCH_MARGIN_MS (split; default 50),
 #      JIT_BENCH_ENGINES (default both), JIT_PG_BINDIR (default the newest
 #      /usr/lib/postgresql/*/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
-# JIT_BENCH_LOAD_CHECKPOINTS=split: one case per engine and round, rounds every other second
-# compared within the run (benches/load.rs) instead of a case without and one with.
+# JIT_BENCH_LOAD_CHECKPOINTS=split: one case per engine and round, the bench signing a round every
+# JIT_BENCH_LOAD_CHECKPOINT_EVERY (default 2s then) and attributing its cost within the run, to
+# the arrivals it touched (benches/load.rs), instead of a case without and one with.
 SPLIT=0
 [ "${JIT_BENCH_LOAD_CHECKPOINTS:-}" = split ] && SPLIT=1
 case "$ROUNDS" in '' | *[!0-9]*) echo "usage: benches/load_rounds.sh [ROUNDS]" >&2; exit 2 ;; esac
@@ -66,7 +68,9 @@ export JIT_BENCH_PG_URL="postgres://jit@127.0.0.1:$PORT/postgres"
 export TMPDIR=$SHM
 export JIT_BENCH_LOAD_RATES=200 JIT_BENCH_LOAD_WAIT=long
 export JIT_BENCH_LOAD_SECS=${JIT_BENCH_LOAD_SECS:-15}
-export JIT_BENCH_LOAD_CHECKPOINT_EVERY=${JIT_BENCH_LOAD_CHECKPOINT_EVERY:-1s}
+EVERY=1s
+[ "$SPLIT" = 1 ] && EVERY=2s
+export JIT_BENCH_LOAD_CHECKPOINT_EVERY=${JIT_BENCH_LOAD_CHECKPOINT_EVERY:-$EVERY}
 
 echo "load rounds: $ROUNDS, $JIT_BENCH_LOAD_SECS s a case, checkpoints every $JIT_BENCH_LOAD_CHECKPOINT_EVERY, $LOAD_BIN"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"

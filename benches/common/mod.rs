@@ -222,16 +222,20 @@ pub fn quantiles_ms<const N: usize>(mut v: Vec<std::time::Duration>, q: [f64; N]
         return [f64::NAN; N];
     }
     v.sort_unstable();
-    q.map(|q| {
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "an index into a vector of at most millions"
-        )]
-        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i].as_secs_f64() * 1000.0
-    })
+    q.map(|q| v[nearest_rank(v.len(), q) - 1].as_secs_f64() * 1000.0)
+}
+
+/// The rank (1-based, ⌈`len` · `q`⌉ kept within 1..=`len`) of the `q` quantile of `len` values
+/// by the nearest-rank method, as [`quantiles_ms`] picks it.
+pub fn nearest_rank(len: usize, q: f64) -> usize {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index into a vector of at most millions"
+    )]
+    let rank = (len as f64 * q).ceil() as usize;
+    rank.clamp(1, len.max(1))
 }
 
 /// A broker over the simulated providers on loopback for `url`'s database, signing in through
