@@ -42,7 +42,9 @@
 //! lifetime (due → credentials minted) overlaps a round or the [`touch_margin`] after it; the
 //! untouched arrivals of the same run are the sample without checkpoints, so the machine's
 //! drift falls on both alike, and the p99 of all arrivals against the p99 of the untouched is
-//! what the rounds added to it (see [`Attribution`] for exactly what is printed).
+//! what the rounds added to it (see [`Attribution`] for exactly what is printed). The same
+//! split with the windows moved to where no round ran (placebos) shows how large such a
+//! difference comes out by chance.
 
 #![expect(clippy::expect_used, reason = "a benchmark aborts on set-up failure")]
 
@@ -274,6 +276,12 @@ struct Attribution {
     /// on how slow the touched arrivals were, only on how many there were, so it says how
     /// much the rounds could move the p99 at this spacing whatever they cost.
     p99_worst: Option<f64>,
+    /// The same split of the same run where no round ran, to show what the difference is when
+    /// rounds cost nothing: the timed rounds' windows moved later by `j / (PLACEBOS + 1)` of the
+    /// interval, `j` = 1 … [`PLACEBOS`] (those that still fall among the arrivals). For each,
+    /// the arrivals it touches and the end-to-end p99 of the others, ms; `p99_all` minus that
+    /// is a difference that chance alone gives.
+    placebo: Vec<(usize, f64)>,
 }
 
 /// Results of one run.
@@ -479,15 +487,41 @@ impl Rounds {
     }
 }
 
+/// `split`: how many placebo splits [`Attribution::placebo`] makes.
+const PLACEBOS: u32 = 5;
+
 /// `split`: the arrivals touched by a round, and the p99s of [`Attribution`].
 fn attribute(samples: &[Sample], windows: &[Window], every: Duration) -> Attribution {
     let margin = touch_margin();
-    let (touched, untouched): (Vec<&Sample>, Vec<&Sample>) = samples.iter().partition(|s| {
+    let reached = |windows: &[Window], s: &Sample| {
         windows
             .iter()
             .any(|w| s.due <= w.end + margin && w.start <= s.due + s.total)
-    });
+    };
+    let (touched, untouched): (Vec<&Sample>, Vec<&Sample>) =
+        samples.iter().partition(|s| reached(windows, s));
     let totals = |v: &[&Sample]| v.iter().map(|s| s.total).collect::<Vec<_>>();
+    // The placebos: the timed rounds' windows moved by a sixth of the interval, two sixths,
+    // … five sixths, where no round ran, as long as arrivals were still due then.
+    let last_due = samples.iter().map(|s| s.due).max().unwrap_or_default();
+    let placebo = (1..=PLACEBOS)
+        .map(|j| {
+            let by = every * j / (PLACEBOS + 1);
+            let moved: Vec<Window> = windows
+                .iter()
+                .filter(|w| w.timed)
+                .map(|w| Window {
+                    start: w.start + by,
+                    end: w.end + by,
+                    timed: true,
+                })
+                .filter(|w| w.start <= last_due)
+                .collect();
+            let kept: Vec<&Sample> = samples.iter().filter(|s| !reached(&moved, s)).collect();
+            let [p99] = quantiles_ms(totals(&kept), [0.99]);
+            (samples.len() - kept.len(), p99)
+        })
+        .collect();
     let took: Vec<Duration> = windows
         .iter()
         .filter(|w| w.timed)
@@ -512,6 +546,7 @@ fn attribute(samples: &[Sample], windows: &[Window], every: Duration) -> Attribu
         p99_all,
         p99_untouched,
         p99_worst,
+        placebo,
     }
 }
 
@@ -552,6 +587,24 @@ fn print_attribution(a: &Attribution) {
             || "unbounded (touched > 1 % of the arrivals)".to_owned(),
             |w| format!("{w:.2} ms, {}", change(w))
         ),
+    );
+    let placebo: Vec<String> = a
+        .placebo
+        .iter()
+        .map(|&(k, p99)| {
+            format!(
+                "{:+.2} ms ({:+.2} %, {k} touched)",
+                a.p99_all - p99,
+                100.0 * (a.p99_all - p99) / p99
+            )
+        })
+        .collect();
+    println!(
+        "  split: placebo differences (the windows moved by 1/{n} … {}/{n} of the interval, \
+         where no round ran): {}",
+        PLACEBOS,
+        placebo.join(", "),
+        n = PLACEBOS + 1,
     );
 }
 
