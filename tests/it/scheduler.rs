@@ -192,3 +192,52 @@ async fn an_activation_that_never_finishes_fails_and_is_removed() {
         unfinished_activations_fail(engine).await;
     }
 }
+
+/// On PostgreSQL an upstream object's lock is taken with its transaction's `BEGIN`, one round
+/// trip, so the key is written into that statement as a literal: it must name the very lock
+/// another broker names by binding the key, whatever the key holds (quotes, backslashes, what
+/// would end the statement), or two brokers would change one object at once.
+#[tokio::test]
+async fn the_target_lock_written_as_a_literal_is_the_bound_one() {
+    let b = start(Engine::Postgres).await;
+    let taken = |key: &'static str| {
+        let store = b.app.store.clone();
+        async move {
+            // Autocommit: a lock it gets is let go at the end of the statement.
+            query(
+                "SELECT CASE WHEN pg_try_advisory_xact_lock(hashtextextended($1, 7301))
+                 THEN 0 ELSE 1 END AS held",
+            )
+            .bind(key)
+            .fetch_one(&store)
+            .await
+            .unwrap()
+            .try_get::<i64>("held")
+            .unwrap()
+                == 1
+        }
+    };
+    for key in [
+        "aws_role|arn:aws:iam::222222222222:role/JitSandbox|alice",
+        "it's",
+        r"back\slash",
+        r"\'",
+        r"\\''\\",
+        "E'x', 7301)); SELECT pg_advisory_unlock_all(); --",
+        "ünïcödé ✓ 日本",
+    ] {
+        let guard = b.app.lock_target(key).await.unwrap();
+        assert!(taken(key).await, "{key:?}: the literal named another lock");
+        drop(guard);
+        // The dropped transaction's rollback reaches the server as its connection goes
+        // back to the pool, a moment later.
+        let since = Instant::now();
+        while taken(key).await {
+            assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "{key:?}: still locked after the guard ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

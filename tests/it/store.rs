@@ -10,7 +10,7 @@ use jit_server::store::audit::export::{self, CSV_HEADER, ExportFormat, OCSF_VERS
 use jit_server::store::audit::{self, Canonical, NewEvent};
 use jit_server::store::jobs::JobKind;
 use jit_server::store::requests::{self, RequestRow};
-use jit_server::store::{Backend, Store, StoreError, jobs, query, users};
+use jit_server::store::{Backend, Store, StoreError, jobs, query, query_built, users};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -2172,3 +2172,66 @@ both_backends!(
         assert_eq!(got, want, "{}", db.name());
     }
 );
+
+/// Text a simple query holds as a literal (`db::literal`: a statement that cannot take
+/// parameters, such as a `BEGIN` that takes a lock or a probe's savepoint batch) reads back
+/// as exactly that text, whatever it holds; and a probe of the audit log with such text in
+/// every field passes, leaves nothing behind and keeps its transaction usable.
+#[tokio::test]
+async fn literals_in_a_simple_query_read_back_as_their_text() {
+    let db = TestDb::postgres().await;
+    let nasty = [
+        "",
+        "plain",
+        "it's",
+        r"back\slash",
+        r"\'",
+        r"\\''\\",
+        "'); DROP TABLE audit_pending; --",
+        "E'x'",
+        "$$ $q$ dollar",
+        "ünïcödé ✓ 日本 \u{202e}",
+        "line\nbreak\ttab\r",
+    ];
+    for text in nasty {
+        let lit = jit_server::store::db::literal(text).unwrap();
+        let same = query_built(format!(
+            "SELECT CASE WHEN {lit} = $1 THEN 1 ELSE 0 END AS same"
+        ))
+        .bind(text)
+        .fetch_one(&db.store)
+        .await
+        .unwrap()
+        .try_get::<i64>("same")
+        .unwrap();
+        assert_eq!(same, 1, "{text:?} read back as something else from {lit}");
+    }
+    assert!(jit_server::store::db::literal("nul\0").is_none());
+
+    let before = ints(&db.store, "SELECT COUNT(*) FROM audit_pending").await;
+    let mut tx = db.store.begin().await.unwrap();
+    for text in nasty {
+        let event = NewEvent {
+            actor: text,
+            action: text,
+            request_id: Some(Uuid::now_v7()),
+            entitlement: Some(text),
+            data: json!({ "text": text }),
+        };
+        audit::probe_in(&mut tx, OffsetDateTime::now_utc(), &event)
+            .await
+            .unwrap_or_else(|e| panic!("probe of {text:?}: {e}"));
+    }
+    let inside = query("SELECT COUNT(*) AS n FROM audit_pending")
+        .fetch_one(&mut tx)
+        .await
+        .unwrap()
+        .try_get::<i64>("n")
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(vec![inside], before, "a probe left its row");
+    assert_eq!(
+        ints(&db.store, "SELECT COUNT(*) FROM audit_pending").await,
+        before
+    );
+}

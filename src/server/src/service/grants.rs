@@ -17,6 +17,7 @@ use crate::notify::NotificationKind;
 use crate::policy::{Entitlement, Kind};
 use crate::providers::{GrantRecord, GrantSpec, Grantee, ProviderError, Pruned, SessionsEnded};
 use crate::store::audit::{self, NewEvent};
+use crate::store::db::On;
 use crate::store::held::{Change, HeldEvent};
 use crate::store::jobs::{self, Job, JobKind};
 use crate::store::requests::{self as store, Changes, RequestRow};
@@ -101,6 +102,16 @@ impl TargetGuard {
         Ok(())
     }
 
+    /// Where a read under this lock runs: on PostgreSQL in the lock's own transaction (its
+    /// connection is at hand; each statement sees what committed before it), on SQLite on
+    /// the store.
+    pub fn reader<'a>(&'a mut self, store: &'a crate::store::Store) -> On<'a> {
+        match self.db.as_mut() {
+            Some(tx) => On::Tx(tx),
+            None => On::Store(store),
+        }
+    }
+
     /// The transaction that records what the provider call did. On
     /// PostgreSQL it is the lock's own, so the object stays locked until
     /// the change commits (and one connection serves both); on SQLite a new
@@ -124,8 +135,19 @@ pub struct ReconcileGuard {
 /// the one-key target and audit locks. A grant or removal passes the gate
 /// (shared) and locks its object, in one statement: the reconciliation pass
 /// takes only the gate, so the order of the two cannot deadlock.
-const TARGET_SQL: &str = "SELECT pg_advisory_xact_lock_shared(7301, 1), \
-     pg_advisory_xact_lock(hashtextextended($1, 7301))";
+///
+/// The statement goes with the `BEGIN` in one simple query (one round trip, not two), so
+/// the key is in it as a literal ([`crate::store::db::literal`]).
+fn begin_target_sql(key: &str) -> Result<String, ServiceError> {
+    let key = crate::store::db::literal(key).ok_or_else(|| {
+        ServiceError::Internal(anyhow::anyhow!("a target key holds a NUL character"))
+    })?;
+    Ok(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock_shared(7301, 1), \
+         pg_advisory_xact_lock(hashtextextended({key}, 7301))"
+    ))
+}
+
 const GATE_ALONE_SQL: &str = "SELECT pg_advisory_xact_lock(7301, 1)";
 /// A further object, in the target key space.
 const ALSO_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7301))";
@@ -160,8 +182,7 @@ impl App {
         let local = self.target_locks.get(key).lock_owned().await;
         if self.store.backend() == Backend::Postgres {
             let slot = self.db_slot().await?;
-            let mut tx = self.store.begin().await?;
-            query(TARGET_SQL).bind(key).execute(&mut tx).await?;
+            let tx = self.store.begin_with(begin_target_sql(key)?).await?;
             Ok(TargetGuard {
                 _local: local,
                 also: Vec::new(),
@@ -283,7 +304,9 @@ impl App {
         // object), or an earlier attempt of this job made it before the broker
         // died. Then the provider adopts or extends it instead of making a
         // second one.
-        let Some(held) = store::approved_and_held(&self.store, id, &row.target_key).await? else {
+        let Some(held) =
+            store::approved_and_held(guard.reader(&self.store), id, &row.target_key).await?
+        else {
             drop(guard);
             return self.complete_only(job).await;
         };
@@ -899,8 +922,9 @@ impl App {
         &self,
         user: &User,
         id: Uuid,
+        on: On<'_>,
     ) -> Result<(RequestRow, Entitlement, Grantee), ServiceError> {
-        let (row, grantee) = store::get_for_grant(&self.store, id)
+        let (row, grantee) = store::get_for_grant(on, id)
             .await?
             .filter(|(r, _)| self.may_see(user, r))
             .ok_or_else(|| ServiceError::NotFound(Missing::Request(id)))?;
@@ -988,7 +1012,8 @@ impl App {
     ///
     /// The event is known to be writable before STS is asked (a probe writes
     /// it and rolls back: a failing audit store answers `AuditUnavailable`
-    /// and AWS sees no call), and the session is handed out only once the
+    /// and AWS sees no call; on PostgreSQL inside the lock's transaction, to a
+    /// savepoint, in one round trip), and the session is handed out only once the
     /// event, with what only the call tells (the access key id), has
     /// committed. The two writes are short transactions of their own, so
     /// SQLite's one writer is not held across the STS round trip (every other
@@ -1007,10 +1032,14 @@ impl App {
             Session::Credentials => ("credentials.minted", "mint"),
             Session::Console => ("console.signin", "console"),
         };
-        let (row, _, _) = self.own_active_role(user, id).await?;
+        let (row, _, _) = self
+            .own_active_role(user, id, On::Store(&self.store))
+            .await?;
         let mut guard = self.lock_target(&row.target_key).await?;
         // Again under the lock: revoked meanwhile means no session.
-        let (row, ent, grantee) = self.own_active_role(user, id).await?;
+        let (row, ent, grantee) = self
+            .own_active_role(user, id, guard.reader(&self.store))
+            .await?;
         let seconds = self.session_seconds(&row, &ent);
         let spec = Self::spec_for(&row, &ent, &grantee);
         let event = |data: serde_json::Value| NewEvent {
@@ -1020,16 +1049,8 @@ impl App {
             entitlement: Some(&ent.id),
             data,
         };
-        if let Err(e) = audit::probe(
-            &self.store,
-            self.now(),
-            event(json!({ "session_seconds": seconds })),
-        )
-        .await
-        {
-            tracing::error!(error = %e, request.id = %id, "audit log not writable: no session minted");
-            return Err(ServiceError::AuditUnavailable(Unrecorded::NotIssued));
-        }
+        self.probe_session(&mut guard, id, event(json!({ "session_seconds": seconds })))
+            .await?;
         let provider = self.providers.get(ent.kind);
         let started = std::time::Instant::now();
         let issued = match kind {
@@ -1073,6 +1094,25 @@ impl App {
             return Err(ServiceError::AuditUnavailable(Unrecorded::Withdrawn));
         }
         Ok(value)
+    }
+
+    /// Whether the `event` of a session for request `id` can be written: PostgreSQL probes in the lock's
+    /// transaction (one round trip), SQLite in a transaction of its own. `AuditUnavailable`
+    /// when not: no session may be minted.
+    async fn probe_session(
+        &self,
+        guard: &mut TargetGuard,
+        id: Uuid,
+        event: NewEvent<'_>,
+    ) -> Result<(), ServiceError> {
+        let probe = match guard.db.as_mut() {
+            Some(tx) => audit::probe_in(tx, self.now(), &event).await,
+            None => audit::probe(&self.store, self.now(), event).await,
+        };
+        probe.map_err(|e| {
+            tracing::error!(error = %e, request.id = %id, "audit log not writable: no session minted");
+            ServiceError::AuditUnavailable(Unrecorded::NotIssued)
+        })
     }
 
     /// Ends a session that was minted but could not be recorded (the

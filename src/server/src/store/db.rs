@@ -199,6 +199,28 @@ pub fn query_built(sql: String) -> Query {
     }
 }
 
+/// `text` as a PostgreSQL string literal, for a statement that cannot take parameters (a
+/// simple query, such as the `BEGIN` of [`Store::begin_with`](super::Store::begin_with)):
+/// an escape string (`E'…'`) with every quote and backslash doubled, which reads back as
+/// `text` whatever `standard_conforming_strings` is (the connection's encoding is UTF-8,
+/// in which no multi-byte character contains a quote or backslash byte). `None` for text
+/// PostgreSQL cannot hold (a NUL character): bind it instead.
+pub fn literal(text: &str) -> Option<String> {
+    if text.contains('\0') {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("E'");
+    for c in text.chars() {
+        if c == '\'' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    Some(out)
+}
+
 /// The placeholders of a multi-row `VALUES` list: `rows` tuples of
 /// `columns` each, numbered on (`($1, $2), ($3, $4)` for 2 × 2); one row of
 /// `n` is the list of an `IN`.

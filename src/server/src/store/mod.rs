@@ -461,14 +461,35 @@ impl Store {
             Engine::Sqlite(db) => TxInner::Sqlite(db.begin().await?),
             Engine::Postgres(db) => TxInner::Postgres(db.pool.begin().await?),
         };
-        Ok(Tx {
+        Ok(self.tx(conn))
+    }
+
+    fn tx(&self, conn: TxInner) -> Tx {
+        Tx {
             conn,
             chain_after_commit: false,
             held: None,
             changed: Vec::new(),
             jobs_due: None,
             store: self.clone(),
-        })
+        }
+    }
+
+    /// PostgreSQL: a transaction begun by `statements`, a simple query that starts with
+    /// `BEGIN` and may go on with statements of its own (no parameters: values in it are
+    /// literals, [`db::literal`]), sent in one round trip. SQLite: [`Store::begin`], and the
+    /// statements are not run; a caller that needs them there runs them itself.
+    ///
+    /// When a statement after `BEGIN` fails the transaction is rolled back and the error is
+    /// sqlx's `BeginFailed` (the server's message is not kept by sqlx on this path).
+    pub async fn begin_with(&self, statements: String) -> Result<Tx, StoreError> {
+        let conn = match &*self.engine {
+            Engine::Sqlite(db) => TxInner::Sqlite(db.begin().await?),
+            Engine::Postgres(db) => {
+                TxInner::Postgres(db.pool.begin_with(sqlx::AssertSqlSafe(statements)).await?)
+            }
+        };
+        Ok(self.tx(conn))
     }
 
     /// What follows a commit: PostgreSQL's sealer chains the events written

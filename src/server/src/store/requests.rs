@@ -6,7 +6,7 @@ use jit_api::{Decision, RequestState};
 use uuid::Uuid;
 
 use super::audit::{self, NewEvent};
-use super::db::{Arg, Query, query, query_built};
+use super::db::{Arg, On, Query, query, query_built};
 use super::jobs::{self, NewJob};
 use super::{Backend, Store, StoreError, Tx, users, uuid_col};
 use crate::clock::{from_ms, to_ms};
@@ -330,9 +330,10 @@ pub async fn open_request(
     row.as_ref().map(RequestRow::from_row).transpose()
 }
 
-/// Reads a request and, when recorded, its requester as a grantee, in one statement.
-pub async fn get_for_grant(
-    store: &Store,
+/// Reads a request and, when recorded, its requester as a grantee, in one statement (on
+/// `on`: the pool, or a transaction that holds the request's object locked).
+pub async fn get_for_grant<'a>(
+    on: impl Into<On<'a>>,
     id: Uuid,
 ) -> Result<Option<(RequestRow, Option<crate::domain::Grantee>)>, StoreError> {
     let Some(r) = query(
@@ -341,7 +342,7 @@ pub async fn get_for_grant(
          FROM requests r LEFT JOIN users u ON u.key = r.requester_key WHERE r.id = $1",
     )
     .bind(id.to_string())
-    .fetch_optional(store)
+    .fetch_optional(on)
     .await?
     else {
         return Ok(None);
@@ -546,8 +547,8 @@ pub async fn live_holders(
 /// holds the same upstream object, `target_key`: a live grant, or an ended one whose removal is
 /// still due. One statement: what an activation reads under the target's lock before the
 /// provider call.
-pub async fn approved_and_held(
-    store: &Store,
+pub async fn approved_and_held<'a>(
+    on: impl Into<On<'a>>,
     id: Uuid,
     target_key: &str,
 ) -> Result<Option<bool>, StoreError> {
@@ -561,7 +562,7 @@ pub async fn approved_and_held(
     .bind(target_key)
     .bind(id.to_string())
     .bind(RequestState::Approved.as_str())
-    .fetch_optional(store)
+    .fetch_optional(on)
     .await?;
     row.map(|r| r.try_get::<i64>("held").map(|held| held == 1))
         .transpose()

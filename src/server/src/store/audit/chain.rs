@@ -337,6 +337,40 @@ pub async fn probe(
     tx.rollback().await
 }
 
+/// PostgreSQL, [`probe`] inside `tx`, the transaction that goes on to take the action and
+/// record it: appends `event` to `audit_pending` after a savepoint and rolls back to it, in
+/// one simple query (one round trip, where a transaction of its own takes three), so the
+/// values are literals ([`db::literal`]). The insert passes or fails exactly as the record
+/// after the action will (the same table, privileges and triggers); on failure `tx` is
+/// aborted and only good for rolling back.
+pub async fn probe_in(
+    tx: &mut Tx,
+    at: OffsetDateTime,
+    event: &NewEvent<'_>,
+) -> Result<(), StoreError> {
+    let text = |v: &str| {
+        db::literal(v).ok_or_else(|| {
+            // As a bound value would be: PostgreSQL text holds no NUL.
+            StoreError::Db(sqlx::Error::Encode(
+                "a NUL character in an audit event".into(),
+            ))
+        })
+    };
+    let or_null = |v: Option<&str>| v.map_or_else(|| Ok("NULL".to_owned()), text);
+    let request_id = event.request_id.map(|id| id.to_string());
+    let sql = format!(
+        "SAVEPOINT jit_probe; {PENDING_INSERT} ({}, {}, {}, {}, {}, {}); \
+         ROLLBACK TO SAVEPOINT jit_probe; RELEASE SAVEPOINT jit_probe",
+        to_ms(at),
+        text(event.actor)?,
+        text(event.action)?,
+        or_null(request_id.as_deref())?,
+        or_null(event.entitlement)?,
+        text(&data_text(event)?)?,
+    );
+    db::batch(&mut *tx, &sql).await
+}
+
 const PENDING_INSERT: &str =
     "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data) VALUES";
 
