@@ -8,7 +8,7 @@ use jit_server::store::jobs::JobKind;
 use jit_server::store::{jobs, query};
 use tokio::sync::watch;
 
-use crate::support::server::{ENGINES, Engine, TestBroker, start};
+use crate::support::server::{Caller, ENGINES, Engine, TestBroker, start};
 
 /// Far longer than any wait below: a job found on time was not found by the tick.
 const TICK: Duration = Duration::from_secs(30);
@@ -65,6 +65,18 @@ async fn jobs_run_when_due_not_at_the_next_tick() {
     }
 }
 
+/// Waits until request `id` is active, at most [`PROMPT_MS`] from now (`after` says since what).
+async fn promptly_active(who: &Caller, id: uuid::Uuid, after: &str) {
+    let since = Instant::now();
+    while who.show(id).await.state != RequestState::Active {
+        assert!(
+            since.elapsed() < Duration::from_millis(PROMPT_MS.unsigned_abs()),
+            "not active {PROMPT_MS} ms after {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn on_time(engine: Engine) {
     let b = start(engine).await;
     let (stop, stopped) = watch::channel(false);
@@ -76,14 +88,17 @@ async fn on_time(engine: Engine) {
     let r = alice.request("aws-prod-admin", "1h").await;
     let (status, body) = bob.approve(r.id).await;
     assert_eq!(status, 200, "{body}");
-    let approved = Instant::now();
-    while alice.show(r.id).await.state != RequestState::Active {
-        assert!(
-            approved.elapsed() < Duration::from_millis(PROMPT_MS.unsigned_abs()),
-            "{engine:?}: not active {PROMPT_MS} ms after the approval"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    promptly_active(&alice, r.id, &format!("{engine:?}: the approval")).await;
+
+    // A request granted at once queues its activation with the request itself: that
+    // commit wakes the scheduler.
+    let r = alice.request("aws-sandbox", "1h").await;
+    promptly_active(
+        &alice,
+        r.id,
+        &format!("{engine:?}: an auto-approved request"),
+    )
+    .await;
 
     // A job due later runs when it is due.
     let due = b.app.now_ms() + 1_500;

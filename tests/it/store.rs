@@ -1289,6 +1289,32 @@ both_backends!(concurrent_claimers_never_share_a_job, |db| {
     assert_eq!(all.len(), JOBS, "{}: not every job was claimed", db.name());
 });
 
+both_backends!(a_claim_says_when_the_next_job_falls_due, |db| {
+    let claim = |now: i64, limit: i64| jobs::claim_and_next(&db.store, now, 60_000, limit);
+    assert_eq!(claim(T0, 10).await.unwrap(), (Vec::new(), None), "no jobs");
+    enqueue(&db.store, "activate", T0, Some("a")).await;
+    enqueue(&db.store, "expire", T0 + 1, Some("b")).await;
+    enqueue(&db.store, "expire", T0 + 5_000, Some("c")).await;
+
+    let (none, next) = claim(T0 - 1, 10).await.unwrap();
+    assert!(none.is_empty(), "nothing is due yet");
+    assert_eq!(next, Some(T0), "the first job is the next");
+    // The limit leaves a due job: it is claimable (not "next"), the next is after now.
+    let (due, next) = claim(T0 + 1, 1).await.unwrap();
+    assert_eq!(due.iter().map(|j| j.due_at).collect::<Vec<_>>(), [T0]);
+    assert_eq!(next, Some(T0 + 5_000));
+    let (due, next) = claim(T0 + 1, 10).await.unwrap();
+    assert_eq!(due.iter().map(|j| j.due_at).collect::<Vec<_>>(), [T0 + 1]);
+    assert_eq!(next, Some(T0 + 5_000));
+    // Leased jobs are neither claimed again nor next.
+    let (due, next) = claim(T0 + 2, 10).await.unwrap();
+    assert!(due.is_empty());
+    assert_eq!(next, Some(T0 + 5_000));
+    let (due, next) = claim(T0 + 5_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(next, None, "every job is claimed");
+});
+
 both_backends!(an_expired_lease_makes_a_job_claimable_again, |db| {
     enqueue(&db.store, "activate", T0, None).await;
     assert!(

@@ -57,13 +57,13 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
         if claim_now && room > 0 {
             // Every job committed from now on wakes it, until it says when it sleeps.
             app.store.scheduler_sleeps_until(i64::MAX);
-            match jobs::claim(&app.store, app.now_ms(), LEASE_MS, room).await {
-                Ok(due) => {
+            match jobs::claim_and_next(&app.store, app.now_ms(), LEASE_MS, room).await {
+                Ok((due, next_due)) => {
                     more = i64::try_from(due.len()).unwrap_or(0) == room;
                     for job in due {
                         running.spawn(run_one(app.clone(), job));
                     }
-                    next = next_due(&app, tick).await;
+                    next = wake_at(&app, tick, next_due);
                 }
                 Err(e) => {
                     more = false;
@@ -98,18 +98,11 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-/// When to claim next: when the next job not yet due falls due, at most
-/// `tick` from now.
-async fn next_due(app: &App, tick: Duration) -> tokio::time::Instant {
+/// When to claim next: when the next job not yet due falls due (`next_due`, unix ms), at
+/// most `tick` from now.
+fn wake_at(app: &App, tick: Duration, next_due: Option<i64>) -> tokio::time::Instant {
     let cap = tokio::time::Instant::now() + tick;
-    match jobs::next_due(&app.store, app.now_ms()).await {
-        Ok(Some(at)) => cap.min(instant_at(app, at)),
-        Ok(None) => cap,
-        Err(e) => {
-            warn!(error = %e, "could not read when the next job is due");
-            cap
-        }
-    }
+    next_due.map_or(cap, |at| cap.min(instant_at(app, at)))
 }
 
 /// Milliseconds from now until `at` on the timer's clock (0 when it passed).

@@ -479,7 +479,8 @@ impl App {
             },
         )
         .await?;
-        self.wake.notify_one();
+        // Its commit woke the scheduler for a job due before it would wake anyway (a
+        // second wake here had it claim again and find nothing: two statements an arrival).
         Ok(view)
     }
 

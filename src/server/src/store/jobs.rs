@@ -9,7 +9,7 @@
 use uuid::Uuid;
 
 use super::db::Query;
-use super::db::{query, query_built};
+use super::db::{Row, query, query_built};
 use super::{Backend, Store, StoreError, Tx, uuid_col};
 
 /// What a job does; stored as its word (`activate`, `prune_denies`…).
@@ -205,17 +205,32 @@ pub async fn claim(
     lease_ms: i64,
     limit: i64,
 ) -> Result<Vec<Job>, StoreError> {
-    let skip = match store.backend() {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
+    let rows = query_built(claim_sql(store.backend()))
+        .bind(now)
+        .bind(now + lease_ms)
+        .bind(limit)
+        .fetch_all(store)
+        .await?;
+    claimed(&rows)
+}
+
+/// [`claim`], and when the next job not yet due falls due ([`next_due`]), as the scheduler
+/// asks before it sleeps: one statement on PostgreSQL (the claim's `UPDATE` as a `WITH`
+/// clause, beside the read; both see the jobs as they were when the statement began, and a
+/// claimed job was due already, so it is not the next), two on SQLite.
+pub async fn claim_and_next(
+    store: &Store,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<(Vec<Job>, Option<i64>), StoreError> {
+    if store.backend() == Backend::Sqlite {
+        let jobs = claim(store, now, lease_ms, limit).await?;
+        return Ok((jobs, next_due(store, now).await?));
+    }
     let sql = format!(
-        "UPDATE jobs SET locked_until = $2, attempts = attempts + 1
-         WHERE id IN (
-             SELECT id FROM jobs
-             WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
-             ORDER BY due_at LIMIT $3{skip})
-         RETURNING id, kind, request_id, payload, attempts, failures, due_at"
+        "WITH c AS ({}) SELECT n.next_due, c.* FROM ({NEXT_DUE_SQL}) n LEFT JOIN c ON true",
+        claim_sql(Backend::Postgres)
     );
     let rows = query_built(sql)
         .bind(now)
@@ -223,21 +238,47 @@ pub async fn claim(
         .bind(limit)
         .fetch_all(store)
         .await?;
-    let mut jobs = rows
-        .iter()
-        .map(|r| {
-            let request_id: Option<String> = r.try_get("request_id")?;
-            Ok(Job {
-                id: uuid_col(&r.try_get::<String>("id")?)?,
-                kind: r.try_get("kind")?,
-                request_id: request_id.as_deref().map(uuid_col).transpose()?,
-                payload: r.try_get("payload")?,
-                attempts: r.try_get("attempts")?,
-                failures: r.try_get("failures")?,
-                due_at: r.try_get("due_at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let next = match rows.first() {
+        Some(r) => r.try_get::<Option<i64>>("next_due")?,
+        None => None,
+    };
+    Ok((claimed(&rows)?, next))
+}
+
+/// The claim of up to `$3` jobs due at `$1`, leased until `$2`.
+fn claim_sql(backend: Backend) -> String {
+    let skip = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    format!(
+        "UPDATE jobs SET locked_until = $2, attempts = attempts + 1
+         WHERE id IN (
+             SELECT id FROM jobs
+             WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
+             ORDER BY due_at LIMIT $3{skip})
+         RETURNING id, kind, request_id, payload, attempts, failures, due_at"
+    )
+}
+
+/// The jobs of claimed rows (a row without an `id` claimed none), oldest due first.
+fn claimed(rows: &[Row]) -> Result<Vec<Job>, StoreError> {
+    let mut jobs = Vec::with_capacity(rows.len());
+    for r in rows {
+        let Some(id) = r.try_get::<Option<String>>("id")? else {
+            continue;
+        };
+        let request_id: Option<String> = r.try_get("request_id")?;
+        jobs.push(Job {
+            id: uuid_col(&id)?,
+            kind: r.try_get("kind")?,
+            request_id: request_id.as_deref().map(uuid_col).transpose()?,
+            payload: r.try_get("payload")?,
+            attempts: r.try_get("attempts")?,
+            failures: r.try_get("failures")?,
+            due_at: r.try_get("due_at")?,
+        });
+    }
     jobs.sort_by_key(|j| j.due_at);
     Ok(jobs)
 }
@@ -337,14 +378,13 @@ pub async fn reschedule(tx: &mut Tx, dedupe_key: &str, due_at: i64) -> Result<()
 /// When the next job not yet due at `now` falls due (unix ms), if any: how
 /// long the scheduler may sleep.
 pub async fn next_due(store: &Store, now: i64) -> Result<Option<i64>, StoreError> {
-    let row = query(
-        "SELECT due_at FROM jobs WHERE done_at IS NULL AND due_at > $1 ORDER BY due_at LIMIT 1",
-    )
-    .bind(now)
-    .fetch_optional(store)
-    .await?;
-    row.map(|r| r.try_get("due_at")).transpose()
+    let row = query(NEXT_DUE_SQL).bind(now).fetch_one(store).await?;
+    row.try_get("next_due")
 }
+
+/// When the next job not yet due at `$1` falls due: one row, `next_due`, NULL when none.
+const NEXT_DUE_SQL: &str = "SELECT (SELECT due_at FROM jobs WHERE done_at IS NULL AND due_at > $1 \
+     ORDER BY due_at LIMIT 1) AS next_due";
 
 /// Due jobs not yet done: (count, oldest due unix ms) for scheduler-lag metrics.
 pub async fn backlog(store: &Store, now: i64) -> Result<(i64, Option<i64>), StoreError> {
