@@ -95,6 +95,17 @@ async fn sink_list(dir: &Path) -> Vec<jit_server::checkpoint::Checkpoint> {
         .unwrap()
 }
 
+/// `verify --checkpoints` of the broker's database against the checkpoints in `sink`.
+async fn against_sink(b: &TestBroker, sink: &Path, key: &PublicKey) -> jit_api::VerifyReport {
+    verify::against(
+        &b.app.store,
+        &sink_list(sink).await,
+        std::slice::from_ref(key),
+    )
+    .await
+    .unwrap()
+}
+
 /// `jit-server audit …` against the broker's database; exit code, stdout, stderr.
 fn cli(b: &TestBroker, args: &[&str]) -> (i32, String, String) {
     run(Command::new(server_bin())
@@ -328,13 +339,7 @@ async fn a_later_round_walks_only_the_rows_since_the_previous_checkpoint() {
         );
 
         // The checkpoint that covered row 2 disproves the database.
-        let report = verify::against(
-            &b.app.store,
-            &sink_list(&sink).await,
-            std::slice::from_ref(&public_key),
-        )
-        .await
-        .unwrap();
+        let report = against_sink(&b, &sink, &public_key).await;
         let c = report.checkpoints.clone().unwrap();
         let problem = report.problem.clone().unwrap_or_default();
         assert!(!report.ok, "{engine:?}: {report:?}");
@@ -368,6 +373,85 @@ async fn a_later_round_walks_only_the_rows_since_the_previous_checkpoint() {
             "{engine:?}: {e}"
         );
         assert_eq!(sink_list(&sink).await.len(), 2);
+    }
+}
+
+/// Some activity, then a step of the writer `c`: the head it walked to.
+async fn stepped(b: &TestBroker, c: &Checkpointer) -> i64 {
+    activity(b, 1).await;
+    c.step(&b.app.store).await.unwrap();
+    jit_server::store::audit::head_seq(&b.app.store)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Between rounds the writer walks the new rows in steps, and the round goes on from where
+/// they ended: it signs the same count a round alone would. A row the steps walked and someone
+/// then edited in place is not walked again, so the round signs, and `verify --checkpoints`
+/// names the row (as for a row edited just after any walk passed it); a rewrite that changes
+/// the hash the steps ended on is never signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn steps_walk_ahead_of_the_round_and_what_they_walked_stays_held() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, (key, _, public_key)) = (dir.path().join("sink"), key_files(dir.path(), "cp"));
+        let (b, c) = {
+            let b = broker(engine, &key, &sink).await;
+            let c = b.app.checkpoints.clone().unwrap();
+            (b, c)
+        };
+        activity(&b, 1).await;
+        let first = written(tick(&b).await);
+        let walked = stepped(&b, &c).await;
+        assert!(walked > first.seq + 1, "{engine:?}");
+        activity(&b, 1).await;
+        let second = written(tick(&b).await);
+        assert_eq!(
+            (second.number, second.event_count),
+            (2, u64::try_from(second.seq).unwrap()),
+            "{engine:?}: the steps' rows and the round's, counted once each"
+        );
+
+        // A row the steps walked is edited in place: the round goes on after it and signs.
+        stepped(&b, &c).await;
+        let edited = second.seq + 1;
+        disable_audit_triggers(&b.app.store).await;
+        db::batch(
+            &b.app.store,
+            &format!("UPDATE audit_events SET actor = 'mallory' WHERE seq = {edited}"),
+        )
+        .await
+        .unwrap();
+        activity(&b, 1).await;
+        let third = written(tick(&b).await);
+        let report = against_sink(&b, &sink, &public_key).await;
+        assert!(!report.ok, "{engine:?}: {report:?}");
+        assert_eq!(report.first_bad_seq, Some(edited), "{engine:?}: {report:?}");
+        assert_eq!(
+            report.checkpoints.unwrap().disproved_by,
+            Some(third.number),
+            "{engine:?}"
+        );
+
+        // The row a step ended on is rewritten, hash and all: never signed.
+        let end = stepped(&b, &c).await;
+        db::batch(
+            &b.app.store,
+            &format!(
+                "UPDATE audit_events SET hash = '{}' WHERE seq = {end}",
+                "0".repeat(64)
+            ),
+        )
+        .await
+        .unwrap();
+        activity(&b, 1).await;
+        let e = c.tick(&b.app).await.unwrap_err().to_string();
+        assert!(
+            e.contains("does not verify") && e.contains("nothing is signed"),
+            "{engine:?}: {e}"
+        );
+        assert_eq!(sink_list(&sink).await.len(), 3, "{engine:?}");
     }
 }
 
