@@ -37,13 +37,15 @@
 //! cost within one run instead: the bench itself has the broker sign a checkpoint round every
 //! `JIT_BENCH_LOAD_CHECKPOINT_EVERY` (default `2s` here; `60s` is the default
 //! `audit.checkpoint_every`) from the start of the counted arrivals, after one untimed round,
-//! so each timed round walks only the rows since the previous one, as in `serve`. It records
-//! each round's wall-clock window on the arrivals' clock. An arrival is *touched* when its
-//! lifetime (due → credentials minted) overlaps a round or the [`touch_margin`] after it; the
+//! so each timed round walks only the rows since the previous one, and between rounds a step
+//! every second (`Checkpointer::step`) walks the rows since the last one, as in `serve`. It
+//! records each round's and step's wall-clock window on the arrivals' clock. An arrival is
+//! *touched* when its lifetime (due → credentials minted) overlaps a round, a step, or the
+//! [`touch_margin`] after one; the
 //! untouched arrivals of the same run are the sample without checkpoints, so the machine's
 //! drift falls on both alike, and the p99 of all arrivals against the p99 of the untouched is
 //! what the rounds added to it (see [`Attribution`] for exactly what is printed). The same
-//! split with the windows moved to where no round ran (placebos) shows how large such a
+//! split with the windows moved to where no round or step ran (placebos) shows how large such a
 //! difference comes out by chance.
 
 #![expect(clippy::expect_used, reason = "a benchmark aborts on set-up failure")]
@@ -225,8 +227,8 @@ enum Checkpoints {
     Split,
 }
 
-/// `split`: the wall-clock time of one checkpoint round, from the start of the counted arrivals
-/// (the origin of [`Sample::due`]).
+/// `split`: the wall-clock time of one checkpoint round or step, from the start of the counted
+/// arrivals (the origin of [`Sample::due`]).
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: Duration,
@@ -234,6 +236,8 @@ struct Window {
     /// False for the untimed first round, kept only if it ended after the counted arrivals
     /// began.
     timed: bool,
+    /// A step between rounds (`Checkpointer::step`), not a round.
+    step: bool,
 }
 
 /// `split`: what the checkpoint rounds cost the end-to-end p99, attributed within one run.
@@ -252,6 +256,10 @@ struct Attribution {
     every: Duration,
     /// Timed rounds, run between the start of the counted arrivals and their end.
     rounds: usize,
+    /// Steps between the rounds (`Checkpointer::step`, every `STEP_EVERY`), and how long one
+    /// took, p50 and max, ms: their windows touch arrivals as the rounds' do.
+    steps: usize,
+    step_took: (f64, f64),
     /// How long a timed round took, p50 and max over the rounds, ms.
     took: (f64, f64),
     /// Arrivals whose lifetime `[due, due + total]` overlaps a round's window extended by the
@@ -276,9 +284,11 @@ struct Attribution {
     /// on how slow the touched arrivals were, only on how many there were, so it says how
     /// much the rounds could move the p99 at this spacing whatever they cost.
     p99_worst: Option<f64>,
-    /// The same split of the same run where no round ran, to show what the difference is when
-    /// rounds cost nothing: the timed rounds' windows moved later by `j / (PLACEBOS + 1)` of the
-    /// interval, `j` = 1 … [`PLACEBOS`] (those that still fall among the arrivals). For each,
+    /// The same split of the same run where no round or step ran, to show what the difference
+    /// is when they cost nothing: the timed windows (rounds and steps) moved later by
+    /// `j / (PLACEBOS + 1)` of the step period, `j` = 1 … [`PLACEBOS`] (those that still fall
+    /// among the arrivals; rounds come a whole number of periods apart, so no moved window
+    /// lands on a real one). For each,
     /// the arrivals it touches and the end-to-end p99 of the others, ms; `p99_all` minus that
     /// is a difference that chance alone gives.
     placebo: Vec<(usize, f64)>,
@@ -440,22 +450,34 @@ fn split_rounds(app: &jit_server::service::App, t0: Instant) -> Rounds {
                 start: started.saturating_duration_since(t0),
                 end: ended.saturating_duration_since(t0),
                 timed: false,
+                step: false,
             });
         }
         let every = c.every();
         let mut ticks = tokio::time::interval_at((t0 + every).into(), every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Steps between the rounds, as `serve` runs them (`Checkpointer::run`), half a step
+        // period off the rounds.
+        let period = jit_server::checkpoint::writer::STEP_EVERY;
+        let mut steps = tokio::time::interval_at((t0 + period / 2).into(), period);
+        steps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
+            let is_step = tokio::select! {
+                _ = ticks.tick() => false,
+                _ = steps.tick() => true,
                 _ = stop.changed() => break,
-            }
+            };
             let started = Instant::now();
-            c.round(&app.store, app.now_ms()).await.expect("a round");
+            if is_step {
+                c.step(&app.store).await.expect("a step");
+            } else {
+                c.round(&app.store, app.now_ms()).await.expect("a round");
+            }
             windows.push(Window {
                 start: started.saturating_duration_since(t0),
                 end: Instant::now().saturating_duration_since(t0),
                 timed: true,
+                step: is_step,
             });
         }
         windows
@@ -501,19 +523,21 @@ fn attribute(samples: &[Sample], windows: &[Window], every: Duration) -> Attribu
     let (touched, untouched): (Vec<&Sample>, Vec<&Sample>) =
         samples.iter().partition(|s| reached(windows, s));
     let totals = |v: &[&Sample]| v.iter().map(|s| s.total).collect::<Vec<_>>();
-    // The placebos: the timed rounds' windows moved by a sixth of the interval, two sixths,
-    // … five sixths, where no round ran, as long as arrivals were still due then.
+    // The placebos: the timed windows moved by a sixth of the step period, two sixths, … five
+    // sixths, where neither a round nor a step ran (steps come every period, rounds every
+    // interval, a whole number of periods), as long as arrivals were still due then.
     let last_due = samples.iter().map(|s| s.due).max().unwrap_or_default();
+    let period = jit_server::checkpoint::writer::STEP_EVERY;
     let placebo = (1..=PLACEBOS)
         .map(|j| {
-            let by = every * j / (PLACEBOS + 1);
+            let by = period * j / (PLACEBOS + 1);
             let moved: Vec<Window> = windows
                 .iter()
                 .filter(|w| w.timed)
                 .map(|w| Window {
                     start: w.start + by,
                     end: w.end + by,
-                    timed: true,
+                    ..*w
                 })
                 .filter(|w| w.start <= last_due)
                 .collect();
@@ -522,13 +546,17 @@ fn attribute(samples: &[Sample], windows: &[Window], every: Duration) -> Attribu
             (samples.len() - kept.len(), p99)
         })
         .collect();
-    let took: Vec<Duration> = windows
-        .iter()
-        .filter(|w| w.timed)
-        .map(|w| w.end.saturating_sub(w.start))
-        .collect();
-    let rounds = took.len();
-    let [took_p50, took_max] = quantiles_ms(took, [0.50, 1.0]);
+    let took = |step: bool| {
+        let took: Vec<Duration> = windows
+            .iter()
+            .filter(|w| w.timed && w.step == step)
+            .map(|w| w.end.saturating_sub(w.start))
+            .collect();
+        let n = took.len();
+        let [p50, max] = quantiles_ms(took, [0.50, 1.0]);
+        (n, (p50, max))
+    };
+    let ((rounds, (took_p50, took_max)), (steps, step_took)) = (took(false), took(true));
     let [touched_p50, touched_p99] = quantiles_ms(totals(&touched), [0.50, 0.99]);
     let [p99_all] = quantiles_ms(samples.iter().map(|s| s.total).collect(), [0.99]);
     let mut untouched = totals(&untouched);
@@ -540,6 +568,8 @@ fn attribute(samples: &[Sample], windows: &[Window], every: Duration) -> Attribu
         every,
         rounds,
         took: (took_p50, took_max),
+        steps,
+        step_took,
         touched: touched.len(),
         arrivals: samples.len(),
         touched_ms: (touched_p50, touched_p99),
@@ -564,12 +594,16 @@ fn print_attribution(a: &Attribution) {
         )
     };
     println!(
-        "  split: {} rounds every {:?}, a round {:.1} ms p50, {:.1} ms max; touched (within a \
-         round or {:?} after) {} of {} arrivals ({:.2} %), their end to end {:.1} / {:.1}",
+        "  split: {} rounds every {:?}, a round {:.1} ms p50, {:.1} ms max; {} steps, a step {:.1} \
+         ms p50, {:.1} ms max; touched (within a round or step or {:?} after) {} of {} arrivals \
+         ({:.2} %), their end to end {:.1} / {:.1}",
         a.rounds,
         a.every,
         a.took.0,
         a.took.1,
+        a.steps,
+        a.step_took.0,
+        a.step_took.1,
         touch_margin(),
         a.touched,
         a.arrivals,
@@ -600,8 +634,8 @@ fn print_attribution(a: &Attribution) {
         })
         .collect();
     println!(
-        "  split: placebo differences (the windows moved by 1/{n} … {}/{n} of the interval, \
-         where no round ran): {}",
+        "  split: placebo differences (the windows moved by 1/{n} … {}/{n} of the step period, \
+         where no round or step ran): {}",
         PLACEBOS,
         placebo.join(", "),
         n = PLACEBOS + 1,

@@ -45,7 +45,7 @@ const ALARM_AFTER: u32 = 3;
 /// rounds ([`Checkpointer::step`]): at 200 arrivals a second about 800 rows, a few
 /// milliseconds, where a round a minute apart walked about 48,000 at once (docs/performance.md,
 /// "Checkpoint cost inside the run").
-const STEP_EVERY: Duration = Duration::from_secs(1);
+pub const STEP_EVERY: Duration = Duration::from_secs(1);
 
 /// What a round did.
 #[derive(Debug, Clone, PartialEq, Eq)]
