@@ -217,7 +217,9 @@ pub async fn claim(
 /// [`claim`], and when the next job not yet due falls due ([`next_due`]), as the scheduler
 /// asks before it sleeps: one statement on PostgreSQL (the claim's `UPDATE` as a `WITH`
 /// clause, beside the read; both see the jobs as they were when the statement began, and a
-/// claimed job was due already, so it is not the next), two on SQLite.
+/// claimed job was due already, so it is not the next), two on SQLite, where a failed read
+/// after the claim keeps the claimed jobs and says nothing of the next (`None`: the
+/// scheduler looks again at its tick).
 pub async fn claim_and_next(
     store: &Store,
     now: i64,
@@ -226,7 +228,11 @@ pub async fn claim_and_next(
 ) -> Result<(Vec<Job>, Option<i64>), StoreError> {
     if store.backend() == Backend::Sqlite {
         let jobs = claim(store, now, lease_ms, limit).await?;
-        return Ok((jobs, next_due(store, now).await?));
+        let next = next_due(store, now).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read when the next job is due");
+            None
+        });
+        return Ok((jobs, next));
     }
     let sql = format!(
         "WITH c AS ({}) SELECT n.next_due, c.* FROM ({NEXT_DUE_SQL}) n LEFT JOIN c ON true",

@@ -475,20 +475,20 @@ impl Store {
         }
     }
 
-    /// PostgreSQL: a transaction begun by `statements`, a simple query that starts with
+    /// PostgreSQL only: a transaction begun by `statements`, a simple query that starts with
     /// `BEGIN` and may go on with statements of its own (no parameters: values in it are
-    /// literals, [`db::literal`]), sent in one round trip. SQLite: [`Store::begin`], and the
-    /// statements are not run; a caller that needs them there runs them itself.
+    /// literals, [`db::literal`]), sent in one round trip. On SQLite an error: its statements
+    /// would not be run.
     ///
     /// When a statement after `BEGIN` fails the transaction is rolled back and the error is
     /// sqlx's `BeginFailed` (the server's message is not kept by sqlx on this path).
     pub async fn begin_with(&self, statements: String) -> Result<Tx, StoreError> {
-        let conn = match &*self.engine {
-            Engine::Sqlite(db) => TxInner::Sqlite(db.begin().await?),
-            Engine::Postgres(db) => {
-                TxInner::Postgres(db.pool.begin_with(sqlx::AssertSqlSafe(statements)).await?)
-            }
+        let Engine::Postgres(db) = &*self.engine else {
+            return Err(StoreError::Db(sqlx::Error::Configuration(
+                "a transaction begun by statements of its own is PostgreSQL's".into(),
+            )));
         };
+        let conn = TxInner::Postgres(db.pool.begin_with(sqlx::AssertSqlSafe(statements)).await?);
         Ok(self.tx(conn))
     }
 
