@@ -65,6 +65,14 @@ async fn jobs_run_when_due_not_at_the_next_tick() {
     }
 }
 
+/// Alice, bob, and alice's request for `aws-prod-admin` (bob may approve it), on `b`.
+async fn prod_admin(b: &TestBroker) -> (Caller, Caller, jit_api::Request) {
+    let alice = b.login("alice").await;
+    let bob = b.login("bob").await;
+    let r = alice.request("aws-prod-admin", "1h").await;
+    (alice, bob, r)
+}
+
 /// Waits until request `id` is active, at most [`PROMPT_MS`] from now (`after` says since what).
 async fn promptly_active(who: &Caller, id: uuid::Uuid, after: &str) {
     let since = Instant::now();
@@ -83,9 +91,7 @@ async fn on_time(engine: Engine) {
     let scheduler = tokio::spawn(jit_server::scheduler::run(b.app.clone(), TICK, stopped));
 
     // An approval queues the activation: its commit wakes the scheduler.
-    let alice = b.login("alice").await;
-    let bob = b.login("bob").await;
-    let r = alice.request("aws-prod-admin", "1h").await;
+    let (alice, bob, r) = prod_admin(&b).await;
     let (status, body) = bob.approve(r.id).await;
     assert_eq!(status, 200, "{body}");
     promptly_active(&alice, r.id, &format!("{engine:?}: the approval")).await;
@@ -130,9 +136,7 @@ async fn on_time(engine: Engine) {
 /// grant stays active until then.
 async fn early_claim_is_no_failure(engine: Engine) {
     let b = start(engine).await;
-    let alice = b.login("alice").await;
-    let bob = b.login("bob").await;
-    let r = alice.request("aws-prod-admin", "1h").await;
+    let (alice, bob, r) = prod_admin(&b).await;
     bob.approve(r.id).await;
     b.run_jobs().await;
     let r = alice.show(r.id).await;
@@ -178,9 +182,7 @@ async fn a_job_claimed_before_it_is_due_waits_without_a_failure() {
 /// run may have made is removed.
 async fn unfinished_activations_fail(engine: Engine) {
     let b = start(engine).await;
-    let alice = b.login("alice").await;
-    let bob = b.login("bob").await;
-    let r = alice.request("aws-prod-admin", "1h").await;
+    let (alice, bob, r) = prod_admin(&b).await;
     bob.approve(r.id).await;
     // Three claims that ended with no record, as a broker that died mid-run leaves them.
     query("UPDATE jobs SET attempts = 3 WHERE request_id = $1 AND kind = 'activate'")

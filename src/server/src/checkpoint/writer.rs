@@ -299,9 +299,7 @@ impl Checkpointer {
             .walked
             .take()
             .filter(|w| trusted && previous.as_ref().is_some_and(|p| p.hash == w.after))
-            .map_or((anchor_seq, anchor_hash.clone(), 0), |w| {
-                (w.seq, w.hash, w.rows)
-            });
+            .map_or((anchor_seq, anchor_hash, 0), |w| (w.seq, w.hash, w.rows));
         // After a checkpoint this key signed, the rows up to it are what that checkpoint says
         // (off the host, where `verify --checkpoints` holds the table against every one): the
         // round walks the rows after it, and counts nothing else. Otherwise it counts the

@@ -1015,8 +1015,8 @@ impl App {
     /// and AWS sees no call; on PostgreSQL inside the lock's transaction, to a
     /// savepoint, in one round trip), and the session is handed out only once the
     /// event, with what only the call tells (the access key id), has
-    /// committed. The two writes are short transactions of their own, so
-    /// SQLite's one writer is not held across the STS round trip (every other
+    /// committed. On SQLite the two writes are short transactions of their own,
+    /// so its one writer is not held across the STS round trip (every other
     /// write would wait for it). Should the second fail all the same, the
     /// session is ended as a removal ends it (the person's deny) before the
     /// error is returned, and the failure is recorded when the log takes it.
@@ -1096,9 +1096,9 @@ impl App {
         Ok(value)
     }
 
-    /// Whether the `event` of a session for request `id` can be written: PostgreSQL probes in the lock's
-    /// transaction (one round trip), SQLite in a transaction of its own. `AuditUnavailable`
-    /// when not: no session may be minted.
+    /// Whether the `event` of a session for request `id` can be written: PostgreSQL probes
+    /// in the lock's transaction (one round trip), SQLite in a transaction of its own.
+    /// `AuditUnavailable` when not: no session may be minted.
     async fn probe_session(
         &self,
         guard: &mut TargetGuard,
