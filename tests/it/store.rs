@@ -1315,6 +1315,58 @@ both_backends!(a_claim_says_when_the_next_job_falls_due, |db| {
     assert_eq!(next, None, "every job is claimed");
 });
 
+/// Planned with its values (as the broker sends it: `Query::planned_each_run`), the claim
+/// reads its jobs by primary key on a table that grew since the connection last saw it,
+/// done jobs and all, and claims the one due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_finds_its_jobs_by_key_in_a_table_that_grew() {
+    use sqlx::{Connection as _, Row as _};
+    let db = TestDb::postgres().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let prepare = format!(
+        "PREPARE claim(bigint, bigint, bigint) AS {}",
+        jobs::claim_statement_postgres()
+    );
+    // Our own statement text, no outside input.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(prepare))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // Run on the empty table, then what a busy broker's table holds: done activations,
+    // expiries due later, one due now; no ANALYZE since.
+    for sql in [
+        "EXECUTE claim(1, 2, 32)",
+        "INSERT INTO jobs (id, kind, payload, due_at, created_at, done_at, attempts)
+         SELECT 'done-' || g, 'activate', '{}', g, g, g + 5, 1 FROM generate_series(1, 10000) g",
+        "INSERT INTO jobs (id, kind, payload, due_at, created_at)
+         SELECT 'later-' || g, 'expire', '{}', 1000000 + g, g FROM generate_series(1, 5000) g",
+        "INSERT INTO jobs (id, kind, payload, due_at, created_at)
+         VALUES ('now', 'activate', '{}', 11000, 11000)",
+        "SET plan_cache_mode = force_custom_plan",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+    let plan: Vec<String> = sqlx::raw_sql("EXPLAIN EXECUTE claim(11001, 16001, 32)")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        !plan.contains("Seq Scan"),
+        "the claim scans the table:\n{plan}"
+    );
+    assert!(plan.contains("jobs_pkey"), "not by key:\n{plan}");
+    let rows = sqlx::raw_sql("EXECUTE claim(11001, 16001, 32)")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<String, _>("id"), "now");
+}
+
 both_backends!(an_expired_lease_makes_a_job_claimable_again, |db| {
     enqueue(&db.store, "activate", T0, None).await;
     assert!(

@@ -234,14 +234,7 @@ pub async fn claim_and_next(
         });
         return Ok((jobs, next));
     }
-    let sql = format!(
-        "WITH c AS ({}) SELECT n.next_due, c.* FROM ({NEXT_DUE_SQL}) n LEFT JOIN c ON true",
-        claim_sql(Backend::Postgres)
-    );
-    let rows = query_built(sql)
-        .bind(now)
-        .bind(now + lease_ms)
-        .bind(limit)
+    let rows = claim_and_next_pg(now, lease_ms, limit)
         .fetch_all(store)
         .await?;
     let next = match rows.first() {
@@ -251,18 +244,44 @@ pub async fn claim_and_next(
     Ok((claimed(&rows)?, next))
 }
 
+/// PostgreSQL's claim with the next job's due time ([`claim_and_next`]), planned with its
+/// values at every run ([`Query::planned_each_run`]). Prepared, a connection settled after
+/// five runs on a generic plan made for the table as it was then: while the table was
+/// small, one that scans all of it, which it kept as the table grew (done jobs stay in it).
+/// In the `load` bench, on a new database, about one run in three got that plan: the claim
+/// took 1.4–2.5 ms instead of 0.08 and the whole run was slower (docs/performance.md,
+/// 2026-12-05, 23:15–00:30 UTC).
+fn claim_and_next_pg(now: i64, lease_ms: i64, limit: i64) -> Query {
+    query_built(format!(
+        "WITH c AS ({}) SELECT n.next_due, c.* FROM ({NEXT_DUE_SQL}) n LEFT JOIN c ON true",
+        claim_sql(Backend::Postgres)
+    ))
+    .bind(now)
+    .bind(now + lease_ms)
+    .bind(limit)
+    .planned_each_run()
+}
+
+/// PostgreSQL's claim statement ([`claim_sql`]), for `EXPLAIN`: how the server runs it.
+pub fn claim_statement_postgres() -> String {
+    claim_sql(Backend::Postgres)
+}
+
 /// The claim of up to `$3` jobs due at `$1`, leased until `$2`.
+///
+/// PostgreSQL picks the jobs into an array first (`= ANY (ARRAY(…))`: the pick runs once,
+/// before the update), and the update finds them by primary key.
 fn claim_sql(backend: Backend) -> String {
-    let skip = match backend {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
+    let (open, close) = match backend {
+        Backend::Postgres => ("= ANY (ARRAY(", " FOR UPDATE SKIP LOCKED))"),
+        Backend::Sqlite => ("IN (", ")"),
     };
     format!(
         "UPDATE jobs SET locked_until = $2, attempts = attempts + 1
-         WHERE id IN (
+         WHERE id {open}
              SELECT id FROM jobs
              WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
-             ORDER BY due_at LIMIT $3{skip})
+             ORDER BY due_at LIMIT $3{close}
          RETURNING id, kind, request_id, payload, attempts, failures, due_at"
     )
 }
@@ -426,6 +445,19 @@ mod tests {
         assert_eq!(
             "defragment".parse::<JobKind>(),
             Err("unknown job kind `defragment`".to_owned())
+        );
+    }
+
+    /// PostgreSQL gets the claim as an unnamed statement: planned with its values at every
+    /// run, never a plan the connection cached for a smaller table.
+    #[test]
+    fn the_claim_is_planned_with_its_values_each_run() {
+        let claim = super::claim_and_next_pg(1, 2, 3);
+        assert!(!sqlx::Execute::persistent(&claim.pg()));
+        let plain = super::query("SELECT 1");
+        assert!(
+            sqlx::Execute::persistent(&plain.pg()),
+            "others stay prepared"
         );
     }
 }
