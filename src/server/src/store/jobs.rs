@@ -248,9 +248,9 @@ pub async fn claim_and_next(
 /// values at every run ([`Query::planned_each_run`]). Prepared, a connection settled after
 /// five runs on a generic plan made for the table as it was then: while the table was
 /// small, one that scans all of it, which it kept as the table grew (done jobs stay in it).
-/// In the `load` bench, on a new database, about one run in three got that plan: the claim
-/// took 1.4–2.5 ms instead of 0.08 and the whole run was slower (docs/performance.md,
-/// 2026-12-05, 23:15–00:30 UTC).
+/// In the `load` bench, on a new database, about half the runs got that plan: the claim
+/// took 1.0–2.5 ms instead of 0.08 and the whole run was slower (docs/performance.md,
+/// 2026-12-05/06, 23:12–00:24 UTC).
 fn claim_and_next_pg(now: i64, lease_ms: i64, limit: i64) -> Query {
     query_built(format!(
         "WITH c AS ({}) SELECT n.next_due, c.* FROM ({NEXT_DUE_SQL}) n LEFT JOIN c ON true",
