@@ -198,7 +198,8 @@ pub(super) fn bind_inserts(mut q: Query, jobs: &[NewJob<'_>], now: i64) -> Query
 
 /// Claims up to `limit` due jobs for `lease_ms`, oldest due first: one
 /// statement that picks them (PostgreSQL: skipping rows another broker is
-/// claiming) and sets their lease.
+/// claiming) and sets their lease, planned with its values at every run as
+/// [`claim_and_next`]'s is.
 pub async fn claim(
     store: &Store,
     now: i64,
@@ -209,6 +210,7 @@ pub async fn claim(
         .bind(now)
         .bind(now + lease_ms)
         .bind(limit)
+        .planned_each_run()
         .fetch_all(store)
         .await?;
     claimed(&rows)
