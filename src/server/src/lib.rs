@@ -10,6 +10,7 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod domain;
+mod fifo;
 pub mod http;
 pub mod identity;
 pub mod metrics;

@@ -1,7 +1,6 @@
 //! Token claims → [`User`], with the configurable [`ClaimMapping`], tenant pinning and group
 //! overage (Entra omits `groups` past 200 groups and points at Microsoft Graph instead).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
@@ -12,6 +11,7 @@ use super::{AuthError, strict};
 use crate::clock::Clock;
 use crate::config::ClaimMapping;
 use crate::domain::User;
+use crate::fifo::Fifo;
 
 /// How long a user's resolved groups are reused.
 const GROUP_CACHE_TTL: Duration = Duration::minutes(5);
@@ -34,19 +34,25 @@ pub trait GroupResolver: Send + Sync {
     async fn user_groups(&self, oid: &str) -> Result<Vec<String>, GroupLookupError>;
 }
 
-/// Resolved groups per `oid`, kept for [`GROUP_CACHE_TTL`].
+/// Resolved groups per `oid`, kept for [`GROUP_CACHE_TTL`]; at most [`GROUP_CACHE_MAX`]
+/// users, the one added first going for each added past that ([`Fifo`]: no sweep or
+/// clear of the whole cache under its lock).
 pub(crate) struct GroupCache {
     resolver: Arc<dyn GroupResolver>,
     clock: Arc<dyn Clock>,
-    entries: Mutex<HashMap<String, (Vec<String>, OffsetDateTime)>>,
+    entries: Mutex<Fifo<String, (Vec<String>, OffsetDateTime)>>,
 }
 
 impl GroupCache {
     pub(crate) fn new(resolver: Arc<dyn GroupResolver>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_cap(resolver, clock, GROUP_CACHE_MAX)
+    }
+
+    fn with_cap(resolver: Arc<dyn GroupResolver>, clock: Arc<dyn Clock>, cap: usize) -> Self {
         Self {
             resolver,
             clock,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Fifo::new(cap)),
         }
     }
 
@@ -59,18 +65,12 @@ impl GroupCache {
         }
         let mut groups = self.resolver.user_groups(oid).await?;
         groups.truncate(MAX_GROUPS);
-        let mut entries = self.lock();
-        if entries.len() >= GROUP_CACHE_MAX {
-            entries.retain(|_, (_, at)| now - *at < GROUP_CACHE_TTL);
-            if entries.len() >= GROUP_CACHE_MAX {
-                entries.clear();
-            }
-        }
-        entries.insert(oid.to_owned(), (groups.clone(), now));
+        let gone = self.lock().insert(oid.to_owned(), (groups.clone(), now));
+        drop(gone);
         Ok(groups)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<String>, OffsetDateTime)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Fifo<String, (Vec<String>, OffsetDateTime)>> {
         match self.entries.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -228,6 +228,43 @@ mod tests {
     }
 
     const TID: &str = "11111111-2222-3333-4444-555555555555";
+
+    /// Answers every lookup with the oid as its one group, and counts the lookups.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl GroupResolver for Counting {
+        async fn user_groups(&self, oid: &str) -> Result<Vec<String>, GroupLookupError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![format!("group-of-{oid}")])
+        }
+    }
+
+    #[tokio::test]
+    async fn resolved_groups_are_reused_for_their_ttl_and_the_oldest_user_goes_past_the_cap() {
+        let resolver = Arc::new(Counting::default());
+        let clock = Arc::new(crate::clock::ManualClock::new());
+        let cache = GroupCache::with_cap(resolver.clone(), clock.clone(), 2);
+        let lookups = || resolver.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(cache.groups("a").await.unwrap(), ["group-of-a"]);
+        assert_eq!(cache.groups("a").await.unwrap(), ["group-of-a"]);
+        assert_eq!(lookups(), 1, "the second is answered from the cache");
+        cache.groups("b").await.unwrap();
+        cache.groups("c").await.unwrap();
+        assert_eq!(cache.lock().len(), 2, "held at its cap");
+        assert_eq!(lookups(), 3);
+        // `a` went when `c` came; `c` is still held.
+        cache.groups("c").await.unwrap();
+        assert_eq!(lookups(), 3);
+        cache.groups("a").await.unwrap();
+        assert_eq!(lookups(), 4);
+        // Past the TTL a held user is looked up again.
+        clock.advance(GROUP_CACHE_TTL);
+        cache.groups("a").await.unwrap();
+        assert_eq!(lookups(), 5);
+        assert_eq!(cache.lock().len(), 2);
+    }
 
     #[test]
     fn entra_claims_map_to_a_user() {

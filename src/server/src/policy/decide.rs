@@ -19,6 +19,7 @@ use cedar_policy::{
 
 use super::{Action, Entitlement, Kind, PolicySet};
 use crate::domain::User;
+use crate::fifo::Fifo;
 
 /// The actions as types, for [`Authorized`].
 pub mod act {
@@ -593,50 +594,6 @@ struct UserCache {
 
 /// Cap of the user cache: past it, the user added first goes for each one added.
 const USER_CACHE_CAP: usize = 10_000;
-
-/// A map that holds at most `cap` entries: adding one past that removes the entry added
-/// first. What it removes it hands back, so the caller drops it after releasing its lock:
-/// a user's entities hold the catalog's, and the cache used to clear itself at the cap,
-/// dropping 10,000 users' entities under its lock. That stalled every decision, and so
-/// every API call, for 200–400 ms (the `load` bench at its 10,000th requester).
-struct Fifo<K, V> {
-    map: HashMap<K, V>,
-    /// The keys of `map`, oldest first.
-    order: std::collections::VecDeque<K>,
-    cap: usize,
-}
-
-impl<K: std::hash::Hash + Eq + Copy, V> Fifo<K, V> {
-    fn new(cap: usize) -> Self {
-        Self {
-            map: HashMap::new(),
-            order: std::collections::VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key)
-    }
-
-    /// Keeps `value` under `key` (in the place of the key's earlier value, if any); returns
-    /// the values it no longer holds.
-    #[must_use = "drop what the cache let go after releasing its lock"]
-    fn insert(&mut self, key: K, value: V) -> Vec<V> {
-        let mut gone = Vec::new();
-        match self.map.insert(key, value) {
-            Some(old) => gone.push(old),
-            None => self.order.push_back(key),
-        }
-        while self.map.len() > self.cap {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            gone.extend(self.map.remove(&oldest));
-        }
-        gone
-    }
-}
 
 /// One user's part of every decision.
 struct UserEntities {
@@ -1487,27 +1444,6 @@ when {
     }
 
     #[test]
-    fn the_cache_lets_go_of_the_oldest_user_one_for_each_added() {
-        let mut cache = Fifo::new(3);
-        for k in 1..=3 {
-            assert!(cache.insert(k, k * 10).is_empty(), "room for {k}");
-        }
-        // Past the cap, only the oldest goes, and the caller gets it to drop.
-        assert_eq!(cache.insert(4, 40), vec![10]);
-        assert_eq!(cache.get(&1), None);
-        assert_eq!(cache.get(&2), Some(&20));
-        assert_eq!(cache.get(&4), Some(&40));
-        // A key again: its old value is handed back, nothing else goes, and it keeps its
-        // place in the order.
-        assert_eq!(cache.insert(2, 21), vec![20]);
-        assert_eq!(cache.get(&3), Some(&30));
-        assert_eq!(cache.insert(5, 50), vec![21]);
-        assert_eq!(cache.insert(6, 60), vec![30]);
-        assert_eq!(cache.map.len(), 3);
-        assert_eq!(cache.order.len(), 3);
-    }
-
-    #[test]
     fn users_past_the_cap_keep_the_cache_at_its_cap() {
         let policy = set(|_, text| text.to_owned(), "");
         {
@@ -1522,6 +1458,6 @@ when {
             assert!(policy.authorize_broker::<act::Audit>(&user).is_err());
         }
         let cache = policy.native.users.lock().unwrap();
-        assert_eq!(cache.map.map.len(), 2);
+        assert_eq!(cache.map.len(), 2);
     }
 }
