@@ -493,6 +493,43 @@ async fn brokers_sharing_postgresql_write_one_chain_of_checkpoints() {
     assert_eq!(a.app.store.backend(), Backend::Postgres);
 }
 
+/// A broker whose round found another broker writing stops walking ahead in steps (the other
+/// writes the next checkpoint, so the walk would be thrown away), and walks again once it
+/// writes one itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_that_does_not_write_the_checkpoints_does_not_walk_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("sink");
+    let (key, _, _) = key_files(dir.path(), "cp");
+    let a = broker(Engine::Postgres, &key, &sink).await;
+    let c = a.app.checkpoints.clone().unwrap();
+    activity(&a, 1).await;
+    let first = written(tick(&a).await);
+    let walked = stepped(&a, &c).await;
+    assert_eq!(c.steps_walked_to(), Some(walked));
+    assert!(walked > first.seq, "the steps walked the new rows");
+
+    // Another broker holds the writer's lock for the next round.
+    let mut other = jit_server::store::checkpoints::WriterLock::default();
+    let held = other.try_lock(&a.app.store).await.unwrap().unwrap();
+    activity(&a, 1).await;
+    assert_eq!(tick(&a).await, Outcome::OtherBroker);
+    assert_eq!(c.steps_walked_to(), None);
+    stepped(&a, &c).await;
+    assert_eq!(
+        c.steps_walked_to(),
+        None,
+        "no steps while another broker writes"
+    );
+    other.release(held).await.unwrap();
+
+    // Its own checkpoint again: the steps walk after it.
+    let next = written(tick(&a).await);
+    let walked = stepped(&a, &c).await;
+    assert!(walked > next.seq);
+    assert_eq!(c.steps_walked_to(), Some(walked));
+}
+
 /// `serve` signs a checkpoint every interval while the chain grows, and a last one when it
 /// stops (SIGTERM).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -249,6 +249,10 @@ impl Checkpointer {
         // writes and the record included. SQLite has one broker, and its write lock must not
         // be held across a round.
         let Some(held) = inner.lock.try_lock(store).await? else {
+            // The other broker writes the next checkpoint, and a walk anchored on this one's
+            // would be thrown away by its next round (it no longer follows the newest): no
+            // steps until this broker writes again.
+            inner.walked = None;
             return Ok(Outcome::OtherBroker);
         };
         let result = self.locked_round(store, &mut inner, now_ms).await;
@@ -615,7 +619,7 @@ impl Checkpointer {
     /// as the next round would, so that the round walks only what came after: the walk's cost
     /// comes in small steps over the interval ([`STEP_EVERY`]) instead of at once. Nothing
     /// before a checkpoint of this broker's key (the first round counts the whole table),
-    /// nor while a round runs. A walk that meets a bad row forgets the steps: the next round
+    /// nor while another broker writes them, nor while a round runs. A walk that meets a bad row forgets the steps: the next round
     /// walks from its checkpoint again, and refuses there.
     pub async fn step(&self, store: &Store) -> Result<(), StoreError> {
         let Ok(mut inner) = self.inner.try_lock() else {
@@ -636,6 +640,13 @@ impl Checkpointer {
             _ => inner.walked = None,
         }
         Ok(())
+    }
+
+    /// The seq up to which the steps between rounds walked the chain after this writer's
+    /// last checkpoint; `None` when they do not walk (no checkpoint of this writer's yet,
+    /// another broker writes them, or a round runs).
+    pub fn steps_walked_to(&self) -> Option<i64> {
+        self.inner.try_lock().ok()?.walked.as_ref().map(|w| w.seq)
     }
 
     /// One round at the broker's time, its failure logged, and the alarm check: what
