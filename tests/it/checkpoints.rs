@@ -457,9 +457,7 @@ async fn steps_walk_ahead_of_the_round_and_what_they_walked_stays_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn brokers_sharing_postgresql_write_one_chain_of_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("sink");
-    let (key, _, public_key) = key_files(dir.path(), "cp");
+    let (_dir, sink, key, public_key) = sink_and_key();
     let a = broker(Engine::Postgres, &key, &sink).await;
     // A second writer on the same database: another broker's checkpointer.
     let other = file_writer(&key, &sink, "jit-other").await;
@@ -498,9 +496,7 @@ async fn brokers_sharing_postgresql_write_one_chain_of_checkpoints() {
 /// writes one itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_that_does_not_write_the_checkpoints_does_not_walk_ahead() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = dir.path().join("sink");
-    let (key, _, _) = key_files(dir.path(), "cp");
+    let (_dir, sink, key, _) = sink_and_key();
     let a = broker(Engine::Postgres, &key, &sink).await;
     let c = a.app.checkpoints.clone().unwrap();
     activity(&a, 1).await;
@@ -752,6 +748,15 @@ fn exports_verify_offline(b: &TestBroker, dir: &Path, public: &Path) {
 
 /// A checkpoint writer of its own (another broker's, or one after a key rotation): the key
 /// file `key` (`file:…`), one file sink at `sink`, signing as `broker_id`.
+/// A temporary directory (kept while it lives) with a file sink and a signing key (`cp`) in
+/// it: the sink's path, the key's `file:` reference and its public key.
+fn sink_and_key() -> (tempfile::TempDir, PathBuf, String, PublicKey) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("sink");
+    let (key, _, public_key) = key_files(dir.path(), "cp");
+    (dir, sink, key, public_key)
+}
+
 async fn file_writer(key: &str, sink: &std::path::Path, broker_id: &str) -> Checkpointer {
     let signer: Arc<dyn jit_server::checkpoint::Signer> = Arc::new(
         Ed25519Signer::from_pem(&std::fs::read_to_string(key.trim_start_matches("file:")).unwrap())
