@@ -457,6 +457,40 @@ each_engine!(
                 "grant.removed"
             ]
         );
+        // The roll-back's deny does not stay: that removal denied alice's sessions again (the
+        // same statement of the role's policy) and queued its pruning for when they have all
+        // expired, as every removal does.
+        let removed = data_of(&env.b, "grant.removed").await;
+        let sessions = &removed[0]["sessions"]["aws-sandbox"];
+        assert_eq!(
+            sessions["source_identity"],
+            alice.email.as_str(),
+            "{removed:?}"
+        );
+        let prunes: Vec<(String, i64)> = jit_server::store::query(
+            "SELECT payload, due_at FROM jobs WHERE kind = 'prune_denies' AND done_at IS NULL",
+        )
+        .fetch_all(&env.b.app.store)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.try_get("payload").unwrap(), r.try_get("due_at").unwrap()))
+        .collect();
+        assert_eq!(prunes.len(), 1, "{prunes:?}");
+        assert_eq!(
+            prunes[0].0,
+            json!({ "entitlement": "aws-sandbox" }).to_string()
+        );
+        let cutoff = time::OffsetDateTime::parse(
+            sessions["issued_before"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let cutoff_ms = i64::try_from(cutoff.unix_timestamp_nanos() / 1_000_000).unwrap();
+        assert!(
+            prunes[0].1 >= cutoff_ms + 3_540_000,
+            "due once the role's hour-long sessions have expired: {prunes:?}, {sessions}"
+        );
         env.fake.assert_no_violations();
     }
 );
