@@ -387,6 +387,19 @@ async fn aws_broker(engine: Engine) -> AwsBroker {
     aws_broker_with(engine, Options::default()).await
 }
 
+/// [`aws_broker`] on a database whose audit writes can be made to fail
+/// ([`AwsBroker::audit`]).
+pub(crate) async fn audit_fault_broker(engine: Engine) -> AwsBroker {
+    aws_broker_with(
+        engine,
+        Options {
+            audit_fault: true,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
 /// [`aws_broker`] with `options`.
 pub(crate) async fn aws_broker_with(engine: Engine, options: Options) -> AwsBroker {
     let Options {

@@ -15,8 +15,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::broker_aws::{Moto, broker_credentials, events, policy_dir, tuning};
+use crate::broker_aws::{Moto, audit_fault_broker, broker_credentials, events, policy_dir, tuning};
 use crate::graph_fake::{Fault, GraphFake};
+use crate::revocation::mint_as_the_store_fails;
 use crate::sessions::{deny_for, role_policy};
 use crate::support::server::{ENGINES, Engine, TestBroker, each_engine, start, start_with};
 
@@ -492,5 +493,53 @@ each_engine!(
             "due once the role's hour-long sessions have expired: {prunes:?}, {sessions}"
         );
         env.fake.assert_no_violations();
+    }
+);
+
+each_engine!(
+    a_bundles_events_held_while_the_audit_store_fails_name_its_members,
+    |engine| async move {
+        let env = audit_fault_broker(engine).await;
+        let b = &env.b;
+        let fault = env.audit.as_ref().unwrap();
+        let oscar = b.login("oscar").await;
+        let bob = b.login("bob").await;
+        let (status, body) = oscar
+            .post(
+                "/requests",
+                json!({"bundle": BUNDLE, "duration": "1h", "justification": "on call"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+        let (status, body) = bob.approve(id).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.run_jobs().await;
+        assert_eq!(oscar.show(id).await.state, RequestState::Active);
+
+        // The store fails while STS answers: the session is withdrawn, its record held.
+        let (status, body) = mint_as_the_store_fails(&env, &oscar, id).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        // A revocation meanwhile: its events and its removal's are held too.
+        let (status, body) = oscar
+            .post(
+                &format!("/requests/{id}/revoke"),
+                json!({"comment": "done"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.run_jobs().await;
+
+        // Chained once the store works again: each names the bundle's members, as the events
+        // written at once do.
+        fault.heal().await;
+        b.run_jobs().await;
+        for action in ["credentials.withdrawn", "grant.revoked", "grant.removed"] {
+            let data = data_of(b, action).await;
+            assert_eq!(data.len(), 1, "{action}: {data:?}");
+            assert!(data[0]["held"]["n"].is_u64(), "{action} was held: {data:?}");
+            assert_eq!(data[0]["members"], json!(MEMBERS), "{action}: {data:?}");
+        }
+        b.audit_actions(None).await;
     }
 );

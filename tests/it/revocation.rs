@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::broker_aws::{Options, aws_broker_with, broker_credentials, events, tuning};
+use crate::broker_aws::{
+    AwsBroker, Options, audit_fault_broker, aws_broker_with, broker_credentials, events, tuning,
+};
 use crate::fault_proxy::{Fault, FaultProxy};
 use crate::sessions::{cutoff, deny_for, ps_policy, real_permission_set, role_policy, user_deny};
 use crate::support::server::{Caller, Engine, TestBroker, server_bin};
@@ -358,14 +360,7 @@ async fn two_brokers_revoking_on_one_role_lose_no_deny() {
 }
 
 async fn no_audit_row_no_session(engine: Engine) {
-    let env = aws_broker_with(
-        engine,
-        Options {
-            audit_fault: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let env = audit_fault_broker(engine).await;
     let b = &env.b;
     let fault = env.audit.as_ref().unwrap();
     let alice = b.login("alice").await;
@@ -403,18 +398,7 @@ async fn no_audit_row_no_session(engine: Engine) {
 
     // The store fails while STS answers: the session is withdrawn (the
     // person's deny covers it) and the caller gets no credentials.
-    env.proxy
-        .script("AssumeRole", 1, Fault::Delay(Duration::from_millis(800)));
-    let call = {
-        let alice = alice.clone();
-        let path = format!("/requests/{}/credentials", r.id);
-        tokio::spawn(async move { alice.post(&path, json!({})).await })
-    };
-    while env.proxy.count("AssumeRole") < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    fault.fail().await;
-    let (status, body) = call.await.unwrap();
+    let (status, body) = mint_as_the_store_fails(&env, &alice, r.id).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "audit_unavailable");
     assert!(body.get("SecretAccessKey").is_none());
@@ -437,6 +421,30 @@ async fn no_audit_row_no_session(engine: Engine) {
     assert!(data["held"]["n"].is_u64(), "{data}");
     assert_eq!(data["sessions"]["source_identity"], "alice@example.com");
     b.audit_actions(None).await;
+}
+
+/// Asks for `caller`'s credentials of request `id`, and makes the audit store of `env` (an
+/// [`audit_fault_broker`]) fail while STS answers (the call is held there 800 ms, so
+/// the probe before it passed): the broker's answer.
+pub(crate) async fn mint_as_the_store_fails(
+    env: &AwsBroker,
+    caller: &Caller,
+    id: uuid::Uuid,
+) -> (StatusCode, Value) {
+    let fault = env.audit.as_ref().expect("a broker with `audit_fault`");
+    let asked = env.proxy.count("AssumeRole");
+    env.proxy
+        .script("AssumeRole", 1, Fault::Delay(Duration::from_millis(800)));
+    let call = {
+        let caller = caller.clone();
+        let path = format!("/requests/{id}/credentials");
+        tokio::spawn(async move { caller.post(&path, json!({})).await })
+    };
+    while env.proxy.count("AssumeRole") == asked {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fault.fail().await;
+    call.await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use crate::policy::{Entitlement, Kind};
 use crate::providers::{GrantRecord, GrantSpec, Grantee, ProviderError, Pruned, SessionsEnded};
 use crate::store::audit::{self, NewEvent};
 use crate::store::db::On;
-use crate::store::held::{Change, HeldEvent};
+use crate::store::held::Change;
 use crate::store::jobs::{self, Job, JobKind};
 use crate::store::requests::{self as store, Changes, RequestRow};
 use crate::store::{Backend, Tx, query, query_built};
@@ -1156,13 +1156,7 @@ impl App {
                     "sessions": ended.map(|s| s.details),
                 }),
             };
-            match self.audit_alone(event.clone()).await {
-                Err(e) if e.is_store_failure() => {
-                    self.hold(vec![HeldEvent::new(self.now_ms(), &event)], None)
-                        .await
-                }
-                other => other,
-            }
+            self.audit_alone_or_hold(event).await
         }
         .await;
         if let Err(e) = result {

@@ -46,6 +46,23 @@ impl App {
         Ok(())
     }
 
+    /// Records `event` in a transaction of its own ([`App::audit_alone`]) or, when the audit
+    /// store fails, holds it in the spool: the same event either way, named as every event is
+    /// (a bundle's lists its `members`), so the chain holds the same data whichever way it came.
+    pub(crate) async fn audit_alone_or_hold(
+        &self,
+        event: NewEvent<'_>,
+    ) -> Result<(), ServiceError> {
+        let event = self.naming_members(event);
+        match self.audit_alone(event.clone()).await {
+            Err(e) if e.is_store_failure() => {
+                self.hold(vec![HeldEvent::new(self.now_ms(), &event)], None)
+                    .await
+            }
+            other => other,
+        }
+    }
+
     /// Puts `events` in the spool and says so loudly: one error line per
     /// event, a counter.
     pub(crate) async fn hold(
