@@ -10,6 +10,8 @@ use jit_api::{CreateRequest, Decision, DurationInput, RequestState};
 use jit_server::clock::SystemClock;
 use jit_server::config::Config;
 use jit_server::domain::User;
+use jit_server::http::AuthMode;
+use jit_server::providers::Providers;
 use jit_server::providers::aws::AwsProviders;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -19,7 +21,9 @@ use crate::broker_aws::{Moto, audit_fault_broker, broker_credentials, events, po
 use crate::graph_fake::{Fault, GraphFake};
 use crate::revocation::mint_as_the_store_fails;
 use crate::sessions::{deny_for, role_policy};
-use crate::support::server::{ENGINES, Engine, TestBroker, each_engine, start, start_with};
+use crate::support::server::{
+    ENGINES, Engine, TestBroker, each_engine, fresh_db, start, start_with,
+};
 
 /// The example catalog's bundle: `aws-sandbox` (2h, auto-approved) and
 /// `entra-sec-ops-group` (8h, one approval).
@@ -261,15 +265,11 @@ struct RealBroker {
     _policies: tempfile::TempDir,
 }
 
-async fn real_broker(engine: Engine) -> RealBroker {
-    crate::support::init();
-    let moto = Moto::connect().await;
-    let role = moto.role().await;
-    let policies = policy_dir(|t| t.replace("arn:aws:iam::222222222222:role/JitSandbox", &role.0));
-    let fake = GraphFake::start().await;
-    let mut config = Config::default();
+/// The real AWS providers on `moto` and Entra ones on the Graph `fake` (its `[entra]` in
+/// `config`); Azure simulated.
+async fn real_providers(moto: &Moto, fake: &GraphFake, config: &mut Config) -> Providers {
     config.entra = Some(fake.config());
-    let (providers, _) = jit_server::providers::from_config(&config, Arc::new(SystemClock))
+    let (providers, _) = jit_server::providers::from_config(config, Arc::new(SystemClock))
         .await
         .unwrap();
     let aws = AwsProviders::with_credentials(
@@ -279,7 +279,16 @@ async fn real_broker(engine: Engine) -> RealBroker {
         tuning(),
     )
     .await;
-    let providers = aws.install(providers);
+    aws.install(providers)
+}
+
+async fn real_broker(engine: Engine) -> RealBroker {
+    crate::support::init();
+    let moto = Moto::connect().await;
+    let role = moto.role().await;
+    let policies = policy_dir(|t| t.replace("arn:aws:iam::222222222222:role/JitSandbox", &role.0));
+    let fake = GraphFake::start().await;
+    let providers = real_providers(&moto, &fake, &mut Config::default()).await;
     let entra = fake.config();
     let dir = policies.path().to_owned();
     let b = start_with(engine, providers, |c| {
@@ -543,3 +552,59 @@ each_engine!(
         b.audit_actions(None).await;
     }
 );
+
+/// The example catalog without its `azure_role` entitlements.
+fn without_azure(catalog: &str) -> String {
+    let mut out = String::new();
+    let mut block = String::new();
+    for line in catalog.lines() {
+        if line.starts_with("[[") {
+            if !block.contains("kind = \"azure_role\"") {
+                out.push_str(&block);
+            }
+            block.clear();
+        }
+        block.push_str(line);
+        block.push('\n');
+    }
+    if !block.contains("kind = \"azure_role\"") {
+        out.push_str(&block);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_development_mode_a_missing_section_is_named_and_a_bundle_needs_none_of_its_own() {
+    crate::support::init();
+    let moto = Moto::connect().await;
+    let fake = GraphFake::start().await;
+    let mut config = Config::default();
+    let providers = real_providers(&moto, &fake, &mut config).await;
+    let db = fresh_db(Engine::Sqlite).await;
+    let build = |policies: &tempfile::TempDir| {
+        let mut config = config.clone();
+        config.policy.dir = policies.path().to_owned();
+        config.database.url.clone_from(&db.url);
+        jit_server::server::build(
+            config,
+            false,
+            AuthMode::Dev,
+            providers.clone(),
+            Arc::new(SystemClock),
+        )
+    };
+    // AWS and Entra are set up, Azure is not: its first entitlement is named.
+    let example = policy_dir(|t| t);
+    let err = build(&example).await.err().expect("the broker started");
+    assert_eq!(
+        format!("{err:#}"),
+        "config: `azure`: entitlement `azure-platform-reader` of kind `azure_role` needs the \
+         `[azure]` section"
+    );
+    // Without them the bundle (an AWS role and an Entra group) asks for no section: the
+    // next check stops the broker.
+    let no_azure = policy_dir(|t| without_azure(&t));
+    let err = build(&no_azure).await.err().expect("the broker started");
+    let err = format!("{err:#}");
+    assert!(err.starts_with("config: `server.session_key`: "), "{err}");
+}

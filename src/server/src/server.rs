@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::{self, AuthMode, Web};
-use crate::policy::PolicySet;
+use crate::policy::{Kind, PolicySet};
 use crate::providers::Providers;
 use crate::service::App;
 use crate::store::Store;
@@ -47,17 +47,17 @@ pub async fn build(
 ) -> anyhow::Result<Broker> {
     let policy = Arc::new(load_policies(&config, dev)?);
     if !dev {
-        // Outside development mode nothing may be simulated.
-        if let Some(e) = policy
-            .catalog
-            .iter()
-            .find(|e| e.kind != crate::policy::Kind::Bundle && providers.get(e.kind).simulated())
-        {
+        // Outside development mode nothing may be simulated. A bundle is checked through its
+        // members, each an entitlement of the catalog too.
+        if let Some((e, section)) = policy.catalog.iter().find_map(|e| {
             let section = match e.kind {
-                crate::policy::Kind::AwsRole | crate::policy::Kind::AwsIdentityCenter => "aws",
-                crate::policy::Kind::EntraRole | crate::policy::Kind::EntraGroup => "entra",
-                crate::policy::Kind::AzureRole | crate::policy::Kind::Bundle => "azure",
+                Kind::AwsRole | Kind::AwsIdentityCenter => "aws",
+                Kind::EntraRole | Kind::EntraGroup => "entra",
+                Kind::AzureRole => "azure",
+                Kind::Bundle => return None,
             };
+            providers.get(e.kind).simulated().then_some((e, section))
+        }) {
             bail!(
                 "config: `{section}`: entitlement `{}` of kind `{}` needs the `[{section}]` section",
                 e.id,

@@ -306,7 +306,9 @@ impl Providers {
             .all(|m| self.get(m.kind).simulated())
     }
 
-    /// Replaces the provider of one kind.
+    /// Replaces the provider of one member kind; bundles are then made over the new set.
+    /// A bundle's provider is always the one over the member providers: `Kind::Bundle`
+    /// replaces nothing.
     #[must_use]
     pub fn with(mut self, kind: Kind, provider: Arc<dyn GrantProvider>) -> Self {
         match kind {
@@ -315,7 +317,7 @@ impl Providers {
             Kind::EntraRole => self.entra_role = provider,
             Kind::EntraGroup => self.entra_group = provider,
             Kind::AzureRole => self.azure_role = provider,
-            Kind::Bundle => self.bundle = provider,
+            Kind::Bundle => {}
         }
         self.with_bundles()
     }
