@@ -275,3 +275,70 @@ async fn teams_gets_one_card_per_event_even_when_it_asks_to_wait() {
         assert!(!db.contains("s3cr3t-signature-of-the-webhook"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_extended_grant_tells_once_of_the_request_named() {
+    for engine in ENGINES {
+        let sink = SmtpSink::start(None).await;
+        let receiver = Receiver::default();
+        let url = receiver.serve().await;
+        let b = broker(engine, Some(sink.port), Some(&url)).await;
+        let alice = b.login("alice").await;
+        let bob = b.login("bob").await;
+        let carol = b.login("carol").await;
+        // A chain of three: a grant, its active extension, and a second extension waiting.
+        let r = alice.request("aws-prod-admin", "1h").await;
+        bob.approve(r.id).await;
+        b.run_jobs().await;
+        let live = alice.extend(r.id, "30m").await;
+        bob.approve(live).await;
+        b.run_jobs().await;
+        assert_eq!(alice.show(live).await.state, jit_api::RequestState::Active);
+        let waiting = alice.extend(live, "30m").await;
+        churn(&b, 3).await;
+        // Everything so far is delivered before the revocation.
+        let mails = sink.mails().len();
+        let cards = receiver.accepted().len();
+        assert!(mails >= 8, "{:#?}", envelopes(&sink));
+        churn(&b, 2).await;
+        assert_eq!(sink.mails().len(), mails);
+
+        // An admin revokes the first: one action, one notification, to the requester, of the
+        // request the admin named.
+        let (status, body) = carol.revoke(r.id, "incident over").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        churn(&b, 3).await;
+        sink.wait_for(mails + 1, Duration::from_secs(10)).await;
+        churn(&b, 2).await;
+        let new: Vec<_> = sink.mails().split_off(mails);
+        let told: Vec<(Vec<String>, String)> = new
+            .iter()
+            .map(|m| (m.to.clone(), subject(&m.raw)))
+            .collect();
+        assert_eq!(told.len(), 1, "{told:#?}");
+        assert_eq!(told[0].0, ["alice@example.com"], "{told:#?}");
+        assert!(
+            told[0].1.contains("revoked by carol@example.com"),
+            "{told:#?}"
+        );
+        assert!(
+            new[0].raw.contains(&format!("/requests/{}", r.id)),
+            "{}",
+            new[0].raw
+        );
+        assert_eq!(
+            receiver.accepted().len(),
+            cards,
+            "no card: nothing to decide"
+        );
+        // The audit log still has every link's event.
+        let actions = |id| b.audit_actions(Some(id));
+        assert!(actions(r.id).await.contains(&"grant.revoked".to_owned()));
+        assert!(actions(live).await.contains(&"grant.revoked".to_owned()));
+        assert!(
+            actions(waiting)
+                .await
+                .contains(&"request.cancelled".to_owned())
+        );
+    }
+}

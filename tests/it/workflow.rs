@@ -356,12 +356,7 @@ each_engine!(revoke_by_requester_or_admin, |engine| async move {
         status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
         "{status}"
     );
-    let (status, body) = carol
-        .post(
-            &format!("/requests/{}/revoke", r.id),
-            json!({"comment": "incident over"}),
-        )
-        .await;
+    let (status, body) = carol.revoke(r.id, "incident over").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "revoked");
     b.run_jobs().await;
@@ -456,29 +451,19 @@ each_engine!(
         let b = start(engine).await;
         let alice = b.login("alice").await;
         let bob = b.login("bob").await;
-        let extend = |id: uuid::Uuid| {
-            let alice = &alice;
-            async move {
-                let (status, ext) = alice
-                    .post(&format!("/requests/{id}/extend"), json!({"by": "30m"}))
-                    .await;
-                assert_eq!(status, StatusCode::CREATED, "{ext}");
-                ext["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()
-            }
-        };
         // An active grant of alice's with an approved and active extension.
         let extended = || async {
             let r = alice.request("aws-prod-admin", "1h").await;
             bob.approve(r.id).await;
             active(&b, &alice, r.id).await;
-            let ext = extend(r.id).await;
+            let ext = alice.extend(r.id, "30m").await;
             bob.approve(ext).await;
             active(&b, &alice, ext).await;
             (r, ext)
         };
         // A grant, its live extension, and a second extension waiting.
         let (r, live) = extended().await;
-        let waiting = extend(live).await;
+        let waiting = alice.extend(live, "30m").await;
         assert_eq!(alice.show(waiting).await.state, RequestState::Pending);
 
         // Revoking the first id ends every link: the live extension is revoked with it, the

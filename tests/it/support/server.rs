@@ -369,6 +369,24 @@ impl Caller {
         )
         .await
     }
+
+    /// Revokes with `comment`; returns status and body.
+    pub async fn revoke(&self, id: uuid::Uuid, comment: &str) -> (StatusCode, Value) {
+        self.post(
+            &format!("/requests/{id}/revoke"),
+            json!({ "comment": comment }),
+        )
+        .await
+    }
+
+    /// Files an extension of `id` by `by`; the extension's id.
+    pub async fn extend(&self, id: uuid::Uuid, by: &str) -> uuid::Uuid {
+        let (status, ext) = self
+            .post(&format!("/requests/{id}/extend"), json!({ "by": by }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{ext}");
+        ext["id"].as_str().unwrap().parse().unwrap()
+    }
 }
 
 /// The built `jit-server` binary.

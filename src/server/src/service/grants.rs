@@ -554,7 +554,7 @@ impl App {
                 by: None,
                 action: "grant.expired",
                 data: json!({ "expires_at": row.expires_at.map(|t| t.to_string()) }),
-                kind: NotificationKind::Expired,
+                kind: Some(NotificationKind::Expired),
                 comment: None,
             },
         )
@@ -589,7 +589,7 @@ impl App {
                     by: None,
                     action: "request.timed_out",
                     data: json!({}),
-                    kind: NotificationKind::TimedOut,
+                    kind: Some(NotificationKind::TimedOut),
                     comment: None,
                 },
             )

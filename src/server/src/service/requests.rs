@@ -236,8 +236,9 @@ pub(crate) struct Ending<'a> {
     pub action: &'a str,
     /// The audit event's details.
     pub data: serde_json::Value,
-    /// Whom to tell what.
-    pub kind: NotificationKind,
+    /// Whom to tell what; `None`: nobody is told of this request's end (an action that ends
+    /// several requests tells of them once, [`App::end_chain`]).
+    pub kind: Option<NotificationKind>,
     /// The ender's comment, in the notifications.
     pub comment: Option<&'a str>,
 }
@@ -803,7 +804,7 @@ impl App {
             } else {
                 json!({ "was": row.state })
             },
-            kind: NotificationKind::Cancelled,
+            kind: Some(NotificationKind::Cancelled),
             comment: None,
         };
         self.end_request(tx, row, to, now_ms, ending).await?;
@@ -876,8 +877,9 @@ impl App {
     }
 
     /// Revokes the live grants (approved or active) of locked `chain`, named by its request
-    /// `named`, and cancels its pending extensions, inside `tx`, as `who` allows `user`; the
-    /// changes it made. Refused when the chain holds no live grant.
+    /// `named`, and cancels its pending extensions, inside `tx`, as `who` allows `user`, and
+    /// queues one notification of it; the changes it made. Refused when the chain holds no
+    /// live grant.
     async fn end_chain(
         &self,
         tx: &mut Tx,
@@ -901,17 +903,18 @@ impl App {
         let now_ms = self.now_ms();
         let by_admin = who.principal() != named.requester_key;
         let mut changes = Vec::new();
+        // The event the action's one notification is keyed by: the named request's, if it
+        // changed (an expired first grant whose extension is revoked did not), else the first.
+        let mut told_by = None;
         for row in chain {
-            let (to, action, kind) = match row.state {
+            let (to, action) = match row.state {
                 RequestState::Approved | RequestState::Active => (
                     domain::transition(row.state, Event::Revoke),
                     "grant.revoked",
-                    NotificationKind::Revoked,
                 ),
                 RequestState::Pending if row.extends_id.is_some() => (
                     domain::transition(row.state, Event::Cancel),
                     "request.cancelled",
-                    NotificationKind::Cancelled,
                 ),
                 _ => continue,
             };
@@ -928,21 +931,35 @@ impl App {
                 by: Some(&user.email),
                 action,
                 data,
-                kind,
+                kind: None,
                 comment: reason,
             };
-            self.end_request(tx, row, to, now_ms, ending).await?;
+            let event_id = self.end_request(tx, row, to, now_ms, ending).await?;
+            if row.id == named.id || told_by.is_none() {
+                told_by = Some(event_id);
+            }
             if to == RequestState::Revoked {
                 self.queue_deprovision(tx, row.id, now_ms).await?;
             }
             changes.push(ended(row, to, now_ms));
+        }
+        // One action, one notification (each link's event is in the audit log): the
+        // revocation of the request the user named.
+        if let Some(event_id) = told_by {
+            let told = Told {
+                kind: NotificationKind::Revoked,
+                event_id,
+                actor: Some(&user.email),
+                comment: reason,
+            };
+            self.notify(tx, named.id, told).await?;
         }
         Ok(changes)
     }
 
     /// Ends `row` inside `tx`: moves it from its state to `to` with `ended_at`
     /// = `now_ms`, records the event and queues its notifications, all in the
-    /// one transaction.
+    /// one transaction; the event's id.
     pub(crate) async fn end_request(
         &self,
         tx: &mut Tx,
@@ -950,7 +967,7 @@ impl App {
         to: RequestState,
         now_ms: i64,
         ending: Ending<'_>,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Uuid, ServiceError> {
         let changes = Changes {
             ended_at: Some(UnixMs::from_millis(now_ms)),
             ..Changes::default()
@@ -959,14 +976,13 @@ impl App {
             actor: ending.by.unwrap_or("system"),
             action: ending.action,
             data: ending.data,
-            notice: Some(Notice {
-                kind: ending.kind,
+            notice: ending.kind.map(|kind| Notice {
+                kind,
                 actor: ending.by,
                 comment: ending.comment,
             }),
         };
-        self.take_step(tx, row, to, &changes, step).await?;
-        Ok(())
+        self.take_step(tx, row, to, &changes, step).await
     }
 
     pub(crate) async fn queue_deprovision(
