@@ -231,6 +231,36 @@ async fn every_operation_documents_auth_and_error_shapes() {
     }
 }
 
+#[test]
+fn every_request_body_refuses_fields_it_does_not_name() {
+    for dev in [true, false] {
+        let doc = serde_json::to_value(jit_server::http::openapi::spec(dev)).unwrap();
+        for (method, path) in documented(&doc) {
+            if method != "POST" {
+                continue;
+            }
+            // Every action documents what it takes, an empty object when nothing, and that
+            // any other field is refused (400), so a client's misspelt field is no trap.
+            let op = &doc["paths"][&path]["post"];
+            let body = &op["requestBody"]["content"]["application/json"]["schema"];
+            assert!(body.is_object(), "{method} {path}: no JSON request body");
+            let schemas: Vec<&Value> = match body["oneOf"].as_array() {
+                Some(any) => any.iter().filter(|s| s["type"] != "null").collect(),
+                None => vec![body],
+            };
+            assert!(!schemas.is_empty(), "{method} {path}: {body}");
+            for schema in schemas {
+                let schema = resolve(&doc, schema);
+                assert_eq!(
+                    schema["additionalProperties"],
+                    json!(false),
+                    "{method} {path}: {schema}"
+                );
+            }
+        }
+    }
+}
+
 /// Follows a local `$ref` (`#/components/...`).
 fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     match v["$ref"].as_str() {
@@ -613,7 +643,30 @@ async fn real_responses_match_the_documented_schemas() {
         &p.post(bo, cancel, &group_id, None).await,
         StatusCode::FORBIDDEN,
     );
-    ok(&p.post(al, cancel, &group_id, None).await, StatusCode::OK);
+    // A cancellation takes no fields: a reason sent with it is refused, not dropped, and the
+    // request stays as it was.
+    let (status, r) = p
+        .post(
+            al,
+            cancel,
+            &group_id,
+            Some(json!({ "reason": "not needed" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `reason`, there are no fields"),
+        "{r}"
+    );
+    let (_, r) = show(al, &group_id).await;
+    assert_eq!(r["state"], "pending", "{r}");
+    ok(
+        &p.post(al, cancel, &group_id, Some(json!({}))).await,
+        StatusCode::OK,
+    );
     ok(
         &p.post(al, cancel, &group_id, None).await,
         StatusCode::CONFLICT,
@@ -640,8 +693,14 @@ async fn real_responses_match_the_documented_schemas() {
         "/api/v1/requests/{id}/console-url",
     ] {
         ok(&p.post(al, path, &sandbox_id, None).await, StatusCode::OK);
+        // No field is taken: a session length asked for is refused, not silently ignored.
+        let (status, r) = p
+            .post(al, path, &sandbox_id, Some(json!({ "duration": 900 })))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {r}");
+        assert!(r.to_string().contains("unknown field `duration`"), "{r}");
         ok(
-            &p.post(bo, path, &sandbox_id, None).await,
+            &p.post(bo, path, &sandbox_id, Some(json!({}))).await,
             StatusCode::FORBIDDEN,
         );
         ok(

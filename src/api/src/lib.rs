@@ -309,7 +309,7 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error
     d.deserialize_any(Whole)
 }
 
-/// Body of `POST /requests/{id}/approve|deny|review|cancel|revoke`. A field not named here is
+/// Body of `POST /requests/{id}/approve|deny|review|revoke`. A field not named here is
 /// refused (400): a reason sent as `reason` is an error, not a silently lost comment.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +327,13 @@ pub struct DecisionBody {
     )]
     pub comment: Option<String>,
 }
+
+/// Body of `POST /requests/{id}/cancel|credentials|console-url`: these take no field, so the
+/// body is empty or `{}`, and any field is refused (400) rather than ignored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
 
 /// Body of `POST /requests/{id}/extend`. A field not named here is refused (400).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -6,7 +6,9 @@ use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use jit_api::{CreateRequest, Decision, DecisionBody, ErrorBody, ExtendBody, RequestState};
+use jit_api::{
+    CreateRequest, Decision, DecisionBody, EmptyBody, ErrorBody, ExtendBody, RequestState,
+};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
@@ -466,9 +468,10 @@ async fn deny(
     tag = "requests",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "request id")),
+    request_body(content = Option<EmptyBody>, description = "none, or an empty object: a cancellation takes no field"),
     responses(
         (status = 200, description = "the request after the change", body = jit_api::Request),
-        (status = 400, description = "malformed path", body = ErrorBody),
+        (status = 400, description = "malformed path, or a field in the body", body = ErrorBody),
         (status = 403, description = "only the requester may cancel", body = ErrorBody),
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
         (status = 409, description = "the request is no longer pending", body = ErrorBody),
@@ -478,6 +481,7 @@ async fn cancel(
     State(web): State<Web>,
     Bearer(user): Bearer,
     Id(id): Id,
+    OptBody(EmptyBody {}): OptBody<EmptyBody>,
 ) -> Result<Json<jit_api::Request>, ApiError> {
     Ok(Json(web.app.cancel(&user, id).await?.to_api()))
 }
@@ -586,9 +590,10 @@ async fn review(
     tag = "requests",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "request id")),
+    request_body(content = Option<EmptyBody>, description = "none, or an empty object: no field is taken"),
     responses(
         (status = 200, description = "temporary AWS credentials", body = jit_api::Credentials),
-        (status = 400, description = "malformed path, or the entitlement is no AWS role", body = ErrorBody),
+        (status = 400, description = "malformed path, a field in the body, or the entitlement is no AWS role", body = ErrorBody),
         (status = 403, description = "only the grant's owner may", body = ErrorBody),
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
         (status = 409, description = "the request is not active", body = ErrorBody),
@@ -600,6 +605,7 @@ async fn credentials(
     State(web): State<Web>,
     Bearer(user): Bearer,
     Id(id): Id,
+    OptBody(EmptyBody {}): OptBody<EmptyBody>,
 ) -> Result<Json<jit_api::Credentials>, ApiError> {
     Ok(Json(web.app.mint_credentials(&user, id).await?))
 }
@@ -612,9 +618,10 @@ async fn credentials(
     tag = "requests",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "request id")),
+    request_body(content = Option<EmptyBody>, description = "none, or an empty object: no field is taken"),
     responses(
         (status = 200, description = "the console sign-in URL", body = jit_api::ConsoleUrl),
-        (status = 400, description = "malformed path, or the entitlement is no AWS role", body = ErrorBody),
+        (status = 400, description = "malformed path, a field in the body, or the entitlement is no AWS role", body = ErrorBody),
         (status = 403, description = "only the grant's owner may", body = ErrorBody),
         (status = 404, description = "no such request, or the caller may not see it", body = ErrorBody),
         (status = 409, description = "the request is not active", body = ErrorBody),
@@ -626,6 +633,7 @@ async fn console_url(
     State(web): State<Web>,
     Bearer(user): Bearer,
     Id(id): Id,
+    OptBody(EmptyBody {}): OptBody<EmptyBody>,
 ) -> Result<Json<jit_api::ConsoleUrl>, ApiError> {
     let url = web.app.console_url(&user, id).await?;
     // The simulated provider's console is a page of the broker's own: a path.

@@ -695,6 +695,7 @@ async fn logout(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DevTokenBody {
     user: String,
 }

@@ -13,7 +13,9 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Components, InfoBuilder, LicenseBuilder, OpenApi, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi as _};
@@ -160,7 +162,8 @@ fn dev_token() -> Operation {
                 .enum_values(Some(users))
                 .description(Some("a demo user")),
         )
-        .required("user");
+        .required("user")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
     let token = ObjectBuilder::new()
         .property(
             "access_token",
