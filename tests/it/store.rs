@@ -36,12 +36,22 @@ async fn append(store: &Store, at_ms: i64, ev: NewEvent<'_>) -> Result<(), Store
 
 /// The first column of every row of `sql`, as integers.
 async fn ints(store: &Store, sql: &'static str) -> Vec<i64> {
+    column(store, sql).await
+}
+
+/// The first column of every row of `sql`, as text.
+async fn texts(store: &Store, sql: &'static str) -> Vec<String> {
+    column(store, sql).await
+}
+
+/// The first column of every row of `sql`.
+async fn column<T: jit_server::store::db::FromCell>(store: &Store, sql: &'static str) -> Vec<T> {
     query(sql)
         .fetch_all(store)
         .await
         .unwrap()
         .iter()
-        .map(|r| r.try_get_at::<i64>(0).unwrap())
+        .map(|r| r.try_get_at::<T>(0).unwrap())
         .collect()
 }
 
@@ -251,6 +261,7 @@ both_backends!(
          DROP TABLE _sqlx_migrations;
          DROP INDEX requests_newest_first;
          DROP INDEX requests_state_newest_first;
+         DROP INDEX jobs_done;
          CREATE INDEX requests_state ON requests (state);
          DROP TABLE audit_checkpoints;
          ALTER TABLE jobs DROP COLUMN failures;
@@ -277,7 +288,8 @@ both_backends!(
                 "0005_audit_checkpoints",
                 "0006_jobs_failures",
                 "0007_scheduled_requests",
-                "0008_requests_by_state"
+                "0008_requests_by_state",
+                "0009_jobs_done"
             ],
             "nothing is run again, what came later is"
         );
@@ -1671,6 +1683,178 @@ both_backends!(a_dedupe_key_keeps_one_job, |db| {
     assert_eq!(
         jobs::backlog(&db.store, T0 + 60_000).await.unwrap(),
         (3, Some(T0))
+    );
+});
+
+// ---------------------------------------------------------------------------------------------
+// retention: done jobs and ended sessions
+// ---------------------------------------------------------------------------------------------
+
+/// The dedupe keys of the jobs in the table, sorted.
+async fn job_keys(store: &Store) -> Vec<String> {
+    texts(store, "SELECT dedupe_key FROM jobs ORDER BY dedupe_key").await
+}
+
+/// Marks claimed job `id` done at `at`.
+async fn complete_at(store: &Store, id: Uuid, at: i64) {
+    let mut tx = store.begin().await.unwrap();
+    jobs::complete(&mut tx, id, at).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+both_backends!(
+    done_jobs_go_after_their_retention_and_no_other_job_does,
+    |db| {
+        const DAY: i64 = 24 * 60 * 60 * 1000;
+        // Told apart by when they are due: done long ago, done the moment the retention starts,
+        // done recently, claimed by a broker still running it, failed and waiting for its retry,
+        // and due in a year.
+        for (key, due) in [
+            ("old", T0),
+            ("edge", T0 + 1),
+            ("recent", T0 + 2),
+            ("running", T0 + 3),
+            ("retrying", T0 + 4),
+            ("next-year", T0 + 365 * DAY),
+        ] {
+            enqueue(&db.store, "activate", due, Some(key)).await;
+        }
+        let claimed = jobs::claim(&db.store, T0 + 10, 30 * DAY, 10).await.unwrap();
+        assert_eq!(claimed.len(), 5, "{}", db.name());
+        let id = |due: i64| claimed.iter().find(|j| j.due_at == due).unwrap().id;
+        let now = T0 + 20 * DAY;
+        let cutoff = now - jobs::DONE_KEPT_MS;
+        complete_at(&db.store, id(T0), cutoff - 1).await;
+        complete_at(&db.store, id(T0 + 1), cutoff).await;
+        complete_at(&db.store, id(T0 + 2), now - DAY).await;
+        jobs::retry_later(&db.store, id(T0 + 4), now + DAY, "throttled")
+            .await
+            .unwrap();
+
+        assert_eq!(
+            jobs::delete_done(&db.store, cutoff, 1_000).await.unwrap(),
+            1,
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            job_keys(&db.store).await,
+            ["edge", "next-year", "recent", "retrying", "running"],
+            "{}: only the job done before the retention goes",
+            db.name()
+        );
+        assert_eq!(
+            jobs::delete_done(&db.store, cutoff, 1_000).await.unwrap(),
+            0
+        );
+        // The kept jobs are as they were: the running one still leased, the failed one due later.
+        assert!(
+            jobs::claim(&db.store, now, 1_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            jobs::backlog(&db.store, now + DAY).await.unwrap(),
+            (2, Some(T0 + 3)),
+            "{}",
+            db.name()
+        );
+
+        // A deleted job's key is free again (store::jobs::DONE_KEPT_MS says why that is harmless);
+        // a kept done job's still is not.
+        enqueue(&db.store, "activate", now, Some("old")).await;
+        enqueue(&db.store, "activate", now, Some("edge")).await;
+        assert_eq!(
+            job_keys(&db.store).await,
+            ["edge", "next-year", "old", "recent", "retrying", "running"]
+        );
+        assert_eq!(job_count(&db.store).await, 6);
+    }
+);
+
+both_backends!(a_backlog_of_done_jobs_goes_a_batch_a_statement, |db| {
+    for n in 0..5 {
+        enqueue(&db.store, "notify", T0 + n, Some(&format!("n{n}"))).await;
+    }
+    for job in jobs::claim(&db.store, T0 + 10, 1_000, 10).await.unwrap() {
+        complete_at(&db.store, job.id, job.due_at + 100).await;
+    }
+    let mut deleted = Vec::new();
+    for _ in 0..4 {
+        deleted.push(jobs::delete_done(&db.store, T0 + 1_000, 2).await.unwrap());
+    }
+    assert_eq!(deleted, [2, 2, 1, 0], "{}", db.name());
+    assert_eq!(job_count(&db.store).await, 0);
+});
+
+/// PostgreSQL: a sweep passes over the done jobs another transaction holds (another broker's
+/// sweep in flight) instead of waiting for them, and takes them at a later run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_at_once_share_the_done_jobs_without_waiting() {
+    let db = TestDb::postgres().await;
+    for n in 0..4 {
+        enqueue(&db.store, "notify", T0 + n, Some(&format!("n{n}"))).await;
+    }
+    for job in jobs::claim(&db.store, T0 + 10, 1_000, 10).await.unwrap() {
+        complete_at(&db.store, job.id, job.due_at + 100).await;
+    }
+    let mut other = db.store.begin().await.unwrap();
+    let held = query("SELECT id FROM jobs WHERE dedupe_key IN ('n0', 'n2') FOR UPDATE")
+        .fetch_all(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    let deleted = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        jobs::delete_done(&db.store, T0 + 1_000, 1_000),
+    )
+    .await
+    .expect("the sweep waited for rows another transaction holds")
+    .unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(job_keys(&db.store).await, ["n0", "n2"]);
+    other.commit().await.unwrap();
+    assert_eq!(
+        jobs::delete_done(&db.store, T0 + 1_000, 1_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(job_count(&db.store).await, 0);
+}
+
+both_backends!(sessions_past_their_end_go_a_batch_a_statement, |db| {
+    for (n, expires_at) in [T0 - 3, T0 - 2, T0 - 1, T0, T0 + 1].into_iter().enumerate() {
+        jit_server::store::sessions::insert(
+            &db.store,
+            &jit_server::store::sessions::SessionRow {
+                id_hash: format!("s{n}"),
+                user_key: None,
+                data: "{}".to_owned(),
+                csrf_token: "csrf".to_owned(),
+                created_at: T0 - 100,
+                last_seen_at: T0 - 100,
+                expires_at,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let mut deleted = Vec::new();
+    for _ in 0..3 {
+        deleted.push(
+            jit_server::store::sessions::purge_expired(&db.store, T0, 3)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(deleted, [3, 1, 0], "{}", db.name());
+    assert_eq!(
+        texts(&db.store, "SELECT id_hash FROM sessions").await,
+        ["s4"],
+        "{}: the live session stays",
+        db.name()
     );
 });
 

@@ -26,7 +26,7 @@ use sqlx::postgres::PgConnection;
 use super::{init, peer_env};
 
 /// Every migration this build has, in order (as `jit-server migrate` names them).
-pub const MIGRATIONS: [&str; 8] = [
+pub const MIGRATIONS: [&str; 9] = [
     "0001_init",
     "0002_audit_pending",
     "0003_audit_seq_not_null",
@@ -35,6 +35,7 @@ pub const MIGRATIONS: [&str; 8] = [
     "0006_jobs_failures",
     "0007_scheduled_requests",
     "0008_requests_by_state",
+    "0009_jobs_done",
 ];
 
 /// How errors list every migration as pending: `0001_init, …, 0005_… pending`.

@@ -17,7 +17,7 @@ use futures_util::TryStreamExt as _;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Column as _, Postgres, Row as _, TypeInfo as _, ValueRef as _};
 
-use super::{Store, StoreError, Tx, sqlite};
+use super::{Backend, Store, StoreError, Tx, sqlite};
 
 /// Rows read ahead at a time by [`Query::for_each`] on SQLite.
 const BATCH: usize = 256;
@@ -223,6 +223,39 @@ pub fn literal(text: &str) -> Option<String> {
     }
     out.push('\'');
     Some(out)
+}
+
+/// `= ANY (ARRAY(…))` or `IN (…)`: the rows that `pick` (`SELECT id FROM … LIMIT …`) picks, for
+/// an `UPDATE` or a `DELETE` of at most that many rows (`WHERE id {picked}`); neither engine
+/// has `… LIMIT` on those (SQLite only when built with it). PostgreSQL picks them into an array
+/// first, so the pick runs once, before the change, which then finds them by primary key; it
+/// locks each row as it picks it and passes over those another transaction holds (`FOR UPDATE
+/// SKIP LOCKED`), so brokers doing the same at once share the rows out and never wait for each
+/// other. SQLite writes one transaction at a time anyway.
+pub(crate) fn picked(backend: Backend, pick: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("= ANY (ARRAY({pick} FOR UPDATE SKIP LOCKED))"),
+        Backend::Sqlite => format!("IN ({pick})"),
+    }
+}
+
+/// Runs `delete` (`DELETE FROM t WHERE key`) on the rows `pick` picks ([`picked`]), its `$1`
+/// bound to `value` and its `$2` to `limit`: a bounded delete; how many rows went. Planned with
+/// its values at every run ([`Query::planned_each_run`]): such deletes run now and then, and a
+/// plan a connection made while the table was small could read all of it.
+pub(crate) async fn delete_picked(
+    store: &Store,
+    delete: &str,
+    pick: &str,
+    value: i64,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    query_built(format!("{delete} {}", picked(store.backend(), pick)))
+        .bind(value)
+        .bind(limit)
+        .planned_each_run()
+        .execute(store)
+        .await
 }
 
 /// The placeholders of a multi-row `VALUES` list: `rows` tuples of

@@ -4,12 +4,13 @@
 //! (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several brokers share the
 //! work), runs them, and marks them done in the transaction that records
 //! their effect. A broker killed mid-job leaves the lease to run out and
-//! another (or the restarted one) picks the job up again.
+//! another (or the restarted one) picks the job up again. A done job is deleted a week
+//! after it ran ([`DONE_KEPT_MS`], the scheduler's sweep).
 
 use uuid::Uuid;
 
 use super::db::Query;
-use super::db::{Row, query, query_built};
+use super::db::{Row, delete_picked, picked, query, query_built};
 use super::{Backend, Store, StoreError, Tx, uuid_col};
 
 /// What a job does; stored as its word (`activate`, `prune_denies`…).
@@ -272,18 +273,17 @@ pub fn claim_statement_postgres() -> String {
 /// The claim of up to `$3` jobs due at `$1`, leased until `$2`.
 ///
 /// PostgreSQL picks the jobs into an array first (`= ANY (ARRAY(…))`: the pick runs once,
-/// before the update), and the update finds them by primary key.
+/// before the update), and the update finds them by primary key ([`picked`]).
 fn claim_sql(backend: Backend) -> String {
-    let (open, close) = match backend {
-        Backend::Postgres => ("= ANY (ARRAY(", " FOR UPDATE SKIP LOCKED))"),
-        Backend::Sqlite => ("IN (", ")"),
-    };
+    let pick = picked(
+        backend,
+        "SELECT id FROM jobs
+             WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
+             ORDER BY due_at LIMIT $3",
+    );
     format!(
         "UPDATE jobs SET locked_until = $2, attempts = attempts + 1
-         WHERE id {open}
-             SELECT id FROM jobs
-             WHERE done_at IS NULL AND due_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)
-             ORDER BY due_at LIMIT $3{close}
+         WHERE id {pick}
          RETURNING id, kind, request_id, payload, attempts, failures, due_at"
     )
 }
@@ -422,6 +422,55 @@ pub async fn backlog(store: &Store, now: i64) -> Result<(i64, Option<i64>), Stor
     .fetch_one(store)
     .await?;
     Ok((row.try_get("n")?, row.try_get("oldest")?))
+}
+
+/// How long a done job stays in the table: a week, then the scheduler's sweep deletes it
+/// ([`delete_done`]). Done jobs were never deleted, so the table grew with every request
+/// (several jobs each) for as long as the broker ran.
+///
+/// Nothing needs a done job for long. It holds its kind, request, payload, claims and failures
+/// and when it was due and done; its `last_error` is cleared as it completes (a notification
+/// given up on completes too). What the job did is recorded for good elsewhere: in its
+/// request's state and times, and in the audit log (`grant.failed` with its reason,
+/// `notification.failed`, `grant.removal_retry`…). Nothing in the broker reads done jobs:
+/// the claim, [`next_due`] and [`backlog`] (`/readyz`, `jit_jobs_due`) read the jobs not done,
+/// and the job metrics are counted in memory. A week leaves operators the rows of recent runs
+/// (which needed retries, and how many) to look at after an incident.
+///
+/// A done job keeps its `dedupe_key` taken: while it is kept, a second job with that key is
+/// ignored; once deleted, the key may be queued again. That is harmless: no key is queued again
+/// a week after its job was done, and a job queued again would find nothing to do, as each one
+/// reads its request again, under its lock, before it acts. Key by key (every `dedupe_key`
+/// the broker writes):
+/// - `activate:{id}`: queued as request `id` is approved or scheduled (or filed granted). No
+///   request becomes pending, approved or scheduled again (`domain::transition`); the job
+///   completes without effect unless its request is approved or scheduled.
+/// - `timeout:{id}`: queued as the request is filed, pending; only a pending request times out.
+/// - `expire:{id}`, `expiry_warning:{id}`: queued as the grant becomes active, which happens
+///   once (`approved → active`); both act on an active grant only, the warning only before its
+///   end.
+/// - `deprovision:{id}`: queued as the request ends (or as a grant made while it ended is
+///   recorded, in the same run of its activation); a request ends once, and the job completes
+///   without effect once the request's `deprovisioned_at` is set, which every removal sets.
+/// - `notify:{event}:{channel}`: `event` is the id of a new audit event, never used again.
+/// - `reconcile:{n}` (the interval since the epoch) and `prune:{target}:{second}` (when it is
+///   due, after now): a key a week old is not made again unless a broker's clock is a week
+///   behind, and then one more reconciliation or pruning pass runs; both are idempotent.
+pub const DONE_KEPT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Deletes up to `limit` jobs done before `before` (unix ms), the earliest done first; how many
+/// it deleted. One short statement, through the index of done jobs (migration 0009); on
+/// PostgreSQL brokers sweeping at once take different rows and never wait for each other
+/// ([`picked`]). A job not done is never deleted, however old, far off or claimed.
+pub async fn delete_done(store: &Store, before: i64, limit: i64) -> Result<u64, StoreError> {
+    delete_picked(
+        store,
+        "DELETE FROM jobs WHERE id",
+        "SELECT id FROM jobs WHERE done_at < $1 ORDER BY done_at LIMIT $2",
+        before,
+        limit,
+    )
+    .await
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -88,6 +88,7 @@ const SOURCES: &[Source] = &[
     migration!(6, "0006_jobs_failures"),
     migration!(7, "0007_scheduled_requests"),
     migration!(8, "0008_requests_by_state"),
+    migration!(9, "0009_jobs_done"),
 ];
 
 /// What `serve` connecting as `database.app_role` may do, table by table: exactly what its
@@ -98,7 +99,7 @@ pub const APP_GRANTS: &[(&str, &str)] = &[
     ("users", "SELECT, INSERT, UPDATE"),
     ("requests", "SELECT, INSERT, UPDATE"),
     ("approvals", "SELECT, INSERT"),
-    ("jobs", "SELECT, INSERT, UPDATE"),
+    ("jobs", "SELECT, INSERT, UPDATE, DELETE"),
     ("sessions", "SELECT, INSERT, UPDATE, DELETE"),
     ("audit_events", "SELECT, INSERT"),
     ("audit_pending", "SELECT, INSERT, DELETE"),
@@ -658,7 +659,8 @@ mod tests {
                 "0005_audit_checkpoints",
                 "0006_jobs_failures",
                 "0007_scheduled_requests",
-                "0008_requests_by_state"
+                "0008_requests_by_state",
+                "0009_jobs_done"
             ]
         );
     }

@@ -1,6 +1,6 @@
 //! Browser sessions, stored server-side under the SHA-256 of their id.
 
-use super::db::query;
+use super::db::{delete_picked, query};
 use super::{Store, StoreError};
 
 /// A session row.
@@ -79,11 +79,19 @@ pub async fn delete(store: &Store, id_hash: &str) -> Result<bool, StoreError> {
     Ok(done == 1)
 }
 
-/// Drops sessions past their absolute end.
-pub async fn purge_expired(store: &Store, now: i64) -> Result<u64, StoreError> {
-    let done = query("DELETE FROM sessions WHERE expires_at <= $1")
-        .bind(now)
-        .execute(store)
-        .await?;
-    Ok(done)
+/// Deletes up to `limit` sessions past their absolute end at `now`, the earliest ended first;
+/// how many it deleted. The scheduler's sweep runs it: a session is otherwise deleted only when
+/// it is presented after its end or signed out, so the sign-in pages' pre-login sessions and
+/// every session whose browser never came back stayed for good, the user's ID token with them.
+/// One short statement ([`super::db::picked`]: PostgreSQL brokers sweeping at once take
+/// different rows).
+pub async fn purge_expired(store: &Store, now: i64, limit: i64) -> Result<u64, StoreError> {
+    delete_picked(
+        store,
+        "DELETE FROM sessions WHERE id_hash",
+        "SELECT id_hash FROM sessions WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2",
+        now,
+        limit,
+    )
+    .await
 }
