@@ -108,6 +108,10 @@ async fn serve_as_the_application_role_works_end_to_end_and_cannot_touch_the_aud
     )
     .await;
     the_whole_flow(&b).await;
+    // A week on, the sweep deletes the flow's done jobs and the ended sessions as the role.
+    b.clock.advance(time::Duration::days(8));
+    let swept = jit_server::scheduler::sweep(&b.app).await.unwrap();
+    assert!(swept.jobs >= 3 && swept.sessions >= 3, "{swept:?}");
 
     refusals(&app_url).await;
     drop(b);

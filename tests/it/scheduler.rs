@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use jit_api::RequestState;
+use jit_server::scheduler::sweep;
 use jit_server::store::jobs::JobKind;
 use jit_server::store::{jobs, query};
 use tokio::sync::watch;
 
-use crate::support::server::{Caller, ENGINES, Engine, TestBroker, start};
+use crate::support::server::{Caller, ENGINES, Engine, TestBroker, each_engine, start};
 
 /// Far longer than any wait below: a job found on time was not found by the tick.
 const TICK: Duration = Duration::from_secs(30);
@@ -258,3 +259,114 @@ async fn the_target_lock_written_as_a_literal_is_the_bound_one() {
         }
     }
 }
+
+/// The rows of `sql` (a `COUNT(*)`, its one `$1` bound to `arg`).
+async fn count(
+    b: &TestBroker,
+    sql: &'static str,
+    arg: impl Into<jit_server::store::db::Arg>,
+) -> i64 {
+    query(sql)
+        .bind(arg)
+        .fetch_one(&b.app.store)
+        .await
+        .unwrap()
+        .try_get_at(0)
+        .unwrap()
+}
+
+/// The running scheduler sweeps ([`jit_server::scheduler::sweep`]) as it starts: a grant's jobs
+/// done more than a week ago and the sessions past their end go; a job done just now, a job
+/// due in a year and a live session stay.
+async fn swept_by_the_running_scheduler(engine: Engine) {
+    let b = start(engine).await;
+    let (alice, bob, r) = prod_admin(&b).await;
+    bob.approve(r.id).await;
+    b.run_jobs().await;
+    b.advance(Duration::from_mins(61)).await;
+    assert_eq!(alice.show(r.id).await.state, RequestState::Expired);
+    let grant_jobs = "SELECT COUNT(*) FROM jobs WHERE request_id = $1 AND done_at IS NOT NULL";
+    let request = r.id.to_string();
+    let done = count(&b, grant_jobs, &request).await;
+    assert!(done >= 3, "{engine:?}: activate, expire, deprovision…");
+
+    // Eight days on: alice's and bob's sessions (12 h) ended, carol's starts.
+    b.clock.advance(time::Duration::days(8));
+    let now = b.app.now_ms();
+    let recent = queue(&b, now).await;
+    b.run_jobs().await;
+    assert!(done_at(&b, &recent).await.is_some());
+    let next_year = queue(&b, now + 365 * 24 * 3_600_000).await;
+    let carol = b.login("carol").await;
+    let ended_sessions = "SELECT COUNT(*) FROM sessions WHERE expires_at <= $1";
+    assert!(count(&b, ended_sessions, now).await >= 2, "{engine:?}");
+
+    let (stop, stopped) = watch::channel(false);
+    let scheduler = tokio::spawn(jit_server::scheduler::run(b.app.clone(), TICK, stopped));
+    let since = Instant::now();
+    loop {
+        let left = count(&b, grant_jobs, &request).await;
+        if left == 0 && count(&b, ended_sessions, now).await == 0 {
+            break;
+        }
+        assert!(
+            since.elapsed() < TICK / 2,
+            "{engine:?}: the running scheduler did not sweep ({left} of {done} jobs left)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done_at(&b, &recent).await.is_some(), "{engine:?}");
+    assert_eq!(done_at(&b, &next_year).await, None, "{engine:?}");
+    let (status, me) = carol.get("/me").await;
+    assert_eq!(status, 200, "{engine:?}: {me}");
+    stop.send(true).unwrap();
+    scheduler.await.unwrap();
+}
+
+each_engine!(
+    the_running_scheduler_deletes_old_done_jobs_and_ended_sessions,
+    swept_by_the_running_scheduler
+);
+
+/// A backlog larger than a sweep deletes (ten statements of 1,000 rows) goes over several
+/// sweeps, each saying whether more may be left; a job done within the week stays.
+async fn backlog_over_sweeps(engine: Engine) {
+    let b = start(engine).await;
+    let long_ago = b.app.now_ms() - jobs::DONE_KEPT_MS - 1;
+    query(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 10500)
+         INSERT INTO jobs (id, kind, payload, due_at, created_at, done_at)
+         SELECT 'old-' || n, 'notify', '{}', $1, $1, $1 FROM g",
+    )
+    .bind(long_ago)
+    .execute(&b.app.store)
+    .await
+    .unwrap();
+    let recent = queue(&b, b.app.now_ms()).await;
+    b.run_jobs().await;
+    let mut sweeps = Vec::new();
+    for _ in 0..3 {
+        let swept = sweep(&b.app).await.unwrap();
+        sweeps.push((swept.jobs, swept.more));
+    }
+    assert_eq!(
+        sweeps,
+        [(10_000, true), (500, false), (0, false)],
+        "{engine:?}"
+    );
+    assert_eq!(
+        count(
+            &b,
+            "SELECT COUNT(*) FROM jobs WHERE done_at < $1",
+            b.app.now_ms()
+        )
+        .await,
+        1
+    );
+    assert!(done_at(&b, &recent).await.is_some(), "{engine:?}");
+}
+
+each_engine!(
+    a_backlog_of_done_jobs_goes_over_several_sweeps,
+    backlog_over_sweeps
+);

@@ -12,6 +12,9 @@
 //! this broker retries moves its wake-up earlier, and the tick bounds how long
 //! it takes to see the jobs other brokers queued and the leases of a dead
 //! broker running out.
+//!
+//! Beside the jobs, each broker sweeps what is kept only for a while ([`sweep`]): the jobs done
+//! a week ago and the sessions past their end, every [`SWEEP_EVERY`], in short statements.
 
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use tracing::{error, info, warn};
 use crate::service::grants::{JobOutcome, internal_retry_ms};
 use crate::service::{App, ServiceError};
 use crate::store::jobs::{self, Job, JobKind};
+use crate::store::{StoreError, sessions};
 
 /// How long a claimed job stays ours before others may take it, unless renewed.
 const LEASE_MS: i64 = 5_000;
@@ -37,6 +41,7 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
     let reconcile_every = app.config.scheduler.reconcile_every.duration();
     let mut next_reconcile = std::time::Instant::now();
     let replays = tokio::spawn(replay_held(app.clone(), shutdown.clone()));
+    let sweeps = tokio::spawn(sweep_now_and_then(app.clone(), shutdown.clone()));
     let mut running = tokio::task::JoinSet::new();
     // Whether to claim at the top of the loop, and whether the last claim
     // filled every free slot (so more jobs may be due).
@@ -89,6 +94,7 @@ pub async fn run(app: App, tick: Duration, mut shutdown: watch::Receiver<bool>) 
                 if *shutdown.borrow() {
                     while running.join_next().await.is_some() {}
                     let _ = replays.await;
+                    let _ = sweeps.await;
                     info!("scheduler stopped");
                     return;
                 }
@@ -148,6 +154,103 @@ async fn replay_held(app: App, mut shutdown: watch::Receiver<bool>) {
                         held = app.spool.waiting_events(),
                         "held audit events still wait: the audit store refuses them"
                     );
+                }
+            }
+        }
+    }
+}
+
+/// How often each broker sweeps ([`sweep`]); the first sweep is at its start.
+const SWEEP_EVERY: Duration = Duration::from_mins(10);
+/// How soon it sweeps again when a sweep stopped at its bound with rows left: a backlog (the
+/// first sweeps after an upgrade from a jit that kept every job) goes ten statements of 1,000
+/// rows a table every 10 s, 1,000 rows a second.
+const SWEEP_AGAIN: Duration = Duration::from_secs(10);
+/// Rows one statement of a sweep deletes at most: milliseconds on either engine, so the
+/// statement never holds SQLite's writer (whose turns queue behind it) or a PostgreSQL
+/// transaction for long.
+const SWEEP_BATCH: i64 = 1_000;
+/// Statements a sweep runs at most on each table; the writer takes the others' turns between
+/// them.
+const SWEEP_BATCHES: usize = 10;
+
+/// What a sweep deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Swept {
+    /// Jobs done before the retention ([`jobs::DONE_KEPT_MS`]).
+    pub jobs: u64,
+    /// Sessions past their absolute end.
+    pub sessions: u64,
+    /// A table may hold more to delete: the sweep stopped at its bound.
+    pub more: bool,
+}
+
+/// Deletes, in statements of at most [`SWEEP_BATCH`] rows and at most [`SWEEP_BATCHES`] of them
+/// a table, the jobs done more than [`jobs::DONE_KEPT_MS`] ago and the sessions past their end
+/// (by the broker's clock). Several brokers may sweep at once: on PostgreSQL each statement
+/// takes rows no other holds and waits for none; a row two brokers both deleted is simply gone.
+///
+/// # Errors
+/// A statement the database refused; the rows deleted before it stay deleted.
+pub async fn sweep(app: &App) -> Result<Swept, StoreError> {
+    let now = app.now_ms();
+    let (jobs, more_jobs) =
+        in_batches(|| jobs::delete_done(&app.store, now - jobs::DONE_KEPT_MS, SWEEP_BATCH)).await?;
+    let (sessions, more_sessions) =
+        in_batches(|| sessions::purge_expired(&app.store, now, SWEEP_BATCH)).await?;
+    Ok(Swept {
+        jobs,
+        sessions,
+        more: more_jobs || more_sessions,
+    })
+}
+
+/// Runs `delete` (one statement that deletes at most [`SWEEP_BATCH`] rows and says how many it
+/// did) until one deletes fewer, or [`SWEEP_BATCHES`] ran: the rows deleted, and whether there
+/// may be more (every statement deleted a full batch).
+async fn in_batches<F, Fut>(mut delete: F) -> Result<(u64, bool), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let full = u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX);
+    let mut deleted = 0;
+    for _ in 0..SWEEP_BATCHES {
+        let n = delete().await?;
+        deleted += n;
+        if n < full {
+            return Ok((deleted, false));
+        }
+    }
+    Ok((deleted, true))
+}
+
+/// Sweeps ([`sweep`]) at once, then every [`SWEEP_EVERY`] (every [`SWEEP_AGAIN`] while a
+/// backlog lasts), until `shutdown`. A failed sweep is logged and tried again at the next.
+async fn sweep_now_and_then(app: App, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let wait = match sweep(&app).await {
+            Ok(swept) => {
+                if swept.jobs + swept.sessions > 0 {
+                    info!(
+                        jobs = swept.jobs,
+                        sessions = swept.sessions,
+                        more = swept.more,
+                        "deleted done jobs and ended sessions"
+                    );
+                }
+                if swept.more { SWEEP_AGAIN } else { SWEEP_EVERY }
+            }
+            Err(e) => {
+                warn!(error = %e, "could not delete done jobs and ended sessions; trying again later");
+                SWEEP_EVERY
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
                 }
             }
         }
@@ -249,4 +352,48 @@ async fn run_one(app: App, job: Job) -> Option<i64> {
         }
     };
     Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SWEEP_BATCH, SWEEP_BATCHES, in_batches};
+
+    /// [`in_batches`] over a table of `backlog` rows: what it returns, and how many statements
+    /// it ran.
+    async fn sweep_of(backlog: u64) -> ((u64, bool), usize) {
+        let batch = u64::try_from(SWEEP_BATCH).unwrap();
+        let (mut left, mut statements) = (backlog, 0);
+        let result = in_batches(|| {
+            statements += 1;
+            let n = left.min(batch);
+            left -= n;
+            async move { Ok(n) }
+        })
+        .await
+        .unwrap();
+        (result, statements)
+    }
+
+    #[tokio::test]
+    async fn a_sweep_deletes_in_bounded_batches_and_says_when_more_is_left() {
+        assert_eq!(sweep_of(0).await, ((0, false), 1));
+        assert_eq!(sweep_of(2_500).await, ((2_500, false), 3));
+        // A last full batch cannot tell: one more statement finds none.
+        assert_eq!(sweep_of(3_000).await, ((3_000, false), 4));
+        let most = u64::try_from(SWEEP_BATCHES).unwrap() * u64::try_from(SWEEP_BATCH).unwrap();
+        assert_eq!(sweep_of(most).await, ((most, true), SWEEP_BATCHES));
+        assert_eq!(sweep_of(50_000).await, ((most, true), SWEEP_BATCHES));
+    }
+
+    #[tokio::test]
+    async fn a_refused_statement_ends_the_sweep() {
+        let mut statements = 0;
+        let result = in_batches(|| {
+            statements += 1;
+            async { Err(crate::store::StoreError::NotFound) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(statements, 1);
+    }
 }
