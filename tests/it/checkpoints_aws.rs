@@ -156,7 +156,15 @@ async fn kms_signed_checkpoints_land_locked_in_s3_and_verify_from_there() {
     assert_eq!(objects, ["prod/eu/checkpoint-000000000001.json"]);
 
     // The bucket without Object Lock is refused, and said so in /readyz; the other sink works.
-    let ready = crate::support::get_json(&http, &format!("{}/readyz", server.url)).await;
+    // The sinks' status is updated as the round ends, a moment after the object landed.
+    let mut ready = serde_json::Value::Null;
+    for _ in 0..100 {
+        ready = crate::support::get_json(&http, &format!("{}/readyz", server.url)).await;
+        if ready["audit_checkpoints"]["sinks"][1]["ok"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(ready["status"], "ready", "{ready}");
     let sinks = ready["audit_checkpoints"]["sinks"].as_array().unwrap();
     assert_eq!(sinks[0]["ok"], true, "{ready}");
