@@ -740,6 +740,18 @@ each_engine!(api_errors_have_the_documented_shape, |engine| async move {
     assert_eq!(me["email"], "alice@example.com");
     let (status, _) = alice.get("/requests?state=bogus").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A misspelt query parameter is refused, not ignored (which would list everything).
+    for path in [
+        "/requests?stat=pending".to_owned(),
+        "/requests/00000000-0000-0000-0000-000000000000?wiat=active".to_owned(),
+        "/audit?actr=alice@example.com".to_owned(),
+        "/audit/verify?fulll=true".to_owned(),
+    ] {
+        let (status, body) = alice.get(&path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{path}: {body}");
+        assert!(body.to_string().contains("unknown field"), "{path}: {body}");
+    }
 });
 
 each_engine!(concurrent_approvals_give_one_grant, |engine| async move {

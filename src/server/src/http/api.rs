@@ -258,6 +258,7 @@ async fn create(
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Only these states, comma-separated (`pending,active`).
     #[serde(default)]
@@ -647,6 +648,7 @@ async fn console_url(
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct AuditQuery {
     /// Only events by this actor (email, or `system`).
     #[serde(default)]
@@ -773,6 +775,7 @@ fn rfc3339(t: time::OffsetDateTime) -> Option<String> {
 /// Query of `GET /api/v1/audit/verify`.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct VerifyQuery {
     /// `true`: recompute every row of the chain. Default: only the rows from the newest one
     /// this broker verified before (the first call after the broker starts checks everything).

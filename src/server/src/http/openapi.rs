@@ -59,7 +59,9 @@ impl Modify for Common {
             .version(env!("CARGO_PKG_VERSION"))
             .description(Some(
                 "Just-in-time privileged access: request, approve and use time-boxed grants. \
-                 Errors are `{\"error\": {\"code\", \"message\"}}` with the status code.",
+                 Errors are `{\"error\": {\"code\", \"message\"}}` with the status code. \
+                 A body field the operation does not define is refused (400), not ignored, \
+                 and so is a query parameter it does not define, where it takes any.",
             ))
             .license(Some(LicenseBuilder::new().name("Apache-2.0").build()))
             .build();

@@ -15,6 +15,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// Waiting for a state change instead of polling.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(super) struct WaitQuery {
     /// Answer as soon as the request is in one of these states, comma-separated
     /// (`active,denied,failed`), or has ended (`expired`, `denied`, `cancelled`,
