@@ -277,7 +277,7 @@ async fn teams_gets_one_card_per_event_even_when_it_asks_to_wait() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoking_an_extended_grant_tells_once_of_the_request_named() {
+async fn revoking_an_extended_grant_tells_the_requester_once_and_the_extensions_approvers() {
     for engine in ENGINES {
         let sink = SmtpSink::start(None).await;
         let receiver = Receiver::default();
@@ -303,19 +303,20 @@ async fn revoking_an_extended_grant_tells_once_of_the_request_named() {
         churn(&b, 2).await;
         assert_eq!(sink.mails().len(), mails);
 
-        // An admin revokes the first: one action, one notification, to the requester, of the
-        // request the admin named.
+        // An admin revokes the first: one action, one notification to the requester, of the
+        // request the admin named; the waiting extension's approvers hear it was withdrawn.
         let (status, body) = carol.revoke(r.id, "incident over").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         churn(&b, 3).await;
-        sink.wait_for(mails + 1, Duration::from_secs(10)).await;
+        sink.wait_for(mails + 2, Duration::from_secs(10)).await;
         churn(&b, 2).await;
-        let new: Vec<_> = sink.mails().split_off(mails);
+        let mut new: Vec<_> = sink.mails().split_off(mails);
+        new.sort_by_key(|m| m.to.clone());
         let told: Vec<(Vec<String>, String)> = new
             .iter()
             .map(|m| (m.to.clone(), subject(&m.raw)))
             .collect();
-        assert_eq!(told.len(), 1, "{told:#?}");
+        assert_eq!(told.len(), 2, "{told:#?}");
         assert_eq!(told[0].0, ["alice@example.com"], "{told:#?}");
         assert!(
             told[0].1.contains("revoked by carol@example.com"),
@@ -326,10 +327,24 @@ async fn revoking_an_extended_grant_tells_once_of_the_request_named() {
             "{}",
             new[0].raw
         );
-        assert_eq!(
-            receiver.accepted().len(),
-            cards,
-            "no card: nothing to decide"
+        assert_eq!(told[1].0, ["sre-leads@example.com"], "{told:#?}");
+        assert!(
+            told[1].1.contains("cancelled by carol@example.com"),
+            "{told:#?}"
+        );
+        assert!(
+            new[1].raw.contains(&format!("/requests/{waiting}")),
+            "{}",
+            new[1].raw
+        );
+        // The channel that was asked to decide on the extension is told it was withdrawn.
+        let accepted = receiver.accepted();
+        assert_eq!(accepted.len(), cards + 1, "{accepted:#?}");
+        assert!(accepted[cards].contains("cancelled"), "{}", accepted[cards]);
+        assert!(
+            accepted[cards].contains(&waiting.to_string()),
+            "{}",
+            accepted[cards]
         );
         // The audit log still has every link's event.
         let actions = |id| b.audit_actions(Some(id));

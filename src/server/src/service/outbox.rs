@@ -26,6 +26,9 @@ pub struct Told<'a> {
     pub actor: Option<&'a str>,
     /// Their comment.
     pub comment: Option<&'a str>,
+    /// Whether the requester is told, as the kind says; `false`: only the others the kind names
+    /// (an action that ends several requests tells the requester once, of the request named).
+    pub to_requester: bool,
 }
 
 impl App {
@@ -79,6 +82,15 @@ impl App {
             },
             told.actor,
         );
+        let recipients = if told.to_requester {
+            recipients
+        } else {
+            let requester = view.row.requester_email.trim();
+            recipients
+                .into_iter()
+                .filter(|r| !r.eq_ignore_ascii_case(requester))
+                .collect()
+        };
         let notification = Notification {
             kind: told.kind,
             request: view.to_api(),
@@ -208,6 +220,7 @@ impl App {
                     event_id,
                     actor: None,
                     comment: None,
+                    to_requester: true,
                 },
             )
             .await?;

@@ -548,6 +548,7 @@ impl App {
             event_id,
             actor: Some(&user.email),
             comment: None,
+            to_requester: true,
         };
         match (granted, view.row.break_glass) {
             (true, false) => Ok(Vec::new()),
@@ -758,6 +759,7 @@ impl App {
             event_id,
             actor: Some(&user.email),
             comment,
+            to_requester: true,
         };
         self.notify(tx, row.id, told).await
     }
@@ -878,8 +880,8 @@ impl App {
 
     /// Revokes the live grants (approved or active) of locked `chain`, named by its request
     /// `named`, and cancels its pending extensions, inside `tx`, as `who` allows `user`, and
-    /// queues one notification of it; the changes it made. Refused when the chain holds no
-    /// live grant.
+    /// queues one notification of it to the requester (and one to the approvers of each
+    /// cancelled extension); the changes it made. Refused when the chain holds no live grant.
     async fn end_chain(
         &self,
         tx: &mut Tx,
@@ -903,8 +905,9 @@ impl App {
         let now_ms = self.now_ms();
         let by_admin = who.principal() != named.requester_key;
         let mut changes = Vec::new();
-        // The event the action's one notification is keyed by: the named request's, if it
-        // changed (an expired first grant whose extension is revoked did not), else the first.
+        // The event the requester's one notification is keyed by: the named request's
+        // revocation, if it was revoked (an expired first grant whose extension is revoked was
+        // not, nor a named pending extension), else the first revocation's.
         let mut told_by = None;
         for row in chain {
             let (to, action) = match row.state {
@@ -935,11 +938,23 @@ impl App {
                 comment: reason,
             };
             let event_id = self.end_request(tx, row, to, now_ms, ending).await?;
-            if row.id == named.id || told_by.is_none() {
-                told_by = Some(event_id);
-            }
             if to == RequestState::Revoked {
                 self.queue_deprovision(tx, row.id, now_ms).await?;
+                if row.id == named.id || told_by.is_none() {
+                    told_by = Some(event_id);
+                }
+            } else {
+                // A cancelled extension's approvers were asked to decide on it: they are told
+                // it was withdrawn, as when its requester cancels it (the requester hears of the
+                // action once, below).
+                let told = Told {
+                    kind: NotificationKind::Cancelled,
+                    event_id,
+                    actor: Some(&user.email),
+                    comment: reason,
+                    to_requester: false,
+                };
+                self.notify(tx, row.id, told).await?;
             }
             changes.push(ended(row, to, now_ms));
         }
@@ -951,6 +966,7 @@ impl App {
                 event_id,
                 actor: Some(&user.email),
                 comment: reason,
+                to_requester: true,
             };
             self.notify(tx, named.id, told).await?;
         }

@@ -86,6 +86,7 @@ impl App {
                     event_id,
                     actor: notice.actor,
                     comment: notice.comment,
+                    to_requester: true,
                 },
             )
             .await?;
