@@ -405,7 +405,7 @@ async fn run(
     db.remove().await;
 
     if let Ok(k) = std::env::var("JIT_BENCH_LOAD_SLOWEST") {
-        print_slowest(&samples, k.parse().unwrap_or(10));
+        print_slowest(&samples, &windows, k.parse().unwrap_or(10));
     }
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let throughput = samples.len() as f64 / elapsed.as_secs_f64();
@@ -677,7 +677,31 @@ async fn signed(store: &jit_server::store::Store) -> i64 {
 
 /// The `k` slowest calls of each kind, in the order they were due (stalls that hit many
 /// arrivals at once show as runs of neighbours).
-fn print_slowest(samples: &[Sample], k: usize) {
+fn print_slowest(samples: &[Sample], windows: &[Window], k: usize) {
+    // End to end, with the checkpoint round or step (`split`) whose window (and margin) the
+    // arrival overlapped, to see where the slowest fall.
+    let margin = touch_margin();
+    let mut slowest: Vec<&Sample> = samples.iter().collect();
+    slowest.sort_unstable_by_key(|s| std::cmp::Reverse(s.total));
+    slowest.truncate(k);
+    slowest.sort_unstable_by_key(|s| s.due);
+    for s in slowest {
+        let by = windows
+            .iter()
+            .find(|w| s.due <= w.end + margin && w.start <= s.due + s.total)
+            .map_or_else(String::new, |w| {
+                format!(
+                    ", touched by the {} at {:?} (took {:?})",
+                    if w.step { "step" } else { "round" },
+                    w.start,
+                    w.end.saturating_sub(w.start)
+                )
+            });
+        println!(
+            "  slow: end to end {:?} for the arrival due at {:?}{by}",
+            s.total, s.due
+        );
+    }
     let mut calls: Vec<(Duration, Duration, &str)> = samples
         .iter()
         .flat_map(|s| {
