@@ -31,6 +31,34 @@ pub struct Told<'a> {
     pub to_requester: bool,
 }
 
+impl<'a> Told<'a> {
+    /// `kind` of the event `event_id`, done by `actor` with `comment`, told to whom the kind
+    /// names.
+    pub fn by(
+        actor: &'a str,
+        kind: NotificationKind,
+        event_id: Uuid,
+        comment: Option<&'a str>,
+    ) -> Self {
+        Self {
+            kind,
+            event_id,
+            actor: Some(actor),
+            comment,
+            to_requester: true,
+        }
+    }
+
+    /// The same, told to all the kind names but the requester.
+    #[must_use]
+    pub fn not_to_requester(self) -> Self {
+        Self {
+            to_requester: false,
+            ..self
+        }
+    }
+}
+
 impl App {
     /// Queues the notifications of an event on request `id`, inside the event's transaction.
     pub async fn notify(&self, tx: &mut Tx, id: Uuid, told: Told<'_>) -> Result<(), ServiceError> {

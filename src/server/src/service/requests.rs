@@ -543,13 +543,7 @@ impl App {
         granted: bool,
         event_ids: &[Uuid],
     ) -> Result<Vec<(String, String)>, ServiceError> {
-        let told = |kind, event_id| Told {
-            kind,
-            event_id,
-            actor: Some(&user.email),
-            comment: None,
-            to_requester: true,
-        };
+        let told = |kind, event_id| Told::by(&user.email, kind, event_id, None);
         match (granted, view.row.break_glass) {
             (true, false) => Ok(Vec::new()),
             (true, true) => {
@@ -754,13 +748,7 @@ impl App {
         } else {
             (NotificationKind::ApprovalRecorded, approval_event)
         };
-        let told = Told {
-            kind,
-            event_id,
-            actor: Some(&user.email),
-            comment,
-            to_requester: true,
-        };
+        let told = Told::by(&user.email, kind, event_id, comment);
         self.notify(tx, row.id, told).await
     }
 
@@ -910,16 +898,8 @@ impl App {
         // not, nor a named pending extension), else the first revocation's.
         let mut told_by = None;
         for row in chain {
-            let (to, action) = match row.state {
-                RequestState::Approved | RequestState::Active => (
-                    domain::transition(row.state, Event::Revoke),
-                    "grant.revoked",
-                ),
-                RequestState::Pending if row.extends_id.is_some() => (
-                    domain::transition(row.state, Event::Cancel),
-                    "request.cancelled",
-                ),
-                _ => continue,
+            let Some((to, action)) = chain_link_ends(row) else {
+                continue;
             };
             let to = to.map_err(|e| ServiceError::Conflict(e.into()))?;
             let mut data = if to == RequestState::Revoked {
@@ -947,27 +927,15 @@ impl App {
                 // A cancelled extension's approvers were asked to decide on it: they are told
                 // it was withdrawn, as when its requester cancels it (the requester hears of the
                 // action once, below).
-                let told = Told {
-                    kind: NotificationKind::Cancelled,
-                    event_id,
-                    actor: Some(&user.email),
-                    comment: reason,
-                    to_requester: false,
-                };
-                self.notify(tx, row.id, told).await?;
+                let told = Told::by(&user.email, NotificationKind::Cancelled, event_id, reason);
+                self.notify(tx, row.id, told.not_to_requester()).await?;
             }
             changes.push(ended(row, to, now_ms));
         }
         // One action, one notification (each link's event is in the audit log): the
         // revocation of the request the user named.
         if let Some(event_id) = told_by {
-            let told = Told {
-                kind: NotificationKind::Revoked,
-                event_id,
-                actor: Some(&user.email),
-                comment: reason,
-                to_requester: true,
-            };
+            let told = Told::by(&user.email, NotificationKind::Revoked, event_id, reason);
             self.notify(tx, named.id, told).await?;
         }
         Ok(changes)
@@ -1504,4 +1472,26 @@ pub fn secs_ms(secs: u64) -> i64 {
     i64::try_from(secs)
         .unwrap_or(i64::MAX / 1000)
         .saturating_mul(1000)
+}
+
+/// What a chain's revocation does to one of its requests: it revokes a live grant (approved or
+/// active) and cancels a pending extension, with the event's action; `None` for the others,
+/// which have ended.
+fn chain_link_ends(
+    row: &RequestRow,
+) -> Option<(
+    Result<RequestState, domain::IllegalTransition>,
+    &'static str,
+)> {
+    match row.state {
+        RequestState::Approved | RequestState::Active => Some((
+            domain::transition(row.state, Event::Revoke),
+            "grant.revoked",
+        )),
+        RequestState::Pending if row.extends_id.is_some() => Some((
+            domain::transition(row.state, Event::Cancel),
+            "request.cancelled",
+        )),
+        _ => None,
+    }
 }
