@@ -64,6 +64,9 @@ pub enum NotificationKind {
 pub struct Audience<'a> {
     /// The requester's email address.
     pub requester: &'a str,
+    /// Whether the requester is told when the kind names them; `false` for an action that
+    /// ends several requests, which tells the requester once, of the request named.
+    pub tell_requester: bool,
     /// Approver addresses (the entitlement's `notify.email` route).
     pub approvers: &'a [String],
     /// `notify.security_emails`, told of every break-glass use.
@@ -93,7 +96,7 @@ impl NotificationKind {
                 .collect(),
         };
         // An approver who is also the requester never reviews their own request.
-        let skip_requester = self == K::NewRequest;
+        let skip_requester = self == K::NewRequest || !audience.tell_requester;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for c in candidates {
@@ -778,6 +781,7 @@ pub(crate) mod tests {
         let security = vec!["sec@example.com".to_owned()];
         let a = Audience {
             requester: "alice@example.com",
+            tell_requester: true,
             approvers: &approvers,
             security: &security,
         };

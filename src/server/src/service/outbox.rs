@@ -105,20 +105,12 @@ impl App {
         let recipients = told.kind.recipients(
             &Audience {
                 requester: &view.row.requester_email,
+                tell_requester: told.to_requester,
                 approvers: &ent.notify.email,
                 security: &self.config.notify.security_emails,
             },
             told.actor,
         );
-        let recipients = if told.to_requester {
-            recipients
-        } else {
-            let requester = view.row.requester_email.trim();
-            recipients
-                .into_iter()
-                .filter(|r| !r.eq_ignore_ascii_case(requester))
-                .collect()
-        };
         let notification = Notification {
             kind: told.kind,
             request: view.to_api(),

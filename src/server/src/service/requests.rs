@@ -898,10 +898,11 @@ impl App {
         // not, nor a named pending extension), else the first revocation's.
         let mut told_by = None;
         for row in chain {
-            let Some((to, action)) = chain_link_ends(row) else {
+            let Some((event, action)) = chain_link_ends(row) else {
                 continue;
             };
-            let to = to.map_err(|e| ServiceError::Conflict(e.into()))?;
+            let to = domain::transition(row.state, event)
+                .map_err(|e| ServiceError::Conflict(e.into()))?;
             let mut data = if to == RequestState::Revoked {
                 json!({ "reason": reason, "by_admin": by_admin })
             } else {
@@ -1475,23 +1476,14 @@ pub fn secs_ms(secs: u64) -> i64 {
 }
 
 /// What a chain's revocation does to one of its requests: it revokes a live grant (approved or
-/// active) and cancels a pending extension, with the event's action; `None` for the others,
-/// which have ended.
-fn chain_link_ends(
-    row: &RequestRow,
-) -> Option<(
-    Result<RequestState, domain::IllegalTransition>,
-    &'static str,
-)> {
+/// active) and cancels a pending extension, with the audit event's action; `None` for the
+/// others, which have ended.
+fn chain_link_ends(row: &RequestRow) -> Option<(Event, &'static str)> {
     match row.state {
-        RequestState::Approved | RequestState::Active => Some((
-            domain::transition(row.state, Event::Revoke),
-            "grant.revoked",
-        )),
-        RequestState::Pending if row.extends_id.is_some() => Some((
-            domain::transition(row.state, Event::Cancel),
-            "request.cancelled",
-        )),
+        RequestState::Approved | RequestState::Active => Some((Event::Revoke, "grant.revoked")),
+        RequestState::Pending if row.extends_id.is_some() => {
+            Some((Event::Cancel, "request.cancelled"))
+        }
         _ => None,
     }
 }
