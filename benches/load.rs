@@ -240,6 +240,14 @@ struct Window {
     step: bool,
 }
 
+impl Window {
+    /// Whether the arrival `s` lived (`[due, due + total]`) during this window or the `margin`
+    /// after it: touched by it.
+    fn touches(&self, s: &Sample, margin: Duration) -> bool {
+        s.due <= self.end + margin && self.start <= s.due + s.total
+    }
+}
+
 /// `split`: what the checkpoint rounds cost the end-to-end p99, attributed within one run.
 ///
 /// This replaces the earlier comparison of the arrivals due in even seconds (a round starts)
@@ -515,11 +523,7 @@ const PLACEBOS: u32 = 5;
 /// `split`: the arrivals touched by a round, and the p99s of [`Attribution`].
 fn attribute(samples: &[Sample], windows: &[Window], every: Duration) -> Attribution {
     let margin = touch_margin();
-    let reached = |windows: &[Window], s: &Sample| {
-        windows
-            .iter()
-            .any(|w| s.due <= w.end + margin && w.start <= s.due + s.total)
-    };
+    let reached = |windows: &[Window], s: &Sample| windows.iter().any(|w| w.touches(s, margin));
     let (touched, untouched): (Vec<&Sample>, Vec<&Sample>) =
         samples.iter().partition(|s| reached(windows, s));
     let totals = |v: &[&Sample]| v.iter().map(|s| s.total).collect::<Vec<_>>();
@@ -688,7 +692,7 @@ fn print_slowest(samples: &[Sample], windows: &[Window], k: usize) {
     for s in slowest {
         let by = windows
             .iter()
-            .find(|w| s.due <= w.end + margin && w.start <= s.due + s.total)
+            .find(|w| w.touches(s, margin))
             .map_or_else(String::new, |w| {
                 format!(
                     ", touched by the {} at {:?} (took {:?})",
