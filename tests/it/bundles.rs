@@ -530,12 +530,7 @@ each_engine!(
         let (status, body) = mint_as_the_store_fails(&env, &oscar, id).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         // A revocation meanwhile: its events and its removal's are held too.
-        let (status, body) = oscar
-            .post(
-                &format!("/requests/{id}/revoke"),
-                json!({"comment": "done"}),
-            )
-            .await;
+        let (status, body) = oscar.revoke(id, "done").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         b.run_jobs().await;
 

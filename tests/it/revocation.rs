@@ -183,12 +183,7 @@ async fn revoking_an_extended_grant_ends_the_chain(engine: Engine) {
     assert_eq!(ext2.state, RequestState::Approved);
 
     // Revoking the first request (expired already) ends the chain's live grants.
-    let (status, body) = alice
-        .post(
-            &format!("/requests/{first}/revoke"),
-            json!({ "comment": "done" }),
-        )
-        .await;
+    let (status, body) = alice.revoke(first, "done").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "expired");
     for id in [ext.id, ext2.id] {
@@ -511,12 +506,7 @@ async fn removal_never_waits_for_the_audit_store(engine: Engine) {
         .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     // ...taking away does not wait.
-    let (status, body) = alice
-        .post(
-            &format!("/requests/{revoked}/revoke"),
-            json!({ "comment": "done" }),
-        )
-        .await;
+    let (status, body) = alice.revoke(revoked, "done").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "revoked");
     b.run_jobs().await;

@@ -742,12 +742,12 @@ each_engine!(api_errors_have_the_documented_shape, |engine| async move {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // A misspelt query parameter is refused, not ignored (which would list everything).
     for path in [
-        "/requests?stat=pending".to_owned(),
-        "/requests/00000000-0000-0000-0000-000000000000?wiat=active".to_owned(),
-        "/audit?actr=alice@example.com".to_owned(),
-        "/audit/verify?fulll=true".to_owned(),
+        "/requests?stat=pending",
+        "/requests/00000000-0000-0000-0000-000000000000?wiat=active",
+        "/audit?actr=alice@example.com",
+        "/audit/verify?fulll=true",
     ] {
-        let (status, body) = alice.get(&path).await;
+        let (status, body) = alice.get(path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
         assert_eq!(body["error"]["code"], "invalid_request", "{path}: {body}");
         assert!(body.to_string().contains("unknown field"), "{path}: {body}");
