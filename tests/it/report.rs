@@ -10,6 +10,7 @@ use jit_server::store::audit::{self, Filter, NewEvent};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::support::db::TestDb;
 use crate::support::server::{ENGINES, run_ok, server_bin, start};
 
 /// `jit-server report access` on `db_url` in `format`: stdout.
@@ -301,4 +302,34 @@ async fn the_access_review_page_filters_and_downloads() {
             "two grants and one unreviewed use: {csv}"
         );
     }
+}
+
+/// On PostgreSQL a transaction's events wait in `audit_pending` until a sealer chains them. The
+/// report covers every event committed before it ran, so it chains those first: a grant a
+/// broker recorded a moment before (here: one whose broker is gone, its events never chained)
+/// is in the report, and the log verifies afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_covers_events_not_chained_yet() {
+    let db = TestDb::postgres().await;
+    let id = uuid::Uuid::now_v7();
+    db.exec(&format!(
+        "INSERT INTO audit_pending (at, actor, action, request_id, entitlement, data) VALUES \
+         (1767225600000, 'alice@example.com', 'request.created', '{id}', 'aws-sandbox', \
+          '{{\"justification\":\"INC-1\"}}'), \
+         (1767225600001, 'system', 'request.auto_approved', '{id}', 'aws-sandbox', '{{}}'), \
+         (1767225600002, 'system', 'grant.activated', '{id}', 'aws-sandbox', \
+          '{{\"expires_at\":\"2026-01-01T00:30:00Z\"}}')"
+    ))
+    .await
+    .unwrap();
+    let lines: Vec<Value> = report(&db.url, "jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["request_id"], id.to_string());
+    assert_eq!(lines[0]["requester"], "alice@example.com");
+    assert_eq!(lines[0]["approved_by"], "auto-approved");
+    assert_eq!(lines[0]["held_seconds"], 30 * 60);
+    assert_eq!(audit::pending(&db.store).await.unwrap(), (0, None));
 }

@@ -123,8 +123,10 @@ struct Asked {
 }
 
 /// The report's rows for the period `[from_ms, to_ms)`, in order: grants by activation, then
-/// unreviewed break-glass uses, then findings.
+/// unreviewed break-glass uses, then findings. It covers every event committed before the
+/// call: on PostgreSQL it first waits for the chain to take in the pending ones.
 pub async fn access(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<Row>, StoreError> {
+    audit::caught_up(store).await?;
     let mut asked: HashMap<String, Asked> = HashMap::new();
     let mut grants: Vec<Row> = Vec::new();
     let mut open: HashMap<String, usize> = HashMap::new();
