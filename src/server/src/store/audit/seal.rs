@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sqlx::{Acquire as _, PgPool, Row as _};
+use sqlx::{Connection as _, PgPool, Row as _};
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
@@ -112,11 +112,13 @@ impl Sealer {
 
 async fn run(shared: Arc<Shared>, pool: PgPool) {
     let mut failures = 0u32;
+    // Whether a commit (or a reader) asked for this round, rather than the sweep.
+    let mut kicked = false;
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst) || pool.is_closed();
         let round = shared.started.fetch_add(1, Ordering::SeqCst) + 1;
         let began = Instant::now();
-        match seal_all(&pool).await {
+        match seal_all(&pool, kicked).await {
             Ok(n) => {
                 failures = 0;
                 if n > 0 {
@@ -140,17 +142,28 @@ async fn run(shared: Arc<Shared>, pool: PgPool) {
         if stopping {
             return;
         }
-        tokio::select! {
-            () = shared.kick.notified() => {}
-            () = tokio::time::sleep(SWEEP_EVERY) => {}
-        }
+        kicked = tokio::select! {
+            () = shared.kick.notified() => true,
+            () = tokio::time::sleep(SWEEP_EVERY) => false,
+        };
         tokio::time::sleep_until((began + ROUND_GAP).into()).await;
     }
 }
 
-/// Chains everything pending; returns how many events.
-async fn seal_all(pool: &PgPool) -> Result<u64, StoreError> {
+/// Chains everything pending; returns how many events. A round that a commit asked for
+/// (`kicked`) has events to chain, unless another broker's sealer took them first, so it
+/// goes straight to the lock; the sweep looks first, which is cheap when idle (no
+/// transaction, no lock).
+async fn seal_all(pool: &PgPool, kicked: bool) -> Result<u64, StoreError> {
     let mut conn = pool.acquire().await?;
+    if !kicked
+        && sqlx::query("SELECT 1 FROM audit_pending LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_none()
+    {
+        return Ok(0);
+    }
     let mut total = 0;
     loop {
         let n = seal_batch(&mut conn).await?;
@@ -162,37 +175,31 @@ async fn seal_all(pool: &PgPool) -> Result<u64, StoreError> {
 }
 
 /// One transaction: under the chain lock, the oldest pending events become
-/// the next rows of the chain and leave `audit_pending`.
+/// the next rows of the chain and leave `audit_pending`. Five round trips: the lock with its
+/// `BEGIN`, the batch with the chain's head, the insert, the delete, the commit.
 async fn seal_batch(conn: &mut sqlx::PgConnection) -> Result<u64, StoreError> {
-    // Cheap when idle: no transaction, no lock.
-    if sqlx::query("SELECT 1 FROM audit_pending LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_none()
-    {
-        return Ok(0);
-    }
-    let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHAIN_LOCK)
-        .execute(&mut *tx)
+    let mut tx = conn
+        .begin_with(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+        )))
         .await?;
-    // Read after the lock: another broker may have chained some meanwhile.
+    // Read after the lock (another broker may have chained some meanwhile), the head with
+    // each event: one statement, one snapshot.
     let pending = sqlx::query(
-        "SELECT id, at, actor, action, request_id, entitlement, data
-         FROM audit_pending ORDER BY id LIMIT $1",
+        "SELECT p.id, p.at, p.actor, p.action, p.request_id, p.entitlement, p.data,
+                h.seq AS head_seq, h.hash AS head_hash
+         FROM (SELECT * FROM audit_pending ORDER BY id LIMIT $1) p
+         LEFT JOIN (SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1) h ON true
+         ORDER BY p.id",
     )
     .bind(BATCH)
     .fetch_all(&mut *tx)
     .await?;
-    if pending.is_empty() {
+    let Some(first) = pending.first() else {
         return Ok(0);
-    }
-    let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (mut seq, mut prev): (i64, String) = match head {
-        Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
+    };
+    let (mut seq, mut prev): (i64, String) = match first.try_get::<Option<i64>, _>("head_seq")? {
+        Some(head) => (head, first.try_get("head_hash")?),
         None => (0, GENESIS.to_owned()),
     };
     let mut cols = Columns::with_capacity(pending.len());
