@@ -59,8 +59,13 @@ pub struct TargetLocks {
 /// object is fixed when it is filed, so an entry is never stale: a session for a grant this
 /// broker made locks the object without reading the request first (on PostgreSQL one
 /// round trip fewer; the request is read under the lock all the same).
-#[derive(Default)]
-struct KnownObjects(Mutex<Option<crate::fifo::Fifo<Uuid, String>>>);
+struct KnownObjects(Mutex<crate::fifo::Fifo<Uuid, String>>);
+
+impl Default for KnownObjects {
+    fn default() -> Self {
+        Self(Mutex::new(crate::fifo::Fifo::new(KNOWN_OBJECTS)))
+    }
+}
 
 /// How many requests' objects [`KnownObjects`] holds.
 const KNOWN_OBJECTS: usize = 10_000;
@@ -72,24 +77,20 @@ impl std::fmt::Debug for KnownObjects {
 }
 
 impl KnownObjects {
-    fn get(&self, id: Uuid) -> Option<String> {
-        let map = self
-            .0
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::fifo::Fifo<Uuid, String>> {
+        self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.as_ref().and_then(|m| m.get(&id).cloned())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, id: Uuid) -> Option<String> {
+        self.lock().get(&id).cloned()
     }
 
     fn keep(&self, id: Uuid, key: &str) {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let gone = map
-            .get_or_insert_with(|| crate::fifo::Fifo::new(KNOWN_OBJECTS))
-            .insert(id, key.to_owned());
-        drop(map);
-        drop(gone);
+        // What it lets go is dropped at the end of the function, after the lock (a statement's
+        // temporary) is released.
+        let _gone = self.lock().insert(id, key.to_owned());
     }
 }
 
